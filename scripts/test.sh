@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's test command runs it: Debian test dependencies, the
+# WebAssembly build, typecheck, lint, then every bun:test file. Ends with one summary line
+#   tests: N passed, N failed[, N skipped]
+# where the typecheck and the lint count as one test each. Exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+skipped=0
+
+step() { # name, command...
+  local name="$1"
+  shift
+  echo "== $name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    echo "== $name FAILED" >&2
+    failed=$((failed + 1))
+  fi
+}
+
+bash scripts/install-test-deps.sh || echo "install-test-deps failed; tests needing those tools will skip" >&2
+
+if ! bun run build:wasm; then
+  echo "tests: 0 passed, 1 failed"
+  exit 1
+fi
+
+step typecheck bun run typecheck
+step lint bun run lint
+
+log="$(mktemp)"
+bun test "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+# bun:test prints its summary as " N pass", " N fail", " N skip" lines.
+p=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -1 | tr -dc '0-9')
+f=$(grep -E '^ *[0-9]+ fail$' "$log" | tail -1 | tr -dc '0-9')
+s=$(grep -E '^ *[0-9]+ skip$' "$log" | tail -1 | tr -dc '0-9')
+rm -f "$log"
+passed=$((passed + ${p:-0}))
+failed=$((failed + ${f:-0}))
+skipped=$((skipped + ${s:-0}))
+if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+  echo "bun test exited $rc without reporting a failed test" >&2
+  failed=$((failed + 1))
+fi
+
+line="tests: $passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
+echo "$line"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,130 @@
+// The contract every secret-matcher engine implements: the pure-TypeScript reference
+// (the oracle), the WebAssembly engine, and the worker pool that runs the WASM engine off the
+// main thread. It must never hold I/O, logging or globals: engines are pure byte transformers.
+//
+// Semantics (shared by every engine, tested by test/vectors/matcher-vectors.ts):
+// - Every occurrence of every pattern is replaced by that pattern's replacement.
+// - Overlaps resolve leftmost-first, then longest at the same start; matching resumes at the
+//   end of the chosen match (no match overlaps another).
+// - Output equals what replacing those matches in the whole concatenated input gives,
+//   whatever the chunking. A stream holds back at most `maxPatternLength - 1` input bytes.
+
+/** Limits every engine enforces when a pattern set is compiled. */
+export const PATTERN_MIN_LENGTH = 8;
+export const PATTERN_MAX_LENGTH = 512;
+export const PATTERN_MAX_COUNT = 65_536;
+
+export interface PatternSpec {
+  /** The bytes to find. */
+  readonly pattern: Uint8Array;
+  /** What each occurrence becomes (any length, may be empty). */
+  readonly replacement: Uint8Array;
+}
+
+export type MatcherErrorCode =
+  | "empty-set"
+  | "too-many-patterns"
+  | "pattern-empty"
+  | "pattern-too-short"
+  | "pattern-too-long"
+  | "pattern-duplicate"
+  | "stream-closed"
+  | "set-disposed"
+  | "engine-failure";
+
+/**
+ * The one error type matchers throw. Its message names the offending pattern by index and
+ * length, never by content: patterns are secrets.
+ */
+export class MatcherError extends Error {
+  override readonly name = "MatcherError";
+  constructor(
+    readonly code: MatcherErrorCode,
+    message: string,
+    /** Index of the offending pattern in the input list, when there is one. */
+    readonly index?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** A compiled, immutable pattern set. */
+export interface CompiledSet {
+  readonly patternCount: number;
+  readonly maxPatternLength: number;
+  /** Zero every table and byte the set holds; the set is unusable afterwards. */
+  dispose(): void;
+}
+
+/** One streaming pass over a body. Not reusable: after `end()` or `abort()` it is closed. */
+export interface MatchStream {
+  /** Feed a chunk (any size, may be empty); returns the output that is now safe to emit. */
+  push(chunk: Uint8Array): Uint8Array;
+  /** Flush the held-back window through the matcher; returns the rest of the output. */
+  end(): Uint8Array;
+  /** Drop the stream and zero its state without emitting anything. */
+  abort(): void;
+  /** Matches replaced so far. */
+  readonly replacements: number;
+}
+
+export interface MatcherEngine {
+  /** Validate and compile; throws MatcherError naming the bad pattern by index. */
+  compile(specs: readonly PatternSpec[]): CompiledSet;
+  openStream(set: CompiledSet): MatchStream;
+  /** Whole-buffer convenience: identical to one push + end. */
+  replaceAll(set: CompiledSet, input: Uint8Array): { output: Uint8Array; replacements: number };
+}
+
+/** Validation shared by every engine, so they reject exactly the same inputs. */
+export function validatePatternSpecs(specs: readonly PatternSpec[]): number {
+  if (specs.length === 0) throw new MatcherError("empty-set", "pattern set is empty");
+  if (specs.length > PATTERN_MAX_COUNT) {
+    throw new MatcherError(
+      "too-many-patterns",
+      `pattern set has ${specs.length} patterns; at most ${PATTERN_MAX_COUNT} are allowed`,
+    );
+  }
+  let maxLen = 0;
+  const seen = new Map<string, number>();
+  for (let i = 0; i < specs.length; i++) {
+    const p = specs[i]!.pattern;
+    if (p.length === 0) throw new MatcherError("pattern-empty", `pattern #${i} is empty`, i);
+    if (p.length < PATTERN_MIN_LENGTH) {
+      throw new MatcherError(
+        "pattern-too-short",
+        `pattern #${i} is ${p.length} bytes; the minimum is ${PATTERN_MIN_LENGTH}`,
+        i,
+      );
+    }
+    if (p.length > PATTERN_MAX_LENGTH) {
+      throw new MatcherError(
+        "pattern-too-long",
+        `pattern #${i} is ${p.length} bytes; the maximum is ${PATTERN_MAX_LENGTH}`,
+        i,
+      );
+    }
+    // Keyed by a hash-free latin1 view; the key never leaves this function.
+    const key = latin1(p);
+    const first = seen.get(key);
+    if (first !== undefined) {
+      throw new MatcherError(
+        "pattern-duplicate",
+        `pattern #${i} duplicates pattern #${first} (${p.length} bytes)`,
+        i,
+      );
+    }
+    seen.set(key, i);
+    if (p.length > maxLen) maxLen = p.length;
+  }
+  seen.clear();
+  return maxLen;
+}
+
+function latin1(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096) as unknown as number[]);
+  }
+  return s;
+}
