@@ -1,0 +1,206 @@
+// Per-host leaf certificates for TLS interception, minted on first use and cached.
+// One P-256 leaf key is generated at start and reused for every leaf (as mitmproxy does): a
+// mint is then one ECDSA signature, not a key generation. Leaves are short-lived, backdated a
+// few minutes, carry exactly one SAN (the host) and EKU serverAuth, and are signed by the
+// interception CA. The cache is an LRU with a cap; concurrent requests for one host share one
+// in-flight mint; a leaf close to expiry is re-minted.
+//
+// It must never decide whether a host is allowed (policy does that before asking for a
+// leaf), never canonicalise hosts itself beyond rejecting what cannot be a SAN, and never
+// mint for the agent identity namespace or with clientAuth.
+
+import { isIP } from "node:net";
+import { createSecureContext, type SecureContext } from "node:tls";
+import { PkiError } from "./pki-error.ts";
+import {
+  certToPem,
+  DAY_MS,
+  exportPrivateKeyPem,
+  generateP256KeyPair,
+  OID_SERVER_AUTH,
+  P256_ALGORITHM,
+  randomSerialHex,
+  x509,
+} from "./x509.ts";
+
+/** What the leaf cache needs from the interception CA. */
+export interface InterceptionIssuer {
+  readonly cert: x509.X509Certificate;
+  readonly certPem: string;
+  readonly key: CryptoKey;
+}
+
+export interface LeafCacheOptions {
+  /** Most leaves kept; the least recently used is dropped first. Default 1000. */
+  readonly capacity?: number;
+  /** Leaf lifetime from now. Default 24 h. */
+  readonly validityMs?: number;
+  /** notBefore = now − backdate, for peers with slow clocks. Default 5 min. */
+  readonly backdateMs?: number;
+  /** A cached leaf with less than this left is re-minted. Default 1 h. */
+  readonly renewBeforeMs?: number;
+  /** Build a node:tls SecureContext with each leaf. Default true. */
+  readonly secureContext?: boolean;
+  /** Clock, for tests. */
+  readonly now?: () => number;
+}
+
+export interface MintedLeaf {
+  readonly host: string;
+  /** Leaf then interception CA, PEM: what node:tls `cert` takes. */
+  readonly certChainPem: string;
+  /** The shared leaf key, PKCS#8 PEM. */
+  readonly keyPem: string;
+  readonly notAfter: Date;
+  readonly serial: string;
+  /** Ready for `tls.TLSSocket`/`SNICallback`, when enabled. */
+  readonly secureContext: SecureContext | undefined;
+}
+
+export interface LeafCacheStats {
+  readonly hits: number;
+  readonly misses: number;
+  /** Requests that joined a mint already in flight for the same host. */
+  readonly joined: number;
+  readonly mints: number;
+  readonly evictions: number;
+  readonly size: number;
+  readonly inFlight: number;
+}
+
+const DNS_LABEL = "[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?";
+const DNS_NAME_RE = new RegExp(`^(?=.{1,253}$)${DNS_LABEL}(\\.${DNS_LABEL})*$`);
+
+export class LeafCache {
+  private readonly cache = new Map<string, MintedLeaf>();
+  private readonly inFlight = new Map<string, Promise<MintedLeaf>>();
+  private readonly capacity: number;
+  private readonly validityMs: number;
+  private readonly backdateMs: number;
+  private readonly renewBeforeMs: number;
+  private readonly withContext: boolean;
+  private readonly now: () => number;
+  private readonly chainTail: string;
+  private counters = { hits: 0, misses: 0, joined: 0, mints: 0, evictions: 0 };
+
+  private constructor(
+    private readonly issuer: InterceptionIssuer,
+    private readonly leafKeys: CryptoKeyPair,
+    readonly keyPem: string,
+    options: LeafCacheOptions,
+  ) {
+    this.capacity = options.capacity ?? 1000;
+    this.validityMs = options.validityMs ?? DAY_MS;
+    this.backdateMs = options.backdateMs ?? 5 * 60_000;
+    this.renewBeforeMs = options.renewBeforeMs ?? 60 * 60_000;
+    this.withContext = options.secureContext ?? true;
+    this.now = options.now ?? Date.now;
+    this.chainTail = issuer.certPem;
+    if (!Number.isInteger(this.capacity) || this.capacity < 1) {
+      throw new PkiError("bad-argument", "leaf cache capacity must be a positive integer");
+    }
+    if (this.renewBeforeMs >= this.validityMs) {
+      throw new PkiError("bad-argument", "leaf renewBeforeMs must be shorter than validityMs");
+    }
+  }
+
+  /** Generates the shared leaf key and returns an empty cache. */
+  static async create(
+    issuer: InterceptionIssuer,
+    options: LeafCacheOptions = {},
+  ): Promise<LeafCache> {
+    const keys = await generateP256KeyPair();
+    return new LeafCache(issuer, keys, await exportPrivateKeyPem(keys.privateKey), options);
+  }
+
+  /**
+   * The leaf for `host` (a canonical host: lower-case DNS name without trailing dot, dotted
+   * IPv4, or IPv6 without brackets).
+   */
+  get(host: string): Promise<MintedLeaf> {
+    const cached = this.cache.get(host);
+    if (cached && cached.notAfter.getTime() - this.now() > this.renewBeforeMs) {
+      this.counters.hits++;
+      // Re-insert: Map order is the LRU order.
+      this.cache.delete(host);
+      this.cache.set(host, cached);
+      return Promise.resolve(cached);
+    }
+    const pending = this.inFlight.get(host);
+    if (pending) {
+      this.counters.joined++;
+      return pending;
+    }
+    this.counters.misses++;
+    const mint = this.mint(host).then(
+      (leaf) => {
+        this.inFlight.delete(host);
+        this.cache.delete(host);
+        this.cache.set(host, leaf);
+        while (this.cache.size > this.capacity) {
+          const oldest = this.cache.keys().next().value as string;
+          this.cache.delete(oldest);
+          this.counters.evictions++;
+        }
+        return leaf;
+      },
+      (err: unknown) => {
+        this.inFlight.delete(host);
+        throw err;
+      },
+    );
+    this.inFlight.set(host, mint);
+    return mint;
+  }
+
+  stats(): LeafCacheStats {
+    return { ...this.counters, size: this.cache.size, inFlight: this.inFlight.size };
+  }
+
+  /** Drops every cached leaf (e.g. after the interception CA was replaced). */
+  clear(): void {
+    this.cache.clear();
+  }
+
+  private async mint(host: string): Promise<MintedLeaf> {
+    const ipVersion = isIP(host);
+    if (ipVersion === 0 && !DNS_NAME_RE.test(host)) {
+      throw new PkiError("bad-host", "host is not a canonical DNS name or IP address");
+    }
+    const now = this.now();
+    const notAfter = new Date(Math.min(now + this.validityMs, this.issuer.cert.notAfter.getTime()));
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: randomSerialHex(),
+      // CN kept short and valid: a DNS name may exceed the 64-character CN limit.
+      subject: ipVersion === 0 && host.length <= 64 ? `CN=${host}` : "CN=SLAPENIR intercepted",
+      issuer: this.issuer.cert.subject,
+      notBefore: new Date(now - this.backdateMs),
+      notAfter,
+      signingAlgorithm: P256_ALGORITHM,
+      publicKey: this.leafKeys.publicKey,
+      signingKey: this.issuer.key,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([OID_SERVER_AUTH], false),
+        new x509.SubjectAlternativeNameExtension(
+          [{ type: ipVersion === 0 ? "dns" : "ip", value: host }],
+          false,
+        ),
+      ],
+    });
+    this.counters.mints++;
+    const certChainPem = certToPem(cert) + this.chainTail;
+    const secureContext = this.withContext
+      ? createSecureContext({ cert: certChainPem, key: this.keyPem, minVersion: "TLSv1.2" })
+      : undefined;
+    return {
+      host,
+      certChainPem,
+      keyPem: this.keyPem,
+      notAfter,
+      serial: cert.serialNumber.toLowerCase(),
+      secureContext,
+    };
+  }
+}
