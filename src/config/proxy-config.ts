@@ -1,0 +1,468 @@
+// Everything except the credentials: listeners, certificate mode, egress allowlist, limits,
+// rate limit, log level — read from the environment (and an optional policy JSON file) over
+// embedded defaults, validated once at start and returned deeply frozen. A bad value is an
+// error naming the variable (or JSON path) and the problem.
+//
+// It must never read credentials (secrets.ts does) and never decide a request (src/policy/
+// does, from the patterns parsed here).
+//
+// Certificate modes:
+// - embedded (default): the embedded CA under SLAPENIR_HOME (see src/pki/embedded-ca.ts).
+// - step-ca (CERT_PATH set): CERT_PATH holds
+//     root_ca.crt           the CA that signs agent certificates (trusted for mTLS clients)
+//     proxy.crt, proxy.key  the proxy's server certificate chain and key (renewed in place)
+//     interception-ca.crt, interception-ca.key   optional; when absent the embedded
+//                           interception CA under SLAPENIR_HOME is used, and agents must trust
+//                           SLAPENIR_HOME/ca-bundle.pem as well as root_ca.crt.
+//
+// Policy file (SLAPENIR_POLICY), every field optional:
+//   { "allow": ["api.openai.com", "*.github.com:443", "localhost:*"],
+//     "agents": { "agent-a": { "allow": ["pypi.org"] } },
+//     "denyCertificates": { "serials": ["4f…"], "fingerprints": ["sha256:ab…"] } }
+// Allow patterns without a port mean port 443; `:*` means any port.
+
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { isIP } from "node:net";
+import { join, resolve } from "node:path";
+import { ConfigError } from "./config-error.ts";
+import { type HostPattern, parseHostPattern } from "./host-pattern.ts";
+
+export const DEFAULT_ALLOW_PORT = 443;
+
+export const STEP_CA_FILES = {
+  rootCa: "root_ca.crt",
+  serverCert: "proxy.crt",
+  serverKey: "proxy.key",
+  interceptionCert: "interception-ca.crt",
+  interceptionKey: "interception-ca.key",
+} as const;
+
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+const LOG_LEVELS: readonly LogLevel[] = [
+  "fatal",
+  "error",
+  "warn",
+  "info",
+  "debug",
+  "trace",
+  "silent",
+];
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export type CertificateSource =
+  | { readonly mode: "embedded"; readonly home: string; readonly serverNames: readonly string[] }
+  | {
+      readonly mode: "step-ca";
+      readonly dir: string;
+      readonly rootCaFile: string;
+      readonly serverCertFile: string;
+      readonly serverKeyFile: string;
+      /** Both set, or both undefined (then the embedded interception CA is used). */
+      readonly interceptionCertFile: string | undefined;
+      readonly interceptionKeyFile: string | undefined;
+      readonly home: string;
+    };
+
+export interface AllowRule {
+  readonly pattern: HostPattern;
+  /** Ports this rule admits. */
+  readonly ports: readonly number[] | "any";
+}
+
+export interface ProxyLimits {
+  readonly maxHeaderBytes: number;
+  readonly maxHeaderCount: number;
+  readonly headerTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  /** Longest gap between two body chunks (slow body / slow reader). */
+  readonly bodyIdleTimeoutMs: number;
+  readonly upstreamConnectTimeoutMs: number;
+  /** Time until the upstream's response headers arrive. */
+  readonly upstreamResponseTimeoutMs: number;
+  /** Cap for bodies the proxy must hold whole (never for streamed bodies). */
+  readonly maxHeldBodyBytes: number;
+  readonly shutdownGraceMs: number;
+}
+
+export interface ProxyConfig {
+  readonly listen: ListenAddress;
+  readonly adminListen: ListenAddress;
+  readonly home: string;
+  readonly certificates: CertificateSource;
+  readonly tokensJson: string | undefined;
+  readonly allow: readonly AllowRule[];
+  readonly agentAllow: ReadonlyMap<string, readonly AllowRule[]>;
+  /** Permit private, loopback and link-local destinations (tests only). */
+  readonly allowPrivate: boolean;
+  /** Extra PEM trusted for upstream TLS (besides the system store and NODE_EXTRA_CA_CERTS). */
+  readonly upstreamCaFile: string | undefined;
+  /** Informational: the runtime reads NODE_EXTRA_CA_CERTS itself. */
+  readonly nodeExtraCaCerts: string | undefined;
+  readonly limits: ProxyLimits;
+  /** Token bucket per agent; undefined when disabled (`SLAPENIR_RATE_LIMIT=off`). */
+  readonly rateLimit: { readonly perSecond: number; readonly burst: number } | undefined;
+  readonly denyCertificates: {
+    readonly serials: readonly string[];
+    readonly fingerprints: readonly string[];
+  };
+  readonly logLevel: LogLevel;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export function loadProxyConfig(env: Env = process.env, cwd: string = process.cwd()): ProxyConfig {
+  const home = resolve(cwd, nonEmpty(env, "SLAPENIR_HOME") ?? ".slapenir");
+  const policy = readPolicyFile(env, cwd);
+
+  const allow: AllowRule[] = [];
+  const allowEnv = nonEmpty(env, "SLAPENIR_ALLOW");
+  if (allowEnv !== undefined) {
+    splitList(allowEnv).forEach((p, i) => {
+      allow.push(allowRule(p, `SLAPENIR_ALLOW[${i}]`));
+    });
+  }
+  allow.push(...policy.allow);
+
+  const certPath = nonEmpty(env, "CERT_PATH");
+  const certificates: CertificateSource = certPath
+    ? stepCaSource(resolve(cwd, certPath), home)
+    : { mode: "embedded", home, serverNames: splitList(env.SLAPENIR_SERVER_NAMES ?? "") };
+  if (!certPath) {
+    (certificates as { serverNames: readonly string[] }).serverNames.forEach((n, i) => {
+      const bare = n.replace(/^\[(.*)\]$/, "$1");
+      if (isIP(bare) === 0 && !/^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$/.test(bare)) {
+        throw new ConfigError(
+          "bad-value",
+          "is neither a DNS name nor an IP address",
+          `SLAPENIR_SERVER_NAMES[${i}]`,
+        );
+      }
+    });
+  }
+
+  const upstreamCaFile = nonEmpty(env, "SLAPENIR_UPSTREAM_CA");
+  if (upstreamCaFile !== undefined)
+    checkPemFile(resolve(cwd, upstreamCaFile), "SLAPENIR_UPSTREAM_CA");
+
+  const denyEnv = parseDenylist(env.SLAPENIR_AGENT_DENYLIST ?? "");
+
+  const config: ProxyConfig = {
+    listen: listenAddress(env, "SLAPENIR_LISTEN", "127.0.0.1:8443"),
+    adminListen: listenAddress(env, "SLAPENIR_ADMIN_LISTEN", "127.0.0.1:9090"),
+    home,
+    certificates,
+    tokensJson: nonEmpty(env, "TOKENS_JSON") && resolve(cwd, env.TOKENS_JSON!),
+    allow,
+    agentAllow: policy.agentAllow,
+    allowPrivate: bool(env, "SLAPENIR_ALLOW_PRIVATE", false),
+    upstreamCaFile: upstreamCaFile && resolve(cwd, upstreamCaFile),
+    nodeExtraCaCerts: nonEmpty(env, "NODE_EXTRA_CA_CERTS"),
+    limits: {
+      maxHeaderBytes: int(env, "SLAPENIR_MAX_HEADER_BYTES", 16_384, 1_024, 1_048_576),
+      maxHeaderCount: int(env, "SLAPENIR_MAX_HEADER_COUNT", 100, 8, 10_000),
+      headerTimeoutMs: int(env, "SLAPENIR_HEADER_TIMEOUT_MS", 10_000, 100, 600_000),
+      idleTimeoutMs: int(env, "SLAPENIR_IDLE_TIMEOUT_MS", 60_000, 100, 3_600_000),
+      bodyIdleTimeoutMs: int(env, "SLAPENIR_BODY_IDLE_TIMEOUT_MS", 30_000, 100, 3_600_000),
+      upstreamConnectTimeoutMs: int(
+        env,
+        "SLAPENIR_UPSTREAM_CONNECT_TIMEOUT_MS",
+        10_000,
+        100,
+        600_000,
+      ),
+      upstreamResponseTimeoutMs: int(
+        env,
+        "SLAPENIR_UPSTREAM_RESPONSE_TIMEOUT_MS",
+        120_000,
+        100,
+        3_600_000,
+      ),
+      maxHeldBodyBytes: int(env, "SLAPENIR_MAX_HELD_BODY_BYTES", 10_485_760, 1_024, 1_073_741_824),
+      shutdownGraceMs: int(env, "SLAPENIR_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    },
+    rateLimit: rateLimit(env),
+    denyCertificates: {
+      serials: [...denyEnv.serials, ...policy.deny.serials],
+      fingerprints: [...denyEnv.fingerprints, ...policy.deny.fingerprints],
+    },
+    logLevel: logLevel(env),
+  };
+  return deepFreeze(config);
+}
+
+function stepCaSource(dir: string, home: string): CertificateSource {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new ConfigError("missing", `directory ${dir} does not exist`, "CERT_PATH");
+  }
+  const f = (name: string) => join(dir, name);
+  for (const name of [STEP_CA_FILES.rootCa, STEP_CA_FILES.serverCert, STEP_CA_FILES.serverKey]) {
+    if (!existsSync(f(name))) {
+      throw new ConfigError(
+        "missing",
+        `${f(name)} does not exist (expected in Step-CA mode)`,
+        "CERT_PATH",
+      );
+    }
+  }
+  const hasCert = existsSync(f(STEP_CA_FILES.interceptionCert));
+  const hasKey = existsSync(f(STEP_CA_FILES.interceptionKey));
+  if (hasCert !== hasKey) {
+    throw new ConfigError(
+      "missing",
+      `${STEP_CA_FILES.interceptionCert} and ${STEP_CA_FILES.interceptionKey} must be provided together`,
+      "CERT_PATH",
+    );
+  }
+  return {
+    mode: "step-ca",
+    dir,
+    rootCaFile: f(STEP_CA_FILES.rootCa),
+    serverCertFile: f(STEP_CA_FILES.serverCert),
+    serverKeyFile: f(STEP_CA_FILES.serverKey),
+    interceptionCertFile: hasCert ? f(STEP_CA_FILES.interceptionCert) : undefined,
+    interceptionKeyFile: hasKey ? f(STEP_CA_FILES.interceptionKey) : undefined,
+    home,
+  };
+}
+
+function allowRule(text: unknown, where: string): AllowRule {
+  const pattern = parseHostPattern(text, where, { allowAny: true, allowPort: true });
+  const ports =
+    pattern.port === "any"
+      ? "any"
+      : [pattern.port === undefined ? DEFAULT_ALLOW_PORT : pattern.port];
+  return Object.freeze({ pattern, ports });
+}
+
+interface PolicyFile {
+  allow: AllowRule[];
+  agentAllow: Map<string, readonly AllowRule[]>;
+  deny: { serials: string[]; fingerprints: string[] };
+}
+
+function readPolicyFile(env: Env, cwd: string): PolicyFile {
+  const out: PolicyFile = {
+    allow: [],
+    agentAllow: new Map(),
+    deny: { serials: [], fingerprints: [] },
+  };
+  const file = nonEmpty(env, "SLAPENIR_POLICY");
+  if (file === undefined) return out;
+  const path = resolve(cwd, file);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(
+      code ? "file-unreadable" : "bad-json",
+      code ? `${path} cannot be read (${code})` : `${path} is not valid JSON`,
+      "SLAPENIR_POLICY",
+    );
+  }
+  const where = `SLAPENIR_POLICY ${path}`;
+  if (!isObject(doc)) throw new ConfigError("bad-shape", "must be a JSON object", where);
+  for (const key of Object.keys(doc)) {
+    if (!["allow", "agents", "denyCertificates"].includes(key)) {
+      throw new ConfigError("bad-shape", `unknown field '${key.slice(0, 40)}'`, where);
+    }
+  }
+  if (doc.allow !== undefined) out.allow = patternList(doc.allow, `${where}: allow`);
+  if (doc.agents !== undefined) {
+    if (!isObject(doc.agents))
+      throw new ConfigError(
+        "bad-shape",
+        "must be an object keyed by agent name",
+        `${where}: agents`,
+      );
+    for (const [agent, rules] of Object.entries(doc.agents)) {
+      const w = `${where}: agents.${agent.slice(0, 64)}`;
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(agent))
+        throw new ConfigError("bad-value", "is not a valid agent name", w);
+      if (!isObject(rules) || Object.keys(rules).some((k) => k !== "allow")) {
+        throw new ConfigError("bad-shape", 'must be { "allow": [...] }', w);
+      }
+      out.agentAllow.set(agent, Object.freeze(patternList(rules.allow ?? [], `${w}.allow`)));
+    }
+  }
+  if (doc.denyCertificates !== undefined) {
+    const d = doc.denyCertificates;
+    const w = `${where}: denyCertificates`;
+    if (!isObject(d)) throw new ConfigError("bad-shape", "must be an object", w);
+    out.deny.serials = hexList(d.serials, `${w}.serials`, "serial");
+    out.deny.fingerprints = hexList(d.fingerprints, `${w}.fingerprints`, "fingerprint");
+  }
+  return out;
+}
+
+function patternList(value: unknown, where: string): AllowRule[] {
+  if (!Array.isArray(value))
+    throw new ConfigError("bad-shape", "must be an array of host patterns", where);
+  return value.map((p, i) => allowRule(p, `${where}[${i}]`));
+}
+
+function hexList(value: unknown, where: string, kind: "serial" | "fingerprint"): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value))
+    throw new ConfigError("bad-shape", "must be an array of hex strings", where);
+  return value.map((v, i) => checkHex(v, `${where}[${i}]`, kind));
+}
+
+function checkHex(v: unknown, where: string, kind: "serial" | "fingerprint"): string {
+  if (typeof v !== "string") throw new ConfigError("bad-value", "must be a hex string", where);
+  const hex = v
+    .replace(/^sha256:/i, "")
+    .replace(/:/g, "")
+    .toLowerCase();
+  if (kind === "fingerprint" && !/^[0-9a-f]{64}$/.test(hex)) {
+    throw new ConfigError(
+      "bad-value",
+      "must be a SHA-256 fingerprint (64 hex digits, colons allowed)",
+      where,
+    );
+  }
+  if (kind === "serial" && !/^[0-9a-f]{1,40}$/.test(hex)) {
+    throw new ConfigError(
+      "bad-value",
+      "must be a certificate serial (1..40 hex digits, colons allowed)",
+      where,
+    );
+  }
+  return hex;
+}
+
+/** `serial:HEX` or `sha256:HEX`, comma-separated. */
+function parseDenylist(text: string): { serials: string[]; fingerprints: string[] } {
+  const out = { serials: [] as string[], fingerprints: [] as string[] };
+  splitList(text).forEach((entry, i) => {
+    const where = `SLAPENIR_AGENT_DENYLIST[${i}]`;
+    const m = /^(serial|sha256):(.+)$/i.exec(entry);
+    if (!m)
+      throw new ConfigError("bad-value", "entries must be 'serial:HEX' or 'sha256:HEX'", where);
+    if (m[1]!.toLowerCase() === "serial") out.serials.push(checkHex(m[2], where, "serial"));
+    else out.fingerprints.push(checkHex(m[2], where, "fingerprint"));
+  });
+  return out;
+}
+
+function listenAddress(env: Env, name: string, fallback: string): ListenAddress {
+  const text = nonEmpty(env, name) ?? fallback;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || port > 65535) {
+    throw new ConfigError(
+      "bad-value",
+      "must be host:port (e.g. 127.0.0.1:8443, [::]:443, 0.0.0.0:443)",
+      name,
+    );
+  }
+  if (m[1] !== undefined && isIP(host) !== 6)
+    throw new ConfigError("bad-value", "bracketed host must be an IPv6 address", name);
+  return { host, port };
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const text = nonEmpty(env, name);
+  if (text === undefined) return fallback;
+  if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new ConfigError("bad-value", `must be an integer from ${min} to ${max}`, name);
+  }
+  return Number(text);
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const text = nonEmpty(env, name);
+  if (text === undefined) return fallback;
+  if (/^(1|true|yes|on)$/i.test(text)) return true;
+  if (/^(0|false|no|off)$/i.test(text)) return false;
+  throw new ConfigError("bad-value", "must be true or false", name);
+}
+
+/** `off`, or `N/s` / `N/m` with an optional burst `N/s,burst=M` (burst defaults to 2×N/s, at least 1). */
+function rateLimit(env: Env): ProxyConfig["rateLimit"] {
+  const text = nonEmpty(env, "SLAPENIR_RATE_LIMIT") ?? "50/s";
+  if (/^off$/i.test(text)) return undefined;
+  const m = /^([0-9]+(?:\.[0-9]+)?)\/(s|m)(?:,burst=([0-9]+))?$/.exec(text);
+  const n = Number(m?.[1]);
+  if (!m || !(n > 0) || n > 1_000_000) {
+    throw new ConfigError(
+      "bad-value",
+      "must be 'off' or like '50/s', '600/m', '50/s,burst=100'",
+      "SLAPENIR_RATE_LIMIT",
+    );
+  }
+  const perSecond = m[2] === "m" ? n / 60 : n;
+  const burst = m[3] !== undefined ? Number(m[3]) : Math.max(1, Math.ceil(perSecond * 2));
+  if (burst < 1)
+    throw new ConfigError("bad-value", "burst must be at least 1", "SLAPENIR_RATE_LIMIT");
+  return { perSecond, burst };
+}
+
+function logLevel(env: Env): LogLevel {
+  const text = (nonEmpty(env, "SLAPENIR_LOG_LEVEL") ?? "info").toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(text)) {
+    throw new ConfigError(
+      "bad-value",
+      `must be one of ${LOG_LEVELS.join(", ")}`,
+      "SLAPENIR_LOG_LEVEL",
+    );
+  }
+  return text as LogLevel;
+}
+
+function checkPemFile(path: string, name: string): void {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(
+      "file-unreadable",
+      `${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? "error"})`,
+      name,
+    );
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new ConfigError("bad-value", `${path} holds no PEM certificate`, name);
+  }
+}
+
+function nonEmpty(env: Env, name: string): string | undefined {
+  const v = env[name]?.trim();
+  return v === undefined || v === "" ? undefined : v;
+}
+
+function splitList(text: string): string[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value instanceof Map) {
+    for (const v of value.values()) deepFreeze(v);
+    // A frozen Map can still be mutated through set/delete: block them.
+    const map = value as Map<unknown, unknown>;
+    map.set = () => {
+      throw new TypeError("configuration is immutable");
+    };
+    map.delete = () => {
+      throw new TypeError("configuration is immutable");
+    };
+    map.clear = () => {
+      throw new TypeError("configuration is immutable");
+    };
+  } else if (typeof value === "object" && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return Object.freeze(value);
+}
