@@ -1,0 +1,308 @@
+// The matcher worker thread: runs one engine per live pattern set and the streams pinned to this
+// worker by src/matcher/pool.ts, speaking the protocol of src/matcher/pool-protocol.ts.
+// It must never log, never put pattern, replacement or stream bytes into a message other than a
+// transferred output buffer, and never keep a buffer that held input bytes without zeroing it.
+//
+// Why one engine instance per pattern set (not one per worker): a worker holds the old set
+// while streams opened on it finish and the new set for everything after, and retiring the old
+// set must zero everything it touched (`wipeAll` of its linear memory) without disturbing the
+// new one. Separate instances make that a whole-memory wipe instead of a careful partial one.
+
+import type { CrashMode, EngineName, FromWorker, ToWorker } from "../src/matcher/pool-protocol.ts";
+import { unpackSpecs } from "../src/matcher/pool-protocol.ts";
+import { referenceEngine } from "../src/matcher/reference.ts";
+import {
+  type CompiledSet,
+  type MatcherEngine,
+  MatcherError,
+  type MatchStream,
+} from "../src/matcher/types.ts";
+
+/** One engine instance and the means to zero all memory it ever held. */
+interface EngineInstance {
+  readonly engine: MatcherEngine;
+  /** The linear memory outputs may be views into (they must be copied, not transferred). */
+  readonly memory?: WebAssembly.Memory;
+  /** Zero everything the instance holds; it is unusable afterwards. */
+  wipe(): void;
+}
+
+type EngineFactory = () => EngineInstance;
+
+interface LiveSet {
+  readonly instance: EngineInstance;
+  readonly set: CompiledSet;
+  /** Streams still running on this set. */
+  streams: number;
+  /** A newer set was committed: zero this one when `streams` reaches 0. */
+  retired: boolean;
+}
+
+interface LiveStream {
+  readonly stream: MatchStream;
+  readonly gen: number;
+}
+
+async function loadEngineFactory(name: EngineName): Promise<EngineFactory> {
+  if (name === "reference") {
+    // The reference engine is stateless; its sets zero themselves on dispose.
+    return () => ({ engine: referenceEngine, wipe() {} });
+  }
+  // A computed specifier keeps this file independent of whether the WASM wrapper is built yet.
+  const specifier = "../src/matcher/wasm-engine.ts";
+  const mod = (await import(specifier)) as {
+    createWasmEngine(bytes?: Uint8Array): MatcherEngine & {
+      wipeAll(): void;
+      readonly memory: WebAssembly.Memory;
+    };
+  };
+  const factory: EngineFactory = () => {
+    const engine = mod.createWasmEngine();
+    return { engine, memory: engine.memory, wipe: () => engine.wipeAll() };
+  };
+  // Fail at start-up, not on the first secret set: instantiate once and wipe.
+  factory().wipe();
+  return factory;
+}
+
+function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
+  postMessage(msg, transfer);
+}
+
+function errorCode(e: unknown): MatcherError | undefined {
+  return e instanceof MatcherError ? e : undefined;
+}
+
+class MatcherWorker {
+  private factory: EngineFactory | undefined;
+  private readonly sets = new Map<number, LiveSet>();
+  private readonly streams = new Map<number, LiveStream>();
+
+  async init(engine: EngineName): Promise<void> {
+    try {
+      this.factory = await loadEngineFactory(engine);
+      post({ t: "ready" });
+    } catch (e) {
+      post({ t: "init-failed", message: e instanceof Error ? e.message : "engine failed to load" });
+    }
+  }
+
+  handle(msg: ToWorker): void {
+    switch (msg.t) {
+      case "init":
+        void this.init(msg.engine);
+        return;
+      case "compile":
+        this.compile(msg.gen, msg.packed);
+        return;
+      case "commit":
+        this.commit(msg.gen);
+        return;
+      case "drop":
+        this.drop(msg.gen);
+        return;
+      case "open":
+        this.open(msg.sid, msg.gen);
+        return;
+      case "push":
+        this.push(msg.sid, msg.buf, msg.len);
+        return;
+      case "end":
+        this.end(msg.sid);
+        return;
+      case "abort":
+        this.abort(msg.sid);
+        return;
+      case "crash":
+        crash(msg.mode);
+        return;
+      case "close":
+        this.close();
+        return;
+    }
+  }
+
+  private compile(gen: number, packed: ArrayBuffer): void {
+    let instance: EngineInstance | undefined;
+    try {
+      if (!this.factory) throw new MatcherError("engine-failure", "worker engine not loaded");
+      instance = this.factory();
+      const set = instance.engine.compile(unpackSpecs(packed));
+      this.sets.set(gen, { instance, set, streams: 0, retired: false });
+      post({ t: "compiled", gen });
+    } catch (e) {
+      instance?.wipe();
+      const me = errorCode(e);
+      if (!me) throw e; // not a validation error: the engine is broken, let the worker die
+      post({
+        t: "compile-failed",
+        gen,
+        code: me.code,
+        message: me.message,
+        ...(me.index !== undefined ? { index: me.index } : {}),
+      });
+    } finally {
+      // The engine keeps its own copy in its tables; the transferred one is ours to zero.
+      new Uint8Array(packed).fill(0);
+    }
+  }
+
+  private commit(gen: number): void {
+    for (const [g, live] of this.sets) {
+      if (g < gen) {
+        live.retired = true;
+        this.disposeIfIdle(g, live);
+      }
+    }
+  }
+
+  private drop(gen: number): void {
+    const live = this.sets.get(gen);
+    if (!live) return;
+    live.retired = true;
+    this.disposeIfIdle(gen, live);
+  }
+
+  private disposeIfIdle(gen: number, live: LiveSet): void {
+    if (!live.retired || live.streams > 0) return;
+    this.sets.delete(gen);
+    live.set.dispose();
+    live.instance.wipe();
+  }
+
+  private open(sid: number, gen: number): void {
+    const live = this.sets.get(gen);
+    if (!live || live.retired) {
+      post({ t: "stream-failed", sid, code: "set-disposed", message: "pattern set is not loaded" });
+      return;
+    }
+    try {
+      this.streams.set(sid, { stream: live.instance.engine.openStream(live.set), gen });
+      live.streams++;
+    } catch (e) {
+      this.failStream(sid, e);
+    }
+  }
+
+  private push(sid: number, buf: ArrayBuffer, len: number): void {
+    const input = new Uint8Array(buf, 0, len);
+    const live = this.streams.get(sid);
+    if (!live) {
+      // Already failed or aborted; the bytes are dropped, never echoed back.
+      input.fill(0);
+      return;
+    }
+    let out: Uint8Array;
+    try {
+      out = live.stream.push(input);
+    } catch (e) {
+      input.fill(0);
+      this.failStream(sid, e);
+      return;
+    }
+    const shipped = this.ship(out, buf, live.gen);
+    post({ t: "out", sid, buf: shipped.buf, len: shipped.len, consumed: len }, [shipped.buf]);
+  }
+
+  private end(sid: number): void {
+    const live = this.streams.get(sid);
+    if (!live) return;
+    let out: Uint8Array;
+    try {
+      out = live.stream.end();
+    } catch (e) {
+      this.failStream(sid, e);
+      return;
+    }
+    const replacements = live.stream.replacements;
+    const shipped = this.ship(out, undefined, live.gen);
+    this.release(sid, live);
+    post({ t: "ended", sid, buf: shipped.buf, len: shipped.len, replacements }, [shipped.buf]);
+  }
+
+  private abort(sid: number): void {
+    const live = this.streams.get(sid);
+    if (!live) return;
+    live.stream.abort();
+    this.release(sid, live);
+  }
+
+  /**
+   * Puts an engine output into a buffer this worker may transfer. A fresh array that owns its
+   * whole buffer goes as is; a view (e.g. into linear memory, which cannot be transferred) is
+   * copied into the spent input buffer when it fits, so no new allocation is made. The input
+   * bytes are zeroed in every case.
+   */
+  private ship(
+    out: Uint8Array,
+    input: ArrayBuffer | undefined,
+    gen: number,
+  ): { buf: ArrayBuffer; len: number } {
+    const memory = this.sets.get(gen)?.instance.memory;
+    const ownsWholeBuffer =
+      out.buffer instanceof ArrayBuffer &&
+      out.byteOffset === 0 &&
+      out.byteLength === out.buffer.byteLength &&
+      out.buffer !== memory?.buffer;
+    if (ownsWholeBuffer) {
+      if (input) new Uint8Array(input).fill(0);
+      return { buf: out.buffer as ArrayBuffer, len: out.length };
+    }
+    if (input && out.length <= input.byteLength) {
+      const dst = new Uint8Array(input);
+      dst.set(out);
+      dst.fill(0, out.length);
+      return { buf: input, len: out.length };
+    }
+    if (input) new Uint8Array(input).fill(0);
+    const copy = new Uint8Array(out.length);
+    copy.set(out);
+    return { buf: copy.buffer, len: out.length };
+  }
+
+  private failStream(sid: number, e: unknown): void {
+    const me = errorCode(e);
+    const live = this.streams.get(sid);
+    if (live) {
+      try {
+        live.stream.abort();
+      } finally {
+        this.release(sid, live);
+      }
+    }
+    // Anything but a MatcherError means the engine itself misbehaved (a WebAssembly trap, a
+    // bug): its memory may be inconsistent, so the whole worker dies and the pool fails every
+    // stream on it and starts a fresh one.
+    if (!me) throw e;
+    post({ t: "stream-failed", sid, code: me.code, message: me.message });
+  }
+
+  private release(sid: number, live: LiveStream): void {
+    this.streams.delete(sid);
+    const set = this.sets.get(live.gen);
+    if (!set) return;
+    set.streams--;
+    this.disposeIfIdle(live.gen, set);
+  }
+
+  private close(): void {
+    for (const live of this.streams.values()) live.stream.abort();
+    this.streams.clear();
+    for (const live of this.sets.values()) {
+      live.set.dispose();
+      live.instance.wipe();
+    }
+    this.sets.clear();
+    post({ t: "closed" });
+  }
+}
+
+function crash(mode: CrashMode): void {
+  if (mode === "exit") process.exit(70);
+  throw new Error("matcher worker crash requested by a test");
+}
+
+// Inside a worker `self` is the worker's global scope; Bun's types describe it as a Worker.
+declare const self: Worker;
+const worker = new MatcherWorker();
+self.onmessage = (event: MessageEvent<ToWorker>) => worker.handle(event.data);
