@@ -78,16 +78,27 @@ class MatcherWorker {
   private readonly sets = new Map<number, LiveSet>();
   private readonly streams = new Map<number, LiveStream>();
 
+  /** Messages that arrived while the engine module was loading, handled in order after. */
+  private backlog: ToWorker[] | undefined;
+
   async init(engine: EngineName): Promise<void> {
+    this.backlog = [];
     try {
       this.factory = await loadEngineFactory(engine);
       post({ t: "ready" });
     } catch (e) {
       post({ t: "init-failed", message: e instanceof Error ? e.message : "engine failed to load" });
     }
+    const queued = this.backlog;
+    this.backlog = undefined;
+    for (const msg of queued) this.handle(msg);
   }
 
   handle(msg: ToWorker): void {
+    if (this.backlog && msg.t !== "crash") {
+      this.backlog.push(msg);
+      return;
+    }
     switch (msg.t) {
       case "init":
         void this.init(msg.engine);
@@ -228,10 +239,10 @@ class MatcherWorker {
   }
 
   /**
-   * Puts an engine output into a buffer this worker may transfer. A fresh array that owns its
-   * whole buffer goes as is; a view (e.g. into linear memory, which cannot be transferred) is
-   * copied into the spent input buffer when it fits, so no new allocation is made. The input
-   * bytes are zeroed in every case.
+   * Puts an engine output into a buffer this worker may transfer. An array at the start of its
+   * own ArrayBuffer goes as is (its slack past the output is zeroed); anything else (e.g. a view
+   * into linear memory, which cannot be transferred) is copied into the spent input buffer
+   * when it fits, so no new allocation is made. The input bytes are zeroed in every case.
    */
   private ship(
     out: Uint8Array,
@@ -239,14 +250,17 @@ class MatcherWorker {
     gen: number,
   ): { buf: ArrayBuffer; len: number } {
     const memory = this.sets.get(gen)?.instance.memory;
-    const ownsWholeBuffer =
-      out.buffer instanceof ArrayBuffer &&
-      out.byteOffset === 0 &&
-      out.byteLength === out.buffer.byteLength &&
-      out.buffer !== memory?.buffer;
-    if (ownsWholeBuffer) {
+    const own = out.buffer;
+    if (
+      own instanceof ArrayBuffer &&
+      !own.resizable &&
+      own !== memory?.buffer &&
+      own !== input &&
+      out.byteOffset === 0
+    ) {
+      if (own.byteLength > out.length) new Uint8Array(own, out.length).fill(0);
       if (input) new Uint8Array(input).fill(0);
-      return { buf: out.buffer as ArrayBuffer, len: out.length };
+      return { buf: own, len: out.length };
     }
     if (input && out.length <= input.byteLength) {
       const dst = new Uint8Array(input);

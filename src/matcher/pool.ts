@@ -390,32 +390,40 @@ class PoolStream implements ScanStreamCore {
     if (this.pendingLen > 0) await this.flushPending();
     if (this.transferWholeBuffers && ownsWholeBuffer(chunk)) {
       // The caller hands the buffer over; one message however large (it is already allocated).
-      await this.capacity(chunk.length);
-      this.send(chunk.buffer as ArrayBuffer, chunk.length);
+      await this.sendWhenFits(chunk.length, () => chunk.buffer as ArrayBuffer);
       return;
     }
     const max = this.pool.config.maxMessageBytes;
     for (let at = 0; at < chunk.length; at += max) {
       const piece = chunk.subarray(at, Math.min(at + max, chunk.length));
-      await this.capacity(piece.length);
-      const copy = new Uint8Array(piece.length);
-      copy.set(piece);
-      this.send(copy.buffer, copy.length);
+      await this.sendWhenFits(piece.length, () => {
+        const copy = new Uint8Array(piece.length);
+        copy.set(piece);
+        return copy.buffer;
+      });
     }
+  }
+
+  /**
+   * Waits until `n` more bytes fit under both caps, then sends at once: no await may come
+   * between the check and the send, or other streams could pass the same check meanwhile.
+   */
+  private async sendWhenFits(n: number, take: () => ArrayBuffer): Promise<void> {
+    while (!this.fits(n)) await this.nextWake();
+    this.assertLive();
+    this.send(take(), n);
   }
 
   /** Sends the coalescing buffer as soon as the caps allow. */
   private async flushPending(): Promise<void> {
-    while (this.pendingLen > 0) {
-      if (this.trySendPending()) return;
-      await this.capacity(this.pendingLen);
-    }
+    while (!this.trySendPending()) await this.nextWake();
   }
 
   /** Sends the coalescing buffer if the caps allow it right now; false if they do not. */
   trySendPending(): boolean {
+    this.assertLive();
     if (this.pendingLen === 0) return true;
-    if (this.state === "failed" || !this.fits(this.pendingLen)) return false;
+    if (!this.fits(this.pendingLen)) return false;
     const full = this.pending!;
     const len = this.pendingLen;
     // Transfer the coalescing buffer itself; a fresh one is made on the next small write.
@@ -434,16 +442,13 @@ class PoolStream implements ScanStreamCore {
     return streamOk && poolOk;
   }
 
-  /** Waits until `n` more bytes fit under both caps. */
-  private async capacity(n: number): Promise<void> {
-    while (!this.fits(n)) {
-      this.assertLive();
-      const waiter = deferred();
-      this.capacityWaiters.push(waiter);
-      this.pool.noteWaiting(this);
-      await waiter.promise;
-    }
+  /** Resolves when in-flight bytes came back somewhere; rejects if this stream failed. */
+  private nextWake(): Promise<void> {
     this.assertLive();
+    const waiter = deferred();
+    this.capacityWaiters.push(waiter);
+    this.pool.noteWaiting(this);
+    return waiter.promise;
   }
 
   /** Wakes writers so they re-check the caps. */
@@ -628,7 +633,7 @@ export class MatcherPool {
    * invalid set, leaving the current set in place.
    */
   setPatterns(specs: readonly PatternSpec[]): Promise<void> {
-    this.assertOpen();
+    if (this.closed) return Promise.reject(this.closedError());
     const run = this.setChain.then(() => this.swapSet(specs));
     this.setChain = run.catch(() => {});
     return run;
@@ -768,7 +773,7 @@ export class MatcherPool {
 
   private async doClose(): Promise<void> {
     this.closed = true;
-    const err = new MatcherError("set-disposed", "matcher pool is closed");
+    const err = this.closedError();
     for (const stream of [...this.streams]) stream.abort(err);
     await Promise.all(this.slots.map((s) => s.shutdown(this.config.closeTimeoutMs)));
     if (this.currentSet) new Uint8Array(this.currentSet.packed).fill(0);
@@ -800,6 +805,7 @@ export class MatcherPool {
 
   /** Some in-flight bytes came back: send coalesced data, then wake held-back writers. */
   capacityFreed(stream: PoolStream): void {
+    // Failed streams were forgotten (removed from flushWanted) before they call this.
     if (stream.pendingLen > 0 && stream.trySendPending()) this.flushWanted.delete(stream);
     if (this.flushWanted.size > 0) {
       for (const s of this.flushWanted) if (s.trySendPending()) this.flushWanted.delete(s);
@@ -829,6 +835,10 @@ export class MatcherPool {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new MatcherError("set-disposed", "matcher pool is closed");
+    if (this.closed) throw this.closedError();
+  }
+
+  private closedError(): MatcherError {
+    return new MatcherError("set-disposed", "matcher pool is closed");
   }
 }
