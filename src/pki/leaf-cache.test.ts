@@ -173,7 +173,7 @@ describe("real TLS handshake on loopback", () => {
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as AddressInfo).port;
     const connect = (servername: string, checkAs?: string) =>
-      new Promise<{ ok: boolean; alpn?: string | false; data?: string }>((resolve) => {
+      new Promise<{ ok: boolean; alpn?: string | false | null; data?: string }>((resolve) => {
         const socket = tls.connect({
           host: "127.0.0.1",
           port,
