@@ -1,0 +1,245 @@
+// The shared suite every matcher engine runs: the vector table (whole, 1-byte chunks, random
+// chunkings), the validation errors, and a property suite that compares each engine with the
+// reference on random pattern sets, planted inputs and random chunkings. Adding an engine is
+// one line in `engines`. It must never print a pattern or an input (they model secrets).
+
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { matcherVectors } from "../../test/vectors/matcher-vectors.ts";
+import { referenceEngine } from "./reference.ts";
+import { type MatcherEngine, MatcherError, type PatternSpec } from "./types.ts";
+import { createWasmEngine } from "./wasm-engine.ts";
+
+const engines: [string, MatcherEngine][] = [
+  ["reference", referenceEngine],
+  ["wasm", createWasmEngine()],
+  // Same module, test knobs that only change the search path, never the output.
+  ["wasm trie-walk", createWasmEngine(undefined, { forceTrieWalk: true })],
+  ["wasm dfa-only", createWasmEngine(undefined, { disableSkip: true })],
+  ["wasm switching", createWasmEngine(undefined, { frequentSwitching: true })],
+];
+const fastEngines = engines.filter(([name]) => name !== "reference");
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** Run `input` through a stream cut at `cuts` (sorted offsets); checks the holdback bound. */
+function streamed(
+  engine: MatcherEngine,
+  specs: PatternSpec[],
+  input: Uint8Array,
+  cuts: number[],
+): { output: Uint8Array; replacements: number } {
+  const set = engine.compile(specs);
+  const maxLen = set.maxPatternLength;
+  const s = engine.openStream(set);
+  const parts: Uint8Array[] = [];
+  let inBytes = 0;
+  let prev = 0;
+  for (const c of [...cuts, input.length]) {
+    parts.push(s.push(input.subarray(prev, c)));
+    inBytes = c;
+    prev = c;
+    // Output so far covers every input byte but at most maxLen-1 held back: we can only check
+    // it for chunks without replacements, where lengths line up.
+    if (s.replacements === 0) {
+      const emitted = parts.reduce((n, p) => n + p.length, 0);
+      if (emitted < inBytes - (maxLen - 1)) throw new Error("stream held back too much");
+    }
+  }
+  parts.push(s.end());
+  const replacements = s.replacements;
+  set.dispose();
+  return { output: concat(parts), replacements };
+}
+
+function whole(engine: MatcherEngine, specs: PatternSpec[], input: Uint8Array) {
+  const set = engine.compile(specs);
+  const r = engine.replaceAll(set, input);
+  set.dispose();
+  return r;
+}
+
+/** Deterministic random cut points (mulberry32), so a failure names a reproducible seed. */
+function randomCuts(length: number, seed: number, maxPiece: number): number[] {
+  let a = seed >>> 0;
+  const rnd = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const cuts: number[] = [];
+  let at = 0;
+  for (;;) {
+    at += 1 + Math.floor(rnd() * maxPiece);
+    if (at >= length) return cuts;
+    cuts.push(at);
+  }
+}
+
+for (const [engineName, engine] of engines) {
+  describe(`${engineName}: vectors`, () => {
+    for (const v of matcherVectors) {
+      const specs = v.patterns.map((pattern, i) => ({
+        pattern,
+        replacement: v.replacements[i]!,
+      }));
+      const expected = { output: v.output, replacements: v.replacements_made };
+      test(`${v.name} (whole)`, () => {
+        expect(whole(engine, specs, v.input)).toEqual(expected);
+      });
+      test(`${v.name} (1-byte chunks)`, () => {
+        const cuts = Array.from({ length: Math.max(0, v.input.length - 1) }, (_, i) => i + 1);
+        expect(streamed(engine, specs, v.input, cuts)).toEqual(expected);
+      });
+      test(`${v.name} (random chunkings)`, () => {
+        for (let seed = 1; seed <= 20; seed++) {
+          const cuts = randomCuts(v.input.length, seed, 1 + (seed % 5) * 7);
+          expect(streamed(engine, specs, v.input, cuts)).toEqual(expected);
+        }
+      });
+    }
+  });
+}
+
+describe("validation errors are identical", () => {
+  const enc = new TextEncoder();
+  const cases: [string, PatternSpec[]][] = [
+    ["empty set", []],
+    ["empty pattern", [{ pattern: new Uint8Array(0), replacement: enc.encode("x") }]],
+    ["short pattern", [{ pattern: enc.encode("1234567"), replacement: enc.encode("x") }]],
+    ["long pattern", [{ pattern: new Uint8Array(513).fill(7), replacement: enc.encode("x") }]],
+    [
+      "duplicate",
+      [
+        { pattern: enc.encode("abcdefgh"), replacement: enc.encode("1") },
+        { pattern: enc.encode("12345678"), replacement: enc.encode("2") },
+        { pattern: enc.encode("abcdefgh"), replacement: enc.encode("3") },
+      ],
+    ],
+  ];
+  const errorOf = (engine: MatcherEngine, specs: PatternSpec[]) => {
+    try {
+      engine.compile(specs);
+    } catch (e) {
+      if (!(e instanceof MatcherError)) throw e;
+      return { code: e.code, message: e.message, index: e.index };
+    }
+    throw new Error("compile did not throw");
+  };
+  for (const [name, specs] of cases) {
+    for (const [engineName, engine] of fastEngines) {
+      test(`${name}: ${engineName} == reference`, () => {
+        expect(errorOf(engine, specs)).toEqual(errorOf(referenceEngine, specs));
+      });
+    }
+  }
+  for (const [engineName, engine] of engines) {
+    test(`${engineName}: closed stream and disposed set`, () => {
+      const set = engine.compile([
+        { pattern: enc.encode("abcdefgh"), replacement: enc.encode("") },
+      ]);
+      const s = engine.openStream(set);
+      s.end();
+      expect(() => s.push(enc.encode("x"))).toThrow(MatcherError);
+      const s2 = engine.openStream(set);
+      set.dispose();
+      let code: string | undefined;
+      try {
+        s2.push(enc.encode("x"));
+      } catch (e) {
+        code = (e as MatcherError).code;
+      }
+      expect(code).toBe("set-disposed");
+    });
+  }
+});
+
+// ---- property suite -------------------------------------------------------------------------
+
+/** A pattern set plus an input built from filler, whole patterns and pattern fragments. */
+const scenario = fc
+  .record({
+    alphabet: fc.constantFrom("ab", "abc", "abcd", "xyz01", "bytes"),
+    patternCount: fc.integer({ min: 1, max: 6 }),
+    maxLen: fc.constantFrom(9, 12, 20, 40),
+    seed: fc.integer(),
+  })
+  .chain(({ alphabet, patternCount, maxLen, seed }) => {
+    const byte =
+      alphabet === "bytes"
+        ? fc.constantFrom(0, 1, 0x7f, 0x80, 0xfe, 0xff)
+        : fc.constantFrom(...[...alphabet].map((c) => c.charCodeAt(0)));
+    const pattern = fc
+      .uint8Array({ minLength: 8, maxLength: maxLen })
+      .chain((shape) => fc.array(byte, { minLength: shape.length, maxLength: shape.length }));
+    return fc
+      .record({
+        patterns: fc.uniqueArray(pattern, {
+          minLength: patternCount,
+          maxLength: patternCount,
+          selector: (p) => p.join(","),
+        }),
+        replacements: fc.array(fc.uint8Array({ maxLength: 12 }), {
+          minLength: patternCount,
+          maxLength: patternCount,
+        }),
+        plan: fc.array(
+          fc.oneof(
+            fc.record({
+              kind: fc.constant("filler" as const),
+              bytes: fc.array(byte, { maxLength: 12 }),
+            }),
+            fc.record({ kind: fc.constant("whole" as const), which: fc.nat() }),
+            fc.record({ kind: fc.constant("prefix" as const), which: fc.nat(), cut: fc.nat() }),
+            fc.record({ kind: fc.constant("suffix" as const), which: fc.nat(), cut: fc.nat() }),
+          ),
+          { maxLength: 14 },
+        ),
+        cutSeed: fc.integer(),
+        maxPiece: fc.constantFrom(1, 2, 3, 7, 16, 64),
+      })
+      .map((r) => ({ ...r, seed }));
+  })
+  .map(({ patterns, replacements, plan, cutSeed, maxPiece }) => {
+    const pats = patterns.map((p) => Uint8Array.from(p));
+    const parts: Uint8Array[] = [];
+    for (const step of plan) {
+      if (step.kind === "filler") {
+        parts.push(Uint8Array.from(step.bytes));
+        continue;
+      }
+      const p = pats[step.which % pats.length]!;
+      if (step.kind === "whole") parts.push(p);
+      else if (step.kind === "prefix") parts.push(p.subarray(0, step.cut % p.length));
+      else parts.push(p.subarray(step.cut % p.length));
+    }
+    const specs = pats.map((pattern, i) => ({ pattern, replacement: replacements[i]! }));
+    return { specs, input: concat(parts), cutSeed, maxPiece };
+  });
+
+describe("property: engines agree with the reference whatever the chunking", () => {
+  // 2,600 scenarios x 4 WASM configurations x (whole + chunked) comparisons = 20,800 checks.
+  for (const [engineName, engine] of fastEngines) {
+    test(`${engineName}`, () => {
+      fc.assert(
+        fc.property(scenario, ({ specs, input, cutSeed, maxPiece }) => {
+          const want = whole(referenceEngine, specs, input);
+          expect(whole(engine, specs, input)).toEqual(want);
+          const cuts = randomCuts(input.length, cutSeed, maxPiece);
+          expect(streamed(engine, specs, input, cuts)).toEqual(want);
+        }),
+        { numRuns: 2600 },
+      );
+    });
+  }
+});

@@ -1,0 +1,373 @@
+// The WebAssembly matcher engine: a thin host around wasm/assembly (one WebAssembly instance per
+// engine). It validates with the shared `validatePatternSpecs`, writes patterns straight into
+// linear memory, drives the scan piece by piece and assembles output chunks from linear memory.
+// It must never keep a JS copy of a pattern or replacement, never log, and never hand out a
+// view of linear memory: every returned chunk is a fresh Uint8Array the caller may transfer.
+
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  type CompiledSet,
+  type MatcherEngine,
+  MatcherError,
+  type MatchStream,
+  type PatternSpec,
+  validatePatternSpecs,
+} from "./types.ts";
+
+export interface WasmEngine extends MatcherEngine {
+  /** Zero every byte of linear memory that ever held a pattern, replacement or stream data. */
+  wipeAll(): void;
+  /** For tests: the module's linear memory (to scan for left-over secret bytes). */
+  readonly memory: WebAssembly.Memory;
+}
+
+interface MatcherExports {
+  memory: WebAssembly.Memory;
+  pieceSize(): number;
+  set_new(count: number, dataLen: number): number;
+  set_data(set: number): number;
+  set_define(
+    set: number,
+    i: number,
+    patOff: number,
+    patLen: number,
+    replOff: number,
+    replLen: number,
+  ): void;
+  set_build(set: number): number;
+  set_free(set: number): void;
+  set_dense(set: number): number;
+  set_uses_skip(set: number): number;
+  stream_new(set: number): number;
+  stream_free(st: number): void;
+  stream_begin(st: number): number;
+  stream_scan(st: number, added: number, final: number): number;
+  stream_decided(st: number): number;
+  stream_save(st: number): void;
+  work_ptr(): number;
+  work_clear(bytes: number): void;
+  record_ptr(): number;
+  record_count(): number;
+  wipe_all(): void;
+  set_tuning(bits: number): void;
+}
+
+/**
+ * Test knobs: force the trie walk instead of the dense DFA, disable the skip prefilter, or make
+ * the scan switch between prefilter and automaton very often. Speed changes, output must not.
+ */
+export interface WasmEngineOptions {
+  forceTrieWalk?: boolean;
+  disableSkip?: boolean;
+  frequentSwitching?: boolean;
+}
+
+const SCAN_DONE = 1;
+const SCAN_FULL = 2;
+
+export const DEFAULT_WASM_PATH = join(import.meta.dir, "../../wasm/build/matcher.wasm");
+
+/** Grows by doubling; hands back a fresh array (a view of its own buffer) at the end. */
+class OutputBuilder {
+  private buf: Uint8Array;
+  length = 0;
+  constructor(capacity: number) {
+    this.buf = new Uint8Array(Math.max(capacity, 16));
+  }
+  append(src: Uint8Array): void {
+    const need = this.length + src.length;
+    if (need > this.buf.length) {
+      const grown = new Uint8Array(Math.max(need, this.buf.length * 2));
+      grown.set(this.buf.subarray(0, this.length));
+      this.buf.fill(0);
+      this.buf = grown;
+    }
+    this.buf.set(src, this.length);
+    this.length = need;
+  }
+  take(): Uint8Array {
+    const { buf, length } = this;
+    if (length === buf.length) return buf;
+    // A small tail of slack is cheaper than another copy of a big body.
+    if (buf.length - length <= 4096 || length >= buf.length * 0.875) {
+      return buf.subarray(0, length);
+    }
+    const exact = buf.slice(0, length);
+    buf.fill(0);
+    return exact;
+  }
+}
+
+class WasmCompiledSet implements CompiledSet {
+  disposed = false;
+  readonly streams = new Set<WasmMatchStream>();
+  constructor(
+    readonly engine: WasmEngineImpl,
+    readonly ptr: number,
+    readonly patternCount: number,
+    readonly maxPatternLength: number,
+  ) {}
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    // Streams still open on this set can no longer scan; wipe their carry now.
+    for (const s of this.streams) s.release();
+    this.streams.clear();
+    this.engine.releaseSet(this);
+  }
+}
+
+class WasmMatchStream implements MatchStream {
+  private closed = false;
+  private ptr: number;
+  replacements = 0;
+  constructor(
+    private readonly engine: WasmEngineImpl,
+    readonly set: WasmCompiledSet,
+  ) {
+    this.ptr = engine.newStream(set);
+    set.streams.add(this);
+  }
+
+  push(chunk: Uint8Array): Uint8Array {
+    this.check();
+    const out = new OutputBuilder(chunk.length + this.set.maxPatternLength);
+    this.replacements += this.engine.pushInto(this.ptr, chunk, out);
+    return out.take();
+  }
+
+  end(): Uint8Array {
+    this.check();
+    const out = new OutputBuilder(this.set.maxPatternLength);
+    this.replacements += this.engine.endInto(this.ptr, out);
+    this.close();
+    return out.take();
+  }
+
+  abort(): void {
+    if (this.closed) return;
+    this.close();
+  }
+
+  /** Used by replaceAll: one builder for push and end, so a big body is copied only once. */
+  runWhole(input: Uint8Array): Uint8Array {
+    this.check();
+    const out = new OutputBuilder(input.length + 16);
+    this.replacements += this.engine.pushInto(this.ptr, input, out);
+    this.replacements += this.engine.endInto(this.ptr, out);
+    this.close();
+    return out.take();
+  }
+
+  /** Free the WASM side (zeroing it) without closing: later calls report set-disposed. */
+  release(): void {
+    if (this.ptr !== 0) {
+      this.engine.freeStream(this.ptr);
+      this.ptr = 0;
+    }
+  }
+
+  private close(): void {
+    this.closed = true;
+    this.release();
+    this.set.streams.delete(this);
+  }
+
+  private check(): void {
+    if (this.closed) throw new MatcherError("stream-closed", "stream is closed");
+    if (this.set.disposed) throw new MatcherError("set-disposed", "pattern set was disposed");
+    if (this.ptr === 0) throw new MatcherError("engine-failure", "stream state was wiped");
+  }
+}
+
+class WasmEngineImpl implements WasmEngine {
+  private readonly x: MatcherExports;
+  private readonly piece: number;
+  private mem: Uint8Array;
+  private i32: Int32Array;
+  private readonly sets = new Set<WasmCompiledSet>();
+
+  constructor(bytes: Uint8Array, options: WasmEngineOptions) {
+    const module = new WebAssembly.Module(bytes);
+    const instance = new WebAssembly.Instance(module, {
+      env: {
+        abort() {
+          throw new MatcherError("engine-failure", "matcher aborted");
+        },
+      },
+    });
+    this.x = instance.exports as unknown as MatcherExports;
+    this.piece = this.x.pieceSize();
+    this.x.set_tuning(
+      (options.forceTrieWalk ? 1 : 0) |
+        (options.disableSkip ? 2 : 0) |
+        (options.frequentSwitching ? 4 : 0),
+    );
+    this.mem = new Uint8Array(this.x.memory.buffer);
+    this.i32 = new Int32Array(this.x.memory.buffer);
+  }
+
+  get memory(): WebAssembly.Memory {
+    return this.x.memory;
+  }
+
+  /** Memory may have grown (only allocation grows it): refresh the views. */
+  private views(): void {
+    if (this.mem.buffer !== this.x.memory.buffer || this.mem.byteLength === 0) {
+      this.mem = new Uint8Array(this.x.memory.buffer);
+      this.i32 = new Int32Array(this.x.memory.buffer);
+    }
+  }
+
+  compile(specs: readonly PatternSpec[]): CompiledSet {
+    const maxLen = validatePatternSpecs(specs);
+    let dataLen = 0;
+    for (const s of specs) dataLen += s.pattern.length + s.replacement.length;
+    if (dataLen > 0x7fff_0000) {
+      throw new MatcherError("engine-failure", "pattern set is too large for the engine");
+    }
+    const x = this.x;
+    const ptr = x.set_new(specs.length, dataLen);
+    if (ptr === 0) throw new MatcherError("engine-failure", "out of matcher memory");
+    this.views();
+    const base = x.set_data(ptr);
+    let off = 0;
+    for (let i = 0; i < specs.length; i++) {
+      const { pattern, replacement } = specs[i]!;
+      this.mem.set(pattern, base + off);
+      this.mem.set(replacement, base + off + pattern.length);
+      x.set_define(ptr, i, off, pattern.length, off + pattern.length, replacement.length);
+      off += pattern.length + replacement.length;
+    }
+    if (x.set_build(ptr) !== 0) {
+      x.set_free(ptr);
+      throw new MatcherError("engine-failure", "out of matcher memory");
+    }
+    this.views();
+    const set = new WasmCompiledSet(this, ptr, specs.length, maxLen);
+    this.sets.add(set);
+    return set;
+  }
+
+  openStream(set: CompiledSet): MatchStream {
+    const s = this.own(set);
+    if (s.disposed) throw new MatcherError("set-disposed", "pattern set was disposed");
+    return new WasmMatchStream(this, s);
+  }
+
+  replaceAll(set: CompiledSet, input: Uint8Array): { output: Uint8Array; replacements: number } {
+    const s = this.openStream(set) as WasmMatchStream;
+    const output = s.runWhole(input);
+    return { output, replacements: s.replacements };
+  }
+
+  wipeAll(): void {
+    for (const set of this.sets) {
+      set.disposed = true;
+      for (const s of set.streams) s.release();
+      set.streams.clear();
+    }
+    this.sets.clear();
+    this.x.wipe_all();
+    this.views();
+  }
+
+  /** For tests and docs: which automaton and prefilter a set uses. */
+  describe(set: CompiledSet): { dense: boolean; skip: boolean } {
+    const s = this.own(set);
+    return { dense: this.x.set_dense(s.ptr) === 1, skip: this.x.set_uses_skip(s.ptr) === 1 };
+  }
+
+  private own(set: CompiledSet): WasmCompiledSet {
+    if (!(set instanceof WasmCompiledSet) || set.engine !== this) {
+      throw new TypeError("not a pattern set of this WASM engine");
+    }
+    return set;
+  }
+
+  releaseSet(set: WasmCompiledSet): void {
+    if (!this.sets.delete(set)) return;
+    this.x.set_free(set.ptr);
+  }
+
+  newStream(set: WasmCompiledSet): number {
+    const ptr = this.x.stream_new(set.ptr);
+    if (ptr === 0) throw new MatcherError("engine-failure", "out of matcher memory");
+    this.views();
+    return ptr;
+  }
+
+  freeStream(ptr: number): void {
+    this.x.stream_free(ptr);
+  }
+
+  /** Scan `chunk` piece by piece; returns the number of replacements made. */
+  pushInto(st: number, chunk: Uint8Array, out: OutputBuilder): number {
+    if (chunk.length === 0) return 0;
+    const x = this.x;
+    this.views();
+    const work = x.work_ptr();
+    let used = 0;
+    let count = 0;
+    for (let off = 0; off < chunk.length; off += this.piece) {
+      const n = Math.min(this.piece, chunk.length - off);
+      const carry = x.stream_begin(st);
+      this.mem.set(chunk.subarray(off, off + n), work + carry);
+      if (carry + n > used) used = carry + n;
+      count += this.scan(st, work, n, 0, out);
+    }
+    x.work_clear(used);
+    return count;
+  }
+
+  endInto(st: number, out: OutputBuilder): number {
+    const x = this.x;
+    this.views();
+    const work = x.work_ptr();
+    const carry = x.stream_begin(st);
+    const count = this.scan(st, work, 0, 1, out);
+    x.work_clear(carry);
+    return count;
+  }
+
+  private scan(st: number, work: number, added: number, final: number, out: OutputBuilder) {
+    const x = this.x;
+    const mem = this.mem;
+    const i32 = this.i32;
+    const rec = x.record_ptr() >> 2;
+    let emitFrom = 0;
+    let count = 0;
+    let status = x.stream_scan(st, added, final);
+    for (;;) {
+      const n = x.record_count();
+      for (let r = 0; r < n; r++) {
+        const at = rec + r * 4;
+        const start = i32[at]!;
+        if (start > emitFrom) out.append(mem.subarray(work + emitFrom, work + start));
+        const replLen = i32[at + 3]!;
+        if (replLen > 0) {
+          const replPtr = i32[at + 2]! >>> 0;
+          out.append(mem.subarray(replPtr, replPtr + replLen));
+        }
+        emitFrom = i32[at + 1]!;
+      }
+      count += n;
+      if (status === SCAN_DONE) break;
+      if (status !== SCAN_FULL) throw new MatcherError("engine-failure", "matcher scan failed");
+      status = x.stream_scan(st, 0, final);
+    }
+    const decided = x.stream_decided(st);
+    if (decided > emitFrom) out.append(mem.subarray(work + emitFrom, work + decided));
+    x.stream_save(st);
+    return count;
+  }
+}
+
+/** Instantiate one engine (one WASM instance). Sync, so workers can create it at start-up. */
+export function createWasmEngine(
+  wasmBytes?: Uint8Array,
+  options: WasmEngineOptions = {},
+): WasmEngine {
+  return new WasmEngineImpl(wasmBytes ?? readFileSync(DEFAULT_WASM_PATH), options);
+}

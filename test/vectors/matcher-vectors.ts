@@ -1,0 +1,263 @@
+// The shared table of matcher vectors: (patterns, replacements, input) -> (output, count).
+// Every engine runs it (src/matcher/engine-suite.test.ts), whole and in many chunkings.
+// Expected outputs are written by hand (or built so the answer is obvious), never computed by
+// an engine, so the table checks the reference too. It must never hold a real credential.
+
+export interface MatcherVector {
+  readonly name: string;
+  readonly patterns: readonly Uint8Array[];
+  readonly replacements: readonly Uint8Array[];
+  readonly input: Uint8Array;
+  readonly output: Uint8Array;
+  readonly replacements_made: number;
+}
+
+const enc = new TextEncoder();
+type Bytes = string | Uint8Array;
+const b = (x: Bytes): Uint8Array => (typeof x === "string" ? enc.encode(x) : x);
+
+function concat(...parts: Bytes[]): Uint8Array {
+  const bs = parts.map(b);
+  const out = new Uint8Array(bs.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of bs) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function vec(
+  name: string,
+  pairs: [Bytes, Bytes][],
+  input: Bytes,
+  output: Bytes,
+  count: number,
+): MatcherVector {
+  return {
+    name,
+    patterns: pairs.map(([p]) => b(p)),
+    replacements: pairs.map(([, r]) => b(r)),
+    input: b(input),
+    output: b(output),
+    replacements_made: count,
+  };
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so the table is the same on every run. */
+function bytesFrom(seed: number, n: number, alphabet?: string): Uint8Array {
+  let x = seed >>> 0 || 1;
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = alphabet ? alphabet.charCodeAt(x % alphabet.length) : x & 0xff;
+  }
+  return out;
+}
+
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+function manyPatterns(): MatcherVector {
+  // 300 distinct alphanumeric tokens separated by "|" (never inside a token), so each planted
+  // token is replaced by its own replacement and nothing else changes.
+  const pairs: [Uint8Array, Uint8Array][] = [];
+  for (let i = 0; i < 300; i++) {
+    const tok = concat(
+      `t${i.toString().padStart(3, "0")}`,
+      bytesFrom(1000 + i, 8 + (i % 40), ALNUM),
+    );
+    pairs.push([tok, b(`<${i}>`)]);
+  }
+  const inParts: Bytes[] = ["head|"];
+  const outParts: Bytes[] = ["head|"];
+  for (let i = 299; i >= 0; i -= 7) {
+    inParts.push(pairs[i]![0], "|");
+    outParts.push(`<${i}>`, "|");
+  }
+  return vec(
+    "many patterns (300), planted in reverse order",
+    pairs,
+    concat(...inParts),
+    concat(...outParts),
+    43,
+  );
+}
+
+function longPattern(): MatcherVector {
+  const p512 = bytesFrom(77, 512);
+  const nearMiss = Uint8Array.from(p512);
+  nearMiss[511] = nearMiss[511]! ^ 1;
+  return vec(
+    "512-byte pattern, a near miss, then a hit, beside an 8-byte pattern",
+    [
+      [p512, "[LONG]"],
+      ["shortpat", "[S]"],
+    ],
+    concat("<", nearMiss, ">shortpat<", p512, ">"),
+    concat("<", nearMiss, ">[S]<[LONG]>"),
+    2,
+  );
+}
+
+export const matcherVectors: readonly MatcherVector[] = [
+  vec("empty input", [["abcdefgh", "X"]], "", "", 0),
+  vec("no match", [["abcdefgh", "X"]], "abcdefg abcdefgX", "abcdefg abcdefgX", 0),
+  vec("one match in the middle", [["secret-0001", "[R]"]], "a secret-0001 b", "a [R] b", 1),
+  vec("match at start", [["secret-0001", "[R]"]], "secret-0001 b", "[R] b", 1),
+  vec("match at end", [["secret-0001", "[R]"]], "a secret-0001", "a [R]", 1),
+  vec("input is exactly one match", [["secret-0001", "[R]"]], "secret-0001", "[R]", 1),
+  vec("partial pattern at end stays", [["secret-0001", "[R]"]], "x secret-000", "x secret-000", 0),
+  vec(
+    "adjacent matches",
+    [
+      ["AAAAAAAA", "1"],
+      ["BBBBBBBB", "2"],
+    ],
+    "AAAAAAAABBBBBBBBAAAAAAAA",
+    "121",
+    3,
+  ),
+  vec(
+    "overlap: leftmost wins",
+    [
+      ["efghijkl", "[2]"],
+      ["abcdefgh", "[1]"],
+    ],
+    "abcdefghijkl",
+    "[1]ijkl",
+    1,
+  ),
+  vec(
+    "same start: longest wins (listed shorter first)",
+    [
+      ["secret-abc", "[A]"],
+      ["secret-abcdef", "[B]"],
+    ],
+    "x secret-abcdef secret-abc secret-abcde",
+    "x [B] [A] [A]de",
+    3,
+  ),
+  vec(
+    "leftmost beats longer later match",
+    [
+      ["xabcdefgh", "[1]"],
+      ["abcdefghijklmnop", "[2]"],
+    ],
+    "xabcdefghijklmnop",
+    "[1]ijklmnop",
+    1,
+  ),
+  vec(
+    "earlier start found after a later match ended",
+    [
+      ["bcdefghi", "[S]"],
+      ["abcdefghijk", "[L]"],
+    ],
+    "abcdefghijk abcdefghiQ",
+    "[L] a[S]Q",
+    2,
+  ),
+  vec(
+    "failed long partial leaves an inner match",
+    [
+      ["abcdefghXYZ", "[1]"],
+      ["cdefghij", "[2]"],
+    ],
+    "abcdefghij",
+    "ab[2]",
+    1,
+  ),
+  vec(
+    "match found while a longer one was pending, after the short one",
+    [
+      ["abcdefgh", "[1]"],
+      ["abcdefghijklmnopqrsZ", "[2]"],
+      ["ijklmnop", "[3]"],
+    ],
+    "abcdefghijklmnopqrsQ abcdefghijklmnopqrsZ",
+    "[1][3]qrsQ [2]",
+    3,
+  ),
+  vec(
+    "pattern inside a longer pattern",
+    [
+      ["0123456789abcdef", "[L]"],
+      ["456789ab", "[S]"],
+    ],
+    "0123456789abcdef 456789ab 0123456789abcdeX",
+    "[L] [S] 0123[S]cdeX",
+    3,
+  ),
+  vec(
+    "prefix-sharing patterns",
+    [
+      ["token-aaaa1", "[1]"],
+      ["token-aaaa2", "[2]"],
+      ["token-aaab", "[3]"],
+    ],
+    "token-aaaa2token-aaaa1 token-aaab token-aaaa3",
+    "[2][1] [3] token-aaaa3",
+    3,
+  ),
+  vec(
+    "self-overlapping pattern resumes after each match",
+    [["aaaaaaaa", "X"]],
+    "aaaaaaaaaaaaaaaaaaaa",
+    "XXaaaa",
+    2,
+  ),
+  vec("near misses then a hit", [["aaaaaaab", "X"]], "aaaaaaaaaaaaaaab", "aaaaaaaaX", 1),
+  vec(
+    "binary bytes including 0x00 and 0xff",
+    [
+      [Uint8Array.of(0, 0xff, 0, 0xff, 1, 2, 3, 0), Uint8Array.of(0xee)],
+      [Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), Uint8Array.of(0, 0)],
+    ],
+    Uint8Array.of(
+      0,
+      0,
+      0xff,
+      0,
+      0xff,
+      1,
+      2,
+      3,
+      0,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+    ),
+    Uint8Array.of(0, 0xee, 0, 0, 0xff),
+    2,
+  ),
+  vec(
+    "replacement longer, shorter and empty",
+    [
+      ["short-11", "x".repeat(100)],
+      ["longer-pattern-22", "y"],
+      ["vanish-33", ""],
+    ],
+    "<short-11><longer-pattern-22><vanish-33>",
+    `<${"x".repeat(100)}><y><>`,
+    3,
+  ),
+  vec(
+    "replacement contains a pattern (not rescanned)",
+    [["password", "password"]],
+    "passwordpassword",
+    "passwordpassword",
+    2,
+  ),
+  longPattern(),
+  manyPatterns(),
+];

@@ -1,0 +1,104 @@
+// The WebAssembly matcher's exports: the only surface src/matcher/wasm-engine.ts talks to.
+// It must never print, never call the host, and never return secret bytes except through
+// linear memory regions the host reads on purpose (replacements of matches it emits).
+
+import { wipeHeap } from "./heap";
+import { buildSet, defineSet, freeSet, newSet, PatternSet, setTuning } from "./pattern-set";
+import {
+  freeStream,
+  newStream,
+  PIECE,
+  RECORD_CAP,
+  recordCountNow,
+  recordPtr,
+  resetShared,
+  streamBegin,
+  streamDecided,
+  streamSave,
+  streamScan,
+  workClear,
+  workPtr,
+} from "./stream";
+
+export function pieceSize(): i32 {
+  return PIECE;
+}
+export function recordCap(): i32 {
+  return RECORD_CAP;
+}
+
+/** A set for `count` patterns and `dataLen` bytes of pattern + replacement data; 0 = no memory. */
+export function set_new(count: i32, dataLen: i32): usize {
+  return newSet(count, dataLen);
+}
+/** Where the host writes pattern and replacement bytes (offsets given to set_define). */
+export function set_data(set: usize): usize {
+  return changetype<PatternSet>(set).data;
+}
+export function set_define(
+  set: usize,
+  i: i32,
+  patOff: i32,
+  patLen: i32,
+  replOff: i32,
+  replLen: i32,
+): void {
+  defineSet(set, i, patOff, patLen, replOff, replLen);
+}
+/** 0 = built; 1 = out of memory (the host then frees the set). */
+export function set_build(set: usize): i32 {
+  return buildSet(set);
+}
+export function set_free(set: usize): void {
+  freeSet(set);
+}
+/** For tests and docs: 1 when the automaton is a dense DFA, 0 when it walks the trie. */
+export function set_dense(set: usize): i32 {
+  return changetype<PatternSet>(set).dense;
+}
+export function set_uses_skip(set: usize): i32 {
+  return changetype<PatternSet>(set).useSkip;
+}
+
+export function stream_new(set: usize): usize {
+  return newStream(set);
+}
+export function stream_free(st: usize): void {
+  freeStream(st);
+}
+export function stream_begin(st: usize): i32 {
+  return streamBegin(st);
+}
+export function stream_scan(st: usize, added: i32, final: i32): i32 {
+  return streamScan(st, added, final != 0);
+}
+export function stream_decided(st: usize): i32 {
+  return streamDecided(st);
+}
+export function stream_save(st: usize): void {
+  streamSave(st);
+}
+
+export function work_ptr(): usize {
+  return workPtr();
+}
+export function work_clear(bytes: i32): void {
+  workClear(bytes);
+}
+export function record_ptr(): usize {
+  return recordPtr();
+}
+export function record_count(): i32 {
+  return recordCountNow();
+}
+
+/** Zero the whole heap: every set and stream of this instance is gone. */
+export function wipe_all(): void {
+  wipeHeap();
+  resetShared();
+}
+
+/** Test knobs only (see pattern-set.ts `tuning`); applies to sets built afterwards. */
+export function set_tuning(bits: i32): void {
+  setTuning(bits);
+}
