@@ -70,6 +70,9 @@ export function parseHostPattern(
     hostPart = text.slice(0, i);
     port = parsePort(text.slice(i + 1), where, rules);
   }
+  if (hostPart.startsWith("[") && normalizeHostPattern(hostPart).kind !== "ipv6") {
+    throw new ConfigError("bad-host-pattern", "brackets are only for IPv6 literals", where);
+  }
   if (hostPart === "*") {
     if (!rules.allowAny) {
       throw new ConfigError("bad-host-pattern", "'*' (every host) is not allowed here", where);

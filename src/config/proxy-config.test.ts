@@ -1,0 +1,241 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError } from "./config-error.ts";
+import { loadProxyConfig, STEP_CA_FILES } from "./proxy-config.ts";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "slapenir-config-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function errorOf(env: Record<string, string>): ConfigError {
+  try {
+    loadProxyConfig(env, dir);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+test("embedded defaults", () => {
+  const c = loadProxyConfig({}, "/srv/app");
+  expect(c).toEqual({
+    listen: { host: "127.0.0.1", port: 8443 },
+    adminListen: { host: "127.0.0.1", port: 9090 },
+    home: "/srv/app/.slapenir",
+    certificates: { mode: "embedded", home: "/srv/app/.slapenir", serverNames: [] },
+    tokensJson: undefined,
+    allow: [],
+    agentAllow: new Map(),
+    allowPrivate: false,
+    upstreamCaFile: undefined,
+    nodeExtraCaCerts: undefined,
+    limits: {
+      maxHeaderBytes: 16384,
+      maxHeaderCount: 100,
+      headerTimeoutMs: 10000,
+      idleTimeoutMs: 60000,
+      bodyIdleTimeoutMs: 30000,
+      upstreamConnectTimeoutMs: 10000,
+      upstreamResponseTimeoutMs: 120000,
+      maxHeldBodyBytes: 10485760,
+      shutdownGraceMs: 10000,
+    },
+    rateLimit: { perSecond: 50, burst: 100 },
+    denyCertificates: { serials: [], fingerprints: [] },
+    logLevel: "info",
+  });
+});
+
+test("values from the environment", () => {
+  const c = loadProxyConfig(
+    {
+      SLAPENIR_LISTEN: "[::]:443",
+      SLAPENIR_ADMIN_LISTEN: "0.0.0.0:0",
+      SLAPENIR_HOME: "/var/lib/slapenir",
+      SLAPENIR_SERVER_NAMES: "proxy.internal, 10.0.0.2",
+      SLAPENIR_ALLOW: "api.openai.com, *.github.com:443, localhost:*, [::1]:8443",
+      SLAPENIR_ALLOW_PRIVATE: "true",
+      SLAPENIR_MAX_HEADER_BYTES: "32768",
+      SLAPENIR_RATE_LIMIT: "600/m,burst=5",
+      SLAPENIR_LOG_LEVEL: "DEBUG",
+      SLAPENIR_AGENT_DENYLIST: "serial:0A:BC, sha256:" + "AB".repeat(32),
+      TOKENS_JSON: "tokens.json",
+      NODE_EXTRA_CA_CERTS: "/etc/extra.pem",
+    },
+    "/srv",
+  );
+  expect(c.listen).toEqual({ host: "::", port: 443 });
+  expect(c.adminListen).toEqual({ host: "0.0.0.0", port: 0 });
+  expect(c.certificates).toEqual({
+    mode: "embedded",
+    home: "/var/lib/slapenir",
+    serverNames: ["proxy.internal", "10.0.0.2"],
+  });
+  expect(c.allow.map((r) => [r.pattern.pattern, r.ports])).toEqual([
+    ["api.openai.com", [443]],
+    ["*.github.com:443", [443]],
+    ["localhost:*", "any"],
+    ["[::1]:8443", [8443]],
+  ]);
+  expect(c.allowPrivate).toBe(true);
+  expect(c.limits.maxHeaderBytes).toBe(32768);
+  expect(c.rateLimit).toEqual({ perSecond: 10, burst: 5 });
+  expect(c.logLevel).toBe("debug");
+  expect(c.denyCertificates).toEqual({ serials: ["0abc"], fingerprints: ["ab".repeat(32)] });
+  expect(c.tokensJson).toBe("/srv/tokens.json");
+  expect(c.nodeExtraCaCerts).toBe("/etc/extra.pem");
+  expect(loadProxyConfig({ SLAPENIR_RATE_LIMIT: "off" }).rateLimit).toBeUndefined();
+});
+
+test("the result is immutable, deeply", () => {
+  const c = loadProxyConfig({ SLAPENIR_ALLOW: "a.example" });
+  expect(Object.isFrozen(c)).toBe(true);
+  expect(Object.isFrozen(c.limits)).toBe(true);
+  expect(Object.isFrozen(c.allow[0]!.pattern)).toBe(true);
+  expect(() => {
+    (c.limits as { maxHeaderBytes: number }).maxHeaderBytes = 1;
+  }).toThrow();
+  expect(() => (c.agentAllow as Map<string, never>).set("x", [] as never)).toThrow("immutable");
+});
+
+const bad: [Record<string, string>, string][] = [
+  [{ SLAPENIR_LISTEN: "8443" }, "SLAPENIR_LISTEN: must be host:port"],
+  [{ SLAPENIR_LISTEN: "127.0.0.1:70000" }, "SLAPENIR_LISTEN: must be host:port"],
+  [{ SLAPENIR_ADMIN_LISTEN: "[nothex]:1" }, "SLAPENIR_ADMIN_LISTEN: must be host:port"],
+  [{ SLAPENIR_ALLOW: "ok.example,bad host" }, "SLAPENIR_ALLOW[1]: is neither a DNS name"],
+  [{ SLAPENIR_ALLOW: "*.com" }, "SLAPENIR_ALLOW[0]: a wildcard needs at least two labels"],
+  [{ SLAPENIR_ALLOW_PRIVATE: "maybe" }, "SLAPENIR_ALLOW_PRIVATE: must be true or false"],
+  [
+    { SLAPENIR_MAX_HEADER_BYTES: "12k" },
+    "SLAPENIR_MAX_HEADER_BYTES: must be an integer from 1024 to 1048576",
+  ],
+  [{ SLAPENIR_MAX_HEADER_COUNT: "1" }, "SLAPENIR_MAX_HEADER_COUNT: must be an integer from 8"],
+  [{ SLAPENIR_HEADER_TIMEOUT_MS: "-5" }, "SLAPENIR_HEADER_TIMEOUT_MS: must be an integer"],
+  [{ SLAPENIR_RATE_LIMIT: "fast" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],
+  [{ SLAPENIR_RATE_LIMIT: "0/s" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],
+  [{ SLAPENIR_RATE_LIMIT: "5/s,burst=0" }, "SLAPENIR_RATE_LIMIT: burst must be at least 1"],
+  [{ SLAPENIR_LOG_LEVEL: "loud" }, "SLAPENIR_LOG_LEVEL: must be one of fatal, error"],
+  [
+    { SLAPENIR_AGENT_DENYLIST: "0abc" },
+    "SLAPENIR_AGENT_DENYLIST[0]: entries must be 'serial:HEX' or 'sha256:HEX'",
+  ],
+  [
+    { SLAPENIR_AGENT_DENYLIST: "sha256:abcd" },
+    "SLAPENIR_AGENT_DENYLIST[0]: must be a SHA-256 fingerprint",
+  ],
+  [{ SLAPENIR_SERVER_NAMES: "ok,bad name" }, "SLAPENIR_SERVER_NAMES[1]: is neither"],
+  [
+    { SLAPENIR_UPSTREAM_CA: "/nonexistent.pem" },
+    "SLAPENIR_UPSTREAM_CA: /nonexistent.pem cannot be read (ENOENT)",
+  ],
+  [{ CERT_PATH: "/nonexistent-dir" }, "CERT_PATH: directory /nonexistent-dir does not exist"],
+  [
+    { SLAPENIR_POLICY: "/nonexistent.json" },
+    "SLAPENIR_POLICY: /nonexistent.json cannot be read (ENOENT)",
+  ],
+];
+for (const [env, message] of bad) {
+  test(`bad: ${JSON.stringify(env)}`, () => {
+    expect(errorOf(env).message).toStartWith(message);
+  });
+}
+
+describe("policy file", () => {
+  async function policy(doc: unknown): Promise<string> {
+    const file = join(dir, `policy-${Math.random().toString(36).slice(2)}.json`);
+    await writeFile(file, typeof doc === "string" ? doc : JSON.stringify(doc));
+    return file;
+  }
+
+  test("allow, per-agent allow and certificate denylist; merged with the environment", async () => {
+    const file = await policy({
+      allow: ["pypi.org", "files.pythonhosted.org:443"],
+      agents: { "agent-a": { allow: ["api.openai.com"] }, "agent-b": {} },
+      denyCertificates: { serials: ["01:02"], fingerprints: ["CD".repeat(32)] },
+    });
+    const c = loadProxyConfig({ SLAPENIR_POLICY: file, SLAPENIR_ALLOW: "example.com" }, dir);
+    expect(c.allow.map((r) => r.pattern.pattern)).toEqual([
+      "example.com",
+      "pypi.org",
+      "files.pythonhosted.org:443",
+    ]);
+    expect([...c.agentAllow].map(([k, v]) => [k, v.map((r) => r.pattern.pattern)])).toEqual([
+      ["agent-a", ["api.openai.com"]],
+      ["agent-b", []],
+    ]);
+    expect(c.denyCertificates).toEqual({ serials: ["0102"], fingerprints: ["cd".repeat(32)] });
+  });
+
+  const badPolicies: [unknown, string][] = [
+    ["{not json", "is not valid JSON"],
+    [[], "must be a JSON object"],
+    [{ allowed: [] }, "unknown field 'allowed'"],
+    [{ allow: "x.example" }, ": allow: must be an array"],
+    [{ allow: ["ok.example", "no good"] }, ": allow[1]: is neither"],
+    [{ agents: { "bad/agent": {} } }, ": agents.bad/agent: is not a valid agent name"],
+    [
+      { agents: { a: { allow: ["x.example"], deny: [] } } },
+      ': agents.a: must be { "allow": [...] }',
+    ],
+    [
+      { denyCertificates: { fingerprints: ["12"] } },
+      ": denyCertificates.fingerprints[0]: must be a SHA-256",
+    ],
+  ];
+  for (const [doc, message] of badPolicies) {
+    test(`bad policy: ${JSON.stringify(doc)}`, async () => {
+      const file = await policy(doc);
+      const err = errorOf({ SLAPENIR_POLICY: file });
+      expect(err.message).toStartWith("SLAPENIR_POLICY");
+      expect(err.message).toContain(message);
+    });
+  }
+});
+
+describe("Step-CA mode (CERT_PATH)", () => {
+  test("expects root_ca.crt, proxy.crt, proxy.key; interception files optional but paired", async () => {
+    const certs = join(dir, "certs");
+    await mkdir(certs, { recursive: true });
+    expect(errorOf({ CERT_PATH: certs }).message).toContain(
+      `${join(certs, "root_ca.crt")} does not exist`,
+    );
+    for (const f of [STEP_CA_FILES.rootCa, STEP_CA_FILES.serverCert, STEP_CA_FILES.serverKey]) {
+      await writeFile(join(certs, f), "x");
+    }
+    const c = loadProxyConfig({ CERT_PATH: certs, SLAPENIR_HOME: "/h" }, dir);
+    expect(c.certificates).toEqual({
+      mode: "step-ca",
+      dir: certs,
+      rootCaFile: join(certs, "root_ca.crt"),
+      serverCertFile: join(certs, "proxy.crt"),
+      serverKeyFile: join(certs, "proxy.key"),
+      interceptionCertFile: undefined,
+      interceptionKeyFile: undefined,
+      home: "/h",
+    });
+    await writeFile(join(certs, STEP_CA_FILES.interceptionCert), "x");
+    expect(errorOf({ CERT_PATH: certs }).message).toContain("must be provided together");
+    await writeFile(join(certs, STEP_CA_FILES.interceptionKey), "x");
+    const both = loadProxyConfig({ CERT_PATH: certs }, dir).certificates;
+    expect(both.mode === "step-ca" && both.interceptionKeyFile).toBe(
+      join(certs, "interception-ca.key"),
+    );
+  });
+
+  test("SLAPENIR_UPSTREAM_CA must hold a PEM certificate", async () => {
+    const pem = join(dir, "up.pem");
+    await writeFile(pem, "garbage");
+    expect(errorOf({ SLAPENIR_UPSTREAM_CA: pem }).message).toBe(
+      `SLAPENIR_UPSTREAM_CA: ${pem} holds no PEM certificate`,
+    );
+    await writeFile(pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    expect(loadProxyConfig({ SLAPENIR_UPSTREAM_CA: pem }, dir).upstreamCaFile).toBe(pem);
+  });
+});
