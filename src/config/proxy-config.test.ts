@@ -65,7 +65,7 @@ test("values from the environment", () => {
       SLAPENIR_MAX_HEADER_BYTES: "32768",
       SLAPENIR_RATE_LIMIT: "600/m,burst=5",
       SLAPENIR_LOG_LEVEL: "DEBUG",
-      SLAPENIR_AGENT_DENYLIST: "serial:0A:BC, sha256:" + "AB".repeat(32),
+      SLAPENIR_AGENT_DENYLIST: `serial:0A:BC, sha256:${"AB".repeat(32)}`,
       TOKENS_JSON: "tokens.json",
       NODE_EXTRA_CA_CERTS: "/etc/extra.pem",
     },
