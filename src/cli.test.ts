@@ -1,0 +1,224 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import tls from "node:tls";
+
+const CLI = join(import.meta.dir, "cli.ts");
+let dir: string;
+let home: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "slapenir-cli-"));
+  home = join(dir, "home");
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  await using proc = Bun.spawn([process.execPath, CLI, ...args], {
+    env: { PATH: process.env.PATH ?? "", SLAPENIR_HOME: home, ...env },
+    cwd: dir,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+describe("embedded PKI commands", () => {
+  test("init creates the PKI, then finds it valid", async () => {
+    const first = await cli(["init"]);
+    expect(first).toMatchObject({ code: 0, stderr: "" });
+    expect(first.stdout).toContain(
+      "created: root-ca.crt, interception-ca.crt, server.crt, ca-bundle.pem",
+    );
+    expect(first.stdout).toContain(`agents must trust: ${join(home, "ca-bundle.pem")}`);
+    const second = await cli(["init"]);
+    expect(second.stdout).toStartWith("embedded PKI is present and valid\n");
+  });
+
+  test("ca bundle prints exactly the root certificate", async () => {
+    const r = await cli(["ca", "bundle"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(await readFile(join(home, "ca-bundle.pem"), "utf8"));
+    expect(r.stdout).not.toContain("PRIVATE KEY");
+  });
+
+  test("agent issue writes cert, key and bundle, and prints paths and a curl line", async () => {
+    const out = join(dir, "agent-out");
+    const r = await cli(["agent", "issue", "agent-a", "--days", "3", "--out", "agent-out"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    const certPath = join(out, "agent-a.crt");
+    const keyPath = join(out, "agent-a.key");
+    const bundle = join(out, "ca-bundle.pem");
+    for (const line of [`certificate: ${certPath}`, `key: ${keyPath}`, `ca bundle: ${bundle}`]) {
+      expect(r.stdout).toContain(line);
+    }
+    expect(r.stdout).toContain(
+      `curl --proxy https://127.0.0.1:8443 --proxy-cacert ${bundle} --proxy-cert ${certPath} --proxy-key ${keyPath} --cacert ${bundle} https://example.com/`,
+    );
+    expect(r.stdout).not.toContain("PRIVATE KEY");
+    for (const f of [certPath, keyPath, bundle]) expect(existsSync(f)).toBe(true);
+    const verify = execFileSync(
+      "openssl",
+      ["verify", "-purpose", "sslclient", "-CAfile", bundle, certPath],
+      {
+        encoding: "utf8",
+      },
+    );
+    expect(verify).toBe(`${certPath}: OK\n`);
+  });
+
+  test("the printed curl line completes mTLS with a proxy using the server certificate", async () => {
+    const r = await cli(["agent", "issue", "curl-agent"]);
+    const line = r.stdout.split("\n").find((l) => l.trimStart().startsWith("curl "))!;
+    // A stand-in proxy: the embedded server certificate, client certificates required; it
+    // names the client it saw in a 403 to CONNECT, which curl reports.
+    const server = tls.createServer(
+      {
+        cert: await readFile(join(home, "server.crt"), "utf8"),
+        key: await readFile(join(home, "server.key"), "utf8"),
+        ca: await readFile(join(home, "ca-bundle.pem"), "utf8"),
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (socket) => {
+        const cn = socket.getPeerCertificate().subject?.CN;
+        socket.once("data", () =>
+          socket.end(`HTTP/1.1 403 Forbidden\r\nX-Seen-Agent: ${cn}\r\nContent-Length: 0\r\n\r\n`),
+        );
+      },
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const args = line.trim().split(/\s+/).slice(1);
+      args[args.indexOf("--proxy") + 1] = `https://127.0.0.1:${port}`;
+      await using proc = Bun.spawn(["curl", "-sS", "-v", "--max-time", "10", ...args], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [stderr] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+      expect(stderr).toContain("X-Seen-Agent: curl-agent");
+      expect(stderr).toContain("CONNECT tunnel failed, response 403");
+    } finally {
+      server.close();
+    }
+  });
+
+  test("bad input: usage errors exit 2, bad names and bad config exit 1", async () => {
+    expect((await cli([])).code).toBe(2);
+    expect(await cli(["agent", "issue"])).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("needs a NAME"),
+    });
+    expect(await cli(["agent", "issue", "x", "--days", "ten"])).toMatchObject({ code: 2 });
+    expect(await cli(["frobnicate"])).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("unknown command"),
+    });
+    expect(await cli(["agent", "issue", "bad/name"])).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/^error: agent name must match/),
+    });
+    expect(await cli(["init"], { SLAPENIR_LISTEN: "nope" })).toMatchObject({
+      code: 1,
+      stderr:
+        "error: SLAPENIR_LISTEN: must be host:port (e.g. 127.0.0.1:8443, [::]:443, 0.0.0.0:443)\n",
+    });
+  });
+
+  test("a garbled root gives an error naming the file", async () => {
+    const broken = join(dir, "broken");
+    await cli(["init"], { SLAPENIR_HOME: broken });
+    await writeFile(join(broken, "root-ca.crt"), "garbage");
+    expect(await cli(["ca", "bundle"], { SLAPENIR_HOME: broken })).toMatchObject({
+      code: 1,
+      stdout: "",
+      stderr: `error: ${join(broken, "root-ca.crt")} holds no PEM 'CERTIFICATE' block\n`,
+    });
+  });
+
+  test("Step-CA mode refuses to issue agent certificates", async () => {
+    const certs = join(dir, "stepcerts");
+    await mkdir(certs, { recursive: true });
+    for (const f of ["root_ca.crt", "proxy.crt", "proxy.key"]) await writeFile(join(certs, f), "x");
+    const r = await cli(["agent", "issue", "a"], { CERT_PATH: certs });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("Step-CA mode");
+  });
+});
+
+describe("secrets check", () => {
+  const REAL = "REAL-value-never-printed-42";
+  const DUMMY = "DUMMY-value-fine-to-have-7";
+
+  test("a valid file: log-safe summary, exit 0", async () => {
+    const file = join(dir, "good.json");
+    await writeFile(
+      file,
+      JSON.stringify({
+        credentials: [
+          {
+            name: "openai",
+            dummy: DUMMY,
+            real: REAL,
+            hosts: ["api.openai.com"],
+            require: true,
+            inUrl: "deny",
+          },
+        ],
+      }),
+    );
+    const r = await cli(["secrets", "check", file]);
+    expect(r).toEqual({
+      code: 0,
+      stdout: `ok: 1 credential\n  openai: dummy ${DUMMY.length} B, real ${REAL.length} B, hosts api.openai.com, any agent, require, not in URLs\n`,
+      stderr: "",
+    });
+  });
+
+  test("an invalid file: the error names the entry and field, exit 1, no value printed", async () => {
+    const file = join(dir, "bad.json");
+    await writeFile(
+      file,
+      JSON.stringify({
+        credentials: [
+          { name: "gh", dummy: DUMMY, real: REAL, hosts: ["*.github.com", "bad host"] },
+        ],
+      }),
+    );
+    const r = await cli(["secrets", "check", file]);
+    expect(r).toEqual({
+      code: 1,
+      stdout: "",
+      stderr: `error: secrets file ${file}: credentials[0] (gh).hosts[1]: is neither a DNS name nor an IP address\n`,
+    });
+    const dup = join(dir, "dup.json");
+    await writeFile(
+      dup,
+      JSON.stringify({
+        credentials: [
+          { name: "a", dummy: DUMMY, real: REAL, hosts: ["a.example"] },
+          { name: "b", dummy: REAL, real: `${REAL}-2`, hosts: ["b.example"] },
+        ],
+      }),
+    );
+    const d = await cli(["secrets", "check", dup]);
+    expect(d.code).toBe(1);
+    expect(d.stderr).toContain("credentials[1] (b): dummy contains the real value of");
+    expect(d.stdout + d.stderr).not.toContain("never-printed");
+  });
+});
