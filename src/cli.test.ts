@@ -204,7 +204,7 @@ describe("secrets check", () => {
     expect(r).toEqual({
       code: 1,
       stdout: "",
-      stderr: `error: secrets file ${file}: credentials[0] (gh).hosts[1]: is neither a DNS name nor an IP address\n`,
+      stderr: `error: secrets file ${file}: credentials[0] (gh).hosts[1]: is not a valid host (invalid character in host)\n`,
     });
     const dup = join(dir, "dup.json");
     await writeFile(

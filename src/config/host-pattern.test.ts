@@ -30,6 +30,14 @@ const valid: [string, Partial<HostPattern>][] = [
   ["[::1]", { pattern: "[::1]", host: "::1", hostKind: "ipv6" }],
   ["[2001:DB8::1]:8443", { pattern: "[2001:db8::1]:8443", host: "2001:db8::1", port: 8443 }],
   ["  spaced.example  ", { pattern: "spaced.example" }],
+  // Canonicalised by src/policy/host.ts: numeric IPv4 spellings, mapped IPv6, IDN.
+  [
+    "2130706433:8080",
+    { pattern: "127.0.0.1:8080", host: "127.0.0.1", hostKind: "ipv4", port: 8080 },
+  ],
+  ["0x7f.1", { pattern: "127.0.0.1", hostKind: "ipv4" }],
+  ["[::ffff:10.0.0.1]", { pattern: "10.0.0.1", hostKind: "ipv4" }],
+  ["*.BÜCHER.example", { pattern: "*.xn--bcher-kva.example", kind: "wildcard" }],
 ];
 for (const [input, expected] of valid) {
   test(`valid: ${JSON.stringify(input)}`, () => {
@@ -51,14 +59,15 @@ const invalid: [unknown, string, typeof ALLOW][] = [
   ["a.*.com", "leading label", ALLOW],
   ["*example.com", "leading label", ALLOW],
   ["*.10.0.0.1", "IP address", ALLOW],
-  ["exa mple.com", "neither a DNS name", ALLOW],
-  ["under_score-.com", "neither a DNS name", ALLOW],
+  ["exa mple.com", "is not a valid host (invalid character in host)", ALLOW],
+  ["under_score-.com", "is not a valid host", ALLOW],
   ["host:0", "port must be", ALLOW],
   ["host:65536", "port must be", ALLOW],
   ["host:https", "port must be", ALLOW],
   ["host:443", "port is not allowed", NO_PORT],
-  ["[not-ip]", "only for IPv6", ALLOW],
-  ["[10.0.0.1]:80", "only for IPv6", ALLOW],
+  ["[not-ip]", "is not a valid host (invalid IPv6 address)", ALLOW],
+  ["[10.0.0.1]:80", "is not a valid host", ALLOW],
+  ["user@host.example", "is not a valid host (userinfo", ALLOW],
   ["a".repeat(301), "too long", ALLOW],
 ];
 for (const [input, message, rules] of invalid) {

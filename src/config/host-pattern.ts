@@ -2,9 +2,9 @@
 // `api.openai.com`, `*.github.com`, `10.0.0.5`, `[::1]:8443`, `example.com:*`. This module
 // parses and validates them into one immutable shape; it does not decide whether a host
 // matches (src/policy/ does). It must never build a second host canonicaliser: spelling rules
-// (IDNA, numeric IPv4 forms, mapped IPv6) belong to src/policy/host.ts.
+// (case, trailing dot, IDNA, numeric IPv4 forms, mapped IPv6) come from src/policy/host.ts.
 
-import { isIP } from "node:net";
+import { canonicalHost } from "../policy/host.ts";
 import { ConfigError } from "./config-error.ts";
 
 export interface HostPattern {
@@ -26,24 +26,15 @@ export interface HostPatternRules {
   readonly allowPort: boolean;
 }
 
-const DNS_LABEL = "[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?";
-const DNS_NAME_RE = new RegExp(`^(?=.{1,253}$)${DNS_LABEL}(\\.${DNS_LABEL})*$`);
-
 /**
- * Puts one host into canonical form.
- * TODO(policy): delegate to `canonicalHost()` from src/policy/host.ts once it lands, so
- * configuration and requests are canonicalised by the same code. Until then: lower-case,
- * drop one trailing dot and IPv6 brackets — nothing more.
+ * Puts one host into canonical form with the same code requests go through
+ * (src/policy/host.ts), so a pattern and a dialled host can be compared as strings.
  */
-export function normalizeHostPattern(host: string): {
-  host: string;
-  kind: "dns" | "ipv4" | "ipv6";
-} {
-  let h = host.trim().toLowerCase();
-  if (h.startsWith("[") && h.endsWith("]")) h = h.slice(1, -1);
-  if (h.endsWith(".")) h = h.slice(0, -1);
-  const ip = isIP(h);
-  return { host: h, kind: ip === 4 ? "ipv4" : ip === 6 ? "ipv6" : "dns" };
+export function normalizeHostPattern(
+  host: string,
+): { host: string; kind: "dns" | "ipv4" | "ipv6" } | { problem: string } {
+  const r = canonicalHost(host);
+  return r.ok ? { host: r.value.host, kind: r.value.kind } : { problem: r.error.reason };
 }
 
 /** Parses one pattern; `where` names it in errors (patterns are not secret). */
@@ -70,9 +61,6 @@ export function parseHostPattern(
     hostPart = text.slice(0, i);
     port = parsePort(text.slice(i + 1), where, rules);
   }
-  if (hostPart.startsWith("[") && normalizeHostPattern(hostPart).kind !== "ipv6") {
-    throw new ConfigError("bad-host-pattern", "brackets are only for IPv6 literals", where);
-  }
   if (hostPart === "*") {
     if (!rules.allowAny) {
       throw new ConfigError("bad-host-pattern", "'*' (every host) is not allowed here", where);
@@ -80,17 +68,19 @@ export function parseHostPattern(
     return Object.freeze({ pattern: text, kind: "any", host: "", hostKind: "any", port });
   }
   const wildcard = hostPart.startsWith("*.");
-  const { host, kind } = normalizeHostPattern(wildcard ? hostPart.slice(2) : hostPart);
-  if (host.includes("*")) {
+  const bare = wildcard ? hostPart.slice(2) : hostPart;
+  if (bare.includes("*")) {
     throw new ConfigError(
       "bad-host-pattern",
       "'*' is only allowed as a whole leading label ('*.example.com')",
       where,
     );
   }
-  if (kind === "dns" && !DNS_NAME_RE.test(host)) {
-    throw new ConfigError("bad-host-pattern", "is neither a DNS name nor an IP address", where);
+  const canonical = normalizeHostPattern(bare);
+  if ("problem" in canonical) {
+    throw new ConfigError("bad-host-pattern", `is not a valid host (${canonical.problem})`, where);
   }
+  const { host, kind } = canonical;
   if (wildcard) {
     if (kind !== "dns") {
       throw new ConfigError("bad-host-pattern", "a wildcard cannot apply to an IP address", where);

@@ -109,7 +109,10 @@ const bad: [Record<string, string>, string][] = [
   [{ SLAPENIR_LISTEN: "8443" }, "SLAPENIR_LISTEN: must be host:port"],
   [{ SLAPENIR_LISTEN: "127.0.0.1:70000" }, "SLAPENIR_LISTEN: must be host:port"],
   [{ SLAPENIR_ADMIN_LISTEN: "[nothex]:1" }, "SLAPENIR_ADMIN_LISTEN: must be host:port"],
-  [{ SLAPENIR_ALLOW: "ok.example,bad host" }, "SLAPENIR_ALLOW[1]: is neither a DNS name"],
+  [
+    { SLAPENIR_ALLOW: "ok.example,bad host" },
+    "SLAPENIR_ALLOW[1]: is not a valid host (invalid character in host)",
+  ],
   [{ SLAPENIR_ALLOW: "*.com" }, "SLAPENIR_ALLOW[0]: a wildcard needs at least two labels"],
   [{ SLAPENIR_ALLOW_PRIVATE: "maybe" }, "SLAPENIR_ALLOW_PRIVATE: must be true or false"],
   [
@@ -178,7 +181,7 @@ describe("policy file", () => {
     [[], "must be a JSON object"],
     [{ allowed: [] }, "unknown field 'allowed'"],
     [{ allow: "x.example" }, ": allow: must be an array"],
-    [{ allow: ["ok.example", "no good"] }, ": allow[1]: is neither"],
+    [{ allow: ["ok.example", "no good"] }, ": allow[1]: is not a valid host"],
     [{ agents: { "bad/agent": {} } }, ": agents.bad/agent: is not a valid agent name"],
     [
       { agents: { a: { allow: ["x.example"], deny: [] } } },

@@ -269,7 +269,7 @@ describe("invalid configuration: errors name the entry and field, never a value"
       "bad host",
       { credentials: [{ ...OPENAI, hosts: ["ok.example", "bad host"] }] },
       "bad-host-pattern",
-      "(openai).hosts[1]: is neither",
+      "(openai).hosts[1]: is not a valid host",
     ],
     [
       "wildcard everything",
