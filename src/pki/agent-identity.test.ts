@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
 import {
+  AgentIdentityCache,
   denylistSets,
   deriveAgentIdentity,
   type IdentityRules,
@@ -179,8 +180,25 @@ describe("deriveAgentIdentity (pure)", () => {
         made && typeof made === "object" && "der" in made ? (made as Crafted).der : made;
       const d = deriveAgentIdentity(input as Uint8Array, rules);
       expect(d.ok ? "accepted" : d.code).toBe(code);
+      // The memoising path decides the same, the first time and when the parse is cached.
+      const cache = new AgentIdentityCache();
+      for (let i = 0; i < 2; i++) expect(cache.derive(input as Uint8Array, rules)).toEqual(d);
     });
   }
+
+  test("AgentIdentityCache re-checks dates and the denylist on every call; it is bounded", async () => {
+    const cache = new AgentIdentityCache(2);
+    const c = await craft(ca.root, { subject: "CN=agent-c" });
+    expect(cache.derive(c.der, rules).ok).toBe(true);
+    const later = { ...rules, now: new Date(Date.now() + 2 * DAY_MS) };
+    expect(cache.derive(c.der, later)).toMatchObject({ ok: false, code: "expired" });
+    const serial = new x509.X509Certificate(c.der).serialNumber;
+    const denied = { ...rules, ...denylistSets({ serials: [serial], fingerprints: [] }) };
+    expect(cache.derive(c.der, denied)).toMatchObject({ ok: false, code: "denylisted" });
+    expect(cache.derive(c.der, rules).ok).toBe(true);
+    for (let i = 0; i < 3; i++) cache.derive((await craft(ca.root)).der, rules);
+    expect(cache.size).toBe(2);
+  });
 
   test("rejects denylisted serials and fingerprints in any spelling", async () => {
     const c = await craft(ca.root);

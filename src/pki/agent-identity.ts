@@ -4,7 +4,8 @@
 // fingerprint, or outside its validity window (the TLS stack checks dates too; we check again
 // because Bun has had bugs in client-certificate verification).
 //
-// Pure: no I/O, no clock (the caller passes `now`), no logging. It must never accept a
+// Pure decisions: no I/O, no clock (the caller passes `now`), no logging; AgentIdentityCache
+// only memoises the parse. It must never accept a
 // certificate without a name, and never let the subject CN override the agent SAN URI.
 
 import type { PeerCertificate } from "node:tls";
@@ -94,6 +95,52 @@ export function denylistSets(list: {
 /** What node:tls gives, raw DER, or PEM. */
 export type PeerCertificateInput = PeerCertificate | Uint8Array | string | null | undefined;
 
+/** What a certificate says, read once (parsing is the expensive part: ~1 ms in @peculiar/x509). */
+export interface CertFacts {
+  readonly serial: string;
+  readonly fingerprint256: string;
+  readonly subject: string;
+  readonly issuer: string;
+  readonly authorityKeyId: string | undefined;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly isCa: boolean;
+  readonly hasClientAuth: boolean;
+  /** Names after the agent URI prefix, in SAN order. */
+  readonly agentUris: readonly string[];
+  readonly commonNames: readonly string[];
+}
+
+/** Parses a DER certificate into the facts identity decisions need; null when unparseable. */
+export function readCertFacts(der: Uint8Array): CertFacts | null {
+  let cert: x509.X509Certificate;
+  try {
+    cert = new x509.X509Certificate(der);
+  } catch {
+    return null;
+  }
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  return Object.freeze({
+    serial: normalizeSerialHex(cert.serialNumber),
+    fingerprint256: sha256Fingerprint(der),
+    subject: cert.subject,
+    issuer: cert.issuer,
+    authorityKeyId: cert.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase(),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    isCa: cert.getExtension(x509.BasicConstraintsExtension)?.ca === true,
+    hasClientAuth:
+      cert
+        .getExtension(x509.ExtendedKeyUsageExtension)
+        ?.usages.map(String)
+        .includes(OID_CLIENT_AUTH) ?? false,
+    agentUris: (san?.names.items ?? [])
+      .filter((g) => g.type === "url" && g.value.startsWith(AGENT_URI_PREFIX))
+      .map((g) => g.value.slice(AGENT_URI_PREFIX.length)),
+    commonNames: cert.subjectName.getField("CN"),
+  });
+}
+
 export function deriveAgentIdentity(
   peer: PeerCertificateInput,
   rules: IdentityRules,
@@ -101,39 +148,65 @@ export function deriveAgentIdentity(
   const der = toDer(peer);
   if (der === null) return reject("no-certificate", "no client certificate was presented");
   if (der === "garbled") return reject("garbled", "the client certificate cannot be parsed");
-  let cert: x509.X509Certificate;
-  try {
-    cert = new x509.X509Certificate(der);
-  } catch {
-    return reject("garbled", "the client certificate cannot be parsed");
-  }
-  const serial = normalizeSerialHex(cert.serialNumber);
-  const fingerprint256 = sha256Fingerprint(der);
-  const ids = { serial, fingerprint256 };
+  const facts = readCertFacts(der);
+  if (facts === null) return reject("garbled", "the client certificate cannot be parsed");
+  return decideAgentIdentity(facts, rules);
+}
 
-  if (rules.deniedSerials.has(serial) || rules.deniedFingerprints.has(fingerprint256)) {
+/**
+ * Memoises `readCertFacts` by certificate fingerprint (agents reconnect with the same
+ * certificate for its whole lifetime), then decides afresh every time: dates and the denylist
+ * are always checked against the current rules. Bounded; oldest entries go first.
+ */
+export class AgentIdentityCache {
+  private readonly facts = new Map<string, CertFacts>();
+  constructor(private readonly capacity = 1024) {}
+
+  derive(peer: PeerCertificateInput, rules: IdentityRules): IdentityDecision {
+    const der = toDer(peer);
+    if (der === null) return reject("no-certificate", "no client certificate was presented");
+    if (der === "garbled") return reject("garbled", "the client certificate cannot be parsed");
+    const key = sha256Fingerprint(der);
+    let facts = this.facts.get(key);
+    if (!facts) {
+      const read = readCertFacts(der);
+      if (read === null) return reject("garbled", "the client certificate cannot be parsed");
+      facts = read;
+      this.facts.set(key, facts);
+      if (this.facts.size > this.capacity)
+        this.facts.delete(this.facts.keys().next().value as string);
+    }
+    return decideAgentIdentity(facts, rules);
+  }
+
+  get size(): number {
+    return this.facts.size;
+  }
+}
+
+export function decideAgentIdentity(facts: CertFacts, rules: IdentityRules): IdentityDecision {
+  const ids = { serial: facts.serial, fingerprint256: facts.fingerprint256 };
+  if (rules.deniedSerials.has(facts.serial) || rules.deniedFingerprints.has(facts.fingerprint256)) {
     return reject("denylisted", "the client certificate is on the local denylist", ids);
   }
   const now = rules.now.getTime();
-  if (cert.notAfter.getTime() <= now) {
+  if (facts.notAfter.getTime() <= now) {
     return reject(
       "expired",
-      `the client certificate expired at ${cert.notAfter.toISOString()}`,
+      `the client certificate expired at ${facts.notAfter.toISOString()}`,
       ids,
     );
   }
-  if (cert.notBefore.getTime() > now) {
+  if (facts.notBefore.getTime() > now) {
     return reject(
       "not-yet-valid",
-      `the client certificate is valid from ${cert.notBefore.toISOString()}`,
+      `the client certificate is valid from ${facts.notBefore.toISOString()}`,
       ids,
     );
   }
-  if (cert.getExtension(x509.BasicConstraintsExtension)?.ca === true) {
+  if (facts.isCa)
     return reject("ca-certificate", "a CA certificate cannot be an agent identity", ids);
-  }
-  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
-  if (!eku?.usages.map(String).includes(OID_CLIENT_AUTH)) {
+  if (!facts.hasClientAuth) {
     return reject(
       "wrong-eku",
       "the client certificate lacks the clientAuth extended key usage",
@@ -141,35 +214,30 @@ export function deriveAgentIdentity(
     );
   }
   const ica = rules.interceptionCa;
-  if (ica) {
-    const aki = cert.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase();
-    if (cert.issuer === ica.subject || (ica.keyId !== undefined && aki === ica.keyId)) {
-      return reject(
-        "interception-issued",
-        "the client certificate was issued by the interception CA",
-        ids,
-      );
-    }
+  if (
+    ica &&
+    (facts.issuer === ica.subject ||
+      (ica.keyId !== undefined && facts.authorityKeyId === ica.keyId))
+  ) {
+    return reject(
+      "interception-issued",
+      "the client certificate was issued by the interception CA",
+      ids,
+    );
   }
-
-  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
-  const agentUris = (san?.names.items ?? [])
-    .filter((g) => g.type === "url" && g.value.startsWith(AGENT_URI_PREFIX))
-    .map((g) => g.value.slice(AGENT_URI_PREFIX.length));
   let name: string;
   let nameSource: AgentIdentity["nameSource"];
-  if (agentUris.length > 1) {
+  if (facts.agentUris.length > 1) {
     return reject("ambiguous-name", "the client certificate carries more than one agent URI", ids);
   }
-  if (agentUris.length === 1) {
-    name = agentUris[0]!;
+  if (facts.agentUris.length === 1) {
+    name = facts.agentUris[0]!;
     nameSource = "san-uri";
   } else {
-    const cns = cert.subjectName.getField("CN");
-    if (cns.length > 1) {
+    if (facts.commonNames.length > 1) {
       return reject("ambiguous-name", "the client certificate subject has more than one CN", ids);
     }
-    name = cns[0] ?? "";
+    name = facts.commonNames[0] ?? "";
     nameSource = "subject-cn";
   }
   if (!AGENT_NAME_RE.test(name)) {
@@ -180,12 +248,12 @@ export function deriveAgentIdentity(
     identity: {
       name,
       nameSource,
-      subject: cert.subject,
-      issuer: cert.issuer,
-      serial,
-      fingerprint256,
-      notBefore: cert.notBefore,
-      notAfter: cert.notAfter,
+      subject: facts.subject,
+      issuer: facts.issuer,
+      serial: facts.serial,
+      fingerprint256: facts.fingerprint256,
+      notBefore: facts.notBefore,
+      notAfter: facts.notAfter,
     },
   };
 }
