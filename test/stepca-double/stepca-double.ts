@@ -1,0 +1,516 @@
+// A test double of the Step-CA HTTP API (smallstep/certificates), on loopback, for the
+// proxy's enrollment client and the agent scripts' stand-in `step`. What it reproduces, and
+// where each behaviour comes from in smallstep/certificates:
+//   GET  /health          → 200 {"status":"ok"}                                  (api/api.go Health)
+//   GET  /roots           → 200 {"crts":[PEM…]} every configured root             (api/api.go Roots;
+//                            old releases answered 201, current ones 200)
+//   GET  /root/{sha256}   → 200 {"ca":PEM}; hex, case and '-' ignored; else 404   (api/api.go Root)
+//   POST /1.0/sign        {csr, ott, notBefore?, notAfter?}                       (api/sign.go Sign)
+//        400 "missing csr" / "invalid csr" (CSR signature checked) / "missing ott";
+//        401 when the JWK token fails authorizeToken (authority/provisioner/jwk.go): ES256 JWS
+//        signed by the provisioner key found by iss + header kid (the key's RFC 7638
+//        thumbprint), iss = provisioner name, nbf/exp checked with one minute of leeway
+//        (ValidateWithLeeway(…, time.Minute)), aud one of https://<dns>[:port]/1.0/sign or
+//        /sign, sub non-empty, jti single use ("token already used", authority/authorize.go);
+//        403 when the CSR does not match the token: CN must equal sub (commonNameValidator),
+//        SANs must equal the token's sans, default [sub] (defaultSANsValidator);
+//        201 {"crt","ca","certChain":[leaf, intermediate]} — ca is certChain[1].
+//   POST /1.0/renew       mTLS with the certificate to renew                      (api/renew.go Renew)
+//        400 "missing client certificate"; 401 if it does not chain to this CA or is outside
+//        its validity; 201 as for sign. The new certificate keeps the public key, subject,
+//        SANs and the lifetime: notBefore = now − backdate, notAfter = now + (old duration −
+//        backdate) (authority/tls.go Renew; backdate defaults to one minute, settable here so
+//        certificates of a few seconds work).
+//   Errors are JSON {"status":N,"message":…}; 401/403 carry the CA's generic text, as step-ca
+//   hides details from clients (errs package); the reason is kept in `rejections` (the CA log).
+// Leaves carry serverAuth + clientAuth and digitalSignature, as step-ca's default leaf template.
+// Not modelled: ACME, SSH, revocation, provisioner listing, templates beyond the default.
+// Test-only: it must never be imported by src/, and it listens on 127.0.0.1 only.
+
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import {
+  certToPem,
+  exportPrivateKeyPem,
+  generateP256KeyPair,
+  OID_CLIENT_AUTH,
+  OID_SERVER_AUTH,
+  P256_ALGORITHM,
+  randomSerialHex,
+  sha256Fingerprint,
+  x509,
+} from "../../src/pki/x509.ts";
+import { createProvisionerKey, type ProvisionerKey } from "./one-time-token.ts";
+
+const GENERIC_401 =
+  "The request lacked necessary authorization to be completed. Please see the certificate authority logs for more info.";
+const GENERIC_403 =
+  "The request was forbidden by the certificate authority. Please see the certificate authority logs for more info.";
+const LEEWAY_S = 60;
+
+export interface StepCaDoubleOptions {
+  /** Lifetime of issued certificates when the request names none (step-ca default 24 h). */
+  certLifetimeMs?: number;
+  /** step-ca's authority backdate (default one minute). */
+  backdateMs?: number;
+  provisionerName?: string;
+  /** Reuse a port (to "restart" the CA after close()). */
+  port?: number;
+  /** Reuse the PKI of an earlier instance (a CA that restarts keeps its keys and database). */
+  state?: StepCaState;
+}
+
+export interface CaKey {
+  cert: x509.X509Certificate;
+  keys: CryptoKeyPair;
+}
+
+/** What survives a restart: roots, intermediate, provisioner, used token ids. */
+export interface StepCaState {
+  roots: CaKey[];
+  intermediate: CaKey;
+  server: { certPem: string; keyPem: string };
+  provisioner: ProvisionerKey;
+  usedJti: Set<string>;
+}
+
+export interface StepCaDouble {
+  url: string;
+  port: number;
+  state: StepCaState;
+  provisioner: ProvisionerKey;
+  /** Audience a sign token must carry. */
+  signAudience: string;
+  rootPem: string;
+  rootFingerprint: string;
+  /** Every root, PEM, concatenated (what /roots serves). */
+  rootsBundlePem(): string;
+  /** Reasons the CA refused requests, newest last (the CA's log). */
+  rejections: string[];
+  /** Counts of successful requests by endpoint. */
+  issued: { sign: number; renew: number };
+  /**
+   * Adds a new root (root rotation: step-ca then serves old and new from /roots) and returns
+   * it with its keys, so a test can issue under it. Issuance continues under the old chain.
+   */
+  rotateRoot(): Promise<{ rootPem: string; fingerprint: string; ca: CaKey }>;
+  close(): Promise<void>;
+}
+
+async function makeCa(
+  cn: string,
+  issuer: CaKey | null,
+  pathLen: number,
+  days = 3650,
+): Promise<CaKey> {
+  const keys = await generateP256KeyPair();
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerialHex(),
+    subject: `CN=${cn}`,
+    issuer: issuer ? issuer.cert.subject : `CN=${cn}`,
+    notBefore: new Date(now - 3_600_000),
+    notAfter: new Date(now + days * 86_400_000),
+    publicKey: keys.publicKey,
+    signingKey: issuer ? issuer.keys.privateKey : keys.privateKey,
+    signingAlgorithm: P256_ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, pathLen, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+        true,
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ...(issuer ? [await x509.AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey)] : []),
+    ],
+  });
+  return { cert, keys };
+}
+
+function sanEntries(names: readonly string[]): x509.JsonGeneralName[] {
+  return names.map((n) => {
+    if (/^\d{1,3}(\.\d{1,3}){3}$/.test(n) || (n.includes(":") && !n.includes("://"))) {
+      return { type: "ip", value: n };
+    }
+    if (n.includes("://")) return { type: "url", value: n };
+    if (n.includes("@")) return { type: "email", value: n };
+    return { type: "dns", value: n };
+  });
+}
+
+async function issueLeaf(
+  ca: CaKey,
+  subjectCn: string,
+  publicKey: CryptoKey,
+  sans: readonly string[],
+  notBefore: Date,
+  notAfter: Date,
+): Promise<x509.X509Certificate> {
+  return x509.X509CertificateGenerator.create({
+    serialNumber: randomSerialHex(),
+    subject: `CN=${subjectCn}`,
+    issuer: ca.cert.subject,
+    notBefore,
+    notAfter,
+    publicKey,
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: P256_ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([OID_SERVER_AUTH, OID_CLIENT_AUTH]),
+      new x509.SubjectAlternativeNameExtension(sanEntries(sans)),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+    ],
+  });
+}
+
+/** The SAN values of a certificate or CSR, as strings, sorted. */
+export function sanValues(ext: x509.SubjectAlternativeNameExtension | null): string[] {
+  if (!ext) return [];
+  return ext.names.items.map((n) => n.value).sort();
+}
+
+function csrSanValues(csr: x509.Pkcs10CertificateRequest): string[] {
+  const ext = csr.getExtension("2.5.29.17");
+  return ext ? sanValues(new x509.SubjectAlternativeNameExtension(ext.rawData)) : [];
+}
+
+export async function createStepCaState(provisionerName = "enroll"): Promise<StepCaState> {
+  const root = await makeCa("SLAPENIR Test Root CA", null, 1);
+  const intermediate = await makeCa("SLAPENIR Test Intermediate CA", root, 0);
+  const serverKeys = await generateP256KeyPair();
+  const now = Date.now();
+  const serverCert = await issueLeaf(
+    intermediate,
+    "Step Online CA",
+    serverKeys.publicKey,
+    ["localhost", "127.0.0.1"],
+    new Date(now - 3_600_000),
+    new Date(now + 365 * 86_400_000),
+  );
+  return {
+    roots: [root],
+    intermediate,
+    server: {
+      certPem: certToPem(serverCert) + certToPem(intermediate.cert),
+      keyPem: await exportPrivateKeyPem(serverKeys.privateKey),
+    },
+    provisioner: await createProvisionerKey(provisionerName),
+    usedJti: new Set(),
+  };
+}
+
+class HttpFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly clientMessage: string,
+    readonly reason: string,
+  ) {
+    super(reason);
+  }
+}
+
+function fromB64url(s: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from(Buffer.from(s, "base64url"));
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise<StepCaDouble> {
+  const state = opts.state ?? (await createStepCaState(opts.provisionerName));
+  const lifetimeMs = opts.certLifetimeMs ?? 24 * 3_600_000;
+  const backdateMs = opts.backdateMs ?? 60_000;
+  const rejections: string[] = [];
+  const issued = { sign: 0, renew: 0 };
+  let audiences: string[] = [];
+
+  const rootsPem = () => state.roots.map((r) => certToPem(r.cert)).join("");
+  const chainPem = (leaf: x509.X509Certificate) => ({
+    crt: certToPem(leaf),
+    ca: certToPem(state.intermediate.cert),
+    certChain: [certToPem(leaf), certToPem(state.intermediate.cert)],
+  });
+
+  async function authorizeSignToken(ott: string): Promise<{ sub: string; sans: string[] }> {
+    const deny = (reason: string) => new HttpFailure(401, GENERIC_401, reason);
+    const parts = ott.split(".");
+    if (parts.length !== 3) throw deny("error parsing jwk token");
+    const [h, p, s] = parts as [string, string, string];
+    let header: { alg?: string; kid?: string };
+    let claims: Record<string, unknown>;
+    try {
+      header = JSON.parse(Buffer.from(h, "base64url").toString("utf8"));
+      claims = JSON.parse(Buffer.from(p, "base64url").toString("utf8"));
+    } catch {
+      throw deny("error parsing jwk token");
+    }
+    const prov = state.provisioner;
+    if (claims.iss !== prov.name || header.kid !== prov.kid) {
+      throw deny("provisioner not found for the token's iss and kid");
+    }
+    if (header.alg !== "ES256") throw deny("unexpected token algorithm");
+    const pub = await crypto.subtle.importKey(
+      "jwk",
+      prov.publicJwk as never,
+      { name: "ECDSA", namedCurve: "P-256" },
+      false,
+      ["verify"],
+    );
+    const ok = await crypto.subtle.verify(
+      { name: "ECDSA", hash: "SHA-256" },
+      pub,
+      fromB64url(s),
+      new TextEncoder().encode(`${h}.${p}`),
+    );
+    if (!ok) throw deny("error parsing jwk claims: signature invalid");
+    const now = Date.now() / 1000;
+    const nbf = Number(claims.nbf);
+    const exp = Number(claims.exp);
+    if (Number.isFinite(nbf) && now + LEEWAY_S < nbf)
+      throw deny("invalid jwk claims: token not valid yet (nbf)");
+    if (!Number.isFinite(exp) || now - LEEWAY_S > exp)
+      throw deny("invalid jwk claims: token is expired (exp)");
+    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+    if (!aud.some((a) => audiences.includes(String(a)))) {
+      throw deny(`invalid jwk token audience claim (aud); want ${audiences.join(",")}`);
+    }
+    if (typeof claims.sub !== "string" || claims.sub === "")
+      throw deny("jwk token subject cannot be empty");
+    if (typeof claims.jti !== "string" || claims.jti === "") throw deny("token has no jti");
+    if (state.usedJti.has(claims.jti)) throw deny("authority.authorizeToken: token already used");
+    state.usedJti.add(claims.jti);
+    const sans =
+      Array.isArray(claims.sans) && claims.sans.length > 0 ? claims.sans.map(String) : [claims.sub];
+    return { sub: claims.sub, sans };
+  }
+
+  async function sign(body: string) {
+    let req: { csr?: unknown; ott?: unknown; notAfter?: unknown; notBefore?: unknown };
+    try {
+      req = JSON.parse(body);
+    } catch {
+      throw new HttpFailure(400, "error reading request body", "error reading request body");
+    }
+    if (typeof req.csr !== "string" || req.csr === "") {
+      throw new HttpFailure(400, "missing csr", "missing csr");
+    }
+    let csr: x509.Pkcs10CertificateRequest;
+    try {
+      csr = new x509.Pkcs10CertificateRequest(req.csr);
+      if (!(await csr.verify())) throw new Error("bad signature");
+    } catch {
+      throw new HttpFailure(400, "invalid csr", "invalid csr");
+    }
+    if (typeof req.ott !== "string" || req.ott === "") {
+      throw new HttpFailure(400, "missing ott", "missing ott");
+    }
+    const { sub, sans } = await authorizeSignToken(req.ott);
+    const cn = csr.subjectName.getField("CN")[0] ?? "";
+    if (cn !== sub) {
+      throw new HttpFailure(
+        403,
+        GENERIC_403,
+        `certificate request does not contain the valid common name - got ${cn}, want ${sub}`,
+      );
+    }
+    const csrSans = csrSanValues(csr);
+    if (JSON.stringify(csrSans) !== JSON.stringify([...sans].sort())) {
+      throw new HttpFailure(
+        403,
+        GENERIC_403,
+        `certificate request does not contain the valid SANs - got ${csrSans}, want ${sans}`,
+      );
+    }
+    const now = Date.now();
+    const notBefore =
+      typeof req.notBefore === "string" && req.notBefore
+        ? new Date(req.notBefore)
+        : new Date(now - backdateMs);
+    const notAfter =
+      typeof req.notAfter === "string" && req.notAfter
+        ? new Date(req.notAfter)
+        : new Date(now + lifetimeMs);
+    if (!(notBefore < notAfter)) throw new HttpFailure(403, GENERIC_403, "invalid validity window");
+    const leaf = await issueLeaf(
+      state.intermediate,
+      sub,
+      await csr.publicKey.export(),
+      csrSans,
+      notBefore,
+      notAfter,
+    );
+    issued.sign++;
+    return chainPem(leaf);
+  }
+
+  async function renew(peer: Buffer | null) {
+    if (!peer)
+      throw new HttpFailure(400, "missing client certificate", "missing client certificate");
+    const cert = new x509.X509Certificate(new Uint8Array(peer));
+    // Our own verification rather than trusting the TLS layer's verdict alone: signature by
+    // this CA's intermediate and the validity window.
+    const byUs =
+      cert.issuer === state.intermediate.cert.subject &&
+      (await cert.verify({ publicKey: state.intermediate.keys.publicKey, signatureOnly: true }));
+    const now = Date.now();
+    if (!byUs) throw new HttpFailure(401, GENERIC_401, "certificate not issued by this CA");
+    if (now < cert.notBefore.getTime() || now > cert.notAfter.getTime()) {
+      throw new HttpFailure(401, GENERIC_401, "certificate is outside its validity window");
+    }
+    const duration = cert.notAfter.getTime() - cert.notBefore.getTime();
+    const notBefore = new Date(now - backdateMs);
+    const notAfter = new Date(now + duration - backdateMs);
+    const cn = cert.subjectName.getField("CN")[0] ?? "";
+    const sans = sanValues(cert.getExtension(x509.SubjectAlternativeNameExtension));
+    const leaf = await issueLeaf(
+      state.intermediate,
+      cn,
+      await cert.publicKey.export(),
+      sans,
+      notBefore,
+      notAfter,
+    );
+    issued.renew++;
+    return chainPem(leaf);
+  }
+
+  async function route(
+    req: IncomingMessage,
+    peer: Buffer | null,
+  ): Promise<{ status: number; body: unknown }> {
+    const path = (req.url ?? "/").split("?")[0]!;
+    if (req.method === "GET" && path === "/health") return { status: 200, body: { status: "ok" } };
+    if (req.method === "GET" && path === "/roots") {
+      return { status: 200, body: { crts: state.roots.map((r) => certToPem(r.cert)) } };
+    }
+    const rootMatch = /^\/root\/([^/]+)$/.exec(path);
+    if (req.method === "GET" && rootMatch) {
+      const want = decodeURIComponent(rootMatch[1]!).replaceAll("-", "").toLowerCase();
+      const found = state.roots.find((r) => sha256Fingerprint(r.cert.rawData) === want);
+      if (!found) throw new HttpFailure(404, `${req.url} was not found`, "root not found");
+      return { status: 200, body: { ca: certToPem(found.cert) } };
+    }
+    if (req.method === "POST" && (path === "/1.0/sign" || path === "/sign")) {
+      return { status: 201, body: await sign(await readBody(req)) };
+    }
+    if (req.method === "POST" && (path === "/1.0/renew" || path === "/renew")) {
+      await readBody(req);
+      return { status: 201, body: await renew(peer) };
+    }
+    throw new HttpFailure(404, "not found", `no route ${req.method} ${path}`);
+  }
+
+  // TLS is terminated by a tls.Server and each socket handed to an http.Server: in Bun, the
+  // socket an https.Server gives request handlers has no getPeerCertificate(), and /renew
+  // needs the client certificate. The peer certificate is read at the TLS layer.
+  const peers = new WeakMap<object, Buffer>();
+  const open = new Set<TLSSocket>();
+  const http = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
+    route(req, peers.get(req.socket) ?? null)
+      .then(({ status, body }) => {
+        res.writeHead(status, { "content-type": "application/json" });
+        res.end(JSON.stringify(body));
+      })
+      .catch((err: unknown) => {
+        const f =
+          err instanceof HttpFailure
+            ? err
+            : new HttpFailure(
+                500,
+                "The certificate authority encountered an Internal Server Error.",
+                String(err),
+              );
+        rejections.push(f.reason);
+        res.writeHead(f.status, { "content-type": "application/json" });
+        res.end(JSON.stringify({ status: f.status, message: f.clientMessage }));
+      });
+  });
+  const server = createTlsServer(
+    {
+      key: state.server.keyPem,
+      cert: state.server.certPem,
+      ca: rootsPem(),
+      requestCert: true,
+      // Client certificates are optional (only /renew wants one) and verified in renew().
+      rejectUnauthorized: false,
+      minVersion: "TLSv1.2",
+    },
+    (socket: TLSSocket) => {
+      const raw = socket.getPeerCertificate(false)?.raw;
+      if (raw) peers.set(socket, raw);
+      open.add(socket);
+      socket.once("close", () => open.delete(socket));
+      http.emit("connection", socket);
+    },
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  const url = `https://127.0.0.1:${port}`;
+  audiences = ["127.0.0.1", "localhost"].flatMap((h) => [
+    `https://${h}:${port}/1.0/sign`,
+    `https://${h}:${port}/sign`,
+  ]);
+  const firstRoot = state.roots[0]!;
+
+  return {
+    url,
+    port,
+    state,
+    provisioner: state.provisioner,
+    signAudience: `${url}/1.0/sign`,
+    rootPem: certToPem(firstRoot.cert),
+    rootFingerprint: sha256Fingerprint(firstRoot.cert.rawData),
+    rootsBundlePem: rootsPem,
+    rejections,
+    issued,
+    async rotateRoot() {
+      const root = await makeCa(`SLAPENIR Test Root CA ${state.roots.length + 1}`, null, 1);
+      state.roots.push(root);
+      const pem = certToPem(root.cert);
+      return { rootPem: pem, fingerprint: sha256Fingerprint(root.cert.rawData), ca: root };
+    },
+    close() {
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of open) s.destroy();
+      });
+    },
+  };
+}
+
+/** A key pair and certificate signed directly by `ca` (test fixtures: agents, peers). */
+export async function issueFromDouble(
+  ca: CaKey,
+  cn: string,
+  sans: readonly string[],
+  lifetimeMs: number,
+): Promise<{ certPem: string; keyPem: string; chainPem: string }> {
+  const keys = await generateP256KeyPair();
+  const now = Date.now();
+  const leaf = await issueLeaf(
+    ca,
+    cn,
+    keys.publicKey,
+    sans,
+    new Date(now - 1000),
+    new Date(now + lifetimeMs),
+  );
+  return {
+    certPem: certToPem(leaf),
+    keyPem: await exportPrivateKeyPem(keys.privateKey),
+    chainPem: certToPem(ca.cert),
+  };
+}
