@@ -1,6 +1,6 @@
 // Per-host leaf certificates for TLS interception, minted on first use and cached.
 // One P-256 leaf key is generated at start and reused for every leaf (as mitmproxy does): a
-// mint is then one ECDSA signature, not a key generation. Leaves are short-lived, backdated a
+// mint is then one ECDSA signature over a DER template (leaf-der.ts), not a key generation. Leaves are short-lived, backdated a
 // few minutes, carry exactly one SAN (the host) and EKU serverAuth, and are signed by the
 // interception CA. The cache is an LRU with a cap; concurrent requests for one host share one
 // in-flight mint; a leaf close to expiry is re-minted.
@@ -11,17 +11,9 @@
 
 import { isIP } from "node:net";
 import { createSecureContext, type SecureContext } from "node:tls";
+import { derToPem, LeafTemplate } from "./leaf-der.ts";
 import { PkiError } from "./pki-error.ts";
-import {
-  certToPem,
-  DAY_MS,
-  exportPrivateKeyPem,
-  generateP256KeyPair,
-  OID_SERVER_AUTH,
-  P256_ALGORITHM,
-  randomSerialHex,
-  x509,
-} from "./x509.ts";
+import { DAY_MS, exportPrivateKeyPem, generateP256KeyPair, x509 } from "./x509.ts";
 
 /** What the leaf cache needs from the interception CA. */
 export interface InterceptionIssuer {
@@ -85,7 +77,7 @@ export class LeafCache {
 
   private constructor(
     private readonly issuer: InterceptionIssuer,
-    private readonly leafKeys: CryptoKeyPair,
+    private readonly template: LeafTemplate,
     readonly keyPem: string,
     options: LeafCacheOptions,
   ) {
@@ -110,7 +102,14 @@ export class LeafCache {
     options: LeafCacheOptions = {},
   ): Promise<LeafCache> {
     const keys = await generateP256KeyPair();
-    return new LeafCache(issuer, keys, await exportPrivateKeyPem(keys.privateKey), options);
+    const keyId = issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+    const template = new LeafTemplate({
+      issuerNameDer: new Uint8Array(issuer.cert.subjectName.toArrayBuffer()),
+      issuerKeyId: keyId ? Uint8Array.from(Buffer.from(keyId, "hex")) : undefined,
+      leafSpkiDer: new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey)),
+      issuerKey: issuer.key,
+    });
+    return new LeafCache(issuer, template, await exportPrivateKeyPem(keys.privateKey), options);
   }
 
   /**
@@ -169,28 +168,14 @@ export class LeafCache {
     }
     const now = this.now();
     const notAfter = new Date(Math.min(now + this.validityMs, this.issuer.cert.notAfter.getTime()));
-    const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: randomSerialHex(),
-      // CN kept short and valid: a DNS name may exceed the 64-character CN limit.
-      subject: ipVersion === 0 && host.length <= 64 ? `CN=${host}` : "CN=SLAPENIR intercepted",
-      issuer: this.issuer.cert.subject,
+    const { der, serial } = await this.template.mint({
+      host,
+      kind: ipVersion === 0 ? "dns" : "ip",
       notBefore: new Date(now - this.backdateMs),
       notAfter,
-      signingAlgorithm: P256_ALGORITHM,
-      publicKey: this.leafKeys.publicKey,
-      signingKey: this.issuer.key,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([OID_SERVER_AUTH], false),
-        new x509.SubjectAlternativeNameExtension(
-          [{ type: ipVersion === 0 ? "dns" : "ip", value: host }],
-          false,
-        ),
-      ],
     });
     this.counters.mints++;
-    const certChainPem = certToPem(cert) + this.chainTail;
+    const certChainPem = derToPem(der) + this.chainTail;
     const secureContext = this.withContext
       ? createSecureContext({ cert: certChainPem, key: this.keyPem, minVersion: "TLSv1.2" })
       : undefined;
@@ -199,7 +184,7 @@ export class LeafCache {
       certChainPem,
       keyPem: this.keyPem,
       notAfter,
-      serial: cert.serialNumber.toLowerCase(),
+      serial,
       secureContext,
     };
   }
