@@ -66,7 +66,7 @@ export class CredentialBindings {
     const reals: SwapPair[] = [];
     const names = new Set<string>();
     credentials.forEach((c, i) => {
-      const path = `credentials[${i}]${typeof c?.name === "string" ? ` (${c.name})` : ""}`;
+      const path = `credentials[${i}]${typeof c?.name === "string" && c.name !== "" ? ` (${c.name})` : ""}`;
       if (typeof c?.name !== "string" || c.name.length === 0) {
         throw new PolicyError("bad-credential", path, "name must be a non-empty string");
       }

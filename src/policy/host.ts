@@ -76,7 +76,6 @@ export function canonicalHost(input: string): HostResult<CanonicalHost> {
     return { ok: true, value: { host: formatIPv6(bytes), kind: "ipv6" } };
   }
   let name = input;
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: detecting non-ASCII on purpose
   if (/[^\x00-\x7f]/.test(name)) {
     // IDNA (UTS 46 mapping + punycode). It also maps full-width digits and dots, so the
     // numeric-IPv4 check below runs on what a resolver would really see.
