@@ -471,7 +471,12 @@ export function parseCertificatePem(pem: string, file: string): x509.X509Certifi
 
 function checkValidity(cert: x509.X509Certificate, file: string, now: Date): void {
   if (cert.notAfter.getTime() <= now.getTime()) {
-    throw new PkiError("cert-expired", `${file} expired on ${cert.notAfter.toISOString()}`, file);
+    throw new PkiError(
+      "cert-expired",
+      `${file} expired on ${cert.notAfter.toISOString()}; remove it and its key to re-create it` +
+        " (a new root means agents must trust the new ca-bundle.pem)",
+      file,
+    );
   }
   if (cert.notBefore.getTime() > now.getTime() + CLOCK_SKEW_MS) {
     throw new PkiError(
