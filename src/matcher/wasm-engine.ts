@@ -20,6 +20,15 @@ export interface WasmEngine extends MatcherEngine {
   wipeAll(): void;
   /** For tests: the module's linear memory (to scan for left-over secret bytes). */
   readonly memory: WebAssembly.Memory;
+  /**
+   * replaceAll writing into a caller-owned buffer (reused across calls, so no fresh pages to
+   * fault in): `output` is a view of `into` when the result fits, else a fresh array.
+   */
+  replaceAllInto(
+    set: CompiledSet,
+    input: Uint8Array,
+    into: Uint8Array,
+  ): { output: Uint8Array; replacements: number };
 }
 
 interface MatcherExports {
@@ -51,6 +60,7 @@ interface MatcherExports {
   record_count(): number;
   wipe_all(): void;
   set_tuning(bits: number): void;
+  heap_start(): number;
 }
 
 /**
@@ -71,9 +81,11 @@ export const DEFAULT_WASM_PATH = join(import.meta.dir, "../../wasm/build/matcher
 /** Grows by doubling; hands back a fresh array (a view of its own buffer) at the end. */
 class OutputBuilder {
   private buf: Uint8Array;
+  private borrowed: boolean;
   length = 0;
-  constructor(capacity: number) {
-    this.buf = new Uint8Array(Math.max(capacity, 16));
+  constructor(capacity: number, into?: Uint8Array) {
+    this.borrowed = into !== undefined;
+    this.buf = into ?? new Uint8Array(Math.max(capacity, 16));
   }
   append(src: Uint8Array): void {
     const need = this.length + src.length;
@@ -82,6 +94,7 @@ class OutputBuilder {
       grown.set(this.buf.subarray(0, this.length));
       this.buf.fill(0);
       this.buf = grown;
+      this.borrowed = false;
     }
     this.buf.set(src, this.length);
     this.length = need;
@@ -89,6 +102,7 @@ class OutputBuilder {
   take(): Uint8Array {
     const { buf, length } = this;
     if (length === buf.length) return buf;
+    if (this.borrowed) return buf.subarray(0, length);
     // A small tail of slack is cheaper than another copy of a big body.
     if (buf.length - length <= 4096 || length >= buf.length * 0.875) {
       return buf.subarray(0, length);
@@ -151,9 +165,9 @@ class WasmMatchStream implements MatchStream {
   }
 
   /** Used by replaceAll: one builder for push and end, so a big body is copied only once. */
-  runWhole(input: Uint8Array): Uint8Array {
+  runWhole(input: Uint8Array, into?: Uint8Array): Uint8Array {
     this.check();
-    const out = new OutputBuilder(input.length + 16);
+    const out = new OutputBuilder(input.length + 16, into);
     this.replacements += this.engine.pushInto(this.ptr, input, out);
     this.replacements += this.engine.endInto(this.ptr, out);
     this.close();
@@ -262,6 +276,16 @@ class WasmEngineImpl implements WasmEngine {
     return { output, replacements: s.replacements };
   }
 
+  replaceAllInto(
+    set: CompiledSet,
+    input: Uint8Array,
+    into: Uint8Array,
+  ): { output: Uint8Array; replacements: number } {
+    const s = this.openStream(set) as WasmMatchStream;
+    const output = s.runWhole(input, into);
+    return { output, replacements: s.replacements };
+  }
+
   wipeAll(): void {
     for (const set of this.sets) {
       set.disposed = true;
@@ -271,6 +295,11 @@ class WasmEngineImpl implements WasmEngine {
     this.sets.clear();
     this.x.wipe_all();
     this.views();
+  }
+
+  /** For tests: the first byte of the heap (below it: static data only, never a secret). */
+  heapStart(): number {
+    return this.x.heap_start();
   }
 
   /** For tests and docs: which automaton and prefilter a set uses. */
@@ -310,14 +339,18 @@ class WasmEngineImpl implements WasmEngine {
     const work = x.work_ptr();
     let used = 0;
     let count = 0;
-    for (let off = 0; off < chunk.length; off += this.piece) {
-      const n = Math.min(this.piece, chunk.length - off);
-      const carry = x.stream_begin(st);
-      this.mem.set(chunk.subarray(off, off + n), work + carry);
-      if (carry + n > used) used = carry + n;
-      count += this.scan(st, work, n, 0, out);
+    try {
+      for (let off = 0; off < chunk.length; off += this.piece) {
+        const n = Math.min(this.piece, chunk.length - off);
+        const carry = x.stream_begin(st);
+        if (carry + n > used) used = carry + n;
+        this.mem.set(chunk.subarray(off, off + n), work + carry);
+        count += this.scan(st, work, n, 0, out);
+      }
+    } finally {
+      // The work buffer held body bytes: wipe it even if the scan failed.
+      x.work_clear(used);
     }
-    x.work_clear(used);
     return count;
   }
 
@@ -326,9 +359,11 @@ class WasmEngineImpl implements WasmEngine {
     this.views();
     const work = x.work_ptr();
     const carry = x.stream_begin(st);
-    const count = this.scan(st, work, 0, 1, out);
-    x.work_clear(carry);
-    return count;
+    try {
+      return this.scan(st, work, 0, 1, out);
+    } finally {
+      x.work_clear(carry);
+    }
   }
 
   private scan(st: number, work: number, added: number, final: number, out: OutputBuilder) {

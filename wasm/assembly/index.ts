@@ -2,7 +2,7 @@
 // It must never print, never call the host, and never return secret bytes except through
 // linear memory regions the host reads on purpose (replacements of matches it emits).
 
-import { wipeHeap } from "./heap";
+import { heapStart, wipeHeap } from "./heap";
 import { buildSet, defineSet, freeSet, newSet, PatternSet, setTuning } from "./pattern-set";
 import {
   freeStream,
@@ -101,4 +101,9 @@ export function wipe_all(): void {
 /** Test knobs only (see pattern-set.ts `tuning`); applies to sets built afterwards. */
 export function set_tuning(bits: i32): void {
   setTuning(bits);
+}
+
+/** First heap byte: below it only the module's static data (never a secret). For tests. */
+export function heap_start(): usize {
+  return heapStart();
 }
