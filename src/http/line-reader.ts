@@ -41,13 +41,14 @@ export class LineReader {
    */
   read(input: Uint8Array, pos: number, cap: number): LineResult {
     const lf = input.indexOf(LF, pos);
+    const stop = lf === -1 ? input.length : lf;
+    // The verdict must not depend on how the bytes were split, so problems are reported in
+    // one order: a bare CR (a CR followed by anything but LF) within the first `cap` bytes of
+    // the line, then the cap, then a bare LF.
+    if (this.#bareCrAhead(input, pos, stop, cap)) return BARE_CR;
     if (lf === -1) {
-      const n = input.length - pos;
-      if (this.#len + n > cap) return TOO_LONG;
+      if (this.#len + (input.length - pos) > cap) return TOO_LONG;
       this.#append(input, pos, input.length);
-      // A CR that is not the last byte so far can never become part of a CRLF.
-      const crAt = this.#buf.subarray(0, this.#len).indexOf(CR);
-      if (crAt !== -1 && crAt !== this.#len - 1) return BARE_CR;
       return MORE;
     }
     const size = this.#len + (lf + 1 - pos);
@@ -61,9 +62,29 @@ export class LineReader {
     }
     this.#len = 0;
     if (line.length === 0 || line[line.length - 1] !== CR) return BARE_LF;
-    const content = line.subarray(0, line.length - 1);
-    if (content.indexOf(CR) !== -1) return BARE_CR;
-    return { kind: "line", line: content, next: lf + 1, size };
+    return { kind: "line", line: line.subarray(0, line.length - 1), next: lf + 1, size };
+  }
+
+  /**
+   * Whether a CR at line position < cap is followed by a byte other than LF, looking at the
+   * buffered bytes (whose last byte may be a CR) and input[pos, stop) (stop = the LF or end).
+   */
+  #bareCrAhead(input: Uint8Array, pos: number, stop: number, cap: number): boolean {
+    if (
+      this.#len > 0 &&
+      this.#buf[this.#len - 1] === CR &&
+      pos < input.length &&
+      input[pos] !== LF
+    ) {
+      return true;
+    }
+    let i = input.indexOf(CR, pos);
+    while (i !== -1 && i < stop) {
+      if (this.#len + (i - pos) >= cap) return false;
+      if (i + 1 < input.length && input[i + 1] !== LF) return true;
+      i = input.indexOf(CR, i + 1);
+    }
+    return false;
   }
 
   #append(src: Uint8Array, start: number, end: number): void {

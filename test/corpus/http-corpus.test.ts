@@ -23,8 +23,11 @@ function normalise(events: RequestEvent[]): unknown[] {
   return out;
 }
 
-function runChunks(chunks: Uint8Array[]): { events: unknown[]; state: string } {
-  const p = new RequestParser();
+function runChunks(
+  chunks: Uint8Array[],
+  options?: ConstructorParameters<typeof RequestParser>[0],
+): { events: unknown[]; state: string } {
+  const p = new RequestParser(options);
   const events: RequestEvent[] = [];
   for (const c of chunks) events.push(...p.feed(c));
   events.push(...p.finish());
@@ -106,4 +109,39 @@ test("bytes after a rejected request are never parsed", () => {
     const afterError = events.slice(events.findIndex((e) => e.type === "error") + 1);
     expect({ name: c.name, afterError }).toEqual({ name: c.name, afterError: [] });
   }
+});
+
+test("mutated corpus requests: never a throw, same outcome whatever the chunking (fast-check)", () => {
+  const accepts = corpus.filter((c) => c.expect === "accept");
+  const interesting = [0x00, 0x09, 0x0a, 0x0d, 0x20, 0x2c, 0x3a, 0x3b, 0x30, 0x61, 0x7f, 0xff];
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: accepts.length - 1 }),
+      fc.array(fc.tuple(fc.nat(), fc.constantFrom(...interesting), fc.boolean()), {
+        minLength: 1,
+        maxLength: 4,
+      }),
+      fc.array(fc.nat(), { maxLength: 8 }),
+      fc.constantFrom(undefined, {
+        maxRequestLineBytes: 40,
+        maxHeaderBytes: 60,
+        maxChunkLineBytes: 8,
+      }),
+      (i, edits, cuts, options) => {
+        const bytes = Array.from(accepts[i]!.bytes);
+        for (const [at, byte, insert] of edits) {
+          const pos = at % (bytes.length + 1);
+          if (insert) bytes.splice(pos, 0, byte);
+          else bytes[Math.min(pos, bytes.length - 1)] = byte;
+        }
+        const input = Uint8Array.from(bytes);
+        const whole = runChunks([input], options);
+        expect(runChunks(splitAt(input, cuts), options)).toEqual(whole);
+        // Exactly one terminal verdict shape: an error is always the last event.
+        const errIdx = whole.events.findIndex((e) => (e as { type: string }).type === "error");
+        if (errIdx !== -1) expect(errIdx).toBe(whole.events.length - 1);
+      },
+    ),
+    { numRuns: 3000, seed: 0xbad },
+  );
 });

@@ -146,6 +146,17 @@ export const HTTP_REQUEST_CASES: readonly CorpusCase[] = [
   accept("empty-value", `${GET}X-Empty:\r\n\r\n`, "empty field value"),
   accept("unusual-method-token", `PROPFIND /dav HTTP/1.1\r\n${H}\r\n`, "any token is a method"),
   accept("connection-close", `${GET}Connection: close\r\n\r\n`, "last request on the connection"),
+  accept(
+    "te-no-space",
+    `${POST}Transfer-Encoding:chunked\r\n\r\n0\r\n\r\n`,
+    "OWS is optional (rfc9112 §5)",
+  ),
+  accept("cl-no-space", `${POST}Content-Length:2\r\n\r\nok`, "OWS is optional"),
+  accept(
+    "upgrade-h2c-reported",
+    `${GET}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`,
+    "parsed and reported; the proxy always refuses h2c (THREATS 17)",
+  ),
 
   // ---- request line ---------------------------------------------------------------------
   reject(
@@ -174,6 +185,13 @@ export const HTTP_REQUEST_CASES: readonly CorpusCase[] = [
     `GET / HTTP/1.10\r\n${H}\r\n`,
     "bad-version",
     "DIGIT.DIGIT only (garden)",
+  ),
+  reject(
+    "h2-prior-knowledge-preface",
+    "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "unsupported-version",
+    "HTTP/2 connection preface (RFC 9113 §3.4)",
+    505,
   ),
   reject("http09-simple-request", "GET /\r\n\r\n", "bad-request-line", "HTTP/0.9 simple request"),
   reject(
