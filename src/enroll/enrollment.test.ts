@@ -145,8 +145,8 @@ describe("first boot", () => {
     });
     expect(creds.chainPem).toContain("BEGIN CERTIFICATE");
     // Persisted for the next start, key private to the proxy user.
-    expect(readFileSync(join(dir, "cert.pem"), "utf8")).toBe(creds.certPem);
-    expect(statSync(join(dir, "key.pem")).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(dir, "proxy.crt"), "utf8")).toBe(creds.certPem + creds.chainPem);
+    expect(statSync(join(dir, "proxy.key")).mode & 0o777).toBe(0o600);
     // Renewal asked for at exactly 2/3 of the window (random = 0 → no jitter).
     expect(r.timers.only()).toBe(
       renewalDelayMs(

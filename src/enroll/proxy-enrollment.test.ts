@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { signOneTimeToken } from "../../test/stepca-double/one-time-token.ts";
-import { startStepCaDouble } from "../../test/stepca-double/stepca-double.ts";
+import { issueFromDouble, startStepCaDouble } from "../../test/stepca-double/stepca-double.ts";
+import { loadProxyConfig, STEP_CA_FILES } from "../config/proxy-config.ts";
 import { EnrollError } from "./enroll-error.ts";
 import { proxyEnrollmentConfig, startProxyEnrollment } from "./proxy-enrollment.ts";
 
@@ -30,6 +31,8 @@ describe("proxyEnrollmentConfig", () => {
       tokenFile: "/run/enroll/token",
       subject: "proxy.slapenir.internal",
       sans: ["proxy.slapenir.internal", "proxy"],
+      interceptCertFile: null,
+      interceptKeyFile: null,
     });
   });
 
@@ -62,18 +65,33 @@ test("from environment to a served certificate: bootstrap, enroll, restart witho
       sans: ["proxy.slapenir.internal", "proxy"],
     }),
   );
+  const ic = await issueFromDouble(ca.state.roots[0]!, "SLAPENIR Interception CA", [], 60_000);
+  writeFileSync(join(dir, "interception-ca.crt"), ic.certPem);
+  writeFileSync(join(dir, "interception-ca.key"), ic.keyPem);
   const cfg = proxyEnrollmentConfig({
     SLAPENIR_CA_URL: ca.url,
     CERT_PATH: join(dir, "certs"),
     SLAPENIR_CA_FINGERPRINT_FILE: join(dir, "root_fingerprint"),
     SLAPENIR_ENROLL_TOKEN_FILE: join(dir, "token"),
+    SLAPENIR_INTERCEPT_CA_CERT: join(dir, "interception-ca.crt"),
+    SLAPENIR_INTERCEPT_CA_KEY: join(dir, "interception-ca.key"),
   });
   const first = await startProxyEnrollment(cfg, { onRenewed: () => {} });
   first.enrollment.stop();
   expect(first.rootPem).toBe(ca.rootPem);
   expect(first.trustBundle).toBe(ca.rootPem);
-  expect(readFileSync(join(dir, "certs", "root.pem"), "utf8")).toBe(ca.rootPem);
-  expect(existsSync(join(dir, "certs", "key.pem"))).toBe(true);
+  // CERT_PATH now holds what the proxy's config loads in Step-CA mode.
+  const cfgDir = join(dir, "certs");
+  expect(readFileSync(join(cfgDir, STEP_CA_FILES.rootCa), "utf8")).toBe(ca.rootPem);
+  expect(readFileSync(join(cfgDir, STEP_CA_FILES.serverCert), "utf8")).toBe(
+    first.credentials.certPem + first.credentials.chainPem,
+  );
+  expect(statSync(join(cfgDir, STEP_CA_FILES.serverKey)).mode & 0o777).toBe(0o600);
+  expect(readFileSync(join(cfgDir, STEP_CA_FILES.interceptionCert), "utf8")).toBe(ic.certPem);
+  expect(readFileSync(join(cfgDir, STEP_CA_FILES.interceptionKey), "utf8")).toBe(ic.keyPem);
+  expect(() =>
+    loadProxyConfig({ CERT_PATH: cfgDir, SLAPENIR_HOME: join(dir, "home") }, dir),
+  ).not.toThrow();
 
   // The token is spent; a restart must come up from CERT_PATH alone.
   rmSync(join(dir, "token"));

@@ -5,8 +5,9 @@
 //   SLAPENIR_ENROLL_TOKEN_FILE      the one-time token (read only when enrolling)
 //   SLAPENIR_SERVER_NAMES           comma-separated; the first is the subject, all are SANs,
 //                                   as in the token ca-init issued
-// The proxy (src/main.ts) calls startProxyEnrollment with its TLS swap callbacks and serves
-// with the credentials it resolves. Must never read the token before it is needed, nor put it
+//   SLAPENIR_INTERCEPT_CA_CERT/_KEY the interception CA ca-init made (copied into CERT_PATH)
+// The proxy (src/main.ts) calls startProxyEnrollment with its TLS swap callbacks BEFORE it
+// loads its config: afterwards CERT_PATH holds the files Step-CA mode expects. Must never read the token before it is needed, nor put it
 // or a key into an error.
 import { readFile } from "node:fs/promises";
 import { FileCertificateStore } from "./certificate-store.ts";
@@ -27,6 +28,8 @@ export interface ProxyEnrollmentConfig {
   tokenFile: string;
   subject: string;
   sans: string[];
+  interceptCertFile: string | null;
+  interceptKeyFile: string | null;
 }
 
 /** Pure: validates the environment; throws EnrollError("bad-config") naming the variable. */
@@ -62,6 +65,8 @@ export function proxyEnrollmentConfig(
     tokenFile: env.SLAPENIR_ENROLL_TOKEN_FILE?.trim() || "/run/enroll/token",
     subject: names[0]!,
     sans: names,
+    interceptCertFile: env.SLAPENIR_INTERCEPT_CA_CERT?.trim() || null,
+    interceptKeyFile: env.SLAPENIR_INTERCEPT_CA_KEY?.trim() || null,
   };
 }
 
@@ -105,6 +110,15 @@ export async function startProxyEnrollment(
     if (!fp) throw new EnrollError("bad-config", "no root fingerprint to pin");
     rootPem = await bootstrapRoot(cfg.caUrl, fp);
     await store.saveRoot(rootPem);
+  }
+  if (cfg.interceptCertFile && cfg.interceptKeyFile) {
+    const [icCert, icKey] = await Promise.all([
+      readTrimmed(cfg.interceptCertFile),
+      readTrimmed(cfg.interceptKeyFile),
+    ]);
+    if (!icCert || !icKey)
+      throw new EnrollError("bad-config", "the interception CA files are missing or empty");
+    await store.saveInterceptionCa(`${icCert}\n`, `${icKey}\n`);
   }
   const enrollment = new CertificateEnrollment({
     ca: new StepCaClient({ caUrl: cfg.caUrl, rootPem }),
