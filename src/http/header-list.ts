@@ -10,7 +10,9 @@ export class HeaderList {
   readonly #index: ReadonlyMap<string, readonly number[]>;
 
   constructor(fields: readonly HeaderField[]) {
-    this.#fields = Object.freeze(fields.map((f) => Object.freeze([f[0], f[1]] as const)));
+    // Copied, not frozen: Object.freeze dominated header parsing time; the list is private
+    // and only exposed through readonly types.
+    this.#fields = fields.map((f) => [f[0], f[1]] as const);
     const index = new Map<string, number[]>();
     this.#fields.forEach(([name], i) => {
       const key = name.toLowerCase();

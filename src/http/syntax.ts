@@ -67,12 +67,8 @@ export function isSafeFieldValue(s: string): boolean {
  * the swapper can search it for dummies without a UTF-8 decoder changing anything.
  */
 export function latin1(b: Uint8Array, start = 0, end = b.length): string {
-  let s = "";
-  for (let i = start; i < end; i += 4096) {
-    const stop = Math.min(end, i + 4096);
-    s += String.fromCharCode.apply(null, b.subarray(i, stop) as unknown as number[]);
-  }
-  return s;
+  // Node's "latin1" is the byte-exact ISO-8859-1 mapping (unlike TextDecoder's windows-1252).
+  return Buffer.from(b.buffer, b.byteOffset + start, end - start).toString("latin1");
 }
 
 /** String (latin1, one char per byte) → bytes. Chars above 0xFF are a caller bug. */
