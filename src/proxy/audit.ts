@@ -1,0 +1,75 @@
+// The audit log: one pino JSON line per request and per refused connection. It receives only
+// the fields below — never headers, bodies, query strings or credential values — so no code
+// path can format a secret into it. Paths are logged without their query string, and always
+// the path the agent sent (before any substitution).
+
+import pino, { type DestinationStream, type Logger } from "pino";
+
+export type Decision = "allow" | "deny" | "error";
+
+export interface RequestRecord {
+  readonly conn: number;
+  readonly agent: string;
+  readonly method: string;
+  readonly scheme: "https" | "http";
+  readonly host: string;
+  readonly port: number;
+  readonly path: string;
+  readonly status: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly swaps: number;
+  readonly redactions: number;
+  readonly decision: Decision;
+  readonly reason: string;
+  readonly durationMs: number;
+}
+
+export interface RefusedConnectionRecord {
+  readonly conn: number;
+  readonly remote: string;
+  readonly agent?: string;
+  readonly reason: string;
+}
+
+/** Strip the query and fragment; keep at most 256 characters of path. */
+export function loggablePath(target: string): string {
+  let end = target.length;
+  const q = target.indexOf("?");
+  if (q >= 0) end = q;
+  const h = target.indexOf("#");
+  if (h >= 0 && h < end) end = h;
+  const p = target.slice(0, end);
+  return p.length > 256 ? `${p.slice(0, 256)}…` : p;
+}
+
+export class AuditLog {
+  readonly logger: Logger;
+  constructor(level: string, destination?: DestinationStream) {
+    this.logger = pino(
+      {
+        level,
+        base: { svc: "slapenir" },
+        timestamp: pino.stdTimeFunctions.isoTime,
+        formatters: { level: (label) => ({ level: label }) },
+      },
+      destination ?? pino.destination({ dest: 1, sync: false }),
+    );
+  }
+
+  request(r: RequestRecord): void {
+    this.logger.info({ evt: "request", ...r }, "request");
+  }
+
+  refused(r: RefusedConnectionRecord): void {
+    this.logger.warn({ evt: "refused", ...r }, "connection refused");
+  }
+
+  event(evt: string, fields: Record<string, string | number | boolean>, msg: string): void {
+    this.logger.info({ evt, ...fields }, msg);
+  }
+
+  flush(): void {
+    this.logger.flush();
+  }
+}

@@ -1,0 +1,90 @@
+// Prometheus metrics for operators. Labels are agent identities, decisions and status classes
+// only — never hosts from agent input beyond the canonical allowlisted host, never values.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export interface PoolStatsSource {
+  stats(): { queueDepth: number; inFlightBytes: number; streamsOpen: number };
+}
+
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: "slapenir_requests_total",
+    help: "Requests handled, by agent, decision and status class",
+    labelNames: ["agent", "decision", "status"] as const,
+    registers: [this.registry],
+  });
+  readonly swaps = new Counter({
+    name: "slapenir_swaps_total",
+    help: "Dummy credentials replaced by real ones in upstream requests",
+    labelNames: ["agent"] as const,
+    registers: [this.registry],
+  });
+  readonly redactions = new Counter({
+    name: "slapenir_redactions_total",
+    help: "Real credentials redacted from responses",
+    labelNames: ["agent"] as const,
+    registers: [this.registry],
+  });
+  readonly bytes = new Counter({
+    name: "slapenir_bytes_total",
+    help: "Body bytes through the proxy, by direction (in = agent to upstream)",
+    labelNames: ["agent", "direction"] as const,
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: "slapenir_request_duration_seconds",
+    help: "Time from request head to response end",
+    labelNames: ["agent"] as const,
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly refused = new Counter({
+    name: "slapenir_connections_refused_total",
+    help: "Agent connections refused (handshake or identity)",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly connections = new Gauge({
+    name: "slapenir_connections_open",
+    help: "Agent connections currently open",
+    registers: [this.registry],
+  });
+  readonly certCache = new Counter({
+    name: "slapenir_leaf_cert_cache_total",
+    help: "Interception leaf certificate lookups by result",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
+  constructor(pool?: PoolStatsSource) {
+    collectDefaultMetrics({ register: this.registry, prefix: "slapenir_" });
+    if (pool) {
+      new Gauge({
+        name: "slapenir_matcher_queue_depth",
+        help: "Chunks queued or in flight in the matcher worker pool",
+        registers: [this.registry],
+        collect() {
+          this.set(pool.stats().queueDepth);
+        },
+      });
+      new Gauge({
+        name: "slapenir_matcher_inflight_bytes",
+        help: "Bytes in flight in the matcher worker pool",
+        registers: [this.registry],
+        collect() {
+          this.set(pool.stats().inFlightBytes);
+        },
+      });
+      new Gauge({
+        name: "slapenir_matcher_streams_open",
+        help: "Scan streams open in the matcher worker pool",
+        registers: [this.registry],
+        collect() {
+          this.set(pool.stats().streamsOpen);
+        },
+      });
+    }
+  }
+}

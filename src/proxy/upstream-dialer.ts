@@ -1,0 +1,145 @@
+// Opens connections to upstream hosts. It is the only place the proxy resolves names and dials:
+// it resolves once, checks every resolved address against the address policy, and connects to
+// the address it checked (so a DNS answer that changes between check and connect — rebinding —
+// cannot reach an internal address). Upstream TLS is always verified against the trust store
+// plus the configured extra CAs. It never logs; failures become ProxyErrors with fixed reasons.
+
+import { promises as dns } from "node:dns";
+import net from "node:net";
+import tls from "node:tls";
+import { ProxyError } from "./errors.ts";
+
+export interface DialTarget {
+  /** Canonical host as policy saw it (lower-case, no trailing dot, no brackets). */
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+  /** True when `host` is an IP literal: no DNS, no SNI. */
+  readonly isIp: boolean;
+}
+
+export type AddressCheck = (ip: string) => { allowed: true } | { allowed: false; reason: string };
+
+export type Lookup = (host: string) => Promise<{ address: string; family: number }[]>;
+
+export interface DialerOptions {
+  /** Decides whether a resolved address may be dialled (internal/metadata addresses are not). */
+  readonly addressCheck: AddressCheck;
+  readonly connectTimeoutMs: number;
+  /** Trust anchors for upstream TLS: the bundled roots plus extra CAs (tests, corporate CAs). */
+  readonly ca: readonly string[];
+  /** Injectable for tests; defaults to the system resolver. */
+  readonly lookup?: Lookup;
+}
+
+const systemLookup: Lookup = (host) => dns.lookup(host, { all: true, verbatim: true });
+
+export function trustAnchors(extraPem: readonly string[]): string[] {
+  return [...tls.rootCertificates, ...extraPem];
+}
+
+export async function resolveChecked(
+  target: DialTarget,
+  opts: DialerOptions,
+): Promise<{ address: string; family: number }[]> {
+  let addrs: { address: string; family: number }[];
+  if (target.isIp) {
+    addrs = [{ address: target.host, family: target.host.includes(":") ? 6 : 4 }];
+  } else {
+    try {
+      addrs = await (opts.lookup ?? systemLookup)(target.host);
+    } catch {
+      throw new ProxyError("dns-failed", "upstream host did not resolve");
+    }
+  }
+  if (addrs.length === 0) throw new ProxyError("dns-failed", "upstream host did not resolve");
+  const allowed = addrs.filter((a) => opts.addressCheck(a.address).allowed);
+  if (allowed.length === 0) {
+    const first = opts.addressCheck(addrs[0]!.address);
+    const why = first.allowed ? "denied" : first.reason;
+    throw new ProxyError("address-denied", `destination address is not allowed (${why})`);
+  }
+  return allowed;
+}
+
+function connectTcp(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: address, port, noDelay: true });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new ProxyError("connect-timeout", "connecting to upstream timed out"));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      sock.removeAllListeners("error");
+      resolve(sock);
+    });
+    sock.once("error", () => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(new ProxyError("connect-failed", "could not connect to upstream"));
+    });
+  });
+}
+
+function startTls(
+  raw: net.Socket,
+  target: DialTarget,
+  opts: DialerOptions,
+): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({
+      socket: raw,
+      host: target.host,
+      servername: target.isIp ? undefined : target.host,
+      ca: [...opts.ca],
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.2",
+      ALPNProtocols: ["http/1.1"],
+    });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new ProxyError("connect-timeout", "upstream TLS handshake timed out"));
+    }, opts.connectTimeoutMs);
+    sock.once("secureConnect", () => {
+      clearTimeout(timer);
+      sock.removeAllListeners("error");
+      // rejectUnauthorized already failed the handshake on a bad chain; check again because
+      // runtimes have had bugs where it was not enforced.
+      if (!sock.authorized) {
+        sock.destroy();
+        reject(new ProxyError("upstream-tls", "upstream certificate is not trusted"));
+        return;
+      }
+      resolve(sock);
+    });
+    sock.once("error", () => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(new ProxyError("upstream-tls", "upstream TLS handshake failed"));
+    });
+  });
+}
+
+/** Resolve, check, connect (trying each allowed address), and start TLS when asked. */
+export async function dialUpstream(
+  target: DialTarget,
+  opts: DialerOptions,
+): Promise<net.Socket | tls.TLSSocket> {
+  const addrs = await resolveChecked(target, opts);
+  let lastErr: unknown;
+  for (const a of addrs) {
+    let raw: net.Socket;
+    try {
+      raw = await connectTcp(a.address, target.port, opts.connectTimeoutMs);
+    } catch (e) {
+      lastErr = e;
+      continue;
+    }
+    if (!target.tls) return raw;
+    return await startTls(raw, target, opts);
+  }
+  throw lastErr instanceof ProxyError
+    ? lastErr
+    : new ProxyError("connect-failed", "could not connect to upstream");
+}
