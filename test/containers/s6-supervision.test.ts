@@ -23,7 +23,7 @@ interface Rig {
 let rig: Rig | undefined;
 
 /** Starts s6-svscan on a scan directory holding a copy of the real agent-svc directory. */
-function startRig(agentScript: string): Rig {
+function startRig(agentScript: string, extraEnv: Record<string, string> = {}): Rig {
   const dir = mkdtempSync(join(tmpdir(), "slapenir-s6-"));
   const scan = join(dir, "scan");
   const svc = join(scan, "agent-svc");
@@ -41,6 +41,7 @@ function startRig(agentScript: string): Rig {
       SLAPENIR_HALT_CMD: join(dir, "halt.sh"),
       SLAPENIR_EXITCODE_FILE: join(dir, "exitcode"),
       STARTS: join(dir, "starts"),
+      ...extraEnv,
     },
     stdout: "ignore",
     stderr: "pipe",
@@ -116,6 +117,24 @@ describe.skipIf(skip)("agent-svc under s6-supervise", () => {
     expect(supervisePid(r)).toBe(supervisor);
     expect(r.svscan.exitCode).toBeNull();
     expect(existsSync(join(r.dir, "halt-called"))).toBe(false);
+    // The restart went through finish's fast path (s6-svc -u), not s6's one-second pause.
+    expect(existsSync(join(r.svc, "fast-restart-stamp"))).toBe(true);
+  });
+
+  test("with AGENT_FAST_RESTART=0, plain s6-supervise still restarts it (delay reported)", async () => {
+    const r = startRig(agentProgram(""), { AGENT_FAST_RESTART: "0" });
+    rig = r;
+    await waitFor("first start", () => starts(r)[0]);
+    await Bun.sleep(1100);
+    const before = svstat(r.svc)!;
+    const killedAt = Date.now();
+    process.kill(before.pid, "SIGKILL");
+    const second = await waitFor("restart", () => starts(r)[1]);
+    console.log(
+      `agent-svc restart after kill -9 without the fast path: ${second.at - killedAt} ms`,
+    );
+    expect(second.pid).not.toBe(before.pid);
+    expect(existsSync(join(r.svc, "fast-restart-stamp"))).toBe(false);
   });
 
   test("an ordinary non-zero exit restarts the agent and never halts", async () => {
