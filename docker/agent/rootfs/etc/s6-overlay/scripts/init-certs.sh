@@ -11,8 +11,8 @@ umask 077
 cert_dir="${SLAPENIR_CERT_DIR:-/home/agent/certs}"
 name="${SLAPENIR_AGENT_NAME:?SLAPENIR_AGENT_NAME is not set}"
 ca_url="${SLAPENIR_CA_URL:?SLAPENIR_CA_URL is not set}"
-token_file="${SLAPENIR_ENROLL_TOKEN_FILE:-/run/secrets/enroll/token}"
-fingerprint_file="${SLAPENIR_CA_FINGERPRINT_FILE:-/run/secrets/enroll/root_fingerprint}"
+token_file="${SLAPENIR_ENROLL_TOKEN_FILE:-/var/lib/slapenir/enroll/token}"
+fingerprint_file="${SLAPENIR_CA_FINGERPRINT_FILE:-/var/lib/slapenir/enroll/root_fingerprint}"
 system_bundle="${SLAPENIR_SYSTEM_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 export STEPPATH="${STEPPATH:-$cert_dir/step}"
 
