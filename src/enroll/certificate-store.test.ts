@@ -1,3 +1,4 @@
+// The CERT_PATH store: the file names the proxy config loads, key permissions, atomic writes.
 import { afterEach, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -1,3 +1,4 @@
+// The proxy's CSR: SAN classification as step-cli does it, and a CSR step-ca will accept.
 import { describe, expect, test } from "bun:test";
 import { x509 } from "../pki/x509.ts";
 import { createKeyAndCsr, generalName } from "./csr.ts";

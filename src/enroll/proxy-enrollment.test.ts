@@ -1,3 +1,4 @@
+// The proxy's enrollment from its compose environment, against the Step-CA double.
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

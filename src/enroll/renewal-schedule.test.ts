@@ -1,3 +1,4 @@
+// Renewal and retry timing as pure functions: exact values at the edges, properties over all inputs.
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import {
