@@ -27,7 +27,7 @@ const HASH_BITS_MAX: u32 = 19;
 const SLOTS_PER_GROUP: u64 = 64;
 /** The prefilter window never exceeds this; longer windows fill the shift table faster. */
 const WINDOW_MAX: i32 = 32;
-/** Largest dense DFA, in u32 entries (32 MiB). Bigger automata are walked as a trie. */
+/** Dense rows allowed, in u32 entries (32 MiB); past it branching nodes walk sibling lists. */
 const DENSE_MAX_ENTRIES: u64 = 8 << 20;
 /** Below this average shift (over all table slots) the prefilter costs more than it saves. */
 const MIN_AVERAGE_SHIFT: u32 = 3;
@@ -73,7 +73,8 @@ export class PatternSet {
   dense: i32;
   classes: i32;
   classMap: usize;
-  delta: usize;
+  nodes: usize;
+  rows: usize;
 }
 
 @inline
@@ -137,7 +138,8 @@ export function freeSet(ptr: usize): void {
   free(set.outPat);
   free(set.liveDepth);
   free(set.classMap);
-  free(set.delta);
+  free(set.nodes);
+  free(set.rows);
   free(ptr);
 }
 
@@ -183,8 +185,11 @@ export function buildSet(ptr: usize): i32 {
   set.maxLen = maxLen;
   if (total + 1 > 0x7fffffff) return 1;
   if (buildTrie(set, <u32>total + 1) != 0) return 1;
-  if (buildFailureLinks(set) != 0) return 1;
-  if (buildDense(set) != 0) return 1;
+  const order = buildFailureLinks(set);
+  if (order == 0) return 1;
+  const failed = buildAutomaton(set, order);
+  free(order);
+  if (failed != 0) return 1;
   if (buildPrefilter(set) != 0) return 1;
   return 0;
 }
@@ -245,10 +250,10 @@ function buildTrie(set: PatternSet, cap: u32): i32 {
  * its string (`outPat`) and the depth of the longest suffix that can still grow (`liveDepth`).
  * The scan uses liveDepth to know when no match can start at or before a position any more.
  */
-function buildFailureLinks(set: PatternSet): i32 {
+function buildFailureLinks(set: PatternSet): usize {
   const n = <u32>set.nodeCount;
   const queue = alloc(<usize>n << 2);
-  if (queue == 0) return 1;
+  if (queue == 0) return 0;
   let qt: u32 = 0;
   for (let b: u32 = 0; b < 256; b++) {
     const c = load<u32>(set.rootNext + (<usize>b << 2));
@@ -281,46 +286,129 @@ function buildFailureLinks(set: PatternSet): i32 {
       v = load<u32>(set.nextSibling + (<usize>v << 2));
     }
   }
-  // Keep the BFS order for the dense build: it needs every failure target's row first.
-  set.delta = queue;
-  return 0;
+  // The BFS order, for the automaton build: it needs every failure target's row first.
+  return queue;
 }
 
-/** Byte classes (bytes no pattern uses share class 0) and, if small enough, the dense DFA. */
-function buildDense(set: PatternSet): i32 {
-  const order = set.delta; // BFS order from buildFailureLinks
-  set.delta = 0;
+/**
+ * The automaton the scan walks: one 8-byte "hot" record per trie node, in trie numbering:
+ *   +0  u32  kind DENSE: address of its row; kind SINGLE: child | FLAG-if-child-ends-a-pattern;
+ *            kind LIST: unused (children are in the kept sibling lists)
+ *   +4  u16  liveDepth, +6 u8 the single child's byte, +7 u8 kind
+ * and two "cold" arrays read only on a mismatch or a match: `fail` (u32) and `outPat` (i32,
+ * the longest pattern ending at the node, -1 for none). Hot records stay in L1/L2 longer.
+ * Nodes with two or more children (and the root) get a dense row: one u32 per byte class with
+ * the failure links already resolved, so text that keeps falling back to shallow states costs
+ * one lookup per byte. Deep single-child chains (most of a random secret's bytes) cost one
+ * compare. This keeps the walked memory small: about 16 bytes per node plus a row per branch,
+ * where a full DFA would need a row per node (megabytes at 1000 patterns, all cache misses).
+ * Linear time: a failure step always lands on a shallower node, so failures per byte are
+ * amortised O(1), and a dense row resolves any byte in one step.
+ */
+export const KIND_LEAF: u8 = 0;
+export const KIND_SINGLE: u8 = 1;
+export const KIND_DENSE: u8 = 2;
+export const KIND_LIST: u8 = 3;
+export const NODE_BYTES: usize = 8;
+
+/** One automaton step from node `s` on byte `b`: the next node, with FLAG if it ends a pattern. */
+@inline
+export function automatonStep(set: PatternSet, s: u32, b: u32): u32 {
+  const nodes = set.nodes;
+  while (true) {
+    const rec = nodes + (<usize>s << 3);
+    const kind = load<u8>(rec, 7);
+    if (kind == KIND_DENSE) {
+      return load<u32>(<usize>load<u32>(rec) + (<usize>load<u8>(set.classMap + <usize>b) << 2));
+    }
+    if (kind == KIND_SINGLE) {
+      if (<u32>load<u8>(rec, 6) == b) return load<u32>(rec);
+    } else if (kind == KIND_LIST) {
+      const c = trieChild(set, s, b);
+      if (c != 0) return load<i32>(set.outPat + (<usize>c << 2)) >= 0 ? c | FLAG : c;
+    }
+    s = load<u32>(set.fail + (<usize>s << 2));
+  }
+}
+
+function buildAutomaton(set: PatternSet, order: usize): i32 {
   const n = <u32>set.nodeCount;
   set.classMap = alloc(256);
-  if (set.classMap == 0) {
-    free(order);
+  const rep = alloc(257 * 4); // a representative byte per class
+  const kids = alloc(<usize>n << 2); // child count per node
+  set.nodes = alloc(<usize>n * NODE_BYTES);
+  if (set.classMap == 0 || rep == 0 || kids == 0 || set.nodes == 0) {
+    free(rep);
+    free(kids);
     return 1;
   }
   for (let c: u32 = 1; c < n; c++) store<u8>(set.classMap + <usize>load<u8>(set.nodeByte + c), 1);
   let classes: u32 = 1;
   for (let b: u32 = 0; b < 256; b++) {
-    if (load<u8>(set.classMap + b) != 0) store<u8>(set.classMap + b, <u8>(classes++));
+    if (load<u8>(set.classMap + b) != 0) {
+      store<u32>(rep + (<usize>classes << 2), b);
+      store<u8>(set.classMap + b, <u8>(classes++));
+    }
   }
   set.classes = <i32>classes;
-  if (<u64>n * <u64>classes > DENSE_MAX_ENTRIES || (tuning & 1) != 0) {
-    free(order);
-    set.dense = 0;
-    return 0;
+  const rowBytes = <usize>classes << 2;
+  let branching: u64 = 0;
+  for (let u: u32 = 1; u < n; u++) {
+    let k: u32 = 0;
+    let v = load<u32>(set.firstChild + (<usize>u << 2));
+    while (v != 0) {
+      k++;
+      v = load<u32>(set.nextSibling + (<usize>v << 2));
+    }
+    store<u32>(kids + (<usize>u << 2), k);
+    if (k >= 2) branching++;
   }
-  const delta = alloc(<usize>n * <usize>classes * 4);
-  if (delta == 0) {
-    free(order);
+  // Dense rows for every branching node when they fit the budget (and the test knob allows);
+  // otherwise only the root, and branching nodes walk their sibling lists.
+  const denseBranches = (tuning & 1) == 0 && (branching + 1) * <u64>classes <= DENSE_MAX_ENTRIES;
+  set.rows = alloc(<usize>(denseBranches ? branching + 1 : 1) * rowBytes);
+  if (set.rows == 0) {
+    free(rep);
+    free(kids);
     return 1;
   }
+  let nextRow = set.rows + rowBytes;
+  let lists = 0;
+  for (let u: u32 = 0; u < n; u++) {
+    const rec = set.nodes + (<usize>u << 3);
+    const k = u == 0 ? 2 : load<u32>(kids + (<usize>u << 2));
+    store<u16>(rec, <u16>load<u32>(set.liveDepth + (<usize>u << 2)), 4);
+    if (u == 0) {
+      store<u32>(rec, <u32>set.rows);
+      store<u8>(rec, KIND_DENSE, 7);
+    } else if (k == 1) {
+      const c = load<u32>(set.firstChild + (<usize>u << 2));
+      store<u32>(rec, withFlag(set, c));
+      store<u8>(rec, load<u8>(set.nodeByte + <usize>c), 6);
+      store<u8>(rec, KIND_SINGLE, 7);
+    } else if (k >= 2 && denseBranches) {
+      store<u32>(rec, <u32>nextRow);
+      store<u8>(rec, KIND_DENSE, 7);
+      nextRow += rowBytes;
+    } else if (k >= 2) {
+      store<u8>(rec, KIND_LIST, 7);
+      lists++;
+    }
+  }
+  // Rows in BFS order: a row's failure target is shallower, so its steps are already final.
   for (let b: u32 = 0; b < 256; b++) {
     const c = load<u32>(set.rootNext + (<usize>b << 2));
-    if (c != 0) store<u32>(delta + (<usize>load<u8>(set.classMap + b) << 2), withFlag(set, c));
+    if (c != 0) store<u32>(set.rows + (<usize>load<u8>(set.classMap + b) << 2), withFlag(set, c));
   }
-  const rowBytes = <usize>classes << 2;
   for (let qh: u32 = 0; qh + 1 < n; qh++) {
     const u = load<u32>(order + (<usize>qh << 2));
-    const row = delta + <usize>u * rowBytes;
-    memory.copy(row, delta + <usize>load<u32>(set.fail + (<usize>u << 2)) * rowBytes, rowBytes);
+    const rec = set.nodes + (<usize>u << 3);
+    if (load<u8>(rec, 7) != KIND_DENSE) continue;
+    const row = <usize>load<u32>(rec);
+    const f = load<u32>(set.fail + (<usize>u << 2));
+    for (let cls: u32 = 1; cls < classes; cls++) {
+      store<u32>(row + (<usize>cls << 2), automatonStep(set, f, load<u32>(rep + (<usize>cls << 2))));
+    }
     let v = load<u32>(set.firstChild + (<usize>u << 2));
     while (v != 0) {
       const cls = <usize>load<u8>(set.classMap + <usize>load<u8>(set.nodeByte + <usize>v));
@@ -328,9 +416,24 @@ function buildDense(set: PatternSet): i32 {
       v = load<u32>(set.nextSibling + (<usize>v << 2));
     }
   }
-  free(order);
-  set.delta = delta;
-  set.dense = 1;
+  free(rep);
+  free(kids);
+  set.dense = denseBranches ? 1 : 0;
+  // The scan needs the records, `fail` and `outPat`; sibling lists only for LIST nodes.
+  free(set.liveDepth);
+  free(set.depth);
+  free(set.rootNext);
+  set.liveDepth = 0;
+  set.depth = 0;
+  set.rootNext = 0;
+  if (lists == 0) {
+    free(set.firstChild);
+    free(set.nextSibling);
+    free(set.nodeByte);
+    set.firstChild = 0;
+    set.nextSibling = 0;
+    set.nodeByte = 0;
+  }
   return 0;
 }
 
@@ -420,6 +523,5 @@ function buildPrefilter(set: PatternSet): i32 {
   free(cursor);
   free(byLength);
   free(lengthCount);
-  if (set.dense != 0) freeTrie(set);
   return 0;
 }

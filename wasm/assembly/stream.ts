@@ -14,6 +14,7 @@
 
 import { alloc, free } from "./heap";
 import {
+  automatonStep,
   BUCKET_ROW,
   FLAG,
   hash3,
@@ -22,7 +23,6 @@ import {
   PatternSet,
   patLen,
   patPtr,
-  trieChild,
   tuning,
 } from "./pattern-set";
 
@@ -274,23 +274,6 @@ function runSkip(st: Stream, set: PatternSet): i32 {
   return DONE;
 }
 
-@inline
-function step(set: PatternSet, s: u32, b: u32): u32 {
-  if (set.dense != 0) {
-    return load<u32>(
-      set.delta + ((<usize>s * <usize>set.classes + <usize>load<u8>(set.classMap + b)) << 2),
-    );
-  }
-  // Trie walk with failure links: amortised O(1) per byte.
-  while (true) {
-    const c = trieChild(set, s, b);
-    if (c != 0 || s == 0) {
-      return load<i32>(set.outPat + (<usize>c << 2)) >= 0 ? c | FLAG : c;
-    }
-    s = load<u32>(set.fail + (<usize>s << 2));
-  }
-}
-
 /**
  * The automaton scan. A pending match (best, bestStart) is final once no partial match that
  * started at or before bestStart is alive: pos - liveDepth[state] > bestStart. After a match
@@ -299,7 +282,7 @@ function step(set: PatternSet, s: u32, b: u32): u32 {
 function runAuto(st: Stream, set: PatternSet, final: bool): i32 {
   const buf = workBuf;
   const len = st.len;
-  const liveDepth = set.liveDepth;
+  const nodes = set.nodes;
   const outPat = set.outPat;
   let p = st.pos;
   let s = st.state;
@@ -310,7 +293,7 @@ function runAuto(st: Stream, set: PatternSet, final: bool): i32 {
       if (p >= st.autoUntil) {
         if (set.useSkip != 0) {
           st.mode = MODE_SKIP;
-          st.pos = p - load<i32>(liveDepth + (<usize>s << 2));
+          st.pos = p - <i32>load<u16>(nodes + (<usize>s << 3), 4);
           st.skipStart = st.pos;
           st.work = 0;
           return SWITCH;
@@ -319,7 +302,7 @@ function runAuto(st: Stream, set: PatternSet, final: bool): i32 {
       }
       const stop = len < st.autoUntil ? len : st.autoUntil;
       while (p < stop) {
-        const t = step(set, s, <u32>load<u8>(buf + <usize>p));
+        const t = automatonStep(set, s, <u32>load<u8>(buf + <usize>p));
         p++;
         s = t & MASK;
         if ((t & FLAG) != 0) {
@@ -334,7 +317,7 @@ function runAuto(st: Stream, set: PatternSet, final: bool): i32 {
       }
     } else {
       while (p < len) {
-        const t = step(set, s, <u32>load<u8>(buf + <usize>p));
+        const t = automatonStep(set, s, <u32>load<u8>(buf + <usize>p));
         p++;
         s = t & MASK;
         if ((t & FLAG) != 0) {
@@ -345,11 +328,11 @@ function runAuto(st: Stream, set: PatternSet, final: bool): i32 {
             bestStart = o0;
           }
         }
-        if (p - load<i32>(liveDepth + (<usize>s << 2)) > bestStart) break;
+        if (p - <i32>load<u16>(nodes + (<usize>s << 3), 4) > bestStart) break;
       }
     }
     // best >= 0 here: finalize it if nothing alive can start at or before it, or at the end.
-    if (p - load<i32>(liveDepth + (<usize>s << 2)) > bestStart || (p >= len && final)) {
+    if (p - <i32>load<u16>(nodes + (<usize>s << 3), 4) > bestStart || (p >= len && final)) {
       const full = record(set, bestStart, best);
       p = bestStart + patLen(set, best);
       s = 0;
@@ -373,6 +356,6 @@ function runAuto(st: Stream, set: PatternSet, final: bool): i32 {
   if (final) st.decided = len;
   // With a match pending, p - liveDepth <= bestStart (else it would be final): an earlier
   // start may still win, so the undecided tail begins at the earliest live partial match.
-  else st.decided = p - load<i32>(liveDepth + (<usize>s << 2));
+  else st.decided = p - <i32>load<u16>(nodes + (<usize>s << 3), 4);
   return DONE;
 }
