@@ -68,6 +68,8 @@ await time("memcpy (set into reused buffer)", SIZE, () => reused.set(hay));
 await time("fresh copy (slice)", SIZE, () => hay.slice());
 
 const engine = createWasmEngine();
+// The guaranteed-linear path alone (prefilter off): what adversarial text costs at worst.
+const automatonOnly = createWasmEngine(undefined, { disableSkip: true });
 for (const n of COUNTS) {
   process.stderr.write(`${n} pattern(s)\n`);
   const patterns = randomPatterns(n, 42 + n);
@@ -85,6 +87,11 @@ for (const n of COUNTS) {
   await time(`engine adversarial whole     n=${n}`, SIZE, () =>
     engine.replaceAll(set, adversarial),
   );
+  const setA = automatonOnly.compile(specs);
+  await time(`automaton only, adversarial  n=${n}`, SIZE, () =>
+    automatonOnly.replaceAll(setA, adversarial),
+  );
+  setA.dispose();
   await time(
     `Buffer.indexOf per pattern   n=${n}`,
     SLOW_SIZE,

@@ -274,17 +274,26 @@ describe("big bodies", () => {
     set.dispose();
   });
 
-  test("more matches per piece than the record buffer holds", () => {
-    const engine = createWasmEngine();
-    const set = engine.compile([
-      { pattern: new TextEncoder().encode("QQQQQQQQ"), replacement: new TextEncoder().encode("x") },
-    ]);
-    const input = new Uint8Array(1024 * 1024).fill(0x51); // 131,072 back-to-back matches
-    const want = { output: new Uint8Array(131072).fill(0x78), replacements: 131072 };
-    expect(engine.replaceAll(set, input)).toEqual(want);
-    expect(streamAll(engine, set, input, 300_001)).toEqual(want);
-    set.dispose();
-  });
+  for (const [name, options] of [
+    ["skip prefilter", {}],
+    ["automaton only", { disableSkip: true }],
+    ["trie walk", { forceTrieWalk: true, disableSkip: true }],
+  ] as const) {
+    test(`${name}: more matches per piece than the record buffer holds`, () => {
+      const engine = createWasmEngine(undefined, options);
+      const set = engine.compile([
+        {
+          pattern: new TextEncoder().encode("QQQQQQQQ"),
+          replacement: new TextEncoder().encode("x"),
+        },
+      ]);
+      const input = new Uint8Array(1024 * 1024).fill(0x51); // 131,072 back-to-back matches
+      const want = { output: new Uint8Array(131072).fill(0x78), replacements: 131072 };
+      expect(engine.replaceAll(set, input)).toEqual(want);
+      expect(streamAll(engine, set, input, 300_001)).toEqual(want);
+      set.dispose();
+    });
+  }
 
   test("replacements larger than a piece", () => {
     const engine = createWasmEngine();

@@ -52,8 +52,7 @@ interface MatcherExports {
   stream_free(st: number): void;
   stream_begin(st: number): number;
   stream_scan(st: number, added: number, final: number): number;
-  stream_decided(st: number): number;
-  stream_save(st: number): void;
+  last_decided(): number;
   work_ptr(): number;
   work_clear(bytes: number): void;
   record_ptr(): number;
@@ -373,11 +372,11 @@ class WasmEngineImpl implements WasmEngine {
     const rec = x.record_ptr() >> 2;
     let emitFrom = 0;
     let count = 0;
-    let status = x.stream_scan(st, added, final);
+    let r = x.stream_scan(st, added, final);
     for (;;) {
-      const n = x.record_count();
-      for (let r = 0; r < n; r++) {
-        const at = rec + r * 4;
+      const n = r >>> 2;
+      for (let k = 0; k < n; k++) {
+        const at = rec + k * 4;
         const start = i32[at]!;
         if (start > emitFrom) out.append(mem.subarray(work + emitFrom, work + start));
         const replLen = i32[at + 3]!;
@@ -388,13 +387,14 @@ class WasmEngineImpl implements WasmEngine {
         emitFrom = i32[at + 1]!;
       }
       count += n;
+      const status = r & 3;
       if (status === SCAN_DONE) break;
       if (status !== SCAN_FULL) throw new MatcherError("engine-failure", "matcher scan failed");
-      status = x.stream_scan(st, 0, final);
+      r = x.stream_scan(st, 0, final);
     }
-    const decided = x.stream_decided(st);
+    // The tail is already saved as the carry; the work buffer still holds the decided bytes.
+    const decided = x.last_decided();
     if (decided > emitFrom) out.append(mem.subarray(work + emitFrom, work + decided));
-    x.stream_save(st);
     return count;
   }
 }

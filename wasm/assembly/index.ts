@@ -13,8 +13,7 @@ import {
   recordPtr,
   resetShared,
   streamBegin,
-  streamDecided,
-  streamSave,
+  lastDecidedNow,
   streamScan,
   workClear,
   workPtr,
@@ -69,14 +68,13 @@ export function stream_free(st: usize): void {
 export function stream_begin(st: usize): i32 {
   return streamBegin(st);
 }
+/** (records << 2) | status: 1 = DONE (tail saved as the carry), 2 = FULL (drain, call again). */
 export function stream_scan(st: usize, added: i32, final: i32): i32 {
   return streamScan(st, added, final != 0);
 }
-export function stream_decided(st: usize): i32 {
-  return streamDecided(st);
-}
-export function stream_save(st: usize): void {
-  streamSave(st);
+/** After DONE: output covers the work buffer up to here. */
+export function last_decided(): i32 {
+  return lastDecidedNow();
 }
 
 export function work_ptr(): usize {

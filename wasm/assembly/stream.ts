@@ -7,9 +7,9 @@
 // Protocol for one push (driven by src/matcher/wasm-engine.ts):
 //   carry = streamBegin(st)          -> the carry is copied to the work buffer at 0
 //   host writes n new bytes at workPtr() + carry
-//   streamScan(st, n, final)         -> DONE or FULL; match records in recordPtr()
+//   streamScan(st, n, final)         -> (records << 2) | DONE or FULL; records in recordPtr()
 //     host copies work bytes and replacements out; on FULL it calls streamScan(st, 0, final)
-//   streamSave(st)                   -> the undecided tail goes back to the carry
+//     on DONE the undecided tail is already back in the carry; output ends at lastDecidedNow()
 //   workClear(bytes)                 -> after the last piece, wipes the work buffer
 
 import { alloc, free } from "./heap";
@@ -62,6 +62,7 @@ export class Stream {
 let workBuf: usize = 0;
 let records: usize = 0;
 let recordCount: i32 = 0;
+let lastDecided: i32 = 0;
 
 /** Forget the shared buffers (after the heap was wiped). */
 export function resetShared(): void {
@@ -126,13 +127,16 @@ export function streamBegin(ptr: usize): i32 {
   return st.carryLen;
 }
 
-export function streamDecided(ptr: usize): i32 {
-  return changetype<Stream>(ptr).decided;
+/** Where the last DONE scan decided up to (work-buffer offset): output is [.., decided). */
+export function lastDecidedNow(): i32 {
+  return lastDecided;
 }
 
-/** Keep the undecided tail [decided, len) as the carry; positions become carry-relative. */
-export function streamSave(ptr: usize): void {
-  const st = changetype<Stream>(ptr);
+/**
+ * Keep the undecided tail [decided, len) as the carry; positions become carry-relative. The
+ * work buffer is left as it is, so the host can still copy output from it.
+ */
+function streamSave(st: Stream): void {
   const d = st.decided;
   const keep = st.len - d;
   memory.copy(st.carry, workBuf + <usize>d, <usize>keep);
@@ -159,12 +163,24 @@ function record(set: PatternSet, start: i32, pat: i32): bool {
   return recordCount >= RECORD_CAP;
 }
 
-/** Scan after appending `added` bytes. Returns DONE (decided is set) or FULL (call again). */
+/**
+ * Scan after appending `added` bytes. Returns (records << 2) | status: FULL (drain the records,
+ * call again with 0) or DONE (the tail is saved as the carry; see lastDecidedNow).
+ */
 export function streamScan(ptr: usize, added: i32, final: bool): i32 {
   const st = changetype<Stream>(ptr);
-  const set = changetype<PatternSet>(st.set);
   st.len += added;
   recordCount = 0;
+  const r = scanOnce(st, final);
+  if (r == DONE) {
+    lastDecided = st.decided;
+    streamSave(st);
+  }
+  return (recordCount << 2) | r;
+}
+
+function scanOnce(st: Stream, final: bool): i32 {
+  const set = changetype<PatternSet>(st.set);
   while (true) {
     if (st.mode == MODE_SKIP) {
       const r = runSkip(st, set);
