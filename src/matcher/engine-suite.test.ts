@@ -5,6 +5,7 @@
 
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
+import { rng } from "../../bench/matcher-fixtures.ts";
 import { matcherVectors } from "../../test/vectors/matcher-vectors.ts";
 import { referenceEngine } from "./reference.ts";
 import { type MatcherEngine, MatcherError, type PatternSpec } from "./types.ts";
@@ -239,6 +240,66 @@ describe("property: engines agree with the reference whatever the chunking", () 
           expect(streamed(engine, specs, input, cuts)).toEqual(want);
         }),
         { numRuns: 2600 },
+      );
+    });
+  }
+});
+
+/**
+ * Bigger sets (10..150 patterns) and longer inputs (up to ~4 KB) than the scenarios above, so
+ * the prefilter's buckets, shift table and mode switches are exercised with many candidates.
+ */
+const bigScenario = fc
+  .record({
+    seed: fc.integer(),
+    count: fc.integer({ min: 10, max: 150 }),
+    alphabet: fc.constantFrom("ab", "abcd", "0123456789abcdef"),
+    minLen: fc.constantFrom(8, 12, 20),
+    extra: fc.constantFrom(0, 8, 40),
+    plants: fc.integer({ min: 0, max: 80 }),
+    cutSeed: fc.integer(),
+    maxPiece: fc.constantFrom(1, 5, 64, 1000),
+  })
+  .map(({ seed, count, alphabet, minLen, extra, plants, cutSeed, maxPiece }) => {
+    const r = rng(seed);
+    const letter = () => alphabet.charCodeAt(r() % alphabet.length);
+    const seen = new Set<string>();
+    const pats: Uint8Array[] = [];
+    for (let tries = 0; pats.length < count && tries < count * 20; tries++) {
+      const p = Uint8Array.from({ length: minLen + (r() % (extra + 1)) }, letter);
+      const key = p.join();
+      if (!seen.has(key)) {
+        seen.add(key);
+        pats.push(p);
+      }
+    }
+    const parts: Uint8Array[] = [];
+    for (let i = 0; i < plants; i++) {
+      parts.push(Uint8Array.from({ length: r() % 30 }, letter));
+      const p = pats[r() % pats.length]!;
+      const kind = r() % 3;
+      parts.push(
+        kind === 0 ? p : kind === 1 ? p.subarray(0, r() % p.length) : p.subarray(r() % p.length),
+      );
+    }
+    const specs = pats.map((pattern, i) => ({ pattern, replacement: Uint8Array.of(i & 0xff) }));
+    return { specs, input: concat(parts), cutSeed, maxPiece };
+  });
+
+describe("property: bigger sets and inputs", () => {
+  for (const [engineName, engine] of fastEngines.filter(
+    ([n]) => n === "wasm" || n === "wasm switching",
+  )) {
+    test(engineName, () => {
+      fc.assert(
+        fc.property(bigScenario, ({ specs, input, cutSeed, maxPiece }) => {
+          const want = whole(referenceEngine, specs, input);
+          expect(whole(engine, specs, input)).toEqual(want);
+          expect(
+            streamed(engine, specs, input, randomCuts(input.length, cutSeed, maxPiece)),
+          ).toEqual(want);
+        }),
+        { numRuns: 150 },
       );
     });
   }

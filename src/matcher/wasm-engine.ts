@@ -22,7 +22,8 @@ export interface WasmEngine extends MatcherEngine {
   readonly memory: WebAssembly.Memory;
   /**
    * replaceAll writing into a caller-owned buffer (reused across calls, so no fresh pages to
-   * fault in): `output` is a view of `into` when the result fits, else a fresh array.
+   * fault in): `output` is a view of `into` when the result fits; otherwise `into` is zeroed
+   * and `output` is a fresh array.
    */
   replaceAllInto(
     set: CompiledSet,
