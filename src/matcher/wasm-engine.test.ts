@@ -389,6 +389,29 @@ describe("adversarial and huge sets", () => {
   });
 });
 
+describe("bounded memory", () => {
+  test("linear memory does not grow with body size or with compile/dispose cycles", () => {
+    const engine = createWasmEngine();
+    const specs = secretSpecs(100);
+    const first = engine.compile(specs);
+    const s = engine.openStream(first);
+    s.push(randomBytes(300_000));
+    const settled = engine.memory.buffer.byteLength;
+    const chunk = randomBytes(1024 * 1024);
+    for (let i = 0; i < 32; i++) s.push(chunk); // 32 MiB through one stream
+    s.end();
+    first.dispose();
+    for (let i = 0; i < 100; i++) {
+      const set = engine.compile(secretSpecs(100));
+      const streams = Array.from({ length: 20 }, () => engine.openStream(set));
+      for (const st of streams) st.push(randomBytes(1000));
+      for (const st of streams) st.end();
+      set.dispose();
+    }
+    expect(engine.memory.buffer.byteLength).toBe(settled);
+  });
+});
+
 test("engines are independent instances", () => {
   const a = createWasmEngine();
   const b = createWasmEngine();
