@@ -7,6 +7,7 @@
 import { bench, run } from "mitata";
 import { type EngineName, MatcherPool } from "../src/matcher/pool.ts";
 import type { MatcherEngine, PatternSpec } from "../src/matcher/types.ts";
+import { createWasmEngine } from "../src/matcher/wasm-engine.ts";
 
 const MIB = 1 << 20;
 const SIZE = Number(process.env.BENCH_MIB ?? 64) * MIB;
@@ -63,17 +64,6 @@ function haystack(size: number): Uint8Array {
 const input = haystack(SIZE);
 const memcpyTarget = new Uint8Array(SIZE);
 
-async function mainThreadEngine(): Promise<MatcherEngine | undefined> {
-  try {
-    const { createWasmEngine } = (await import("../src/matcher/wasm-engine.ts")) as {
-      createWasmEngine(): MatcherEngine;
-    };
-    return createWasmEngine();
-  } catch {
-    return undefined;
-  }
-}
-
 async function drain(readable: ReadableStream<Uint8Array>): Promise<number> {
   let n = 0;
   for await (const c of readable) n += c.length;
@@ -97,7 +87,7 @@ async function streamThrough(pool: MatcherPool): Promise<number> {
 
 const engineName = (process.env.BENCH_ENGINE ?? "wasm") as EngineName;
 const pool = await MatcherPool.start({ engine: engineName, specs });
-const engine = engineName === "wasm" ? await mainThreadEngine() : undefined;
+const engine: MatcherEngine | undefined = engineName === "wasm" ? createWasmEngine() : undefined;
 const set = engine?.compile(specs);
 
 // Correctness first: the pool's output must equal the main-thread engine's.

@@ -8,6 +8,7 @@
 // set must zero everything it touched (`wipeAll` of its linear memory) without disturbing the
 // new one. Separate instances make that a whole-memory wipe instead of a careful partial one.
 
+import { readFileSync } from "node:fs";
 import type { CrashMode, EngineName, FromWorker, ToWorker } from "../src/matcher/pool-protocol.ts";
 import { unpackSpecs } from "../src/matcher/pool-protocol.ts";
 import { referenceEngine } from "../src/matcher/reference.ts";
@@ -17,6 +18,7 @@ import {
   MatcherError,
   type MatchStream,
 } from "../src/matcher/types.ts";
+import { createWasmEngine, DEFAULT_WASM_PATH } from "../src/matcher/wasm-engine.ts";
 
 /** One engine instance and the means to zero all memory it ever held. */
 interface EngineInstance {
@@ -48,16 +50,10 @@ async function loadEngineFactory(name: EngineName): Promise<EngineFactory> {
     // The reference engine is stateless; its sets zero themselves on dispose.
     return () => ({ engine: referenceEngine, wipe() {} });
   }
-  // A computed specifier keeps this file independent of whether the WASM wrapper is built yet.
-  const specifier = "../src/matcher/wasm-engine.ts";
-  const mod = (await import(specifier)) as {
-    createWasmEngine(bytes?: Uint8Array): MatcherEngine & {
-      wipeAll(): void;
-      readonly memory: WebAssembly.Memory;
-    };
-  };
+  // Read once: every set change instantiates a fresh engine from the same bytes.
+  const bytes = new Uint8Array(readFileSync(DEFAULT_WASM_PATH));
   const factory: EngineFactory = () => {
-    const engine = mod.createWasmEngine();
+    const engine = createWasmEngine(bytes);
     return { engine, memory: engine.memory, wipe: () => engine.wipeAll() };
   };
   // Fail at start-up, not on the first secret set: instantiate once and wipe.
@@ -77,6 +73,8 @@ class MatcherWorker {
   private factory: EngineFactory | undefined;
   private readonly sets = new Map<number, LiveSet>();
   private readonly streams = new Map<number, LiveStream>();
+  /** Engine instances zeroed so far (reported to tests by `inspect`). */
+  private wiped = 0;
 
   /** Messages that arrived while the engine module was loading, handled in order after. */
   private backlog: ToWorker[] | undefined;
@@ -127,6 +125,12 @@ class MatcherWorker {
       case "crash":
         crash(msg.mode);
         return;
+      case "inspect":
+        post({
+          t: "inspected",
+          state: { gens: [...this.sets.keys()], streams: this.streams.size, wiped: this.wiped },
+        });
+        return;
       case "close":
         this.close();
         return;
@@ -142,7 +146,7 @@ class MatcherWorker {
       this.sets.set(gen, { instance, set, streams: 0, retired: false });
       post({ t: "compiled", gen });
     } catch (e) {
-      instance?.wipe();
+      if (instance) this.wipe(instance);
       const me = errorCode(e);
       if (!me) throw e; // not a validation error: the engine is broken, let the worker die
       post({
@@ -178,7 +182,7 @@ class MatcherWorker {
     if (!live.retired || live.streams > 0) return;
     this.sets.delete(gen);
     live.set.dispose();
-    live.instance.wipe();
+    this.wipe(live.instance);
   }
 
   private open(sid: number, gen: number): void {
@@ -299,12 +303,17 @@ class MatcherWorker {
     this.disposeIfIdle(live.gen, set);
   }
 
+  private wipe(instance: EngineInstance): void {
+    instance.wipe();
+    this.wiped++;
+  }
+
   private close(): void {
     for (const live of this.streams.values()) live.stream.abort();
     this.streams.clear();
     for (const live of this.sets.values()) {
       live.set.dispose();
-      live.instance.wipe();
+      this.wipe(live.instance);
     }
     this.sets.clear();
     post({ t: "closed" });

@@ -25,6 +25,8 @@ export type ToWorker =
   | { readonly t: "end"; readonly sid: number }
   | { readonly t: "abort"; readonly sid: number }
   | { readonly t: "crash"; readonly mode: CrashMode }
+  /** Test hook: report which sets are loaded and how many engine instances were wiped. */
+  | { readonly t: "inspect" }
   /** Zero every set and stream, then answer `closed`. */
   | { readonly t: "close" };
 
@@ -61,7 +63,17 @@ export type FromWorker =
       readonly code: MatcherErrorCode;
       readonly message: string;
     }
-  | { readonly t: "closed" };
+  | { readonly t: "closed" }
+  | { readonly t: "inspected"; readonly state: WorkerState };
+
+/** What a worker holds, for tests: no bytes, only generations and counts. */
+export interface WorkerState {
+  /** Generations of the pattern sets loaded, oldest first. */
+  readonly gens: readonly number[];
+  readonly streams: number;
+  /** Engine instances zeroed (`wipeAll`) since the worker started. */
+  readonly wiped: number;
+}
 
 /**
  * Packs a pattern set into one ArrayBuffer: u32 count, then per spec u32 pattern length,

@@ -31,6 +31,7 @@ import {
   type FromWorker,
   packSpecs,
   type ToWorker,
+  type WorkerState,
 } from "./pool-protocol.ts";
 import {
   createScanStream,
@@ -41,7 +42,7 @@ import {
 } from "./scan-stream.ts";
 import { MatcherError, type PatternSpec } from "./types.ts";
 
-export type { EngineName } from "./pool-protocol.ts";
+export type { EngineName, WorkerState } from "./pool-protocol.ts";
 export type { ScanResult, ScanStream } from "./scan-stream.ts";
 
 const WORKER_URL = new URL("../../workers/matcher-worker.ts", import.meta.url);
@@ -158,6 +159,7 @@ class WorkerSlot {
   /** Generations the current worker has compiled (reset when the worker is replaced). */
   private compiledGens = new Set<number>();
   private initWaiter: Resolver | undefined;
+  private readonly inspectWaiters: Resolver<WorkerState>[] = [];
   private closeWaiter: Resolver | undefined;
 
   constructor(
@@ -260,6 +262,9 @@ class WorkerSlot {
       case "closed":
         this.closeWaiter?.resolve();
         return;
+      case "inspected":
+        this.inspectWaiters.shift()?.resolve(msg.state);
+        return;
     }
   }
 
@@ -278,6 +283,7 @@ class WorkerSlot {
     this.compileWaiters.clear();
     this.initWaiter?.reject(err);
     this.initWaiter = undefined;
+    for (const waiter of this.inspectWaiters.splice(0)) waiter.reject(err);
     this.closeWaiter?.resolve();
     if (this.pool.isClosed || this.broken) return;
     this.pool.restarts++;
@@ -307,6 +313,19 @@ class WorkerSlot {
       waiter.reject(new MatcherError("set-disposed", "matcher pool is closed"));
     }
     this.compileWaiters.clear();
+  }
+
+  /** Test hook: what the worker holds (generations and counts, never bytes). */
+  inspect(): Promise<WorkerState> {
+    if (!this.worker) {
+      return Promise.reject(
+        new MatcherError("engine-failure", `matcher worker ${this.index} is down`),
+      );
+    }
+    const waiter = deferred<WorkerState>();
+    this.inspectWaiters.push(waiter);
+    this.post({ t: "inspect" });
+    return waiter.promise;
   }
 
   /** Test hook: make the worker die the way a real crash would. */
@@ -778,6 +797,13 @@ export class MatcherPool {
     await Promise.all(this.slots.map((s) => s.shutdown(this.config.closeTimeoutMs)));
     if (this.currentSet) new Uint8Array(this.currentSet.packed).fill(0);
     this.currentSet = undefined;
+  }
+
+  /** Test hook: the sets worker `index` holds and how many engine instances it has wiped. */
+  inspectWorkerForTest(index: number): Promise<WorkerState> {
+    const slot = this.slots[index];
+    if (!slot) throw new RangeError(`no worker ${index}`);
+    return slot.inspect();
   }
 
   /** Test hook: make worker `index` crash ("throw", "exit") or terminate it from outside. */
