@@ -64,7 +64,7 @@ interface MatcherExports {
 }
 
 /**
- * Test knobs: force the trie walk instead of the dense DFA, disable the skip prefilter, or make
+ * Test knobs: no dense rows below the root (sibling-list walk), no skip prefilter, or make
  * the scan switch between prefilter and automaton very often. Speed changes, output must not.
  */
 export interface WasmEngineOptions {

@@ -51,7 +51,7 @@ export function set_build(set: usize): i32 {
 export function set_free(set: usize): void {
   freeSet(set);
 }
-/** For tests and docs: 1 when the automaton is a dense DFA, 0 when it walks the trie. */
+/** For tests and docs: 1 when branching nodes have dense rows, 0 when they walk sibling lists. */
 export function set_dense(set: usize): i32 {
   return changetype<PatternSet>(set).dense;
 }

@@ -8,13 +8,13 @@
 //   `window` bytes of every pattern, plus buckets of patterns keyed by the group that ends that
 //   window. Contract: a pattern that occurs starting at position s is never skipped over (no
 //   false negatives); a zero shift only says "verify here".
-// - the automaton: a trie with failure links. When states x byte-classes fit a budget it is
-//   turned into a dense DFA (one u32 per state and class); otherwise the scan walks the trie
-//   and its failure links (still linear, slower).
+// - the automaton: a trie with failure links, laid out as compact 8-byte node records plus a
+//   dense row (failure links resolved) for the root and every branching node; see
+//   buildAutomaton. Linear time whatever the input.
 
 import { alloc, free } from "./heap";
 
-/** Set on a DFA transition whose target state ends at least one pattern. */
+/** Set on an automaton transition whose target node ends at least one pattern. */
 export const FLAG: u32 = 0x80000000;
 export const MASK: u32 = 0x7fffffff;
 /**
@@ -33,7 +33,7 @@ const DENSE_MAX_ENTRIES: u64 = 8 << 20;
 const MIN_AVERAGE_SHIFT: u32 = 3;
 
 /**
- * Test knobs (bit set; 0 in production): 1 = never build the dense DFA (walk the trie),
+ * Test knobs (bit set; 0 in production): 1 = no dense rows below the root (walk sibling lists),
  * 2 = never use the skip prefilter, 4 = switch between prefilter and automaton very often.
  * They change speed only, never output, which is exactly what the shared suite checks.
  */
@@ -407,7 +407,8 @@ function buildAutomaton(set: PatternSet, order: usize): i32 {
     const row = <usize>load<u32>(rec);
     const f = load<u32>(set.fail + (<usize>u << 2));
     for (let cls: u32 = 1; cls < classes; cls++) {
-      store<u32>(row + (<usize>cls << 2), automatonStep(set, f, load<u32>(rep + (<usize>cls << 2))));
+      const b = load<u32>(rep + (<usize>cls << 2));
+      store<u32>(row + (<usize>cls << 2), automatonStep(set, f, b));
     }
     let v = load<u32>(set.firstChild + (<usize>u << 2));
     while (v != 0) {

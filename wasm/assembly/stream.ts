@@ -32,7 +32,7 @@ export const PIECE: i32 = 128 * 1024;
 export const RECORD_CAP: i32 = 4096;
 /** How far the automaton runs after the prefilter gave up, before it is tried again. */
 const AUTO_STRETCH: i32 = 32 * 1024;
-/** Prefilter work allowed per scanned byte (x4) plus a constant, before the DFA takes over. */
+/** Prefilter work allowed: a quarter unit per scanned byte plus this; then the automaton. */
 const SKIP_WORK_BASE: i32 = 256;
 
 export const DONE: i32 = 1;
