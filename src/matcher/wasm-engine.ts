@@ -147,16 +147,26 @@ class WasmMatchStream implements MatchStream {
   push(chunk: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(chunk.length + this.set.maxPatternLength);
-    this.replacements += this.engine.pushInto(this.ptr, chunk, out);
+    this.replacements += this.failClosed(() => this.engine.pushInto(this.ptr, chunk, out));
     return out.take();
   }
 
   end(): Uint8Array {
     this.check();
     const out = new OutputBuilder(this.set.maxPatternLength);
-    this.replacements += this.engine.endInto(this.ptr, out);
+    this.replacements += this.failClosed(() => this.engine.endInto(this.ptr, out));
     this.close();
     return out.take();
+  }
+
+  /** A scan that throws leaves no half-scanned state behind: the stream is wiped and closed. */
+  private failClosed(scan: () => number): number {
+    try {
+      return scan();
+    } catch (e) {
+      this.close();
+      throw e;
+    }
   }
 
   abort(): void {
@@ -168,8 +178,8 @@ class WasmMatchStream implements MatchStream {
   runWhole(input: Uint8Array, into?: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(input.length + 16, into);
-    this.replacements += this.engine.pushInto(this.ptr, input, out);
-    this.replacements += this.engine.endInto(this.ptr, out);
+    this.replacements += this.failClosed(() => this.engine.pushInto(this.ptr, input, out));
+    this.replacements += this.failClosed(() => this.engine.endInto(this.ptr, out));
     this.close();
     return out.take();
   }
