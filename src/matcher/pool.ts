@@ -143,6 +143,13 @@ function ownsWholeBuffer(chunk: Uint8Array): boolean {
   );
 }
 
+/** A transferable copy of `bytes` (the caller keeps its own buffer untouched). */
+function copyToFreshBuffer(bytes: Uint8Array): ArrayBuffer {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy.buffer;
+}
+
 /** Worker restarts in a row (without becoming ready) after which a slot stays down. */
 const MAX_CONSECUTIVE_FAILURES = 3;
 
@@ -386,6 +393,16 @@ class PoolStream implements ScanStreamCore {
       }
       return this.coalesce(chunk);
     }
+    // Fast path (the common case): nothing coalesced and room under the caps, so send now and
+    // let the writer continue without a promise round.
+    if (this.pendingLen === 0 && n <= cfg.maxMessageBytes && this.fits(n)) {
+      if (this.transferWholeBuffers && ownsWholeBuffer(chunk)) {
+        this.send(chunk.buffer as ArrayBuffer, n);
+      } else {
+        this.send(copyToFreshBuffer(chunk), n);
+      }
+      return undefined;
+    }
     return this.writeLarge(chunk);
   }
 
@@ -415,11 +432,7 @@ class PoolStream implements ScanStreamCore {
     const max = this.pool.config.maxMessageBytes;
     for (let at = 0; at < chunk.length; at += max) {
       const piece = chunk.subarray(at, Math.min(at + max, chunk.length));
-      await this.sendWhenFits(piece.length, () => {
-        const copy = new Uint8Array(piece.length);
-        copy.set(piece);
-        return copy.buffer;
-      });
+      await this.sendWhenFits(piece.length, () => copyToFreshBuffer(piece));
     }
   }
 
