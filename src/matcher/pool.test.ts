@@ -465,6 +465,32 @@ for (const engine of engines) {
       }
     });
 
+    test("a cancelled reader or an aborted writer drops the stream in its worker", async () => {
+      const solo = await MatcherPool.start({ engine, size: 1, specs: base });
+      try {
+        const cancelled = solo.openStream();
+        const writer = cancelled.writable.getWriter();
+        for (let i = 0; i < 8; i++)
+          void writer.write(new Uint8Array(64 * 1024).fill(97)).catch(() => {});
+        await cancelled.readable.cancel("client went away");
+        const aborted = solo.openStream();
+        const abortWriter = aborted.writable.getWriter();
+        await abortWriter.write(enc.encode("half a body SECRET-aaaa"));
+        await abortWriter.abort("upstream reset");
+        for (const s of [cancelled, aborted]) {
+          expect(await failureOf(s.result)).toMatchObject({ code: "stream-closed" });
+        }
+        // The worker released both streams (and their set references); the pool still works.
+        expect((await solo.inspectWorkerForTest(0)).streams).toBe(0);
+        expect(solo.stats()).toMatchObject({ streamsOpen: 0, inFlightBytes: 0, queueDepth: 0 });
+        expect((await solo.replaceAll(enc.encode("SECRET-aaaaaaaa"))).output).toEqual(
+          enc.encode("[A]"),
+        );
+      } finally {
+        await solo.close();
+      }
+    });
+
     test("close() fails open streams and rejects further use", async () => {
       const p = await MatcherPool.start({ engine, size: 1, specs: base });
       const open = p.openStream();

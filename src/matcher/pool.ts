@@ -150,6 +150,14 @@ function copyToFreshBuffer(bytes: Uint8Array): ArrayBuffer {
   return copy.buffer;
 }
 
+/**
+ * Output for a stream that already failed or was aborted (the worker had scanned it before it
+ * learnt): nobody will read it, and it may hold secret bytes, so it is zeroed.
+ */
+function zeroOrphan(buf: ArrayBuffer, len: number): void {
+  new Uint8Array(buf, 0, len).fill(0);
+}
+
 /** Worker restarts in a row (without becoming ready) after which a slot stays down. */
 const MAX_CONSECUTIVE_FAILURES = 3;
 
@@ -257,12 +265,18 @@ class WorkerSlot {
           ?.reject(new MatcherError(msg.code, msg.message, msg.index));
         this.compileWaiters.delete(msg.gen);
         return;
-      case "out":
-        this.streams.get(msg.sid)?.onOutput(msg.buf, msg.len, msg.consumed);
+      case "out": {
+        const stream = this.streams.get(msg.sid);
+        if (stream) stream.onOutput(msg.buf, msg.len, msg.consumed);
+        else zeroOrphan(msg.buf, msg.len);
         return;
-      case "ended":
-        this.streams.get(msg.sid)?.onEnded(msg.buf, msg.len, msg.replacements);
+      }
+      case "ended": {
+        const stream = this.streams.get(msg.sid);
+        if (stream) stream.onEnded(msg.buf, msg.len, msg.replacements);
+        else zeroOrphan(msg.buf, msg.len);
         return;
+      }
       case "stream-failed":
         this.streams.get(msg.sid)?.fail(new MatcherError(msg.code, msg.message));
         return;
@@ -539,16 +553,23 @@ class PoolStream implements ScanStreamCore {
     return this.endWaiter.promise;
   }
 
+  /** The consumer cancelled or the producer aborted (the TransformStream is already failing). */
   abort(reason: unknown): void {
-    if (this.state === "ended" || this.state === "failed") return;
-    this.slot.post({ t: "abort", sid: this.sid });
-    this.fail(
+    this.drop(
       reason instanceof MatcherError ? reason : new MatcherError("stream-closed", "stream aborted"),
+      false,
     );
   }
 
+  /** Tells the worker to drop the stream, then fails it (erroring the consumer if `notify`). */
+  drop(err: unknown, notify: boolean): void {
+    if (this.state === "ended" || this.state === "failed") return;
+    this.slot.post({ t: "abort", sid: this.sid });
+    this.fail(err, notify);
+  }
+
   /** Fails the stream for good: no clean end will ever reach the consumer. */
-  fail(err: unknown): void {
+  fail(err: unknown, notifySink = true): void {
     if (this.state === "ended" || this.state === "failed") return;
     this.state = "failed";
     this.failure = err;
@@ -570,7 +591,7 @@ class PoolStream implements ScanStreamCore {
     for (const w of waiters) w.reject(err);
     this.endWaiter.reject(err);
     this.done.reject(err);
-    this.sink.error(err);
+    if (notifySink) this.sink.error(err);
     this.pool.capacityFreed(this);
   }
 
@@ -764,7 +785,7 @@ export class MatcherPool {
       }
       return { output, replacements };
     } catch (e) {
-      stream.abort(e);
+      stream.drop(e, false);
       throw failure ?? e;
     } finally {
       for (const p of parts) p.fill(0);
@@ -806,7 +827,7 @@ export class MatcherPool {
   private async doClose(): Promise<void> {
     this.closed = true;
     const err = this.closedError();
-    for (const stream of [...this.streams]) stream.abort(err);
+    for (const stream of [...this.streams]) stream.drop(err, true);
     await Promise.all(this.slots.map((s) => s.shutdown(this.config.closeTimeoutMs)));
     if (this.currentSet) new Uint8Array(this.currentSet.packed).fill(0);
     this.currentSet = undefined;
