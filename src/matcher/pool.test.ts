@@ -233,6 +233,13 @@ for (const engine of engines) {
       const got = run(stream, [chunk]);
       expect((await got).result.replacements).toBe(2000);
       expect(chunk.byteLength).toBe(0);
+      // Small chunks are coalesced (copied) but handed over all the same.
+      const small = enc.encode("SECRET-aaaaaaaa");
+      const view = enc.encode("xxSECRET-aaaaaaaaxx").subarray(2, 17);
+      const both = await run(pool.openStream(), [small, view]);
+      expect(dec(both.output)).toBe("[A][A]");
+      expect(small.byteLength).toBe(0);
+      expect(dec(view)).toBe("SECRET-aaaaaaaa");
       const input = enc.encode("SECRET-aaaaaaaa");
       expect((await pool.replaceAll(input)).output).toEqual(enc.encode("[A]"));
       expect(input).toEqual(enc.encode("SECRET-aaaaaaaa"));

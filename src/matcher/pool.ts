@@ -14,10 +14,12 @@
 // Small chunks written while earlier ones are in flight are coalesced into one message.
 //
 // Memory hygiene, and what a garbage-collected runtime cannot promise. Chunks that span their
-// whole ArrayBuffer are transferred (the caller's view is detached, the bytes leave this
-// thread); other chunks are copied into fresh buffers that are transferred. The worker zeroes
-// every input buffer after scanning and the engine zeroes a stream's state when it ends. The
-// coalescing buffer is zeroed when released. The pool keeps one packed copy of the current
+// whole ArrayBuffer are handed over: transferred (the caller's view is detached, the bytes
+// leave this thread) or, when small, detached, copied into the coalescing buffer and zeroed.
+// Other chunks are copied into fresh buffers that are transferred. The worker zeroes every
+// input buffer after scanning and the engine zeroes a stream's state when it ends. Coalescing
+// buffers are transferred, or zeroed when their stream fails; output that arrives for a
+// stream nobody reads any more is zeroed. The pool keeps one packed copy of the current
 // pattern set (to start a replacement worker after a crash) and zeroes it when the set is
 // replaced or the pool closes. What this code cannot do: zero a caller's chunk it only copied
 // (views into larger buffers, which the caller owns), zero output chunks once handed to the
@@ -402,10 +404,14 @@ class PoolStream implements ScanStreamCore {
     this.bytesIn += n;
     const cfg = this.pool.config;
     if (n < cfg.coalesceBelowBytes) {
+      // A small chunk is copied into the coalescing buffer. If the caller handed its whole
+      // buffer over, it is detached now (as a transfer would) and zeroed after the copy.
+      const handedOver = this.transferWholeBuffers && ownsWholeBuffer(chunk);
+      const small = handedOver ? new Uint8Array((chunk.buffer as ArrayBuffer).transfer()) : chunk;
       if (this.pendingLen + n > cfg.coalesceBytes) {
-        return this.flushPending().then(() => this.coalesce(chunk));
+        return this.flushPending().then(() => this.coalesce(small, handedOver));
       }
-      return this.coalesce(chunk);
+      return this.coalesce(small, handedOver);
     }
     // Fast path (the common case): nothing coalesced and room under the caps, so send now and
     // let the writer continue without a promise round.
@@ -421,11 +427,15 @@ class PoolStream implements ScanStreamCore {
   }
 
   /** Appends a small chunk to the coalescing buffer (which has room for it). */
-  private coalesce(chunk: Uint8Array): Promise<void> | undefined {
-    this.assertLive();
+  private coalesce(chunk: Uint8Array, owned: boolean): Promise<void> | undefined {
+    if (this.state === "failed") {
+      if (owned) chunk.fill(0);
+      throw this.failure;
+    }
     const n = chunk.length;
     if (!this.pending) this.pending = new Uint8Array(this.pool.config.coalesceBytes);
     this.pending.set(chunk, this.pendingLen);
+    if (owned) chunk.fill(0);
     this.pendingLen += n;
     this.pool.pendingBytes += n;
     // Nothing in flight: send now (latency); otherwise let the next reply carry it.
@@ -725,8 +735,10 @@ export class MatcherPool {
   /**
    * Opens a stream on the least-loaded worker. Write Uint8Array chunks to `writable` and read
    * the scanned bytes from `readable`. A written chunk that spans its whole ArrayBuffer is
-   * transferred to the worker: the caller's view is detached (it becomes empty). `result`
-   * resolves with the replacement count after a clean end.
+   * handed over to the pool: its buffer is detached (the caller's view becomes empty) and the
+   * bytes are zeroed after scanning. A view into a larger buffer is copied and left as it is
+   * (the caller owns that buffer). `result` resolves with the replacement count after a clean
+   * end and rejects if the stream failed: only a clean end means every byte was scanned.
    */
   openStream(): ScanStream {
     this.assertOpen();
