@@ -11,7 +11,9 @@
 // is at the cap, and the TransformStream stops pulling from the writer while the reader lags,
 // so a slow consumer slows the producer and memory per stream stays bounded by
 //   streamInFlightBytes + readableHighWaterMark + coalesceBytes + one caller chunk.
-// Small chunks written while earlier ones are in flight are coalesced into one message.
+// Chunks written while earlier ones are in flight are coalesced into messages of up to
+// `maxMessageBytes` (a copy is far cheaper than a message); with nothing in flight a chunk
+// goes at once, so coalescing never delays output by more than one round trip.
 //
 // Memory hygiene, and what a garbage-collected runtime cannot promise. Chunks that span their
 // whole ArrayBuffer are handed over: transferred (the caller's view is detached, the bytes
@@ -60,9 +62,16 @@ export interface MatcherPoolOptions {
   readonly streamInFlightBytes?: number;
   /** Input bytes all streams together may have in flight (default 64 MiB). */
   readonly poolInFlightBytes?: number;
-  /** Largest message a copied chunk is cut into (default 256 KiB). */
+  /**
+   * Largest message the pool builds: coalesced small chunks, pieces of copied big ones
+   * (default 256 KiB; never more than either in-flight cap).
+   */
   readonly maxMessageBytes?: number;
-  /** Chunks smaller than this are coalesced while others are in flight (default 16 KiB). */
+  /**
+   * Chunks smaller than this are copied into one batch while earlier ones are in flight
+   * (default 128 KiB): a message costs microseconds on each thread, a copy of 64 KiB well
+   * under one, so fewer, bigger messages stream faster.
+   */
   readonly coalesceBelowBytes?: number;
   /** Output bytes a stream's readable side queues before the writer waits (default 1 MiB). */
   readonly readableHighWaterMark?: number;
@@ -651,19 +660,29 @@ export class MatcherPool {
   /** Starts the workers and compiles `specs` in each; rejects (MatcherError) on a bad set. */
   static async start(options: MatcherPoolOptions): Promise<MatcherPool> {
     const size = positive("size", options.size, defaultSize());
-    const maxMessageBytes = positive("maxMessageBytes", options.maxMessageBytes, 256 * 1024);
-    const coalesceBelowBytes = positive(
-      "coalesceBelowBytes",
-      options.coalesceBelowBytes,
-      16 * 1024,
+    const streamInFlightBytes = positive(
+      "streamInFlightBytes",
+      options.streamInFlightBytes,
+      1 << 20,
+    );
+    const poolInFlightBytes = positive("poolInFlightBytes", options.poolInFlightBytes, 64 << 20);
+    // A message the pool builds (a coalesced batch, a piece of a copied chunk) never exceeds
+    // either cap, so only a caller's own handed-over buffer can be bigger than the caps.
+    const maxMessageBytes = Math.min(
+      positive("maxMessageBytes", options.maxMessageBytes, 256 * 1024),
+      streamInFlightBytes,
+      poolInFlightBytes,
     );
     const config: Config = {
       engine: options.engine ?? "wasm",
-      streamInFlightBytes: positive("streamInFlightBytes", options.streamInFlightBytes, 1 << 20),
-      poolInFlightBytes: positive("poolInFlightBytes", options.poolInFlightBytes, 64 << 20),
+      streamInFlightBytes,
+      poolInFlightBytes,
       maxMessageBytes,
-      coalesceBelowBytes,
-      coalesceBytes: Math.max(coalesceBelowBytes * 4, 64 * 1024),
+      coalesceBelowBytes: Math.min(
+        positive("coalesceBelowBytes", options.coalesceBelowBytes, 128 * 1024),
+        maxMessageBytes,
+      ),
+      coalesceBytes: maxMessageBytes,
       readableHighWaterMark: positive(
         "readableHighWaterMark",
         options.readableHighWaterMark,
