@@ -220,9 +220,17 @@ class WorkerSlot {
       ready.push(this.compile(current.gen, current.packed));
       this.post({ t: "commit", gen: current.gen });
     }
-    return Promise.all(ready).then(() => {
-      this.consecutiveFailures = 0;
-    });
+    return Promise.all(ready).then(
+      () => {
+        this.consecutiveFailures = 0;
+      },
+      (e: unknown) => {
+        // A worker that cannot load the current set is of no use: replace it (or give up
+        // after a few tries) rather than leave a slot whose every stream would fail.
+        if (worker === this.worker) this.died(worker, "could not load the current pattern set");
+        throw e;
+      },
+    );
   }
 
   hasCompiled(gen: number): boolean {
@@ -418,7 +426,13 @@ class PoolStream implements ScanStreamCore {
       const handedOver = this.transferWholeBuffers && ownsWholeBuffer(chunk);
       const small = handedOver ? new Uint8Array((chunk.buffer as ArrayBuffer).transfer()) : chunk;
       if (this.pendingLen + n > cfg.coalesceBytes) {
-        return this.flushPending().then(() => this.coalesce(small, handedOver));
+        return this.flushPending().then(
+          () => this.coalesce(small, handedOver),
+          (e: unknown) => {
+            if (handedOver) small.fill(0);
+            throw e;
+          },
+        );
       }
       return this.coalesce(small, handedOver);
     }
