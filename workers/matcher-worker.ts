@@ -36,7 +36,7 @@ interface LiveSet {
   readonly set: CompiledSet;
   /** Streams still running on this set. */
   streams: number;
-  /** A newer set was committed: zero this one when `streams` reaches 0. */
+  /** No new stream will open on this set: zero it when `streams` reaches 0. */
   retired: boolean;
 }
 
@@ -104,11 +104,8 @@ class MatcherWorker {
       case "compile":
         this.compile(msg.gen, msg.packed);
         return;
-      case "commit":
-        this.commit(msg.gen);
-        return;
-      case "drop":
-        this.drop(msg.gen);
+      case "retire":
+        this.retire(msg.gen);
         return;
       case "open":
         this.open(msg.sid, msg.gen);
@@ -162,16 +159,7 @@ class MatcherWorker {
     }
   }
 
-  private commit(gen: number): void {
-    for (const [g, live] of this.sets) {
-      if (g < gen) {
-        live.retired = true;
-        this.disposeIfIdle(g, live);
-      }
-    }
-  }
-
-  private drop(gen: number): void {
+  private retire(gen: number): void {
     const live = this.sets.get(gen);
     if (!live) return;
     live.retired = true;

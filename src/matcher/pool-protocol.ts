@@ -14,12 +14,13 @@ export type CrashMode = "throw" | "exit";
 /** Main thread → worker. Every ArrayBuffer named `buf`/`packed` is transferred, not copied. */
 export type ToWorker =
   | { readonly t: "init"; readonly engine: EngineName }
-  /** Compile a set; the worker keeps it beside older ones until `commit`. */
+  /** Compile a set under a new generation number (unique across all named sets). */
   | { readonly t: "compile"; readonly gen: number; readonly packed: ArrayBuffer }
-  /** `gen` is now current: older sets are zeroed as soon as no stream uses them. */
-  | { readonly t: "commit"; readonly gen: number }
-  /** Forget a set that was compiled but never committed (another worker rejected it). */
-  | { readonly t: "drop"; readonly gen: number }
+  /**
+   * No new stream will open on `gen` (it was replaced, dropped, or never committed because
+   * another worker rejected it): zero it as soon as no stream uses it.
+   */
+  | { readonly t: "retire"; readonly gen: number }
   | { readonly t: "open"; readonly sid: number; readonly gen: number }
   | { readonly t: "push"; readonly sid: number; readonly buf: ArrayBuffer; readonly len: number }
   | { readonly t: "end"; readonly sid: number }

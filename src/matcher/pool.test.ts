@@ -300,6 +300,53 @@ for (const engine of engines) {
       }
     });
 
+    test("named sets live side by side, can be dropped, and survive a worker crash", async () => {
+      const solo = await MatcherPool.start({ engine, size: 1 });
+      try {
+        expect(() => solo.openStream()).toThrow(MatcherError);
+        await solo.setPatterns([spec("dummy-token-0001", "REAL-SECRET-0001")], "swap:api");
+        await solo.setPatterns([spec("REAL-SECRET-0001", "[REDACTED]")], "redact");
+        expect(solo.patternSetNames().sort()).toEqual(["redact", "swap:api"]);
+        const text = enc.encode("auth dummy-token-0001 echo REAL-SECRET-0001");
+        expect(dec((await solo.replaceAll(text, "swap:api")).output)).toBe(
+          "auth REAL-SECRET-0001 echo REAL-SECRET-0001",
+        );
+        expect(dec((await run(solo.openStream("redact"), [text.slice()])).output)).toBe(
+          "auth dummy-token-0001 echo [REDACTED]",
+        );
+        // A crash: the replacement worker gets every named set back.
+        const doomed = solo.openStream("redact");
+        const doomedOut = Array.fromAsync(doomed.readable).then(
+          () => "clean end",
+          (e: unknown) => (e as MatcherError).code,
+        );
+        await doomed.writable.getWriter().write(enc.encode("REAL-SECRET-0001"));
+        solo.crashWorkerForTest(0, "exit");
+        expect(await doomedOut).toBe("engine-failure");
+        expect(dec((await solo.replaceAll(text, "redact")).output)).toBe(
+          "auth dummy-token-0001 echo [REDACTED]",
+        );
+        expect(dec((await solo.replaceAll(text, "swap:api")).output)).toBe(
+          "auth REAL-SECRET-0001 echo REAL-SECRET-0001",
+        );
+        // Dropping a name: a stream already on it finishes; no new stream opens on it.
+        const running = solo.openStream("swap:api");
+        const runningOut = Array.fromAsync(running.readable);
+        const writer = running.writable.getWriter();
+        await writer.write(enc.encode("dummy-token-"));
+        await solo.dropPatterns("swap:api");
+        expect(() => solo.openStream("swap:api")).toThrow(MatcherError);
+        expect((await solo.inspectWorkerForTest(0)).gens.length).toBe(2);
+        await writer.write(enc.encode("0001"));
+        await writer.close();
+        expect(dec(concat(await runningOut))).toBe("REAL-SECRET-0001");
+        expect((await solo.inspectWorkerForTest(0)).gens.length).toBe(1);
+        expect(solo.stats().patternSets).toBe(1);
+      } finally {
+        await solo.close();
+      }
+    });
+
     test("setPatterns rejects an invalid set with the engine's error and keeps the old set", async () => {
       const bad = [
         [],

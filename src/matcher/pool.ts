@@ -52,8 +52,11 @@ export type { ScanResult, ScanStream } from "./scan-stream.ts";
 const WORKER_URL = new URL("../../workers/matcher-worker.ts", import.meta.url);
 
 export interface MatcherPoolOptions {
-  /** The initial secret set. */
-  readonly specs: readonly PatternSpec[];
+  /**
+   * The initial secret set, loaded under the name "default". Optional: named sets can be
+   * added later with `setPatterns(specs, name)`.
+   */
+  readonly specs?: readonly PatternSpec[];
   /** Worker threads; default: the number of cores. */
   readonly size?: number;
   /** Engine the workers run; default "wasm". "reference" is the slow oracle, for tests. */
@@ -94,8 +97,10 @@ export interface PoolStats {
   readonly waitingWriters: number;
   /** Workers replaced after a crash since the pool started. */
   readonly restarts: number;
-  /** Generation of the current pattern set (1 for the set given to start). */
+  /** Pattern-set changes so far (1 after start with `specs`); numbers every compiled set. */
   readonly generation: number;
+  /** Named pattern sets streams can open on. */
+  readonly patternSets: number;
   readonly perWorker: readonly {
     readonly alive: boolean;
     readonly streams: number;
@@ -215,10 +220,9 @@ class WorkerSlot {
     this.initWaiter = init;
     this.post({ t: "init", engine: this.pool.config.engine });
     const ready: Promise<unknown>[] = [init.promise];
-    const current = this.pool.currentSet;
-    if (current) {
+    // The replacement gets every set the pool currently has, under the same generations.
+    for (const current of this.pool.currentSets.values()) {
       ready.push(this.compile(current.gen, current.packed));
-      this.post({ t: "commit", gen: current.gen });
     }
     return Promise.all(ready).then(
       () => {
@@ -643,6 +647,9 @@ class PoolStream implements ScanStreamCore {
   }
 }
 
+/** The name a set has when the caller gives none. */
+export const DEFAULT_SET = "default";
+
 /** A packed pattern set and its generation number. */
 interface CurrentSet {
   readonly gen: number;
@@ -655,13 +662,14 @@ export class MatcherPool {
   inFlightBytes = 0;
   pendingBytes = 0;
   restarts = 0;
-  currentSet: CurrentSet | undefined;
+  /** The current set of each name. */
+  readonly currentSets = new Map<string, CurrentSet>();
   private readonly slots: WorkerSlot[] = [];
   private nextSid = 1;
   private nextGen = 1;
   private closed = false;
   private closing: Promise<void> | undefined;
-  /** setPatterns calls run one after another so generations commit in order. */
+  /** Set changes run one after another so each name's generations commit in order. */
   private setChain: Promise<unknown> = Promise.resolve();
   private readonly waitingStreams = new Set<PoolStream>();
   private readonly flushWanted = new Set<PoolStream>();
@@ -671,7 +679,7 @@ export class MatcherPool {
     for (let i = 0; i < size; i++) this.slots.push(new WorkerSlot(this, i));
   }
 
-  /** Starts the workers and compiles `specs` in each; rejects (MatcherError) on a bad set. */
+  /** Starts the workers and compiles `specs` (if any) in each; rejects on a bad set. */
   static async start(options: MatcherPoolOptions): Promise<MatcherPool> {
     const size = positive("size", options.size, defaultSize());
     const streamInFlightBytes = positive(
@@ -710,7 +718,7 @@ export class MatcherPool {
     const pool = new MatcherPool(config, size);
     try {
       await Promise.all(pool.slots.map((s) => s.spawn()));
-      await pool.setPatterns(options.specs);
+      if (options.specs) await pool.setPatterns(options.specs);
     } catch (e) {
       await pool.close();
       throw e;
@@ -723,19 +731,43 @@ export class MatcherPool {
   }
 
   /**
-   * Compiles a new secret set in every worker. Streams opened after this resolves use it;
-   * streams already open finish on the set they started with, which each worker zeroes once
-   * its last stream ends. Rejects with the engine's MatcherError (same code and message) on an
-   * invalid set, leaving the current set in place.
+   * Compiles a new secret set in every worker, under `name` (several named sets can be live at
+   * once, e.g. one per credential-binding plan). Streams opened on that name after this
+   * resolves use it; streams already open finish on the set they started with, which each
+   * worker zeroes once its last stream ends. Rejects with the engine's MatcherError (same code
+   * and message) on an invalid set, leaving the name's current set in place.
    */
-  setPatterns(specs: readonly PatternSpec[]): Promise<void> {
+  setPatterns(specs: readonly PatternSpec[], name: string = DEFAULT_SET): Promise<void> {
+    return this.serially(() => this.swapSet(specs, name));
+  }
+
+  /**
+   * Forgets the set called `name`: no new stream opens on it, and each worker zeroes it once
+   * the streams running on it end. Unknown names are ignored.
+   */
+  dropPatterns(name: string): Promise<void> {
+    return this.serially(async () => {
+      const current = this.currentSets.get(name);
+      if (!current) return;
+      this.currentSets.delete(name);
+      for (const s of this.slots) s.post({ t: "retire", gen: current.gen });
+      new Uint8Array(current.packed).fill(0);
+    });
+  }
+
+  /** The names of the sets streams can open on. */
+  patternSetNames(): string[] {
+    return [...this.currentSets.keys()];
+  }
+
+  private serially(step: () => Promise<void>): Promise<void> {
     if (this.closed) return Promise.reject(this.closedError());
-    const run = this.setChain.then(() => this.swapSet(specs));
+    const run = this.setChain.then(step);
     this.setChain = run.catch(() => {});
     return run;
   }
 
-  private async swapSet(specs: readonly PatternSpec[]): Promise<void> {
+  private async swapSet(specs: readonly PatternSpec[], name: string): Promise<void> {
     this.assertOpen();
     const gen = this.nextGen++;
     const packed = packSpecs(specs);
@@ -746,8 +778,8 @@ export class MatcherPool {
     }
     try {
       await Promise.all(slots.map((s) => s.compile(gen, packed)));
-      // A worker that acknowledged and then died was replaced with the previous set: give the
-      // replacement this one too before committing, or it would have no usable set.
+      // A worker that acknowledged and then died was replaced with the sets current before
+      // this one: give the replacement this one too before committing, or it would lack it.
       let stale = this.slots.filter((s) => s.worker && !s.hasCompiled(gen));
       while (stale.length > 0) {
         await Promise.all(stale.map((s) => s.compile(gen, packed)));
@@ -755,14 +787,24 @@ export class MatcherPool {
       }
       this.assertOpen();
     } catch (e) {
-      for (const s of slots) s.post({ t: "drop", gen });
+      for (const s of this.slots) s.post({ t: "retire", gen });
       new Uint8Array(packed).fill(0);
       throw e;
     }
-    const old = this.currentSet;
-    this.currentSet = { gen, packed };
-    for (const s of this.slots) s.post({ t: "commit", gen });
-    if (old) new Uint8Array(old.packed).fill(0);
+    const old = this.currentSets.get(name);
+    this.currentSets.set(name, { gen, packed });
+    if (old) {
+      for (const s of this.slots) s.post({ t: "retire", gen: old.gen });
+      new Uint8Array(old.packed).fill(0);
+    }
+  }
+
+  private currentOf(name: string): CurrentSet {
+    const current = this.currentSets.get(name);
+    // The name is the caller's label, not a secret, but it is left out all the same.
+    if (!current)
+      throw new MatcherError("set-disposed", "no pattern set is loaded under that name");
+    return current;
   }
 
   /**
@@ -773,10 +815,9 @@ export class MatcherPool {
    * (the caller owns that buffer). `result` resolves with the replacement count after a clean
    * end and rejects if the stream failed: only a clean end means every byte was scanned.
    */
-  openStream(): ScanStream {
+  openStream(name: string = DEFAULT_SET): ScanStream {
     this.assertOpen();
-    const current = this.currentSet;
-    if (!current) throw new MatcherError("engine-failure", "no pattern set is loaded");
+    const current = this.currentOf(name);
     const slot = this.leastLoaded();
     const sid = this.nextSid++;
     return createScanStream(
@@ -795,10 +836,12 @@ export class MatcherPool {
    * Scans a whole buffer through a worker. `input` is copied (never detached); the pieces the
    * pool made are zeroed after use.
    */
-  async replaceAll(input: Uint8Array): Promise<{ output: Uint8Array; replacements: number }> {
+  async replaceAll(
+    input: Uint8Array,
+    name: string = DEFAULT_SET,
+  ): Promise<{ output: Uint8Array; replacements: number }> {
     this.assertOpen();
-    const current = this.currentSet;
-    if (!current) throw new MatcherError("engine-failure", "no pattern set is loaded");
+    const current = this.currentOf(name);
     const slot = this.leastLoaded();
     const sid = this.nextSid++;
     const parts: Uint8Array[] = [];
@@ -850,7 +893,8 @@ export class MatcherPool {
       queueDepth,
       waitingWriters,
       restarts: this.restarts,
-      generation: this.currentSet?.gen ?? 0,
+      generation: this.nextGen - 1,
+      patternSets: this.currentSets.size,
       perWorker: this.slots.map((s) => ({
         alive: s.worker !== undefined,
         streams: s.streams.size,
@@ -874,8 +918,8 @@ export class MatcherPool {
     const err = this.closedError();
     for (const stream of [...this.streams]) stream.drop(err, true);
     await Promise.all(this.slots.map((s) => s.shutdown(this.config.closeTimeoutMs)));
-    if (this.currentSet) new Uint8Array(this.currentSet.packed).fill(0);
-    this.currentSet = undefined;
+    for (const current of this.currentSets.values()) new Uint8Array(current.packed).fill(0);
+    this.currentSets.clear();
   }
 
   /** Test hook: the sets worker `index` holds and how many engine instances it has wiped. */
