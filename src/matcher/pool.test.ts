@@ -301,9 +301,11 @@ for (const engine of engines) {
     });
 
     test("named sets live side by side, can be dropped, and survive a worker crash", async () => {
-      const solo = await MatcherPool.start({ engine, size: 1 });
+      const solo = await MatcherPool.start({ engine, size: 1, specs: [] });
       try {
+        expect(solo.patternSetNames()).toEqual([]);
         expect(() => solo.openStream()).toThrow(MatcherError);
+        expect(await failureOf(solo.setPatterns([]))).toMatchObject({ code: "empty-set" });
         await solo.setPatterns([spec("dummy-token-0001", "REAL-SECRET-0001")], "swap:api");
         await solo.setPatterns([spec("REAL-SECRET-0001", "[REDACTED]")], "redact");
         expect(solo.patternSetNames().sort()).toEqual(["redact", "swap:api"]);

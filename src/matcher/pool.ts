@@ -53,8 +53,9 @@ const WORKER_URL = new URL("../../workers/matcher-worker.ts", import.meta.url);
 
 export interface MatcherPoolOptions {
   /**
-   * The initial secret set, loaded under the name "default". Optional: named sets can be
-   * added later with `setPatterns(specs, name)`.
+   * The initial secret set, loaded under the name "default". Optional (an empty list loads
+   * nothing either): named sets can be added later with `setPatterns(specs, name)`, and a
+   * stream on a name with no set refuses to open.
    */
   readonly specs?: readonly PatternSpec[];
   /** Worker threads; default: the number of cores. */
@@ -718,7 +719,7 @@ export class MatcherPool {
     const pool = new MatcherPool(config, size);
     try {
       await Promise.all(pool.slots.map((s) => s.spawn()));
-      if (options.specs) await pool.setPatterns(options.specs);
+      if (options.specs && options.specs.length > 0) await pool.setPatterns(options.specs);
     } catch (e) {
       await pool.close();
       throw e;
