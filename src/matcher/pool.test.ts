@@ -562,6 +562,7 @@ for (const engine of engines) {
       expect(() => p.openStream()).toThrow(MatcherError);
       expect(await failureOf(p.setPatterns(base))).toBeInstanceOf(MatcherError);
       expect(await failureOf(p.replaceAll(enc.encode("x")))).toBeInstanceOf(MatcherError);
+      await p.dropPatterns("default"); // a cleanup call on a closed pool is a no-op
       await p.close(); // idempotent
     });
 

@@ -744,10 +744,13 @@ export class MatcherPool {
 
   /**
    * Forgets the set called `name`: no new stream opens on it, and each worker zeroes it once
-   * the streams running on it end. Unknown names are ignored.
+   * the streams running on it end. Unknown names are ignored, and so is a closed pool (close
+   * zeroed every set already): a cleanup call never rejects.
    */
   dropPatterns(name: string): Promise<void> {
+    if (this.closed) return Promise.resolve();
     return this.serially(async () => {
+      if (this.closed) return;
       const current = this.currentSets.get(name);
       if (!current) return;
       this.currentSets.delete(name);
