@@ -548,6 +548,52 @@ for (const engine of engines) {
       }
     });
 
+    test("a crash fails only the streams pinned to that worker; the others finish correctly", async () => {
+      const duo = await MatcherPool.start({ engine, size: 2, specs: base });
+      try {
+        const input = enc.encode(`${"x".repeat(5000)}SECRET-aaaaaaaa${"y".repeat(5000)}`);
+        const expected = oracle(base, input).output;
+        const streams = Array.fromAsync({ length: 6 }, () => duo.openStream());
+        const opened = await streams;
+        const onCrashed = duo.stats().perWorker[0]!.streams;
+        expect(onCrashed).toBe(3); // least-loaded placement alternates
+        let crashed!: () => void;
+        const afterCrash = new Promise<void>((r) => {
+          crashed = r;
+        });
+        const outcomes = opened.map(async (s) => {
+          const reading = Array.fromAsync(s.readable);
+          reading.catch(() => {});
+          const w = s.writable.getWriter();
+          try {
+            await w.write(input.slice(0, 6000));
+            await afterCrash;
+            await w.write(input.slice(6000));
+            await w.close();
+            const out = concat(await reading);
+            return Buffer.from(out).equals(Buffer.from(expected)) ? "correct" : "WRONG OUTPUT";
+          } catch (e) {
+            return e instanceof MatcherError ? e.code : "other error";
+          }
+        });
+        await until(() => duo.stats().inFlightBytes === 0 && duo.stats().pendingBytes === 0);
+        duo.crashWorkerForTest(0, "throw");
+        await until(() => duo.stats().streamsOpen === 3);
+        crashed();
+        const results = (await Promise.all(outcomes)).sort();
+        expect(results).toEqual([
+          "correct",
+          "correct",
+          "correct",
+          "engine-failure",
+          "engine-failure",
+          "engine-failure",
+        ]);
+      } finally {
+        await duo.close();
+      }
+    });
+
     test("close() fails open streams and rejects further use", async () => {
       const p = await MatcherPool.start({ engine, size: 1, specs: base });
       const open = p.openStream();
