@@ -657,6 +657,12 @@ interface CurrentSet {
   readonly packed: ArrayBuffer;
 }
 
+/**
+ * The pool. `await MatcherPool.start({ specs })`, then `openStream(name?)` per body (a
+ * TransformStream plus its `result`), `setPatterns(specs, name?)` / `dropPatterns(name)` when
+ * secrets change, `stats()` for metrics, `replaceAll(bytes, name?)` for small whole buffers,
+ * and `await close()` on shutdown (the workers keep the process alive until then).
+ */
 export class MatcherPool {
   readonly config: Config;
   readonly streams = new Set<PoolStream>();
