@@ -310,6 +310,10 @@ class MatcherWorker {
 
 function crash(mode: CrashMode): void {
   if (mode === "exit") process.exit(70);
+  if (mode === "hang") {
+    // Stands for an engine stuck in a loop: the thread never answers again.
+    for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+  }
   throw new Error("matcher worker crash requested by a test");
 }
 

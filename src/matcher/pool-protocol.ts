@@ -8,8 +8,8 @@ import { MatcherError, type MatcherErrorCode, type PatternSpec } from "./types.t
 /** Which engine a worker runs: the WebAssembly engine, or the pure-TypeScript oracle. */
 export type EngineName = "wasm" | "reference";
 
-/** How a test asks a worker to die, to exercise crash handling. */
-export type CrashMode = "throw" | "exit";
+/** How a test asks a worker to fail: die (throw, exit) or stop answering (hang). */
+export type CrashMode = "throw" | "exit" | "hang";
 
 /** Main thread → worker. Every ArrayBuffer named `buf`/`packed` is transferred, not copied. */
 export type ToWorker =

@@ -458,15 +458,23 @@ for (const engine of engines) {
       }
     });
 
-    for (const mode of ["throw", "exit", "terminate"] as const) {
-      test(`a worker that dies (${mode}) fails its streams closed and is replaced`, async () => {
-        const solo = await MatcherPool.start({ engine, size: 1, specs: base });
+    for (const mode of ["throw", "exit", "terminate", "hang"] as const) {
+      test(`a worker that ${mode === "hang" ? "hangs" : `dies (${mode})`} fails its streams closed and is replaced`, async () => {
+        const solo = await MatcherPool.start({
+          engine,
+          size: 1,
+          specs: base,
+          // Only the hang needs the watchdog; the others must not depend on it.
+          stallTimeoutMs: mode === "hang" ? 1000 : 60_000,
+        });
         try {
           const stream = solo.openStream();
           const writer = stream.writable.getWriter();
           const reader = stream.readable.getReader();
           await writer.write(enc.encode("before the crash SECRET-aaaaaaaa and more"));
           solo.crashWorkerForTest(0, mode);
+          // A hung worker is noticed only when it owes an answer.
+          if (mode === "hang") void writer.write(enc.encode("more bytes")).catch(() => {});
           let clean = false;
           let failure: unknown;
           try {

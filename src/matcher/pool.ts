@@ -81,6 +81,11 @@ export interface MatcherPoolOptions {
   readonly readableHighWaterMark?: number;
   /** How long close() waits for workers to zero their memory before terminating them. */
   readonly closeTimeoutMs?: number;
+  /**
+   * A worker with messages outstanding that answers none for this long is taken as hung: it
+   * is terminated and replaced, and its streams fail (default 30 s).
+   */
+  readonly stallTimeoutMs?: number;
 }
 
 /** Figures the proxy exports as metrics. */
@@ -134,6 +139,7 @@ interface Config {
   readonly coalesceBytes: number;
   readonly readableHighWaterMark: number;
   readonly closeTimeoutMs: number;
+  readonly stallTimeoutMs: number;
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -184,6 +190,8 @@ class WorkerSlot {
   readonly streams = new Map<number, PoolStream>();
   inFlightBytes = 0;
   queueDepth = 0;
+  /** When the worker last answered (or was started): the stall watchdog's reference. */
+  lastProgress = performance.now();
   /** Down for good: its worker kept dying before it was ready. */
   broken = false;
   private consecutiveFailures = 0;
@@ -203,6 +211,7 @@ class WorkerSlot {
   spawn(): Promise<void> {
     const worker = new Worker(WORKER_URL);
     this.worker = worker;
+    this.lastProgress = performance.now();
     this.compiledGens = new Set();
     worker.onmessage = (event: MessageEvent<FromWorker>) => {
       if (worker === this.worker) this.onMessage(event.data);
@@ -261,6 +270,7 @@ class WorkerSlot {
   }
 
   private onMessage(msg: FromWorker): void {
+    this.lastProgress = performance.now();
     switch (msg.t) {
       case "ready":
         this.initWaiter?.resolve();
@@ -373,16 +383,30 @@ class WorkerSlot {
     return waiter.promise;
   }
 
-  /** Test hook: make the worker die the way a real crash would. */
+  /** Terminates the worker from outside (a hung worker, or a test) and replaces it. */
+  kill(why: string): void {
+    const worker = this.worker;
+    if (!worker) return;
+    worker.terminate();
+    // terminate() is not guaranteed to dispatch `close` synchronously; fail now regardless.
+    this.died(worker, why);
+  }
+
+  /** A message that needs an answer was posted; an idle worker's stall clock starts now. */
+  noteSent(): void {
+    if (this.queueDepth === 0) this.lastProgress = performance.now();
+    this.queueDepth++;
+  }
+
+  /** True when the worker owes answers and has given none for `timeoutMs`. */
+  stalled(now: number, timeoutMs: number): boolean {
+    return this.worker !== undefined && this.queueDepth > 0 && now - this.lastProgress > timeoutMs;
+  }
+
+  /** Test hook: make the worker fail the way a real crash or hang would. */
   crash(mode: CrashMode | "terminate"): void {
-    if (mode === "terminate") {
-      const worker = this.worker;
-      worker?.terminate();
-      // terminate() is not guaranteed to dispatch `close` synchronously; fail now regardless.
-      if (worker) this.died(worker, "was terminated");
-      return;
-    }
-    this.post({ t: "crash", mode });
+    if (mode === "terminate") this.kill("was terminated");
+    else this.post({ t: "crash", mode });
   }
 }
 
@@ -545,7 +569,7 @@ class PoolStream implements ScanStreamCore {
     this.inFlightBytes += len;
     this.outstanding++;
     this.slot.inFlightBytes += len;
-    this.slot.queueDepth++;
+    this.slot.noteSent();
     this.pool.inFlightBytes += len;
     this.slot.post({ t: "push", sid: this.sid, buf, len }, [buf]);
   }
@@ -586,7 +610,7 @@ class PoolStream implements ScanStreamCore {
     await this.flushPending();
     this.assertLive();
     this.outstanding++;
-    this.slot.queueDepth++;
+    this.slot.noteSent();
     this.slot.post({ t: "end", sid: this.sid });
     return this.endWaiter.promise;
   }
@@ -680,10 +704,23 @@ export class MatcherPool {
   private setChain: Promise<unknown> = Promise.resolve();
   private readonly waitingStreams = new Set<PoolStream>();
   private readonly flushWanted = new Set<PoolStream>();
+  /** Replaces workers that stopped answering (an engine stuck in a loop): fail, not hang. */
+  private readonly watchdog: ReturnType<typeof setInterval>;
 
   private constructor(config: Config, size: number) {
     this.config = config;
     for (let i = 0; i < size; i++) this.slots.push(new WorkerSlot(this, i));
+    this.watchdog = setInterval(
+      () => {
+        const now = performance.now();
+        for (const s of this.slots) {
+          if (s.stalled(now, config.stallTimeoutMs)) s.kill("stopped answering");
+        }
+      },
+      Math.min(1000, Math.max(10, config.stallTimeoutMs / 4)),
+    );
+    // The watchdog alone must not keep the process alive.
+    this.watchdog.unref();
   }
 
   /** Starts the workers and compiles `specs` (if any) in each; rejects on a bad set. */
@@ -718,6 +755,7 @@ export class MatcherPool {
         1 << 20,
       ),
       closeTimeoutMs: positive("closeTimeoutMs", options.closeTimeoutMs, 2000),
+      stallTimeoutMs: positive("stallTimeoutMs", options.stallTimeoutMs, 30_000),
     };
     if (config.engine !== "wasm" && config.engine !== "reference") {
       throw new TypeError('MatcherPool option engine must be "wasm" or "reference"');
@@ -925,6 +963,7 @@ export class MatcherPool {
 
   private async doClose(): Promise<void> {
     this.closed = true;
+    clearInterval(this.watchdog);
     const err = this.closedError();
     for (const stream of [...this.streams]) stream.drop(err, true);
     await Promise.all(this.slots.map((s) => s.shutdown(this.config.closeTimeoutMs)));
