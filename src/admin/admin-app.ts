@@ -24,7 +24,10 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
   app.get("/health", (c) => {
     const ok = state.ready();
     return c.json(
-      { status: ok ? "ok" : "unavailable", uptimeSeconds: Math.round((Date.now() - state.startedAt) / 1000) },
+      {
+        status: ok ? "ok" : "unavailable",
+        uptimeSeconds: Math.round((Date.now() - state.startedAt) / 1000),
+      },
       ok ? 200 : 503,
     );
   });

@@ -69,13 +69,15 @@ function decoderFor(coding: Coding, firstByte: number): Transform {
     case "deflate":
       // RFC 9110 says zlib-wrapped; some servers send raw deflate. A zlib header's first byte
       // has 8 in its low nibble (CM=8) — anything else is treated as raw deflate.
-      return ((firstByte & 0x0f) === 8
-        ? zlib.createInflate(opts)
-        : zlib.createInflateRaw(opts)) as never;
+      return (
+        (firstByte & 0x0f) === 8 ? zlib.createInflate(opts) : zlib.createInflateRaw(opts)
+      ) as never;
     case "br":
       return zlib.createBrotliDecompress() as never;
     case "zstd":
-      return (zlib as unknown as { createZstdDecompress(): unknown }).createZstdDecompress() as never;
+      return (
+        zlib as unknown as { createZstdDecompress(): unknown }
+      ).createZstdDecompress() as never;
   }
 }
 
@@ -87,7 +89,7 @@ function decodeStage(
   coding: Coding,
   onOutput?: (n: number) => ProxyError | undefined,
 ): TransformStream<Uint8Array, Uint8Array> {
-  let dec: (Transform) | undefined;
+  let dec: Transform | undefined;
   let failed: ProxyError | undefined;
   let controllerRef: TransformStreamDefaultController<Uint8Array> | undefined;
   const attach = (first: number) => {

@@ -1,7 +1,7 @@
 // Prometheus metrics for operators. Labels are agent identities, decisions and status classes
 // only — never hosts from agent input beyond the canonical allowlisted host, never values.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 export interface PoolStatsSource {
   stats(): { queueDepth: number; inFlightBytes: number; streamsOpen: number };

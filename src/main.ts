@@ -1,0 +1,60 @@
+// `bun run start`: loads configuration from the environment (embedded defaults when nothing is
+// set), starts the proxy, prints how to try it, and handles signals: SIGTERM/SIGINT drain and
+// stop, SIGHUP reloads the secrets. Configuration errors exit 2 with a message naming the bad
+// setting; they never contain a credential value.
+
+import { ConfigError } from "./config/config-error.ts";
+import { loadProxyConfig } from "./config/proxy-config.ts";
+import { startProxy } from "./proxy/proxy-server.ts";
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadProxyConfig>;
+  try {
+    config = loadProxyConfig(process.env);
+  } catch (e) {
+    console.error(`slapenir: configuration error: ${(e as Error).message}`);
+    process.exit(2);
+  }
+  const proxy = await startProxy(config);
+  const home = config.home;
+  const listen = `${config.listen.host}:${proxy.port}`;
+  const creds = config.tokensJson ? "from TOKENS_JSON" : "none configured (set TOKENS_JSON)";
+  process.stderr.write(
+    [
+      "",
+      `SLAPENIR proxy listening on https://${listen} (mTLS), admin on http://${config.adminListen.host}:${proxy.adminPort}`,
+      `  certificates: ${config.certificates.mode} (${home}); credentials: ${creds}`,
+      `  egress allowlist: ${config.allow.length === 0 ? "empty — every destination is denied (set SLAPENIR_ALLOW)" : `${config.allow.length} rule(s)`}`,
+      "",
+      "Try it:",
+      "  bun run slapenir -- agent issue my-agent",
+      `  curl --proxy https://localhost:${proxy.port} --proxy-cacert ${home}/ca-bundle.pem \\`,
+      `       --proxy-cert ${home}/agents/my-agent.crt --proxy-key ${home}/agents/my-agent.key \\`,
+      `       --cacert ${home}/ca-bundle.pem https://example.com/`,
+      "",
+    ].join("\n"),
+  );
+  let stopping = false;
+  const stop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`slapenir: ${sig}, draining connections\n`);
+    await proxy.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGHUP", () => {
+    proxy.reloadSecrets().catch((e) => {
+      const msg = e instanceof ConfigError ? e.message : "secrets reload failed";
+      process.stderr.write(`slapenir: ${msg}; keeping the previous secrets\n`);
+    });
+  });
+}
+
+main().catch((e) => {
+  const msg =
+    e instanceof Error && e.name !== "Error" ? `${e.name}: ${e.message}` : "start-up failed";
+  console.error(`slapenir: ${msg}`);
+  process.exit(1);
+});

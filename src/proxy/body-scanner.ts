@@ -1,0 +1,206 @@
+// Body scanning for the request path: named pattern sets ("redact", one per swap plan) run in
+// the matcher worker pool, plus the two body pipelines built from them. Fail closed: a scan
+// that cannot complete errors the stream, so neither side ever receives unscanned bytes, and
+// the outbound pipeline holds the body's last chunk until DLP has ruled on the whole body.
+
+import type { MatcherPool, ScanResult, ScanStream } from "../matcher/pool.ts";
+import type { PatternSpec } from "../matcher/types.ts";
+import { ProxyError } from "./errors.ts";
+
+export interface BodyScanner {
+  /** Open a stream on the named set, compiling it from `specs` on first use. */
+  open(name: string, specs: () => readonly PatternSpec[]): Promise<ScanStream>;
+}
+
+/** Named sets on one shared worker pool. */
+export class PoolScanner implements BodyScanner {
+  readonly #loaded = new Map<string, Promise<void>>();
+  constructor(private readonly pool: MatcherPool) {}
+
+  async open(name: string, specs: () => readonly PatternSpec[]): Promise<ScanStream> {
+    let ready = this.#loaded.get(name);
+    if (!ready) {
+      ready = this.pool.setPatterns(specs(), name);
+      this.#loaded.set(name, ready);
+      ready.catch(() => this.#loaded.delete(name));
+    }
+    try {
+      await ready;
+      return this.pool.openStream(name);
+    } catch {
+      throw new ProxyError("scan-failed", "body scanner is unavailable");
+    }
+  }
+
+  /** Forget compiled sets (after a secrets reload); the pool zeroes them when unused. */
+  reset(keep: readonly string[] = []): void {
+    for (const k of [...this.#loaded.keys()]) {
+      if (!keep.includes(k)) {
+        this.#loaded.delete(k);
+        this.pool.dropPatterns(k);
+      }
+    }
+  }
+}
+
+/** Counts bytes through a stream and reports the total at the end (or on failure). */
+export function countBytes(
+  body: ReadableStream<Uint8Array>,
+  onDone: (bytes: number, ok: boolean) => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let n = 0;
+  let reported = false;
+  const report = (ok: boolean) => {
+    if (reported) return;
+    reported = true;
+    onDone(n, ok);
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) {
+            report(true);
+            c.close();
+            return;
+          }
+          n += value.length;
+          c.enqueue(value);
+        } catch (e) {
+          report(false);
+          c.error(e);
+        }
+      },
+      cancel(reason) {
+        report(false);
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function scanFailure(e: unknown): ProxyError {
+  return e instanceof ProxyError ? e : new ProxyError("scan-failed", "body scan failed");
+}
+
+/**
+ * Response direction: every real value (and its encodings) → [REDACTED]. `onResult` receives
+ * the replacement count once the stream finished cleanly.
+ */
+export function redactBody(
+  body: ReadableStream<Uint8Array>,
+  scan: ScanStream,
+  onResult: (r: ScanResult) => void,
+): ReadableStream<Uint8Array> {
+  scan.result.then(onResult, () => {});
+  return guard(body.pipeThrough(scan));
+}
+
+/**
+ * Request direction: first DLP (real values neutralised to [REDACTED], counted), then the
+ * swap of bound dummies. The last chunk is held until DLP has seen the whole body; a hit
+ * fails the stream so the upstream never receives a complete request.
+ */
+export function outboundBody(
+  body: ReadableStream<Uint8Array>,
+  dlp: ScanStream | null,
+  swap: ScanStream | null,
+  onResult: (r: { dlpHits: number; swaps: number }) => void,
+): ReadableStream<Uint8Array> {
+  let s = body;
+  if (dlp) s = s.pipeThrough(dlp);
+  if (swap) s = s.pipeThrough(swap);
+  const reader = s.getReader();
+  let held: Uint8Array | null = null;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) {
+              const d = dlp ? await dlp.result : { replacements: 0 };
+              const w = swap ? await swap.result : { replacements: 0 };
+              onResult({ dlpHits: d.replacements, swaps: w.replacements });
+              if (d.replacements > 0) {
+                held?.fill(0);
+                throw new ProxyError("dlp-blocked", "request body carries a real credential");
+              }
+              if (held) c.enqueue(held);
+              c.close();
+              return;
+            }
+            if (value.length === 0) continue;
+            const out = held;
+            held = value;
+            if (out) {
+              c.enqueue(out);
+              return;
+            }
+          }
+        } catch (e) {
+          c.error(scanFailure(e));
+        }
+      },
+      cancel(reason) {
+        held?.fill(0);
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** Map any scan error to a ProxyError so the consumer fails closed with a known reason. */
+function guard(s: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  const reader = s.getReader();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) c.close();
+          else c.enqueue(value);
+        } catch (e) {
+          c.error(scanFailure(e));
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** Read a whole (bounded) body; used when a length-changing swap needs a new Content-Length. */
+export async function collectBounded(
+  body: ReadableStream<Uint8Array>,
+  max: number,
+): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    n += value.length;
+    if (n > max) {
+      for (const p of parts) p.fill(0);
+      await reader.cancel();
+      throw new ProxyError("body-too-large", "request body exceeds the held-body limit");
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+    p.fill(0);
+  }
+  return out;
+}

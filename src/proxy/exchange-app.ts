@@ -1,0 +1,466 @@
+// The Hono app every decrypted (or plain absolute-form) request goes through:
+//   audit → rate limit → egress policy → upgrade guard → swap + DLP → redact → forward.
+// The socket layer (http-session.ts) parses the request and hands it here as `c.env.ex`; the
+// app returns a web Response whose body streams back to the agent. Invariants: a request is
+// never forwarded before policy allowed it; a dummy is swapped only for a destination its
+// credential is bound to and never into plain http://; every response header and body byte
+// passes the redactor; the audit line is written once per request with no value in it.
+
+import { Hono, type MiddlewareHandler } from "hono";
+import type { RequestHead } from "../http/request-parser.ts";
+import { swapBasicAuth } from "../policy/basic-auth.ts";
+import { checkRequired } from "../policy/credential-binding.ts";
+import type { EgressPolicy } from "../policy/egress-policy.ts";
+import type { CanonicalAuthority } from "../policy/host.ts";
+import { type AuditLog, type Decision, loggablePath } from "./audit.ts";
+import {
+  type BodyScanner,
+  collectBounded,
+  countBytes,
+  outboundBody,
+  redactBody,
+} from "./body-scanner.ts";
+import {
+  type DecodeLimits,
+  decodeBody,
+  filterAcceptEncoding,
+  parseContentEncoding,
+} from "./content-coding.ts";
+import { errorResponse, ProxyError, toProxyError } from "./errors.ts";
+import type { IncomingRequest } from "./http-session.ts";
+import type { ProxyMetrics } from "./metrics.ts";
+import type { RateLimiter } from "./rate-limit.ts";
+import type { RequestPlan, SecretState } from "./secret-state.ts";
+import type { UpstreamClient } from "./upstream-client.ts";
+
+export interface ExchangeRecord {
+  swaps: number;
+  redactions: number;
+  bytesIn: number;
+  bytesOut: number;
+  decision: Decision;
+  reason: string;
+  status: number;
+}
+
+/** One request on its way through the app. */
+export interface Exchange {
+  readonly conn: number;
+  readonly agent: string;
+  readonly req: IncomingRequest;
+  readonly target: CanonicalAuthority;
+  readonly scheme: "http" | "https";
+  readonly started: number;
+  readonly rec: ExchangeRecord;
+  /** Aborted when the agent goes away; cancels the upstream exchange. */
+  readonly abort: AbortController;
+}
+
+export interface ExchangeDeps {
+  readonly policy: () => EgressPolicy;
+  readonly secrets: () => SecretState;
+  readonly scanner: BodyScanner;
+  readonly upstream: UpstreamClient;
+  readonly audit: AuditLog;
+  readonly metrics: ProxyMetrics;
+  readonly rateLimiter: RateLimiter | undefined;
+  readonly maxHeldBodyBytes: number;
+  readonly decodeLimits: DecodeLimits;
+}
+
+type Env = { Bindings: { ex: Exchange }; Variables: { plan: RequestPlan; out: OutboundRequest } };
+
+interface OutboundRequest {
+  target: string;
+  headers: [string, string][];
+  body: ReadableStream<Uint8Array> | null;
+  bodyLength: number | null;
+}
+
+/** Methods the proxy refuses outright (TRACE echoes headers back: credentials included). */
+export const REFUSED_METHODS: ReadonlySet<string> = new Set(["TRACE", "TRACK", "CONNECT"]);
+
+export function createExchangeApp(deps: ExchangeDeps): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use(audit(deps));
+  app.use(rateLimit(deps));
+  app.use(policy(deps));
+  app.use(upgradeGuard());
+  app.use(swap(deps));
+  app.use(redact(deps));
+  app.all("*", forward(deps));
+  app.onError((err, c) => {
+    const pe = toProxyError(err);
+    const rec = c.env.ex.rec;
+    if (rec.decision === "allow") rec.decision = "error";
+    if (rec.reason === "" || rec.decision !== "deny") rec.reason = pe.reason;
+    return errorResponse(pe);
+  });
+  return app;
+}
+
+/** The URL Hono routes on; the real target string travels in the exchange, untouched. */
+export function exchangeRequest(ex: Exchange): Request {
+  const host = ex.target.kind === "ipv6" ? `[${ex.target.host}]` : ex.target.host;
+  return new Request(`${ex.scheme}://${host}:${ex.target.port}/`, { method: ex.req.head.method });
+}
+
+function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
+  return async function auditRequest(c, next) {
+    const ex = c.env.ex;
+    await next();
+    const rec = ex.rec;
+    rec.status = c.res.status;
+    const finish = (ok: boolean) => {
+      const durationMs = Math.round((performance.now() - ex.started) * 100) / 100;
+      if (!ok && rec.decision === "allow") {
+        rec.decision = "error";
+        rec.reason = "response body failed";
+      }
+      deps.audit.request({
+        conn: ex.conn,
+        agent: ex.agent,
+        method: ex.req.head.method,
+        scheme: ex.scheme,
+        host: ex.target.host,
+        port: ex.target.port,
+        path: loggablePath(ex.req.head.target),
+        status: rec.status,
+        bytesIn: rec.bytesIn,
+        bytesOut: rec.bytesOut,
+        swaps: rec.swaps,
+        redactions: rec.redactions,
+        decision: rec.decision,
+        reason: rec.reason,
+        durationMs,
+      });
+      const m = deps.metrics;
+      m.requests.inc({
+        agent: ex.agent,
+        decision: rec.decision,
+        status: `${Math.floor(rec.status / 100)}xx`,
+      });
+      if (rec.swaps) m.swaps.inc({ agent: ex.agent }, rec.swaps);
+      if (rec.redactions) m.redactions.inc({ agent: ex.agent }, rec.redactions);
+      m.bytes.inc({ agent: ex.agent, direction: "in" }, rec.bytesIn);
+      m.bytes.inc({ agent: ex.agent, direction: "out" }, rec.bytesOut);
+      m.latency.observe({ agent: ex.agent }, durationMs / 1000);
+    };
+    const body = c.res.body;
+    if (!body) {
+      finish(true);
+      return;
+    }
+    const res = c.res;
+    c.res = new Response(
+      countBytes(body, (n, ok) => {
+        rec.bytesOut = n;
+        finish(ok);
+      }),
+      { status: res.status, statusText: res.statusText, headers: res.headers },
+    );
+  };
+}
+
+function rateLimit(deps: ExchangeDeps): MiddlewareHandler<Env> {
+  return async function limitRate(c, next) {
+    const ex = c.env.ex;
+    if (deps.rateLimiter && !deps.rateLimiter.take(ex.agent)) {
+      ex.rec.decision = "deny";
+      ex.rec.reason = "rate limit exceeded";
+      throw new ProxyError("rate-limited", "rate limit exceeded for this agent");
+    }
+    await next();
+  };
+}
+
+function policy(deps: ExchangeDeps): MiddlewareHandler<Env> {
+  return async function egressPolicy(c, next) {
+    const ex = c.env.ex;
+    const v = deps.policy().decide({
+      agent: ex.agent,
+      host: ex.target.host,
+      port: ex.target.port,
+      scheme: ex.scheme,
+    });
+    if (v.action !== "allow") {
+      ex.rec.decision = "deny";
+      ex.rec.reason = v.reason;
+      throw new ProxyError("policy-denied", v.reason);
+    }
+    ex.rec.reason = v.rule ? `allowed by ${v.rule}` : v.reason;
+    await next();
+  };
+}
+
+function upgradeGuard(): MiddlewareHandler<Env> {
+  return async function refuseUpgrades(c, next) {
+    const head = c.env.ex.req.head;
+    if (head.upgrade && head.upgrade.length > 0) {
+      c.env.ex.rec.decision = "deny";
+      const h2c = head.upgrade.some((p) => p.toLowerCase().startsWith("h2c"));
+      c.env.ex.rec.reason = h2c ? "h2c upgrade refused" : "protocol upgrade refused";
+      throw new ProxyError("upgrade-refused", c.env.ex.rec.reason);
+    }
+    await next();
+  };
+}
+
+/** Header names the proxy owns on the upstream leg. */
+const DROP_OUTBOUND = new Set([
+  "content-length",
+  "transfer-encoding",
+  "expect",
+  "accept-encoding",
+  "proxy-authorization",
+  "proxy-connection",
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "upgrade",
+]);
+
+function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
+  return async function swapCredentials(c, next) {
+    const ex = c.env.ex;
+    const state = deps.secrets();
+    const head = ex.req.head;
+    // Never inject into plain http: the plan is empty, only DLP and redaction apply.
+    const plan =
+      ex.scheme === "https"
+        ? state.plan(ex.agent, ex.target.host, ex.target.port)
+        : state.plan("", "invalid.invalid", 0);
+    const swapped = new Set<string>();
+    let swaps = 0;
+
+    // Outbound DLP on the head: a real value, in any encoding, anywhere, blocks the request.
+    const targetText = originForm(head);
+    if (state.redactInline.applyLatin1(targetText).count > 0) return dlpBlocked(ex);
+    for (const [, value] of head.headers.fields) {
+      if (state.redactInline.applyLatin1(value).count > 0) return dlpBlocked(ex);
+    }
+    if (!state.urlDenied.empty && state.urlDenied.applyLatin1(targetText).count > 0) {
+      ex.rec.decision = "deny";
+      ex.rec.reason = "credential not allowed in URLs";
+      throw new ProxyError("policy-denied", "credential not allowed in URLs");
+    }
+
+    const t = plan.urlSwap.applyLatin1(targetText);
+    swaps += t.count;
+    for (const n of t.names) swapped.add(n);
+    const headers: [string, string][] = [];
+    for (const [name, value] of stripConnectionNamed(head)) {
+      const lower = name.toLowerCase();
+      if (DROP_OUTBOUND.has(lower)) continue;
+      let v = value;
+      if (lower === "authorization" && plan.basicPairs.length > 0) {
+        const b = swapBasicAuth(v, plan.basicPairs);
+        if (b.swapped.length > 0) {
+          swaps += b.swapped.length;
+          for (const n of b.swapped) swapped.add(n);
+          v = b.value;
+        }
+      }
+      const r = plan.headerSwap.applyLatin1(v);
+      if (r.count > 0) {
+        swaps += r.count;
+        for (const n of r.names) swapped.add(n);
+        v = r.value;
+      }
+      headers.push([name, v]);
+    }
+    headers.push(["accept-encoding", filterAcceptEncoding(head.headers.get("accept-encoding"))]);
+
+    let body: ReadableStream<Uint8Array> | null = null;
+    let bodyLength: number | null = null;
+    let bodySwapResult: Promise<number> | null = null;
+    const reqBody = ex.req.body;
+    if (reqBody) {
+      const counted = countBytes(reqBody, (n) => {
+        ex.rec.bytesIn = n;
+      });
+      const dlp =
+        deps.secrets().redactSpecs.length > 0
+          ? await deps.scanner.open("redact", () => state.redactSpecs)
+          : null;
+      const bodySpecs = plan.bodySpecs;
+      const sw = bodySpecs ? await deps.scanner.open(`swap:${plan.key}`, () => bodySpecs) : null;
+      let settle!: (n: number) => void;
+      bodySwapResult = new Promise<number>((r) => {
+        settle = r;
+      });
+      const scanned = outboundBody(counted, dlp, sw, (r) => {
+        if (r.dlpHits > 0) {
+          ex.rec.decision = "deny";
+          ex.rec.reason = "real credential in request body";
+        }
+        settle(r.swaps);
+      });
+      const declared = head.framing.kind === "length" ? head.framing.length : null;
+      if (declared !== null && !plan.lengthPreserving && plan.bodySpecs) {
+        // A swap may change the length: hold the (bounded) body to send a correct
+        // Content-Length. Larger bodies go chunked instead.
+        if (declared <= deps.maxHeldBodyBytes) {
+          const whole = await collectBounded(scanned, deps.maxHeldBodyBytes);
+          bodyLength = whole.length;
+          body = new ReadableStream({
+            start(ctl) {
+              if (whole.length > 0) ctl.enqueue(whole);
+              ctl.close();
+            },
+          });
+        } else {
+          body = scanned;
+          bodyLength = null;
+        }
+      } else {
+        body = scanned;
+        bodyLength = declared;
+      }
+    }
+
+    // `require`: a bound host only receives requests that carried the dummy (header/URL
+    // swaps are known now; a body-only dummy counts once the body was scanned, see docs).
+    if (plan.required.length > 0 && !bodySwapResult) {
+      const v = checkRequired({ swaps: plan.swaps, required: plan.required, reals: [] }, swapped);
+      if (v.action !== "allow") {
+        await body?.cancel().catch(() => {});
+        ex.rec.decision = "deny";
+        ex.rec.reason = v.reason;
+        throw new ProxyError(
+          "required-dummy-missing",
+          "this host only accepts the agent's dummy credential",
+        );
+      }
+    }
+
+    ex.rec.swaps = swaps;
+    bodySwapResult?.then((n) => {
+      ex.rec.swaps += n;
+    });
+    c.set("plan", plan);
+    c.set("out", { target: t.value, headers, body, bodyLength });
+    await next();
+  };
+}
+
+function dlpBlocked(ex: Exchange): never {
+  ex.rec.decision = "deny";
+  ex.rec.reason = "real credential in request";
+  ex.req.body?.cancel().catch(() => {});
+  throw new ProxyError("dlp-blocked", "request carries a real credential; use the dummy");
+}
+
+function originForm(head: RequestHead): string {
+  if (head.targetForm !== "absolute") return head.target;
+  // absolute-form: keep path and query only (the authority was checked separately).
+  const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(head.target);
+  const rest = m ? head.target.slice(m[0].length) : head.target;
+  return rest === "" ? "/" : rest.startsWith("?") ? `/${rest}` : rest;
+}
+
+function stripConnectionNamed(head: RequestHead): [string, string][] {
+  const named = new Set(head.connection);
+  for (const p of ["host", "content-length", "content-type", "content-encoding"]) named.delete(p);
+  return head.headers.fields.filter(([n]) => !named.has(n.toLowerCase())).map(([n, v]) => [n, v]);
+}
+
+const DROP_INBOUND = new Set([
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "trailer",
+  "upgrade",
+  "te",
+]);
+
+function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
+  return async function redactResponse(c, next) {
+    await next();
+    const ex = c.env.ex;
+    const res = c.res;
+    if (res.headers.get("x-slapenir-error") !== null && !res.headers.has("x-slapenir-upstream")) {
+      return; // the proxy's own error answer: nothing of the upstream's in it
+    }
+    const state = deps.secrets();
+    let redactions = 0;
+    const headers = new Headers();
+    const isHead = ex.req.head.method === "HEAD";
+    const codings = parseContentEncoding(
+      res.headers.get("content-encoding") ? [res.headers.get("content-encoding")!] : [],
+    );
+    const decode = codings.length > 0 && res.body !== null;
+    res.headers.forEach((value, name) => {
+      if (name === "set-cookie") return;
+      if (DROP_INBOUND.has(name) && !(isHead && name === "content-length")) return;
+      if (name === "x-slapenir-upstream") return;
+      if (decode && name === "content-encoding") return;
+      const r = state.redactInline.applyLatin1(value);
+      redactions += r.count;
+      headers.append(name, r.value);
+    });
+    for (const cookie of res.headers.getSetCookie()) {
+      const r = state.redactInline.applyLatin1(cookie);
+      redactions += r.count;
+      headers.append("set-cookie", r.value);
+    }
+    ex.rec.redactions += redactions;
+    let body = res.body;
+    if (body) {
+      if (decode) body = decodeBody(body, codings, deps.decodeLimits);
+      if (state.redactSpecs.length > 0) {
+        const scan = await deps.scanner.open("redact", () => state.redactSpecs);
+        body = redactBody(body, scan, (r) => {
+          ex.rec.redactions += r.replacements;
+        });
+      }
+    }
+    c.res = new Response(body, { status: res.status, statusText: res.statusText, headers });
+  };
+}
+
+function forward(deps: ExchangeDeps) {
+  return async function forwardUpstream(c: import("hono").Context<Env>): Promise<Response> {
+    const ex = c.env.ex;
+    const out = c.get("out");
+    const head = ex.req.head;
+    const upstream = await deps.upstream.send(
+      {
+        host: ex.target.host,
+        port: ex.target.port,
+        tls: ex.scheme === "https",
+        isIp: ex.target.kind !== "dns",
+      },
+      {
+        method: head.method,
+        target: out.target,
+        headers: out.headers,
+        body: out.body,
+        bodyLength: out.bodyLength,
+      },
+      ex.abort.signal,
+    );
+    const h = upstream.head;
+    if (h.status < 200 || h.status > 599) {
+      await upstream.body?.cancel().catch(() => {});
+      throw new ProxyError("upstream-protocol", "upstream answered with an unusable status");
+    }
+    const headers = new Headers();
+    for (const [name, value] of h.headers.fields) {
+      try {
+        headers.append(name, value);
+      } catch {
+        throw new ProxyError("upstream-protocol", "upstream sent an unusable header");
+      }
+    }
+    headers.set("x-slapenir-upstream", "1");
+    const nullBody = h.status === 204 || h.status === 304 || head.method === "HEAD";
+    const body = nullBody ? null : upstream.body;
+    if (nullBody) await upstream.body?.cancel().catch(() => {});
+    return new Response(body ?? null, { status: h.status, statusText: h.reason, headers });
+  };
+}

@@ -1,0 +1,457 @@
+// The agent-facing listener: TLS 1.2/1.3 with a client certificate required and checked twice
+// (by the TLS stack against the agent CA, then by our own identity rules), then HTTP/1.1 on the
+// decrypted stream. CONNECT opens an intercepted tunnel: the proxy answers the agent's TLS with
+// a leaf minted for the CONNECT host, refuses an SNI that names another host, and serves the
+// requests inside through the same exchange app as absolute-form http:// requests. This file
+// is the only one that touches agent sockets; every decision it acts on is made elsewhere.
+
+import tls from "node:tls";
+import type { Hono } from "hono";
+import type { ParseFailure } from "../http/http-error.ts";
+import type { RequestHead } from "../http/request-parser.ts";
+import type { IdentityDecision, PeerCertificateInput } from "../pki/agent-identity.ts";
+import type { LeafCache, MintedLeaf } from "../pki/leaf-cache.ts";
+import type { EgressPolicy } from "../policy/egress-policy.ts";
+import { canonicalHost, parseAuthority } from "../policy/host.ts";
+import { resolveRequestHost } from "../policy/host-agreement.ts";
+import { type AuditLog, loggablePath } from "./audit.ts";
+import { countBytes } from "./body-scanner.ts";
+import { errorResponse, ProxyError } from "./errors.ts";
+import { type Exchange, exchangeRequest, REFUSED_METHODS } from "./exchange-app.ts";
+import {
+  type HandlerResult,
+  HttpSession,
+  type IncomingRequest,
+  type OutgoingResponse,
+  type SessionLimits,
+} from "./http-session.ts";
+import type { ProxyMetrics } from "./metrics.ts";
+
+export interface ServerCredentials {
+  readonly certPem: string;
+  readonly keyPem: string;
+  /** PEM bundle of the CAs whose agent certificates are accepted. */
+  readonly agentCaPem: string;
+}
+
+export interface FrontDoorOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly credentials: ServerCredentials;
+  readonly identify: (peer: PeerCertificateInput) => IdentityDecision;
+  readonly leaves: LeafCache;
+  readonly policy: () => EgressPolicy;
+  // biome-ignore lint/suspicious/noExplicitAny: the app's env type is private to exchange-app
+  readonly app: Hono<any>;
+  readonly audit: AuditLog;
+  readonly metrics: ProxyMetrics;
+  readonly limits: SessionLimits;
+}
+
+interface ConnContext {
+  readonly id: number;
+  readonly agent: string;
+  readonly remote: string;
+  /** Set inside a tunnel. */
+  readonly connectTarget?: string;
+  readonly sni?: string;
+}
+
+const TLS_OPTIONS = {
+  minVersion: "TLSv1.2",
+  ALPNProtocols: ["http/1.1"],
+} as const;
+
+export class FrontDoor {
+  readonly #o: FrontDoorOptions;
+  readonly #server: tls.Server;
+  readonly #sockets = new Set<tls.TLSSocket>();
+  #nextConn = 1;
+  #draining = false;
+
+  constructor(options: FrontDoorOptions) {
+    this.#o = options;
+    this.#server = tls.createServer({
+      ...TLS_OPTIONS,
+      key: options.credentials.keyPem,
+      cert: options.credentials.certPem,
+      ca: options.credentials.agentCaPem,
+      requestCert: true,
+      rejectUnauthorized: true,
+      handshakeTimeout: options.limits.headerTimeoutMs,
+    });
+    this.#server.on("secureConnection", (s) => this.#accept(s));
+    this.#server.on("tlsClientError", (err, s) => {
+      const id = this.#nextConn++;
+      const reason = handshakeReason(err);
+      this.#o.metrics.refused.inc({ reason: "handshake" });
+      this.#o.audit.refused({ conn: id, remote: remoteOf(s), reason });
+      s.destroy();
+    });
+  }
+
+  /** Start listening; resolves with the bound port. */
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen(this.#o.port, this.#o.host, () => {
+        this.#server.off("error", reject);
+        const a = this.#server.address();
+        resolve(typeof a === "object" && a ? a.port : this.#o.port);
+      });
+    });
+  }
+
+  /** Swap certificates and the agent CA for new connections; open ones keep theirs. */
+  reloadCredentials(c: ServerCredentials): void {
+    this.#server.setSecureContext({
+      ...TLS_OPTIONS,
+      key: c.keyPem,
+      cert: c.certPem,
+      ca: c.agentCaPem,
+    });
+  }
+
+  get connections(): number {
+    return this.#sockets.size;
+  }
+
+  /** Stop accepting; give open connections `graceMs`, then close what is left. */
+  async close(graceMs: number): Promise<void> {
+    this.#draining = true;
+    const closed = new Promise<void>((r) => this.#server.close(() => r()));
+    const deadline = Date.now() + graceMs;
+    while (this.#sockets.size > 0 && Date.now() < deadline) await Bun.sleep(25);
+    for (const s of this.#sockets) s.destroy();
+    await closed;
+  }
+
+  #accept(socket: tls.TLSSocket): void {
+    const id = this.#nextConn++;
+    const remote = remoteOf(socket);
+    if (this.#draining) {
+      socket.destroy();
+      return;
+    }
+    // The TLS stack already refused unverified clients; check again (runtimes have had bugs
+    // here) and apply our own identity rules (EKU, interception-CA, denylist, validity).
+    const decision: IdentityDecision = socket.authorized
+      ? this.#o.identify(socket.getPeerCertificate(true) as PeerCertificateInput)
+      : { ok: false, code: "no-certificate", reason: "client certificate not verified" };
+    if (!decision.ok) {
+      this.#o.metrics.refused.inc({ reason: decision.code });
+      this.#o.audit.refused({ conn: id, remote, reason: decision.reason });
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay?.(true);
+    this.#track(socket);
+    const ctx: ConnContext = { id, agent: decision.identity.name, remote };
+    this.#serve(socket, ctx);
+  }
+
+  #track(socket: tls.TLSSocket): void {
+    this.#sockets.add(socket);
+    this.#o.metrics.connections.inc();
+    socket.once("close", () => {
+      this.#sockets.delete(socket);
+      this.#o.metrics.connections.dec();
+    });
+  }
+
+  #serve(socket: tls.TLSSocket, ctx: ConnContext): void {
+    const session = new HttpSession(
+      socket,
+      {
+        handle: (req, s) => this.#handle(req, s, ctx),
+        rejected: (f) => this.#rejected(ctx, f),
+      },
+      this.#o.limits,
+    );
+    session.run().catch(() => socket.destroy());
+  }
+
+  #rejected(ctx: ConnContext, f: ParseFailure): void {
+    this.#o.audit.request({
+      conn: ctx.id,
+      agent: ctx.agent,
+      method: "-",
+      scheme: ctx.connectTarget ? "https" : "http",
+      host: ctx.connectTarget ?? "-",
+      port: 0,
+      path: "-",
+      status: f.status,
+      bytesIn: 0,
+      bytesOut: 0,
+      swaps: 0,
+      redactions: 0,
+      decision: "deny",
+      reason: `malformed request: ${f.reason}`,
+      durationMs: 0,
+    });
+    this.#o.metrics.requests.inc({ agent: ctx.agent, decision: "deny", status: "4xx" });
+  }
+
+  async #handle(
+    req: IncomingRequest,
+    session: HttpSession,
+    ctx: ConnContext,
+  ): Promise<HandlerResult> {
+    const head = req.head;
+    const started = performance.now();
+    const refuse = (err: ProxyError, host = "-", port = 0): HandlerResult => {
+      this.#auditEarly(ctx, head, err, host, port, started);
+      req.body?.cancel().catch(() => {});
+      return { kind: "response", response: toOutgoing(errorResponse(err), head) };
+    };
+    if (this.#draining) return refuse(new ProxyError("shutting-down", "proxy is shutting down"));
+
+    if (head.method === "CONNECT") {
+      if (ctx.connectTarget) {
+        return refuse(new ProxyError("bad-request", "CONNECT inside a tunnel is not supported"));
+      }
+      return this.#connect(req, session, ctx, started);
+    }
+    if (REFUSED_METHODS.has(head.method)) {
+      return refuse(new ProxyError("bad-request", `method ${head.method} is not allowed`));
+    }
+    if (!ctx.connectTarget) {
+      if (head.targetForm !== "absolute") {
+        return refuse(
+          new ProxyError("bad-request", "this is a proxy: use CONNECT or an absolute http:// URL"),
+        );
+      }
+      if (head.scheme !== "http") {
+        return refuse(new ProxyError("bad-request", "https:// targets must use CONNECT"));
+      }
+    }
+    const agreed = resolveRequestHost({
+      ...(ctx.connectTarget !== undefined ? { connectTarget: ctx.connectTarget } : {}),
+      ...(ctx.sni !== undefined ? { sni: ctx.sni } : {}),
+      ...(head.targetForm === "absolute" && head.authority !== undefined
+        ? { absoluteAuthority: head.authority }
+        : {}),
+      ...(head.scheme !== undefined ? { absoluteScheme: head.scheme } : {}),
+      ...(head.host !== undefined ? { hostHeader: head.host } : {}),
+    });
+    if (!agreed.ok) {
+      return refuse(
+        new ProxyError(agreed.status === 421 ? "misdirected" : "bad-request", agreed.reason),
+      );
+    }
+    const abort = new AbortController();
+    const onGone = () => abort.abort();
+    session.socket.once("close", onGone);
+    const ex: Exchange = {
+      conn: ctx.id,
+      agent: ctx.agent,
+      req,
+      target: agreed.target,
+      scheme: agreed.scheme,
+      started,
+      rec: {
+        swaps: 0,
+        redactions: 0,
+        bytesIn: 0,
+        bytesOut: 0,
+        decision: "allow",
+        reason: "",
+        status: 0,
+      },
+      abort,
+    };
+    if (head.expectContinue && req.body) {
+      // The proxy reads the body itself; tell the agent to send it.
+      await session
+        .write(new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n"))
+        .catch(() => {});
+    }
+    const res = await this.#o.app.fetch(exchangeRequest(ex), { ex });
+    const out = toOutgoing(res, head);
+    const release = () => session.socket.off("close", onGone);
+    if (!out.body) {
+      release();
+      return { kind: "response", response: out };
+    }
+    // The abort hook lives as long as the response body is being written.
+    return {
+      kind: "response",
+      response: { ...out, body: countBytes(out.body, release) },
+    };
+  }
+
+  async #connect(
+    req: IncomingRequest,
+    session: HttpSession,
+    ctx: ConnContext,
+    started: number,
+  ): Promise<HandlerResult> {
+    const head = req.head;
+    const fail = (err: ProxyError, host = "-", port = 0): HandlerResult => {
+      this.#auditEarly(ctx, head, err, host, port, started);
+      return { kind: "response", response: toOutgoing(errorResponse(err), head) };
+    };
+    const parsed = parseAuthority(head.target);
+    if (!parsed.ok)
+      return fail(new ProxyError("bad-request", `invalid CONNECT target (${parsed.error.code})`));
+    const target = parsed.value;
+    const verdict = this.#o.policy().decide({
+      agent: ctx.agent,
+      host: target.host,
+      port: target.port,
+      scheme: "https",
+    });
+    if (verdict.action !== "allow") {
+      return fail(new ProxyError("policy-denied", verdict.reason), target.host, target.port);
+    }
+    let leaf: MintedLeaf;
+    try {
+      leaf = await this.#o.leaves.get(target.host);
+      this.#o.metrics.certCache.inc({ result: "ok" });
+    } catch {
+      return fail(
+        new ProxyError("internal", "could not mint a certificate for this host"),
+        target.host,
+        target.port,
+      );
+    }
+    try {
+      await session.write(new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n"));
+    } catch {
+      return { kind: "took-over" };
+    }
+    const early = session.detach();
+    const outer = session.socket as tls.TLSSocket;
+    if (early.length > 0) {
+      // The agent sent its ClientHello before our 200: unsupported (no client does this
+      // with a proxy that intercepts), refuse rather than guess.
+      outer.destroy();
+      return { kind: "took-over" };
+    }
+    this.#o.audit.event(
+      "tunnel",
+      { conn: ctx.id, agent: ctx.agent, host: target.host, port: target.port },
+      "tunnel opened",
+    );
+    let sniMismatch = false;
+    const inner = new tls.TLSSocket(outer, {
+      isServer: true,
+      ...TLS_OPTIONS,
+      secureContext: leaf.secureContext!,
+      SNICallback: (servername, cb) => {
+        const c = canonicalHost(servername);
+        if (c.ok && c.value.host === target.host) cb(null, leaf.secureContext);
+        else {
+          sniMismatch = true;
+          cb(new Error("SNI does not match the CONNECT target"));
+        }
+      },
+    });
+    const handshakeTimer = setTimeout(() => inner.destroy(), this.#o.limits.headerTimeoutMs);
+    inner.once("secure", () => {
+      clearTimeout(handshakeTimer);
+      const sni = (inner as unknown as { servername?: string | false }).servername;
+      const tunnelCtx: ConnContext = {
+        ...ctx,
+        connectTarget: head.target,
+        ...(typeof sni === "string" && sni !== "" ? { sni } : {}),
+      };
+      const s = new HttpSession(
+        inner,
+        {
+          handle: (r, sess) => this.#handle(r, sess, tunnelCtx),
+          rejected: (f) => this.#rejected(tunnelCtx, f),
+        },
+        this.#o.limits,
+      );
+      s.run().catch(() => inner.destroy());
+    });
+    inner.on("error", () => {
+      clearTimeout(handshakeTimer);
+      if (sniMismatch) {
+        this.#o.audit.refused({
+          conn: ctx.id,
+          remote: ctx.remote,
+          agent: ctx.agent,
+          reason: "SNI does not match the CONNECT target",
+        });
+      }
+      inner.destroy();
+      outer.destroy();
+    });
+    inner.on("close", () => outer.destroy());
+    return { kind: "took-over" };
+  }
+
+  #auditEarly(
+    ctx: ConnContext,
+    head: RequestHead,
+    err: ProxyError,
+    host: string,
+    port: number,
+    started: number,
+  ): void {
+    const decision = err.status >= 500 ? "error" : "deny";
+    this.#o.audit.request({
+      conn: ctx.id,
+      agent: ctx.agent,
+      method: head.method,
+      scheme: ctx.connectTarget || head.method === "CONNECT" ? "https" : "http",
+      host,
+      port,
+      path: head.method === "CONNECT" ? "-" : loggablePath(head.target),
+      status: err.status,
+      bytesIn: 0,
+      bytesOut: 0,
+      swaps: 0,
+      redactions: 0,
+      decision,
+      reason: err.reason,
+      durationMs: Math.round((performance.now() - started) * 100) / 100,
+    });
+    this.#o.metrics.requests.inc({
+      agent: ctx.agent,
+      decision,
+      status: `${Math.floor(err.status / 100)}xx`,
+    });
+  }
+}
+
+function toOutgoing(res: Response, head: RequestHead): OutgoingResponse {
+  const headers: [string, string][] = [];
+  res.headers.forEach((v, k) => {
+    if (k !== "set-cookie") headers.push([k, v]);
+  });
+  for (const c of res.headers.getSetCookie()) headers.push(["set-cookie", c]);
+  const bodiless = head.method === "HEAD" || res.status === 204 || res.status === 304;
+  return {
+    status: res.status,
+    reason: res.statusText,
+    headers,
+    body: bodiless ? null : res.body,
+    bodiless,
+    close: res.headers.get("connection") === "close",
+  };
+}
+
+function remoteOf(s: {
+  remoteAddress?: string | undefined;
+  remotePort?: number | undefined;
+}): string {
+  return `${s.remoteAddress ?? "?"}:${s.remotePort ?? "?"}`;
+}
+
+function handshakeReason(err: Error): string {
+  const m = err.message ?? "";
+  // Only the OpenSSL reason code: no peer-supplied bytes.
+  if (/certificate required|PEER_DID_NOT_RETURN_A_CERTIFICATE|no certificate/i.test(m)) {
+    return "TLS handshake: no client certificate";
+  }
+  if (/expired/i.test(m)) return "TLS handshake: client certificate expired";
+  if (/not yet valid/i.test(m)) return "TLS handshake: client certificate not yet valid";
+  if (/self.signed|unable to get|unknown ca|verify/i.test(m)) {
+    return "TLS handshake: client certificate not from the agent CA";
+  }
+  if (/version|protocol/i.test(m)) return "TLS handshake: protocol version refused";
+  return "TLS handshake failed";
+}

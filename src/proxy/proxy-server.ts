@@ -1,0 +1,295 @@
+// Assembles a running proxy from configuration: certificates (embedded CA or Step-CA files),
+// credentials, policy, the matcher pool, the upstream client, the agent-facing front door and
+// the admin listener. Start-up validates everything before listening and fails with an error
+// that names what is wrong; it never prints a credential. Tests start it in-process.
+
+import { readFileSync } from "node:fs";
+import { createAdminApp } from "../admin/admin-app.ts";
+import type { ProxyConfig } from "../config/proxy-config.ts";
+import { loadSecrets, type SecretsConfig } from "../config/secrets.ts";
+import { MatcherPool } from "../matcher/pool.ts";
+import {
+  AgentIdentityCache,
+  denylistSets,
+  type IdentityRules,
+  interceptionCaMarker,
+} from "../pki/agent-identity.ts";
+import { EmbeddedCa } from "../pki/embedded-ca.ts";
+import { LeafCache } from "../pki/leaf-cache.ts";
+import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
+import { classifyAddress, isPublicUnicast } from "../policy/address-class.ts";
+import {
+  compileEgressPolicy,
+  type EgressPolicy,
+  type EgressRuleSpec,
+} from "../policy/egress-policy.ts";
+import { AuditLog } from "./audit.ts";
+import { PoolScanner } from "./body-scanner.ts";
+import { DEFAULT_DECODE_LIMITS } from "./content-coding.ts";
+import { createExchangeApp } from "./exchange-app.ts";
+import { FrontDoor, type ServerCredentials } from "./front-door.ts";
+import { ProxyMetrics } from "./metrics.ts";
+import { RateLimiter } from "./rate-limit.ts";
+import { SecretState } from "./secret-state.ts";
+import { UpstreamClient } from "./upstream-client.ts";
+import { type AddressCheck, type Lookup, trustAnchors } from "./upstream-dialer.ts";
+
+export const VERSION = "0.1.0";
+
+export interface RunningProxy {
+  readonly port: number;
+  readonly adminPort: number;
+  readonly config: ProxyConfig;
+  /** PEM an agent must trust (proxy certificate and interception leaves chain to it). */
+  readonly caBundlePem: string;
+  readonly embeddedCa: EmbeddedCa | undefined;
+  readonly audit: AuditLog;
+  readonly metrics: ProxyMetrics;
+  readonly pool: MatcherPool;
+  /** Re-read TOKENS_JSON / the environment; the old values are zeroed once unused. */
+  reloadSecrets(env?: Record<string, string | undefined>): Promise<void>;
+  /** Swap server certificate / agent CA without dropping open connections. */
+  reloadCredentials(c: ServerCredentials): void;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly env?: Record<string, string | undefined>;
+  /** Where audit lines go (default stdout). */
+  readonly auditDestination?: import("pino").DestinationStream;
+  /** Matcher worker threads (default: cores). */
+  readonly workers?: number;
+  /** Name resolution for upstreams (tests map their own names to loopback). */
+  readonly lookup?: Lookup;
+}
+
+function policyFrom(config: ProxyConfig): EgressPolicy {
+  const rule = (r: ProxyConfig["allow"][number]): EgressRuleSpec => ({
+    host: r.pattern.pattern.replace(/:(\d+|\*)$/, ""),
+    ports: r.ports,
+  });
+  const agents: Record<string, EgressRuleSpec[]> = {};
+  for (const [agent, rules] of config.agentAllow) agents[agent] = rules.map(rule);
+  return compileEgressPolicy({ allow: config.allow.map(rule), agents });
+}
+
+function addressCheck(config: ProxyConfig): AddressCheck {
+  return (ip) => {
+    if (isPublicUnicast(ip)) return { allowed: true };
+    const info = classifyAddress(ip);
+    const cls = info?.class ?? "invalid";
+    // Even with private destinations allowed (tests, labs), metadata endpoints stay denied.
+    if (config.allowPrivate && cls !== "metadata" && cls !== "unspecified" && info !== null) {
+      return { allowed: true };
+    }
+    return { allowed: false, reason: `${cls} address` };
+  };
+}
+
+interface Pki {
+  credentials: ServerCredentials;
+  caBundlePem: string;
+  interception: { cert: x509.X509Certificate; certPem: string; key: CryptoKey };
+  embedded: EmbeddedCa | undefined;
+}
+
+async function loadPki(config: ProxyConfig): Promise<Pki> {
+  const src = config.certificates;
+  if (src.mode === "embedded") {
+    const ca = await EmbeddedCa.open({ home: src.home, serverNames: src.serverNames });
+    return {
+      credentials: {
+        certPem: ca.server.certPem,
+        keyPem: ca.server.keyPem,
+        agentCaPem: ca.root.certPem,
+      },
+      caBundlePem: ca.caBundlePem,
+      interception: ca.interception,
+      embedded: ca,
+    };
+  }
+  const read = (f: string) => readFileSync(f, "utf8");
+  const rootPem = read(src.rootCaFile);
+  let interception: Pki["interception"];
+  let embedded: EmbeddedCa | undefined;
+  let bundle = rootPem;
+  if (src.interceptionCertFile && src.interceptionKeyFile) {
+    const certPem = read(src.interceptionCertFile);
+    interception = {
+      cert: new x509.X509Certificate(certPem),
+      certPem,
+      key: await importPrivateKeyPem(read(src.interceptionKeyFile)),
+    };
+  } else {
+    embedded = await EmbeddedCa.open({ home: src.home });
+    interception = embedded.interception;
+    bundle = `${rootPem.trim()}\n${embedded.caBundlePem.trim()}\n`;
+  }
+  return {
+    credentials: {
+      certPem: read(src.serverCertFile),
+      keyPem: read(src.serverKeyFile),
+      agentCaPem: rootPem,
+    },
+    caBundlePem: bundle,
+    interception,
+    embedded,
+  };
+}
+
+export async function startProxy(
+  config: ProxyConfig,
+  options: StartOptions = {},
+): Promise<RunningProxy> {
+  const env = options.env ?? process.env;
+  const audit = new AuditLog(config.logLevel, options.auditDestination);
+  let secrets: SecretsConfig = await loadSecrets(env);
+  let state = SecretState.compile(secrets);
+  const pki = await loadPki(config);
+  const leaves = await LeafCache.create(pki.interception);
+  const marker = interceptionCaMarker(pki.interception.cert);
+  const deny = denylistSets(config.denyCertificates);
+  const identities = new AgentIdentityCache();
+  const rules = (): IdentityRules => ({ interceptionCa: marker, ...deny, now: new Date() });
+  const policy = policyFrom(config);
+
+  const pool = await MatcherPool.start({
+    specs: [],
+    ...(options.workers ? { size: options.workers } : {}),
+  });
+  const scanner = new PoolScanner(pool);
+  const metrics = new ProxyMetrics({
+    stats: () => {
+      const s = pool.stats();
+      return {
+        queueDepth: s.queueDepth,
+        inFlightBytes: s.inFlightBytes,
+        streamsOpen: s.streamsOpen,
+      };
+    },
+  });
+  const extraCa: string[] = [];
+  if (config.upstreamCaFile) extraCa.push(readFileSync(config.upstreamCaFile, "utf8"));
+  if (config.nodeExtraCaCerts) {
+    try {
+      extraCa.push(readFileSync(config.nodeExtraCaCerts, "utf8"));
+    } catch {
+      // The runtime reports an unreadable NODE_EXTRA_CA_CERTS itself.
+    }
+  }
+  const upstream = new UpstreamClient({
+    addressCheck: addressCheck(config),
+    connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
+    ca: trustAnchors(extraCa),
+    responseTimeoutMs: config.limits.upstreamResponseTimeoutMs,
+    bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+    maxIdlePerHost: 16,
+    idleSocketTimeoutMs: 30_000,
+    ...(options.lookup ? { lookup: options.lookup } : {}),
+  });
+  const app = createExchangeApp({
+    policy: () => policy,
+    secrets: () => state,
+    scanner,
+    upstream,
+    audit,
+    metrics,
+    rateLimiter: config.rateLimit
+      ? new RateLimiter(config.rateLimit.perSecond, config.rateLimit.burst)
+      : undefined,
+    maxHeldBodyBytes: config.limits.maxHeldBodyBytes,
+    decodeLimits: DEFAULT_DECODE_LIMITS,
+  });
+  const front = new FrontDoor({
+    host: config.listen.host,
+    port: config.listen.port,
+    credentials: pki.credentials,
+    identify: (peer) => identities.derive(peer, rules()),
+    leaves,
+    policy: () => policy,
+    app,
+    audit,
+    metrics,
+    limits: {
+      maxHeaderBytes: config.limits.maxHeaderBytes,
+      maxHeaderCount: config.limits.maxHeaderCount,
+      headerTimeoutMs: config.limits.headerTimeoutMs,
+      idleTimeoutMs: config.limits.idleTimeoutMs,
+      bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+    },
+  });
+  const port = await front.listen();
+  const startedAt = Date.now();
+  let ready = true;
+  const admin = createAdminApp(metrics, {
+    startedAt,
+    version: VERSION,
+    ready: () => ready,
+    summary: () => ({
+      version: VERSION,
+      listen: `${config.listen.host}:${port}`,
+      "agent connections": front.connections,
+      credentials: state.credentialCount,
+      "egress rules": policy.ruleCount,
+      "matcher workers": pool.stats().workers,
+      "leaf certificates cached": leaves.stats().size,
+      "certificate mode": config.certificates.mode,
+    }),
+  });
+  const adminServer = Bun.serve({
+    hostname: config.adminListen.host,
+    port: config.adminListen.port,
+    fetch: admin.fetch,
+  });
+  audit.event(
+    "start",
+    {
+      listen: `${config.listen.host}:${port}`,
+      admin: `${config.adminListen.host}:${adminServer.port}`,
+      credentials: state.credentialCount,
+      rules: policy.ruleCount,
+    },
+    "proxy started",
+  );
+
+  return {
+    port,
+    adminPort: adminServer.port ?? config.adminListen.port,
+    config,
+    caBundlePem: pki.caBundlePem,
+    embeddedCa: pki.embedded,
+    audit,
+    metrics,
+    pool,
+    async reloadSecrets(e = env) {
+      const next = await loadSecrets(e);
+      const nextState = SecretState.compile(next);
+      const old = state;
+      const oldSecrets = secrets;
+      state = nextState;
+      secrets = next;
+      scanner.reset();
+      audit.event("reload", { credentials: nextState.credentialCount }, "secrets reloaded");
+      // Streams already open keep their compiled sets (the pool zeroes them when they end);
+      // the JS-side copies go now.
+      old.dispose();
+      oldSecrets.dispose();
+    },
+    reloadCredentials(c) {
+      front.reloadCredentials(c);
+      audit.event("reload", { what: "tls" }, "TLS credentials reloaded");
+    },
+    async close() {
+      ready = false;
+      await front.close(config.limits.shutdownGraceMs);
+      upstream.close();
+      adminServer.stop(true);
+      await pool.close();
+      state.dispose();
+      secrets.dispose();
+      leaves.clear();
+      audit.event("stop", {}, "proxy stopped");
+      audit.flush();
+    },
+  };
+}

@@ -1,0 +1,419 @@
+// Sends one request to an upstream and returns its response head with a streaming body. It
+// owns the upstream side of the wire: serialising the head, framing the request body, parsing
+// the response strictly, detecting an upstream that dies mid-body (the body stream errors, it
+// never ends cleanly), and reusing idle keep-alive connections. It never follows redirects and
+// never decodes content codings (the redactor decides that).
+
+import type net from "node:net";
+import type tls from "node:tls";
+import { ChunkedEncoder } from "../http/chunked.ts";
+import { type ResponseHead, ResponseParser } from "../http/response-parser.ts";
+import { serializeRequestHead } from "../http/serialize.ts";
+import { ProxyError } from "./errors.ts";
+import { type DialerOptions, type DialTarget, dialUpstream } from "./upstream-dialer.ts";
+
+type Sock = net.Socket | tls.TLSSocket;
+
+export interface UpstreamRequest {
+  readonly method: string;
+  /** origin-form target exactly as it will be sent. */
+  readonly target: string;
+  /** Fields to send (hop-by-hop already removed); framing fields are added here. */
+  readonly headers: readonly (readonly [string, string])[];
+  readonly body: ReadableStream<Uint8Array> | null;
+  /** Known body length (Content-Length); null: chunked. Ignored without a body. */
+  readonly bodyLength: number | null;
+}
+
+export interface UpstreamResponse {
+  readonly head: ResponseHead;
+  /** null for bodiless responses (HEAD, 1xx, 204, 304). */
+  readonly body: ReadableStream<Uint8Array> | null;
+}
+
+export interface UpstreamClientOptions extends DialerOptions {
+  /** Time from request head sent to response head received. */
+  readonly responseTimeoutMs: number;
+  /** Longest gap between response body chunks. */
+  readonly bodyIdleTimeoutMs: number;
+  /** Idle keep-alive connections kept per destination. */
+  readonly maxIdlePerHost: number;
+  readonly idleSocketTimeoutMs: number;
+}
+
+interface IdleSocket {
+  readonly sock: Sock;
+  readonly timer: ReturnType<typeof setTimeout>;
+}
+
+export class UpstreamClient {
+  readonly #idle = new Map<string, IdleSocket[]>();
+  #closed = false;
+  constructor(private readonly opts: UpstreamClientOptions) {}
+
+  /** Idle connections per destination, for metrics and tests. */
+  get idleCount(): number {
+    let n = 0;
+    for (const l of this.#idle.values()) n += l.length;
+    return n;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const list of this.#idle.values()) {
+      for (const i of list) {
+        clearTimeout(i.timer);
+        i.sock.destroy();
+      }
+    }
+    this.#idle.clear();
+  }
+
+  async send(
+    target: DialTarget,
+    req: UpstreamRequest,
+    signal?: AbortSignal,
+  ): Promise<UpstreamResponse> {
+    const key = `${target.tls ? "s" : "p"}|${target.host}|${target.port}`;
+    const reused = this.#takeIdle(key);
+    // A kept-alive connection may have been closed by the upstream just now; a request
+    // without a body can safely be retried once on a fresh connection.
+    if (reused && req.body === null) {
+      try {
+        return await this.#exchange(key, reused, req, signal, true);
+      } catch (e) {
+        if (!(e instanceof RetryableError)) throw e;
+      }
+    } else if (reused) {
+      reused.destroy();
+    }
+    const sock = await dialUpstream(target, this.opts);
+    return this.#exchange(key, sock, req, signal, false);
+  }
+
+  #takeIdle(key: string): Sock | undefined {
+    const list = this.#idle.get(key);
+    while (list && list.length > 0) {
+      const i = list.pop()!;
+      clearTimeout(i.timer);
+      i.sock.removeAllListeners("data");
+      i.sock.removeAllListeners("close");
+      i.sock.removeAllListeners("error");
+      i.sock.removeAllListeners("end");
+      if (!i.sock.destroyed && i.sock.readyState === "open") return i.sock;
+      i.sock.destroy();
+    }
+    return undefined;
+  }
+
+  #release(key: string, sock: Sock): void {
+    if (this.#closed || sock.destroyed) {
+      sock.destroy();
+      return;
+    }
+    const list = this.#idle.get(key) ?? [];
+    if (list.length >= this.opts.maxIdlePerHost) {
+      sock.destroy();
+      return;
+    }
+    sock.removeAllListeners("data");
+    const drop = () => {
+      const l = this.#idle.get(key);
+      const at = l?.findIndex((i) => i.sock === sock) ?? -1;
+      if (l && at >= 0) {
+        clearTimeout(l[at]!.timer);
+        l.splice(at, 1);
+      }
+      sock.destroy();
+    };
+    sock.on("data", drop); // unsolicited bytes: the connection is no longer trustworthy
+    sock.on("end", drop);
+    sock.on("close", drop);
+    sock.on("error", drop);
+    const timer = setTimeout(drop, this.opts.idleSocketTimeoutMs);
+    timer.unref?.();
+    list.push({ sock, timer });
+    this.#idle.set(key, list);
+    sock.resume();
+  }
+
+  #exchange(
+    key: string,
+    sock: Sock,
+    req: UpstreamRequest,
+    signal: AbortSignal | undefined,
+    reused: boolean,
+  ): Promise<UpstreamResponse> {
+    return new Promise<UpstreamResponse>((resolve, reject) => {
+      const parser = new ResponseParser();
+      parser.expect(req.method);
+      let headSeen = false;
+      let bodyCtrl: ReadableStreamDefaultController<Uint8Array> | null = null;
+      let requestSent = req.body === null;
+      let finished = false;
+      let anyByte = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+
+      const arm = (ms: number, err: () => ProxyError) => {
+        if (timer) clearTimeout(timer);
+        timer = setTimeout(() => fail(err()), ms);
+      };
+      const disarm = () => {
+        if (timer) clearTimeout(timer);
+        timer = undefined;
+      };
+
+      const cleanup = () => {
+        disarm();
+        sock.off("data", onData);
+        sock.off("end", onEnd);
+        sock.off("close", onClose);
+        sock.off("error", onClose);
+        signal?.removeEventListener("abort", onAbort);
+      };
+
+      const fail = (err: ProxyError) => {
+        if (finished) return;
+        finished = true;
+        cleanup();
+        sock.destroy();
+        if (!headSeen) {
+          reject(reused && !anyByte ? new RetryableError(err) : err);
+        } else {
+          try {
+            bodyCtrl?.error(err);
+          } catch {}
+        }
+      };
+
+      const complete = () => {
+        if (finished) return;
+        finished = true;
+        cleanup();
+        try {
+          bodyCtrl?.close();
+        } catch {}
+        if (parser.state === "idle" && requestSent && !sock.destroyed) this.#release(key, sock);
+        else sock.destroy();
+      };
+
+      const onData = (chunk: Buffer) => {
+        anyByte = true;
+        const events = parser.feed(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
+        for (const ev of events) {
+          switch (ev.type) {
+            case "head": {
+              if (ev.head.interim) continue; // 100 Continue and friends are not forwarded
+              if (ev.head.switchesProtocol) {
+                fail(new ProxyError("upstream-protocol", "upstream switched protocols unasked"));
+                return;
+              }
+              headSeen = true;
+              const bodiless = ev.head.framing.kind === "none";
+              let body: ReadableStream<Uint8Array> | null = null;
+              if (!bodiless) {
+                body = new ReadableStream<Uint8Array>(
+                  {
+                    start: (c) => {
+                      bodyCtrl = c;
+                    },
+                    pull: () => {
+                      if (!finished) sock.resume();
+                    },
+                    cancel: () => {
+                      if (!finished) {
+                        finished = true;
+                        cleanup();
+                        sock.destroy();
+                      }
+                    },
+                  },
+                  { highWaterMark: 4 },
+                );
+                arm(
+                  this.opts.bodyIdleTimeoutMs,
+                  () => new ProxyError("upstream-timeout", "upstream body stalled"),
+                );
+              } else {
+                disarm();
+              }
+              resolve({ head: ev.head, body });
+              break;
+            }
+            case "body":
+              if (bodyCtrl) {
+                arm(
+                  this.opts.bodyIdleTimeoutMs,
+                  () => new ProxyError("upstream-timeout", "upstream body stalled"),
+                );
+                try {
+                  bodyCtrl.enqueue(ev.data.slice());
+                } catch {}
+                if (
+                  ((bodyCtrl as ReadableStreamDefaultController<Uint8Array>).desiredSize ?? 1) <= 0
+                ) {
+                  sock.pause();
+                }
+              }
+              break;
+            case "trailers":
+              // Upstream trailers are dropped: the proxy re-frames the body and could not
+              // redact fields that arrive after it (documented).
+              break;
+            case "end":
+              complete();
+              return;
+            case "error":
+              fail(
+                new ProxyError(
+                  "upstream-protocol",
+                  `upstream sent an invalid response (${ev.error.code})`,
+                ),
+              );
+              return;
+          }
+        }
+      };
+
+      const onEnd = () => {
+        const events = parser.finish();
+        for (const ev of events) {
+          if (ev.type === "end") {
+            complete();
+            return;
+          }
+          if (ev.type === "error") {
+            fail(
+              headSeen
+                ? new ProxyError("upstream-reset", "upstream closed the connection mid-body")
+                : new ProxyError(
+                    "upstream-reset",
+                    "upstream closed the connection without answering",
+                  ),
+            );
+            return;
+          }
+        }
+        if (!finished) {
+          fail(new ProxyError("upstream-reset", "upstream closed the connection"));
+        }
+      };
+
+      const onClose = () => {
+        if (!finished) fail(new ProxyError("upstream-reset", "upstream connection was reset"));
+      };
+
+      const onAbort = () => fail(new ProxyError("upstream-reset", "request aborted by the agent"));
+
+      sock.on("data", onData);
+      sock.on("end", onEnd);
+      sock.on("close", onClose);
+      sock.on("error", onClose);
+      signal?.addEventListener("abort", onAbort);
+      sock.resume();
+
+      // Head, then the body with backpressure.
+      const headers: [string, string][] = req.headers.map(([n, v]) => [n, v]);
+      let encoder: ChunkedEncoder | null = null;
+      if (req.body !== null) {
+        if (req.bodyLength !== null) headers.push(["content-length", String(req.bodyLength)]);
+        else {
+          headers.push(["transfer-encoding", "chunked"]);
+          encoder = new ChunkedEncoder();
+        }
+      }
+      let headBytes: Uint8Array;
+      try {
+        headBytes = serializeRequestHead({ method: req.method, target: req.target, headers });
+      } catch {
+        fail(new ProxyError("bad-request", "request head cannot be forwarded safely"));
+        return;
+      }
+      sock.write(headBytes);
+      arm(
+        this.opts.responseTimeoutMs,
+        () => new ProxyError("upstream-timeout", "upstream did not answer in time"),
+      );
+      if (req.body !== null) {
+        void pumpBody(sock, req.body, encoder, req.bodyLength).then(
+          () => {
+            requestSent = true;
+            if (finished && parser.state === "idle" && !sock.destroyed) {
+              // Response already complete before the body finished: do not reuse.
+              sock.destroy();
+            }
+          },
+          (err) => {
+            // The agent's body failed (it disconnected, a scan failed, DLP blocked it): the
+            // upstream must not see a complete request.
+            fail(
+              err instanceof ProxyError
+                ? err
+                : new ProxyError("bad-request", "request body failed"),
+            );
+          },
+        );
+      }
+    });
+  }
+}
+
+class RetryableError extends Error {
+  constructor(override readonly cause: ProxyError) {
+    super(cause.message);
+  }
+}
+
+async function pumpBody(
+  sock: Sock,
+  body: ReadableStream<Uint8Array>,
+  encoder: ChunkedEncoder | null,
+  length: number | null,
+): Promise<void> {
+  const reader = body.getReader();
+  let sent = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (value.length === 0) continue;
+      sent += value.length;
+      if (length !== null && sent > length) {
+        throw new ProxyError("internal", "request body longer than announced");
+      }
+      const parts = encoder ? encoder.encode(value) : [value];
+      for (const p of parts) {
+        if (sock.destroyed) throw new ProxyError("upstream-reset", "upstream connection closed");
+        if (!sock.write(p)) await drained(sock);
+      }
+    }
+    if (length !== null && sent !== length) {
+      throw new ProxyError("internal", "request body shorter than announced");
+    }
+    if (encoder) sock.write(encoder.end());
+  } catch (e) {
+    reader.cancel(e).catch(() => {});
+    throw e;
+  }
+}
+
+function drained(sock: Sock): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const ok = () => {
+      done();
+      resolve();
+    };
+    const gone = () => {
+      done();
+      reject(new ProxyError("upstream-reset", "upstream connection closed"));
+    };
+    const done = () => {
+      sock.off("drain", ok);
+      sock.off("close", gone);
+      sock.off("error", gone);
+    };
+    sock.on("drain", ok);
+    sock.on("close", gone);
+    sock.on("error", gone);
+  });
+}

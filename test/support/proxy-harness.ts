@@ -1,0 +1,178 @@
+// Starts a real SLAPENIR proxy in-process for end-to-end tests: a temporary SLAPENIR_HOME with
+// the embedded PKI, agent certificates, a test upstream CA the proxy trusts, a secrets file,
+// and an allowlist. Captures audit lines in memory so tests can assert on them (and on the
+// absence of secrets in them). Also drives curl as a real agent. Test-only.
+
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { loadProxyConfig } from "../../src/config/proxy-config.ts";
+import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
+import { type RunningProxy, startProxy } from "../../src/proxy/proxy-server.ts";
+import { createTestCa, type TestCa } from "./test-pki.ts";
+
+export interface CredentialSpec {
+  readonly name: string;
+  readonly dummy: string;
+  readonly real: string;
+  readonly hosts: readonly string[];
+  readonly agents?: readonly string[];
+  readonly require?: boolean;
+  readonly inUrl?: "allow" | "deny";
+}
+
+export interface HarnessOptions {
+  readonly credentials?: readonly CredentialSpec[];
+  readonly allow?: readonly string[];
+  readonly agents?: readonly string[];
+  readonly env?: Record<string, string>;
+  readonly workers?: number;
+  /** Names that resolve to 127.0.0.1 (besides localhost). */
+  readonly names?: readonly string[];
+}
+
+export interface AgentFiles {
+  readonly name: string;
+  readonly certPath: string;
+  readonly keyPath: string;
+}
+
+export interface Harness extends AsyncDisposable {
+  readonly dir: string;
+  readonly proxy: RunningProxy;
+  readonly port: number;
+  readonly caBundlePath: string;
+  readonly upstreamCa: TestCa;
+  readonly agents: Record<string, AgentFiles>;
+  readonly auditLines: string[];
+  readonly ca: EmbeddedCa;
+  curl(args: readonly string[], agent?: string): Promise<CurlResult>;
+  close(): Promise<void>;
+}
+
+export interface CurlResult {
+  readonly code: number;
+  readonly status: number;
+  readonly headers: string;
+  readonly body: Buffer;
+  readonly stderr: string;
+}
+
+export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
+  const dir = await mkdtemp(join(tmpdir(), "slapenir-e2e-"));
+  const home = join(dir, "home");
+  const upstreamCa = await createTestCa();
+  const upstreamCaPath = join(dir, "upstream-ca.pem");
+  await writeFile(upstreamCaPath, upstreamCa.certPem);
+  const ca = await EmbeddedCa.open({ home });
+  const agents: Record<string, AgentFiles> = {};
+  for (const name of opts.agents ?? ["agent-a"]) {
+    const issued = await ca.issueAgentCert(name);
+    agents[name] = { name, certPath: issued.certPath, keyPath: issued.keyPath };
+  }
+  const env: Record<string, string> = {
+    SLAPENIR_HOME: home,
+    SLAPENIR_LISTEN: "127.0.0.1:0",
+    SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+    SLAPENIR_ALLOW_PRIVATE: "true",
+    SLAPENIR_UPSTREAM_CA: upstreamCaPath,
+    SLAPENIR_ALLOW: (opts.allow ?? ["localhost:*"]).join(","),
+    SLAPENIR_LOG_LEVEL: "info",
+    ...opts.env,
+  };
+  if (opts.credentials && opts.credentials.length > 0) {
+    const path = join(dir, "tokens.json");
+    await writeFile(path, JSON.stringify({ credentials: opts.credentials }));
+    env.TOKENS_JSON = path;
+  }
+  const auditLines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      for (const line of String(chunk).split("\n")) if (line) auditLines.push(line);
+      cb();
+    },
+  });
+  const names = new Set(["localhost", ...(opts.names ?? [])]);
+  const config = loadProxyConfig(env, dir);
+  const proxy = await startProxy(config, {
+    env,
+    auditDestination: sink,
+    workers: opts.workers ?? 1,
+    lookup: async (host) => {
+      if (names.has(host)) return [{ address: "127.0.0.1", family: 4 }];
+      throw new Error("ENOTFOUND");
+    },
+  });
+  const caBundlePath = join(home, "ca-bundle.pem");
+  const close = async () => {
+    await proxy.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  return {
+    dir,
+    proxy,
+    port: proxy.port,
+    caBundlePath,
+    upstreamCa,
+    agents,
+    auditLines,
+    ca,
+    curl: (args, agent = Object.keys(agents)[0]!) =>
+      curl(proxy.port, caBundlePath, agents[agent], args),
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/** curl as the agent: mTLS to the proxy, trusting the proxy's CA for intercepted sites. */
+export async function curl(
+  proxyPort: number,
+  caBundlePath: string,
+  agent: AgentFiles | undefined,
+  args: readonly string[],
+): Promise<CurlResult> {
+  const dir = await mkdtemp(join(tmpdir(), "slapenir-curl-"));
+  const headersPath = join(dir, "headers");
+  const bodyPath = join(dir, "body");
+  const cmd = [
+    "curl",
+    "-sS",
+    "--max-time",
+    "20",
+    "--proxy",
+    `https://localhost:${proxyPort}`,
+    "--proxy-cacert",
+    caBundlePath,
+    ...(agent ? ["--proxy-cert", agent.certPath, "--proxy-key", agent.keyPath] : []),
+    "--cacert",
+    caBundlePath,
+    "-D",
+    headersPath,
+    "-o",
+    bodyPath,
+    "-w",
+    "%{http_code}",
+    ...args,
+  ];
+  await using proc = Bun.spawn(cmd, {
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { PATH: process.env.PATH ?? "" },
+  });
+  const [out, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  const headers = await Bun.file(headersPath)
+    .text()
+    .catch(() => "");
+  const body = Buffer.from(
+    await Bun.file(bodyPath)
+      .arrayBuffer()
+      .catch(() => new ArrayBuffer(0)),
+  );
+  await rm(dir, { recursive: true, force: true });
+  return { code, status: Number(out.trim().slice(-3)) || 0, headers, body, stderr };
+}

@@ -1,0 +1,116 @@
+// A hand-driven agent for tests that must send bytes no well-behaved client would: it opens
+// mTLS to the proxy, optionally CONNECTs and starts TLS inside the tunnel (with any SNI), then
+// writes raw bytes and collects everything the proxy answers until it closes or goes quiet.
+// Test-only.
+
+import { readFileSync } from "node:fs";
+import tls from "node:tls";
+import type { AgentFiles } from "./proxy-harness.ts";
+
+export interface RawAgentOptions {
+  readonly port: number;
+  readonly caBundlePath: string;
+  readonly agent?: AgentFiles;
+}
+
+export interface TunnelOptions {
+  /** CONNECT target `host:port`. */
+  readonly connect: string;
+  /** SNI for the inner handshake (default: the CONNECT host). */
+  readonly sni?: string;
+}
+
+function connectOuter(o: RawAgentOptions): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({
+      host: "127.0.0.1",
+      port: o.port,
+      servername: "localhost",
+      ca: readFileSync(o.caBundlePath, "utf8"),
+      ...(o.agent
+        ? {
+            cert: readFileSync(o.agent.certPath, "utf8"),
+            key: readFileSync(o.agent.keyPath, "utf8"),
+          }
+        : {}),
+    });
+    s.once("secureConnect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** Read until the peer closes or `quietMs` pass without data. */
+export function readAll(s: tls.TLSSocket, quietMs = 1500): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    let timer = setTimeout(done, quietMs);
+    function done() {
+      clearTimeout(timer);
+      s.off("data", onData);
+      resolve(Buffer.concat(parts));
+    }
+    function onData(d: Buffer) {
+      parts.push(d);
+      clearTimeout(timer);
+      timer = setTimeout(done, quietMs);
+    }
+    s.on("data", onData);
+    s.once("close", done);
+    s.once("error", done);
+  });
+}
+
+function readHead(s: tls.TLSSocket): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const i = buf.indexOf("\r\n\r\n");
+      if (i >= 0) {
+        s.off("data", onData);
+        if (i + 4 < buf.length) s.unshift(buf.subarray(i + 4));
+        resolve(buf.subarray(0, i).toString("latin1"));
+      }
+    };
+    s.on("data", onData);
+    s.once("close", () => reject(new Error(`closed before head: ${buf.toString("latin1")}`)));
+  });
+}
+
+/** Open a tunnel: CONNECT, expect 200, start TLS inside trusting the proxy CA. */
+export async function openTunnel(o: RawAgentOptions, t: TunnelOptions): Promise<tls.TLSSocket> {
+  const outer = await connectOuter(o);
+  outer.write(`CONNECT ${t.connect} HTTP/1.1\r\nHost: ${t.connect}\r\n\r\n`);
+  const head = await readHead(outer);
+  if (!head.startsWith("HTTP/1.1 200")) {
+    outer.destroy();
+    throw new Error(`CONNECT refused: ${head.split("\r\n")[0]}`);
+  }
+  const host = t.connect.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return await new Promise((resolve, reject) => {
+    const inner = tls.connect({
+      socket: outer,
+      servername: t.sni ?? host,
+      ca: readFileSync(o.caBundlePath, "utf8"),
+      ALPNProtocols: ["http/1.1"],
+    });
+    inner.once("secureConnect", () => resolve(inner));
+    inner.once("error", reject);
+  });
+}
+
+/** The outer connection only (for absolute-form and CONNECT-level tests). */
+export function openProxyConnection(o: RawAgentOptions): Promise<tls.TLSSocket> {
+  return connectOuter(o);
+}
+
+/** Send raw bytes and collect the answer. */
+export async function exchangeRaw(
+  s: tls.TLSSocket,
+  bytes: Uint8Array | string,
+  quietMs?: number,
+): Promise<Buffer> {
+  const reply = readAll(s, quietMs);
+  s.write(typeof bytes === "string" ? Buffer.from(bytes, "latin1") : bytes);
+  return reply;
+}
