@@ -89,7 +89,15 @@ class MatcherWorker {
     }
     const queued = this.backlog;
     this.backlog = undefined;
-    for (const msg of queued) this.handle(msg);
+    try {
+      for (const msg of queued) this.handle(msg);
+    } catch (e) {
+      // Outside this async function, so it is an uncaught error that kills the worker (as it
+      // would have been had the message arrived later), not a quiet rejected promise.
+      setTimeout(() => {
+        throw e;
+      });
+    }
   }
 
   handle(msg: ToWorker): void {
