@@ -1,0 +1,108 @@
+// The README's start path: `bun src/main.ts` (what `npm start` runs after building the WASM)
+// on embedded defaults creates its PKI, listens, serves /health, /metrics and /status on the
+// admin listener, and stops cleanly on SIGTERM. Bad configuration exits 2 naming the setting.
+
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const MAIN = join(import.meta.dir, "../../src/main.ts");
+
+async function readUntil(
+  stream: ReadableStream<Uint8Array>,
+  re: RegExp,
+  ms: number,
+): Promise<string> {
+  const reader = stream.getReader();
+  const dec = new TextDecoder();
+  let text = "";
+  const deadline = Date.now() + ms;
+  while (!re.test(text)) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    const r = await Promise.race([
+      reader.read(),
+      Bun.sleep(left).then(() => ({ done: true, value: undefined })),
+    ]);
+    if (r.done) break;
+    text += dec.decode(r.value);
+  }
+  reader.releaseLock();
+  return text;
+}
+
+describe("bun src/main.ts", () => {
+  test("starts on embedded defaults, serves admin endpoints, stops on SIGTERM", async () => {
+    const home = await mkdtemp(join(tmpdir(), "slapenir-start-"));
+    try {
+      await using proc = Bun.spawn([process.execPath, MAIN], {
+        env: {
+          PATH: process.env.PATH ?? "",
+          SLAPENIR_HOME: home,
+          SLAPENIR_LISTEN: "127.0.0.1:0",
+          SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+        },
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const banner = await readUntil(proc.stderr, /admin on http:\/\/[^\s]+/, 20_000);
+      const admin = /admin on (http:\/\/[^\s]+)/.exec(banner)?.[1];
+      expect(admin).toBeDefined();
+      expect(banner).toContain("every destination is denied");
+      for (const f of ["root-ca.crt", "interception-ca.crt", "server.crt", "ca-bundle.pem"]) {
+        expect(existsSync(join(home, f))).toBe(true);
+      }
+      const health = await fetch(`${admin}/health`);
+      expect(health.status).toBe(200);
+      expect((await health.json()).status).toBe("ok");
+      const metrics = await (await fetch(`${admin}/metrics`)).text();
+      expect(metrics).toContain("slapenir_requests_total");
+      expect(metrics).toContain("slapenir_matcher_queue_depth");
+      const status = await fetch(`${admin}/status`);
+      expect(status.headers.get("content-type")).toContain("text/html");
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+      const out = await new Response(proc.stdout).text();
+      const events = out
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).evt);
+      expect(events).toContain("start");
+      expect(events).toContain("stop");
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  const bad: [string, Record<string, string>, string][] = [
+    ["listen address", { SLAPENIR_LISTEN: "nonsense" }, "SLAPENIR_LISTEN"],
+    ["allow rule", { SLAPENIR_ALLOW: "exa mple.com" }, "SLAPENIR_ALLOW[0]"],
+    ["secrets file", { TOKENS_JSON: "/nonexistent/tokens.json" }, "TOKENS_JSON"],
+  ];
+  for (const [name, env, where] of bad) {
+    test(`bad ${name}: exits with an error naming ${where}`, async () => {
+      const home = await mkdtemp(join(tmpdir(), "slapenir-bad-"));
+      try {
+        await using proc = Bun.spawn([process.execPath, MAIN], {
+          env: {
+            PATH: process.env.PATH ?? "",
+            SLAPENIR_HOME: home,
+            SLAPENIR_LISTEN: "127.0.0.1:0",
+            SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+            ...env,
+          },
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        const code = await proc.exited;
+        const err = await new Response(proc.stderr).text();
+        expect(code).not.toBe(0);
+        expect(err).toContain(where);
+      } finally {
+        await rm(home, { recursive: true, force: true });
+      }
+    }, 20_000);
+  }
+});
