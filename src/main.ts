@@ -5,9 +5,47 @@
 
 import { ConfigError } from "./config/config-error.ts";
 import { loadProxyConfig } from "./config/proxy-config.ts";
-import { startProxy } from "./proxy/proxy-server.ts";
+import { proxyEnrollmentConfig, startProxyEnrollment } from "./enroll/proxy-enrollment.ts";
+import type { ServerCredentials } from "./proxy/front-door.ts";
+import { type RunningProxy, startProxy } from "./proxy/proxy-server.ts";
+
+/**
+ * Step-CA mode (SLAPENIR_CA_URL set): enroll with the one-time token before the configuration
+ * is read (it expects the certificate files in CERT_PATH), then keep renewing; each renewal
+ * and each change of the CA's roots is swapped into the live listener without a restart.
+ */
+async function enrollIfConfigured(proxyRef: { current?: RunningProxy }): Promise<void> {
+  if (!process.env.SLAPENIR_CA_URL) return;
+  let tls: ServerCredentials | undefined;
+  const apply = () => {
+    if (tls && proxyRef.current) proxyRef.current.reloadCredentials(tls);
+  };
+  const enr = await startProxyEnrollment(proxyEnrollmentConfig(process.env), {
+    onRenewed: (certPem, keyPem, chainPem) => {
+      tls = {
+        certPem: `${certPem.trim()}\n${chainPem.trim()}\n`,
+        keyPem,
+        agentCaPem: tls?.agentCaPem ?? "",
+      };
+      apply();
+    },
+    onTrustBundle: (rootsPem) => {
+      if (tls) tls = { ...tls, agentCaPem: rootsPem };
+      apply();
+    },
+    onEvent: (e) => process.stderr.write(`slapenir: enrollment ${e.type}\n`),
+  });
+  const c = enr.credentials;
+  tls = {
+    certPem: `${c.certPem.trim()}\n${c.chainPem.trim()}\n`,
+    keyPem: c.keyPem,
+    agentCaPem: enr.trustBundle,
+  };
+}
 
 async function main(): Promise<void> {
+  const proxyRef: { current?: RunningProxy } = {};
+  await enrollIfConfigured(proxyRef);
   let config: ReturnType<typeof loadProxyConfig>;
   try {
     config = loadProxyConfig(process.env);
@@ -16,6 +54,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const proxy = await startProxy(config);
+  proxyRef.current = proxy;
   const home = config.home;
   const listen = `${config.listen.host}:${proxy.port}`;
   const creds = config.tokensJson ? "from TOKENS_JSON" : "none configured (set TOKENS_JSON)";

@@ -56,7 +56,7 @@ describe("bun src/main.ts", () => {
       }
       const health = await fetch(`${admin}/health`);
       expect(health.status).toBe(200);
-      expect((await health.json()).status).toBe("ok");
+      expect(((await health.json()) as { status: string }).status).toBe("ok");
       const metrics = await (await fetch(`${admin}/metrics`)).text();
       expect(metrics).toContain("slapenir_requests_total");
       expect(metrics).toContain("slapenir_matcher_queue_depth");
