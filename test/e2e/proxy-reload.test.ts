@@ -1,0 +1,73 @@
+// Hot reload without a restart: the agent CA and server certificate are swapped while a tunnel
+// stays open (the open tunnel keeps working, new handshakes use the new trust), and secrets are
+// reloaded (proxy-secrets-reload.test.ts).
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
+import { curl, type Harness, startHarness } from "../support/proxy-harness.ts";
+import { exchangeRaw, openTunnel } from "../support/raw-agent.ts";
+import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
+
+let h: Harness;
+let up: EchoServer;
+
+beforeAll(async () => {
+  h = await startHarness();
+  up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
+});
+
+afterAll(async () => {
+  await up?.stop();
+  await h?.close();
+});
+
+describe("TLS credential rotation", () => {
+  test("open tunnels survive; new handshakes use the new agent CA", async () => {
+    const agent = h.agents["agent-a"]!;
+    const tunnel = await openTunnel(
+      { port: h.port, caBundlePath: h.caBundlePath, agent },
+      { connect: `localhost:${up.port}` },
+    );
+    const req = `GET /before HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`;
+    expect((await exchangeRaw(tunnel, req, 500)).toString("latin1")).toStartWith("HTTP/1.1 200");
+
+    // A second, independent CA becomes the only agent CA; the server certificate is re-issued
+    // by it too. (The tunnel's inner leaf still comes from the old interception CA.)
+    const otherHome = await mkdtemp(join(tmpdir(), "slapenir-rot-"));
+    try {
+      const next = await EmbeddedCa.open({ home: otherHome });
+      const nextAgent = await next.issueAgentCert("agent-next");
+      h.proxy.reloadCredentials({
+        certPem: next.server.certPem,
+        keyPem: next.server.keyPem,
+        agentCaPem: next.root.certPem,
+      });
+      // The open tunnel is not dropped.
+      const again = `GET /after HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`;
+      expect((await exchangeRaw(tunnel, again, 500)).toString("latin1")).toStartWith(
+        "HTTP/1.1 200",
+      );
+      tunnel.destroy();
+
+      const nextBundle = join(otherHome, "bundle.pem");
+      await writeFile(nextBundle, `${next.root.certPem}\n${await Bun.file(h.caBundlePath).text()}`);
+      // Old agent certificate: refused by the new trust.
+      const old = await curl(h.port, nextBundle, agent, [`https://localhost:${up.port}/old`]);
+      expect(old.status).toBe(0);
+      // New agent certificate: accepted.
+      const fresh = await curl(
+        h.port,
+        nextBundle,
+        { name: "agent-next", certPath: nextAgent.certPath, keyPath: nextAgent.keyPath },
+        [`https://localhost:${up.port}/new`],
+      );
+      expect(fresh.stderr).toBe("");
+      expect(fresh.status).toBe(200);
+    } finally {
+      await rm(otherHome, { recursive: true, force: true });
+    }
+  });
+});
