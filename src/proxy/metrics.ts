@@ -7,6 +7,10 @@ export interface PoolStatsSource {
   stats(): { queueDepth: number; inFlightBytes: number; streamsOpen: number };
 }
 
+export interface LeafStatsSource {
+  stats(): { hits: number; misses: number; size: number; mints: number; evictions: number };
+}
+
 export class ProxyMetrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
@@ -58,8 +62,22 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
-  constructor(pool?: PoolStatsSource) {
+  constructor(pool?: PoolStatsSource, leaves?: LeafStatsSource) {
     collectDefaultMetrics({ register: this.registry, prefix: "slapenir_" });
+    if (leaves) {
+      new Gauge({
+        name: "slapenir_leaf_cert_cache",
+        help: "Interception leaf certificate cache: entries, hits, misses, mints, evictions",
+        labelNames: ["figure"] as const,
+        registers: [this.registry],
+        collect() {
+          const s = leaves.stats();
+          for (const k of ["size", "hits", "misses", "mints", "evictions"] as const) {
+            this.set({ figure: k }, s[k]);
+          }
+        },
+      });
+    }
     if (pool) {
       new Gauge({
         name: "slapenir_matcher_queue_depth",

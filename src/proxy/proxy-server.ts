@@ -158,16 +158,19 @@ export async function startProxy(
     ...(options.workers ? { size: options.workers } : {}),
   });
   const scanner = new PoolScanner(pool);
-  const metrics = new ProxyMetrics({
-    stats: () => {
-      const s = pool.stats();
-      return {
-        queueDepth: s.queueDepth,
-        inFlightBytes: s.inFlightBytes,
-        streamsOpen: s.streamsOpen,
-      };
+  const metrics = new ProxyMetrics(
+    {
+      stats: () => {
+        const s = pool.stats();
+        return {
+          queueDepth: s.queueDepth,
+          inFlightBytes: s.inFlightBytes,
+          streamsOpen: s.streamsOpen,
+        };
+      },
     },
-  });
+    leaves,
+  );
   const extraCa: string[] = [];
   if (config.upstreamCaFile) extraCa.push(readFileSync(config.upstreamCaFile, "utf8"));
   if (config.nodeExtraCaCerts) {
