@@ -90,6 +90,9 @@ export function createExchangeApp(deps: ExchangeDeps): Hono<Env> {
   app.use(redact(deps));
   app.all("*", forward(deps));
   app.onError((err, c) => {
+    // Hono merges the headers of the response already set into the one returned here: drop
+    // it first, or an upstream's unredacted fields would ride along on the error answer.
+    clearResponse(c);
     const pe = toProxyError(err);
     const rec = c.env.ex.rec;
     if (rec.decision === "allow") rec.decision = "error";
@@ -97,6 +100,20 @@ export function createExchangeApp(deps: ExchangeDeps): Hono<Env> {
     return errorResponse(pe);
   });
   return app;
+}
+
+/**
+ * Replace the context's response. Hono's `c.res` setter copies every header of the previous
+ * response into the new one (so redacted fields would be overwritten by the originals): clear
+ * it first so the new response carries exactly its own headers.
+ */
+function setResponse(c: import("hono").Context<Env>, res: Response): void {
+  clearResponse(c);
+  c.res = res;
+}
+
+function clearResponse(c: import("hono").Context<Env>): void {
+  c.res = undefined as unknown as Response;
 }
 
 /** The URL Hono routes on; the real target string travels in the exchange, untouched. */
@@ -152,12 +169,15 @@ function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
       return;
     }
     const res = c.res;
-    c.res = new Response(
-      countBytes(body, (n, ok) => {
-        rec.bytesOut = n;
-        finish(ok);
-      }),
-      { status: res.status, statusText: res.statusText, headers: res.headers },
+    setResponse(
+      c,
+      new Response(
+        countBytes(body, (n, ok) => {
+          rec.bytesOut = n;
+          finish(ok);
+        }),
+        { status: res.status, statusText: res.statusText, headers: res.headers },
+      ),
     );
   };
 }
@@ -390,15 +410,26 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     let redactions = 0;
     const headers = new Headers();
     const isHead = ex.req.head.method === "HEAD";
-    const codings = parseContentEncoding(
-      res.headers.get("content-encoding") ? [res.headers.get("content-encoding")!] : [],
-    );
+    let codings: ReturnType<typeof parseContentEncoding>;
+    try {
+      codings = parseContentEncoding(
+        res.headers.get("content-encoding") ? [res.headers.get("content-encoding")!] : [],
+      );
+    } catch (e) {
+      await res.body?.cancel().catch(() => {});
+      throw e;
+    }
     const decode = codings.length > 0 && res.body !== null;
     res.headers.forEach((value, name) => {
       if (name === "set-cookie") return;
       if (DROP_INBOUND.has(name) && !(isHead && name === "content-length")) return;
       if (name === "x-slapenir-upstream") return;
       if (decode && name === "content-encoding") return;
+      // A field *named* after a secret (any token-shaped value can be a name) is dropped whole.
+      if (state.redactInline.applyLatin1(name).count > 0) {
+        redactions++;
+        return;
+      }
       const r = state.redactInline.applyLatin1(value);
       redactions += r.count;
       headers.append(name, r.value);
@@ -419,7 +450,10 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
         });
       }
     }
-    c.res = new Response(body, { status: res.status, statusText: res.statusText, headers });
+    // The reason phrase is upstream text too.
+    const reason = state.redactInline.applyLatin1(res.statusText);
+    ex.rec.redactions += reason.count;
+    setResponse(c, new Response(body, { status: res.status, statusText: reason.value, headers }));
   };
 }
 

@@ -30,6 +30,8 @@ export interface HarnessOptions {
   readonly workers?: number;
   /** Names that resolve to 127.0.0.1 (besides localhost). */
   readonly names?: readonly string[];
+  /** Names that resolve to a given address (internal/metadata destination tests). */
+  readonly addresses?: Readonly<Record<string, string>>;
 }
 
 export interface AgentFiles {
@@ -46,6 +48,8 @@ export interface Harness extends AsyncDisposable {
   readonly upstreamCa: TestCa;
   readonly agents: Record<string, AgentFiles>;
   readonly auditLines: string[];
+  /** Every name the proxy asked to resolve, in order (DNS-exfiltration tests). */
+  readonly lookups: string[];
   readonly ca: EmbeddedCa;
   curl(args: readonly string[], agent?: string): Promise<CurlResult>;
   close(): Promise<void>;
@@ -94,12 +98,17 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     },
   });
   const names = new Set(["localhost", ...(opts.names ?? [])]);
+  const addresses = new Map(Object.entries(opts.addresses ?? {}));
+  const lookups: string[] = [];
   const config = loadProxyConfig(env, dir);
   const proxy = await startProxy(config, {
     env,
     auditDestination: sink,
     workers: opts.workers ?? 1,
     lookup: async (host) => {
+      lookups.push(host);
+      const fixed = addresses.get(host);
+      if (fixed !== undefined) return [{ address: fixed, family: fixed.includes(":") ? 6 : 4 }];
       if (names.has(host)) return [{ address: "127.0.0.1", family: 4 }];
       throw new Error("ENOTFOUND");
     },
@@ -117,6 +126,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     upstreamCa,
     agents,
     auditLines,
+    lookups,
     ca,
     curl: (args, agent = Object.keys(agents)[0]!) =>
       curl(proxy.port, caBundlePath, agents[agent], args),

@@ -1,0 +1,141 @@
+// The leak oracle for the hostile tests: the secret values they use, every way a hostile
+// upstream or agent might encode one (built here with Node's own encoders, independently of
+// src/policy/secret-variants.ts), and a detector that decodes a byte dump in every scheme it
+// knows (hex runs at both nibble offsets, base64/base64url runs at every char offset, percent
+// and form decoding, JSON and HTML escapes) and reports whether a real value is inside. The
+// detector is deliberately broader than the proxy's matcher: a leak the proxy misses shows up
+// here. Test-only; it must never print a secret (findings name the encoding, not the bytes).
+
+/** Two credentials: one plain token, one with bytes every encoding treats specially. */
+export const SECRETS = {
+  alpha: {
+    name: "alpha",
+    dummy: "sk-live-DUMMY00000000000000000000000000a",
+    real: "sk-live-Q7f3Zp9Lx2Vb8Nc4Rm6Tk1Wy5Hd0Js3",
+  },
+  beta: {
+    name: "beta",
+    dummy: "ghp_DUMMYdummyDUMMYdummyDUMMYdum",
+    real: 'ghp_R3al/Se+cr=et&Tok"en<9>Zq~2Wx',
+  },
+} as const;
+
+export const REALS: readonly Buffer[] = [
+  Buffer.from(SECRETS.alpha.real, "latin1"),
+  Buffer.from(SECRETS.beta.real, "latin1"),
+];
+
+export interface Planting {
+  readonly encoding: string;
+  readonly text: Buffer;
+}
+
+const hex = (b: Buffer) => b.toString("hex");
+const pct = (b: Buffer, all: boolean, upper: boolean) =>
+  Array.from(b, (c) => {
+    const keep = !all && /[A-Za-z0-9\-._~]/.test(String.fromCharCode(c));
+    if (keep) return String.fromCharCode(c);
+    const h = c.toString(16).padStart(2, "0");
+    return `%${upper ? h.toUpperCase() : h}`;
+  }).join("");
+
+/** Every encoding of `real` a hostile peer might use, each with some context around it. */
+export function plantings(real: Buffer): Planting[] {
+  const out: Planting[] = [];
+  const add = (encoding: string, text: string) =>
+    out.push({ encoding, text: Buffer.from(text, "latin1") });
+  add("raw", `token=${real.toString("latin1")};`);
+  for (const k of [0, 1, 2]) {
+    const framed = Buffer.concat([Buffer.from("xyz".slice(0, k)), real, Buffer.from("!?")]);
+    add(`base64-${k}`, `b64:${framed.toString("base64")}.`);
+    add(`base64url-${k}`, `b64u:${framed.toString("base64url")}.`);
+  }
+  add("hex-lower", `h=${hex(real)}`);
+  add("hex-upper", `H=${hex(real).toUpperCase()}`);
+  add("percent-all-upper", `p=${pct(real, true, true)}`);
+  add("percent-all-lower", `p=${pct(real, true, false)}`);
+  add("percent-reserved", `q=${encodeURIComponent(real.toString("latin1"))}`);
+  add("form", `f=${new URLSearchParams({ v: real.toString("latin1") }).toString().slice(2)}`);
+  add("json", JSON.stringify({ key: real.toString("latin1") }));
+  add("json-slash", JSON.stringify({ key: real.toString("latin1") }).replaceAll("/", "\\/"));
+  const units = Array.from(real.toString("latin1"), (ch) => ch.charCodeAt(0));
+  add(
+    "json-unicode-lower",
+    `{"k":"${units.map((u) => `\\u${u.toString(16).padStart(4, "0")}`).join("")}"}`,
+  );
+  add(
+    "json-unicode-upper",
+    `{"k":"${units.map((u) => `\\u${u.toString(16).padStart(4, "0").toUpperCase()}`).join("")}"}`,
+  );
+  add("html-decimal", `<p>${units.map((u) => `&#${u};`).join("")}</p>`);
+  add("html-hex", `<p>${units.map((u) => `&#x${u.toString(16)};`).join("")}</p>`);
+  return out;
+}
+
+function decodeAt(run: string, off: number, url: boolean): Buffer {
+  let s = run.slice(off);
+  if (url) s = s.replaceAll("-", "+").replaceAll("_", "/");
+  s = s.replace(/=+$/, "");
+  s = s.slice(0, s.length - (s.length % 4));
+  return Buffer.from(s, "base64");
+}
+
+/** Decoded views of `hay`, one per scheme; the raw bytes first. */
+export function decodedViews(hay: Buffer): { scheme: string; bytes: Buffer }[] {
+  const text = hay.toString("latin1");
+  const views: { scheme: string; bytes: Buffer }[] = [{ scheme: "raw", bytes: hay }];
+  const hexParts: Buffer[] = [];
+  for (const m of text.matchAll(/[0-9a-fA-F]{16,}/g)) {
+    const r = m[0];
+    hexParts.push(Buffer.from(r.slice(0, r.length - (r.length % 2)), "hex"));
+    hexParts.push(Buffer.from(r.slice(1, r.length - ((r.length - 1) % 2)), "hex"));
+  }
+  views.push({ scheme: "hex", bytes: Buffer.concat(hexParts) });
+  const b64Parts: Buffer[] = [];
+  for (const m of text.matchAll(/[A-Za-z0-9+/_-]{12,}={0,2}/g)) {
+    for (let off = 0; off < 4; off++) {
+      b64Parts.push(decodeAt(m[0], off, false), Buffer.from("\n"), decodeAt(m[0], off, true));
+      b64Parts.push(Buffer.from("\n"));
+    }
+  }
+  views.push({ scheme: "base64", bytes: Buffer.concat(b64Parts) });
+  const pctDecode = (s: string) =>
+    Buffer.from(
+      s.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) =>
+        String.fromCharCode(Number.parseInt(h, 16)),
+      ),
+      "latin1",
+    );
+  views.push({ scheme: "percent", bytes: pctDecode(text) });
+  views.push({ scheme: "form", bytes: pctDecode(text.replaceAll("+", " ")) });
+  const json = text
+    .replace(/\\u([0-9a-fA-F]{4})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)))
+    .replace(/\\(["\\/])/g, "$1");
+  views.push({ scheme: "json", bytes: Buffer.from(json, "latin1") });
+  const html = text
+    .replace(/&#x([0-9a-fA-F]+);?/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)))
+    .replace(/&#(\d+);?/g, (_, d: string) => String.fromCharCode(Number(d)))
+    .replaceAll("&quot;", '"')
+    .replaceAll("&amp;", "&")
+    .replaceAll("&lt;", "<")
+    .replaceAll("&gt;", ">");
+  views.push({ scheme: "html", bytes: Buffer.from(html, "latin1") });
+  return views;
+}
+
+/** The schemes in which `hay` carries one of `reals` (empty: no leak). Never the bytes. */
+export function findLeaks(hay: Buffer | string, reals: readonly Buffer[] = REALS): string[] {
+  const b = typeof hay === "string" ? Buffer.from(hay, "latin1") : hay;
+  const found: string[] = [];
+  for (const v of decodedViews(b)) {
+    for (const [i, real] of reals.entries()) {
+      if (v.bytes.includes(real)) found.push(`secret#${i} as ${v.scheme}`);
+    }
+  }
+  return found;
+}
+
+/** Same check for a dummy-free zone: does `hay` hold the value `needle` in any encoding? */
+export function carries(hay: Buffer | string, needle: string): boolean {
+  return findLeaks(hay, [Buffer.from(needle, "latin1")]).length > 0;
+}
