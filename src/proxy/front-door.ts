@@ -363,6 +363,7 @@ export class FrontDoor {
           rejected: (f) => this.#rejected(tunnelCtx, f),
         },
         this.#o.limits,
+        outer, // the tunnel's TLS does not pass the outer connection's backpressure on
       );
       s.run().catch(() => inner.destroy());
     });
