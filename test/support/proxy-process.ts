@@ -1,0 +1,167 @@
+// Runs the real proxy as a child process (`bun src/main.ts`, configured only through its
+// environment, exactly as in production) so tests and benchmarks can measure what the proxy
+// process itself uses: its RSS is sampled from /proc while traffic flows. Prepares a
+// temporary SLAPENIR_HOME with the embedded PKI, an agent certificate, a test upstream CA and a
+// secrets file. Test and bench only; it never prints a credential.
+
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
+import type { AgentFiles, CredentialSpec } from "./proxy-harness.ts";
+import { createTestCa, type TestCa } from "./test-pki.ts";
+
+export interface ProxyProcessOptions {
+  readonly credentials?: readonly CredentialSpec[];
+  readonly allow?: readonly string[];
+  readonly env?: Record<string, string>;
+  /** Extra runtime flags before the entry point (e.g. `--smol`). */
+  readonly runtimeArgs?: readonly string[];
+}
+
+export interface ProxyProcess extends AsyncDisposable {
+  readonly pid: number;
+  readonly port: number;
+  readonly dir: string;
+  readonly caBundlePath: string;
+  readonly agent: AgentFiles;
+  readonly upstreamCa: TestCa;
+  /** Audit lines the proxy wrote so far (stdout). */
+  readonly auditLines: string[];
+  /** Current resident set size of the proxy process, in bytes. */
+  rss(): Promise<number>;
+  /** Start sampling RSS every `ms`; the returned stop() gives the peak seen. */
+  sampleRss(ms?: number): { stop(): Promise<number> };
+  close(): Promise<void>;
+}
+
+const ROOT = resolve(import.meta.dir, "../..");
+
+export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise<ProxyProcess> {
+  const dir = await mkdtemp(join(tmpdir(), "slapenir-proc-"));
+  const home = join(dir, "home");
+  const upstreamCa = await createTestCa();
+  const upstreamCaPath = join(dir, "upstream-ca.pem");
+  await writeFile(upstreamCaPath, upstreamCa.certPem);
+  const ca = await EmbeddedCa.open({ home });
+  const issued = await ca.issueAgentCert("agent-a");
+  const agent: AgentFiles = {
+    name: "agent-a",
+    certPath: issued.certPath,
+    keyPath: issued.keyPath,
+  };
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "",
+    HOME: process.env.HOME ?? dir,
+    SLAPENIR_HOME: home,
+    SLAPENIR_LISTEN: "127.0.0.1:0",
+    SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+    SLAPENIR_ALLOW_PRIVATE: "true",
+    SLAPENIR_UPSTREAM_CA: upstreamCaPath,
+    SLAPENIR_ALLOW: (opts.allow ?? ["localhost:*", "127.0.0.1:*"]).join(","),
+    SLAPENIR_RATE_LIMIT: "off",
+    SLAPENIR_LOG_LEVEL: "info",
+    ...opts.env,
+  };
+  if (opts.credentials && opts.credentials.length > 0) {
+    const path = join(dir, "tokens.json");
+    await writeFile(path, JSON.stringify({ credentials: opts.credentials }), { mode: 0o600 });
+    env.TOKENS_JSON = path;
+  }
+  const proc = Bun.spawn(
+    [process.execPath, ...(opts.runtimeArgs ?? []), join(ROOT, "src/main.ts")],
+    {
+      cwd: ROOT,
+      env,
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  const auditLines: string[] = [];
+  void collectLines(proc.stdout, (l) => {
+    if (auditLines.length < 10_000) auditLines.push(l);
+  });
+  let port = 0;
+  const stderrLines: string[] = [];
+  const ready = new Promise<number>((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error("proxy did not start in 30 s")), 30_000);
+    void collectLines(proc.stderr, (l) => {
+      if (stderrLines.length < 200) stderrLines.push(l);
+      const m = /listening on https:\/\/[^\s]+:(\d+) /.exec(l);
+      if (m) {
+        clearTimeout(timer);
+        resolveReady(Number(m[1]));
+      }
+    }).then(() => {
+      clearTimeout(timer);
+      reject(new Error(`proxy exited before listening:\n${stderrLines.join("\n")}`));
+    });
+  });
+  try {
+    port = await ready;
+  } catch (e) {
+    proc.kill();
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const rss = async (): Promise<number> => {
+    const status = await readFile(`/proc/${proc.pid}/status`, "utf8").catch(() => "");
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
+    return m ? Number(m[1]) * 1024 : 0;
+  };
+  const close = async () => {
+    proc.kill("SIGTERM");
+    const exited = await Promise.race([proc.exited, Bun.sleep(5_000).then(() => null)]);
+    if (exited === null) proc.kill("SIGKILL");
+    await proc.exited;
+    await rm(dir, { recursive: true, force: true });
+  };
+  return {
+    pid: proc.pid,
+    port,
+    dir,
+    caBundlePath: join(home, "ca-bundle.pem"),
+    agent,
+    upstreamCa,
+    auditLines,
+    rss,
+    sampleRss(ms = 50) {
+      let peak = 0;
+      let running = true;
+      const loop = (async () => {
+        while (running) {
+          peak = Math.max(peak, await rss());
+          await Bun.sleep(ms);
+        }
+      })();
+      return {
+        async stop() {
+          running = false;
+          await loop;
+          return Math.max(peak, await rss());
+        },
+      };
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+async function collectLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
+  const dec = new TextDecoder();
+  let rest = "";
+  for await (const chunk of stream) {
+    rest += dec.decode(chunk, { stream: true });
+    let i = rest.indexOf("\n");
+    while (i >= 0) {
+      const line = rest.slice(0, i);
+      if (line) onLine(line);
+      rest = rest.slice(i + 1);
+      i = rest.indexOf("\n");
+    }
+  }
+  if (rest) onLine(rest);
+}
