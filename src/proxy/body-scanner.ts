@@ -109,6 +109,8 @@ export function outboundBody(
   dlp: ScanStream | null,
   swap: ScanStream | null,
   onResult: (r: { dlpHits: number; swaps: number }) => void,
+  /** Fail the stream at its end when the swap found no dummy (`require` not met in the head). */
+  requireSwap = false,
 ): ReadableStream<Uint8Array> {
   let s = body;
   if (dlp) s = s.pipeThrough(dlp);
@@ -128,6 +130,13 @@ export function outboundBody(
               if (d.replacements > 0) {
                 held?.fill(0);
                 throw new ProxyError("dlp-blocked", "request body carries a real credential");
+              }
+              if (requireSwap && w.replacements === 0) {
+                held?.fill(0);
+                throw new ProxyError(
+                  "required-dummy-missing",
+                  "this host only accepts the agent's dummy credential",
+                );
               }
               if (held) c.enqueue(held);
               c.close();

@@ -139,9 +139,10 @@ function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
         agent: ex.agent,
         method: ex.req.head.method,
         scheme: ex.scheme,
-        host: ex.target.host,
+        // Agent-chosen text: a real value in it (a request DLP refused) must not reach the log.
+        host: deps.secrets().redactInline.applyLatin1(ex.target.host).value,
         port: ex.target.port,
-        path: loggablePath(ex.req.head.target),
+        path: deps.secrets().redactInline.applyLatin1(loggablePath(ex.req.head.target)).value,
         status: rec.status,
         bytesIn: rec.bytesIn,
         bytesOut: rec.bytesOut,
@@ -257,9 +258,12 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     // Outbound DLP on the head: a real value, in any encoding, anywhere, blocks the request.
     const targetText = originForm(head);
     if (state.redactInline.applyLatin1(targetText).count > 0) return dlpBlocked(ex);
-    for (const [, value] of head.headers.fields) {
+    for (const [name, value] of head.headers.fields) {
       if (state.redactInline.applyLatin1(value).count > 0) return dlpBlocked(ex);
+      if (state.redactInline.applyLatin1(name).count > 0) return dlpBlocked(ex);
     }
+    // The destination itself (a real value as a DNS label would leak through resolution).
+    if (state.redactInline.applyLatin1(ex.target.host).count > 0) return dlpBlocked(ex);
     if (!state.urlDenied.empty && state.urlDenied.applyLatin1(targetText).count > 0) {
       ex.rec.decision = "deny";
       ex.rec.reason = "credential not allowed in URLs";
@@ -310,13 +314,29 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       bodySwapResult = new Promise<number>((r) => {
         settle = r;
       });
-      const scanned = outboundBody(counted, dlp, sw, (r) => {
-        if (r.dlpHits > 0) {
-          ex.rec.decision = "deny";
-          ex.rec.reason = "real credential in request body";
-        }
-        settle(r.swaps);
-      });
+      // `require` with a body: if the head carried no required dummy, the body must; the
+      // pipeline fails the stream at its end otherwise (the upstream never gets it whole).
+      const headSwapped = new Set(swapped);
+      const requireInBody =
+        plan.required.length > 0 &&
+        checkRequired({ swaps: plan.swaps, required: plan.required, reals: [] }, headSwapped)
+          .action !== "allow";
+      const scanned = outboundBody(
+        counted,
+        dlp,
+        sw,
+        (r) => {
+          if (r.dlpHits > 0) {
+            ex.rec.decision = "deny";
+            ex.rec.reason = "real credential in request body";
+          } else if (requireInBody && r.swaps === 0) {
+            ex.rec.decision = "deny";
+            ex.rec.reason = "required dummy missing";
+          }
+          settle(r.swaps);
+        },
+        requireInBody,
+      );
       const declared = head.framing.kind === "length" ? head.framing.length : null;
       if (declared !== null && !plan.lengthPreserving && plan.bodySpecs) {
         // A swap may change the length: hold the (bounded) body to send a correct

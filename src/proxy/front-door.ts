@@ -46,6 +46,8 @@ export interface FrontDoorOptions {
   readonly audit: AuditLog;
   readonly metrics: ProxyMetrics;
   readonly limits: SessionLimits;
+  /** Redacts real values from agent-chosen text (paths, hosts) before it is logged. */
+  readonly logSafe?: (text: string) => string;
 }
 
 interface ConnContext {
@@ -177,7 +179,7 @@ export class FrontDoor {
       agent: ctx.agent,
       method: "-",
       scheme: ctx.connectTarget ? "https" : "http",
-      host: ctx.connectTarget ?? "-",
+      host: this.#safe(ctx.connectTarget ?? "-"),
       port: 0,
       path: "-",
       status: f.status,
@@ -330,7 +332,7 @@ export class FrontDoor {
     }
     this.#o.audit.event(
       "tunnel",
-      { conn: ctx.id, agent: ctx.agent, host: target.host, port: target.port },
+      { conn: ctx.id, agent: ctx.agent, host: this.#safe(target.host), port: target.port },
       "tunnel opened",
     );
     let sniMismatch = false;
@@ -384,6 +386,10 @@ export class FrontDoor {
     return { kind: "took-over" };
   }
 
+  #safe(text: string): string {
+    return this.#o.logSafe ? this.#o.logSafe(text) : text;
+  }
+
   #auditEarly(
     ctx: ConnContext,
     head: RequestHead,
@@ -398,9 +404,9 @@ export class FrontDoor {
       agent: ctx.agent,
       method: head.method,
       scheme: ctx.connectTarget || head.method === "CONNECT" ? "https" : "http",
-      host,
+      host: this.#safe(host),
       port,
-      path: head.method === "CONNECT" ? "-" : loggablePath(head.target),
+      path: head.method === "CONNECT" ? "-" : this.#safe(loggablePath(head.target)),
       status: err.status,
       bytesIn: 0,
       bytesOut: 0,

@@ -180,8 +180,10 @@ export async function startProxy(
       // The runtime reports an unreadable NODE_EXTRA_CA_CERTS itself.
     }
   }
+  const selfPorts = new Set<number>();
   const upstream = new UpstreamClient({
     addressCheck: addressCheck(config),
+    selfPorts: () => selfPorts,
     connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
     ca: trustAnchors(extraCa),
     responseTimeoutMs: config.limits.upstreamResponseTimeoutMs,
@@ -213,6 +215,7 @@ export async function startProxy(
     app,
     audit,
     metrics,
+    logSafe: (text) => state.redactInline.applyLatin1(text).value,
     limits: {
       maxHeaderBytes: config.limits.maxHeaderBytes,
       maxHeaderCount: config.limits.maxHeaderCount,
@@ -244,6 +247,8 @@ export async function startProxy(
     port: config.adminListen.port,
     fetch: admin.fetch,
   });
+  selfPorts.add(port);
+  if (adminServer.port !== undefined) selfPorts.add(adminServer.port);
   audit.event(
     "start",
     {

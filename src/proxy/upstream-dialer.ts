@@ -6,6 +6,7 @@
 
 import { promises as dns } from "node:dns";
 import net from "node:net";
+import { networkInterfaces } from "node:os";
 import tls from "node:tls";
 import { ProxyError } from "./errors.ts";
 
@@ -30,6 +31,18 @@ export interface DialerOptions {
   readonly ca: readonly string[];
   /** Injectable for tests; defaults to the system resolver. */
   readonly lookup?: Lookup;
+  /** The proxy's own listening ports: never dialled on a local address (loops, admin). */
+  readonly selfPorts?: () => ReadonlySet<number>;
+}
+
+/** Addresses that reach this machine: loopback, unspecified, and every local interface. */
+function isLocalAddress(ip: string): boolean {
+  const a = ip.toLowerCase().replace(/^::ffff:/, "");
+  if (a.startsWith("127.") || a === "::1" || a === "0.0.0.0" || a === "::") return true;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) if (i.address.toLowerCase() === a) return true;
+  }
+  return false;
 }
 
 const systemLookup: Lookup = (host) => dns.lookup(host, { all: true, verbatim: true });
@@ -53,6 +66,10 @@ export async function resolveChecked(
     }
   }
   if (addrs.length === 0) throw new ProxyError("dns-failed", "upstream host did not resolve");
+  const self = opts.selfPorts?.();
+  if (self?.has(target.port) && addrs.some((a) => isLocalAddress(a.address))) {
+    throw new ProxyError("address-denied", "destination is the proxy itself");
+  }
   const allowed = addrs.filter((a) => opts.addressCheck(a.address).allowed);
   if (allowed.length === 0) {
     const first = opts.addressCheck(addrs[0]!.address);

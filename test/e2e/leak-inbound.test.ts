@@ -32,6 +32,7 @@ beforeAll(async () => {
     credentials: [
       { ...SECRETS.alpha, hosts: ["bound.test:*"] },
       { ...SECRETS.beta, hosts: ["bound.test:*"] },
+      { ...SECRETS.gamma, hosts: ["bound.test:*"] },
     ],
     allow: ["bound.test:*", "evil.test:*", "localhost:*"],
     names: ["bound.test", "evil.test"],

@@ -18,12 +18,16 @@ export const SECRETS = {
     dummy: "ghp_DUMMYdummyDUMMYdummyDUMMYdum",
     real: 'ghp_R3al/Se+cr=et&Tok"en<9>Zq~2Wx',
   },
+  gamma: {
+    name: "gamma",
+    dummy: "xoxb-DUMMY-0000000000-aaaaaaaaaaaa",
+    real: "xoxb-7731952846-Zq8Rk2Lp0Tm5Vw3Yx",
+  },
 } as const;
 
-export const REALS: readonly Buffer[] = [
-  Buffer.from(SECRETS.alpha.real, "latin1"),
-  Buffer.from(SECRETS.beta.real, "latin1"),
-];
+export const REALS: readonly Buffer[] = Object.values(SECRETS).map((s) =>
+  Buffer.from(s.real, "latin1"),
+);
 
 export interface Planting {
   readonly encoding: string;

@@ -6,6 +6,7 @@
 // outside tests and never prints what it receives.
 
 import { once } from "node:events";
+import net from "node:net";
 import tls from "node:tls";
 import type { TestCert } from "./test-pki.ts";
 
@@ -147,18 +148,17 @@ class RequestReader {
   }
 }
 
-export async function startHostileUpstream(cert: TestCert): Promise<HostileUpstream> {
+/** `cert` null: plain TCP (for the never-inject-into-http:// tests). */
+export async function startHostileUpstream(cert: TestCert | null): Promise<HostileUpstream> {
   const received: HostileRequest[] = [];
   const partial: Buffer[] = [];
   const routes: [string, Script][] = [];
   let connections = 0;
-  const sockets = new Set<tls.TLSSocket>();
-  const server = tls.createServer({
-    cert: cert.certPem,
-    key: cert.keyPem,
-    ALPNProtocols: ["http/1.1"],
-  });
-  server.on("secureConnection", (sock) => {
+  const sockets = new Set<net.Socket>();
+  const server = cert
+    ? tls.createServer({ cert: cert.certPem, key: cert.keyPem, ALPNProtocols: ["http/1.1"] })
+    : net.createServer();
+  server.on(cert ? "secureConnection" : "connection", (sock: net.Socket) => {
     connections++;
     sockets.add(sock);
     sock.on("close", () => sockets.delete(sock));
@@ -187,7 +187,11 @@ export async function startHostileUpstream(cert: TestCert): Promise<HostileUpstr
         if (!req) break;
         received.push(req);
         const script = routes.find(([p]) => req.target.startsWith(p))?.[1] ?? notFound;
-        busy = busy.then(() => script(req, wire)).catch(() => sock.destroy());
+        busy = busy
+          .then(() => script(req, wire))
+          .catch(() => {
+            sock.destroy();
+          });
       }
     });
     sock.on("close", () => {
