@@ -44,7 +44,13 @@ export class HostileAgent {
   async send(
     s: tls.TLSSocket,
     bytes: string | Uint8Array | readonly (string | Uint8Array)[],
-    o: { gapMs?: number; end?: boolean; maxMs?: number } = {},
+    o: {
+      gapMs?: number;
+      end?: boolean;
+      maxMs?: number;
+      /** Stop reading (and destroy the socket) once this says the answer is complete. */
+      until?: (received: Buffer) => boolean;
+    } = {},
   ): Promise<AgentAnswer> {
     const parts: Buffer[] = [];
     const closed = new Promise<void>((resolve) => {
@@ -52,7 +58,10 @@ export class HostileAgent {
         s.destroy();
         resolve();
       }, o.maxMs ?? 15_000);
-      s.on("data", (d: Buffer) => parts.push(d));
+      s.on("data", (d: Buffer) => {
+        parts.push(d);
+        if (o.until?.(Buffer.concat(parts))) s.destroy();
+      });
       s.once("close", () => {
         clearTimeout(timer);
         resolve();
