@@ -57,7 +57,7 @@ async function skipReason(): Promise<string | null> {
   const py = await run([SYSTEM_PYTHON, "-c", "import requests, pip"], { timeoutMs: T }).catch(
     () => null,
   );
-  if (!py || py.code !== 0) {
+  if (py?.code !== 0) {
     return `${SYSTEM_PYTHON} lacks requests/pip (python3-requests, python3-pip)`;
   }
   return null;
@@ -737,6 +737,30 @@ describe.skipIf(SKIP !== null)("isolation on a real network stack", () => {
         .slice(before)
         .find((x) => x.target === "/bun");
       expect(rec && header(rec, "authorization") === `Bearer ${REAL}`).toBe(true);
+    }, 30_000);
+    test("Bun fetch straight to the https:// proxy with the agent's client certificate", async () => {
+      const direct = {
+        HTTPS_PROXY: `https://${PROXY_NAME}:443`,
+        AGENT_CA: caBundle,
+        AGENT_TOKEN: DUMMY,
+      };
+      const fetchScript = join(import.meta.dir, "fixtures", "agent-fetch.ts");
+      const r = await inAgent([BUN, fetchScript, "https://api.test/bun-direct"], {
+        ...direct,
+        AGENT_CERT: join(certDir, "agent.crt"),
+        AGENT_KEY: join(certDir, "agent.key"),
+      });
+      const out = JSON.parse(r.stdout) as { status: number; body: string };
+      expect(out.status).toBe(200);
+      expect(JSON.parse(out.body).headers).toContainEqual(["authorization", "Bearer [REDACTED]"]);
+      await waitForAudit(
+        "the direct Bun request",
+        (l) => l.agent === AGENT && l.path === "/bun-direct",
+      );
+      // Control: the same call without the client certificate gets nowhere.
+      const bare = await inAgent([BUN, fetchScript, "https://api.test/bun-bare"], direct);
+      expect(bare.code).not.toBe(0);
+      expect(upstreamRecords().some((x) => x.target === "/bun-bare")).toBe(false);
     }, 30_000);
   });
 
