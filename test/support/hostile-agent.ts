@@ -4,7 +4,8 @@
 // body ended cleanly). Every byte it ever receives is kept in `seen`, so a test can assert
 // that across a whole run the agent side received no real secret. Test-only.
 
-import type tls from "node:tls";
+import { readFileSync } from "node:fs";
+import tls from "node:tls";
 import type { Harness } from "./proxy-harness.ts";
 import { openProxyConnection, openTunnel } from "./raw-agent.ts";
 
@@ -31,6 +32,37 @@ export class HostileAgent {
 
   tunnel(connect: string, sni?: string, agent?: string): Promise<tls.TLSSocket> {
     return openTunnel(this.#opts(agent), { connect, ...(sni !== undefined ? { sni } : {}) });
+  }
+
+  /** A tunnel whose outer (mTLS) socket is exposed too: pausing it stops reading at TCP. */
+  async tunnelPair(connect: string): Promise<{ inner: tls.TLSSocket; outer: tls.TLSSocket }> {
+    const outer = await this.outer();
+    outer.write(`CONNECT ${connect} HTTP/1.1\r\nHost: ${connect}\r\n\r\n`);
+    const head = await new Promise<string>((resolve, reject) => {
+      let buf = Buffer.alloc(0);
+      const onData = (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        const i = buf.indexOf("\r\n\r\n");
+        if (i < 0) return;
+        outer.off("data", onData);
+        resolve(buf.subarray(0, i).toString("latin1"));
+      };
+      outer.on("data", onData);
+      outer.once("close", () => reject(new Error("closed before CONNECT answer")));
+    });
+    if (!head.startsWith("HTTP/1.1 200"))
+      throw new Error(`CONNECT refused: ${head.split("\r\n")[0]}`);
+    const inner = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const s = tls.connect({
+        socket: outer,
+        servername: connect.replace(/:\d+$/, ""),
+        ca: readFileSync(this.h.caBundlePath, "utf8"),
+        ALPNProtocols: ["http/1.1"],
+      });
+      s.once("secureConnect", () => resolve(s));
+      s.once("error", reject);
+    });
+    return { inner, outer };
   }
 
   outer(agent?: string): Promise<tls.TLSSocket> {
