@@ -81,6 +81,11 @@ let gitRoot = "";
 /** Everything any agent-side client printed or received, for the "never a real value" check. */
 const agentSaw: string[] = [];
 
+function onSignal(): void {
+  onExit();
+  process.exit(130);
+}
+
 function onExit(): void {
   for (const d of daemons) d.killNow();
   topo?.destroySync();
@@ -181,6 +186,9 @@ function header(rec: UpstreamRecord, name: string): string | undefined {
 
 async function setup(): Promise<void> {
   process.once("exit", onExit);
+  // The runner interrupted (Ctrl-C, CI cancel): tear down before dying.
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
   dir = mkdtempSync(join(tmpdir(), `slapenir-netns-${process.pid}-`));
   agentHome = join(dir, "agent-home");
   certDir = join(dir, "agent-certs");
@@ -392,6 +400,8 @@ async function teardown(): Promise<void> {
   if (dir && process.env.SLAPENIR_NETNS_KEEP === "1") console.warn(`kept ${dir}`);
   else if (dir) rmSync(dir, { recursive: true, force: true });
   process.off("exit", onExit);
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
 }
 
 const FORWARDER_ENV = { HTTPS_PROXY: "http://127.0.0.1:3128", HTTP_PROXY: "http://127.0.0.1:3128" };

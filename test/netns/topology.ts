@@ -101,6 +101,16 @@ async function sweepStale(): Promise<void> {
   for (const line of r.stdout.split("\n")) {
     const m = re.exec(line.trim());
     if (!m || pidAlive(Number(m[2]))) continue;
+    // A killed run leaves its daemons running inside; a namespace outlives its name while
+    // processes are in it, so end them first.
+    const pids = await run(["ip", "netns", "pids", m[1]!], { timeoutMs: CMD_TIMEOUT_MS });
+    for (const pid of pids.stdout.split("\n").filter((p) => /^\d+$/.test(p))) {
+      try {
+        process.kill(Number(pid), "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
     await run(["ip", "netns", "del", m[1]!], { timeoutMs: CMD_TIMEOUT_MS });
     rmSync(join(NETNS_ETC, m[1]!), { recursive: true, force: true });
   }
