@@ -234,7 +234,7 @@ describe("raw agent", () => {
     const text = (await reply).toString("latin1");
     s.destroy();
     const statuses = text.match(/HTTP\/1\.1 \d{3}/g) ?? [];
-    expect(statuses).toEqual(Array(5).fill("HTTP/1.1 200"));
+    expect([...statuses]).toEqual(Array<string>(5).fill("HTTP/1.1 200"));
     const order = ["/p1", "/p2", "/p3", "/p4", "/p5"].map((p) => text.indexOf(`"target":"${p}"`));
     expect(order.every((at) => at > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);

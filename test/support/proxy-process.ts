@@ -104,11 +104,7 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     await rm(dir, { recursive: true, force: true });
     throw e;
   }
-  const rss = async (): Promise<number> => {
-    const status = await readFile(`/proc/${proc.pid}/status`, "utf8").catch(() => "");
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
-    return m ? Number(m[1]) * 1024 : 0;
-  };
+  const rss = () => readRss(proc.pid);
   const close = async () => {
     proc.kill("SIGTERM");
     const exited = await Promise.race([proc.exited, Bun.sleep(5_000).then(() => null)]);
@@ -125,25 +121,35 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     upstreamCa,
     auditLines,
     rss,
-    sampleRss(ms = 50) {
-      let peak = 0;
-      let running = true;
-      const loop = (async () => {
-        while (running) {
-          peak = Math.max(peak, await rss());
-          await Bun.sleep(ms);
-        }
-      })();
-      return {
-        async stop() {
-          running = false;
-          await loop;
-          return Math.max(peak, await rss());
-        },
-      };
-    },
+    sampleRss: (ms = 50) => sampleRss(proc.pid, ms),
     close,
     [Symbol.asyncDispose]: close,
+  };
+}
+
+/** Resident set size of process `pid` in bytes (0 once it is gone). */
+export async function readRss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** Sample a process's RSS every `ms` until stop(), which resolves with the peak seen. */
+export function sampleRss(pid: number, ms = 50): { stop(): Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      peak = Math.max(peak, await readRss(pid));
+      await Bun.sleep(ms);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return Math.max(peak, await readRss(pid));
+    },
   };
 }
 

@@ -1,0 +1,407 @@
+// Benchmark of the whole proxy, judged against the same workload sent direct to the upstream
+// and through mitmproxy (Debian's `mitmproxy`, addon bench/mitm_swap_redact.py doing the same
+// swap/redact work), all in one run:
+//   - added latency of a 100 KB POST answered with 100 KB (p50, p99), on a warm kept-alive
+//     tunnel and on a new connection per request (mitata `measure`);
+//   - streaming MB/s for a 256 MiB download and a 256 MiB upload (curl as the agent), with the
+//     proxy process's peak RSS sampled from /proc;
+//   - leaf certificate cost, first mint and cached (SLAPENIR's LeafCache as in pki.bench.ts;
+//     mitmproxy's CertStore through bench/mitm_certs.py).
+// The proxy, the upstream and mitmproxy run as separate processes; the client (this process)
+// is the same code for every route. Run: `bun bench/proxy.bench.ts` (BENCH_MIB=64 for a
+// shorter run; BENCH_MITM=0 to skip mitmproxy). Prints figures only, never a credential.
+
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { measure } from "mitata";
+import { EmbeddedCa } from "../src/pki/embedded-ca.ts";
+import { LeafCache } from "../src/pki/leaf-cache.ts";
+import { readRss, sampleRss, startProxyProcess } from "../test/support/proxy-process.ts";
+import { generateChunks } from "../test/support/stream-source.ts";
+import { BenchConnection, type Origin, type Route, slapenirRoute } from "./bench-client.ts";
+
+const MIB = Number(process.env.BENCH_MIB ?? 256);
+const STREAM_BYTES = MIB * 1024 * 1024;
+const WITH_MITM = process.env.BENCH_MITM !== "0";
+const PYTHON = "/usr/bin/python3"; // Debian's mitmproxy lives in the system interpreter
+const ROOT = resolve(import.meta.dir, "..");
+// Same length: a swap keeps Content-Length valid on both proxies.
+const DUMMY = "sk-dummy-bench-000000000000000000000000000001";
+const REAL = "sk-real-bench-9f8e7d6c5b4a39281706f5e4d3c2b1a";
+if (DUMMY.length !== REAL.length) throw new Error("bench values must have one length");
+
+const dir = await mkdtemp(join(tmpdir(), "slapenir-bench-proxy-"));
+const children: { kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }[] = [];
+
+async function cleanup(): Promise<void> {
+  for (const c of children) c.kill("SIGTERM");
+  await Promise.all(children.map((c) => Promise.race([c.exited, Bun.sleep(3000)])));
+  await rm(dir, { recursive: true, force: true });
+}
+
+// --- processes -----------------------------------------------------------------------------
+
+const proxy = await startProxyProcess({
+  credentials: [{ name: "bench", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+  env: { SLAPENIR_LOG_LEVEL: "info" },
+});
+const upstreamCert = await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]);
+await writeFile(join(dir, "up.crt"), upstreamCert.certPem);
+await writeFile(join(dir, "up.key"), upstreamCert.keyPem);
+await writeFile(join(dir, "up-ca.pem"), proxy.upstreamCa.certPem);
+
+const upstream = Bun.spawn([process.execPath, join(ROOT, "bench/upstream-main.ts")], {
+  env: {
+    ...process.env,
+    UPSTREAM_CERT: join(dir, "up.crt"),
+    UPSTREAM_KEY: join(dir, "up.key"),
+    UPSTREAM_PLANT: REAL,
+  },
+  stdout: "pipe",
+  stderr: "inherit",
+});
+children.push(upstream);
+const upstreamPort = await firstMatch(upstream.stdout, /port=(\d+)/);
+const origin: Origin = { host: "localhost", port: upstreamPort };
+
+interface Mitm {
+  pid: number;
+  port: number;
+  caPath: string;
+}
+let mitm: Mitm | null = null;
+if (WITH_MITM) {
+  const confdir = join(dir, "mitm");
+  await writeFile(
+    join(dir, "mitm-secrets.json"),
+    JSON.stringify({ dummy: DUMMY, real: REAL, host: "localhost" }),
+  );
+  const port = await freePort();
+  const p = Bun.spawn(
+    [
+      "mitmdump",
+      "-q",
+      "--listen-host",
+      "127.0.0.1",
+      "--listen-port",
+      String(port),
+      "--set",
+      `confdir=${confdir}`,
+      "--set",
+      `ssl_verify_upstream_trusted_ca=${join(dir, "up-ca.pem")}`,
+      "-s",
+      join(ROOT, "bench/mitm_swap_redact.py"),
+    ],
+    {
+      env: { ...process.env, BENCH_MITM_SECRETS: join(dir, "mitm-secrets.json") },
+      stdout: "inherit",
+      stderr: "inherit",
+    },
+  );
+  children.push(p);
+  await waitForPort(port);
+  mitm = { pid: p.pid, port, caPath: join(confdir, "mitmproxy-ca-cert.pem") };
+}
+
+const routes: { name: string; route: Route; pid: number | null }[] = [
+  {
+    name: "direct",
+    route: { kind: "direct", originCaPem: proxy.upstreamCa.certPem },
+    pid: null,
+  },
+  { name: "SLAPENIR", route: slapenirRoute(proxy), pid: proxy.pid },
+];
+if (mitm) {
+  routes.push({
+    name: "mitmproxy",
+    route: { kind: "http-proxy", port: mitm.port, caPem: await Bun.file(mitm.caPath).text() },
+    pid: mitm.pid,
+  });
+}
+
+// --- latency -------------------------------------------------------------------------------
+
+const SIZE = 100 * 1000;
+const requestBody = (() => {
+  const parts = [`{"key":"${DUMMY}","data":"`];
+  let n = parts[0]!.length + 2;
+  const filler = "lorem ipsum dolor sit amet consectetur adipiscing elit ";
+  while (n + filler.length < SIZE) {
+    parts.push(filler);
+    n += filler.length;
+  }
+  parts.push("x".repeat(SIZE - n), '"}');
+  return new TextEncoder().encode(parts.join(""));
+})();
+const path = `/echo-size?bytes=${SIZE}`;
+
+interface Latency {
+  p50: number;
+  p99: number;
+  samples: number;
+}
+const ms = (ns: number) => ns / 1e6;
+
+async function latencyWarm(route: Route): Promise<Latency> {
+  const c = await BenchConnection.open(route, origin);
+  for (let i = 0; i < 100; i++) await c.request("POST", path, requestBody);
+  const s = await measure(
+    async () => {
+      await c.request("POST", path, requestBody);
+    },
+    { min_samples: 500, max_samples: 3000, min_cpu_time: 2e9 },
+  );
+  c.close();
+  return { p50: ms(s.p50), p99: ms(s.p99), samples: s.samples.length };
+}
+
+async function latencyNew(route: Route): Promise<Latency> {
+  const once = async () => {
+    const c = await BenchConnection.open(route, origin);
+    await c.request("POST", path, requestBody);
+    c.close();
+  };
+  for (let i = 0; i < 30; i++) await once();
+  const s = await measure(once, { min_samples: 200, max_samples: 1000, min_cpu_time: 2e9 });
+  return { p50: ms(s.p50), p99: ms(s.p99), samples: s.samples.length };
+}
+
+// --- streaming -----------------------------------------------------------------------------
+
+const uploadFile = join(dir, "upload.bin");
+{
+  const sink = Bun.file(uploadFile).writer();
+  for (const c of generateChunks({
+    totalBytes: STREAM_BYTES,
+    plant: { text: DUMMY, every: 1 << 20 },
+  }))
+    sink.write(c);
+  await sink.end();
+}
+
+function curlRoute(name: string): string[] {
+  if (name === "direct") return ["--cacert", join(dir, "up-ca.pem")];
+  if (name === "SLAPENIR") {
+    return [
+      "--proxy",
+      `https://localhost:${proxy.port}`,
+      "--proxy-cacert",
+      proxy.caBundlePath,
+      "--proxy-cert",
+      proxy.agent.certPath,
+      "--proxy-key",
+      proxy.agent.keyPath,
+      "--cacert",
+      proxy.caBundlePath,
+    ];
+  }
+  return ["--proxy", `http://127.0.0.1:${mitm!.port}`, "--cacert", mitm!.caPath];
+}
+
+interface Stream {
+  mbs: number;
+  peakRss: number;
+}
+
+async function streamOnce(name: string, pid: number | null, up: boolean): Promise<Stream> {
+  await Bun.sleep(1000); // let the previous transfer's garbage go
+  const sampler = pid ? sampleRss(pid, 25) : null;
+  const args = up
+    ? ["-T", uploadFile, `https://localhost:${upstreamPort}/upload?hash=0`]
+    : [`https://localhost:${upstreamPort}/download?bytes=${STREAM_BYTES}&plant=1`];
+  const t0 = performance.now();
+  const p = Bun.spawn(
+    [
+      "curl",
+      "-sS",
+      "--http1.1",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      ...curlRoute(name),
+      ...args,
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  const [code, out, err] = await Promise.all([
+    p.exited,
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+  ]);
+  const secs = (performance.now() - t0) / 1000;
+  const peakRss = sampler ? await sampler.stop() : 0;
+  if (code !== 0 || out !== "200")
+    throw new Error(`${name} ${up ? "upload" : "download"}: ${out} ${err}`);
+  return { mbs: STREAM_BYTES / 1e6 / secs, peakRss };
+}
+
+/** Median MB/s of three transfers; the highest RSS any of them reached. */
+async function stream(name: string, pid: number | null, up: boolean): Promise<Stream> {
+  const runs: Stream[] = [];
+  for (let i = 0; i < 3; i++) runs.push(await streamOnce(name, pid, up));
+  const mbs = runs.map((r) => r.mbs).sort((a, b) => a - b)[1]!;
+  return { mbs, peakRss: Math.max(...runs.map((r) => r.peakRss)) };
+}
+
+// --- certificates --------------------------------------------------------------------------
+
+async function slapenirCerts(): Promise<{ firstUs: number; firstCtxUs: number; cachedUs: number }> {
+  const ca = await EmbeddedCa.open({ home: join(dir, "pki") });
+  const bare = await LeafCache.create(ca.interception, {
+    capacity: 1_000_000,
+    secureContext: false,
+  });
+  const withCtx = await LeafCache.create(ca.interception, { capacity: 1_000_000 });
+  const warm = await LeafCache.create(ca.interception);
+  await warm.get("cached.example.com");
+  let n = 0;
+  for (let i = 0; i < 300; i++) await bare.get(`warm${i}.example.com`);
+  const first = await measure(async () => {
+    await bare.get(`h${n++}.example.com`);
+  });
+  const firstCtx = await measure(async () => {
+    await withCtx.get(`h${n++}.example.com`);
+  });
+  const cached = await measure(async () => {
+    await warm.get("cached.example.com");
+  });
+  return { firstUs: first.p50 / 1e3, firstCtxUs: firstCtx.p50 / 1e3, cachedUs: cached.p50 / 1e3 };
+}
+
+async function mitmCerts(): Promise<{ firstUs: number; cachedUs: number } | null> {
+  if (!mitm) return null;
+  const p = Bun.spawn([PYTHON, join(ROOT, "bench/mitm_certs.py"), join(dir, "mitm")], {
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const out = await new Response(p.stdout).text();
+  await p.exited;
+  const r = JSON.parse(out) as { first_mint_us: number; cached_us: number };
+  return { firstUs: r.first_mint_us, cachedUs: r.cached_us };
+}
+
+// --- run -----------------------------------------------------------------------------------
+
+try {
+  const idleRss = await readRss(proxy.pid);
+  const warm: Record<string, Latency> = {};
+  const fresh: Record<string, Latency> = {};
+  for (const r of routes) {
+    warm[r.name] = await latencyWarm(r.route);
+    process.stderr.write(`warm ${r.name}: ${JSON.stringify(warm[r.name])}\n`);
+  }
+  for (const r of routes) {
+    fresh[r.name] = await latencyNew(r.route);
+    process.stderr.write(`new ${r.name}: ${JSON.stringify(fresh[r.name])}\n`);
+  }
+  const down: Record<string, Stream> = {};
+  const upl: Record<string, Stream> = {};
+  for (const r of routes) {
+    down[r.name] = await stream(r.name, r.pid, false);
+    process.stderr.write(`download ${r.name}: ${JSON.stringify(down[r.name])}\n`);
+    upl[r.name] = await stream(r.name, r.pid, true);
+    process.stderr.write(`upload ${r.name}: ${JSON.stringify(upl[r.name])}\n`);
+  }
+  const certs = await slapenirCerts();
+  const mcerts = await mitmCerts();
+
+  const f = (x: number, d = 2) => x.toFixed(d);
+  const mb = (b: number) => `${Math.round(b / 1048576)} MiB`;
+  const added = (t: Record<string, Latency>, name: string, k: "p50" | "p99") =>
+    t[name]![k] - t.direct![k];
+  const lines: string[] = [];
+  lines.push(
+    `load average at the end: ${(await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" ")}`,
+  );
+  lines.push(`SLAPENIR idle RSS ${mb(idleRss)}`);
+  lines.push("");
+  lines.push(
+    "| latency, 100 KB POST → 100 KB (ms) | direct | SLAPENIR | added | mitmproxy | added | SLAPENIR ÷ mitmproxy (added) |",
+  );
+  lines.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const [label, t] of [
+    ["warm tunnel", warm],
+    ["new connection", fresh],
+  ] as const) {
+    for (const k of ["p50", "p99"] as const) {
+      const s = added(t, "SLAPENIR", k);
+      const m = t.mitmproxy ? added(t, "mitmproxy", k) : Number.NaN;
+      lines.push(
+        `| ${label} ${k} | ${f(t.direct![k])} | ${f(t.SLAPENIR![k])} | **${f(s)}** | ${t.mitmproxy ? f(t.mitmproxy[k]) : "–"} | ${t.mitmproxy ? f(m) : "–"} | ${t.mitmproxy ? f(s / m, 3) : "–"} |`,
+      );
+    }
+  }
+  lines.push("");
+  lines.push(
+    `| streaming ${MIB} MiB (MB/s, median of 3) | direct | SLAPENIR | ÷ direct | peak RSS | mitmproxy | peak RSS | SLAPENIR ÷ mitmproxy |`,
+  );
+  lines.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const [label, t] of [
+    ["download (redact)", down],
+    ["upload (DLP + swap)", upl],
+  ] as const) {
+    const m = t.mitmproxy;
+    lines.push(
+      `| ${label} | ${f(t.direct!.mbs, 0)} | **${f(t.SLAPENIR!.mbs, 0)}** | ${f(t.SLAPENIR!.mbs / t.direct!.mbs)} | ${mb(t.SLAPENIR!.peakRss)} | ${m ? f(m.mbs, 0) : "–"} | ${m ? mb(m.peakRss) : "–"} | ${m ? f(t.SLAPENIR!.mbs / m.mbs) : "–"} |`,
+    );
+  }
+  lines.push("");
+  lines.push("| leaf certificate (µs, p50) | SLAPENIR | mitmproxy | SLAPENIR ÷ mitmproxy |");
+  lines.push("| --- | ---: | ---: | ---: |");
+  lines.push(
+    `| first mint, certificate only | ${f(certs.firstUs, 1)} | ${mcerts ? f(mcerts.firstUs, 1) : "–"} | ${mcerts ? f(certs.firstUs / mcerts.firstUs, 3) : "–"} |`,
+  );
+  lines.push(`| first mint + SecureContext | ${f(certs.firstCtxUs, 1)} | | |`);
+  lines.push(
+    `| cached | ${f(certs.cachedUs, 2)} | ${mcerts ? f(mcerts.cachedUs, 2) : "–"} | ${mcerts ? f(certs.cachedUs / mcerts.cachedUs, 3) : "–"} |`,
+  );
+  console.log(lines.join("\n"));
+} finally {
+  await proxy.close();
+  await cleanup();
+}
+
+// --- helpers -------------------------------------------------------------------------------
+
+async function firstMatch(stream: ReadableStream<Uint8Array>, re: RegExp): Promise<number> {
+  const dec = new TextDecoder();
+  let text = "";
+  for await (const c of stream) {
+    text += dec.decode(c, { stream: true });
+    const m = re.exec(text);
+    if (m) return Number(m[1]);
+  }
+  throw new Error("process ended before it printed its port");
+}
+
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = net.createServer();
+    s.once("error", fail);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const port = typeof a === "object" && a ? a.port : 0;
+      s.close(() => ok(port));
+    });
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect({ host: "127.0.0.1", port });
+      s.once("connect", () => {
+        s.destroy();
+        r(true);
+      });
+      s.once("error", () => r(false));
+    });
+    if (ok) return;
+    await Bun.sleep(100);
+  }
+  throw new Error(`nothing listening on ${port}`);
+}
