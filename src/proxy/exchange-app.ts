@@ -258,6 +258,13 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     // Outbound DLP on the head: a real value, in any encoding, anywhere, blocks the request.
     const targetText = originForm(head);
     if (state.redactInline.applyLatin1(targetText).count > 0) return dlpBlocked(ex);
+    // A URL is usually percent-encoded on top of whatever the value was (base64 with %2B,
+    // JSON with %22 …): look at the decoded form too, once as percent, once as a form.
+    if (targetText.includes("%") || targetText.includes("+")) {
+      for (const decoded of urlDecodings(targetText)) {
+        if (state.redactInline.applyLatin1(decoded).count > 0) return dlpBlocked(ex);
+      }
+    }
     for (const [name, value] of head.headers.fields) {
       if (state.redactInline.applyLatin1(value).count > 0) return dlpBlocked(ex);
       if (state.redactInline.applyLatin1(name).count > 0) return dlpBlocked(ex);
@@ -390,6 +397,14 @@ function dlpBlocked(ex: Exchange): never {
   ex.rec.reason = "real credential in request";
   ex.req.body?.cancel().catch(() => {});
   throw new ProxyError("dlp-blocked", "request carries a real credential; use the dummy");
+}
+
+/** Percent-decoded (and form-decoded) views of a URL, byte for byte (latin1), lenient. */
+function urlDecodings(text: string): string[] {
+  const pct = (t: string) =>
+    t.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
+  const once = pct(text);
+  return [once, pct(text.replaceAll("+", " ")), pct(once)];
 }
 
 function originForm(head: RequestHead): string {

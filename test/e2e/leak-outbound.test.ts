@@ -453,3 +453,39 @@ describe("protocol tricks", () => {
     expect(carries(h.auditLines.join("\n"), alpha.real)).toBe(false);
   });
 });
+
+describe("destinations with SLAPENIR_ALLOW_PRIVATE=false (the default)", () => {
+  let strict: Harness;
+  let strictAgent: HostileAgent;
+  beforeAll(async () => {
+    strict = await startHarness({
+      allow: ["ten.test:*", "meta.test:*", "localhost:*", "127.0.0.1:*", "[::1]:*", "0.0.0.0:*"],
+      addresses: { "ten.test": "10.255.255.1", "meta.test": "169.254.169.254" },
+      env: { SLAPENIR_ALLOW_PRIVATE: "false", SLAPENIR_RATE_LIMIT: "off" },
+    });
+    strictAgent = new HostileAgent(strict);
+  });
+  afterAll(async () => {
+    await strict?.close();
+  });
+  for (const host of [
+    "ten.test",
+    "meta.test",
+    "localhost",
+    "127.0.0.1",
+    "2130706433",
+    "[::1]",
+    "[::ffff:7f00:1]",
+    "0.0.0.0",
+  ]) {
+    test(`${host}: 403 on the resolved address, never dialled`, async () => {
+      const s = await strictAgent.outer();
+      const a = await strictAgent.send(
+        s,
+        `GET http://${host}:9/ HTTP/1.1\r\nHost: ${host}:9\r\n\r\n`,
+      );
+      expect(a.status).toBe(403);
+      expect(a.body.toString()).toContain("destination address is not allowed");
+    });
+  }
+});

@@ -84,17 +84,14 @@ function decodeAt(run: string, off: number, url: boolean): Buffer {
   return Buffer.from(s, "base64");
 }
 
-/** Decoded views of `hay`, one per scheme; the raw bytes first. */
-export function decodedViews(hay: Buffer): { scheme: string; bytes: Buffer }[] {
-  const text = hay.toString("latin1");
-  const views: { scheme: string; bytes: Buffer }[] = [{ scheme: "raw", bytes: hay }];
+/** Binary-to-text decodings of one text: hex runs (both nibble offsets), base64 runs. */
+function binaryViews(text: string): { scheme: string; bytes: Buffer }[] {
   const hexParts: Buffer[] = [];
   for (const m of text.matchAll(/[0-9a-fA-F]{16,}/g)) {
     const r = m[0];
     hexParts.push(Buffer.from(r.slice(0, r.length - (r.length % 2)), "hex"));
     hexParts.push(Buffer.from(r.slice(1, r.length - ((r.length - 1) % 2)), "hex"));
   }
-  views.push({ scheme: "hex", bytes: Buffer.concat(hexParts) });
   const b64Parts: Buffer[] = [];
   for (const m of text.matchAll(/[A-Za-z0-9+/_-]{12,}={0,2}/g)) {
     for (let off = 0; off < 4; off++) {
@@ -102,20 +99,19 @@ export function decodedViews(hay: Buffer): { scheme: string; bytes: Buffer }[] {
       b64Parts.push(Buffer.from("\n"));
     }
   }
-  views.push({ scheme: "base64", bytes: Buffer.concat(b64Parts) });
-  const pctDecode = (s: string) =>
-    Buffer.from(
-      s.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) =>
-        String.fromCharCode(Number.parseInt(h, 16)),
-      ),
-      "latin1",
-    );
-  views.push({ scheme: "percent", bytes: pctDecode(text) });
-  views.push({ scheme: "form", bytes: pctDecode(text.replaceAll("+", " ")) });
+  return [
+    { scheme: "hex", bytes: Buffer.concat(hexParts) },
+    { scheme: "base64", bytes: Buffer.concat(b64Parts) },
+  ];
+}
+
+/** Text-level decodings: percent, form, JSON escapes, HTML character references. */
+function textViews(text: string): { scheme: string; text: string }[] {
+  const pct = (t: string) =>
+    t.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
   const json = text
     .replace(/\\u([0-9a-fA-F]{4})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)))
     .replace(/\\(["\\/])/g, "$1");
-  views.push({ scheme: "json", bytes: Buffer.from(json, "latin1") });
   const html = text
     .replace(/&#x([0-9a-fA-F]+);?/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)))
     .replace(/&#(\d+);?/g, (_, d: string) => String.fromCharCode(Number(d)))
@@ -123,7 +119,28 @@ export function decodedViews(hay: Buffer): { scheme: string; bytes: Buffer }[] {
     .replaceAll("&amp;", "&")
     .replaceAll("&lt;", "<")
     .replaceAll("&gt;", ">");
-  views.push({ scheme: "html", bytes: Buffer.from(html, "latin1") });
+  return [
+    { scheme: "percent", text: pct(text) },
+    { scheme: "form", text: pct(text.replaceAll("+", " ")) },
+    { scheme: "json", text: json },
+    { scheme: "html", text: html },
+  ];
+}
+
+/**
+ * Decoded views of `hay`: the raw bytes, each text decoding, each binary decoding, and each
+ * binary decoding of each text decoding (base64 inside a percent-encoded URL, hex in JSON …).
+ */
+export function decodedViews(hay: Buffer): { scheme: string; bytes: Buffer }[] {
+  const text = hay.toString("latin1");
+  const views: { scheme: string; bytes: Buffer }[] = [{ scheme: "raw", bytes: hay }];
+  views.push(...binaryViews(text));
+  for (const t of textViews(text)) {
+    views.push({ scheme: t.scheme, bytes: Buffer.from(t.text, "latin1") });
+    for (const b of binaryViews(t.text)) {
+      views.push({ scheme: `${b.scheme} in ${t.scheme}`, bytes: b.bytes });
+    }
+  }
   return views;
 }
 
