@@ -8,6 +8,23 @@
 
 import { openSync } from "node:fs";
 
+/** The caller's PATH plus the sbin directories (ip, tc, sysctl live there; CI shells may omit them). */
+export const TOOL_PATH = [
+  process.env.PATH ?? "",
+  "/usr/local/sbin",
+  "/usr/sbin",
+  "/sbin",
+  "/usr/bin",
+  "/bin",
+]
+  .filter((p) => p !== "")
+  .join(":");
+
+/** Where a tool is on TOOL_PATH, or null. */
+export function whichTool(name: string): string | null {
+  return Bun.which(name, { PATH: TOOL_PATH });
+}
+
 export interface RunResult {
   readonly code: number;
   readonly stdout: string;
@@ -31,7 +48,7 @@ export async function run(cmd: readonly string[], opts: RunOptions): Promise<Run
     stdin: opts.stdin === undefined ? "ignore" : new Blob([opts.stdin]),
     stdout: "pipe",
     stderr: "pipe",
-    env: opts.env ?? { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+    env: opts.env ?? { PATH: TOOL_PATH },
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
   });
   let timedOut = false;

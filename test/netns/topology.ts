@@ -22,7 +22,7 @@
 
 import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { run, runOk } from "./bounded-process.ts";
+import { run, runOk, TOOL_PATH, whichTool } from "./bounded-process.ts";
 
 const PREFIX = "slpn";
 const NETNS_ETC = "/etc/netns";
@@ -68,7 +68,7 @@ export async function netnsUnavailableReason(): Promise<string | null> {
     return "not root (network namespaces need CAP_SYS_ADMIN/CAP_NET_ADMIN)";
   }
   for (const tool of ["ip", "setsid"]) {
-    if (!Bun.which(tool)) return `'${tool}' is not installed (scripts/install-test-deps.sh)`;
+    if (!whichTool(tool)) return `'${tool}' is not installed (scripts/install-test-deps.sh)`;
   }
   const probe = `${PREFIX}-probe-${process.pid}`;
   const r = await run(["ip", "netns", "add", probe], { timeoutMs: CMD_TIMEOUT_MS });
@@ -134,7 +134,11 @@ export async function buildTopology(): Promise<Topology> {
 
   const destroySync = () => {
     for (const name of Object.values(ns)) {
-      Bun.spawnSync(["ip", "netns", "del", name], { stderr: "ignore", stdout: "ignore" });
+      Bun.spawnSync(["ip", "netns", "del", name], {
+        stderr: "ignore",
+        stdout: "ignore",
+        env: { PATH: TOOL_PATH },
+      });
     }
     for (const dir of createdEtc) rmSync(dir, { recursive: true, force: true });
     if (!etcRootExisted) {
