@@ -267,6 +267,11 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     }
     for (const [name, value] of head.headers.fields) {
       if (state.redactInline.applyLatin1(value).count > 0) return dlpBlocked(ex);
+      if (value.includes("%")) {
+        for (const decoded of urlDecodings(value)) {
+          if (state.redactInline.applyLatin1(decoded).count > 0) return dlpBlocked(ex);
+        }
+      }
       if (state.redactInline.applyLatin1(name).count > 0) return dlpBlocked(ex);
     }
     // The destination itself (a real value as a DNS label would leak through resolution).

@@ -297,6 +297,15 @@ describe("outbound DLP: a real value in any encoding, anywhere, to any host", ()
         "Basic auth",
         (e) => req(`${host}:${port}`, "/", [`Authorization: Basic ${b64(`user:${e}`)}`]),
       ],
+      [
+        // beta's base64 has `+` inside it: percent-encoding breaks the raw base64 pattern.
+        "percent-encoded base64 in a cookie",
+        () => req(`${host}:${port}`, "/", [`Cookie: t=${encodeURIComponent(b64(beta.real))}`]),
+      ],
+      [
+        "percent-encoded JSON in the query",
+        (e) => req(`${host}:${port}`, `/?j=${encodeURIComponent(JSON.stringify({ k: `"${e}"` }))}`),
+      ],
     ];
     for (const [place, build] of where) {
       test(`${host}: real in the ${place} → 403, upstream untouched, audited`, async () => {
