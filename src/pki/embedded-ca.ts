@@ -49,8 +49,12 @@ export const EMBEDDED_CA_FILES = {
 
 export const ROOT_CA_NAME = "SLAPENIR Root CA";
 export const INTERCEPTION_CA_NAME = "SLAPENIR Interception CA";
-/** Names the proxy's server certificate always carries. */
-export const DEFAULT_SERVER_NAMES = ["localhost", "127.0.0.1", "::1", "proxy"] as const;
+/**
+ * Names the proxy's server certificate always carries. No IPv6 literal by default: socat 1.7.4
+ * (the agent's forwarder) then looks the proxy name up as IPv6 and drops the connection on an
+ * IPv4-only network (found by test/netns). Add `::1` through SLAPENIR_SERVER_NAMES if needed.
+ */
+export const DEFAULT_SERVER_NAMES = ["localhost", "127.0.0.1", "proxy"] as const;
 
 const ROOT_VALIDITY_DAYS = 3650;
 const INTERCEPTION_VALIDITY_DAYS = 1825;
