@@ -124,7 +124,7 @@ describe("deadlines", () => {
     // Stop reading at the TCP level; the proxy's write deadline must fire and close the
     // connection (64 MiB never fit in socket buffers, so the proxy must give up, not buffer).
     outer.pause();
-    await Bun.sleep(BODY_IDLE_MS * 4);
+    await Bun.sleep(BODY_IDLE_MS * 8);
     outer.resume();
     let got = 0;
     inner.on("data", (d: Buffer) => {
