@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import zlib from "node:zlib";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { exchangeRaw, openTunnel, readAll } from "../support/raw-agent.ts";
+import { createTestCa } from "../support/test-pki.ts";
 import { type EchoServer, echoResponse, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "sk-dummy-http-0000000000000000000000001";
@@ -238,5 +239,43 @@ describe("raw agent", () => {
     const order = ["/p1", "/p2", "/p3", "/p4", "/p5"].map((p) => text.indexOf(`"target":"${p}"`));
     expect(order.every((at) => at > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
+  });
+});
+
+describe("upstream connections", () => {
+  test("requests with bodies reuse the kept-alive upstream connection", async () => {
+    const cert = await h.upstreamCa.issue(["localhost"]);
+    const ports: number[] = [];
+    const bodies: string[] = [];
+    using peer = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: cert.certPem, key: cert.keyPem },
+      async fetch(req, server) {
+        ports.push(server.requestIP(req)?.port ?? 0);
+        bodies.push(await req.text());
+        return new Response("ok");
+      },
+    });
+    for (let i = 0; i < 5; i++) {
+      const r = await h.curl([
+        "--data-binary",
+        `{"n":${i},"key":"${DUMMY}"}`,
+        `https://localhost:${peer.port}/post${i}`,
+      ]);
+      expect(r.status).toBe(200);
+    }
+    // Five agent connections, one upstream connection.
+    expect(ports).toHaveLength(5);
+    expect(new Set(ports).size).toBe(1);
+    expect(bodies[4]).toBe(`{"n":4,"key":"${REAL}"}`);
+  });
+
+  test("an upstream certificate from an untrusted CA is refused with 502", async () => {
+    const stranger = await createTestCa("Stranger Root");
+    await using other = startEchoServer(await stranger.issue(["localhost"]));
+    const r = await h.curl([`https://localhost:${other.port}/`]);
+    expect(r.status).toBe(502);
+    expect(other.received).toHaveLength(0);
   });
 });
