@@ -213,3 +213,41 @@ export async function collectBounded(
   }
   return out;
 }
+
+/**
+ * Read a stream's first chunk now; resolve with a stream that yields it and then the rest.
+ * A failure on that first read rejects (the caller can still answer with an error status).
+ */
+export async function primeStream(
+  body: ReadableStream<Uint8Array>,
+): Promise<ReadableStream<Uint8Array>> {
+  const reader = body.getReader();
+  let first: ReadableStreamReadResult_;
+  try {
+    first = await reader.read();
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw scanFailure(e);
+  }
+  let pending: ReadableStreamReadResult_ | null = first;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        try {
+          const r = pending ?? (await reader.read());
+          pending = null;
+          if (r.done || !r.value) c.close();
+          else c.enqueue(r.value);
+        } catch (e) {
+          c.error(scanFailure(e));
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+type ReadableStreamReadResult_ = { done: boolean; value?: Uint8Array | undefined };

@@ -18,6 +18,7 @@ import {
   collectBounded,
   countBytes,
   outboundBody,
+  primeStream,
   redactBody,
 } from "./body-scanner.ts";
 import {
@@ -482,7 +483,9 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     ex.rec.redactions += redactions;
     let body = res.body;
     if (body) {
-      if (decode) body = decodeBody(body, codings, deps.decodeLimits);
+      // Decode the first chunk before answering: a body that is not what its label says
+      // (mislabelled, corrupt) becomes a 502 instead of a 200 head and a broken connection.
+      if (decode) body = await primeStream(decodeBody(body, codings, deps.decodeLimits));
       if (state.redactSpecs.length > 0) {
         const scan = await deps.scanner.open("redact", () => state.redactSpecs);
         body = redactBody(body, scan, (r) => {

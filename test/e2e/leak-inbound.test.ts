@@ -176,7 +176,10 @@ describe("content codings", () => {
     test(`${name}: the agent sees an error, never undecoded or unscanned bytes`, async () => {
       up.on(`/broken/${i}/`, (_r, w) => sendLength(w, [["content-encoding", label]], bytes));
       const r = await get(`/broken/${i}/`);
-      expect(r.status === 502 || !r.complete).toBe(true);
+      // A body that fails to decode from its first bytes is answered 502 before any head is
+      // sent; one that fails later (truncated) breaks the connection mid-body.
+      if (name.startsWith("truncated")) expect(r.status === 502 || !r.complete).toBe(true);
+      else expect({ status: r.status }).toEqual({ status: 502 });
       noLeak(r.raw);
       for (const inflated of inflations(r.body)) noLeak(inflated);
     });
