@@ -74,3 +74,27 @@ export async function createTestCa(name = "Test Upstream Root"): Promise<TestCa>
     },
   };
 }
+
+/** A self-signed server certificate (no CA behind it), for "untrusted upstream" tests. */
+export async function createSelfSignedServer(names: readonly string[]): Promise<TestCert> {
+  const keys = await generateP256KeyPair();
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerialHex(),
+    name: `CN=${names[0]}`,
+    notBefore: new Date(now - DAY_MS),
+    notAfter: new Date(now + 30 * DAY_MS),
+    signingAlgorithm: P256_ALGORITHM,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([OID_SERVER_AUTH], false),
+      new x509.SubjectAlternativeNameExtension(
+        names.map((n) => ({ type: "dns" as const, value: n })),
+        false,
+      ),
+    ],
+  });
+  return { certPem: cert.toString("pem"), keyPem: await exportPrivateKeyPem(keys.privateKey) };
+}
