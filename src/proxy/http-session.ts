@@ -11,6 +11,7 @@ import { ChunkedEncoder } from "../http/chunked.ts";
 import type { ParseFailure } from "../http/http-error.ts";
 import { type RequestHead, RequestParser } from "../http/request-parser.ts";
 import { serializeResponseHead, stripHopByHop } from "../http/serialize.ts";
+import { Deadline } from "./deadline.ts";
 import { ProxyError } from "./errors.ts";
 
 export interface SessionLimits {
@@ -82,7 +83,7 @@ export class HttpSession {
   #failure: ParseFailure | null = null;
   #closed = false;
   #detached = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #deadline = new Deadline(() => this.#expired());
   #onData = (d: Buffer) => this.#data(d);
   #onEnd = () => this.#eof();
   #onClose = () => this.#gone();
@@ -478,14 +479,11 @@ export class HttpSession {
   // --- deadlines -------------------------------------------------------------------------
 
   #arm(ms: number): void {
-    this.#disarm();
-    this.#timer = setTimeout(() => this.#expired(), ms);
-    this.#timer.unref?.();
+    this.#deadline.set(ms);
   }
 
   #disarm(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#deadline.clear();
   }
 
   #expired(): void {

@@ -9,6 +9,7 @@ import type tls from "node:tls";
 import { ChunkedEncoder } from "../http/chunked.ts";
 import { type ResponseHead, ResponseParser } from "../http/response-parser.ts";
 import { serializeRequestHead } from "../http/serialize.ts";
+import { Deadline } from "./deadline.ts";
 import { ProxyError } from "./errors.ts";
 import { type DialerOptions, type DialTarget, dialUpstream } from "./upstream-dialer.ts";
 
@@ -167,16 +168,16 @@ export class UpstreamClient {
       let requestSent = req.body === null;
       let finished = false;
       let anyByte = false;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-
-      const arm = (ms: number, err: () => ProxyError) => {
-        if (timer) clearTimeout(timer);
-        timer = setTimeout(() => fail(err()), ms);
-      };
-      const disarm = () => {
-        if (timer) clearTimeout(timer);
-        timer = undefined;
-      };
+      // One deadline for the exchange: waiting for the head, then between body chunks.
+      let waitingFor: "head" | "body" = "head";
+      const deadline = new Deadline(() =>
+        fail(
+          waitingFor === "head"
+            ? new ProxyError("upstream-timeout", "upstream did not answer in time")
+            : new ProxyError("upstream-timeout", "upstream body stalled"),
+        ),
+      );
+      const disarm = () => deadline.clear();
 
       const cleanup = () => {
         disarm();
@@ -245,10 +246,8 @@ export class UpstreamClient {
                   },
                   { highWaterMark: 4 },
                 );
-                arm(
-                  this.opts.bodyIdleTimeoutMs,
-                  () => new ProxyError("upstream-timeout", "upstream body stalled"),
-                );
+                waitingFor = "body";
+                deadline.set(this.opts.bodyIdleTimeoutMs);
               } else {
                 disarm();
               }
@@ -257,10 +256,7 @@ export class UpstreamClient {
             }
             case "body":
               if (bodyCtrl) {
-                arm(
-                  this.opts.bodyIdleTimeoutMs,
-                  () => new ProxyError("upstream-timeout", "upstream body stalled"),
-                );
+                deadline.set(this.opts.bodyIdleTimeoutMs);
                 try {
                   bodyCtrl.enqueue(ev.data.slice());
                 } catch {}
@@ -345,10 +341,7 @@ export class UpstreamClient {
         return;
       }
       sock.write(headBytes);
-      arm(
-        this.opts.responseTimeoutMs,
-        () => new ProxyError("upstream-timeout", "upstream did not answer in time"),
-      );
+      deadline.set(this.opts.responseTimeoutMs);
       if (req.body !== null) {
         void pumpBody(sock, req.body, encoder, req.bodyLength).then(
           () => {
