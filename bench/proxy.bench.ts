@@ -19,7 +19,7 @@ import { measure } from "mitata";
 import { EmbeddedCa } from "../src/pki/embedded-ca.ts";
 import { LeafCache } from "../src/pki/leaf-cache.ts";
 import { readRss, sampleRss, startProxyProcess } from "../test/support/proxy-process.ts";
-import { generateChunks } from "../test/support/stream-source.ts";
+import { digestOf, generateChunks, type StreamSpec } from "../test/support/stream-source.ts";
 import { BenchConnection, type Origin, type Route, slapenirRoute } from "./bench-client.ts";
 
 const MIB = Number(process.env.BENCH_MIB ?? 256);
@@ -283,9 +283,53 @@ async function mitmCerts(): Promise<{ firstUs: number; cachedUs: number } | null
   return { firstUs: r.first_mint_us, cachedUs: r.cached_us };
 }
 
+// --- equivalence check ---------------------------------------------------------------------
+
+/**
+ * Before timing anything: both proxies must do the work being timed (and direct none of it). An 8 MiB download with
+ * real values planted must arrive redacted, an 8 MiB upload with dummies planted must reach
+ * the upstream swapped, byte for byte, and the latency exchange must carry its 100 KB.
+ */
+async function verify(name: string, route: Route): Promise<void> {
+  const bytes = 8 << 20;
+  const down: StreamSpec = { totalBytes: bytes, plant: { text: REAL, every: 1 << 20 } };
+  const upSpec: StreamSpec = { totalBytes: bytes, plant: { text: DUMMY, every: 1 << 20 } };
+  const file = join(dir, "verify.bin");
+  const w = Bun.file(file).writer();
+  for (const c of generateChunks(upSpec)) w.write(c);
+  await w.end();
+  const curl = async (args: string[]) => {
+    const p = Bun.spawn(["curl", "-sS", "--http1.1", ...curlRoute(name), ...args], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const out = new Uint8Array(await new Response(p.stdout).arrayBuffer());
+    if ((await p.exited) !== 0) throw new Error(`${name}: ${await new Response(p.stderr).text()}`);
+    return out;
+  };
+  const got = await curl([`https://localhost:${upstreamPort}/download?bytes=${bytes}&plant=1`]);
+  const gotHash = new Bun.CryptoHasher("sha256").update(got).digest("hex");
+  const proxied = route.kind !== "direct";
+  if (gotHash !== digestOf(down, proxied ? "[REDACTED]" : undefined)) {
+    throw new Error(`${name}: download not as expected`);
+  }
+  const report = JSON.parse(
+    new TextDecoder().decode(await curl(["-T", file, `https://localhost:${upstreamPort}/upload`])),
+  ) as { sha256: string };
+  if (report.sha256 !== digestOf(upSpec, proxied ? REAL : undefined)) {
+    throw new Error(`${name}: upload not as expected`);
+  }
+  const c = await BenchConnection.open(route, origin);
+  const n = await c.request("POST", path, requestBody);
+  c.close();
+  if (n !== SIZE) throw new Error(`${name}: latency exchange returned ${n} bytes`);
+}
+
 // --- run -----------------------------------------------------------------------------------
 
 try {
+  for (const r of routes) await verify(r.name, r.route);
+  process.stderr.write("equivalence: both proxies redact downloads and swap uploads\n");
   const idleRss = await readRss(proxy.pid);
   const warm: Record<string, Latency> = {};
   const fresh: Record<string, Latency> = {};
