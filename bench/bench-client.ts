@@ -112,6 +112,7 @@ export class BenchConnection {
         key: route.keyPem,
         ALPNProtocols: ["http/1.1"],
       });
+      s.setNoDelay(true);
       await once(s, "secureConnect");
       await connectTunnel(s, origin);
       outer = s;

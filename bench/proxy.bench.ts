@@ -16,6 +16,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { measure } from "mitata";
+import { MatcherPool } from "../src/matcher/pool.ts";
 import { EmbeddedCa } from "../src/pki/embedded-ca.ts";
 import { LeafCache } from "../src/pki/leaf-cache.ts";
 import { readRss, sampleRss, startProxyProcess } from "../test/support/proxy-process.ts";
@@ -283,6 +284,36 @@ async function mitmCerts(): Promise<{ firstUs: number; cachedUs: number } | null
   return { firstUs: r.first_mint_us, cachedUs: r.cached_us };
 }
 
+// --- matcher pool round trip ---------------------------------------------------------------
+
+/**
+ * The floor under SLAPENIR's scan cost per body: one pool stream (2 workers, as the proxy
+ * runs them) carrying 96 KiB in six 16 KiB chunks, from open to the last output byte. A
+ * request crosses two such streams in turn (DLP, swap), its response one (redact).
+ */
+async function poolRoundTrip(): Promise<Latency> {
+  const enc = new TextEncoder();
+  const pool = await MatcherPool.start({
+    specs: [{ pattern: enc.encode(REAL), replacement: enc.encode("[REDACTED]") }],
+  });
+  const chunk = new Uint8Array(16384).fill(0x61);
+  const once = async () => {
+    const s = pool.openStream();
+    const w = s.writable.getWriter();
+    const reading = (async () => {
+      const r = s.readable.getReader();
+      for (;;) if ((await r.read()).done) break;
+    })();
+    for (let i = 0; i < 6; i++) await w.write(chunk.slice());
+    await w.close();
+    await reading;
+  };
+  for (let i = 0; i < 200; i++) await once();
+  const st = await measure(once, { min_samples: 1000, max_samples: 5000, min_cpu_time: 1e9 });
+  await pool.close();
+  return { p50: ms(st.p50), p99: ms(st.p99), samples: st.samples.length };
+}
+
 // --- equivalence check ---------------------------------------------------------------------
 
 /**
@@ -350,6 +381,7 @@ try {
     process.stderr.write(`upload ${r.name}: ${JSON.stringify(upl[r.name])}\n`);
   }
   const certs = await slapenirCerts();
+  const poolRt = await poolRoundTrip();
   const mcerts = await mitmCerts();
 
   const f = (x: number, d = 2) => x.toFixed(d);
@@ -401,6 +433,10 @@ try {
   lines.push(`| first mint + SecureContext | ${f(certs.firstCtxUs, 1)} | | |`);
   lines.push(
     `| cached | ${f(certs.cachedUs, 2)} | ${mcerts ? f(mcerts.cachedUs, 2) : "–"} | ${mcerts ? f(certs.cachedUs / mcerts.cachedUs, 3) : "–"} |`,
+  );
+  lines.push("");
+  lines.push(
+    `matcher pool, one 96 KiB stream open → last byte (ms): p50 ${f(poolRt.p50, 3)}, p99 ${f(poolRt.p99, 3)}`,
   );
   console.log(lines.join("\n"));
 } finally {
