@@ -29,6 +29,7 @@ import {
 } from "./content-coding.ts";
 import { errorResponse, ProxyError, toProxyError } from "./errors.ts";
 import type { IncomingRequest } from "./http-session.ts";
+import { type InlineScanner, streamOf } from "./inline-scanner.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { RateLimiter } from "./rate-limit.ts";
 import type { RequestPlan, SecretState } from "./secret-state.ts";
@@ -66,6 +67,8 @@ export interface ExchangeDeps {
   readonly metrics: ProxyMetrics;
   readonly rateLimiter: RateLimiter | undefined;
   readonly maxHeldBodyBytes: number;
+  /** Small bodies of known length are scanned whole on the main thread (undefined: never). */
+  readonly inline?: InlineScanner;
   readonly decodeLimits: DecodeLimits;
 }
 
@@ -313,7 +316,38 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     let bodyLength: number | null = null;
     let bodySwapResult: Promise<number> | null = null;
     const reqBody = ex.req.body;
-    if (reqBody) {
+    const declaredIn = head.framing.kind === "length" ? head.framing.length : null;
+    const inline = deps.inline;
+    if (reqBody && inline && declaredIn !== null && declaredIn <= inline.maxBytes) {
+      // Small body of known length: held whole (bounded) and scanned in one engine call each
+      // for DLP and the swap — a real value blocks the request before any byte leaves.
+      const whole = await collectBounded(reqBody, inline.maxBytes);
+      ex.rec.bytesIn = whole.length;
+      if (state.redactSpecs.length > 0) {
+        const d = inline.replace("redact", state.redactSpecs, whole);
+        d.output.fill(0);
+        if (d.replacements > 0) {
+          whole.fill(0);
+          ex.rec.decision = "deny";
+          ex.rec.reason = "real credential in request body";
+          throw new ProxyError(
+            "dlp-blocked",
+            "request body carries a real credential; use the dummy",
+          );
+        }
+      }
+      let out = whole;
+      if (plan.bodySpecs) {
+        const r = inline.replace(`swap:${plan.key}`, plan.bodySpecs, whole);
+        whole.fill(0);
+        out = r.output;
+        swaps += r.replacements;
+        // Like the streamed path: a body swap counts for the host's required credentials.
+        if (r.replacements > 0) for (const n of plan.required) swapped.add(n);
+      }
+      body = streamOf(out);
+      bodyLength = out.length;
+    } else if (reqBody) {
       const counted = countBytes(reqBody, (n) => {
         ex.rec.bytesIn = n;
       });
@@ -482,7 +516,25 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     }
     ex.rec.redactions += redactions;
     let body = res.body;
-    if (body) {
+    const inline = deps.inline;
+    const length = res.headers.get("content-length");
+    if (
+      body &&
+      !decode &&
+      inline &&
+      state.redactSpecs.length > 0 &&
+      length !== null &&
+      /^[0-9]{1,9}$/.test(length) &&
+      Number(length) <= inline.maxBytes
+    ) {
+      // Small response of known length: held whole and redacted in one engine call. An
+      // upstream that dies before the end now gets the agent a 502, not a cut body.
+      const whole = await collectBounded(body, inline.maxBytes);
+      const r = inline.replace("redact", state.redactSpecs, whole);
+      whole.fill(0);
+      ex.rec.redactions += r.replacements;
+      body = streamOf(r.output);
+    } else if (body) {
       // Decode the first chunk before answering: a body that is not what its label says
       // (mislabelled, corrupt) becomes a 502 instead of a 200 head and a broken connection.
       if (decode) body = await primeStream(decodeBody(body, codings, deps.decodeLimits));

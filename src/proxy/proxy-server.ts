@@ -28,6 +28,7 @@ import { PoolScanner } from "./body-scanner.ts";
 import { DEFAULT_DECODE_LIMITS } from "./content-coding.ts";
 import { createExchangeApp } from "./exchange-app.ts";
 import { FrontDoor, type ServerCredentials } from "./front-door.ts";
+import { InlineScanner } from "./inline-scanner.ts";
 import { ProxyMetrics } from "./metrics.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { SecretState } from "./secret-state.ts";
@@ -158,6 +159,7 @@ export async function startProxy(
     ...(options.workers ? { size: options.workers } : {}),
   });
   const scanner = new PoolScanner(pool);
+  const inline = new InlineScanner();
   const metrics = new ProxyMetrics(
     {
       stats: () => {
@@ -203,6 +205,7 @@ export async function startProxy(
       ? new RateLimiter(config.rateLimit.perSecond, config.rateLimit.burst)
       : undefined,
     maxHeldBodyBytes: config.limits.maxHeldBodyBytes,
+    inline,
     decodeLimits: DEFAULT_DECODE_LIMITS,
   });
   const front = new FrontDoor({
@@ -277,6 +280,7 @@ export async function startProxy(
       state = nextState;
       secrets = next;
       scanner.reset();
+      inline.reset();
       audit.event("reload", { credentials: nextState.credentialCount }, "secrets reloaded");
       // Streams already open keep their compiled sets (the pool zeroes them when they end);
       // the JS-side copies go now.
@@ -293,6 +297,7 @@ export async function startProxy(
       upstream.close();
       adminServer.stop(true);
       await pool.close();
+      inline.reset();
       state.dispose();
       secrets.dispose();
       leaves.clear();
