@@ -45,7 +45,9 @@ export function loggablePath(target: string): string {
 
 export class AuditLog {
   readonly logger: Logger;
+  readonly #dest: DestinationStream;
   constructor(level: string, destination?: DestinationStream) {
+    this.#dest = destination ?? pino.destination({ dest: 1, sync: false });
     this.logger = pino(
       {
         level,
@@ -53,7 +55,7 @@ export class AuditLog {
         timestamp: pino.stdTimeFunctions.isoTime,
         formatters: { level: (label) => ({ level: label }) },
       },
-      destination ?? pino.destination({ dest: 1, sync: false }),
+      this.#dest,
     );
   }
 
@@ -69,7 +71,17 @@ export class AuditLog {
     this.logger.info({ evt, ...fields }, msg);
   }
 
+  /** Write out buffered lines now (before exit: an asynchronous flush would be lost). */
   flush(): void {
+    const d = this.#dest as DestinationStream & { flushSync?: () => void };
+    try {
+      if (typeof d.flushSync === "function") {
+        d.flushSync();
+        return;
+      }
+    } catch {
+      // Not ready yet (nothing written): fall through to the asynchronous flush.
+    }
     this.logger.flush();
   }
 }

@@ -12,6 +12,7 @@ import type { ParseFailure } from "../http/http-error.ts";
 import { type RequestHead, RequestParser } from "../http/request-parser.ts";
 import { serializeResponseHead, stripHopByHop } from "../http/serialize.ts";
 import { Deadline } from "./deadline.ts";
+import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
 
 export interface SessionLimits {
@@ -443,31 +444,12 @@ export class HttpSession {
    * rejects when the stream closes or the agent has not taken bytes for the body idle limit.
    */
   #drained(w: Duplex, pollMs?: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        cleanup();
-        this.#socket.destroy();
-        reject(new Error("agent stopped reading"));
-      }, this.#limits.bodyIdleTimeoutMs);
-      const poll = pollMs !== undefined ? setTimeout(() => onDrain(), pollMs) : undefined;
-      const onDrain = () => {
-        cleanup();
-        resolve();
-      };
-      const onGone = () => {
-        cleanup();
-        reject(new Error("socket closed"));
-      };
-      const cleanup = () => {
-        clearTimeout(timer);
-        if (poll !== undefined) clearTimeout(poll);
-        w.off("drain", onDrain);
-        w.off("close", onGone);
-        w.off("error", onGone);
-      };
-      w.on("drain", onDrain);
-      w.on("close", onGone);
-      w.on("error", onGone);
+    return waitForDrain(w, {
+      timeoutMs: this.#limits.bodyIdleTimeoutMs,
+      ...(pollMs !== undefined ? { pollMs } : {}),
+      onTimeout: () => this.#socket.destroy(),
+      closedError: () => new Error("socket closed"),
+      timeoutError: () => new Error("agent stopped reading"),
     });
   }
 

@@ -10,6 +10,7 @@ import { ChunkedEncoder } from "../http/chunked.ts";
 import { type ResponseHead, ResponseParser } from "../http/response-parser.ts";
 import { serializeRequestHead } from "../http/serialize.ts";
 import { Deadline } from "./deadline.ts";
+import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
 import { type DialerOptions, type DialTarget, dialUpstream } from "./upstream-dialer.ts";
 
@@ -406,22 +407,7 @@ async function pumpBody(
 }
 
 function drained(sock: Sock): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const ok = () => {
-      done();
-      resolve();
-    };
-    const gone = () => {
-      done();
-      reject(new ProxyError("upstream-reset", "upstream connection closed"));
-    };
-    const done = () => {
-      sock.off("drain", ok);
-      sock.off("close", gone);
-      sock.off("error", gone);
-    };
-    sock.on("drain", ok);
-    sock.on("close", gone);
-    sock.on("error", gone);
+  return waitForDrain(sock, {
+    closedError: () => new ProxyError("upstream-reset", "upstream connection closed"),
   });
 }

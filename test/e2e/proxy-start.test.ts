@@ -33,20 +33,25 @@ async function readUntil(
   return text;
 }
 
+function spawnMain(home: string, env: Record<string, string> = {}) {
+  return Bun.spawn([process.execPath, MAIN], {
+    env: {
+      PATH: process.env.PATH ?? "",
+      SLAPENIR_HOME: home,
+      SLAPENIR_LISTEN: "127.0.0.1:0",
+      SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+      ...env,
+    },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+}
+
 describe("bun src/main.ts", () => {
   test("starts on embedded defaults, serves admin endpoints, stops on SIGTERM", async () => {
     const home = await mkdtemp(join(tmpdir(), "slapenir-start-"));
     try {
-      await using proc = Bun.spawn([process.execPath, MAIN], {
-        env: {
-          PATH: process.env.PATH ?? "",
-          SLAPENIR_HOME: home,
-          SLAPENIR_LISTEN: "127.0.0.1:0",
-          SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
-        },
-        stdout: "pipe",
-        stderr: "pipe",
-      });
+      await using proc = spawnMain(home);
       const banner = await readUntil(proc.stderr, /admin on http:\/\/[^\s]+/, 20_000);
       const admin = /admin on (http:\/\/[^\s]+)/.exec(banner)?.[1];
       expect(admin).toBeDefined();
@@ -86,17 +91,7 @@ describe("bun src/main.ts", () => {
     test(`bad ${name}: exits with an error naming ${where}`, async () => {
       const home = await mkdtemp(join(tmpdir(), "slapenir-bad-"));
       try {
-        await using proc = Bun.spawn([process.execPath, MAIN], {
-          env: {
-            PATH: process.env.PATH ?? "",
-            SLAPENIR_HOME: home,
-            SLAPENIR_LISTEN: "127.0.0.1:0",
-            SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
-            ...env,
-          },
-          stdout: "pipe",
-          stderr: "pipe",
-        });
+        await using proc = spawnMain(home, env);
         const code = await proc.exited;
         const err = await new Response(proc.stderr).text();
         expect(code).not.toBe(0);
