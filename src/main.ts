@@ -78,7 +78,11 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`slapenir: ${sig}, draining connections\n`);
+    // Once the listeners are closed nothing else keeps the event loop alive; without this
+    // timer the runtime exits mid-shutdown (workers not wiped, last audit lines lost).
+    const hold = setInterval(() => {}, 1_000);
     await proxy.close();
+    clearInterval(hold);
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

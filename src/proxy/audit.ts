@@ -43,11 +43,15 @@ export function loggablePath(target: string): string {
   return p.length > 256 ? `${p.slice(0, 256)}…` : p;
 }
 
+/**
+ * Lines are written synchronously: an audit record must not be lost when the process exits
+ * or crashes right after a request (one write per line; measured in bench/proxy.bench.ts).
+ */
 export class AuditLog {
   readonly logger: Logger;
   readonly #dest: DestinationStream;
   constructor(level: string, destination?: DestinationStream) {
-    this.#dest = destination ?? pino.destination({ dest: 1, sync: false });
+    this.#dest = destination ?? pino.destination({ dest: 1, sync: true });
     this.logger = pino(
       {
         level,
@@ -71,17 +75,14 @@ export class AuditLog {
     this.logger.info({ evt, ...fields }, msg);
   }
 
-  /** Write out buffered lines now (before exit: an asynchronous flush would be lost). */
-  flush(): void {
-    const d = this.#dest as DestinationStream & { flushSync?: () => void };
-    try {
-      if (typeof d.flushSync === "function") {
-        d.flushSync();
-        return;
-      }
-    } catch {
-      // Not ready yet (nothing written): fall through to the asynchronous flush.
-    }
-    this.logger.flush();
+  /** Write out buffered lines; resolves once they reached the destination (or after 2 s). */
+  flush(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 2_000);
+      this.logger.flush(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 }

@@ -302,7 +302,7 @@ export async function startProxy(
       secrets.dispose();
       leaves.clear();
       audit.event("stop", {}, "proxy stopped");
-      audit.flush();
+      await audit.flush();
     },
   };
 }
