@@ -32,10 +32,10 @@ export class PoolScanner implements BodyScanner {
     }
   }
 
-  /** Forget compiled sets (after a secrets reload); the pool zeroes them when unused. */
-  reset(keep: readonly string[] = []): void {
+  /** Forget compiled sets matching `which`; the pool zeroes them once no stream uses them. */
+  drop(which: (name: string) => boolean): void {
     for (const k of [...this.#loaded.keys()]) {
-      if (!keep.includes(k)) {
+      if (which(k)) {
         this.#loaded.delete(k);
         this.pool.dropPatterns(k);
       }

@@ -22,6 +22,7 @@ export type ProxyErrorCode =
   | "body-too-large"
   | "decode-failed"
   | "shutting-down"
+  | "overloaded"
   | "internal";
 
 const STATUS: Record<ProxyErrorCode, number> = {
@@ -44,6 +45,7 @@ const STATUS: Record<ProxyErrorCode, number> = {
   "body-too-large": 413,
   "decode-failed": 502,
   "shutting-down": 503,
+  overloaded: 503,
   internal: 500,
 };
 

@@ -21,6 +21,7 @@ import {
   primeStream,
   redactBody,
 } from "./body-scanner.ts";
+import type { ByteBudget } from "./byte-budget.ts";
 import {
   type DecodeLimits,
   decodeBody,
@@ -69,10 +70,15 @@ export interface ExchangeDeps {
   readonly maxHeldBodyBytes: number;
   /** Small bodies of known length are scanned whole on the main thread (undefined: never). */
   readonly inline?: InlineScanner;
+  /** Process-wide budget for bodies the proxy holds whole (many parallel uploads). */
+  readonly held: ByteBudget;
   readonly decodeLimits: DecodeLimits;
 }
 
-type Env = { Bindings: { ex: Exchange }; Variables: { plan: RequestPlan; out: OutboundRequest } };
+type Env = {
+  Bindings: { ex: Exchange };
+  Variables: { plan: RequestPlan; out: OutboundRequest; state: SecretState };
+};
 
 interface OutboundRequest {
   target: string;
@@ -83,6 +89,20 @@ interface OutboundRequest {
 
 /** Methods the proxy refuses outright (TRACE echoes headers back: credentials included). */
 export const REFUSED_METHODS: ReadonlySet<string> = new Set(["TRACE", "TRACK", "CONNECT"]);
+
+/** Methods whose lower- or mixed-case spelling is refused: upstreams disagree on case. */
+export const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "OPTIONS",
+  "PATCH",
+  "TRACE",
+  "TRACK",
+  "CONNECT",
+]);
 
 export function createExchangeApp(deps: ExchangeDeps): Hono<Env> {
   const app = new Hono<Env>();
@@ -123,7 +143,9 @@ function clearResponse(c: import("hono").Context<Env>): void {
 /** The URL Hono routes on; the real target string travels in the exchange, untouched. */
 export function exchangeRequest(ex: Exchange): Request {
   const host = ex.target.kind === "ipv6" ? `[${ex.target.host}]` : ex.target.host;
-  return new Request(`${ex.scheme}://${host}:${ex.target.port}/`, { method: ex.req.head.method });
+  // A constant routing method: Hono treats HEAD specially (it swaps the response for a
+  // bodiless copy, which would skip the audit wrapper); the real method travels in `ex`.
+  return new Request(`${ex.scheme}://${host}:${ex.target.port}/`, { method: "POST" });
 }
 
 function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
@@ -169,7 +191,11 @@ function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
       m.latency.observe({ agent: ex.agent }, durationMs / 1000);
     };
     const body = c.res.body;
-    if (!body) {
+    const status = c.res.status;
+    const bodiless = ex.req.head.method === "HEAD" || status === 204 || status === 304;
+    if (!body || bodiless) {
+      // The session writes no body for these: log now rather than wait for a read.
+      await body?.cancel().catch(() => {});
       finish(true);
       return;
     }
@@ -311,6 +337,8 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       headers.push([name, v]);
     }
     headers.push(["accept-encoding", filterAcceptEncoding(head.headers.get("accept-encoding"))]);
+    // The upstream leg is HTTP/1.1, which requires Host; an HTTP/1.0 agent may have sent none.
+    if (!head.headers.has("host")) headers.unshift(["host", hostField(ex)]);
 
     let body: ReadableStream<Uint8Array> | null = null;
     let bodyLength: number | null = null;
@@ -321,10 +349,11 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     if (reqBody && inline && declaredIn !== null && declaredIn <= inline.maxBytes) {
       // Small body of known length: held whole (bounded) and scanned in one engine call each
       // for DLP and the swap — a real value blocks the request before any byte leaves.
-      const whole = await collectBounded(reqBody, inline.maxBytes);
+      const whole = await holdWhole(deps, reqBody, declaredIn, inline.maxBytes);
+      deps.held.release(declaredIn); // the budget covers the wait for the body, not the scan
       ex.rec.bytesIn = whole.length;
       if (state.redactSpecs.length > 0) {
-        const d = inline.replace("redact", state.redactSpecs, whole);
+        const d = inline.replace(state.setName("redact"), state.redactSpecs, whole);
         d.output.fill(0);
         if (d.replacements > 0) {
           whole.fill(0);
@@ -338,7 +367,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       }
       let out = whole;
       if (plan.bodySpecs) {
-        const r = inline.replace(`swap:${plan.key}`, plan.bodySpecs, whole);
+        const r = inline.replace(state.setName(`swap:${plan.key}`), plan.bodySpecs, whole);
         whole.fill(0);
         out = r.output;
         swaps += r.replacements;
@@ -353,10 +382,12 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       });
       const dlp =
         deps.secrets().redactSpecs.length > 0
-          ? await deps.scanner.open("redact", () => state.redactSpecs)
+          ? await deps.scanner.open(state.setName("redact"), () => state.redactSpecs)
           : null;
       const bodySpecs = plan.bodySpecs;
-      const sw = bodySpecs ? await deps.scanner.open(`swap:${plan.key}`, () => bodySpecs) : null;
+      const sw = bodySpecs
+        ? await deps.scanner.open(state.setName(`swap:${plan.key}`), () => bodySpecs)
+        : null;
       let settle!: (n: number) => void;
       bodySwapResult = new Promise<number>((r) => {
         settle = r;
@@ -389,7 +420,8 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
         // A swap may change the length: hold the (bounded) body to send a correct
         // Content-Length. Larger bodies go chunked instead.
         if (declared <= deps.maxHeldBodyBytes) {
-          const whole = await collectBounded(scanned, deps.maxHeldBodyBytes);
+          const whole = await holdWhole(deps, scanned, declared, deps.maxHeldBodyBytes);
+          deps.held.release(declared);
           bodyLength = whole.length;
           body = new ReadableStream({
             start(ctl) {
@@ -427,6 +459,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       ex.rec.swaps += n;
     });
     c.set("plan", plan);
+    c.set("state", state);
     c.set("out", { target: t.value, headers, body, bodyLength });
     await next();
   };
@@ -481,7 +514,9 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     if (res.headers.get("x-slapenir-error") !== null && !res.headers.has("x-slapenir-upstream")) {
       return; // the proxy's own error answer: nothing of the upstream's in it
     }
-    const state = deps.secrets();
+    // The secrets this exchange's request was swapped with: a reload while the response is on
+    // its way must not leave the value that was just injected unredacted.
+    const state = c.get("state") ?? deps.secrets();
     let redactions = 0;
     const headers = new Headers();
     const isHead = ex.req.head.method === "HEAD";
@@ -529,9 +564,15 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     ) {
       // Small response of known length: held whole and redacted in one engine call. An
       // upstream that dies before the end now gets the agent a 502, not a cut body.
-      const whole = await collectBounded(body, inline.maxBytes);
-      const r = inline.replace("redact", state.redactSpecs, whole);
-      whole.fill(0);
+      const heldBytes = Number(length);
+      const whole = await holdWhole(deps, body, heldBytes, inline.maxBytes);
+      let r: { output: Uint8Array; replacements: number };
+      try {
+        r = inline.replace(state.setName("redact"), state.redactSpecs, whole);
+      } finally {
+        whole.fill(0);
+        deps.held.release(heldBytes);
+      }
       ex.rec.redactions += r.replacements;
       body = streamOf(r.output);
     } else if (body) {
@@ -539,7 +580,13 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
       // (mislabelled, corrupt) becomes a 502 instead of a 200 head and a broken connection.
       if (decode) body = await primeStream(decodeBody(body, codings, deps.decodeLimits));
       if (state.redactSpecs.length > 0) {
-        const scan = await deps.scanner.open("redact", () => state.redactSpecs);
+        let scan: Awaited<ReturnType<BodyScanner["open"]>>;
+        try {
+          scan = await deps.scanner.open(state.setName("redact"), () => state.redactSpecs);
+        } catch (e) {
+          await body.cancel().catch(() => {});
+          throw e;
+        }
         body = redactBody(body, scan, (r) => {
           ex.rec.redactions += r.replacements;
         });
@@ -592,4 +639,33 @@ function forward(deps: ExchangeDeps) {
     if (nullBody) await upstream.body?.cancel().catch(() => {});
     return new Response(body ?? null, { status: h.status, statusText: h.reason, headers });
   };
+}
+
+/**
+ * Hold a body of `declared` bytes whole, within the process-wide budget: over budget → 503
+ * (the body is cancelled). The caller releases `declared` once it no longer holds the bytes.
+ */
+async function holdWhole(
+  deps: ExchangeDeps,
+  body: ReadableStream<Uint8Array>,
+  declared: number,
+  max: number,
+): Promise<Uint8Array> {
+  if (!deps.held.acquire(declared)) {
+    await body.cancel().catch(() => {});
+    throw new ProxyError("overloaded", "proxy is holding too many bodies; retry shortly");
+  }
+  try {
+    return await collectBounded(body, max);
+  } catch (e) {
+    deps.held.release(declared);
+    throw e;
+  }
+}
+
+/** `Host` for the dialled destination: the port only when it is not the scheme's default. */
+function hostField(ex: Exchange): string {
+  const h = ex.target.kind === "ipv6" ? `[${ex.target.host}]` : ex.target.host;
+  const dflt = ex.scheme === "https" ? 443 : 80;
+  return ex.target.port === dflt ? h : `${h}:${ex.target.port}`;
 }

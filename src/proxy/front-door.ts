@@ -17,7 +17,7 @@ import { resolveRequestHost } from "../policy/host-agreement.ts";
 import { type AuditLog, loggablePath } from "./audit.ts";
 import { countBytes } from "./body-scanner.ts";
 import { errorResponse, ProxyError } from "./errors.ts";
-import { type Exchange, exchangeRequest, REFUSED_METHODS } from "./exchange-app.ts";
+import { type Exchange, exchangeRequest, KNOWN_METHODS, REFUSED_METHODS } from "./exchange-app.ts";
 import {
   type HandlerResult,
   HttpSession,
@@ -214,7 +214,13 @@ export class FrontDoor {
       }
       return this.#connect(req, session, ctx, started);
     }
-    if (REFUSED_METHODS.has(head.method)) {
+    const upper = head.method.toUpperCase();
+    if (upper !== head.method && KNOWN_METHODS.has(upper)) {
+      // Methods are case-sensitive, but servers differ: `head` might be HEAD to the upstream
+      // and not to us (framing), `trace` a TRACE that echoes credentials.
+      return refuse(new ProxyError("bad-request", "method names must be upper-case"));
+    }
+    if (REFUSED_METHODS.has(upper)) {
       return refuse(new ProxyError("bad-request", `method ${head.method} is not allowed`));
     }
     if (!ctx.connectTarget) {

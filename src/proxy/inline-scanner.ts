@@ -41,7 +41,17 @@ export class InlineScanner {
     }
   }
 
-  /** Forget every compiled set and zero the engine's memory (secrets changed, or stopping). */
+  /** Dispose (zeroing) the compiled sets whose name matches `which`. */
+  drop(which: (name: string) => boolean): void {
+    for (const [name, set] of [...this.#sets]) {
+      if (which(name)) {
+        set.dispose();
+        this.#sets.delete(name);
+      }
+    }
+  }
+
+  /** Forget every compiled set and zero the engine's memory (stopping). */
   reset(): void {
     this.#sets.clear();
     this.#engine.wipeAll();

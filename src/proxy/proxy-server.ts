@@ -25,6 +25,7 @@ import {
 } from "../policy/egress-policy.ts";
 import { AuditLog } from "./audit.ts";
 import { PoolScanner } from "./body-scanner.ts";
+import { ByteBudget } from "./byte-budget.ts";
 import { DEFAULT_DECODE_LIMITS } from "./content-coding.ts";
 import { createExchangeApp } from "./exchange-app.ts";
 import { FrontDoor, type ServerCredentials } from "./front-door.ts";
@@ -36,6 +37,11 @@ import { UpstreamClient } from "./upstream-client.ts";
 import { type AddressCheck, type Lookup, trustAnchors } from "./upstream-dialer.ts";
 
 export const VERSION = "0.1.0";
+
+/** How long the previous secrets stay usable by requests that started before a reload. */
+const RETIRE_AFTER_MS = 30_000;
+/** Bytes all bodies held whole at once may take (beyond it: 503). */
+const HELD_BYTES_BUDGET = 256 * 1024 * 1024;
 
 export interface RunningProxy {
   readonly port: number;
@@ -160,6 +166,8 @@ export async function startProxy(
   });
   const scanner = new PoolScanner(pool);
   const inline = new InlineScanner();
+  const held = new ByteBudget(HELD_BYTES_BUDGET);
+  const retiring = new Set<() => void>();
   const metrics = new ProxyMetrics(
     {
       stats: () => {
@@ -206,6 +214,7 @@ export async function startProxy(
       : undefined,
     maxHeldBodyBytes: config.limits.maxHeldBodyBytes,
     inline,
+    held,
     decodeLimits: DEFAULT_DECODE_LIMITS,
   });
   const front = new FrontDoor({
@@ -279,13 +288,19 @@ export async function startProxy(
       const oldSecrets = secrets;
       state = nextState;
       secrets = next;
-      scanner.reset();
-      inline.reset();
       audit.event("reload", { credentials: nextState.credentialCount }, "secrets reloaded");
-      // Streams already open keep their compiled sets (the pool zeroes them when they end);
-      // the JS-side copies go now.
-      old.dispose();
-      oldSecrets.dispose();
+      // Requests already past their head may still compile sets from the old state: keep it
+      // for a grace period, then zero its copies and retire its sets (streams already open
+      // finish on them; the pool zeroes a set once its last stream ends).
+      const retire = () => {
+        scanner.drop((n) => old.ownsSet(n));
+        inline.drop((n) => old.ownsSet(n));
+        old.dispose();
+        oldSecrets.dispose();
+        retiring.delete(retire);
+      };
+      retiring.add(retire);
+      setTimeout(retire, RETIRE_AFTER_MS).unref?.();
     },
     reloadCredentials(c) {
       front.reloadCredentials(c);
@@ -296,6 +311,7 @@ export async function startProxy(
       await front.close(config.limits.shutdownGraceMs);
       upstream.close();
       adminServer.stop(true);
+      for (const r of [...retiring]) r();
       await pool.close();
       inline.reset();
       state.dispose();

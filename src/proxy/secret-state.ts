@@ -29,7 +29,11 @@ export interface RequestPlan {
   readonly lengthPreserving: boolean;
 }
 
+let nextGeneration = 1;
+
 export class SecretState {
+  /** Distinguishes this state's pattern sets from those of earlier or later reloads. */
+  readonly generation = nextGeneration++;
   readonly bindings: CredentialBindings;
   /** Every encoding of every real value → its redaction (responses; DLP detection on requests). */
   readonly redactInline: InlineReplacer;
@@ -82,6 +86,20 @@ export class SecretState {
 
   static compile(secrets: SecretsConfig): SecretState {
     return new SecretState(secrets);
+  }
+
+  /**
+   * The scanner-side name of one of this state's pattern sets. Names carry the generation, so
+   * a request still running on the previous secrets can never fill (or use) a set under the
+   * name the new secrets use.
+   */
+  setName(kind: string): string {
+    return `${kind}#${this.generation}`;
+  }
+
+  /** True for set names made by `setName` of this state. */
+  ownsSet(name: string): boolean {
+    return name.endsWith(`#${this.generation}`);
   }
 
   /** The compiled plan for a request from `agent` to `host:port` (cached per swap set). */
