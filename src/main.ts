@@ -55,6 +55,21 @@ async function main(): Promise<void> {
   }
   const proxy = await startProxy(config);
   proxyRef.current = proxy;
+  // One failing connection must not take every agent down. An error that escapes every
+  // handler is audited by name only (its message could quote peer bytes) and the proxy keeps
+  // serving; the failing connection has already lost its handler.
+  const internal = (kind: string) => (e: unknown) => {
+    const name = e instanceof Error ? e.name : typeof e;
+    const code = (e as { code?: unknown } | null)?.code;
+    proxy.audit.event(
+      "internal-error",
+      { kind, name, ...(typeof code === "string" ? { code } : {}) },
+      "internal error",
+    );
+    proxy.metrics.internalErrors.inc({ kind });
+  };
+  process.on("uncaughtException", internal("exception"));
+  process.on("unhandledRejection", internal("rejection"));
   const home = config.home;
   const listen = `${config.listen.host}:${proxy.port}`;
   const creds = config.tokensJson ? "from TOKENS_JSON" : "none configured (set TOKENS_JSON)";

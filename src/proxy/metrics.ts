@@ -55,6 +55,12 @@ export class ProxyMetrics {
     help: "Agent connections currently open",
     registers: [this.registry],
   });
+  readonly internalErrors = new Counter({
+    name: "slapenir_internal_errors_total",
+    help: "Errors that escaped every handler (the proxy kept serving)",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
   readonly certCache = new Counter({
     name: "slapenir_leaf_cert_cache_total",
     help: "Interception leaf certificate lookups by result",
