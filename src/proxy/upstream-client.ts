@@ -1,8 +1,11 @@
 // Sends one request to an upstream and returns its response head with a streaming body. It
 // owns the upstream side of the wire: serialising the head, framing the request body, parsing
 // the response strictly, detecting an upstream that dies mid-body (the body stream errors, it
-// never ends cleanly), and reusing idle keep-alive connections. It never follows redirects and
-// never decodes content codings (the redactor decides that).
+// never ends cleanly), and reusing idle keep-alive connections. Deadlines follow the phase: while
+// the request body is sent, an upstream that stops taking bytes for the body idle limit fails;
+// the response timeout runs only once the request is fully sent (an upload may take longer than
+// it); then the body idle limit applies between response chunks. It never follows redirects
+// and never decodes content codings (the redactor decides that).
 
 import type net from "node:net";
 import type tls from "node:tls";
@@ -34,9 +37,12 @@ export interface UpstreamResponse {
 }
 
 export interface UpstreamClientOptions extends DialerOptions {
-  /** Time from request head sent to response head received. */
+  /** Time from the request fully sent (head, and body if any) to response head received. */
   readonly responseTimeoutMs: number;
-  /** Longest gap between response body chunks. */
+  /**
+   * Longest gap between response body chunks, and longest time the upstream may stop taking
+   * request body bytes while the request body is being sent.
+   */
   readonly bodyIdleTimeoutMs: number;
   /** Idle keep-alive connections kept per destination. */
   readonly maxIdlePerHost: number;
@@ -169,14 +175,11 @@ export class UpstreamClient {
       let requestSent = req.body === null;
       let finished = false;
       let anyByte = false;
-      // One deadline for the exchange: waiting for the head, then between body chunks.
-      let waitingFor: "head" | "body" = "head";
+      // One deadline for the exchange: the upstream taking the request body, then waiting for
+      // the head, then between response body chunks.
+      let waitingFor: "upload" | "head" | "body" = req.body === null ? "head" : "upload";
       const deadline = new Deadline(() =>
-        fail(
-          waitingFor === "head"
-            ? new ProxyError("upstream-timeout", "upstream did not answer in time")
-            : new ProxyError("upstream-timeout", "upstream body stalled"),
-        ),
+        fail(new ProxyError("upstream-timeout", STALLED[waitingFor])),
       );
       const disarm = () => deadline.clear();
 
@@ -342,11 +345,31 @@ export class UpstreamClient {
         return;
       }
       sock.write(headBytes);
-      deadline.set(this.opts.responseTimeoutMs);
-      if (req.body !== null) {
-        void pumpBody(sock, req.body, encoder, req.bodyLength).then(
+      if (req.body === null) {
+        deadline.set(this.opts.responseTimeoutMs);
+      } else {
+        // While uploading, the deadline measures the upstream's progress only: it runs while
+        // the pump waits for the upstream to take bytes and restarts whenever it took some.
+        // Waiting on the agent's side of the body is the agent session's deadline (a body the
+        // DLP holds back until it has seen enough must not count against the upstream). Once
+        // a response head arrived early (a 413 before the body is done), the response's own
+        // deadlines govern and the pump no longer touches the deadline.
+        const uploading = () => !finished && !headSeen && !requestSent;
+        const progress: PumpProgress = {
+          waitingOnUpstream: () => {
+            if (uploading()) deadline.set(this.opts.bodyIdleTimeoutMs);
+          },
+          waitingOnAgent: () => {
+            if (uploading()) disarm();
+          },
+        };
+        void pumpBody(sock, req.body, encoder, req.bodyLength, progress).then(
           () => {
             requestSent = true;
+            if (!finished && !headSeen) {
+              waitingFor = "head";
+              deadline.set(this.opts.responseTimeoutMs);
+            }
             if (finished && parser.state === "idle" && !sock.destroyed) {
               // Response already complete before the body finished: do not reuse.
               sock.destroy();
@@ -367,6 +390,23 @@ export class UpstreamClient {
   }
 }
 
+const STALLED = {
+  upload: "upstream stopped reading the request body",
+  head: "upstream did not answer in time",
+  body: "upstream body stalled",
+} as const;
+
+/** What the body pump is waiting on, so the exchange can run the right deadline. */
+interface PumpProgress {
+  /** Bytes are queued for the upstream (called again whenever it took some). */
+  waitingOnUpstream(): void;
+  /** Everything written so far was taken; the next chunk comes from the agent. */
+  waitingOnAgent(): void;
+}
+
+/** How often a blocked write re-checks whether the upstream took part of the queued bytes. */
+const PROGRESS_POLL_MS = 100;
+
 class RetryableError extends Error {
   constructor(override readonly cause: ProxyError) {
     super(cause.message);
@@ -378,11 +418,13 @@ async function pumpBody(
   body: ReadableStream<Uint8Array>,
   encoder: ChunkedEncoder | null,
   length: number | null,
+  progress: PumpProgress,
 ): Promise<void> {
   const reader = body.getReader();
   let sent = 0;
   try {
     for (;;) {
+      progress.waitingOnAgent();
       const { done, value } = await reader.read();
       if (done) break;
       if (value.length === 0) continue;
@@ -393,7 +435,7 @@ async function pumpBody(
       const parts = encoder ? encoder.encode(value) : [value];
       for (const p of parts) {
         if (sock.destroyed) throw new ProxyError("upstream-reset", "upstream connection closed");
-        if (!sock.write(p)) await drained(sock);
+        if (!sock.write(p)) await drained(sock, progress);
       }
     }
     if (length !== null && sent !== length) {
@@ -406,8 +448,21 @@ async function pumpBody(
   }
 }
 
-function drained(sock: Sock): Promise<void> {
-  return waitForDrain(sock, {
-    closedError: () => new ProxyError("upstream-reset", "upstream connection closed"),
-  });
+/**
+ * Wait until the upstream has taken the queued bytes. `drain` only fires once the whole queue
+ * is flushed, which a slow but steady upstream may take longer than the idle limit to do, so
+ * the queue is also re-checked every PROGRESS_POLL_MS and any shrinkage counts as progress.
+ */
+async function drained(sock: Sock, progress: PumpProgress): Promise<void> {
+  let queued = sock.writableLength;
+  progress.waitingOnUpstream();
+  while (sock.writableNeedDrain) {
+    if (sock.destroyed) throw new ProxyError("upstream-reset", "upstream connection closed");
+    await waitForDrain(sock, {
+      pollMs: PROGRESS_POLL_MS,
+      closedError: () => new ProxyError("upstream-reset", "upstream connection closed"),
+    });
+    if (sock.writableLength < queued) progress.waitingOnUpstream();
+    queued = sock.writableLength;
+  }
 }

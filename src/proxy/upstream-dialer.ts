@@ -2,7 +2,8 @@
 // it resolves once, checks every resolved address against the address policy, and connects to
 // the address it checked (so a DNS answer that changes between check and connect — rebinding —
 // cannot reach an internal address). Upstream TLS is always verified against the trust store
-// plus the configured extra CAs. It never logs; failures become ProxyErrors with fixed reasons.
+// plus the configured extra CAs. Every step — the lookup included — is bounded by the connect
+// timeout. It never logs; failures become ProxyErrors with fixed reasons.
 
 import { promises as dns } from "node:dns";
 import net from "node:net";
@@ -26,6 +27,7 @@ export type Lookup = (host: string) => Promise<{ address: string; family: number
 export interface DialerOptions {
   /** Decides whether a resolved address may be dialled (internal/metadata addresses are not). */
   readonly addressCheck: AddressCheck;
+  /** Bounds the name lookup, each TCP connect and the TLS handshake, each on its own. */
   readonly connectTimeoutMs: number;
   /** Trust anchors for upstream TLS: the bundled roots plus extra CAs (tests, corporate CAs). */
   readonly ca: readonly string[];
@@ -59,11 +61,7 @@ export async function resolveChecked(
   if (target.isIp) {
     addrs = [{ address: target.host, family: target.host.includes(":") ? 6 : 4 }];
   } else {
-    try {
-      addrs = await (opts.lookup ?? systemLookup)(target.host);
-    } catch {
-      throw new ProxyError("dns-failed", "upstream host did not resolve");
-    }
+    addrs = await lookupWithin(opts.lookup ?? systemLookup, target.host, opts.connectTimeoutMs);
   }
   if (addrs.length === 0) throw new ProxyError("dns-failed", "upstream host did not resolve");
   const self = opts.selfPorts?.();
@@ -77,6 +75,45 @@ export async function resolveChecked(
     throw new ProxyError("address-denied", `destination address is not allowed (${why})`);
   }
   return allowed;
+}
+
+/**
+ * The system resolver has no deadline of its own (a dead resolver holds a request for the
+ * resolver's retries, tens of seconds); a lookup that outlives the connect timeout fails. The
+ * lookup itself cannot be cancelled — its late answer is ignored.
+ */
+function lookupWithin(
+  lookup: Lookup,
+  host: string,
+  timeoutMs: number,
+): Promise<{ address: string; family: number }[]> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      settled = true;
+      reject(new ProxyError("dns-failed", "upstream host did not resolve in time"));
+    }, timeoutMs);
+    const done = () => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      return true;
+    };
+    let pending: Promise<{ address: string; family: number }[]>;
+    try {
+      pending = lookup(host);
+    } catch {
+      pending = Promise.reject(new Error("lookup threw"));
+    }
+    pending.then(
+      (addrs) => {
+        if (done()) resolve(addrs);
+      },
+      () => {
+        if (done()) reject(new ProxyError("dns-failed", "upstream host did not resolve"));
+      },
+    );
+  });
 }
 
 function connectTcp(address: string, port: number, timeoutMs: number): Promise<net.Socket> {

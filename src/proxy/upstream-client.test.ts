@@ -1,0 +1,194 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import net from "node:net";
+import { ProxyError } from "./errors.ts";
+import { UpstreamClient, type UpstreamClientOptions } from "./upstream-client.ts";
+
+// Loopback plain-TCP upstreams written by hand, so each test controls exactly when the
+// upstream reads and answers.
+
+const servers: net.Server[] = [];
+const clients: UpstreamClient[] = [];
+afterEach(() => {
+  for (const s of servers.splice(0)) s.close();
+  for (const c of clients.splice(0)) c.close();
+});
+
+async function listen(onSocket: (s: net.Socket) => void): Promise<number> {
+  const server = net.createServer(onSocket);
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return (server.address() as net.AddressInfo).port;
+}
+
+function client(o: Partial<UpstreamClientOptions>): UpstreamClient {
+  const c = new UpstreamClient({
+    addressCheck: () => ({ allowed: true }),
+    connectTimeoutMs: 5000,
+    ca: [],
+    responseTimeoutMs: 60_000,
+    bodyIdleTimeoutMs: 60_000,
+    maxIdlePerHost: 0,
+    idleSocketTimeoutMs: 1000,
+    ...o,
+  });
+  clients.push(c);
+  return c;
+}
+
+const target = (port: number) => ({ host: "127.0.0.1", port, tls: false, isIp: true });
+
+/** Reads one Content-Length request, then answers with the body's length and SHA-256. */
+function hashingUpstream(s: net.Socket): void {
+  let buf = Buffer.alloc(0);
+  let want = -1;
+  s.on("data", (d: Buffer) => {
+    buf = Buffer.concat([buf, d]);
+    if (want < 0) {
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const m = /content-length: *(\d+)/i.exec(buf.subarray(0, end).toString("latin1"));
+      want = Number(m?.[1] ?? 0);
+      buf = buf.subarray(end + 4);
+    }
+    if (buf.length >= want) {
+      const text = `${buf.length} ${createHash("sha256").update(buf).digest("hex")}`;
+      s.end(
+        `HTTP/1.1 200 OK\r\ncontent-length: ${text.length}\r\nconnection: close\r\n\r\n${text}`,
+      );
+    }
+  });
+}
+
+/** A body of `chunks` chunks of `size` bytes, each produced `gapMs` after the previous one. */
+function slowBody(chunks: number, size: number, gapMs: number) {
+  const all = new Uint8Array(chunks * size);
+  for (let i = 0; i < all.length; i++) all[i] = (i * 31 + 7) & 0xff;
+  let i = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (i >= chunks) {
+        c.close();
+        return;
+      }
+      await Bun.sleep(gapMs);
+      c.enqueue(all.slice(i * size, (i + 1) * size));
+      i++;
+    },
+  });
+  return { stream, length: all.length, sha256: createHash("sha256").update(all).digest("hex") };
+}
+
+async function failure(p: Promise<unknown>): Promise<ProxyError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof ProxyError) return e;
+    throw e;
+  }
+  throw new Error("expected a ProxyError");
+}
+
+const post = (body: ReadableStream<Uint8Array> | null, bodyLength: number | null) => ({
+  method: "POST",
+  target: "/upload",
+  headers: [["host", "upstream.test"]] as [string, string][],
+  body,
+  bodyLength,
+});
+
+describe("upstream client deadlines", () => {
+  test("an upload that outlasts the response timeout but keeps flowing succeeds", async () => {
+    const port = await listen(hashingUpstream);
+    // ~12 × 60 ms of sending against a 150 ms response timeout.
+    const b = slowBody(12, 8192, 60);
+    const c = client({ responseTimeoutMs: 150, bodyIdleTimeoutMs: 5000 });
+    const res = await c.send(target(port), post(b.stream, b.length));
+    expect(res.head.status).toBe(200);
+    expect(await new Response(res.body).text()).toBe(`${b.length} ${b.sha256}`);
+  });
+
+  test("a slow but steady upstream reader does not trip the body idle limit", async () => {
+    // The upstream takes one read, then pauses 150 ms: each pause is well inside the 500 ms
+    // idle limit, but together they last longer than it.
+    let pauses = 0;
+    const port = await listen((s) => {
+      s.on("data", () => {
+        pauses++;
+        s.pause();
+        setTimeout(() => s.resume(), 150);
+      });
+      hashingUpstream(s);
+    });
+    const size = 4 << 20;
+    const data = new Uint8Array(size).fill(0x61);
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent >= size) return c.close();
+        c.enqueue(data.subarray(sent, sent + 65536));
+        sent += 65536;
+      },
+    });
+    const c = client({ responseTimeoutMs: 5000, bodyIdleTimeoutMs: 500 });
+    const res = await c.send(target(port), post(body, size));
+    const digest = createHash("sha256").update(data).digest("hex");
+    expect(await new Response(res.body).text()).toBe(`${size} ${digest}`);
+    expect(pauses).toBeGreaterThan(4); // the pauses really added up past the idle limit
+  });
+
+  test("an upstream that stops reading mid-upload fails with upstream-timeout", async () => {
+    const port = await listen((s) => s.pause()); // accepts, never reads
+    const chunk = new Uint8Array(65536).fill(0x62);
+    let pulled = 0;
+    let cancelled = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        pulled++;
+        c.enqueue(chunk);
+      },
+      cancel() {
+        cancelled = true;
+      },
+    });
+    const c = client({ responseTimeoutMs: 60_000, bodyIdleTimeoutMs: 300 });
+    const err = await failure(c.send(target(port), post(body, 1 << 30)));
+    expect(err.code).toBe("upstream-timeout");
+    expect(err.reason).toBe("upstream stopped reading the request body");
+    expect(pulled).toBeGreaterThan(0);
+    await Bun.sleep(20);
+    expect(cancelled).toBe(true); // the agent's body is released, not left hanging
+  });
+
+  test("the response timeout starts once the body is sent", async () => {
+    const port = await listen((s) => s.resume()); // reads everything, never answers
+    const b = slowBody(2, 1024, 1);
+    const c = client({ responseTimeoutMs: 200, bodyIdleTimeoutMs: 60_000 });
+    const err = await failure(c.send(target(port), post(b.stream, b.length)));
+    expect(err.reason).toBe("upstream did not answer in time");
+  });
+
+  test("a request without a body is bounded by the response timeout", async () => {
+    const port = await listen((s) => s.resume());
+    const c = client({ responseTimeoutMs: 100 });
+    const err = await failure(
+      c.send(target(port), { ...post(null, null), method: "GET", target: "/" }),
+    );
+    expect(err.code).toBe("upstream-timeout");
+  });
+
+  test("an early answer (413 before the body is done) reaches the caller", async () => {
+    const port = await listen((s) => {
+      s.once("data", () => {
+        s.write("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\n");
+        s.end("too big\n");
+      });
+    });
+    // 40 × 50 ms of body: the answer comes long before it would be done.
+    const b = slowBody(40, 1024, 50);
+    const c = client({ responseTimeoutMs: 100, bodyIdleTimeoutMs: 60_000 });
+    const res = await c.send(target(port), post(b.stream, b.length));
+    expect(res.head.status).toBe(413);
+    expect(await new Response(res.body).text()).toBe("too big\n");
+  });
+});
