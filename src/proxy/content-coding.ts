@@ -81,79 +81,154 @@ function decoderFor(coding: Coding, firstByte: number): Transform {
   }
 }
 
+/** Cumulative byte counts a stage's cap is judged on. */
+interface StageCounts {
+  readonly inBytes: number;
+  readonly outBytes: number;
+}
+
 /**
- * One decoding stage as a TransformStream. Errors (corrupt data, truncated stream) surface as
- * a ProxyError on the readable side, so the consumer fails closed.
+ * One decoding stage, pull-driven: it reads an input chunk only while its consumer wants output,
+ * pauses its decoder while its own queue is full, and caps its cumulative output with `cap`, so
+ * no stage of a stacked coding can expand ahead of the stage after it. Errors (corrupt data,
+ * truncated stream, a cap) surface as a ProxyError on the returned stream; once the stage has
+ * failed, closed or been cancelled its decoder is destroyed and nothing is enqueued again, so no
+ * late decoder event can throw.
  */
 function decodeStage(
+  input: ReadableStream<Uint8Array>,
   coding: Coding,
-  onOutput?: (n: number) => ProxyError | undefined,
-): TransformStream<Uint8Array, Uint8Array> {
+  cap: (c: StageCounts) => ProxyError | undefined,
+): ReadableStream<Uint8Array> {
+  const reader = input.getReader();
   let dec: Transform | undefined;
-  let failed: ProxyError | undefined;
-  let controllerRef: TransformStreamDefaultController<Uint8Array> | undefined;
-  const attach = (first: number) => {
-    dec = decoderFor(coding, first);
-    dec.on("data", (d: Buffer) => {
-      if (failed) return;
-      // Checked here, as output is produced, so one small input chunk cannot expand into an
-      // unbounded queue before a later stage sees it.
-      const over = onOutput?.(d.byteLength);
-      if (over) {
-        failed = over;
-        dec?.destroy();
-        return;
-      }
-      controllerRef?.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-    });
-    dec.on("error", () => {
-      failed = new ProxyError("decode-failed", "upstream body could not be decoded");
-    });
+  let ctrl!: ReadableStreamDefaultController<Uint8Array>;
+  let finished = false; // failed, closed or cancelled: no enqueue, no close, no error after this
+  let reading = false; // an input chunk is being read or is still inside the decoder
+  let inputDone = false;
+  let inBytes = 0;
+  let outBytes = 0;
+  // Resolves the pending pull(); the stream calls pull again only when it wants more.
+  let wake: (() => void) | undefined;
+  const settle = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
   };
-  const write = (chunk: Uint8Array) =>
-    new Promise<void>((resolve, reject) => {
-      if (failed || !dec) return reject(failed ?? decodeError());
-      const d = dec;
-      // A decoder that fails or is destroyed may never call the write callback.
-      const onFail = () => {
-        cleanup();
-        reject(failed ?? decodeError());
-      };
-      const cleanup = () => {
-        d.off("error", onFail);
-        d.off("close", onFail);
-      };
-      d.once("error", onFail);
-      d.once("close", onFail);
-      d.write(chunk, (err) => {
-        cleanup();
-        if (err || failed) reject(failed ?? decodeError());
-        else resolve();
-      });
+  const fail = (err: unknown) => {
+    if (finished) return;
+    finished = true;
+    dec?.destroy();
+    try {
+      ctrl.error(err);
+    } catch {
+      // already errored by the runtime: nothing further to report
+    }
+    reader.cancel(err).catch(() => {});
+    settle();
+  };
+  const close = () => {
+    if (finished) return;
+    finished = true;
+    try {
+      ctrl.close();
+    } catch {
+      // cancelled meanwhile
+    }
+    settle();
+  };
+  const attach = (first: number) => {
+    const d = decoderFor(coding, first);
+    dec = d;
+    d.on("data", (b: Buffer) => {
+      if (finished) return;
+      outBytes += b.byteLength;
+      // Checked as output is produced, so one small input chunk cannot expand past the cap.
+      const over = cap({ inBytes, outBytes });
+      if (over) return fail(over);
+      try {
+        ctrl.enqueue(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+      } catch {
+        return fail(decodeError());
+      }
+      // Our queue is full: stop the decoder; zlib then stops inflating once its own buffer
+      // fills, and resumes on the next pull.
+      if ((ctrl.desiredSize ?? 0) <= 0) d.pause();
+      settle();
     });
-  return new TransformStream<Uint8Array, Uint8Array>({
-    start(controller) {
-      controllerRef = controller;
+    // Stays attached for the decoder's whole life, so a late error is never unhandled.
+    d.on("error", () => fail(decodeError()));
+    d.on("end", close);
+  };
+  const feed = () => {
+    if (finished || reading || inputDone) return;
+    reading = true;
+    reader.read().then(
+      (r) => {
+        if (finished) return;
+        if (r.done) {
+          inputDone = true;
+          reading = false;
+          if (dec) dec.end();
+          else close(); // empty body: nothing to decode
+          return;
+        }
+        const chunk = r.value;
+        if (chunk.length === 0) {
+          reading = false;
+          return feed();
+        }
+        inBytes += chunk.length;
+        if (!dec) attach(chunk[0]!);
+        // The callback runs once the decoder has taken the whole chunk, which it defers while
+        // its output is backed up. It may never run if the decoder fails; fail() settles then.
+        dec!.write(chunk, (err) => {
+          reading = false;
+          if (err) return fail(decodeError());
+          if (wake) feed(); // the consumer still waits: more input is needed for output
+        });
+      },
+      (err) => fail(err),
+    );
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        ctrl = controller;
+      },
+      pull() {
+        if (finished) return;
+        return new Promise<void>((resolve) => {
+          wake = resolve;
+          dec?.resume();
+          feed();
+        });
+      },
+      cancel(reason) {
+        finished = true;
+        dec?.destroy();
+        settle();
+        return reader.cancel(reason);
+      },
     },
-    async transform(chunk) {
-      if (chunk.length === 0) return;
-      if (!dec) attach(chunk[0]!);
-      await write(chunk);
-    },
-    flush() {
-      if (!dec) return; // empty body: nothing to decode
-      return new Promise<void>((resolve, reject) => {
-        dec!.once("end", () => (failed ? reject(failed) : resolve()));
-        dec!.once("close", () => (failed ? reject(failed) : undefined));
-        dec!.once("error", () => reject(failed ?? decodeError()));
-        dec!.end();
-      });
-    },
-  });
+    // A few decoder chunks (16–64 KiB each) per stage: enough to keep the pipe busy, bounded.
+    { highWaterMark: 4 },
+  );
 }
 
 function decodeError(): ProxyError {
   return new ProxyError("decode-failed", "upstream body could not be decoded");
+}
+
+/** The cap for one stage: absolute size, and expansion of this stage's own input. */
+function stageCap(limits: DecodeLimits, c: StageCounts): ProxyError | undefined {
+  if (c.outBytes > limits.maxOutputBytes) {
+    return new ProxyError("decode-failed", "decoded body exceeds the size limit");
+  }
+  if (c.outBytes > limits.ratioGraceBytes && c.outBytes > c.inBytes * limits.maxRatio) {
+    return new ProxyError("decode-failed", "decoded body exceeds the expansion-ratio limit");
+  }
+  return undefined;
 }
 
 /** Decode a body encoded with `codings` (in application order), capped per DecodeLimits. */
@@ -163,29 +238,23 @@ export function decodeBody(
   limits: DecodeLimits = DEFAULT_DECODE_LIMITS,
 ): ReadableStream<Uint8Array> {
   if (codings.length === 0) return body;
-  let encoded = 0;
-  let decoded = 0;
-  const check = (n: number): ProxyError | undefined => {
-    decoded += n;
-    if (decoded > limits.maxOutputBytes) {
-      return new ProxyError("decode-failed", "decoded body exceeds the size limit");
-    }
-    if (decoded > limits.ratioGraceBytes && decoded > encoded * limits.maxRatio) {
-      return new ProxyError("decode-failed", "decoded body exceeds the expansion-ratio limit");
-    }
-    return undefined;
-  };
+  let wireBytes = 0;
+  const finalCap = (c: StageCounts): ProxyError | undefined =>
+    stageCap(limits, c) ??
+    // The plaintext is also judged against the bytes on the wire, so stacking codings cannot
+    // multiply the allowed ratio.
+    stageCap(limits, { inBytes: wireBytes, outBytes: c.outBytes });
   let s = body.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
-        encoded += chunk.length;
+        wireBytes += chunk.length;
         controller.enqueue(chunk);
       },
     }),
   );
-  // Only the last stage (the outermost coding applied first) produces the final plaintext.
+  // Decode outermost first: the last coding applied is the first removed.
   for (let i = codings.length - 1; i >= 0; i--) {
-    s = s.pipeThrough(decodeStage(codings[i]!, i === 0 ? check : undefined));
+    s = decodeStage(s, codings[i]!, i === 0 ? finalCap : (c) => stageCap(limits, c));
   }
   return s;
 }
