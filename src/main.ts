@@ -81,7 +81,7 @@ async function main(): Promise<void> {
       `  egress allowlist: ${config.allow.length === 0 ? "empty — every destination is denied (set SLAPENIR_ALLOW)" : `${config.allow.length} rule(s)`}`,
       "",
       "Try it:",
-      "  bun run slapenir -- agent issue my-agent",
+      "  npm run slapenir -- agent issue my-agent",
       `  curl --proxy https://localhost:${proxy.port} --proxy-cacert ${home}/ca-bundle.pem \\`,
       `       --proxy-cert ${home}/agents/my-agent.crt --proxy-key ${home}/agents/my-agent.key \\`,
       `       --cacert ${home}/ca-bundle.pem https://example.com/`,
