@@ -353,9 +353,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       deps.held.release(declaredIn); // the budget covers the wait for the body, not the scan
       ex.rec.bytesIn = whole.length;
       if (state.redactSpecs.length > 0) {
-        const d = inline.replace(state.setName("redact"), state.redactSpecs, whole);
-        d.output.fill(0);
-        if (d.replacements > 0) {
+        if (inline.count(state.setName("redact"), state.redactSpecs, whole) > 0) {
           whole.fill(0);
           ex.rec.decision = "deny";
           ex.rec.reason = "real credential in request body";

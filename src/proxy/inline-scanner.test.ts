@@ -36,3 +36,16 @@ test("an invalid set fails closed as a scan failure, naming nothing", () => {
   expect(err).toBeInstanceOf(ProxyError);
   expect((err as ProxyError).code).toBe("scan-failed");
 });
+
+test("count reports matches and leaves no output behind", () => {
+  const engine = createWasmEngine();
+  const s = new InlineScanner(1024, engine);
+  const specs = [{ pattern: SECRET, replacement: enc.encode("[REDACTED]") }];
+  const body = enc.encode(
+    `a ${new TextDecoder().decode(SECRET)} b ${new TextDecoder().decode(SECRET)}`,
+  );
+  expect(s.count("dlp", specs, body)).toBe(2);
+  expect(s.count("dlp", specs, enc.encode("nothing to see here, at all"))).toBe(0);
+  s.reset();
+  expect(contains(new Uint8Array(engine.memory.buffer), SECRET)).toBe(false);
+});

@@ -15,6 +15,8 @@ export const INLINE_SCAN_MAX_BYTES = 256 * 1024;
 export class InlineScanner {
   readonly #engine: WasmEngine;
   readonly #sets = new Map<string, CompiledSet>();
+  /** Reused output buffer for passes whose output is only counted (DLP). */
+  #scratch: Uint8Array = new Uint8Array(0);
 
   constructor(
     readonly maxBytes: number = INLINE_SCAN_MAX_BYTES,
@@ -30,15 +32,38 @@ export class InlineScanner {
     input: Uint8Array,
   ): { output: Uint8Array; replacements: number } {
     try {
-      let set = this.#sets.get(name);
-      if (!set) {
-        set = this.#engine.compile(specs);
-        this.#sets.set(name, set);
-      }
-      return this.#engine.replaceAll(set, input);
+      return this.#engine.replaceAll(this.#set(name, specs), input);
     } catch {
       throw new ProxyError("scan-failed", "body scan failed");
     }
+  }
+
+  /**
+   * Count the matches of the named set in `input` without keeping the output: it goes to a
+   * reused buffer that is zeroed afterwards (no fresh allocation per request).
+   */
+  count(name: string, specs: readonly PatternSpec[], input: Uint8Array): number {
+    try {
+      const set = this.#set(name, specs);
+      if (this.#scratch.length < input.length * 2 + 1024) {
+        this.#scratch.fill(0);
+        this.#scratch = new Uint8Array(Math.max(input.length * 2 + 1024, 64 * 1024));
+      }
+      const r = this.#engine.replaceAllInto(set, input, this.#scratch);
+      r.output.fill(0);
+      return r.replacements;
+    } catch {
+      throw new ProxyError("scan-failed", "body scan failed");
+    }
+  }
+
+  #set(name: string, specs: readonly PatternSpec[]): CompiledSet {
+    let set = this.#sets.get(name);
+    if (!set) {
+      set = this.#engine.compile(specs);
+      this.#sets.set(name, set);
+    }
+    return set;
   }
 
   /** Dispose (zeroing) the compiled sets whose name matches `which`. */
@@ -53,6 +78,7 @@ export class InlineScanner {
 
   /** Forget every compiled set and zero the engine's memory (stopping). */
   reset(): void {
+    this.#scratch.fill(0);
     this.#sets.clear();
     this.#engine.wipeAll();
   }
