@@ -111,12 +111,24 @@ export function outboundBody(
   onResult: (r: { dlpHits: number; swaps: number }) => void,
   /** Fail the stream at its end when the swap found no dummy (`require` not met in the head). */
   requireSwap = false,
+  /**
+   * When `swap` is the combined one-pass set, real values come out of it as this marker
+   * (random per secrets generation): its presence in the output is a DLP hit.
+   */
+  marker?: Uint8Array,
 ): ReadableStream<Uint8Array> {
   let s = body;
   if (dlp) s = s.pipeThrough(dlp);
   if (swap) s = s.pipeThrough(swap);
   const reader = s.getReader();
+  const find = marker ? markerFinder(marker) : null;
   let held: Uint8Array | null = null;
+  let reported = false;
+  const report = (dlpHits: number, swaps: number) => {
+    if (reported) return;
+    reported = true;
+    onResult({ dlpHits, swaps });
+  };
   return new ReadableStream<Uint8Array>(
     {
       async pull(c) {
@@ -126,12 +138,14 @@ export function outboundBody(
             if (done) {
               const d = dlp ? await dlp.result : { replacements: 0 };
               const w = swap ? await swap.result : { replacements: 0 };
-              onResult({ dlpHits: d.replacements, swaps: w.replacements });
-              if (d.replacements > 0) {
+              const hits = d.replacements + (find?.hits ?? 0);
+              const swaps = w.replacements - (find?.hits ?? 0);
+              report(hits, swaps);
+              if (hits > 0) {
                 held?.fill(0);
                 throw new ProxyError("dlp-blocked", "request body carries a real credential");
               }
-              if (requireSwap && w.replacements === 0) {
+              if (requireSwap && swaps === 0) {
                 held?.fill(0);
                 throw new ProxyError(
                   "required-dummy-missing",
@@ -143,6 +157,14 @@ export function outboundBody(
               return;
             }
             if (value.length === 0) continue;
+            if (find?.scan(value)) {
+              // A real value in the body: stop here, before this chunk is forwarded.
+              held?.fill(0);
+              value.fill(0);
+              report(find.hits, 0);
+              reader.cancel().catch(() => {});
+              throw new ProxyError("dlp-blocked", "request body carries a real credential");
+            }
             const out = held;
             held = value;
             if (out) {
@@ -161,6 +183,27 @@ export function outboundBody(
     },
     { highWaterMark: 0 },
   );
+}
+
+/** Counts a marker's occurrences across chunk boundaries (it may be split between chunks). */
+function markerFinder(marker: Uint8Array): { hits: number; scan(chunk: Uint8Array): boolean } {
+  const m = Buffer.from(marker);
+  let tail = Buffer.alloc(0);
+  const state = {
+    hits: 0,
+    scan(chunk: Uint8Array): boolean {
+      const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+      // Across the boundary: the previous chunk's last bytes and this chunk's first ones.
+      if (tail.length > 0) {
+        const edge = Buffer.concat([tail, b.subarray(0, m.length - 1)]);
+        if (edge.indexOf(m) >= 0) state.hits++;
+      }
+      for (let at = b.indexOf(m); at >= 0; at = b.indexOf(m, at + m.length)) state.hits++;
+      tail = Buffer.from(b.subarray(Math.max(0, b.length - (m.length - 1))));
+      return state.hits > 0;
+    },
+  };
+  return state;
 }
 
 /** Map any scan error to a ProxyError so the consumer fails closed with a known reason. */

@@ -8,6 +8,7 @@
 
 import { Hono, type MiddlewareHandler } from "hono";
 import type { RequestHead } from "../http/request-parser.ts";
+import type { ScanStream } from "../matcher/pool.ts";
 import { swapBasicAuth } from "../policy/basic-auth.ts";
 import { checkRequired } from "../policy/credential-binding.ts";
 import type { EgressPolicy } from "../policy/egress-policy.ts";
@@ -378,14 +379,24 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       const counted = countBytes(reqBody, (n) => {
         ex.rec.bytesIn = n;
       });
-      const dlp =
-        deps.secrets().redactSpecs.length > 0
-          ? await deps.scanner.open(state.setName("redact"), () => state.redactSpecs)
-          : null;
+      // One pool pass does both jobs when the host has bound credentials: real values are
+      // replaced by the state's DLP marker (found in the output, it fails the request), bound
+      // dummies by their real values. Without bindings the pass is DLP alone.
       const bodySpecs = plan.bodySpecs;
-      const sw = bodySpecs
-        ? await deps.scanner.open(state.setName(`swap:${plan.key}`), () => bodySpecs)
-        : null;
+      const hasReals = state.redactSpecs.length > 0;
+      let dlp: ScanStream | null = null;
+      let sw: ScanStream | null = null;
+      let marker: Uint8Array | undefined;
+      if (bodySpecs && hasReals) {
+        sw = await deps.scanner.open(state.setName(`out:${plan.key}`), () =>
+          state.outboundSpecs(plan),
+        );
+        marker = state.dlpMarker;
+      } else if (hasReals) {
+        dlp = await deps.scanner.open(state.setName("redact"), () => state.redactSpecs);
+      } else if (bodySpecs) {
+        sw = await deps.scanner.open(state.setName(`swap:${plan.key}`), () => bodySpecs);
+      }
       let settle!: (n: number) => void;
       bodySwapResult = new Promise<number>((r) => {
         settle = r;
@@ -412,6 +423,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
           settle(r.swaps);
         },
         requireInBody,
+        marker,
       );
       const declared = head.framing.kind === "length" ? head.framing.length : null;
       if (declared !== null && !plan.lengthPreserving && plan.bodySpecs) {

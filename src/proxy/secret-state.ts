@@ -41,6 +41,12 @@ export class SecretState {
   /** Dummies that policy refuses in URLs (`inUrl: "deny"`), any text encoding. */
   readonly urlDenied: InlineReplacer;
   readonly credentialCount: number;
+  /**
+   * What real values become in the combined outbound pass (one pool stream for DLP and swap):
+   * random per secrets generation, never a credential; seeing it in the output is a DLP hit.
+   */
+  readonly dlpMarker: Uint8Array = crypto.getRandomValues(new Uint8Array(32));
+  readonly #outbound = new Map<string, readonly PatternSpec[]>();
   readonly #plans = new Map<string, RequestPlan>();
   readonly #owned: Uint8Array[] = [];
 
@@ -143,10 +149,30 @@ export class SecretState {
     return plan;
   }
 
+  /** The combined outbound set for a plan: reals → marker (DLP) first, then dummy → real. */
+  outboundSpecs(plan: RequestPlan): readonly PatternSpec[] {
+    const hit = this.#outbound.get(plan.key);
+    if (hit) return hit;
+    const seen = new Set<string>();
+    const specs: PatternSpec[] = [];
+    const add = (pattern: Uint8Array, replacement: Uint8Array) => {
+      const k = Buffer.from(pattern).toString("latin1");
+      if (seen.has(k)) return;
+      seen.add(k);
+      specs.push({ pattern, replacement });
+    };
+    for (const s of this.redactSpecs) add(s.pattern, this.dlpMarker);
+    for (const s of plan.bodySpecs ?? []) add(s.pattern, s.replacement);
+    this.#outbound.set(plan.key, specs);
+    return specs;
+  }
+
   /** Zero every byte this state copied out of the configuration. */
   dispose(): void {
     for (const b of this.#owned) b.fill(0);
     this.#owned.length = 0;
     this.#plans.clear();
+    this.#outbound.clear();
+    this.dlpMarker.fill(0);
   }
 }
