@@ -19,6 +19,7 @@ import { measure } from "mitata";
 import { MatcherPool } from "../src/matcher/pool.ts";
 import { EmbeddedCa } from "../src/pki/embedded-ca.ts";
 import { LeafCache } from "../src/pki/leaf-cache.ts";
+import { curlProxyArgs } from "../test/support/proxy-harness.ts";
 import { readRss, sampleRss, startProxyProcess } from "../test/support/proxy-process.ts";
 import { digestOf, generateChunks, type StreamSpec } from "../test/support/stream-source.ts";
 import { BenchConnection, type Origin, type Route, slapenirRoute } from "./bench-client.ts";
@@ -185,18 +186,7 @@ const uploadFile = join(dir, "upload.bin");
 function curlRoute(name: string): string[] {
   if (name === "direct") return ["--cacert", join(dir, "up-ca.pem")];
   if (name === "SLAPENIR") {
-    return [
-      "--proxy",
-      `https://localhost:${proxy.port}`,
-      "--proxy-cacert",
-      proxy.caBundlePath,
-      "--proxy-cert",
-      proxy.agent.certPath,
-      "--proxy-key",
-      proxy.agent.keyPath,
-      "--cacert",
-      proxy.caBundlePath,
-    ];
+    return curlProxyArgs(proxy.port, proxy.caBundlePath, proxy.agent);
   }
   return ["--proxy", `http://127.0.0.1:${mitm!.port}`, "--cacert", mitm!.caPath];
 }

@@ -35,8 +35,8 @@ class ManualScheduler implements Scheduler {
   clearTimeout(handle: unknown): void {
     this.pending.delete(handle as number);
   }
-  /** The single pending timer's delay. */
-  only(): number {
+  /** The single pending timer's delay (asserts there is exactly one). */
+  soleDelay(): number {
     expect(this.pending.size).toBe(1);
     return [...this.pending.values()][0]!.ms;
   }
@@ -148,15 +148,15 @@ describe("first boot", () => {
     expect(readFileSync(join(dir, "proxy.crt"), "utf8")).toBe(creds.certPem + creds.chainPem);
     expect(statSync(join(dir, "proxy.key")).mode & 0o777).toBe(0o600);
     // Renewal asked for at exactly 2/3 of the window (random = 0 → no jitter).
-    expect(r.timers.only()).toBe(
+    expect(r.timers.soleDelay()).toBe(
       renewalDelayMs(
         { notBefore: leaf.notBefore.getTime(), notAfter: leaf.notAfter.getTime() },
         r.clock.now,
         0,
       ),
     );
-    expect(r.timers.only()).toBeGreaterThan(30_000);
-    expect(r.timers.only()).toBeLessThanOrEqual(40_000);
+    expect(r.timers.soleDelay()).toBeGreaterThan(30_000);
+    expect(r.timers.soleDelay()).toBeLessThanOrEqual(40_000);
 
     // A restart with the same store loads the certificate and does not spend a token.
     const again = rig(ca, null, { store: new FileCertificateStore(dir) });

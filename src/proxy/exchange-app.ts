@@ -155,6 +155,8 @@ function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
     await next();
     const rec = ex.rec;
     rec.status = c.res.status;
+    // Agent-chosen text: a real value in it (a request DLP refused) must not reach the log.
+    const redactor = (c.get("state") ?? deps.secrets()).redactInline;
     const finish = (ok: boolean) => {
       const durationMs = Math.round((performance.now() - ex.started) * 100) / 100;
       if (!ok && rec.decision === "allow") {
@@ -166,10 +168,9 @@ function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
         agent: ex.agent,
         method: ex.req.head.method,
         scheme: ex.scheme,
-        // Agent-chosen text: a real value in it (a request DLP refused) must not reach the log.
-        host: deps.secrets().redactInline.applyLatin1(ex.target.host).value,
+        host: redactor.applyLatin1(ex.target.host).value,
         port: ex.target.port,
-        path: deps.secrets().redactInline.applyLatin1(loggablePath(ex.req.head.target)).value,
+        path: redactor.applyLatin1(loggablePath(ex.req.head.target)).value,
         status: rec.status,
         bytesIn: rec.bytesIn,
         bytesOut: rec.bytesOut,

@@ -17,6 +17,11 @@ export function findTool(name: string): string | null {
 export function missingTools(names: readonly string[]): string[] {
   const missing = names.filter((n) => findTool(n) === null);
   if (missing.length > 0) {
+    // In CI the install script must have provided them: a skip there would hide a missing
+    // install step behind a green run.
+    if (process.env.CI) {
+      throw new Error(`missing tools in CI: ${missing.join(", ")} (scripts/install-test-deps.sh)`);
+    }
     console.warn(`SKIP: missing tools ${missing.join(", ")} (run scripts/install-test-deps.sh)`);
   }
   return missing;

@@ -7,6 +7,7 @@
 // (a memory bound, not a timing threshold).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { curlProxyArgs } from "../support/proxy-harness.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
 import {
   digestOf,
@@ -64,16 +65,7 @@ async function transfer(args: readonly string[], upload?: StreamSpec): Promise<T
       "-sS",
       "--max-time",
       "60",
-      "--proxy",
-      `https://localhost:${proxy.port}`,
-      "--proxy-cacert",
-      proxy.caBundlePath,
-      "--proxy-cert",
-      proxy.agent.certPath,
-      "--proxy-key",
-      proxy.agent.keyPath,
-      "--cacert",
-      proxy.caBundlePath,
+      ...curlProxyArgs(proxy.port, proxy.caBundlePath, proxy.agent),
       ...args,
     ],
     { stdin: upload ? "pipe" : "ignore", stdout: "pipe", stderr: "pipe" },

@@ -66,6 +66,8 @@ async function skipReason(): Promise<string | null> {
 
 const SKIP = await skipReason();
 if (SKIP) {
+  // CI runs as root with the install script's packages: a skip there is a broken set-up.
+  if (process.env.CI) throw new Error(`isolation suite cannot run in CI: ${SKIP}`);
   console.warn(`\n*** SKIP test/netns/isolation.test.ts: ${SKIP} ***\n`);
 }
 

@@ -135,6 +135,23 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   };
 }
 
+/** curl's options for reaching a target as the agent: mTLS to the proxy, trusting its CA. */
+export function curlProxyArgs(
+  proxyPort: number,
+  caBundlePath: string,
+  agent: Pick<AgentFiles, "certPath" | "keyPath"> | undefined,
+): string[] {
+  return [
+    "--proxy",
+    `https://localhost:${proxyPort}`,
+    "--proxy-cacert",
+    caBundlePath,
+    ...(agent ? ["--proxy-cert", agent.certPath, "--proxy-key", agent.keyPath] : []),
+    "--cacert",
+    caBundlePath,
+  ];
+}
+
 /** curl as the agent: mTLS to the proxy, trusting the proxy's CA for intercepted sites. */
 export async function curl(
   proxyPort: number,
@@ -150,13 +167,7 @@ export async function curl(
     "-sS",
     "--max-time",
     "20",
-    "--proxy",
-    `https://localhost:${proxyPort}`,
-    "--proxy-cacert",
-    caBundlePath,
-    ...(agent ? ["--proxy-cert", agent.certPath, "--proxy-key", agent.keyPath] : []),
-    "--cacert",
-    caBundlePath,
+    ...curlProxyArgs(proxyPort, caBundlePath, agent),
     "-D",
     headersPath,
     "-o",
