@@ -84,7 +84,8 @@ type Env = {
 interface OutboundRequest {
   target: string;
   headers: [string, string][];
-  body: ReadableStream<Uint8Array> | null;
+  /** A stream, or bytes held whole (sent with the head in one write). */
+  body: ReadableStream<Uint8Array> | Uint8Array | null;
   bodyLength: number | null;
 }
 
@@ -342,7 +343,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     // The upstream leg is HTTP/1.1, which requires Host; an HTTP/1.0 agent may have sent none.
     if (!head.headers.has("host")) headers.unshift(["host", hostField(ex)]);
 
-    let body: ReadableStream<Uint8Array> | null = null;
+    let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
     let bodyLength: number | null = null;
     let bodySwapResult: Promise<number> | null = null;
     const reqBody = ex.req.body;
@@ -374,7 +375,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
         // Like the streamed path: a body swap counts for the host's required credentials.
         if (r.replacements > 0) for (const n of plan.required) swapped.add(n);
       }
-      body = streamOf(out);
+      body = out;
       bodyLength = out.length;
     } else if (reqBody) {
       const counted = countBytes(reqBody, (n) => {
@@ -434,12 +435,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
           const whole = await holdWhole(deps, scanned, declared, deps.maxHeldBodyBytes);
           deps.held.release(declared);
           bodyLength = whole.length;
-          body = new ReadableStream({
-            start(ctl) {
-              if (whole.length > 0) ctl.enqueue(whole);
-              ctl.close();
-            },
-          });
+          body = whole;
         } else {
           body = scanned;
           bodyLength = null;
@@ -455,7 +451,8 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     if (plan.required.length > 0 && !bodySwapResult) {
       const v = checkRequired({ swaps: plan.swaps, required: plan.required, reals: [] }, swapped);
       if (v.action !== "allow") {
-        await body?.cancel().catch(() => {});
+        if (body instanceof Uint8Array) body.fill(0);
+        else await body?.cancel().catch(() => {});
         ex.rec.decision = "deny";
         ex.rec.reason = v.reason;
         throw new ProxyError(

@@ -192,3 +192,70 @@ describe("upstream client deadlines", () => {
     expect(await new Response(res.body).text()).toBe("too big\n");
   });
 });
+
+describe("upstream client, bodies held whole", () => {
+  const held = (bytes: Uint8Array) => ({ ...post(null, null), body: bytes, bodyLength: null });
+
+  test("the head and the body leave in one write, framed by Content-Length", async () => {
+    const seen: Buffer[] = [];
+    const port = await listen((s) => {
+      s.on("data", (d: Buffer) => seen.push(d));
+      s.once("data", () => {
+        setTimeout(() => s.end("HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n"), 50);
+      });
+    });
+    const bytes = new Uint8Array(4000).fill(0x41);
+    const res = await client({}).send(target(port), held(bytes));
+    expect(res.head.status).toBe(204);
+    const all = Buffer.concat(seen).toString("latin1");
+    const [head, body] = [
+      all.slice(0, all.indexOf("\r\n\r\n")),
+      all.slice(all.indexOf("\r\n\r\n") + 4),
+    ];
+    expect(head).toContain("content-length: 4000");
+    expect(head).not.toContain("transfer-encoding");
+    expect(body).toBe("A".repeat(4000));
+  });
+
+  test("an empty body is sent as Content-Length: 0", async () => {
+    const port = await listen(hashingUpstream);
+    const res = await client({}).send(target(port), held(new Uint8Array(0)));
+    expect(await new Response(res.body).text()).toBe(
+      `0 ${createHash("sha256").update(new Uint8Array(0)).digest("hex")}`,
+    );
+  });
+
+  test("a kept-alive connection the upstream dropped is retried once, the body sent whole again", async () => {
+    let connections = 0;
+    const received: string[] = [];
+    const port = await listen((s) => {
+      connections++;
+      const first = connections === 1;
+      let buf = "";
+      s.on("data", (d: Buffer) => {
+        buf += d.toString("latin1");
+        const end = buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        const want = Number(/content-length: *(\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
+        if (buf.length - end - 4 < want) return;
+        const body = buf.slice(end + 4, end + 4 + want);
+        buf = "";
+        if (first && received.length > 0) {
+          s.destroy(); // the second request on the kept-alive connection finds it dead
+          return;
+        }
+        received.push(body);
+        s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+      });
+    });
+    // A streamed body would take the idle connection (idle for less than reuseWithBodyMs) and
+    // fail with it; a held one is sent again on a fresh connection.
+    const c = client({ maxIdlePerHost: 4, reuseWithBodyMs: 60_000 });
+    const one = await c.send(target(port), held(new TextEncoder().encode("first")));
+    expect(await new Response(one.body).text()).toBe("first");
+    const two = await c.send(target(port), held(new TextEncoder().encode("second")));
+    expect(await new Response(two.body).text()).toBe("second");
+    expect(received).toEqual(["first", "second"]);
+    expect(connections).toBe(2);
+  });
+});

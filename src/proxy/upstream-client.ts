@@ -25,7 +25,11 @@ export interface UpstreamRequest {
   readonly target: string;
   /** Fields to send (hop-by-hop already removed); framing fields are added here. */
   readonly headers: readonly (readonly [string, string])[];
-  readonly body: ReadableStream<Uint8Array> | null;
+  /**
+   * A stream is pumped with backpressure; bytes the proxy already holds whole (a small body it
+   * scanned in one piece) go out with the head in one write.
+   */
+  readonly body: ReadableStream<Uint8Array> | Uint8Array | null;
   /** Known body length (Content-Length); null: chunked. Ignored without a body. */
   readonly bodyLength: number | null;
 }
@@ -95,11 +99,12 @@ export class UpstreamClient {
     const key = `${target.tls ? "s" : "p"}|${target.host}|${target.port}`;
     const idle = this.#takeIdle(key);
     // A kept-alive connection may have been closed by the upstream just now. A request
-    // without a body can safely be retried once on a fresh connection; one with a body cannot
-    // (its stream is consumed), so it only takes a connection that went idle moments ago —
+    // without a body, or with one held whole, can safely be retried once on a fresh
+    // connection; one with a streamed body cannot (its stream is consumed), so it only takes
+    // a connection that went idle moments ago —
     // servers close idle connections after seconds, not milliseconds — and otherwise dials.
     // Dialling per request cost a TCP and TLS handshake each time (~1 ms of added latency).
-    if (idle && req.body === null) {
+    if (idle && (req.body === null || req.body instanceof Uint8Array)) {
       try {
         return await this.#exchange(key, idle.sock, req, signal, true);
       } catch (e) {
@@ -262,7 +267,7 @@ export class UpstreamClient {
               if (bodyCtrl) {
                 deadline.set(this.opts.bodyIdleTimeoutMs);
                 try {
-                  bodyCtrl.enqueue(ev.data.slice());
+                  bodyCtrl.enqueue(ev.data);
                 } catch {}
                 if (
                   ((bodyCtrl as ReadableStreamDefaultController<Uint8Array>).desiredSize ?? 1) <= 0
@@ -330,7 +335,9 @@ export class UpstreamClient {
       // Head, then the body with backpressure.
       const headers: [string, string][] = req.headers.map(([n, v]) => [n, v]);
       let encoder: ChunkedEncoder | null = null;
-      if (req.body !== null) {
+      if (req.body instanceof Uint8Array) {
+        headers.push(["content-length", String(req.body.length)]);
+      } else if (req.body !== null) {
         if (req.bodyLength !== null) headers.push(["content-length", String(req.bodyLength)]);
         else {
           headers.push(["transfer-encoding", "chunked"]);
@@ -344,10 +351,21 @@ export class UpstreamClient {
         fail(new ProxyError("bad-request", "request head cannot be forwarded safely"));
         return;
       }
-      sock.write(headBytes);
-      if (req.body === null) {
+      if (req.body instanceof Uint8Array) {
+        // Held whole: one write (one TLS record train, no stream machinery). The bytes sit in
+        // the socket's buffer at worst; the response deadline covers an upstream not reading.
+        const whole = new Uint8Array(headBytes.length + req.body.length);
+        whole.set(headBytes, 0);
+        whole.set(req.body, headBytes.length);
+        sock.write(whole);
+        requestSent = true;
+        waitingFor = "head";
+        deadline.set(this.opts.responseTimeoutMs);
+      } else if (req.body === null) {
+        sock.write(headBytes);
         deadline.set(this.opts.responseTimeoutMs);
       } else {
+        sock.write(headBytes);
         // While uploading, the deadline measures the upstream's progress only: it runs while
         // the pump waits for the upstream to take bytes and restarts whenever it took some.
         // Waiting on the agent's side of the body is the agent session's deadline (a body the
