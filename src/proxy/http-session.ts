@@ -39,7 +39,10 @@ export interface OutgoingResponse {
   readonly reason?: string;
   /** Header fields; hop-by-hop ones are removed and framing is set by the session. */
   readonly headers: readonly (readonly [string, string])[];
-  readonly body: ReadableStream<Uint8Array> | null;
+  /** A stream (sent chunked to HTTP/1.1 agents), or bytes held whole (one write, with length). */
+  readonly body: ReadableStream<Uint8Array> | Uint8Array | null;
+  /** For a held body: told whether it was handed to the socket whole. */
+  readonly settled?: (ok: boolean) => void;
   /** A response to HEAD, or 1xx/204/304: no body, framing fields kept as given. */
   readonly bodiless?: boolean;
   /** Close the connection after this response. */
@@ -166,7 +169,12 @@ export class HttpSession {
           } catch {
             // The handler cancelled the body (e.g. it answered without reading it).
           }
-          if ((r.ctrl.desiredSize ?? 1) <= 0) this.#socket.pause();
+          if ((r.ctrl.desiredSize ?? 1) <= 0) {
+            // The proxy is not taking more (its upstream is slow): the agent is not idle, so
+            // its body deadline waits until the body is pulled again.
+            this.#socket.pause();
+            this.#disarm();
+          }
           break;
         }
         case "trailers":
@@ -208,7 +216,9 @@ export class HttpSession {
             ctrl = c;
           },
           pull: () => {
-            if (!this.#closed && this.#queue.length <= 1) this.#socket.resume();
+            if (this.#closed) return;
+            if (this.#receiving?.ctrl === ctrl) this.#arm(this.#limits.bodyIdleTimeoutMs);
+            if (this.#queue.length <= 1) this.#socket.resume();
           },
           cancel: () => {
             settle(false);
@@ -348,15 +358,19 @@ export class HttpSession {
     const keepAlive =
       head.keepAlive && !res.close && bodyComplete && !this.#failure && !this.#closed;
     const headers: [string, string][] = stripHopByHop(res.headers);
-    const chunked = !res.bodiless && res.body !== null && head.version === "1.1";
+    const whole = res.body instanceof Uint8Array ? res.body : null;
+    const chunked = !res.bodiless && res.body !== null && !whole && head.version === "1.1";
     if (!res.bodiless) {
       for (let i = headers.length - 1; i >= 0; i--) {
         if (headers[i]![0].toLowerCase() === "content-length") headers.splice(i, 1);
       }
       if (res.body === null) headers.push(["content-length", "0"]);
+      else if (whole) headers.push(["content-length", String(whole.length)]);
       else if (chunked) headers.push(["transfer-encoding", "chunked"]);
     }
-    const closeDelimited = !res.bodiless && res.body !== null && !chunked;
+    if (whole) return this.#respondWhole(p, res, headers, res.bodiless ? null : whole, keepAlive);
+    const stream = res.body as ReadableStream<Uint8Array> | null;
+    const closeDelimited = !res.bodiless && stream !== null && !chunked;
     if (!keepAlive || closeDelimited) headers.push(["connection", "close"]);
     try {
       await this.#writeAll(
@@ -368,17 +382,17 @@ export class HttpSession {
       );
     } catch {
       this.destroy();
-      await res.body?.cancel().catch(() => {});
+      await stream?.cancel().catch(() => {});
       return false;
     }
-    if (res.bodiless || res.body === null) {
-      await res.body?.cancel().catch(() => {});
+    if (res.bodiless || stream === null) {
+      await stream?.cancel().catch(() => {});
       this.#hooks.wrote?.(p.req, 0);
       return keepAlive;
     }
     const enc = chunked ? new ChunkedEncoder() : null;
     let written = 0;
-    const reader = res.body.getReader();
+    const reader = stream.getReader();
     try {
       for (;;) {
         const { done, value } = await reader.read();
@@ -407,6 +421,45 @@ export class HttpSession {
     }
     this.#hooks.wrote?.(p.req, written);
     return keepAlive && !closeDelimited;
+  }
+
+  /** Head and held body in one write: one pass through the TLS layers, no stream machinery. */
+  async #respondWhole(
+    p: Pending,
+    res: OutgoingResponse,
+    headers: [string, string][],
+    body: Uint8Array | null,
+    keepAlive: boolean,
+  ): Promise<boolean> {
+    let head: Uint8Array;
+    try {
+      head = serializeResponseHead({
+        status: res.status,
+        reason: res.reason ?? reasonPhrase(res.status),
+        headers: keepAlive ? headers : [...headers, ["connection", "close"]],
+      });
+    } catch {
+      this.destroy();
+      res.settled?.(false);
+      return false;
+    }
+    let bytes = head;
+    if (body && body.length > 0) {
+      bytes = new Uint8Array(head.length + body.length);
+      bytes.set(head, 0);
+      bytes.set(body, head.length);
+    }
+    try {
+      await this.#writeAll(bytes);
+    } catch {
+      this.destroy();
+      res.settled?.(false);
+      this.#hooks.wrote?.(p.req, 0);
+      return false;
+    }
+    res.settled?.(true);
+    this.#hooks.wrote?.(p.req, body?.length ?? 0);
+    return keepAlive;
   }
 
   /** Write with backpressure; a peer that does not take the bytes in time is dropped. */
