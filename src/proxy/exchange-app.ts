@@ -30,8 +30,9 @@ import {
   parseContentEncoding,
 } from "./content-coding.ts";
 import { errorResponse, ProxyError, toProxyError } from "./errors.ts";
+import { heldBody, heldResponse, onHeldSettled } from "./held-response.ts";
 import type { IncomingRequest } from "./http-session.ts";
-import { type InlineScanner, streamOf } from "./inline-scanner.ts";
+import type { InlineScanner } from "./inline-scanner.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { RateLimiter } from "./rate-limit.ts";
 import type { RequestPlan, SecretState } from "./secret-state.ts";
@@ -196,6 +197,15 @@ function audit(deps: ExchangeDeps): MiddlewareHandler<Env> {
     const body = c.res.body;
     const status = c.res.status;
     const bodiless = ex.req.head.method === "HEAD" || status === 204 || status === 304;
+    const held = heldBody(c.res);
+    if (held && !bodiless) {
+      // Held whole: logged once the session handed it to the agent's socket.
+      onHeldSettled(c.res, (ok) => {
+        rec.bytesOut = ok ? held.length : 0;
+        finish(ok);
+      });
+      return;
+    }
     if (!body || bodiless) {
       // The session writes no body for these: log now rather than wait for a read.
       await body?.cancel().catch(() => {});
@@ -368,8 +378,8 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       }
       let out = whole;
       if (plan.bodySpecs) {
-        const r = inline.replace(state.setName(`swap:${plan.key}`), plan.bodySpecs, whole);
-        whole.fill(0);
+        const r = inline.rewrite(state.setName(`swap:${plan.key}`), plan.bodySpecs, whole);
+        if (r.output !== whole) whole.fill(0);
         out = r.output;
         swaps += r.replacements;
         // Like the streamed path: a body swap counts for the host's required credentials.
@@ -576,13 +586,24 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
       const whole = await holdWhole(deps, body, heldBytes, inline.maxBytes);
       let r: { output: Uint8Array; replacements: number };
       try {
-        r = inline.replace(state.setName("redact"), state.redactSpecs, whole);
-      } finally {
+        r = inline.rewrite(state.setName("redact"), state.redactSpecs, whole);
+      } catch (e) {
         whole.fill(0);
+        throw e;
+      } finally {
         deps.held.release(heldBytes);
       }
+      // A shorter output (the usual case: "[REDACTED]" is shorter than a credential) is a
+      // fresh array; the upstream's plaintext it came from is wiped.
+      if (r.output !== whole) whole.fill(0);
       ex.rec.redactions += r.replacements;
-      body = streamOf(r.output);
+      const reason = state.redactInline.applyLatin1(res.statusText);
+      ex.rec.redactions += reason.count;
+      setResponse(
+        c,
+        heldResponse(r.output, { status: res.status, statusText: reason.value, headers }),
+      );
+      return;
     } else if (body) {
       // Decode the first chunk before answering: a body that is not what its label says
       // (mislabelled, corrupt) becomes a 502 instead of a 200 head and a broken connection.

@@ -18,6 +18,7 @@ import { type AuditLog, loggablePath } from "./audit.ts";
 import { countBytes } from "./body-scanner.ts";
 import { errorResponse, ProxyError } from "./errors.ts";
 import { type Exchange, exchangeRequest, KNOWN_METHODS, REFUSED_METHODS } from "./exchange-app.ts";
+import { heldBody, settleHeld } from "./held-response.ts";
 import {
   type HandlerResult,
   HttpSession,
@@ -138,7 +139,7 @@ export class FrontDoor {
     // The TLS stack already refused unverified clients; check again (runtimes have had bugs
     // here) and apply our own identity rules (EKU, interception-CA, denylist, validity).
     const decision: IdentityDecision = socket.authorized
-      ? this.#o.identify(socket.getPeerCertificate(true) as PeerCertificateInput)
+      ? this.#o.identify(socket.getPeerCertificate() as PeerCertificateInput)
       : { ok: false, code: "no-certificate", reason: "client certificate not verified" };
     if (!decision.ok) {
       this.#o.metrics.refused.inc({ reason: decision.code });
@@ -277,6 +278,18 @@ export class FrontDoor {
     const res = await this.#o.app.fetch(exchangeRequest(ex), { ex });
     const out = toOutgoing(res, head);
     const release = () => session.socket.off("close", onGone);
+    if (out.body instanceof Uint8Array) {
+      return {
+        kind: "response",
+        response: {
+          ...out,
+          settled: (ok) => {
+            release();
+            settleHeld(res, ok);
+          },
+        },
+      };
+    }
     if (!out.body) {
       release();
       return { kind: "response", response: out };
@@ -441,7 +454,7 @@ function toOutgoing(res: Response, head: RequestHead): OutgoingResponse {
     status: res.status,
     reason: res.statusText,
     headers,
-    body: bodiless ? null : res.body,
+    body: bodiless ? null : (heldBody(res) ?? res.body),
     bodiless,
     close: res.headers.get("connection") === "close",
   };

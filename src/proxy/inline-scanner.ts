@@ -15,7 +15,7 @@ export const INLINE_SCAN_MAX_BYTES = 256 * 1024;
 export class InlineScanner {
   readonly #engine: WasmEngine;
   readonly #sets = new Map<string, CompiledSet>();
-  /** Reused output buffer for passes whose output is only counted (DLP). */
+  /** Reused engine output buffer; zeroed after every pass. */
   #scratch: Uint8Array = new Uint8Array(0);
 
   constructor(
@@ -25,33 +25,51 @@ export class InlineScanner {
     this.#engine = engine ?? createWasmEngine();
   }
 
-  /** Replace every match of the named set (compiled from `specs` on first use) in `input`. */
-  replace(
+  /**
+   * Replace every match of the named set (compiled from `specs` on first use) in `input`,
+   * reusing `input` where it can: the result is `input` itself when nothing matched, or when
+   * the output has its length (written back in place: a dummy swapped for a real value of the
+   * same length); otherwise a fresh array. The engine writes into the reused scratch buffer,
+   * which is zeroed afterwards, so a clean body costs no allocation at all.
+   */
+  rewrite(
     name: string,
     specs: readonly PatternSpec[],
     input: Uint8Array,
   ): { output: Uint8Array; replacements: number } {
+    const r = this.#into(name, specs, input);
     try {
-      return this.#engine.replaceAll(this.#set(name, specs), input);
-    } catch {
-      throw new ProxyError("scan-failed", "body scan failed");
+      if (r.replacements === 0) return { output: input, replacements: 0 };
+      if (r.output.length === input.length) {
+        input.set(r.output);
+        return { output: input, replacements: r.replacements };
+      }
+      return { output: r.output.slice(), replacements: r.replacements };
+    } finally {
+      r.output.fill(0);
     }
   }
 
-  /**
-   * Count the matches of the named set in `input` without keeping the output: it goes to a
-   * reused buffer that is zeroed afterwards (no fresh allocation per request).
-   */
+  /** Count the matches of the named set in `input` (no output is kept, nothing allocated). */
   count(name: string, specs: readonly PatternSpec[], input: Uint8Array): number {
+    const r = this.#into(name, specs, input);
+    r.output.fill(0);
+    return r.replacements;
+  }
+
+  /** One engine pass of `input` into the scratch buffer (grown when too small). */
+  #into(
+    name: string,
+    specs: readonly PatternSpec[],
+    input: Uint8Array,
+  ): { output: Uint8Array; replacements: number } {
     try {
       const set = this.#set(name, specs);
       if (this.#scratch.length < input.length * 2 + 1024) {
         this.#scratch.fill(0);
         this.#scratch = new Uint8Array(Math.max(input.length * 2 + 1024, 64 * 1024));
       }
-      const r = this.#engine.replaceAllInto(set, input, this.#scratch);
-      r.output.fill(0);
-      return r.replacements;
+      return this.#engine.replaceAllInto(set, input, this.#scratch);
     } catch {
       throw new ProxyError("scan-failed", "body scan failed");
     }
@@ -82,14 +100,4 @@ export class InlineScanner {
     this.#sets.clear();
     this.#engine.wipeAll();
   }
-}
-
-/** A one-chunk body stream. */
-export function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    start(c) {
-      if (bytes.length > 0) c.enqueue(bytes);
-      c.close();
-    },
-  });
 }
