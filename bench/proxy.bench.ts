@@ -146,9 +146,19 @@ interface Latency {
 }
 const ms = (ns: number) => ns / 1e6;
 
+// Warm-up before timing, the same count on every route. Latency is judged at steady state:
+// Bun's JavaScriptCore compiles the proxy's hot path through its optimising tiers over the
+// first few thousand exchanges, on a compiler thread that competes for the machine's two cores
+// meanwhile. After 100 exchanges that compilation was still running and doubled the p99
+// (per-thread CPU read from /proc: 310 ms of compiler-thread time in the next 3000
+// exchanges, 80 ms after 10 000). A long-running proxy pays it once; the figures show the
+// rest of its life. BENCH_WARMUP / BENCH_WARMUP_NEW override the counts.
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
+const WARMUP_NEW = Number(process.env.BENCH_WARMUP_NEW ?? 2_000);
+
 async function latencyWarm(route: Route): Promise<Latency> {
   const c = await BenchConnection.open(route, origin);
-  for (let i = 0; i < 100; i++) await c.request("POST", path, requestBody);
+  for (let i = 0; i < WARMUP; i++) await c.request("POST", path, requestBody);
   const s = await measure(
     async () => {
       await c.request("POST", path, requestBody);
@@ -165,7 +175,7 @@ async function latencyNew(route: Route): Promise<Latency> {
     await c.request("POST", path, requestBody);
     c.close();
   };
-  for (let i = 0; i < 30; i++) await once();
+  for (let i = 0; i < WARMUP_NEW; i++) await once();
   const s = await measure(once, { min_samples: 200, max_samples: 1000, min_cpu_time: 2e9 });
   return { p50: ms(s.p50), p99: ms(s.p99), samples: s.samples.length };
 }
