@@ -4,7 +4,8 @@
 //      minted leaf, a fixed 100 KB answer — no parser, no app, no upstream): the floor;
 //   2. SLAPENIR with no credentials (no scanning at all);
 //   3. SLAPENIR with a credential bound to the upstream (DLP, swap, redaction).
-// Run: `bun bench/proxy-tail.bench.ts`. Prints figures only, never a credential.
+// Run: `bun bench/proxy-tail.bench.ts` (BENCH_WARMUP sets the warm-up count). Prints figures
+// only, never a credential.
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -19,9 +20,13 @@ const REAL = "sk-real-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
 const body = new Uint8Array(100_000).fill(0x61);
 const answer = new Uint8Array(100_000).fill(0x62);
 
+// Steady state, as in proxy.bench.ts: JSC's optimising compiler is still busy for the first
+// few thousand exchanges.
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
+
 async function timeWarm(route: Route, port: number): Promise<Record<string, number>> {
   const c = await BenchConnection.open(route, { host: "localhost", port });
-  for (let i = 0; i < 200; i++) await c.request("POST", "/x", body);
+  for (let i = 0; i < WARMUP; i++) await c.request("POST", "/x", body);
   const s = await measure(
     async () => {
       await c.request("POST", "/x", body);
