@@ -71,6 +71,7 @@ export class InlineScanner {
       }
       return this.#engine.replaceAllInto(set, input, this.#scratch);
     } catch {
+      this.#scratch.fill(0); // a pass that failed part-way may have written output already
       throw new ProxyError("scan-failed", "body scan failed");
     }
   }

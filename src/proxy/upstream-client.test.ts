@@ -225,7 +225,143 @@ describe("upstream client, bodies held whole", () => {
     );
   });
 
-  test("a kept-alive connection the upstream dropped is retried once, the body sent whole again", async () => {
+  /**
+   * An upstream that records every complete request it processed (`connN:body`) and lets the
+   * test decide, per connection and per request on it, how to answer.
+   */
+  function recording(
+    processed: string[],
+    onRequest: (s: net.Socket, conn: number, nth: number, body: string) => void,
+  ): (s: net.Socket) => void {
+    let conns = 0;
+    return (s) => {
+      const conn = ++conns;
+      let nth = 0;
+      let buf = "";
+      s.on("error", () => {});
+      s.on("data", (d: Buffer) => {
+        buf += d.toString("latin1");
+        for (;;) {
+          const end = buf.indexOf("\r\n\r\n");
+          if (end < 0) return;
+          const want = Number(/content-length: *(\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
+          if (buf.length - end - 4 < want) return;
+          const body = buf.slice(end + 4, end + 4 + want);
+          buf = buf.slice(end + 4 + want);
+          processed.push(`conn${conn}:${body}`);
+          onRequest(s, conn, ++nth, body);
+        }
+      });
+    };
+  }
+  const answer = (s: net.Socket, body: string) =>
+    s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+  const send = (method: string, body: string) => ({
+    ...held(new TextEncoder().encode(body)),
+    method,
+  });
+  async function text(p: Promise<{ body: ReadableStream<Uint8Array> | null }>): Promise<string> {
+    return new Response((await p).body).text();
+  }
+
+  test("an idempotent request on a kept-alive connection found dead is sent once more on a fresh one", async () => {
+    const processed: string[] = [];
+    const port = await listen(
+      recording(processed, (s, conn, nth, body) => {
+        if (conn === 1 && nth === 2)
+          s.destroy(); // closed under the proxy before answering
+        else answer(s, body);
+      }),
+    );
+    const c = client({ maxIdlePerHost: 4 });
+    expect(await text(c.send(target(port), send("PUT", "first")))).toBe("first");
+    expect(await text(c.send(target(port), send("PUT", "second")))).toBe("second");
+    expect(processed).toEqual(["conn1:first", "conn1:second", "conn2:second"]);
+  });
+
+  test("a POST is never sent twice: a dead kept-alive connection fails it", async () => {
+    const processed: string[] = [];
+    const port = await listen(
+      recording(processed, (s, conn, nth, body) => {
+        if (conn === 1 && nth === 2)
+          s.destroy(); // it may have acted on the request
+        else answer(s, body);
+      }),
+    );
+    const c = client({ maxIdlePerHost: 4 });
+    expect(await text(c.send(target(port), send("POST", "first")))).toBe("first");
+    const err = await failure(c.send(target(port), send("POST", "charge-42")));
+    expect(err.code).toBe("upstream-reset");
+    await Bun.sleep(50);
+    expect(processed).toEqual(["conn1:first", "conn1:charge-42"]);
+  });
+
+  test("a POST takes only a connection idle for moments; an older one is replaced, not trusted", async () => {
+    const processed: string[] = [];
+    const port = await listen(recording(processed, (s, _conn, _nth, body) => answer(s, body)));
+    const c = client({ maxIdlePerHost: 4, reuseWithBodyMs: 30 });
+    expect(await text(c.send(target(port), send("POST", "first")))).toBe("first");
+    await Bun.sleep(80);
+    expect(await text(c.send(target(port), send("POST", "second")))).toBe("second");
+    expect(processed).toEqual(["conn1:first", "conn2:second"]);
+  });
+
+  test("a timeout or an agent that left is not a reason to send again", async () => {
+    const processed: string[] = [];
+    const port = await listen(
+      recording(processed, (s, conn, nth, body) => {
+        if (conn === 1 && nth === 1) answer(s, body); // later requests: never answered
+      }),
+    );
+    const c = client({ maxIdlePerHost: 4, responseTimeoutMs: 150 });
+    expect(await text(c.send(target(port), send("PUT", "first")))).toBe("first");
+    const timedOut = await failure(c.send(target(port), send("PUT", "slow")));
+    expect(timedOut.code).toBe("upstream-timeout");
+
+    const port2 = await listen(
+      recording(processed, (s, conn, nth, body) => {
+        if (conn === 1 && nth === 1) answer(s, body);
+      }),
+    );
+    const c2 = client({ maxIdlePerHost: 4 });
+    expect(await text(c2.send(target(port2), send("DELETE", "warm")))).toBe("warm");
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 50);
+    const aborted = await failure(c2.send(target(port2), send("DELETE", "repo"), ac.signal));
+    expect(aborted.reason).toBe("request aborted by the agent");
+    await Bun.sleep(100);
+    expect(processed).toEqual(["conn1:first", "conn1:slow", "conn1:warm", "conn1:repo"]);
+  });
+
+  test("an early answer before a held body was taken: the connection is not reused", async () => {
+    let connections = 0;
+    const port = await listen((s) => {
+      connections++;
+      s.on("error", () => {});
+      s.once("data", () => {
+        s.pause(); // refuses the body without reading it
+        s.write("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n");
+      });
+    });
+    const c = client({ maxIdlePerHost: 4 });
+    const r = await c.send(target(port), held(new Uint8Array(8 << 20).fill(0x41)));
+    expect(r.head.status).toBe(413);
+    await Bun.sleep(50);
+    expect(c.idleCount).toBe(0); // the rest of that body would precede the next request
+    expect(connections).toBe(1);
+  });
+
+  test("an upstream that stops reading a held body fails on the upload deadline", async () => {
+    const port = await listen((s) => {
+      s.on("error", () => {});
+      s.once("data", () => s.pause()); // takes the first bytes, then nothing
+    });
+    const c = client({ bodyIdleTimeoutMs: 300, responseTimeoutMs: 60_000 });
+    const err = await failure(c.send(target(port), held(new Uint8Array(16 << 20))));
+    expect(err.reason).toBe("upstream stopped reading the request body");
+  });
+
+  test("a held PUT on a dropped kept-alive connection goes out whole again", async () => {
     let connections = 0;
     const received: string[] = [];
     const port = await listen((s) => {
@@ -251,9 +387,9 @@ describe("upstream client, bodies held whole", () => {
     // A streamed body would take the idle connection (idle for less than reuseWithBodyMs) and
     // fail with it; a held one is sent again on a fresh connection.
     const c = client({ maxIdlePerHost: 4, reuseWithBodyMs: 60_000 });
-    const one = await c.send(target(port), held(new TextEncoder().encode("first")));
+    const one = await c.send(target(port), send("PUT", "first"));
     expect(await new Response(one.body).text()).toBe("first");
-    const two = await c.send(target(port), held(new TextEncoder().encode("second")));
+    const two = await c.send(target(port), send("PUT", "second"));
     expect(await new Response(two.body).text()).toBe("second");
     expect(received).toEqual(["first", "second"]);
     expect(connections).toBe(2);

@@ -98,13 +98,16 @@ export class UpstreamClient {
   ): Promise<UpstreamResponse> {
     const key = `${target.tls ? "s" : "p"}|${target.host}|${target.port}`;
     const idle = this.#takeIdle(key);
-    // A kept-alive connection may have been closed by the upstream just now. A request
-    // without a body, or with one held whole, can safely be retried once on a fresh
-    // connection; one with a streamed body cannot (its stream is consumed), so it only takes
-    // a connection that went idle moments ago —
-    // servers close idle connections after seconds, not milliseconds — and otherwise dials.
-    // Dialling per request cost a TCP and TLS handshake each time (~1 ms of added latency).
-    if (idle && (req.body === null || req.body instanceof Uint8Array)) {
+    // A kept-alive connection may have been closed by the upstream just now. A request the
+    // proxy may send again — an idempotent method (RFC 9110 §9.2.2) with no body or one held
+    // whole — takes any idle connection and is retried once on a fresh one if the reused
+    // connection turns out dead before a response byte. Any other request is never sent twice:
+    // it only takes a connection that went idle moments ago — servers close idle connections
+    // after seconds, not milliseconds — and otherwise dials. Dialling per request cost a TCP
+    // and TLS handshake each time (~1 ms of added latency).
+    const resendable =
+      IDEMPOTENT_METHODS.has(req.method) && (req.body === null || req.body instanceof Uint8Array);
+    if (idle && resendable) {
       try {
         return await this.#exchange(key, idle.sock, req, signal, true);
       } catch (e) {
@@ -203,7 +206,10 @@ export class UpstreamClient {
         cleanup();
         sock.destroy();
         if (!headSeen) {
-          reject(reused && !anyByte ? new RetryableError(err) : err);
+          // Only a connection that died under us is worth another try: not a timeout (the
+          // upstream may be working on it) and not an agent that left.
+          const dead = err.code === "upstream-reset" && !signal?.aborted;
+          reject(reused && !anyByte && dead ? new RetryableError(err) : err);
         } else {
           try {
             bodyCtrl?.error(err);
@@ -351,27 +357,16 @@ export class UpstreamClient {
         fail(new ProxyError("bad-request", "request head cannot be forwarded safely"));
         return;
       }
-      if (req.body instanceof Uint8Array) {
-        // Held whole: one write (one TLS record train, no stream machinery). The bytes sit in
-        // the socket's buffer at worst; the response deadline covers an upstream not reading.
-        const whole = new Uint8Array(headBytes.length + req.body.length);
-        whole.set(headBytes, 0);
-        whole.set(req.body, headBytes.length);
-        sock.write(whole);
-        requestSent = true;
-        waitingFor = "head";
-        deadline.set(this.opts.responseTimeoutMs);
-      } else if (req.body === null) {
+      if (req.body === null) {
         sock.write(headBytes);
         deadline.set(this.opts.responseTimeoutMs);
       } else {
-        sock.write(headBytes);
         // While uploading, the deadline measures the upstream's progress only: it runs while
-        // the pump waits for the upstream to take bytes and restarts whenever it took some.
+        // the sender waits for the upstream to take bytes and restarts whenever it took some.
         // Waiting on the agent's side of the body is the agent session's deadline (a body the
         // DLP holds back until it has seen enough must not count against the upstream). Once
         // a response head arrived early (a 413 before the body is done), the response's own
-        // deadlines govern and the pump no longer touches the deadline.
+        // deadlines govern and the sender no longer touches the deadline.
         const uploading = () => !finished && !headSeen && !requestSent;
         const progress: PumpProgress = {
           waitingOnUpstream: () => {
@@ -381,7 +376,15 @@ export class UpstreamClient {
             if (uploading()) disarm();
           },
         };
-        void pumpBody(sock, req.body, encoder, req.bodyLength, progress).then(
+        const body = req.body;
+        let sending: Promise<void>;
+        if (body instanceof Uint8Array) {
+          sending = sendHeld(sock, headBytes, body, progress);
+        } else {
+          sock.write(headBytes);
+          sending = pumpBody(sock, body, encoder, req.bodyLength, progress);
+        }
+        void sending.then(
           () => {
             requestSent = true;
             if (!finished && !headSeen) {
@@ -429,6 +432,33 @@ class RetryableError extends Error {
   constructor(override readonly cause: ProxyError) {
     super(cause.message);
   }
+}
+
+/** Methods a proxy may send again after a connection died under it (RFC 9110 §9.2.2). */
+const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "OPTIONS",
+  "PUT",
+  "DELETE",
+]);
+
+/**
+ * Head and a body the proxy holds whole, in one write; resolves once the upstream has taken
+ * it (the upload deadline runs while it has not).
+ */
+async function sendHeld(
+  sock: Sock,
+  head: Uint8Array,
+  body: Uint8Array,
+  progress: PumpProgress,
+): Promise<void> {
+  const bytes = new Uint8Array(head.length + body.length);
+  bytes.set(head, 0);
+  bytes.set(body, head.length);
+  if (sock.destroyed) throw new ProxyError("upstream-reset", "upstream connection closed");
+  // Once written out, this copy (a swapped body carries real values) is wiped.
+  if (!sock.write(bytes, () => bytes.fill(0))) await drained(sock, progress);
 }
 
 async function pumpBody(
