@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import tls from "node:tls";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import { curl, type Harness, startHarness } from "../support/proxy-harness.ts";
 import { exchangeRaw, openTunnel } from "../support/raw-agent.ts";
@@ -66,6 +67,81 @@ describe("TLS credential rotation", () => {
       );
       expect(fresh.stderr).toBe("");
       expect(fresh.status).toBe(200);
+    } finally {
+      await rm(otherHome, { recursive: true, force: true });
+    }
+  });
+});
+
+/** One mTLS connection offering `session`; says whether it resumed and how CONNECT was answered. */
+function connectOnce(
+  opts: tls.ConnectionOptions,
+): Promise<{ reused: boolean; answer: string; session?: Buffer }> {
+  return new Promise((resolve) => {
+    let session: Buffer | undefined;
+    let done = false;
+    const finish = (r: { reused: boolean; answer: string; session?: Buffer }) => {
+      if (!done) {
+        done = true;
+        resolve(r);
+      }
+    };
+    const s = tls.connect(opts);
+    s.on("session", (x: Buffer) => {
+      session = x;
+    });
+    s.once("secureConnect", () => {
+      s.write("CONNECT localhost:1 HTTP/1.1\r\nHost: localhost:1\r\n\r\n");
+      let buf = "";
+      s.on("data", (d: Buffer) => {
+        buf += d.toString("latin1");
+        if (!buf.includes("\r\n")) return;
+        const reused = s.isSessionReused();
+        s.destroy();
+        finish({ reused, answer: buf.split("\r\n")[0]!, ...(session ? { session } : {}) });
+      });
+    });
+    s.on("error", () => finish({ reused: false, answer: "refused" }));
+    s.on("close", () => finish({ reused: false, answer: "refused" }));
+  });
+}
+
+describe("TLS session resumption on the agent's connection", () => {
+  test("a resumed session is identified as before; a ticket does not outlive an agent-CA rotation", async () => {
+    await using h2 = await startHarness({ allow: ["localhost:*"] });
+    const agent = h2.agents["agent-a"]!;
+    const otherHome = await mkdtemp(join(tmpdir(), "slapenir-rot-"));
+    try {
+      const next = await EmbeddedCa.open({ home: otherHome });
+      const base = {
+        port: h2.port,
+        host: "127.0.0.1",
+        servername: "localhost",
+        cert: await Bun.file(agent.certPath).text(),
+        key: await Bun.file(agent.keyPath).text(),
+        ca: `${await Bun.file(h2.caBundlePath).text()}\n${next.root.certPem}`,
+      };
+      const first = await connectOnce(base);
+      expect(first).toMatchObject({ reused: false, answer: "HTTP/1.1 200 Connection Established" });
+      const resumed = await connectOnce({ ...base, session: first.session });
+      expect(resumed).toMatchObject({
+        reused: true,
+        answer: "HTTP/1.1 200 Connection Established",
+      });
+      const lines = h2.auditLines.map((l) => JSON.parse(l) as { evt?: string; agent?: string });
+      expect(lines.filter((l) => l.evt === "tunnel").map((l) => l.agent)).toEqual([
+        "agent-a",
+        "agent-a",
+      ]);
+
+      // The agent CA is replaced: the old certificate must not get back in on its ticket.
+      h2.proxy.reloadCredentials({
+        certPem: next.server.certPem,
+        keyPem: next.server.keyPem,
+        agentCaPem: next.root.certPem,
+      });
+      const after = await connectOnce({ ...base, session: resumed.session ?? first.session });
+      expect(after).toEqual({ reused: false, answer: "refused" });
     } finally {
       await rm(otherHome, { recursive: true, force: true });
     }
