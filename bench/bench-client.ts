@@ -74,6 +74,35 @@ function connectTunnel(s: net.Socket, origin: Origin): Promise<void> {
   });
 }
 
+/**
+ * TLS sessions kept between connections of one client, as clients that resume do (curl within
+ * one process, Node's https agent, Go): offered on the next connection's handshakes.
+ */
+export interface SessionCache {
+  outer?: Buffer;
+  inner?: Buffer;
+  /** Handshakes that were resumptions, of those that offered a session. */
+  resumed: number;
+  offered: number;
+}
+
+export function sessionCache(): SessionCache {
+  return { resumed: 0, offered: 0 };
+}
+
+function remember(s: tls.TLSSocket, cache: SessionCache | undefined, which: "outer" | "inner") {
+  if (!cache) return;
+  s.on("session", (session: Buffer) => {
+    cache[which] = session;
+  });
+}
+
+function countResumption(s: tls.TLSSocket, cache: SessionCache | undefined, offered: boolean) {
+  if (!cache || !offered) return;
+  cache.offered++;
+  if (s.isSessionReused()) cache.resumed++;
+}
+
 export class BenchConnection {
   readonly #sock: tls.TLSSocket;
   readonly #outer: net.Socket | null;
@@ -97,7 +126,12 @@ export class BenchConnection {
     sock.on("close", () => fail(new Error("connection closed")));
   }
 
-  static async open(route: Route, origin: Origin): Promise<BenchConnection> {
+  /** `sessions`: offer and keep TLS sessions (resumption); without it every handshake is full. */
+  static async open(
+    route: Route,
+    origin: Origin,
+    sessions?: SessionCache,
+  ): Promise<BenchConnection> {
     let outer: net.Socket | null = null;
     let innerCa: string;
     if (route.kind === "direct") {
@@ -111,9 +145,13 @@ export class BenchConnection {
         cert: route.certPem,
         key: route.keyPem,
         ALPNProtocols: ["http/1.1"],
+        ...(sessions?.outer ? { session: sessions.outer } : {}),
       });
+      const offered = sessions?.outer !== undefined;
+      remember(s, sessions, "outer");
       s.setNoDelay(true);
       await once(s, "secureConnect");
+      countResumption(s, sessions, offered);
       await connectTunnel(s, origin);
       outer = s;
       innerCa = route.caPem;
@@ -131,8 +169,12 @@ export class BenchConnection {
       servername: origin.host,
       ca: innerCa,
       ALPNProtocols: ["http/1.1"],
+      ...(sessions?.inner ? { session: sessions.inner } : {}),
     });
+    const offered = sessions?.inner !== undefined;
+    remember(inner, sessions, "inner");
     await once(inner, "secureConnect");
+    countResumption(inner, sessions, offered);
     outer?.resume();
     return new BenchConnection(inner, outer, origin);
   }

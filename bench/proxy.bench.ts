@@ -2,7 +2,8 @@
 // and through mitmproxy (Debian's `mitmproxy`, addon bench/mitm_swap_redact.py doing the same
 // swap/redact work), all in one run:
 //   - added latency of a 100 KB POST answered with 100 KB (p50, p99), on a warm kept-alive
-//     tunnel and on a new connection per request (mitata `measure`);
+//     tunnel and on a new connection per request, with full handshakes and with a client that
+//     resumes its TLS sessions (mitata `measure`);
 //   - streaming MB/s for a 256 MiB download and a 256 MiB upload (curl as the agent), with the
 //     proxy process's peak RSS sampled from /proc;
 //   - leaf certificate cost, first mint and cached (SLAPENIR's LeafCache as in pki.bench.ts;
@@ -22,7 +23,13 @@ import { LeafCache } from "../src/pki/leaf-cache.ts";
 import { curlProxyArgs } from "../test/support/proxy-harness.ts";
 import { readRss, sampleRss, startProxyProcess } from "../test/support/proxy-process.ts";
 import { digestOf, generateChunks, type StreamSpec } from "../test/support/stream-source.ts";
-import { BenchConnection, type Origin, type Route, slapenirRoute } from "./bench-client.ts";
+import {
+  BenchConnection,
+  type Origin,
+  type Route,
+  sessionCache,
+  slapenirRoute,
+} from "./bench-client.ts";
 
 const MIB = Number(process.env.BENCH_MIB ?? 256);
 const STREAM_BYTES = MIB * 1024 * 1024;
@@ -178,6 +185,30 @@ async function latencyNew(route: Route): Promise<Latency> {
   for (let i = 0; i < WARMUP_NEW; i++) await once();
   const s = await measure(once, { min_samples: 200, max_samples: 1000, min_cpu_time: 2e9 });
   return { p50: ms(s.p50), p99: ms(s.p99), samples: s.samples.length };
+}
+
+/**
+ * New connections from a client that resumes its TLS sessions (the ticket from the previous
+ * connection is offered on each handshake, outer and inner), as curl within one process,
+ * Node's https agent or Go do. Reports how many offered handshakes the route resumed.
+ */
+async function latencyResumed(route: Route): Promise<Latency & { resumed: string }> {
+  const cache = sessionCache();
+  const once = async () => {
+    const c = await BenchConnection.open(route, origin, cache);
+    await c.request("POST", path, requestBody);
+    c.close();
+  };
+  for (let i = 0; i < WARMUP_NEW; i++) await once();
+  cache.resumed = 0;
+  cache.offered = 0;
+  const s = await measure(once, { min_samples: 200, max_samples: 1000, min_cpu_time: 2e9 });
+  return {
+    p50: ms(s.p50),
+    p99: ms(s.p99),
+    samples: s.samples.length,
+    resumed: `${cache.resumed}/${cache.offered}`,
+  };
 }
 
 // --- streaming -----------------------------------------------------------------------------
@@ -372,6 +403,11 @@ try {
     fresh[r.name] = await latencyNew(r.route);
     process.stderr.write(`new ${r.name}: ${JSON.stringify(fresh[r.name])}\n`);
   }
+  const resumed: Record<string, Latency & { resumed: string }> = {};
+  for (const r of routes) {
+    resumed[r.name] = await latencyResumed(r.route);
+    process.stderr.write(`new, TLS resumed ${r.name}: ${JSON.stringify(resumed[r.name])}\n`);
+  }
   const down: Record<string, Stream> = {};
   const upl: Record<string, Stream> = {};
   for (const r of routes) {
@@ -401,6 +437,7 @@ try {
   for (const [label, t] of [
     ["warm tunnel", warm],
     ["new connection", fresh],
+    ["new connection, TLS resumed", resumed],
   ] as const) {
     for (const k of ["p50", "p99"] as const) {
       const s = added(t, "SLAPENIR", k);
@@ -410,6 +447,9 @@ try {
       );
     }
   }
+  lines.push(
+    `(TLS resumed: handshakes resumed of those that offered a session — ${routes.map((r) => `${r.name} ${resumed[r.name]!.resumed}`).join(", ")})`,
+  );
   lines.push("");
   lines.push(
     `| streaming ${MIB} MiB (MB/s, median of 3) | direct | SLAPENIR | ÷ direct | peak RSS | mitmproxy | peak RSS | SLAPENIR ÷ mitmproxy |`,
