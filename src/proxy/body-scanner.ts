@@ -232,6 +232,7 @@ function guard(s: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
 export async function collectBounded(
   body: ReadableStream<Uint8Array>,
   max: number,
+  alloc: (length: number) => Uint8Array = (n) => new Uint8Array(n),
 ): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   let n = 0;
@@ -247,7 +248,7 @@ export async function collectBounded(
     }
     parts.push(value);
   }
-  const out = new Uint8Array(n);
+  const out = alloc(n);
   let at = 0;
   for (const p of parts) {
     out.set(p, at);

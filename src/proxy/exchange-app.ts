@@ -30,6 +30,7 @@ import {
   parseContentEncoding,
 } from "./content-coding.ts";
 import { errorResponse, ProxyError, toProxyError } from "./errors.ts";
+import { allocWithHeadroom } from "./headroom.ts";
 import { heldBody, heldResponse, onHeldSettled } from "./held-response.ts";
 import type { IncomingRequest } from "./http-session.ts";
 import type { InlineScanner } from "./inline-scanner.ts";
@@ -685,7 +686,8 @@ async function holdWhole(
     throw new ProxyError("overloaded", "proxy is holding too many bodies; retry shortly");
   }
   try {
-    return await collectBounded(body, max);
+    // Held bodies leave with a head in front of them: room for it is kept (headroom.ts).
+    return await collectBounded(body, max, allocWithHeadroom);
   } catch (e) {
     deps.held.release(declared);
     throw e;

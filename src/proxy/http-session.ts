@@ -14,6 +14,7 @@ import { serializeResponseHead, stripHopByHop } from "../http/serialize.ts";
 import { Deadline } from "./deadline.ts";
 import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
+import { prependHead } from "./headroom.ts";
 
 export interface SessionLimits {
   readonly maxHeaderBytes: number;
@@ -443,12 +444,7 @@ export class HttpSession {
       res.settled?.(false);
       return false;
     }
-    let bytes = head;
-    if (body && body.length > 0) {
-      bytes = new Uint8Array(head.length + body.length);
-      bytes.set(head, 0);
-      bytes.set(body, head.length);
-    }
+    const bytes = body && body.length > 0 ? prependHead(head, body).bytes : head;
     try {
       await this.#writeAll(bytes);
     } catch {

@@ -15,6 +15,7 @@ import { serializeRequestHead } from "../http/serialize.ts";
 import { Deadline } from "./deadline.ts";
 import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
+import { prependHead } from "./headroom.ts";
 import { type DialerOptions, type DialTarget, dialUpstream } from "./upstream-dialer.ts";
 
 type Sock = net.Socket | tls.TLSSocket;
@@ -453,12 +454,12 @@ async function sendHeld(
   body: Uint8Array,
   progress: PumpProgress,
 ): Promise<void> {
-  const bytes = new Uint8Array(head.length + body.length);
-  bytes.set(head, 0);
-  bytes.set(body, head.length);
   if (sock.destroyed) throw new ProxyError("upstream-reset", "upstream connection closed");
-  // Once written out, this copy (a swapped body carries real values) is wiped.
-  if (!sock.write(bytes, () => bytes.fill(0))) await drained(sock, progress);
+  const { bytes, shared } = prependHead(head, body);
+  // Once written out, a copy (a swapped body carries real values) is wiped; bytes shared with
+  // the held body are not: a retry sends them again.
+  const written = shared ? undefined : () => bytes.fill(0);
+  if (!sock.write(bytes, written)) await drained(sock, progress);
 }
 
 async function pumpBody(
