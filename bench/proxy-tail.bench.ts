@@ -34,6 +34,11 @@ async function timeWarm(route: Route, port: number): Promise<Record<string, numb
     { min_samples: 1000, max_samples: 3000, min_cpu_time: 2e9 },
   );
   c.close();
+  return percentiles(s);
+}
+
+/** p50/p90/p99 of a mitata measurement, in ms with two decimals. */
+function percentiles(s: { p50: number; p99: number; samples: number[] }): Record<string, number> {
   const ms = (ns: number) => Math.round(ns / 1e4) / 100;
   const sorted = [...s.samples].sort((a, b) => a - b);
   const p90 = sorted[Math.floor(sorted.length * 0.9)] ?? 0;
@@ -48,11 +53,9 @@ async function timeNew(route: Route, port: number): Promise<Record<string, numbe
     c.close();
   };
   for (let i = 0; i < WARMUP / 5; i++) await once();
-  const s = await measure(once, { min_samples: 300, max_samples: 1000, min_cpu_time: 2e9 });
-  const ms = (ns: number) => Math.round(ns / 1e4) / 100;
-  const sorted = [...s.samples].sort((a, b) => a - b);
-  const p90 = sorted[Math.floor(sorted.length * 0.9)] ?? 0;
-  return { p50: ms(s.p50), p90: ms(p90), p99: ms(s.p99) };
+  return percentiles(
+    await measure(once, { min_samples: 300, max_samples: 1000, min_cpu_time: 2e9 }),
+  );
 }
 
 const rows: [string, Record<string, number>][] = [];

@@ -27,6 +27,7 @@ import {
   BenchConnection,
   type Origin,
   type Route,
+  type SessionCache,
   sessionCache,
   slapenirRoute,
 } from "./bench-client.ts";
@@ -176,38 +177,32 @@ async function latencyWarm(route: Route): Promise<Latency> {
   return { p50: ms(s.p50), p99: ms(s.p99), samples: s.samples.length };
 }
 
-async function latencyNew(route: Route): Promise<Latency> {
-  const once = async () => {
-    const c = await BenchConnection.open(route, origin);
-    await c.request("POST", path, requestBody);
-    c.close();
-  };
-  for (let i = 0; i < WARMUP_NEW; i++) await once();
-  const s = await measure(once, { min_samples: 200, max_samples: 1000, min_cpu_time: 2e9 });
-  return { p50: ms(s.p50), p99: ms(s.p99), samples: s.samples.length };
-}
-
 /**
- * New connections from a client that resumes its TLS sessions (the ticket from the previous
- * connection is offered on each handshake, outer and inner), as curl within one process,
- * Node's https agent or Go do. Reports how many offered handshakes the route resumed.
+ * A new connection (and tunnel, and handshakes) per exchange. With `sessions`, the client
+ * resumes its TLS sessions — the ticket from the previous connection is offered on each
+ * handshake, outer and inner — as curl within one process, Node's https agent or Go do; the
+ * result then says how many offered handshakes the route resumed.
  */
-async function latencyResumed(route: Route): Promise<Latency & { resumed: string }> {
-  const cache = sessionCache();
+async function latencyNew(
+  route: Route,
+  sessions?: SessionCache,
+): Promise<Latency & { resumed?: string }> {
   const once = async () => {
-    const c = await BenchConnection.open(route, origin, cache);
+    const c = await BenchConnection.open(route, origin, sessions);
     await c.request("POST", path, requestBody);
     c.close();
   };
   for (let i = 0; i < WARMUP_NEW; i++) await once();
-  cache.resumed = 0;
-  cache.offered = 0;
+  if (sessions) {
+    sessions.resumed = 0;
+    sessions.offered = 0;
+  }
   const s = await measure(once, { min_samples: 200, max_samples: 1000, min_cpu_time: 2e9 });
   return {
     p50: ms(s.p50),
     p99: ms(s.p99),
     samples: s.samples.length,
-    resumed: `${cache.resumed}/${cache.offered}`,
+    ...(sessions ? { resumed: `${sessions.resumed}/${sessions.offered}` } : {}),
   };
 }
 
@@ -403,9 +398,9 @@ try {
     fresh[r.name] = await latencyNew(r.route);
     process.stderr.write(`new ${r.name}: ${JSON.stringify(fresh[r.name])}\n`);
   }
-  const resumed: Record<string, Latency & { resumed: string }> = {};
+  const resumed: Record<string, Latency & { resumed?: string }> = {};
   for (const r of routes) {
-    resumed[r.name] = await latencyResumed(r.route);
+    resumed[r.name] = await latencyNew(r.route, sessionCache());
     process.stderr.write(`new, TLS resumed ${r.name}: ${JSON.stringify(resumed[r.name])}\n`);
   }
   const down: Record<string, Stream> = {};

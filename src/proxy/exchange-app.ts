@@ -570,6 +570,8 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     }
     ex.rec.redactions += redactions;
     let body = res.body;
+    /** The redacted body when it was held whole (written with its head in one write). */
+    let held: Uint8Array | null = null;
     const inline = deps.inline;
     const length = res.headers.get("content-length");
     if (
@@ -598,13 +600,7 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
       // fresh array; the upstream's plaintext it came from is wiped.
       if (r.output !== whole) whole.fill(0);
       ex.rec.redactions += r.replacements;
-      const reason = state.redactInline.applyLatin1(res.statusText);
-      ex.rec.redactions += reason.count;
-      setResponse(
-        c,
-        heldResponse(r.output, { status: res.status, statusText: reason.value, headers }),
-      );
-      return;
+      held = r.output;
     } else if (body) {
       // Decode the first chunk before answering: a body that is not what its label says
       // (mislabelled, corrupt) becomes a 502 instead of a 200 head and a broken connection.
@@ -625,7 +621,8 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     // The reason phrase is upstream text too.
     const reason = state.redactInline.applyLatin1(res.statusText);
     ex.rec.redactions += reason.count;
-    setResponse(c, new Response(body, { status: res.status, statusText: reason.value, headers }));
+    const init = { status: res.status, statusText: reason.value, headers };
+    setResponse(c, held ? heldResponse(held, init) : new Response(body, init));
   };
 }
 

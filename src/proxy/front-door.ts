@@ -15,7 +15,6 @@ import type { EgressPolicy } from "../policy/egress-policy.ts";
 import { canonicalHost, parseAuthority } from "../policy/host.ts";
 import { resolveRequestHost } from "../policy/host-agreement.ts";
 import { type AuditLog, loggablePath } from "./audit.ts";
-import { countBytes } from "./body-scanner.ts";
 import { errorResponse, ProxyError } from "./errors.ts";
 import { type Exchange, exchangeRequest, KNOWN_METHODS, REFUSED_METHODS } from "./exchange-app.ts";
 import { heldBody, settleHeld } from "./held-response.ts";
@@ -277,28 +276,12 @@ export class FrontDoor {
     }
     const res = await this.#o.app.fetch(exchangeRequest(ex), { ex });
     const out = toOutgoing(res, head);
-    const release = () => session.socket.off("close", onGone);
-    if (out.body instanceof Uint8Array) {
-      return {
-        kind: "response",
-        response: {
-          ...out,
-          settled: (ok) => {
-            release();
-            settleHeld(res, ok);
-          },
-        },
-      };
-    }
-    if (!out.body) {
-      release();
-      return { kind: "response", response: out };
-    }
-    // The abort hook lives as long as the response body is being written.
-    return {
-      kind: "response",
-      response: { ...out, body: countBytes(out.body, release) },
+    // The abort hook lives as long as the response is being written.
+    const settled = (ok: boolean) => {
+      session.socket.off("close", onGone);
+      settleHeld(res, ok);
     };
+    return { kind: "response", response: { ...out, settled } };
   }
 
   async #connect(

@@ -42,7 +42,7 @@ export interface OutgoingResponse {
   readonly headers: readonly (readonly [string, string])[];
   /** A stream (sent chunked to HTTP/1.1 agents), or bytes held whole (one write, with length). */
   readonly body: ReadableStream<Uint8Array> | Uint8Array | null;
-  /** For a held body: told whether it was handed to the socket whole. */
+  /** Told once whether the response (head and body) was handed to the socket whole. */
   readonly settled?: (ok: boolean) => void;
   /** A response to HEAD, or 1xx/204/304: no body, framing fields kept as given. */
   readonly bodiless?: boolean;
@@ -59,8 +59,6 @@ export interface SessionHooks {
   handle(req: IncomingRequest, session: HttpSession): Promise<HandlerResult>;
   /** A request the parser refused (already answered with its status); for the audit log. */
   rejected(failure: ParseFailure): void;
-  /** Bytes of response bodies written (for the audit log), per request. */
-  wrote?(req: IncomingRequest, bodyBytes: number): void;
 }
 
 const CRLF = Uint8Array.of(13, 10);
@@ -369,7 +367,7 @@ export class HttpSession {
       else if (whole) headers.push(["content-length", String(whole.length)]);
       else if (chunked) headers.push(["transfer-encoding", "chunked"]);
     }
-    if (whole) return this.#respondWhole(p, res, headers, res.bodiless ? null : whole, keepAlive);
+    if (whole) return this.#respondWhole(res, headers, res.bodiless ? null : whole, keepAlive);
     const stream = res.body as ReadableStream<Uint8Array> | null;
     const closeDelimited = !res.bodiless && stream !== null && !chunked;
     if (!keepAlive || closeDelimited) headers.push(["connection", "close"]);
@@ -384,22 +382,21 @@ export class HttpSession {
     } catch {
       this.destroy();
       await stream?.cancel().catch(() => {});
+      res.settled?.(false);
       return false;
     }
     if (res.bodiless || stream === null) {
       await stream?.cancel().catch(() => {});
-      this.#hooks.wrote?.(p.req, 0);
+      res.settled?.(true);
       return keepAlive;
     }
     const enc = chunked ? new ChunkedEncoder() : null;
-    let written = 0;
     const reader = stream.getReader();
     try {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
         if (value.length === 0) continue;
-        written += value.length;
         if (enc) {
           const [size, data, crlf] = enc.encode(value) as [Uint8Array, Uint8Array, Uint8Array];
           const frame = new Uint8Array(size.length + data.length + crlf.length);
@@ -416,17 +413,16 @@ export class HttpSession {
       // The body failed (upstream died, scan failed) or the agent stopped reading: never end
       // the response cleanly. Destroying the connection makes the agent see an error.
       reader.cancel().catch(() => {});
-      this.#hooks.wrote?.(p.req, written);
       this.destroy();
+      res.settled?.(false);
       return false;
     }
-    this.#hooks.wrote?.(p.req, written);
+    res.settled?.(true);
     return keepAlive && !closeDelimited;
   }
 
   /** Head and held body in one write: one pass through the TLS layers, no stream machinery. */
   async #respondWhole(
-    p: Pending,
     res: OutgoingResponse,
     headers: [string, string][],
     body: Uint8Array | null,
@@ -450,11 +446,9 @@ export class HttpSession {
     } catch {
       this.destroy();
       res.settled?.(false);
-      this.#hooks.wrote?.(p.req, 0);
       return false;
     }
     res.settled?.(true);
-    this.#hooks.wrote?.(p.req, body?.length ?? 0);
     return keepAlive;
   }
 

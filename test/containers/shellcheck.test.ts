@@ -27,6 +27,7 @@ const scripts = [
 
 const skip = missingTools(["shellcheck"]).length > 0;
 
+// Skipped only on a machine without the tool, with a warning; under CI missingTools throws.
 describe.skipIf(skip)("shellcheck", () => {
   test("finds the scripts it must check", () => {
     for (const must of [

@@ -417,6 +417,7 @@ async function teardown(): Promise<void> {
 
 const FORWARDER_ENV = { HTTPS_PROXY: "http://127.0.0.1:3128", HTTP_PROXY: "http://127.0.0.1:3128" };
 
+// Skipped only without root/netns support, with a warning; under CI it throws (above).
 describe.skipIf(SKIP !== null)("isolation on a real network stack", () => {
   beforeAll(async () => {
     try {
