@@ -30,7 +30,7 @@ import {
   parseContentEncoding,
 } from "./content-coding.ts";
 import { errorResponse, ProxyError, toProxyError } from "./errors.ts";
-import { allocWithHeadroom } from "./headroom.ts";
+import { allocWithHeadroom, releaseHeld } from "./headroom.ts";
 import { heldBody, heldResponse, onHeldSettled } from "./held-response.ts";
 import type { IncomingRequest } from "./http-session.ts";
 import type { InlineScanner } from "./inline-scanner.ts";
@@ -368,7 +368,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       ex.rec.bytesIn = whole.length;
       if (state.redactSpecs.length > 0) {
         if (inline.count(state.setName("redact"), state.redactSpecs, whole) > 0) {
-          whole.fill(0);
+          releaseHeld(whole);
           ex.rec.decision = "deny";
           ex.rec.reason = "real credential in request body";
           throw new ProxyError(
@@ -379,8 +379,13 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       }
       let out = whole;
       if (plan.bodySpecs) {
-        const r = inline.rewrite(state.setName(`swap:${plan.key}`), plan.bodySpecs, whole);
-        if (r.output !== whole) whole.fill(0);
+        const r = inline.rewrite(
+          state.setName(`swap:${plan.key}`),
+          plan.bodySpecs,
+          whole,
+          allocWithHeadroom,
+        );
+        if (r.output !== whole) releaseHeld(whole);
         out = r.output;
         swaps += r.replacements;
         // Like the streamed path: a body swap counts for the host's required credentials.
@@ -462,7 +467,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     if (plan.required.length > 0 && !bodySwapResult) {
       const v = checkRequired({ swaps: plan.swaps, required: plan.required, reals: [] }, swapped);
       if (v.action !== "allow") {
-        if (body instanceof Uint8Array) body.fill(0);
+        if (body instanceof Uint8Array) releaseHeld(body);
         else await body?.cancel().catch(() => {});
         ex.rec.decision = "deny";
         ex.rec.reason = v.reason;
@@ -480,7 +485,13 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     c.set("plan", plan);
     c.set("state", state);
     c.set("out", { target: t.value, headers, body, bodyLength });
-    await next();
+    try {
+      await next();
+    } finally {
+      // The upstream exchange is over (sent, or failed): a held body, which may carry the real
+      // values just swapped in, is wiped and its buffer reused once no write refers to it.
+      if (body instanceof Uint8Array) releaseHeld(body);
+    }
   };
 }
 
@@ -589,16 +600,16 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
       const whole = await holdWhole(deps, body, heldBytes, inline.maxBytes);
       let r: { output: Uint8Array; replacements: number };
       try {
-        r = inline.rewrite(state.setName("redact"), state.redactSpecs, whole);
+        r = inline.rewrite(state.setName("redact"), state.redactSpecs, whole, allocWithHeadroom);
       } catch (e) {
-        whole.fill(0);
+        releaseHeld(whole);
         throw e;
       } finally {
         deps.held.release(heldBytes);
       }
-      // A shorter output (the usual case: "[REDACTED]" is shorter than a credential) is a
-      // fresh array; the upstream's plaintext it came from is wiped.
-      if (r.output !== whole) whole.fill(0);
+      // A shorter output (the usual case: "[REDACTED]" is shorter than a credential) is
+      // another held buffer; the upstream's plaintext it came from is wiped.
+      if (r.output !== whole) releaseHeld(whole);
       ex.rec.redactions += r.replacements;
       held = r.output;
     } else if (body) {

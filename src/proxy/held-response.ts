@@ -4,6 +4,8 @@
 // raised later) can never pick them up. The session writes head and body in one write with a
 // Content-Length, instead of pumping a one-chunk stream through chunked framing.
 
+import { releaseHeld } from "./headroom.ts";
+
 interface Held {
   readonly bytes: Uint8Array;
   /** Called once the body was handed to the agent's socket (true) or could not be (false). */
@@ -29,10 +31,15 @@ export function onHeldSettled(res: Response, fn: (ok: boolean) => void): void {
   held.get(res)?.settled.push(fn);
 }
 
-/** Report the outcome of writing the held body of `res` (once; later calls do nothing). */
+/**
+ * Report the outcome of writing the held body of `res` (once; later calls do nothing). The
+ * held bytes are released then: zeroed and their buffer reused once the write is done with
+ * them (headroom.ts).
+ */
 export function settleHeld(res: Response, ok: boolean): void {
   const h = held.get(res);
   if (!h) return;
   held.delete(res);
   for (const fn of h.settled) fn(ok);
+  releaseHeld(h.bytes);
 }

@@ -14,7 +14,7 @@ import { serializeResponseHead, stripHopByHop } from "../http/serialize.ts";
 import { Deadline } from "./deadline.ts";
 import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
-import { prependHead } from "./headroom.ts";
+import { pinHeld, prependHead } from "./headroom.ts";
 
 export interface SessionLimits {
   readonly maxHeaderBytes: number;
@@ -440,9 +440,16 @@ export class HttpSession {
       res.settled?.(false);
       return false;
     }
-    const bytes = body && body.length > 0 ? prependHead(head, body).bytes : head;
+    let bytes = head;
+    let written: ((ok: boolean) => void) | undefined;
+    if (body && body.length > 0) {
+      const joined = prependHead(head, body);
+      bytes = joined.bytes;
+      // Sharing the held body's buffer: keep it from being reused until the write completes.
+      if (joined.shared) written = pinHeld(body);
+    }
     try {
-      await this.#writeAll(bytes);
+      await this.#writeAll(bytes, written);
     } catch {
       this.destroy();
       res.settled?.(false);
@@ -452,11 +459,17 @@ export class HttpSession {
     return keepAlive;
   }
 
-  /** Write with backpressure; a peer that does not take the bytes in time is dropped. */
-  #writeAll(bytes: Uint8Array): Promise<void> {
+  /**
+   * Write with backpressure; a peer that does not take the bytes in time is dropped.
+   * `written` hears when the socket is done with `bytes` (true) or failed them (false).
+   */
+  #writeAll(bytes: Uint8Array, written?: (ok: boolean) => void): Promise<void> {
     const s = this.#socket;
-    if (s.destroyed || this.#closed) return Promise.reject(new Error("socket closed"));
-    const ok = s.write(bytes);
+    if (s.destroyed || this.#closed) {
+      written?.(false);
+      return Promise.reject(new Error("socket closed"));
+    }
+    const ok = written ? s.write(bytes, (err) => written(!err)) : s.write(bytes);
     const c = this.#carrier;
     if (ok && (c === null || c.writableLength <= CARRIER_HIGH_WATER)) return RESOLVED;
     return this.#backpressure(ok);

@@ -29,13 +29,14 @@ export class InlineScanner {
    * Replace every match of the named set (compiled from `specs` on first use) in `input`,
    * reusing `input` where it can: the result is `input` itself when nothing matched, or when
    * the output has its length (written back in place: a dummy swapped for a real value of the
-   * same length); otherwise a fresh array. The engine writes into the reused scratch buffer,
-   * which is zeroed afterwards, so a clean body costs no allocation at all.
+   * same length); otherwise a fresh array from `alloc`. The engine writes into the reused
+   * scratch buffer, which is zeroed afterwards, so a clean body costs no allocation at all.
    */
   rewrite(
     name: string,
     specs: readonly PatternSpec[],
     input: Uint8Array,
+    alloc: (length: number) => Uint8Array = (n) => new Uint8Array(n),
   ): { output: Uint8Array; replacements: number } {
     const r = this.#into(name, specs, input);
     try {
@@ -44,7 +45,9 @@ export class InlineScanner {
         input.set(r.output);
         return { output: input, replacements: r.replacements };
       }
-      return { output: r.output.slice(), replacements: r.replacements };
+      const output = alloc(r.output.length);
+      output.set(r.output);
+      return { output, replacements: r.replacements };
     } finally {
       r.output.fill(0);
     }

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import net from "node:net";
 import { ProxyError } from "./errors.ts";
-import { allocWithHeadroom } from "./headroom.ts";
+import { allocWithHeadroom, releaseHeld } from "./headroom.ts";
 import { UpstreamClient, type UpstreamClientOptions } from "./upstream-client.ts";
 
 // Loopback plain-TCP upstreams written by hand, so each test controls exactly when the
@@ -350,6 +350,57 @@ describe("upstream client, bodies held whole", () => {
     await Bun.sleep(50);
     expect(c.idleCount).toBe(0); // the rest of that body would precede the next request
     expect(connections).toBe(1);
+  });
+
+  test("a held body still on its way out is not wiped when its owner lets go of it", async () => {
+    // The exchange releases a held body (which wipes it) once the upstream has answered. An
+    // upstream may answer before it has read the whole body; the bytes still queued on the
+    // socket must go out as they were, not as zeros (or as a later exchange's bytes, had the
+    // buffer been reused). Bun 1.4.5 copies what a lone write could not send at once, so here
+    // this guards the pin in sendHeld against runtimes that queue by reference; the queued case
+    // itself is shown in headroom.test.ts.
+    const SIZE = 16 << 20;
+    let resume!: () => void;
+    const seen = new Promise<{ body: number; other: number }>((done) => {
+      void listen((s) => {
+        s.on("error", () => {});
+        let buf = Buffer.alloc(0);
+        let want = -1;
+        let body = 0;
+        let other = 0;
+        const onData = (d: Buffer) => {
+          if (want < 0) {
+            buf = Buffer.concat([buf, d]);
+            const end = buf.indexOf("\r\n\r\n");
+            if (end < 0) return;
+            want = Number(/content-length: *(\d+)/i.exec(buf.toString("latin1", 0, end))?.[1]);
+            d = buf.subarray(end + 4);
+          }
+          for (const x of d) x === 0x41 ? body++ : other++;
+          if (body + other >= want) {
+            s.end("ok");
+            done({ body, other });
+          }
+        };
+        s.on("data", onData);
+        s.once("data", () => {
+          s.pause(); // answer first, read the rest of the body later
+          s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
+          resume = () => s.resume();
+        });
+      }).then((p) => port.resolve(p));
+    });
+    const port = Promise.withResolvers<number>();
+    const c = client({});
+    const bytes = allocWithHeadroom(SIZE).fill(0x41);
+    const r = await c.send(target(await port.promise), held(bytes));
+    expect(r.head.status).toBe(200);
+    releaseHeld(bytes); // what the exchange does once the upstream exchange is over
+    resume();
+    expect(await seen).toEqual({ body: SIZE, other: 0 });
+    expect(await new Response(r.body).text()).toBe("ok");
+    await Bun.sleep(20);
+    expect(bytes.every((x) => x === 0)).toBe(true); // wiped once written
   });
 
   test("an upstream that stops reading a held body fails on the upload deadline", async () => {

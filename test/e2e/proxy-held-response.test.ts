@@ -4,7 +4,9 @@
 // counts the bytes and redactions the agent actually received.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type tls from "node:tls";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { openTunnel } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "sk-dummy-held-00000000000000000000001";
@@ -12,6 +14,8 @@ const REAL = "sk-real-held-9f8e7d6c5b4a39281706f5e4d3";
 
 let h: Harness;
 let up: EchoServer;
+/** Answers every request with the body it received. */
+let mirror: EchoServer;
 
 /** `/answer?bytes=N&plant=K`: N bytes of filler with the real value planted K times. */
 function answer(req: Request): Response {
@@ -50,9 +54,14 @@ beforeAll(async () => {
     allow: ["localhost:*"],
   });
   up = startEchoServer(await h.upstreamCa.issue(["localhost"]), answer);
+  mirror = startEchoServer(
+    await h.upstreamCa.issue(["localhost"]),
+    (_req, r) => new Response(r.body, { headers: { "content-type": "application/octet-stream" } }),
+  );
 });
 
 afterAll(async () => {
+  await mirror?.stop();
   await up?.stop();
   await h?.close();
 });
@@ -122,5 +131,96 @@ describe("answers held whole and streamed", () => {
     const out = r.body.toString("latin1").toLowerCase();
     expect(out).toContain("content-length: 5000");
     expect(out).not.toContain("aaaa");
+  });
+});
+
+/** One request on a kept-alive tunnel; resolves with the answer's status and body. */
+function roundTrip(
+  s: tls.TLSSocket,
+  path: string,
+  body: Uint8Array,
+): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const head = buf.subarray(0, end).toString("latin1");
+      const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? Number.NaN);
+      if (buf.length < end + 4 + length) return;
+      s.off("data", onData);
+      s.off("error", reject);
+      resolve({
+        status: Number(head.split(" ")[1]),
+        body: buf.subarray(end + 4, end + 4 + length),
+      });
+    };
+    s.on("data", onData);
+    s.once("error", reject);
+    s.write(
+      `POST ${path} HTTP/1.1\r\nHost: localhost:${mirror.port}\r\nContent-Length: ${body.length}\r\n\r\n`,
+    );
+    s.write(body);
+  });
+}
+
+describe("held bodies reuse their buffers", () => {
+  test("many agents at once, back to back: each gets exactly its own bytes, swapped out and redacted back", async () => {
+    // The proxy reuses the buffers that hold small bodies. Twelve tunnels each send four 100 KB
+    // bodies at once — more held bodies in flight than the free lists keep, so buffers are
+    // handed from one exchange to the next all the time — each filled with its own byte and
+    // carrying the dummy at its own place. The mirror upstream sends each body back: the
+    // request held whole (swap: a longer real value), the answer held whole (redaction: a
+    // shorter output). A buffer reused while a write still read it, or zeroed too early,
+    // would show up as another agent's bytes or as zeros in somebody's answer.
+    const TUNNELS = 12;
+    const ROUNDS = 4;
+    const tunnels = await Promise.all(
+      Array.from({ length: TUNNELS }, () =>
+        openTunnel(
+          { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"] },
+          { connect: `localhost:${mirror.port}` },
+        ),
+      ),
+    );
+    try {
+      await Promise.all(
+        tunnels.map(async (s, t) => {
+          for (let round = 0; round < ROUNDS; round++) {
+            const fill = 0x41 + ((t * ROUNDS + round) % 26);
+            const body = Buffer.alloc(100_000, fill);
+            const at = 1000 + ((t * 7919 + round * 104_729) % 90_000);
+            body.write(DUMMY, at, "latin1");
+            const r = await roundTrip(s, `/mirror-${t}-${round}`, body);
+            expect(r.status).toBe(200);
+            const want = Buffer.concat([
+              body.subarray(0, at),
+              Buffer.from("[REDACTED]"),
+              body.subarray(at + DUMMY.length),
+            ]);
+            expect(r.body.equals(want)).toBe(true);
+          }
+        }),
+      );
+    } finally {
+      for (const s of tunnels) s.destroy();
+    }
+    // The upstream got each body with the real value in place of the dummy, intact.
+    const got = mirror.received.filter((r) => r.target.startsWith("/mirror-"));
+    expect(got.length).toBe(TUNNELS * ROUNDS);
+    for (const r of got) {
+      const [t, round] = r.target.slice("/mirror-".length).split("-").map(Number) as [
+        number,
+        number,
+      ];
+      const fill = 0x41 + ((t * ROUNDS + round) % 26);
+      const at = 1000 + ((t * 7919 + round * 104_729) % 90_000);
+      const text = Buffer.from(r.body).toString("latin1");
+      expect(text.length).toBe(100_000 - DUMMY.length + REAL.length);
+      expect(text.slice(at, at + REAL.length)).toBe(REAL);
+      const rest = Buffer.from(text.replace(REAL, ""), "latin1");
+      expect(rest.equals(Buffer.alloc(100_000 - DUMMY.length, fill))).toBe(true);
+    }
   });
 });
