@@ -3,7 +3,7 @@
 // swap/redact work), all in one run:
 //   - added latency of a 100 KB POST answered with 100 KB (p50, p99), on a warm kept-alive
 //     tunnel and on a new connection per request, with full handshakes and with a client that
-//     resumes its TLS sessions (mitata `measure`);
+//     resumes its TLS sessions (mitata `measure`, the routes timed in interleaved blocks);
 //   - streaming MB/s for a 256 MiB download and a 256 MiB upload (curl as the agent), with the
 //     proxy process's peak RSS sampled from /proc;
 //   - leaf certificate cost, first mint and cached (SLAPENIR's LeafCache as in pki.bench.ts;
@@ -164,46 +164,112 @@ const ms = (ns: number) => ns / 1e6;
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
 const WARMUP_NEW = Number(process.env.BENCH_WARMUP_NEW ?? 2_000);
 
-async function latencyWarm(route: Route): Promise<Latency> {
-  const c = await BenchConnection.open(route, origin);
-  for (let i = 0; i < WARMUP; i++) await c.request("POST", path, requestBody);
-  const s = await measure(
-    async () => {
+// Routes are timed in interleaved blocks, not one after the other: ROUNDS rounds, each timing
+// one block per route (the order rotating from round to round), and each route's percentiles
+// come from all its blocks together. This host is shared and its speed drifts by tens of
+// percent over minutes; timed back to back, one route could get a slow minute and the next a
+// fast one, and "added" (route − direct) and the ratio to mitmproxy would measure the drift.
+// Interleaved, every route sees the same mix of the host's moods. Each block starts with a few
+// untimed exchanges (BLOCK_REWARM) so that it measures the route in use, not the first exchange
+// after the other routes had the machine (a kept-alive POST idle for over a second is sent on a
+// new upstream connection — right for a proxy, not what "warm" measures).
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
+const BLOCK_REWARM = 20;
+
+interface Block {
+  /** Untimed, before the block. */
+  rewarm(): Promise<void>;
+  /** One timed exchange. */
+  once(): Promise<void>;
+}
+
+/** Time `blocks[route]` interleaved: ROUNDS blocks of `perBlock` samples per route. */
+async function interleaved(
+  blocks: Record<string, Block>,
+  perBlock: number,
+): Promise<Record<string, Latency>> {
+  const names = Object.keys(blocks);
+  const samples: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < names.length; i++) {
+      const name = names[(round + i) % names.length]!;
+      const b = blocks[name]!;
+      await b.rewarm();
+      const s = await measure(b.once, {
+        min_samples: perBlock,
+        max_samples: perBlock,
+        min_cpu_time: 0,
+      });
+      samples[name]!.push(...s.samples);
+    }
+  }
+  const out: Record<string, Latency> = {};
+  for (const name of names) {
+    const sorted = samples[name]!.sort((a, b) => a - b);
+    const at = (q: number) => ms(sorted[Math.floor(q * (sorted.length - 1))]!);
+    out[name] = { p50: at(0.5), p99: at(0.99), samples: sorted.length };
+  }
+  return out;
+}
+
+/** One kept-alive connection per route, warmed up, then timed interleaved. */
+async function latencyWarm(): Promise<Record<string, Latency>> {
+  const conns = new Map<string, BenchConnection>();
+  const blocks: Record<string, Block> = {};
+  for (const r of routes) {
+    const c = await BenchConnection.open(r.route, origin);
+    conns.set(r.name, c);
+    for (let i = 0; i < WARMUP; i++) await c.request("POST", path, requestBody);
+    const once = async () => {
       await c.request("POST", path, requestBody);
-    },
-    { min_samples: 500, max_samples: 3000, min_cpu_time: 2e9 },
-  );
-  c.close();
-  return { p50: ms(s.p50), p99: ms(s.p99), samples: s.samples.length };
+    };
+    blocks[r.name] = {
+      rewarm: async () => {
+        for (let i = 0; i < BLOCK_REWARM; i++) await once();
+      },
+      once,
+    };
+  }
+  try {
+    return await interleaved(blocks, 500);
+  } finally {
+    for (const c of conns.values()) c.close();
+  }
 }
 
 /**
- * A new connection (and tunnel, and handshakes) per exchange. With `sessions`, the client
+ * A new connection (and tunnel, and handshakes) per exchange. With `resume`, the client
  * resumes its TLS sessions — the ticket from the previous connection is offered on each
  * handshake, outer and inner — as curl within one process, Node's https agent or Go do; the
- * result then says how many offered handshakes the route resumed.
+ * result then says how many offered handshakes each route resumed.
  */
-async function latencyNew(
-  route: Route,
-  sessions?: SessionCache,
-): Promise<Latency & { resumed?: string }> {
-  const once = async () => {
-    const c = await BenchConnection.open(route, origin, sessions);
-    await c.request("POST", path, requestBody);
-    c.close();
-  };
-  for (let i = 0; i < WARMUP_NEW; i++) await once();
-  if (sessions) {
-    sessions.resumed = 0;
-    sessions.offered = 0;
+async function latencyNew(resume = false): Promise<Record<string, Latency & { resumed?: string }>> {
+  const blocks: Record<string, Block> = {};
+  const caches = new Map<string, SessionCache>();
+  for (const r of routes) {
+    const sessions = resume ? sessionCache() : undefined;
+    if (sessions) caches.set(r.name, sessions);
+    const once = async () => {
+      const c = await BenchConnection.open(r.route, origin, sessions);
+      await c.request("POST", path, requestBody);
+      c.close();
+    };
+    for (let i = 0; i < WARMUP_NEW; i++) await once();
+    blocks[r.name] = {
+      rewarm: async () => {
+        for (let i = 0; i < BLOCK_REWARM; i++) await once();
+      },
+      once,
+    };
   }
-  const s = await measure(once, { min_samples: 200, max_samples: 1000, min_cpu_time: 2e9 });
-  return {
-    p50: ms(s.p50),
-    p99: ms(s.p99),
-    samples: s.samples.length,
-    ...(sessions ? { resumed: `${sessions.resumed}/${sessions.offered}` } : {}),
-  };
+  for (const s of caches.values()) {
+    s.resumed = 0;
+    s.offered = 0;
+  }
+  const out: Record<string, Latency & { resumed?: string }> = await interleaved(blocks, 150);
+  for (const [name, s] of caches)
+    out[name] = { ...out[name]!, resumed: `${s.resumed}/${s.offered}` };
+  return out;
 }
 
 // --- streaming -----------------------------------------------------------------------------
@@ -388,21 +454,12 @@ try {
   for (const r of routes) await verify(r.name, r.route);
   process.stderr.write("equivalence: both proxies redact downloads and swap uploads\n");
   const idleRss = await readRss(proxy.pid);
-  const warm: Record<string, Latency> = {};
-  const fresh: Record<string, Latency> = {};
-  for (const r of routes) {
-    warm[r.name] = await latencyWarm(r.route);
-    process.stderr.write(`warm ${r.name}: ${JSON.stringify(warm[r.name])}\n`);
-  }
-  for (const r of routes) {
-    fresh[r.name] = await latencyNew(r.route);
-    process.stderr.write(`new ${r.name}: ${JSON.stringify(fresh[r.name])}\n`);
-  }
-  const resumed: Record<string, Latency & { resumed?: string }> = {};
-  for (const r of routes) {
-    resumed[r.name] = await latencyNew(r.route, sessionCache());
-    process.stderr.write(`new, TLS resumed ${r.name}: ${JSON.stringify(resumed[r.name])}\n`);
-  }
+  const warm = await latencyWarm();
+  process.stderr.write(`warm: ${JSON.stringify(warm)}\n`);
+  const fresh = await latencyNew();
+  process.stderr.write(`new: ${JSON.stringify(fresh)}\n`);
+  const resumed = await latencyNew(true);
+  process.stderr.write(`new, TLS resumed: ${JSON.stringify(resumed)}\n`);
   const down: Record<string, Stream> = {};
   const upl: Record<string, Stream> = {};
   for (const r of routes) {
