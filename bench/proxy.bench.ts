@@ -176,11 +176,16 @@ const WARMUP_NEW = Number(process.env.BENCH_WARMUP_NEW ?? 2_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 const BLOCK_REWARM = 20;
 
-interface Block {
-  /** Untimed, before the block. */
-  rewarm(): Promise<void>;
-  /** One timed exchange. */
-  once(): Promise<void>;
+/** One block of `n` timed samples (ns) of a route. */
+type Block = (n: number) => Promise<number[]>;
+
+/** A block timed with mitata: BLOCK_REWARM untimed calls of `once`, then `n` timed ones. */
+function timedBlock(once: () => Promise<void>): Block {
+  return async (n) => {
+    for (let i = 0; i < BLOCK_REWARM; i++) await once();
+    const s = await measure(once, { min_samples: n, max_samples: n, min_cpu_time: 0 });
+    return s.samples;
+  };
 }
 
 /** Time `blocks[route]` interleaved: ROUNDS blocks of `perBlock` samples per route. */
@@ -193,14 +198,7 @@ async function interleaved(
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < names.length; i++) {
       const name = names[(round + i) % names.length]!;
-      const b = blocks[name]!;
-      await b.rewarm();
-      const s = await measure(b.once, {
-        min_samples: perBlock,
-        max_samples: perBlock,
-        min_cpu_time: 0,
-      });
-      samples[name]!.push(...s.samples);
+      samples[name]!.push(...(await blocks[name]!(perBlock)));
     }
   }
   const out: Record<string, Latency> = {};
@@ -220,15 +218,9 @@ async function latencyWarm(): Promise<Record<string, Latency>> {
     const c = await BenchConnection.open(r.route, origin);
     conns.set(r.name, c);
     for (let i = 0; i < WARMUP; i++) await c.request("POST", path, requestBody);
-    const once = async () => {
+    blocks[r.name] = timedBlock(async () => {
       await c.request("POST", path, requestBody);
-    };
-    blocks[r.name] = {
-      rewarm: async () => {
-        for (let i = 0; i < BLOCK_REWARM; i++) await once();
-      },
-      once,
-    };
+    });
   }
   try {
     return await interleaved(blocks, 500);
@@ -255,12 +247,7 @@ async function latencyNew(resume = false): Promise<Record<string, Latency & { re
       c.close();
     };
     for (let i = 0; i < WARMUP_NEW; i++) await once();
-    blocks[r.name] = {
-      rewarm: async () => {
-        for (let i = 0; i < BLOCK_REWARM; i++) await once();
-      },
-      once,
-    };
+    blocks[r.name] = timedBlock(once);
   }
   for (const s of caches.values()) {
     s.resumed = 0;
