@@ -366,30 +366,35 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       const whole = await holdWhole(deps, reqBody, declaredIn, inline.maxBytes);
       deps.held.release(declaredIn); // the budget covers the wait for the body, not the scan
       ex.rec.bytesIn = whole.length;
-      if (state.redactSpecs.length > 0) {
-        if (inline.count(state.setName("redact"), state.redactSpecs, whole) > 0) {
-          releaseHeld(whole);
-          ex.rec.decision = "deny";
-          ex.rec.reason = "real credential in request body";
-          throw new ProxyError(
-            "dlp-blocked",
-            "request body carries a real credential; use the dummy",
-          );
-        }
-      }
       let out = whole;
-      if (plan.bodySpecs) {
-        const r = inline.rewrite(
-          state.setName(`swap:${plan.key}`),
-          plan.bodySpecs,
-          whole,
-          allocWithHeadroom,
-        );
-        if (r.output !== whole) releaseHeld(whole);
-        out = r.output;
-        swaps += r.replacements;
-        // Like the streamed path: a body swap counts for the host's required credentials.
-        if (r.replacements > 0) for (const n of plan.required) swapped.add(n);
+      try {
+        if (state.redactSpecs.length > 0) {
+          if (inline.count(state.setName("redact"), state.redactSpecs, whole) > 0) {
+            ex.rec.decision = "deny";
+            ex.rec.reason = "real credential in request body";
+            throw new ProxyError(
+              "dlp-blocked",
+              "request body carries a real credential; use the dummy",
+            );
+          }
+        }
+        if (plan.bodySpecs) {
+          const r = inline.rewrite(
+            state.setName(`swap:${plan.key}`),
+            plan.bodySpecs,
+            whole,
+            allocWithHeadroom,
+          );
+          if (r.output !== whole) releaseHeld(whole);
+          out = r.output;
+          swaps += r.replacements;
+          // Like the streamed path: a body swap counts for the host's required credentials.
+          if (r.replacements > 0) for (const n of plan.required) swapped.add(n);
+        }
+      } catch (e) {
+        // Blocked, or the scan failed: the agent's body (it may hold a real value) is wiped.
+        releaseHeld(whole);
+        throw e;
       }
       body = out;
       bodyLength = out.length;

@@ -40,6 +40,9 @@ export function settleHeld(res: Response, ok: boolean): void {
   const h = held.get(res);
   if (!h) return;
   held.delete(res);
-  for (const fn of h.settled) fn(ok);
-  releaseHeld(h.bytes);
+  try {
+    for (const fn of h.settled) fn(ok);
+  } finally {
+    releaseHeld(h.bytes);
+  }
 }

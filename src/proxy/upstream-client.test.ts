@@ -334,6 +334,42 @@ describe("upstream client, bodies held whole", () => {
     expect(processed).toEqual(["conn1:first", "conn1:slow", "conn1:warm", "conn1:repo"]);
   });
 
+  test("an agent that leaves while the retry is dialled: the request is not sent again", async () => {
+    // The kept-alive connection is found dead, a fresh one is dialled (the name lookup takes a
+    // moment), and the agent leaves meanwhile. An abort signal that fired before the exchange
+    // began never fires again: the exchange must look, or it sends the request for nobody.
+    const received: string[] = [];
+    const port = await listen((s) => {
+      const first = received.length === 0;
+      s.on("data", (d: Buffer) => {
+        const text = d.toString("latin1");
+        if (!text.includes("\r\n\r\n")) return;
+        if (first && received.length > 0) {
+          s.destroy(); // the kept-alive connection dies under the second request
+          return;
+        }
+        received.push(text.slice(0, text.indexOf(" ", 4)));
+        s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+      });
+    });
+    let lookups = 0;
+    const c = client({
+      maxIdlePerHost: 4,
+      lookup: async () => {
+        if (lookups++ > 0) await Bun.sleep(150);
+        return [{ address: "127.0.0.1", family: 4 }];
+      },
+    });
+    const named = { host: "up.test", port, tls: false, isIp: false };
+    expect(await text(c.send(named, send("PUT", "first")))).toBe("ok");
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 60);
+    const err = await failure(c.send(named, send("PUT", "second"), ac.signal));
+    expect(err.reason).toBe("request aborted by the agent");
+    await Bun.sleep(200);
+    expect(received).toEqual(["PUT /upload"]); // the first request only
+  });
+
   test("an early answer before a held body was taken: the connection is not reused", async () => {
     let connections = 0;
     const port = await listen((s) => {

@@ -337,6 +337,11 @@ export class UpstreamClient {
       sock.on("close", onClose);
       sock.on("error", onClose);
       signal?.addEventListener("abort", onAbort);
+      if (signal?.aborted) {
+        // The agent left while this connection was dialled (a retry): send nothing.
+        onAbort();
+        return;
+      }
       sock.resume();
 
       // Head, then the body with backpressure.
