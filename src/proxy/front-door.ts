@@ -80,6 +80,9 @@ export class FrontDoor {
       ca: options.credentials.agentCaPem,
       requestCert: true,
       rejectUnauthorized: true,
+      // An agent that half-closes after its request still gets its answers (HttpSession ends
+      // the connection once they are written).
+      allowHalfOpen: true,
       handshakeTimeout: options.limits.headerTimeoutMs,
     });
     this.#server.on("secureConnection", (s) => this.#accept(s));
@@ -337,6 +340,11 @@ export class FrontDoor {
       { conn: ctx.id, agent: ctx.agent, host: this.#safe(target.host), port: target.port },
       "tunnel opened",
     );
+    // The listener keeps half-closed connections open (an agent may end its side after a
+    // request and still read the answer). A tunnel cannot: the runtime's TLS over a stream
+    // ends its carrier when the inner TLS ends, so an agent that ends the carrier ends the
+    // tunnel, as before.
+    outer.once("end", () => outer.end());
     let sniMismatch = false;
     const inner = new tls.TLSSocket(outer, {
       isServer: true,

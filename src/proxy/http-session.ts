@@ -264,7 +264,8 @@ export class HttpSession {
       } catch {}
       r.settle(false);
     }
-    // A half-closed agent gets the answers it is owed, then the connection ends.
+    // A half-closed agent gets the answers it is owed, then the connection ends (the listener
+    // allows half-open connections; a tunnel's TLS cannot stay half-open, see front-door.ts).
     this.#closed = this.#queue.length === 0 && this.#failure === null;
     if (this.#closed) this.#socket.end();
     this.#notify();
