@@ -55,6 +55,13 @@ test("an empty held body takes its head in the room too", () => {
   expect(text(r.bytes)).toBe("HEAD\r\n\r\n");
 });
 
+/** Twenty allocations of `size` later, `body`'s buffer was handed out to none of them. */
+function expectNeverReused(body: Uint8Array, size: number): void {
+  const seen = new Set<ArrayBufferLike>();
+  for (let i = 0; i < 20; i++) seen.add(allocWithHeadroom(size).buffer);
+  expect(seen.has(body.buffer)).toBe(false);
+}
+
 describe("held buffers are reused, never while in use, and always zeroed first", () => {
   test("a released body is zeroed, and its buffer serves the next body of its size", () => {
     const a = allocWithHeadroom(100_000);
@@ -94,9 +101,7 @@ describe("held buffers are reused, never while in use, and always zeroed first",
     releaseHeld(a);
     done(false);
     expect(a.every((x) => x === 0)).toBe(true);
-    const seen = new Set<ArrayBufferLike>();
-    for (let i = 0; i < 20; i++) seen.add(allocWithHeadroom(20_000).buffer);
-    expect(seen.has(a.buffer)).toBe(false);
+    expectNeverReused(a, 20_000);
   });
 
   test("a stale view of a reused buffer can neither release nor pin its new owner's bytes", () => {
@@ -124,9 +129,7 @@ describe("held buffers are reused, never while in use, and always zeroed first",
     expect(a[0]).toBe(0x45);
     done(true);
     expect(a.every((x) => x === 0)).toBe(true);
-    const seen = new Set<ArrayBufferLike>();
-    for (let i = 0; i < 20; i++) seen.add(allocWithHeadroom(40_000).buffer);
-    expect(seen.has(a.buffer)).toBe(false);
+    expectNeverReused(a, 40_000);
   });
 
   test("a released body no longer takes a head in its room", () => {

@@ -144,7 +144,20 @@ export function prependHead(
   return { bytes, shared: false };
 }
 
-/** Idle buffers per size class (for tests and /status). */
+/**
+ * `head` followed by `body`, ready for one socket write, and the callback that write must get:
+ * when the bytes share the held body's buffer, that buffer stays pinned until it is called;
+ * when they are a copy (a swapped body carries real values), the copy is wiped then.
+ */
+export function headFirst(
+  head: Uint8Array,
+  body: Uint8Array,
+): { bytes: Uint8Array; written: (ok: boolean) => void } {
+  const { bytes, shared } = prependHead(head, body);
+  return { bytes, written: shared ? pinHeld(body) : () => bytes.fill(0) };
+}
+
+/** Idle buffers per size class (for tests). */
 export function heldPoolIdle(): number[] {
   return free.map((l) => l.length);
 }

@@ -14,7 +14,7 @@ import { serializeResponseHead, stripHopByHop } from "../http/serialize.ts";
 import { Deadline } from "./deadline.ts";
 import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
-import { pinHeld, prependHead } from "./headroom.ts";
+import { headFirst } from "./headroom.ts";
 
 export interface SessionLimits {
   readonly maxHeaderBytes: number;
@@ -441,14 +441,8 @@ export class HttpSession {
       res.settled?.(false);
       return false;
     }
-    let bytes = head;
-    let written: ((ok: boolean) => void) | undefined;
-    if (body && body.length > 0) {
-      const joined = prependHead(head, body);
-      bytes = joined.bytes;
-      // Sharing the held body's buffer: keep it from being reused until the write completes.
-      if (joined.shared) written = pinHeld(body);
-    }
+    const { bytes, written } =
+      body && body.length > 0 ? headFirst(head, body) : { bytes: head, written: undefined };
     try {
       await this.#writeAll(bytes, written);
     } catch {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import net from "node:net";
-import { ProxyError } from "./errors.ts";
+import { failure } from "../../test/support/proxy-error.ts";
 import { allocWithHeadroom, releaseHeld } from "./headroom.ts";
 import { UpstreamClient, type UpstreamClientOptions } from "./upstream-client.ts";
 
@@ -78,16 +78,6 @@ function slowBody(chunks: number, size: number, gapMs: number) {
     },
   });
   return { stream, length: all.length, sha256: createHash("sha256").update(all).digest("hex") };
-}
-
-async function failure(p: Promise<unknown>): Promise<ProxyError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ProxyError) return e;
-    throw e;
-  }
-  throw new Error("expected a ProxyError");
 }
 
 const post = (body: ReadableStream<Uint8Array> | null, bodyLength: number | null) => ({

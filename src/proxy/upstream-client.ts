@@ -15,7 +15,7 @@ import { serializeRequestHead } from "../http/serialize.ts";
 import { Deadline } from "./deadline.ts";
 import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
-import { pinHeld, prependHead } from "./headroom.ts";
+import { headFirst } from "./headroom.ts";
 import { type DialerOptions, type DialTarget, dialUpstream } from "./upstream-dialer.ts";
 
 type Sock = net.Socket | tls.TLSSocket;
@@ -460,16 +460,10 @@ async function sendHeld(
   progress: PumpProgress,
 ): Promise<void> {
   if (sock.destroyed) throw new ProxyError("upstream-reset", "upstream connection closed");
-  const { bytes, shared } = prependHead(head, body);
-  // Bytes shared with the held body keep its buffer from being reused until written (its owner
-  // wipes it once the exchange is over; a retry sends it again). A copy (a swapped body carries
-  // real values) is wiped once written out.
-  const pin = shared ? pinHeld(body) : null;
-  const written = (err?: Error | null) => {
-    if (pin) pin(!err);
-    else bytes.fill(0);
-  };
-  if (!sock.write(bytes, written)) await drained(sock, progress);
+  // The held body itself stays with its owner (who wipes it once the exchange is over; a retry
+  // sends it again); headFirst keeps it from reuse, or wipes a copy, once written.
+  const { bytes, written } = headFirst(head, body);
+  if (!sock.write(bytes, (err?: Error | null) => written(!err))) await drained(sock, progress);
 }
 
 async function pumpBody(

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import net from "node:net";
-import { ProxyError } from "./errors.ts";
+import { failure } from "../../test/support/proxy-error.ts";
 import {
   type DialerOptions,
   dialUpstream,
@@ -12,16 +12,6 @@ const TARGET = { host: "upstream.test", port: 9, tls: false, isIp: false } as co
 
 function options(lookup: Lookup, connectTimeoutMs = 100): DialerOptions {
   return { addressCheck: () => ({ allowed: true }), connectTimeoutMs, ca: [], lookup };
-}
-
-async function failure(p: Promise<unknown>): Promise<ProxyError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof ProxyError) return e;
-    throw e;
-  }
-  throw new Error("expected a ProxyError");
 }
 
 describe("upstream dialer: name lookup", () => {
