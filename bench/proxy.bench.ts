@@ -4,12 +4,14 @@
 //   - added latency of a 100 KB POST answered with 100 KB (p50, p99), on a warm kept-alive
 //     tunnel and on a new connection per request, with full handshakes and with a client that
 //     resumes its TLS sessions (mitata `measure`, the routes timed in interleaved blocks);
+//     new connections again from a native OpenSSL client (bench/native-client.c), when the
+//     machine can build it;
 //   - streaming MB/s for a 256 MiB download and a 256 MiB upload (curl as the agent), with the
 //     proxy process's peak RSS sampled from /proc;
 //   - leaf certificate cost, first mint and cached (SLAPENIR's LeafCache as in pki.bench.ts;
 //     mitmproxy's CertStore through bench/mitm_certs.py).
-// The proxy, the upstream and mitmproxy run as separate processes; the client (this process)
-// is the same code for every route. Run: `bun bench/proxy.bench.ts` (BENCH_MIB=64 for a
+// The proxy, the upstream and mitmproxy run as separate processes; the client (this process,
+// or the native one) is the same code for every route. Run: `bun bench/proxy.bench.ts` (BENCH_MIB=64 for a
 // shorter run; BENCH_MITM=0 to skip mitmproxy). Prints figures only, never a credential.
 
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -151,6 +153,9 @@ interface Latency {
   p50: number;
   p99: number;
   samples: number;
+  /** CPU time per exchange (ms) of the client, and of the proxy process (null: direct). */
+  clientCpu: number;
+  proxyCpu: number | null;
 }
 const ms = (ns: number) => ns / 1e6;
 
@@ -176,36 +181,78 @@ const WARMUP_NEW = Number(process.env.BENCH_WARMUP_NEW ?? 2_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 const BLOCK_REWARM = 20;
 
-/** One block of `n` timed samples (ns) of a route. */
-type Block = (n: number) => Promise<number[]>;
+/** One block of a route: `n` timed samples (ns), the exchanges made in all (timed or not) and
+ * the client's CPU time over them (ms). */
+interface BlockResult {
+  samples: number[];
+  exchanges: number;
+  clientCpuMs: number;
+}
+type Block = (n: number) => Promise<BlockResult>;
 
 /** A block timed with mitata: BLOCK_REWARM untimed calls of `once`, then `n` timed ones. */
 function timedBlock(once: () => Promise<void>): Block {
   return async (n) => {
-    for (let i = 0; i < BLOCK_REWARM; i++) await once();
-    const s = await measure(once, { min_samples: n, max_samples: n, min_cpu_time: 0 });
-    return s.samples;
+    let exchanges = 0;
+    const counted = () => {
+      exchanges++;
+      return once();
+    };
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < BLOCK_REWARM; i++) await counted();
+    const s = await measure(counted, { min_samples: n, max_samples: n, min_cpu_time: 0 });
+    const cpu = process.cpuUsage(cpu0);
+    return { samples: s.samples, exchanges, clientCpuMs: (cpu.user + cpu.system) / 1000 };
   };
 }
 
-/** Time `blocks[route]` interleaved: ROUNDS blocks of `perBlock` samples per route. */
+/** CPU time (ms) process `pid` has used, all threads (clock ticks of 10 ms). */
+async function processCpuMs(pid: number): Promise<number> {
+  const stat = await Bun.file(`/proc/${pid}/stat`).text();
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10; // utime + stime
+}
+
+/**
+ * Time `blocks[route]` interleaved: ROUNDS blocks of `perBlock` samples per route. Also says
+ * what an exchange cost in CPU, the client's and the proxy process's, over the same blocks:
+ * on this two-core machine every process's work is on the critical path of a new connection,
+ * so the figures show whose work the added latency is.
+ */
 async function interleaved(
   blocks: Record<string, Block>,
   perBlock: number,
 ): Promise<Record<string, Latency>> {
   const names = Object.keys(blocks);
-  const samples: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  const pidOf = (name: string) => routes.find((r) => r.name === name)?.pid ?? null;
+  const acc = Object.fromEntries(
+    names.map((n) => [n, { samples: [] as number[], exchanges: 0, clientMs: 0, proxyMs: 0 }]),
+  );
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < names.length; i++) {
       const name = names[(round + i) % names.length]!;
-      samples[name]!.push(...(await blocks[name]!(perBlock)));
+      const pid = pidOf(name);
+      const p0 = pid ? await processCpuMs(pid) : 0;
+      const b = await blocks[name]!(perBlock);
+      const a = acc[name]!;
+      a.proxyMs += pid ? (await processCpuMs(pid)) - p0 : 0;
+      a.samples.push(...b.samples);
+      a.exchanges += b.exchanges;
+      a.clientMs += b.clientCpuMs;
     }
   }
   const out: Record<string, Latency> = {};
   for (const name of names) {
-    const sorted = samples[name]!.sort((a, b) => a - b);
+    const a = acc[name]!;
+    const sorted = a.samples.sort((x, y) => x - y);
     const at = (q: number) => ms(sorted[Math.floor(q * (sorted.length - 1))]!);
-    out[name] = { p50: at(0.5), p99: at(0.99), samples: sorted.length };
+    out[name] = {
+      p50: at(0.5),
+      p99: at(0.99),
+      samples: sorted.length,
+      clientCpu: a.clientMs / a.exchanges,
+      proxyCpu: pidOf(name) ? a.proxyMs / a.exchanges : null,
+    };
   }
   return out;
 }
@@ -257,6 +304,83 @@ async function latencyNew(resume = false): Promise<Record<string, Latency & { re
   for (const [name, s] of caches)
     out[name] = { ...out[name]!, resumed: `${s.resumed}/${s.offered}` };
   return out;
+}
+
+// --- the same new connections from a native client ------------------------------------------
+
+/**
+ * bench/native-client.c, built with the system's C compiler and OpenSSL (Debian: `gcc`,
+ * `libssl-dev`); null, and the rows left out, when it cannot be built. The Bun client above
+ * runs the inner TLS of a tunnel through JavaScript; this one runs TLS inside TLS in native code,
+ * as curl does, so the two together show how much of "new connection, added" belongs to the
+ * client rather than to the proxy.
+ */
+function buildNativeClient(): string | null {
+  const out = join(dir, "native-client");
+  const cc = Bun.spawnSync(
+    ["cc", "-O2", "-o", out, join(ROOT, "bench/native-client.c"), "-lssl", "-lcrypto"],
+    { stdout: "ignore", stderr: "pipe" },
+  );
+  if (cc.exitCode === 0) return out;
+  process.stderr.write(
+    `native client not built (needs cc and OpenSSL headers): ${cc.stderr.toString().split("\n")[0]}\n`,
+  );
+  return null;
+}
+
+async function latencyNative(client: string): Promise<Record<string, Latency>> {
+  const bodyPath = join(dir, "latency-body.json");
+  await writeFile(bodyPath, requestBody);
+  const args = (name: string): string[] => {
+    if (name === "direct") return ["direct", "0", join(dir, "up-ca.pem")];
+    if (name === "SLAPENIR") {
+      const p = proxy.caBundlePath;
+      return ["slapenir", String(proxy.port), p, p, proxy.agent.certPath, proxy.agent.keyPath];
+    }
+    return ["http-proxy", String(mitm!.port), mitm!.caPath];
+  };
+  /** `n` exchanges on new connections: their times in ns, as the other blocks give them. */
+  const run = async (name: string, n: number): Promise<BlockResult> => {
+    const [mode, proxyPort, originCa, ...mtls] = args(name);
+    const p = Bun.spawn(
+      [
+        client,
+        mode!,
+        String(upstreamPort),
+        proxyPort!,
+        String(n),
+        bodyPath,
+        path,
+        originCa!,
+        ...mtls,
+      ],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const [code, out, err] = await Promise.all([
+      p.exited,
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+    ]);
+    if (code !== 0) throw new Error(`native client, ${name}: ${err.trim()}`);
+    const cpu = p.resourceUsage()?.cpuTime;
+    return {
+      samples: out
+        .trim()
+        .split(" ")
+        .map((t) => Number(t) * 1e6),
+      exchanges: n,
+      clientCpuMs: cpu ? Number(cpu.user + cpu.system) / 1000 : Number.NaN,
+    };
+  };
+  const blocks: Record<string, Block> = {};
+  for (const r of routes) {
+    await run(r.name, 200);
+    blocks[r.name] = async (n) => {
+      const b = await run(r.name, BLOCK_REWARM + n);
+      return { ...b, samples: b.samples.slice(BLOCK_REWARM) };
+    };
+  }
+  return interleaved(blocks, 150);
 }
 
 // --- streaming -----------------------------------------------------------------------------
@@ -370,7 +494,7 @@ async function mitmCerts(): Promise<{ firstUs: number; cachedUs: number } | null
  * runs them) carrying 96 KiB in six 16 KiB chunks, from open to the last output byte. A
  * request crosses two such streams in turn (DLP, swap), its response one (redact).
  */
-async function poolRoundTrip(): Promise<Latency> {
+async function poolRoundTrip(): Promise<Pick<Latency, "p50" | "p99" | "samples">> {
   const enc = new TextEncoder();
   const pool = await MatcherPool.start({
     specs: [{ pattern: enc.encode(REAL), replacement: enc.encode("[REDACTED]") }],
@@ -447,6 +571,9 @@ try {
   process.stderr.write(`new: ${JSON.stringify(fresh)}\n`);
   const resumed = await latencyNew(true);
   process.stderr.write(`new, TLS resumed: ${JSON.stringify(resumed)}\n`);
+  const nativeClient = buildNativeClient();
+  const native = nativeClient ? await latencyNative(nativeClient) : null;
+  if (native) process.stderr.write(`new, native client: ${JSON.stringify(native)}\n`);
   const down: Record<string, Stream> = {};
   const upl: Record<string, Stream> = {};
   for (const r of routes) {
@@ -473,11 +600,13 @@ try {
     "| latency, 100 KB POST → 100 KB (ms) | direct | SLAPENIR | added | mitmproxy | added | SLAPENIR ÷ mitmproxy (added) |",
   );
   lines.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-  for (const [label, t] of [
+  const latencyKinds = [
     ["warm tunnel", warm],
     ["new connection", fresh],
     ["new connection, TLS resumed", resumed],
-  ] as const) {
+    ...(native ? [["new connection, native client (OpenSSL)", native] as const] : []),
+  ] as const;
+  for (const [label, t] of latencyKinds) {
     for (const k of ["p50", "p99"] as const) {
       const s = added(t, "SLAPENIR", k);
       const m = t.mitmproxy ? added(t, "mitmproxy", k) : Number.NaN;
@@ -489,6 +618,17 @@ try {
   lines.push(
     `(TLS resumed: handshakes resumed of those that offered a session — ${routes.map((r) => `${r.name} ${resumed[r.name]!.resumed}`).join(", ")})`,
   );
+  lines.push("");
+  lines.push(
+    "| CPU per exchange (ms) | client, direct | client, SLAPENIR | SLAPENIR process | client, mitmproxy | mitmproxy process |",
+  );
+  lines.push("| --- | ---: | ---: | ---: | ---: | ---: |");
+  for (const [label, t] of latencyKinds) {
+    const m = t.mitmproxy;
+    lines.push(
+      `| ${label} | ${f(t.direct!.clientCpu)} | ${f(t.SLAPENIR!.clientCpu)} | ${f(t.SLAPENIR!.proxyCpu!)} | ${m ? f(m.clientCpu) : "–"} | ${m ? f(m.proxyCpu!) : "–"} |`,
+    );
+  }
   lines.push("");
   lines.push(
     `| streaming ${MIB} MiB (MB/s, median of 3) | direct | SLAPENIR | ÷ direct | peak RSS | mitmproxy | peak RSS | SLAPENIR ÷ mitmproxy |`,
