@@ -7,14 +7,9 @@
 // (a memory bound, not a timing threshold).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { curlProxyArgs } from "../support/proxy-harness.ts";
+import { curlTransfer } from "../support/curl-transfer.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
-import {
-  digestOf,
-  generateChunks,
-  plantedCount,
-  type StreamSpec,
-} from "../support/stream-source.ts";
+import { digestOf, plantedCount, type StreamSpec } from "../support/stream-source.ts";
 import {
   type StreamUpstream,
   startStreamUpstream,
@@ -46,58 +41,6 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-interface Transfer {
-  readonly exit: number;
-  readonly stderr: string;
-  readonly bytes: number;
-  readonly sha256: string;
-  /** curl's stdout when it is small (the upload report), else empty. */
-  readonly text: string;
-  readonly peakRss: number;
-}
-
-/** curl through the proxy; stdout is hashed as it arrives, `upload` is fed to stdin. */
-async function transfer(args: readonly string[], upload?: StreamSpec): Promise<Transfer> {
-  const sampler = proxy.sampleRss(50);
-  const proc = Bun.spawn(
-    [
-      "curl",
-      "-sS",
-      "--max-time",
-      "60",
-      ...curlProxyArgs(proxy.port, proxy.caBundlePath, proxy.agent),
-      ...args,
-    ],
-    { stdin: upload ? "pipe" : "ignore", stdout: "pipe", stderr: "pipe" },
-  );
-  const feeding = upload
-    ? (async () => {
-        const sink = proc.stdin as import("bun").FileSink;
-        try {
-          for (const c of generateChunks(upload)) {
-            sink.write(c);
-            await sink.flush();
-          }
-        } finally {
-          await sink.end();
-        }
-      })().catch(() => {})
-    : Promise.resolve();
-  const hash = new Bun.CryptoHasher("sha256");
-  let bytes = 0;
-  let text = "";
-  const dec = new TextDecoder();
-  for await (const c of proc.stdout) {
-    hash.update(c);
-    bytes += c.length;
-    if (bytes <= 4096) text += dec.decode(c, { stream: true });
-  }
-  const [exit, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
-  await feeding;
-  const peakRss = await sampler.stop();
-  return { exit, stderr, bytes, sha256: hash.digest("hex"), text, peakRss };
-}
-
 /** Let the proxy settle (GC, freed buffers) so one transfer's garbage is not the next one's. */
 async function settle(): Promise<void> {
   await Bun.sleep(500);
@@ -108,7 +51,9 @@ describe("256 MiB bodies stream through the proxy byte-exact with bounded memory
     const spec = up.spec(SIZE, true);
     expect(plantedCount(spec)).toBeGreaterThan(200);
     const expected = digestOf(spec, "[REDACTED]");
-    const r = await transfer([`https://localhost:${up.port}/download?bytes=${SIZE}&plant=1`]);
+    const r = await curlTransfer(proxy, [
+      `https://localhost:${up.port}/download?bytes=${SIZE}&plant=1`,
+    ]);
     expect({ exit: r.exit, stderr: r.stderr }).toEqual({ exit: 0, stderr: "" });
     const shrink = (REAL.length - "[REDACTED]".length) * plantedCount(spec);
     expect(r.bytes).toBe(SIZE - shrink);
@@ -120,7 +65,7 @@ describe("256 MiB bodies stream through the proxy byte-exact with bounded memory
     await settle();
     const spec: StreamSpec = { totalBytes: SIZE, plant: { text: DUMMY, every: 1 << 20 } };
     const expected = digestOf(spec, REAL);
-    const r = await transfer(["-T", "-", `https://localhost:${up.port}/upload`], spec);
+    const r = await curlTransfer(proxy, ["-T", "-", `https://localhost:${up.port}/upload`], spec);
     expect({ exit: r.exit, stderr: r.stderr }).toEqual({ exit: 0, stderr: "" });
     const report = JSON.parse(r.text) as UploadReport;
     const grow = (REAL.length - DUMMY.length) * plantedCount(spec);
@@ -137,7 +82,8 @@ describe("256 MiB bodies stream through the proxy byte-exact with bounded memory
     await settle();
     // 127.0.0.1 is not bound to the credential: the dummy stays a dummy, DLP still scans.
     const spec: StreamSpec = { totalBytes: SIZE, plant: { text: DUMMY, every: 1 << 20 } };
-    const r = await transfer(
+    const r = await curlTransfer(
+      proxy,
       [
         "-T",
         "-",

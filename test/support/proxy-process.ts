@@ -17,6 +17,8 @@ export interface ProxyProcessOptions {
   readonly env?: Record<string, string>;
   /** Extra runtime flags before the entry point (e.g. `--smol`). */
   readonly runtimeArgs?: readonly string[];
+  /** A command prefix that starts the proxy (it must exec it, keeping the PID), e.g. a cgroup's. */
+  readonly launcher?: readonly string[];
 }
 
 export interface ProxyProcess extends AsyncDisposable {
@@ -69,7 +71,12 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     env.TOKENS_JSON = path;
   }
   const proc = Bun.spawn(
-    [process.execPath, ...(opts.runtimeArgs ?? []), join(ROOT, "src/main.ts")],
+    [
+      ...(opts.launcher ?? []),
+      process.execPath,
+      ...(opts.runtimeArgs ?? []),
+      join(ROOT, "src/main.ts"),
+    ],
     {
       cwd: ROOT,
       env,

@@ -1,0 +1,148 @@
+// End-to-end: the proxy under the memory limit compose.yml gives its container, with many agents
+// streaming at once. The proxy runs as its own process inside a Linux memory cgroup (what
+// Docker uses for `deploy.resources.limits.memory`; no swap) limited to that value; eight curl
+// agents each download 256 MiB at the same time, then eight each upload 256 MiB. Every body must
+// arrive byte-exact (redacted or swapped), the OOM killer must not have ended the proxy, and the
+// cgroup must never have reached its limit (no forced reclaim either).
+//
+// Why it can fail: outside a cgroup the same eight downloads took the proxy's RSS to 241–279 MiB
+// on this machine; inside one its RSS peaked at 193–207 MiB and the cgroup's use (which leaves
+// out the runtime's binary, already in the page cache) at 154–166 MiB — the runtime sizes its
+// heap by the memory it is given. With the limit at 100 MiB the downloads crawled and the proxy
+// was OOM-killed during the uploads. Needs root; skipped with a warning without it, and an
+// error under CI.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join, resolve } from "node:path";
+import { curlTransfer } from "../support/curl-transfer.ts";
+import {
+  createMemoryCgroup,
+  type MemoryCgroup,
+  memoryCgroupUnavailableReason,
+  parseDockerBytes,
+} from "../support/memory-cgroup.ts";
+import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
+import { digestOf, plantedCount, type StreamSpec } from "../support/stream-source.ts";
+import {
+  type StreamUpstream,
+  startStreamUpstream,
+  type UploadReport,
+} from "../support/stream-upstream.ts";
+
+const DUMMY = "sk-dummy-limit-0000000000000000000001";
+const REAL = "sk-real-limit-7c1e5b2d8f4a6c0e9b7d5f3a1";
+const SIZE = 256 * 1024 * 1024;
+const AGENTS = 8;
+
+interface ComposeDoc {
+  services: { proxy: { deploy: { resources: { limits: { memory: string } } } } };
+}
+const compose = Bun.YAML.parse(
+  await Bun.file(join(resolve(import.meta.dir, "../.."), "compose.yml")).text(),
+) as ComposeDoc;
+/** The proxy container's memory limit, as deployed. */
+const LIMIT = parseDockerBytes(compose.services.proxy.deploy.resources.limits.memory);
+
+const SKIP = memoryCgroupUnavailableReason();
+if (SKIP) {
+  if (process.env.CI) throw new Error(`memory-limit test cannot run in CI: ${SKIP}`);
+  console.warn(`\n*** SKIP test/e2e/streaming-memory-limit.test.ts: ${SKIP} ***\n`);
+}
+
+let cgroup: MemoryCgroup | undefined;
+let proxy: ProxyProcess | undefined;
+let up: StreamUpstream | undefined;
+
+beforeAll(async () => {
+  if (SKIP) return;
+  cgroup = await createMemoryCgroup(`slapenir-test-${process.pid}`, LIMIT);
+  proxy = await startProxyProcess({
+    credentials: [{ name: "stream", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    launcher: cgroup.launcher,
+  });
+  up = startStreamUpstream({
+    cert: await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]),
+    plantText: REAL,
+    plantEvery: 1 << 20,
+  });
+});
+
+afterAll(async () => {
+  await up?.stop();
+  await proxy?.close();
+  await cgroup?.remove();
+});
+
+/** The proxy is still the process we started, and its cgroup never even reached the limit. */
+function expectAliveWithinLimit(): void {
+  const c = cgroup!;
+  expect({ alive: proxyAlive(), oomKills: c.oomKills(), limitHits: c.limitHits() }).toEqual({
+    alive: true,
+    oomKills: 0,
+    limitHits: 0,
+  });
+  expect(c.peakBytes()).toBeLessThan(LIMIT);
+}
+
+function proxyAlive(): boolean {
+  try {
+    process.kill(proxy!.pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, () => {
+  test("the limit comes from compose.yml and the proxy really runs under it", async () => {
+    expect(LIMIT).toBe(256 * 1024 * 1024);
+    const procs = await Bun.file(join(cgroup!.path, "cgroup.procs")).text();
+    expect(procs.split("\n")).toContain(String(proxy!.pid));
+  });
+
+  test(`${AGENTS} agents download 256 MiB each at once: all redacted byte-exact, no OOM`, async () => {
+    const spec = up!.spec(SIZE, true);
+    const expected = digestOf(spec, "[REDACTED]");
+    const size = SIZE - (REAL.length - "[REDACTED]".length) * plantedCount(spec);
+    const url = `https://localhost:${up!.port}/download?bytes=${SIZE}&plant=1`;
+    const all = await Promise.all(
+      Array.from({ length: AGENTS }, () => curlTransfer(proxy!, [url], undefined, 120)),
+    );
+    expect(all.map((r) => [r.exit, r.stderr, r.bytes, r.sha256])).toEqual(
+      all.map(() => [0, "", size, expected]),
+    );
+    expectAliveWithinLimit();
+  }, 180_000);
+
+  test(`${AGENTS} agents upload 256 MiB each at once: all swapped byte-exact, no OOM`, async () => {
+    const spec: StreamSpec = { totalBytes: SIZE, plant: { text: DUMMY, every: 1 << 20 } };
+    const report: UploadReport = {
+      bytes: SIZE + (REAL.length - DUMMY.length) * plantedCount(spec),
+      sha256: digestOf(spec, REAL),
+      contentLength: null,
+      transferEncoding: "chunked",
+    };
+    const url = `https://localhost:${up!.port}/upload`;
+    const all = await Promise.all(
+      Array.from({ length: AGENTS }, () => curlTransfer(proxy!, ["-T", "-", url], spec, 120)),
+    );
+    expect(all.map((r) => [r.exit, r.stderr])).toEqual(all.map(() => [0, ""]));
+    expect(all.map((r) => JSON.parse(r.text) as UploadReport)).toEqual(all.map(() => report));
+    expectAliveWithinLimit();
+  }, 180_000);
+
+  test("every transfer was audited with its redactions and swaps, and no value", () => {
+    const requests = proxy!.auditLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.evt === "request");
+    const down = plantedCount(up!.spec(SIZE, true));
+    const upl = plantedCount({ totalBytes: SIZE, plant: { text: DUMMY, every: 1 << 20 } });
+    expect(requests.map((l) => [l.method, l.status, l.redactions, l.swaps])).toEqual([
+      ...Array.from({ length: AGENTS }, () => ["GET", 200, down, 0]),
+      ...Array.from({ length: AGENTS }, () => ["PUT", 200, 0, upl]),
+    ]);
+    const joined = proxy!.auditLines.join("\n");
+    expect(joined).not.toContain(REAL);
+    expect(joined).not.toContain(DUMMY);
+  });
+});
