@@ -45,6 +45,7 @@ test("embedded defaults", () => {
       upstreamConnectTimeoutMs: 10000,
       upstreamResponseTimeoutMs: 120000,
       maxHeldBodyBytes: 10485760,
+      heldBodyBudgetBytes: 33554432,
       shutdownGraceMs: 10000,
     },
     rateLimit: { perSecond: 50, burst: 100 },
@@ -63,6 +64,8 @@ test("values from the environment", () => {
       SLAPENIR_ALLOW: "api.openai.com, *.github.com:443, localhost:*, [::1]:8443",
       SLAPENIR_ALLOW_PRIVATE: "true",
       SLAPENIR_MAX_HEADER_BYTES: "32768",
+      SLAPENIR_MAX_HELD_BODY_BYTES: "2048",
+      SLAPENIR_HELD_BODY_BUDGET_BYTES: "4096",
       SLAPENIR_RATE_LIMIT: "600/m,burst=5",
       SLAPENIR_LOG_LEVEL: "DEBUG",
       SLAPENIR_AGENT_DENYLIST: `serial:0A:BC, sha256:${"AB".repeat(32)}`,
@@ -86,6 +89,7 @@ test("values from the environment", () => {
   ]);
   expect(c.allowPrivate).toBe(true);
   expect(c.limits.maxHeaderBytes).toBe(32768);
+  expect([c.limits.maxHeldBodyBytes, c.limits.heldBodyBudgetBytes]).toEqual([2048, 4096]);
   expect(c.rateLimit).toEqual({ perSecond: 10, burst: 5 });
   expect(c.logLevel).toBe("debug");
   expect(c.denyCertificates).toEqual({ serials: ["0abc"], fingerprints: ["ab".repeat(32)] });
@@ -120,6 +124,14 @@ const bad: [Record<string, string>, string][] = [
     "SLAPENIR_MAX_HEADER_BYTES: must be an integer from 1024 to 1048576",
   ],
   [{ SLAPENIR_MAX_HEADER_COUNT: "1" }, "SLAPENIR_MAX_HEADER_COUNT: must be an integer from 8"],
+  [
+    { SLAPENIR_MAX_HELD_BODY_BYTES: "20971520", SLAPENIR_HELD_BODY_BUDGET_BYTES: "10485760" },
+    "SLAPENIR_HELD_BODY_BUDGET_BYTES: must be at least SLAPENIR_MAX_HELD_BODY_BYTES (20971520)",
+  ],
+  [
+    { SLAPENIR_MAX_HELD_BODY_BYTES: "41943040" },
+    "SLAPENIR_HELD_BODY_BUDGET_BYTES: must be at least SLAPENIR_MAX_HELD_BODY_BYTES (41943040)",
+  ],
   [{ SLAPENIR_HEADER_TIMEOUT_MS: "-5" }, "SLAPENIR_HEADER_TIMEOUT_MS: must be an integer"],
   [{ SLAPENIR_RATE_LIMIT: "fast" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],
   [{ SLAPENIR_RATE_LIMIT: "0/s" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],

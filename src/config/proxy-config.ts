@@ -85,6 +85,8 @@ export interface ProxyLimits {
   readonly upstreamResponseTimeoutMs: number;
   /** Cap for bodies the proxy must hold whole (never for streamed bodies). */
   readonly maxHeldBodyBytes: number;
+  /** Bytes all request bodies held whole at once may take (beyond it: 503). */
+  readonly heldBodyBudgetBytes: number;
   readonly shutdownGraceMs: number;
 }
 
@@ -149,6 +151,13 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
     checkPemFile(resolve(cwd, upstreamCaFile), "SLAPENIR_UPSTREAM_CA");
 
   const denyEnv = parseDenylist(env.SLAPENIR_AGENT_DENYLIST ?? "");
+  const maxHeldBodyBytes = int(
+    env,
+    "SLAPENIR_MAX_HELD_BODY_BYTES",
+    10_485_760,
+    1_024,
+    1_073_741_824,
+  );
 
   const config: ProxyConfig = {
     listen: listenAddress(env, "SLAPENIR_LISTEN", "127.0.0.1:8443"),
@@ -181,7 +190,8 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
         100,
         3_600_000,
       ),
-      maxHeldBodyBytes: int(env, "SLAPENIR_MAX_HELD_BODY_BYTES", 10_485_760, 1_024, 1_073_741_824),
+      maxHeldBodyBytes,
+      heldBodyBudgetBytes: heldBodyBudget(env, maxHeldBodyBytes),
       shutdownGraceMs: int(env, "SLAPENIR_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     },
     rateLimit: rateLimit(env),
@@ -373,6 +383,25 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
     throw new ConfigError("bad-value", `must be an integer from ${min} to ${max}`, name);
   }
   return Number(text);
+}
+
+/**
+ * The held-body budget, never below the largest body one request may have held. 32 MiB by
+ * default: a held body costs up to about three times its size while it is collected and
+ * written, and the proxy container's 256M must also carry the runtime and every streaming
+ * agent (measured in test/e2e/streaming-memory-limit.test.ts; docs/DEPLOY.md).
+ */
+function heldBodyBudget(env: Env, maxHeldBodyBytes: number): number {
+  const name = "SLAPENIR_HELD_BODY_BUDGET_BYTES";
+  const budget = int(env, name, 33_554_432, 1_024, 17_179_869_184);
+  if (budget < maxHeldBodyBytes) {
+    throw new ConfigError(
+      "bad-value",
+      `must be at least SLAPENIR_MAX_HELD_BODY_BYTES (${maxHeldBodyBytes}), or a body that size could never be held`,
+      name,
+    );
+  }
+  return budget;
 }
 
 function bool(env: Env, name: string, fallback: boolean): boolean {

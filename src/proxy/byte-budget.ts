@@ -1,6 +1,7 @@
-// A process-wide budget of bytes: bodies the proxy must hold whole (small bodies scanned inline,
-// bodies whose length a swap changes) draw on it, so many parallel uploads cannot exhaust
-// memory; a request that does not fit is refused (503) instead of queued.
+// A process-wide budget of bytes: request bodies the proxy must hold whole (small bodies
+// scanned inline, bodies whose length a swap changes) draw on it for as long as they are held,
+// so many parallel uploads cannot exhaust memory; a request that does not fit is refused (503)
+// instead of queued. Small answers are held for redaction only when it has room.
 
 export class ByteBudget {
   #used = 0;

@@ -357,6 +357,14 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
     let bodyLength: number | null = null;
     let bodySwapResult: Promise<number> | null = null;
+    // A body held whole keeps its share of the process-wide budget for as long as it is held
+    // (until the upstream exchange is over), so the budget bounds the memory held bodies take.
+    let budget = 0;
+    const releaseBody = (b: Uint8Array) => {
+      releaseHeld(b);
+      deps.held.release(budget);
+      budget = 0;
+    };
     const reqBody = ex.req.body;
     const declaredIn = head.framing.kind === "length" ? head.framing.length : null;
     const inline = deps.inline;
@@ -364,7 +372,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       // Small body of known length: held whole (bounded) and scanned in one engine call each
       // for DLP and the swap — a real value blocks the request before any byte leaves.
       const whole = await holdWhole(deps, reqBody, declaredIn, inline.maxBytes);
-      deps.held.release(declaredIn); // the budget covers the wait for the body, not the scan
+      budget = declaredIn;
       ex.rec.bytesIn = whole.length;
       let out = whole;
       try {
@@ -393,7 +401,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
         }
       } catch (e) {
         // Blocked, or the scan failed: the agent's body (it may hold a real value) is wiped.
-        releaseHeld(whole);
+        releaseBody(whole);
         throw e;
       }
       body = out;
@@ -454,7 +462,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
         // Content-Length. Larger bodies go chunked instead.
         if (declared <= deps.maxHeldBodyBytes) {
           const whole = await holdWhole(deps, scanned, declared, deps.maxHeldBodyBytes);
-          deps.held.release(declared);
+          budget = declared;
           bodyLength = whole.length;
           body = whole;
         } else {
@@ -472,7 +480,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     if (plan.required.length > 0 && !bodySwapResult) {
       const v = checkRequired({ swaps: plan.swaps, required: plan.required, reals: [] }, swapped);
       if (v.action !== "allow") {
-        if (body instanceof Uint8Array) releaseHeld(body);
+        if (body instanceof Uint8Array) releaseBody(body);
         else await body?.cancel().catch(() => {});
         ex.rec.decision = "deny";
         ex.rec.reason = v.reason;
@@ -494,8 +502,9 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       await next();
     } finally {
       // The upstream exchange is over (sent, or failed): a held body, which may carry the real
-      // values just swapped in, is wiped and its buffer reused once no write refers to it.
-      if (body instanceof Uint8Array) releaseHeld(body);
+      // values just swapped in, is wiped and its buffer reused once no write refers to it, and
+      // its share of the budget goes back.
+      if (body instanceof Uint8Array) releaseBody(body);
     }
   };
 }
@@ -590,25 +599,30 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
     let held: Uint8Array | null = null;
     const inline = deps.inline;
     const length = res.headers.get("content-length");
+    const heldBytes = length !== null && /^[0-9]{1,9}$/.test(length) ? Number(length) : null;
     if (
       body &&
       !decode &&
       inline &&
       state.redactSpecs.length > 0 &&
-      length !== null &&
-      /^[0-9]{1,9}$/.test(length) &&
-      Number(length) <= inline.maxBytes
+      heldBytes !== null &&
+      heldBytes <= inline.maxBytes &&
+      // Holding is the fast path, not a requirement: with the budget spent (held request
+      // bodies), the answer streams instead of being refused after the upstream acted.
+      deps.held.acquire(heldBytes)
     ) {
       // Small response of known length: held whole and redacted in one engine call. An
       // upstream that dies before the end now gets the agent a 502, not a cut body.
-      const heldBytes = Number(length);
-      const whole = await holdWhole(deps, body, heldBytes, inline.maxBytes);
+      let whole: Uint8Array;
       let r: { output: Uint8Array; replacements: number };
       try {
-        r = inline.rewrite(state.setName("redact"), state.redactSpecs, whole, allocWithHeadroom);
-      } catch (e) {
-        releaseHeld(whole);
-        throw e;
+        whole = await collectBounded(body, inline.maxBytes, allocWithHeadroom);
+        try {
+          r = inline.rewrite(state.setName("redact"), state.redactSpecs, whole, allocWithHeadroom);
+        } catch (e) {
+          releaseHeld(whole);
+          throw e;
+        }
       } finally {
         deps.held.release(heldBytes);
       }

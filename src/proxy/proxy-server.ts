@@ -40,8 +40,6 @@ export const VERSION = "0.1.0";
 
 /** How long the previous secrets stay usable by requests that started before a reload. */
 const RETIRE_AFTER_MS = 30_000;
-/** Bytes all bodies held whole at once may take (beyond it: 503). */
-const HELD_BYTES_BUDGET = 256 * 1024 * 1024;
 
 export interface RunningProxy {
   readonly port: number;
@@ -166,7 +164,7 @@ export async function startProxy(
   });
   const scanner = new PoolScanner(pool);
   const inline = new InlineScanner();
-  const held = new ByteBudget(HELD_BYTES_BUDGET);
+  const held = new ByteBudget(config.limits.heldBodyBudgetBytes);
   const retiring = new Set<() => void>();
   const metrics = new ProxyMetrics(
     {

@@ -13,6 +13,8 @@
 // error under CI.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { curlTransfer } from "../support/curl-transfer.ts";
 import {
@@ -22,7 +24,12 @@ import {
   parseDockerBytes,
 } from "../support/memory-cgroup.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
-import { digestOf, plantedCount, type StreamSpec } from "../support/stream-source.ts";
+import {
+  digestOf,
+  generateChunks,
+  plantedCount,
+  type StreamSpec,
+} from "../support/stream-source.ts";
 import {
   type StreamUpstream,
   startStreamUpstream,
@@ -52,6 +59,7 @@ if (SKIP) {
 let cgroup: MemoryCgroup | undefined;
 let proxy: ProxyProcess | undefined;
 let up: StreamUpstream | undefined;
+const dir = mkdtempSync(join(tmpdir(), "slapenir-memory-limit-"));
 
 beforeAll(async () => {
   if (SKIP) return;
@@ -71,6 +79,7 @@ afterAll(async () => {
   await up?.stop();
   await proxy?.close();
   await cgroup?.remove();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 /** The proxy is still the process we started, and its cgroup never even reached the limit. */
@@ -131,10 +140,65 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
     expectAliveWithinLimit();
   }, 180_000);
 
+  test("held bodies are bounded: many big length-changing uploads get 503s, not an OOM", async () => {
+    // A body whose swap changes its length is held whole to send a correct Content-Length
+    // (up to SLAPENIR_MAX_HELD_BODY_BYTES, 10 MiB). Before the budget covered a held body for
+    // as long as it was held (and defaulted to 256 MiB), thirty 10 MiB ones at once — one agent
+    // can send them — got the proxy OOM-killed in this cgroup; with a 64 MiB budget these 9 MiB
+    // ones still did beside the downloads. Here they run three times over while eight
+    // downloads stream.
+    const spec: StreamSpec = { totalBytes: 9 << 20, plant: { text: DUMMY, every: 1 << 20 } };
+    const file = join(dir, "held.bin");
+    const sink = Bun.file(file).writer();
+    for (const c of generateChunks(spec)) sink.write(c);
+    await sink.end();
+    const swappedLength = spec.totalBytes + (REAL.length - DUMMY.length) * plantedCount(spec);
+    const streams = Array.from({ length: AGENTS }, () =>
+      curlTransfer(
+        proxy!,
+        [`https://localhost:${up!.port}/download?bytes=${SIZE}`],
+        undefined,
+        120,
+      ),
+    );
+    const url = `https://localhost:${up!.port}/upload`;
+    const outcomes: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      const all = await Promise.all(
+        Array.from({ length: 30 }, () =>
+          curlTransfer(proxy!, ["-T", file, "-w", "\n%{http_code}", url], undefined, 120),
+        ),
+      );
+      for (const r of all) {
+        const status = r.text.slice(r.text.lastIndexOf("\n") + 1);
+        const body = r.text.slice(0, r.text.lastIndexOf("\n"));
+        if (r.exit !== 0) outcomes.push(`curl exit ${r.exit}`);
+        else if (status === "503") outcomes.push(body.includes("retry") ? "503" : `503 ${body}`);
+        else if (status !== "200") outcomes.push(status);
+        else {
+          const report = JSON.parse(body) as UploadReport;
+          expect(report).toEqual({
+            bytes: swappedLength,
+            sha256: digestOf(spec, REAL),
+            contentLength: String(swappedLength),
+            transferEncoding: null,
+          });
+          outcomes.push("200");
+        }
+      }
+    }
+    const downloads = await Promise.all(streams);
+    expect(downloads.map((r) => [r.exit, r.bytes])).toEqual(downloads.map(() => [0, SIZE]));
+    // Only answers: held (200) or turned away for now (503), and both happened.
+    expect(new Set(outcomes)).toEqual(new Set(["200", "503"]));
+    expectAliveWithinLimit();
+  }, 180_000);
+
   test("every transfer was audited with its redactions and swaps, and no value", () => {
     const requests = proxy!.auditLines
       .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .filter((l) => l.evt === "request");
+      .filter((l) => l.evt === "request")
+      .slice(0, 2 * AGENTS);
     const down = plantedCount(up!.spec(SIZE, true));
     const upl = plantedCount({ totalBytes: SIZE, plant: { text: DUMMY, every: 1 << 20 } });
     expect(requests.map((l) => [l.method, l.status, l.redactions, l.swaps])).toEqual([
