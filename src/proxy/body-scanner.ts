@@ -237,16 +237,22 @@ export async function collectBounded(
   const parts: Uint8Array[] = [];
   let n = 0;
   const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.length;
-    if (n > max) {
-      for (const p of parts) p.fill(0);
-      await reader.cancel();
-      throw new ProxyError("body-too-large", "request body exceeds the held-body limit");
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      n += value.length;
+      if (n > max) {
+        await reader.cancel();
+        throw new ProxyError("body-too-large", "request body exceeds the held-body limit");
+      }
     }
-    parts.push(value);
+  } catch (e) {
+    // Too big, or the stream failed part-way: what was read may hold real values (a swapped
+    // request, an unredacted answer) and is wiped.
+    for (const p of parts) p.fill(0);
+    throw e;
   }
   const out = alloc(n);
   let at = 0;

@@ -9,6 +9,7 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import type { RequestHead } from "../http/request-parser.ts";
 import type { ScanStream } from "../matcher/pool.ts";
+import type { PatternSpec } from "../matcher/types.ts";
 import { swapBasicAuth } from "../policy/basic-auth.ts";
 import { checkRequired } from "../policy/credential-binding.ts";
 import type { EgressPolicy } from "../policy/egress-policy.ts";
@@ -359,7 +360,9 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     let bodySwapResult: Promise<number> | null = null;
     // A body held whole keeps its share of the process-wide budget for as long as it is held
     // (until the upstream exchange is over), so the budget bounds the memory held bodies take.
+    // The share is what the body may become: a swap can make it longer.
     let budget = 0;
+    const growth = growthOf(plan.bodySpecs);
     const releaseBody = (b: Uint8Array) => {
       releaseHeld(b);
       deps.held.release(budget);
@@ -371,8 +374,9 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     if (reqBody && inline && declaredIn !== null && declaredIn <= inline.maxBytes) {
       // Small body of known length: held whole (bounded) and scanned in one engine call each
       // for DLP and the swap — a real value blocks the request before any byte leaves.
-      const whole = await holdWhole(deps, reqBody, declaredIn, inline.maxBytes);
-      budget = declaredIn;
+      const charge = Math.ceil(declaredIn * growth);
+      const whole = await holdWhole(deps, reqBody, charge, inline.maxBytes);
+      budget = charge;
       ex.rec.bytesIn = whole.length;
       let out = whole;
       try {
@@ -461,8 +465,10 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
         // A swap may change the length: hold the (bounded) body to send a correct
         // Content-Length. Larger bodies go chunked instead.
         if (declared <= deps.maxHeldBodyBytes) {
-          const whole = await holdWhole(deps, scanned, declared, deps.maxHeldBodyBytes);
-          budget = declared;
+          // Collected after the swap, never more than the held-body cap (413 beyond).
+          const charge = Math.min(deps.maxHeldBodyBytes, Math.ceil(declared * growth));
+          const whole = await holdWhole(deps, scanned, charge, deps.maxHeldBodyBytes);
+          budget = charge;
           bodyLength = whole.length;
           body = whole;
         } else {
@@ -612,7 +618,8 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
       deps.held.acquire(heldBytes)
     ) {
       // Small response of known length: held whole and redacted in one engine call. An
-      // upstream that dies before the end now gets the agent a 502, not a cut body.
+      // upstream that dies before the end gets the agent a 502 here, not a cut body (a
+      // streamed answer is cut: the agent's connection is destroyed).
       let whole: Uint8Array;
       let r: { output: Uint8Array; replacements: number };
       try {
@@ -698,17 +705,27 @@ function forward(deps: ExchangeDeps) {
   };
 }
 
+/** The most a swap with `specs` can lengthen a body, as a factor (1: never longer). */
+function growthOf(specs: readonly PatternSpec[] | null): number {
+  let g = 1;
+  for (const s of specs ?? []) {
+    if (s.pattern.length > 0) g = Math.max(g, s.replacement.length / s.pattern.length);
+  }
+  return g;
+}
+
 /**
- * Hold a body of `declared` bytes whole, within the process-wide budget: over budget → 503
- * (the body is cancelled). The caller releases `declared` once it no longer holds the bytes.
+ * Hold a body whole (at most `max` bytes), charging `charge` bytes to the process-wide budget:
+ * over budget → 503 (the body is cancelled). The caller releases `charge` once it no longer
+ * holds the bytes.
  */
 async function holdWhole(
   deps: ExchangeDeps,
   body: ReadableStream<Uint8Array>,
-  declared: number,
+  charge: number,
   max: number,
 ): Promise<Uint8Array> {
-  if (!deps.held.acquire(declared)) {
+  if (!deps.held.acquire(charge)) {
     await body.cancel().catch(() => {});
     throw new ProxyError("overloaded", "proxy is holding too many bodies; retry shortly");
   }
@@ -716,7 +733,7 @@ async function holdWhole(
     // Held bodies leave with a head in front of them: room for it is kept (headroom.ts).
     return await collectBounded(body, max, allocWithHeadroom);
   } catch (e) {
-    deps.held.release(declared);
+    deps.held.release(charge);
     throw e;
   }
 }

@@ -15,6 +15,12 @@ import { type EchoServer, startEchoServer } from "../support/upstream-server.ts"
 const DUMMY = "sk-dummy-held-000000000000000000001";
 const REAL = "sk-real-held-9f8e7d6c5b4a39281706f5e4d3c2"; // longer: the swap changes the length
 const BODY = 800_000; // above the inline limit (256 KiB): held because of the length change
+/** What such a body is charged: what its swap could make it (REAL/DUMMY times longer). */
+const CHARGE = Math.ceil((BODY * REAL.length) / DUMMY.length);
+// Bound to 127.0.0.1 only: a dummy a fifth of its real value's length.
+const SHORT_DUMMY = "sk-d-0001";
+const LONG_REAL = `sk-real-grows-${"7".repeat(31)}`;
+const MAX_HELD = 1 << 20;
 
 let h: Harness;
 let up: EchoServer;
@@ -23,22 +29,34 @@ let waiting = 0;
 
 beforeAll(async () => {
   h = await startHarness({
-    credentials: [{ name: "svc", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      { name: "svc", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] },
+      { name: "grows", dummy: SHORT_DUMMY, real: LONG_REAL, hosts: ["127.0.0.1:*"] },
+    ],
+    allow: ["localhost:*", "127.0.0.1:*"],
     env: {
-      SLAPENIR_MAX_HELD_BODY_BYTES: String(1 << 20),
-      SLAPENIR_HELD_BODY_BUDGET_BYTES: String(2 * BODY),
+      SLAPENIR_MAX_HELD_BODY_BYTES: String(MAX_HELD),
+      SLAPENIR_HELD_BODY_BUDGET_BYTES: String(2 * CHARGE),
       SLAPENIR_RATE_LIMIT: "off",
     },
   });
-  up = startEchoServer(await h.upstreamCa.issue(["localhost"]), async (_req, r) => {
+  up = startEchoServer(await h.upstreamCa.issue(["localhost", "127.0.0.1"]), async (_req, r) => {
     waiting++;
     await gate.promise;
-    return Response.json({ bytes: r.body.length, reals: countOf(r.body, REAL) });
+    return Response.json({
+      bytes: r.body.length,
+      reals: countOf(r.body, REAL) + countOf(r.body, LONG_REAL),
+    });
   });
-  const body = Buffer.alloc(BODY, "x");
-  body.write(DUMMY, 1000, "latin1");
-  body.write(DUMMY, BODY - 1000, "latin1");
-  await Bun.write(join(h.dir, "body.bin"), body);
+  for (const [file, dummy, size] of [
+    ["body.bin", DUMMY, BODY],
+    ["grows.bin", SHORT_DUMMY, 300_000],
+  ] as const) {
+    const body = Buffer.alloc(size, "x");
+    body.write(dummy, 1000, "latin1");
+    body.write(dummy, size - 1000, "latin1");
+    await Bun.write(join(h.dir, file), body);
+  }
 });
 
 afterAll(async () => {
@@ -51,15 +69,15 @@ function countOf(bytes: Uint8Array, text: string): number {
   return Buffer.from(bytes).toString("latin1").split(text).length - 1;
 }
 
-function post() {
+function post(file = "body.bin", host = "localhost") {
   return h.curl([
     "-X",
     "POST",
     "-H",
     "content-type: application/octet-stream",
     "--data-binary",
-    `@${join(h.dir, "body.bin")}`,
-    `https://localhost:${up.port}/held`,
+    `@${join(h.dir, file)}`,
+    `https://${host}:${up.port}/held`,
   ]);
 }
 
@@ -93,4 +111,26 @@ test("a held body keeps its share of the budget until its upstream exchange is o
     .map((l) => [l.status, l.decision]);
   expect(decisions).toContainEqual([503, "error"]);
   expect(decisions.filter(([s]) => s === 200)).toHaveLength(3);
+});
+
+test("a body is charged for what its swap can make it, not for what was declared", async () => {
+  // 300 KB whose dummy becomes a value five times longer: charged 1 MiB (its growth, capped at
+  // the largest body that may be held), which leaves less than one CHARGE free. Charged its
+  // declared 300 KB, the 800 KB body after it would have fitted.
+  expect(LONG_REAL.length).toBe(5 * SHORT_DUMMY.length);
+  gate = Promise.withResolvers<void>();
+  waiting = 0;
+  const grows = post("grows.bin", "127.0.0.1");
+  while (waiting < 1) await Bun.sleep(10);
+  const next = await post();
+  expect(next.status).toBe(503);
+  gate.resolve();
+  const r = await grows;
+  expect(r.status).toBe(200);
+  expect(JSON.parse(r.body.toString())).toEqual({
+    bytes: 300_000 + 2 * (LONG_REAL.length - SHORT_DUMMY.length),
+    reals: 2,
+  });
+  expect(MAX_HELD + CHARGE).toBeGreaterThan(2 * CHARGE);
+  expect(300_000 + CHARGE).toBeLessThanOrEqual(2 * CHARGE);
 });
