@@ -10,3 +10,19 @@ test("acquire within capacity, refuse beyond it, release returns bytes", () => {
   expect(b.acquire(-1)).toBe(false);
   expect(() => new ByteBudget(0)).toThrow(TypeError);
 });
+
+test("an owner takes at most its share; others keep the rest", () => {
+  const b = new ByteBudget(100, 50);
+  expect([b.acquire(30, "a"), b.acquire(30, "a"), b.acquire(20, "a")]).toEqual([true, false, true]);
+  expect([b.usedBy("a"), b.used]).toEqual([50, 50]);
+  // "a" is at its share; "b" still gets what is left of the budget, up to its own share.
+  expect([b.acquire(1, "a"), b.acquire(50, "b"), b.acquire(1, "c")]).toEqual([false, true, false]);
+  b.release(30, "a");
+  expect([b.usedBy("a"), b.used, b.acquire(30, "c")]).toEqual([20, 70, true]);
+  b.release(20, "a");
+  b.release(50, "b");
+  b.release(30, "c");
+  expect([b.used, b.usedBy("a"), b.usedBy("b"), b.usedBy("c")]).toEqual([0, 0, 0, 0]);
+  expect(() => new ByteBudget(100, 101)).toThrow(TypeError);
+  expect(() => new ByteBudget(100, 0)).toThrow(TypeError);
+});

@@ -365,7 +365,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
     const growth = growthOf(plan.bodySpecs);
     const releaseBody = (b: Uint8Array) => {
       releaseHeld(b);
-      deps.held.release(budget);
+      deps.held.release(budget, ex.agent);
       budget = 0;
     };
     const reqBody = ex.req.body;
@@ -375,7 +375,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       // Small body of known length: held whole (bounded) and scanned in one engine call each
       // for DLP and the swap — a real value blocks the request before any byte leaves.
       const charge = Math.ceil(declaredIn * growth);
-      const whole = await holdWhole(deps, reqBody, charge, inline.maxBytes);
+      const whole = await holdWhole(deps, ex.agent, reqBody, charge, inline.maxBytes);
       budget = charge;
       ex.rec.bytesIn = whole.length;
       let out = whole;
@@ -467,7 +467,7 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
         if (declared <= deps.maxHeldBodyBytes) {
           // Collected after the swap, never more than the held-body cap (413 beyond).
           const charge = Math.min(deps.maxHeldBodyBytes, Math.ceil(declared * growth));
-          const whole = await holdWhole(deps, scanned, charge, deps.maxHeldBodyBytes);
+          const whole = await holdWhole(deps, ex.agent, scanned, charge, deps.maxHeldBodyBytes);
           budget = charge;
           bodyLength = whole.length;
           body = whole;
@@ -615,7 +615,7 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
       heldBytes <= inline.maxBytes &&
       // Holding is the fast path, not a requirement: with the budget spent (held request
       // bodies), the answer streams instead of being refused after the upstream acted.
-      deps.held.acquire(heldBytes)
+      deps.held.acquire(heldBytes, ex.agent)
     ) {
       // Small response of known length: held whole and redacted in one engine call. An
       // upstream that dies before the end gets the agent a 502 here, not a cut body (a
@@ -631,7 +631,7 @@ function redact(deps: ExchangeDeps): MiddlewareHandler<Env> {
           throw e;
         }
       } finally {
-        deps.held.release(heldBytes);
+        deps.held.release(heldBytes, ex.agent);
       }
       // A shorter output (the usual case: "[REDACTED]" is shorter than a credential) is
       // another held buffer; the upstream's plaintext it came from is wiped.
@@ -715,17 +715,18 @@ function growthOf(specs: readonly PatternSpec[] | null): number {
 }
 
 /**
- * Hold a body whole (at most `max` bytes), charging `charge` bytes to the process-wide budget:
- * over budget → 503 (the body is cancelled). The caller releases `charge` once it no longer
- * holds the bytes.
+ * Hold a body whole (at most `max` bytes), charging `charge` bytes to `agent`'s share of the
+ * process-wide budget: over it → 503 (the body is cancelled). The caller releases `charge` once
+ * it no longer holds the bytes.
  */
 async function holdWhole(
   deps: ExchangeDeps,
+  agent: string,
   body: ReadableStream<Uint8Array>,
   charge: number,
   max: number,
 ): Promise<Uint8Array> {
-  if (!deps.held.acquire(charge)) {
+  if (!deps.held.acquire(charge, agent)) {
     await body.cancel().catch(() => {});
     throw new ProxyError("overloaded", "proxy is holding too many bodies; retry shortly");
   }
@@ -733,7 +734,7 @@ async function holdWhole(
     // Held bodies leave with a head in front of them: room for it is kept (headroom.ts).
     return await collectBounded(body, max, allocWithHeadroom);
   } catch (e) {
-    deps.held.release(charge);
+    deps.held.release(charge, agent);
     throw e;
   }
 }

@@ -164,7 +164,13 @@ export async function startProxy(
   });
   const scanner = new PoolScanner(pool);
   const inline = new InlineScanner();
-  const held = new ByteBudget(config.limits.heldBodyBudgetBytes);
+  // An agent may hold half the budget (or the largest held body, if that is more): one agent
+  // parking bodies at a slow upstream leaves the other half to the others.
+  const heldBudget = config.limits.heldBodyBudgetBytes;
+  const held = new ByteBudget(
+    heldBudget,
+    Math.min(heldBudget, Math.max(Math.floor(heldBudget / 2), config.limits.maxHeldBodyBytes)),
+  );
   const retiring = new Set<() => void>();
   const metrics = new ProxyMetrics(
     {

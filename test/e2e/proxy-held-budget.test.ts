@@ -1,8 +1,9 @@
 // End-to-end: the budget for request bodies held whole (SLAPENIR_HELD_BODY_BUDGET_BYTES) covers
 // a body for as long as the proxy holds it — until its upstream exchange is over — not only
-// while it is being received. Bodies whose swap changes their length are held whole; here the
-// budget fits two of them. The upstream keeps the first two waiting: a third must get 503 while
-// they are held, and once they are answered the budget is back for the next one. (Released as
+// while it is being received; charges what the swap can make the body; and gives one agent at
+// most half of it. Bodies whose swap changes their length are held whole; here the budget fits
+// two of them. The upstream keeps the first two waiting: a third must get 503 while they are
+// held, and once they are answered the budget is back for the next one. (Released as
 // soon as a body was received, as it used to be, the third would have been held too: that is
 // how thirty at once got the proxy OOM-killed in its container — see
 // streaming-memory-limit.test.ts.)
@@ -34,6 +35,7 @@ beforeAll(async () => {
       { name: "grows", dummy: SHORT_DUMMY, real: LONG_REAL, hosts: ["127.0.0.1:*"] },
     ],
     allow: ["localhost:*", "127.0.0.1:*"],
+    agents: ["agent-a", "agent-b"],
     env: {
       SLAPENIR_MAX_HELD_BODY_BYTES: String(MAX_HELD),
       SLAPENIR_HELD_BODY_BUDGET_BYTES: String(2 * CHARGE),
@@ -69,24 +71,28 @@ function countOf(bytes: Uint8Array, text: string): number {
   return Buffer.from(bytes).toString("latin1").split(text).length - 1;
 }
 
-function post(file = "body.bin", host = "localhost") {
-  return h.curl([
-    "-X",
-    "POST",
-    "-H",
-    "content-type: application/octet-stream",
-    "--data-binary",
-    `@${join(h.dir, file)}`,
-    `https://${host}:${up.port}/held`,
-  ]);
+function post(agent: "agent-a" | "agent-b", file = "body.bin", host = "localhost") {
+  return h.curl(
+    [
+      "-X",
+      "POST",
+      "-H",
+      "content-type: application/octet-stream",
+      "--data-binary",
+      `@${join(h.dir, file)}`,
+      `https://${host}:${up.port}/held`,
+    ],
+    agent,
+  );
 }
 
 test("a held body keeps its share of the budget until its upstream exchange is over", async () => {
-  const first = post();
-  const second = post();
+  // The budget fits two bodies; an agent's share, one (see the last test).
+  const first = post("agent-a");
+  const second = post("agent-b");
   while (waiting < 2) await Bun.sleep(10); // both bodies sent upstream, answers pending
 
-  const third = await post();
+  const third = await post("agent-b");
   expect(third.status).toBe(503);
   expect(third.body.toString()).toContain("retry shortly");
   expect(up.received).toHaveLength(2); // the third never left the proxy
@@ -101,7 +107,7 @@ test("a held body keeps its share of the budget until its upstream exchange is o
   // Answered: the budget is back.
   gate = Promise.withResolvers<void>();
   gate.resolve();
-  const fourth = await post();
+  const fourth = await post("agent-b");
   expect(fourth.status).toBe(200);
   expect(JSON.parse(fourth.body.toString())).toEqual({ bytes: swapped, reals: 2 });
 
@@ -120,9 +126,9 @@ test("a body is charged for what its swap can make it, not for what was declared
   expect(LONG_REAL.length).toBe(5 * SHORT_DUMMY.length);
   gate = Promise.withResolvers<void>();
   waiting = 0;
-  const grows = post("grows.bin", "127.0.0.1");
+  const grows = post("agent-a", "grows.bin", "127.0.0.1");
   while (waiting < 1) await Bun.sleep(10);
-  const next = await post();
+  const next = await post("agent-b");
   expect(next.status).toBe(503);
   gate.resolve();
   const r = await grows;
@@ -133,4 +139,23 @@ test("a body is charged for what its swap can make it, not for what was declared
   });
   expect(MAX_HELD + CHARGE).toBeGreaterThan(2 * CHARGE);
   expect(300_000 + CHARGE).toBeLessThanOrEqual(2 * CHARGE);
+});
+
+test("one agent cannot take the whole budget: the other still gets its bodies held", async () => {
+  // An agent may hold half the budget (here: the largest held body, 1 MiB, which is more).
+  // agent-a parks one body at the slow upstream; its second does not fit its share although
+  // the budget has room, and agent-b's does.
+  gate = Promise.withResolvers<void>();
+  waiting = 0;
+  const parked = post("agent-a");
+  while (waiting < 1) await Bun.sleep(10);
+  const again = await post("agent-a");
+  expect(again.status).toBe(503);
+  expect(again.body.toString()).toContain("retry shortly");
+  const other = post("agent-b");
+  while (waiting < 2) await Bun.sleep(10); // agent-b's body was held and sent upstream
+  gate.resolve();
+  for (const r of await Promise.all([parked, other])) expect(r.status).toBe(200);
+  expect(CHARGE).toBeLessThanOrEqual(MAX_HELD);
+  expect(2 * CHARGE).toBeGreaterThan(MAX_HELD);
 });
