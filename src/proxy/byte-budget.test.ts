@@ -26,3 +26,17 @@ test("an owner takes at most its share; others keep the rest", () => {
   expect(() => new ByteBudget(100, 101)).toThrow(TypeError);
   expect(() => new ByteBudget(100, 0)).toThrow(TypeError);
 });
+
+test("holders lists who holds bytes now, and no one once all is given back", () => {
+  const b = new ByteBudget(100, 60);
+  b.acquire(10, "a");
+  b.acquire(20, "b");
+  b.acquire(5, "a");
+  expect(b.holders().sort()).toEqual([
+    ["a", 15],
+    ["b", 20],
+  ]);
+  b.release(15, "a");
+  b.release(20, "b");
+  expect(b.holders()).toEqual([]);
+});

@@ -29,6 +29,11 @@ export class ByteBudget {
     return this.#owners.get(owner) ?? 0;
   }
 
+  /** Every owner holding bytes now, with how many. */
+  holders(): [string, number][] {
+    return [...this.#owners];
+  }
+
   /** Reserve `n` bytes for `owner`; false (nothing reserved) when they do not fit. */
   acquire(n: number, owner = ""): boolean {
     const mine = this.usedBy(owner);

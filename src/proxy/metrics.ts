@@ -7,6 +7,11 @@ export interface PoolStatsSource {
   stats(): { queueDepth: number; inFlightBytes: number; streamsOpen: number };
 }
 
+export interface HeldBudgetSource {
+  readonly capacity: number;
+  holders(): [string, number][];
+}
+
 export interface LeafStatsSource {
   stats(): { hits: number; misses: number; size: number; mints: number; evictions: number };
 }
@@ -68,8 +73,28 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
-  constructor(pool?: PoolStatsSource, leaves?: LeafStatsSource) {
+  constructor(pool?: PoolStatsSource, leaves?: LeafStatsSource, held?: HeldBudgetSource) {
     collectDefaultMetrics({ register: this.registry, prefix: "slapenir_" });
+    if (held) {
+      new Gauge({
+        name: "slapenir_held_body_bytes",
+        help: "Bytes of request bodies held whole, charged to the held-body budget, by agent",
+        labelNames: ["agent"] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [agent, bytes] of held.holders()) this.set({ agent }, bytes);
+        },
+      });
+      new Gauge({
+        name: "slapenir_held_body_budget_bytes",
+        help: "The held-body budget (SLAPENIR_HELD_BODY_BUDGET_BYTES); beyond it requests get 503",
+        registers: [this.registry],
+        collect() {
+          this.set(held.capacity);
+        },
+      });
+    }
     if (leaves) {
       new Gauge({
         name: "slapenir_leaf_cert_cache",

@@ -184,6 +184,7 @@ export async function startProxy(
       },
     },
     leaves,
+    held,
   );
   const extraCa: string[] = [];
   if (config.upstreamCaFile) extraCa.push(readFileSync(config.upstreamCaFile, "utf8"));

@@ -92,6 +92,12 @@ test("a held body keeps its share of the budget until its upstream exchange is o
   const second = post("agent-b");
   while (waiting < 2) await Bun.sleep(10); // both bodies sent upstream, answers pending
 
+  // Operators see who holds what.
+  const metrics = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/metrics`)).text();
+  expect(metrics).toContain(`slapenir_held_body_bytes{agent="agent-a"} ${CHARGE}`);
+  expect(metrics).toContain(`slapenir_held_body_bytes{agent="agent-b"} ${CHARGE}`);
+  expect(metrics).toContain(`slapenir_held_body_budget_bytes ${2 * CHARGE}`);
+
   const third = await post("agent-b");
   expect(third.status).toBe(503);
   expect(third.body.toString()).toContain("retry shortly");
@@ -109,6 +115,8 @@ test("a held body keeps its share of the budget until its upstream exchange is o
   gate.resolve();
   const fourth = await post("agent-b");
   expect(fourth.status).toBe(200);
+  const after = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/metrics`)).text();
+  expect(after).not.toContain("slapenir_held_body_bytes{");
   expect(JSON.parse(fourth.body.toString())).toEqual({ bytes: swapped, reals: 2 });
 
   const decisions = h.auditLines
