@@ -463,12 +463,13 @@ function swap(deps: ExchangeDeps): MiddlewareHandler<Env> {
       const declared = head.framing.kind === "length" ? head.framing.length : null;
       if (declared !== null && !plan.lengthPreserving && plan.bodySpecs) {
         // A swap may change the length: hold the (bounded) body to send a correct
-        // Content-Length. Larger bodies go chunked instead.
-        if (declared <= deps.maxHeldBodyBytes) {
-          // Collected after the swap, never more than the held-body cap (413 beyond).
-          const charge = Math.min(deps.maxHeldBodyBytes, Math.ceil(declared * growth));
-          const whole = await holdWhole(deps, ex.agent, scanned, charge, deps.maxHeldBodyBytes);
-          budget = charge;
+        // Content-Length. A body that the swap could make larger than the cap goes chunked
+        // instead (so one the agent sent within the cap is never refused for what the swap
+        // made of it).
+        const most = Math.ceil(declared * growth);
+        if (most <= deps.maxHeldBodyBytes) {
+          const whole = await holdWhole(deps, ex.agent, scanned, most, deps.maxHeldBodyBytes);
+          budget = most;
           bodyLength = whole.length;
           body = whole;
         } else {

@@ -21,7 +21,7 @@ const CHARGE = Math.ceil((BODY * REAL.length) / DUMMY.length);
 // Bound to 127.0.0.1 only: a dummy a fifth of its real value's length.
 const SHORT_DUMMY = "sk-d-0001";
 const LONG_REAL = `sk-real-grows-${"7".repeat(31)}`;
-const MAX_HELD = 1 << 20;
+const MAX_HELD = 1_500_000;
 
 let h: Harness;
 let up: EchoServer;
@@ -52,7 +52,7 @@ beforeAll(async () => {
   });
   for (const [file, dummy, size] of [
     ["body.bin", DUMMY, BODY],
-    ["grows.bin", SHORT_DUMMY, 300_000],
+    ["grows.bin", SHORT_DUMMY, 280_000],
   ] as const) {
     const body = Buffer.alloc(size, "x");
     body.write(dummy, 1000, "latin1");
@@ -128,9 +128,9 @@ test("a held body keeps its share of the budget until its upstream exchange is o
 });
 
 test("a body is charged for what its swap can make it, not for what was declared", async () => {
-  // 300 KB whose dummy becomes a value five times longer: charged 1 MiB (its growth, capped at
-  // the largest body that may be held), which leaves less than one CHARGE free. Charged its
-  // declared 300 KB, the 800 KB body after it would have fitted.
+  // 280 KB whose dummy becomes a value five times longer: charged 1.4 MB (what the swap could
+  // make it), which leaves less than one CHARGE free. Charged its declared 280 KB, the 800 KB
+  // body after it would have fitted.
   expect(LONG_REAL.length).toBe(5 * SHORT_DUMMY.length);
   gate = Promise.withResolvers<void>();
   waiting = 0;
@@ -142,15 +142,16 @@ test("a body is charged for what its swap can make it, not for what was declared
   const r = await grows;
   expect(r.status).toBe(200);
   expect(JSON.parse(r.body.toString())).toEqual({
-    bytes: 300_000 + 2 * (LONG_REAL.length - SHORT_DUMMY.length),
+    bytes: 280_000 + 2 * (LONG_REAL.length - SHORT_DUMMY.length),
     reals: 2,
   });
-  expect(MAX_HELD + CHARGE).toBeGreaterThan(2 * CHARGE);
-  expect(300_000 + CHARGE).toBeLessThanOrEqual(2 * CHARGE);
+  expect(5 * 280_000).toBeLessThanOrEqual(MAX_HELD); // held, not streamed
+  expect(5 * 280_000 + CHARGE).toBeGreaterThan(2 * CHARGE);
+  expect(280_000 + CHARGE).toBeLessThanOrEqual(2 * CHARGE);
 });
 
 test("one agent cannot take the whole budget: the other still gets its bodies held", async () => {
-  // An agent may hold half the budget (here: the largest held body, 1 MiB, which is more).
+  // An agent may hold half the budget (here: the largest held body, 1.5 MB, which is more).
   // agent-a parks one body at the slow upstream; its second does not fit its share although
   // the budget has room, and agent-b's does.
   gate = Promise.withResolvers<void>();
@@ -166,4 +167,27 @@ test("one agent cannot take the whole budget: the other still gets its bodies he
   for (const r of await Promise.all([parked, other])) expect(r.status).toBe(200);
   expect(CHARGE).toBeLessThanOrEqual(MAX_HELD);
   expect(2 * CHARGE).toBeGreaterThan(MAX_HELD);
+});
+
+test("a body the swap could grow past the cap is sent chunked, not refused", async () => {
+  // 1.4 MB (within the 1.5 MB cap) packed with short dummies: swapped, it is 2.2 MB. Held, it
+  // would have been refused with 413 for what the swap made of it; it streams to the upstream
+  // chunked instead, swapped, and the agent gets its answer.
+  gate = Promise.withResolvers<void>();
+  gate.resolve();
+  const size = 1_400_000;
+  const body = Buffer.alloc(size, "x");
+  let n = 0;
+  for (let at = 0; at + SHORT_DUMMY.length <= size; at += 3 * SHORT_DUMMY.length, n++) {
+    body.write(SHORT_DUMMY, at, "latin1");
+  }
+  await Bun.write(join(h.dir, "dense.bin"), body);
+  const r = await post("agent-a", "dense.bin", "127.0.0.1");
+  expect(r.status).toBe(200);
+  const swapped = size + n * (LONG_REAL.length - SHORT_DUMMY.length);
+  expect(swapped).toBeGreaterThan(MAX_HELD);
+  expect(JSON.parse(r.body.toString())).toEqual({ bytes: swapped, reals: n });
+  const seen = up.received.at(-1)!;
+  const te = seen.headers.find(([k]) => k === "transfer-encoding")?.[1];
+  expect(te).toBe("chunked");
 });
