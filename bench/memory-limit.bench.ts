@@ -9,8 +9,9 @@
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import {
+  composeProxyMemoryLimit,
   createMemoryCgroup,
   type MemoryCgroup,
   memoryCgroupUnavailableReason,
@@ -25,12 +26,9 @@ const MIB = Number(process.env.BENCH_MIB ?? 256);
 const BYTES = MIB * 1024 * 1024;
 const DUMMY = "sk-dummy-memory-bench-00000000000000000001";
 const REAL = "sk-real-memory-bench-9f8e7d6c5b4a392817065";
-const compose = Bun.YAML.parse(
-  await Bun.file(join(resolve(import.meta.dir, ".."), "compose.yml")).text(),
-) as { services: { proxy: { deploy: { resources: { limits: { memory: string } } } } } };
-const LIMIT = parseDockerBytes(
-  process.env.BENCH_LIMIT ?? compose.services.proxy.deploy.resources.limits.memory,
-);
+const LIMIT = process.env.BENCH_LIMIT
+  ? parseDockerBytes(process.env.BENCH_LIMIT)
+  : await composeProxyMemoryLimit();
 const mib = (b: number) => `${Math.round(b / 1048576)} MiB`;
 
 const dir = await mkdtemp(join(tmpdir(), "slapenir-bench-memory-"));

@@ -7,7 +7,7 @@
 
 import { existsSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
 const V2_ROOT = "/sys/fs/cgroup";
 const V1_ROOT = "/sys/fs/cgroup/memory";
@@ -103,4 +103,13 @@ export function parseDockerBytes(text: string): number {
   if (!m) throw new Error(`not a Docker memory size: ${JSON.stringify(text)}`);
   const scale = { "": 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase()]!;
   return Math.round(Number(m[1]) * scale);
+}
+
+/** The memory limit compose.yml gives the proxy service (`deploy.resources.limits.memory`). */
+export async function composeProxyMemoryLimit(): Promise<number> {
+  const path = join(resolve(import.meta.dir, "../.."), "compose.yml");
+  const doc = Bun.YAML.parse(await Bun.file(path).text()) as {
+    services: { proxy: { deploy: { resources: { limits: { memory: string } } } } };
+  };
+  return parseDockerBytes(doc.services.proxy.deploy.resources.limits.memory);
 }
