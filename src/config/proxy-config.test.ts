@@ -46,6 +46,8 @@ test("embedded defaults", () => {
       upstreamResponseTimeoutMs: 120000,
       maxHeldBodyBytes: 10485760,
       heldBodyBudgetBytes: 33554432,
+      maxConnections: 1024,
+      maxAgentConnections: 128,
       shutdownGraceMs: 10000,
     },
     rateLimit: { perSecond: 50, burst: 100 },
@@ -66,6 +68,8 @@ test("values from the environment", () => {
       SLAPENIR_MAX_HEADER_BYTES: "32768",
       SLAPENIR_MAX_HELD_BODY_BYTES: "2048",
       SLAPENIR_HELD_BODY_BUDGET_BYTES: "4096",
+      SLAPENIR_MAX_CONNECTIONS: "5000",
+      SLAPENIR_MAX_AGENT_CONNECTIONS: "400",
       SLAPENIR_RATE_LIMIT: "600/m,burst=5",
       SLAPENIR_LOG_LEVEL: "DEBUG",
       SLAPENIR_AGENT_DENYLIST: `serial:0A:BC, sha256:${"AB".repeat(32)}`,
@@ -90,6 +94,10 @@ test("values from the environment", () => {
   expect(c.allowPrivate).toBe(true);
   expect(c.limits.maxHeaderBytes).toBe(32768);
   expect([c.limits.maxHeldBodyBytes, c.limits.heldBodyBudgetBytes]).toEqual([2048, 4096]);
+  expect([c.limits.maxConnections, c.limits.maxAgentConnections]).toEqual([5000, 400]);
+  // A total below the per-agent default lowers the per-agent default with it.
+  const small = loadProxyConfig({ SLAPENIR_MAX_CONNECTIONS: "16" }).limits;
+  expect([small.maxConnections, small.maxAgentConnections]).toEqual([16, 16]);
   expect(c.rateLimit).toEqual({ perSecond: 10, burst: 5 });
   expect(c.logLevel).toBe("debug");
   expect(c.denyCertificates).toEqual({ serials: ["0abc"], fingerprints: ["ab".repeat(32)] });
@@ -132,6 +140,11 @@ const bad: [Record<string, string>, string][] = [
     { SLAPENIR_MAX_HELD_BODY_BYTES: "41943040" },
     "SLAPENIR_HELD_BODY_BUDGET_BYTES: must be at least SLAPENIR_MAX_HELD_BODY_BYTES (41943040)",
   ],
+  [
+    { SLAPENIR_MAX_CONNECTIONS: "64", SLAPENIR_MAX_AGENT_CONNECTIONS: "65" },
+    "SLAPENIR_MAX_AGENT_CONNECTIONS: must not exceed SLAPENIR_MAX_CONNECTIONS (64)",
+  ],
+  [{ SLAPENIR_MAX_CONNECTIONS: "0" }, "SLAPENIR_MAX_CONNECTIONS: must be an integer from 1"],
   [{ SLAPENIR_HEADER_TIMEOUT_MS: "-5" }, "SLAPENIR_HEADER_TIMEOUT_MS: must be an integer"],
   [{ SLAPENIR_RATE_LIMIT: "fast" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],
   [{ SLAPENIR_RATE_LIMIT: "0/s" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],

@@ -87,6 +87,10 @@ export interface ProxyLimits {
   readonly maxHeldBodyBytes: number;
   /** Bytes all request bodies held whole at once may take (beyond it: 503). */
   readonly heldBodyBudgetBytes: number;
+  /** Agent connections open at once, counted from TCP accept (the handshake included). */
+  readonly maxConnections: number;
+  /** Authenticated connections one agent may have open at once. */
+  readonly maxAgentConnections: number;
   readonly shutdownGraceMs: number;
 }
 
@@ -192,6 +196,7 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
       ),
       maxHeldBodyBytes,
       heldBodyBudgetBytes: heldBodyBudget(env, maxHeldBodyBytes),
+      ...connectionCaps(env),
       shutdownGraceMs: int(env, "SLAPENIR_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     },
     rateLimit: rateLimit(env),
@@ -402,6 +407,26 @@ function heldBodyBudget(env: Env, maxHeldBodyBytes: number): number {
     );
   }
   return budget;
+}
+
+/**
+ * Caps on open agent connections: 1024 in all and 128 per agent by default. Each open
+ * connection costs the proxy memory (about 45 KB for an idle tunnel, about 0.4 MB for a tunnel
+ * whose agent stops reading a streamed answer; measured under compose's 256M), so without a cap
+ * one agent opening thousands of tunnels gets the proxy OOM-killed and every agent loses it.
+ */
+function connectionCaps(env: Env): { maxConnections: number; maxAgentConnections: number } {
+  const maxConnections = int(env, "SLAPENIR_MAX_CONNECTIONS", 1_024, 1, 1_000_000);
+  const name = "SLAPENIR_MAX_AGENT_CONNECTIONS";
+  const maxAgentConnections = int(env, name, Math.min(128, maxConnections), 1, 1_000_000);
+  if (maxAgentConnections > maxConnections) {
+    throw new ConfigError(
+      "bad-value",
+      `must not exceed SLAPENIR_MAX_CONNECTIONS (${maxConnections}), which every agent's connections count against`,
+      name,
+    );
+  }
+  return { maxConnections, maxAgentConnections };
 }
 
 function bool(env: Env, name: string, fallback: boolean): boolean {

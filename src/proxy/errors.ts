@@ -11,6 +11,7 @@ export type ProxyErrorCode =
   | "required-dummy-missing"
   | "upgrade-refused"
   | "rate-limited"
+  | "connection-limit"
   | "dns-failed"
   | "connect-failed"
   | "connect-timeout"
@@ -34,6 +35,7 @@ const STATUS: Record<ProxyErrorCode, number> = {
   "required-dummy-missing": 403,
   "upgrade-refused": 501,
   "rate-limited": 429,
+  "connection-limit": 429,
   "dns-failed": 502,
   "connect-failed": 502,
   "connect-timeout": 504,

@@ -9,6 +9,7 @@ import tls from "node:tls";
 import type { Hono } from "hono";
 import type { ParseFailure } from "../http/http-error.ts";
 import type { RequestHead } from "../http/request-parser.ts";
+import { serializeResponseHead } from "../http/serialize.ts";
 import type { IdentityDecision, PeerCertificateInput } from "../pki/agent-identity.ts";
 import type { LeafCache, MintedLeaf } from "../pki/leaf-cache.ts";
 import type { EgressPolicy } from "../policy/egress-policy.ts";
@@ -46,6 +47,11 @@ export interface FrontDoorOptions {
   readonly audit: AuditLog;
   readonly metrics: ProxyMetrics;
   readonly limits: SessionLimits;
+  /**
+   * Caps on open agent connections: `total` counts every accepted TCP connection (those still
+   * in their handshake included), `perAgent` one agent's authenticated connections.
+   */
+  readonly connections: { readonly total: number; readonly perAgent: number };
   /** Redacts real values from agent-chosen text (paths, hosts) before it is logged. */
   readonly logSafe?: (text: string) => string;
 }
@@ -68,6 +74,8 @@ export class FrontDoor {
   readonly #o: FrontDoorOptions;
   readonly #server: tls.Server;
   readonly #sockets = new Set<tls.TLSSocket>();
+  /** Open authenticated connections per agent name (absent: none). */
+  readonly #perAgent = new Map<string, number>();
   #nextConn = 1;
   #draining = false;
 
@@ -84,6 +92,17 @@ export class FrontDoor {
       // the connection once they are written).
       allowHalfOpen: true,
       handshakeTimeout: options.limits.headerTimeoutMs,
+    });
+    // Beyond the total the runtime closes a new connection at once, before any TLS; a flood
+    // of handshakes that never finish counts here too (the handshake deadline ends them).
+    this.#server.maxConnections = options.connections.total;
+    this.#server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
+      this.#o.metrics.refused.inc({ reason: "connection-limit" });
+      this.#o.audit.refused({
+        conn: this.#nextConn++,
+        remote: remoteOf(d ?? {}),
+        reason: `too many open connections (limit ${options.connections.total})`,
+      });
     });
     this.#server.on("secureConnection", (s) => this.#accept(s));
     this.#server.on("tlsClientError", (err, s) => {
@@ -149,10 +168,53 @@ export class FrontDoor {
       socket.destroy();
       return;
     }
+    const agent = decision.identity.name;
+    const open = this.#perAgent.get(agent) ?? 0;
+    if (open >= this.#o.connections.perAgent) {
+      this.#refuseOverAgentLimit(socket, id, remote, agent);
+      return;
+    }
+    this.#perAgent.set(agent, open + 1);
+    socket.once("close", () => {
+      const left = (this.#perAgent.get(agent) ?? 1) - 1;
+      if (left > 0) this.#perAgent.set(agent, left);
+      else this.#perAgent.delete(agent);
+    });
     socket.setNoDelay?.(true);
     this.#track(socket);
-    const ctx: ConnContext = { id, agent: decision.identity.name, remote };
+    const ctx: ConnContext = { id, agent, remote };
     this.#serve(socket, ctx);
+  }
+
+  /**
+   * An agent at its connection cap gets a 429 at once, before it has sent anything (it reads
+   * it as the answer to its first request, e.g. its CONNECT), and the connection ends. Its
+   * bytes are read and dropped until it closes, so it is not reset while it still writes; a
+   * peer that stays gets one second. Nothing it sends is parsed or acted on.
+   */
+  #refuseOverAgentLimit(socket: tls.TLSSocket, id: number, remote: string, agent: string): void {
+    const cap = this.#o.connections.perAgent;
+    const reason = `too many open connections for this agent (limit ${cap})`;
+    this.#o.metrics.refused.inc({ reason: "agent-connection-limit" });
+    this.#o.audit.refused({ conn: id, remote, agent, reason });
+    const err = new ProxyError("connection-limit", reason);
+    const body = new TextEncoder().encode(`slapenir: ${err.reason}\n`);
+    const head = serializeResponseHead({
+      status: err.status,
+      reason: "Too Many Requests",
+      headers: [
+        ["content-type", "text/plain; charset=utf-8"],
+        ["x-slapenir-error", err.code],
+        ["connection", "close"],
+        ["content-length", String(body.length)],
+      ],
+    });
+    const timer = setTimeout(() => socket.destroy(), 1_000);
+    socket.once("close", () => clearTimeout(timer));
+    socket.on("error", () => socket.destroy());
+    socket.on("data", () => {});
+    socket.once("end", () => socket.destroy());
+    socket.end(Buffer.concat([head, body]));
   }
 
   #track(socket: tls.TLSSocket): void {

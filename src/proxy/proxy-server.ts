@@ -240,6 +240,10 @@ export async function startProxy(
       idleTimeoutMs: config.limits.idleTimeoutMs,
       bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
     },
+    connections: {
+      total: config.limits.maxConnections,
+      perAgent: config.limits.maxAgentConnections,
+    },
   });
   const port = await front.listen();
   const startedAt = Date.now();

@@ -9,13 +9,17 @@
 // on this machine; inside one its RSS peaked at 193–207 MiB and the cgroup's use (which leaves
 // out the runtime's binary, already in the page cache) at 154–166 MiB — the runtime sizes its
 // heap by the memory it is given. With the limit at 100 MiB the downloads crawled and the proxy
-// was OOM-killed during the uploads. Needs root; skipped with a warning without it, and an
+// was OOM-killed during the uploads. One agent opening thousands of idle tunnels got it
+// OOM-killed too, until open connections were capped per agent. Needs root; skipped with a warning without it, and an
 // error under CI.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type tls from "node:tls";
+import { loadProxyConfig } from "../../src/config/proxy-config.ts";
+import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import { curlTransfer } from "../support/curl-transfer.ts";
 import {
   composeProxyMemoryLimit,
@@ -24,6 +28,7 @@ import {
   memoryCgroupUnavailableReason,
 } from "../support/memory-cgroup.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
+import { openTunnel } from "../support/raw-agent.ts";
 import {
   digestOf,
   generateChunks,
@@ -189,6 +194,46 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
     expect(new Set(outcomes)).toEqual(new Set(["200", "503"]));
     expectAliveWithinLimit();
   }, 180_000);
+
+  test("one agent opening thousands of tunnels is held to its cap; the proxy serves another", async () => {
+    // Each open tunnel costs the proxy ~45 KB (cgroup count). Before the per-agent cap, 6 000
+    // idle tunnels from one agent, opened in about five seconds, got the proxy OOM-killed here.
+    const cap = loadProxyConfig({}).limits.maxAgentConnections;
+    const other = await (await EmbeddedCa.open({ home: join(proxy!.dir, "home") })).issueAgentCert(
+      "agent-other",
+    );
+    const flooder = { port: proxy!.port, caBundlePath: proxy!.caBundlePath, agent: proxy!.agent };
+    const tunnels: tls.TLSSocket[] = [];
+    const refusals = new Map<string, number>();
+    try {
+      for (let i = 0; i < 6_000; i += 40) {
+        await Promise.all(
+          Array.from({ length: 40 }, () =>
+            openTunnel(flooder, { connect: `localhost:${up!.port}` }).then(
+              (t) => void tunnels.push(t),
+              (e: Error) => void refusals.set(e.message, (refusals.get(e.message) ?? 0) + 1),
+            ),
+          ),
+        );
+      }
+      expect(tunnels.length).toBe(cap);
+      expect([...refusals]).toEqual([
+        ["CONNECT refused: HTTP/1.1 429 Too Many Requests", 6_000 - cap],
+      ]);
+      const spec = up!.spec(8 << 20, true);
+      const served = await curlTransfer(
+        proxy!,
+        [`https://localhost:${up!.port}/download?bytes=${8 << 20}&plant=1`],
+        undefined,
+        60,
+        { name: "agent-other", certPath: other.certPath, keyPath: other.keyPath },
+      );
+      expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
+    } finally {
+      for (const t of tunnels) t.destroy();
+    }
+    expectAliveWithinLimit();
+  }, 120_000);
 
   test("every transfer was audited with its redactions and swaps, and no value", () => {
     const requests = proxy!.auditLines

@@ -3,7 +3,7 @@
 // is sampled while the transfer runs.
 
 import type { FileSink } from "bun";
-import { curlProxyArgs } from "./proxy-harness.ts";
+import { type AgentFiles, curlProxyArgs } from "./proxy-harness.ts";
 import type { ProxyProcess } from "./proxy-process.ts";
 import { generateChunks, type StreamSpec } from "./stream-source.ts";
 
@@ -24,6 +24,7 @@ export async function curlTransfer(
   args: readonly string[],
   upload?: StreamSpec,
   maxTimeSec = 60,
+  agent: AgentFiles = proxy.agent,
 ): Promise<Transfer> {
   const sampler = proxy.sampleRss(50);
   const proc = Bun.spawn(
@@ -32,7 +33,7 @@ export async function curlTransfer(
       "-sS",
       "--max-time",
       String(maxTimeSec),
-      ...curlProxyArgs(proxy.port, proxy.caBundlePath, proxy.agent),
+      ...curlProxyArgs(proxy.port, proxy.caBundlePath, agent),
       ...args,
     ],
     { stdin: upload ? "pipe" : "ignore", stdout: "pipe", stderr: "pipe" },

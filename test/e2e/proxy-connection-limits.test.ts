@@ -1,0 +1,153 @@
+// End-to-end: caps on open agent connections (SLAPENIR_MAX_AGENT_CONNECTIONS per agent,
+// SLAPENIR_MAX_CONNECTIONS in all). Every open connection costs the proxy memory, so before the
+// caps one agent that opened thousands of idle tunnels got the proxy OOM-killed in its
+// container (6 000 in five seconds under compose's 256M; streaming-memory-limit.test.ts tries
+// that in the cgroup) and every other agent lost it.
+// Here the caps are small: an agent at its cap gets a 429 naming the cap for one more
+// connection, while another agent is still served; the slot comes back when a connection
+// closes. Beyond the total, a new connection is closed before its TLS handshake.
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import net from "node:net";
+import type tls from "node:tls";
+import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { exchangeRaw, openProxyConnection, openTunnel } from "../support/raw-agent.ts";
+import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
+
+const PER_AGENT = 3;
+const TOTAL = 5;
+
+let h: Harness;
+let up: EchoServer;
+
+beforeAll(async () => {
+  h = await startHarness({
+    agents: ["agent-a", "agent-b"],
+    env: {
+      SLAPENIR_MAX_AGENT_CONNECTIONS: String(PER_AGENT),
+      SLAPENIR_MAX_CONNECTIONS: String(TOTAL),
+      SLAPENIR_RATE_LIMIT: "off",
+    },
+  });
+  up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
+});
+
+afterAll(async () => {
+  up?.stop();
+  await h?.close();
+});
+
+const raw = (agent: string) => ({
+  port: h.port,
+  caBundlePath: h.caBundlePath,
+  agent: h.agents[agent]!,
+});
+const target = () => `localhost:${up.port}`;
+
+async function metric(line: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/metrics`)).text();
+  const found = text.split("\n").find((l) => l.startsWith(`${line} `));
+  return found === undefined ? 0 : Number(found.slice(line.length + 1));
+}
+
+/** Waits until the proxy has seen `n` authenticated connections close and counts what is open. */
+async function untilOpen(n: number): Promise<void> {
+  for (let i = 0; i < 200 && (await metric("slapenir_connections_open")) !== n; i++) {
+    await Bun.sleep(10);
+  }
+  expect(await metric("slapenir_connections_open")).toBe(n);
+}
+
+function closeAll(sockets: readonly (tls.TLSSocket | net.Socket)[]): void {
+  for (const s of sockets) s.destroy();
+}
+
+test("an agent at its cap gets 429 for one more connection; another agent is still served", async () => {
+  const tunnels = await Promise.all(
+    Array.from({ length: PER_AGENT }, () => openTunnel(raw("agent-a"), { connect: target() })),
+  );
+  try {
+    await untilOpen(PER_AGENT);
+    // One more, as curl: its CONNECT is answered 429 and no tunnel opens.
+    const refused = await h.curl([`https://${target()}/over`], "agent-a");
+    expect(refused.stderr).toContain("CONNECT tunnel failed, response 429");
+    expect(up.received.some((r) => r.target === "/over")).toBe(false);
+    // Raw: the answer names the cap, and the connection ends after it.
+    const s = await openProxyConnection(raw("agent-a"));
+    const answer = (await exchangeRaw(s, `CONNECT ${target()} HTTP/1.1\r\n\r\n`)).toString();
+    expect(answer.split("\r\n")[0]).toBe("HTTP/1.1 429 Too Many Requests");
+    expect(answer).toContain("x-slapenir-error: connection-limit");
+    expect(answer).toEndWith(
+      `\r\n\r\nslapenir: too many open connections for this agent (limit ${PER_AGENT})\n`,
+    );
+    expect(s.destroyed || s.readableEnded).toBe(true);
+    // Another agent is not held to agent-a's count.
+    const other = await h.curl([`https://${target()}/other`], "agent-b");
+    expect([other.code, other.status]).toEqual([0, 200]);
+    // The tunnels agent-a already had still work.
+    const inside = await exchangeRaw(
+      tunnels[0]!,
+      `GET /inside HTTP/1.1\r\nHost: ${target()}\r\n\r\n`,
+      300,
+    );
+    expect(inside.toString().split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+    const refusals = h.auditLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.evt === "refused" && l.agent === "agent-a");
+    expect(refusals.map((l) => l.reason)).toEqual([
+      `too many open connections for this agent (limit ${PER_AGENT})`,
+      `too many open connections for this agent (limit ${PER_AGENT})`,
+    ]);
+    expect(
+      await metric('slapenir_connections_refused_total{reason="agent-connection-limit"}'),
+    ).toBe(2);
+  } finally {
+    closeAll(tunnels);
+  }
+  // Its connections closed, the agent gets its slots back.
+  await untilOpen(0);
+  const again = await h.curl([`https://${target()}/again`], "agent-a");
+  expect([again.code, again.status]).toEqual([0, 200]);
+});
+
+test("beyond the total, a new connection is closed before TLS, audited; the slot comes back", async () => {
+  await untilOpen(0);
+  // Connections that never start TLS count against the total as soon as they are accepted.
+  const idle = await Promise.all(
+    Array.from(
+      { length: TOTAL },
+      () =>
+        new Promise<net.Socket>((resolve, reject) => {
+          const s = net.connect(h.port, "127.0.0.1", () => resolve(s));
+          s.once("error", reject);
+        }),
+    ),
+  );
+  try {
+    const dropped = await openProxyConnection(raw("agent-b")).then(
+      (s) => {
+        s.destroy();
+        return "handshake completed";
+      },
+      (e: Error) => e.message,
+    );
+    expect(dropped).not.toBe("handshake completed");
+    const drops = h.auditLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter(
+        (l) => l.evt === "refused" && l.reason === `too many open connections (limit ${TOTAL})`,
+      );
+    expect(drops.length).toBe(1);
+    expect(await metric('slapenir_connections_refused_total{reason="connection-limit"}')).toBe(1);
+  } finally {
+    closeAll(idle);
+  }
+  // The proxy sees the idle ones go; then agents are served again.
+  let status = 0;
+  for (let i = 0; i < 50 && status !== 200; i++) {
+    const r = await h.curl([`https://${target()}/after`], "agent-b");
+    status = r.status;
+    if (status !== 200) await Bun.sleep(20);
+  }
+  expect(status).toBe(200);
+});
