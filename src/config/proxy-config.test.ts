@@ -48,6 +48,7 @@ test("embedded defaults", () => {
       heldBodyBudgetBytes: 33554432,
       maxConnections: 1024,
       maxAgentConnections: 128,
+      maxHandshakesPerAddress: 64,
       shutdownGraceMs: 10000,
     },
     rateLimit: { perSecond: 50, burst: 100 },
@@ -70,6 +71,7 @@ test("values from the environment", () => {
       SLAPENIR_HELD_BODY_BUDGET_BYTES: "4096",
       SLAPENIR_MAX_CONNECTIONS: "5000",
       SLAPENIR_MAX_AGENT_CONNECTIONS: "400",
+      SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS: "300",
       SLAPENIR_RATE_LIMIT: "600/m,burst=5",
       SLAPENIR_LOG_LEVEL: "DEBUG",
       SLAPENIR_AGENT_DENYLIST: `serial:0A:BC, sha256:${"AB".repeat(32)}`,
@@ -94,10 +96,16 @@ test("values from the environment", () => {
   expect(c.allowPrivate).toBe(true);
   expect(c.limits.maxHeaderBytes).toBe(32768);
   expect([c.limits.maxHeldBodyBytes, c.limits.heldBodyBudgetBytes]).toEqual([2048, 4096]);
-  expect([c.limits.maxConnections, c.limits.maxAgentConnections]).toEqual([5000, 400]);
-  // A total below the per-agent default lowers the per-agent default with it.
+  expect([
+    c.limits.maxConnections,
+    c.limits.maxAgentConnections,
+    c.limits.maxHandshakesPerAddress,
+  ]).toEqual([5000, 400, 300]);
+  // A total below the other caps' defaults lowers them with it.
   const small = loadProxyConfig({ SLAPENIR_MAX_CONNECTIONS: "16" }).limits;
-  expect([small.maxConnections, small.maxAgentConnections]).toEqual([16, 16]);
+  expect([small.maxConnections, small.maxAgentConnections, small.maxHandshakesPerAddress]).toEqual([
+    16, 16, 16,
+  ]);
   expect(c.rateLimit).toEqual({ perSecond: 10, burst: 5 });
   expect(c.logLevel).toBe("debug");
   expect(c.denyCertificates).toEqual({ serials: ["0abc"], fingerprints: ["ab".repeat(32)] });
@@ -143,6 +151,10 @@ const bad: [Record<string, string>, string][] = [
   [
     { SLAPENIR_MAX_CONNECTIONS: "64", SLAPENIR_MAX_AGENT_CONNECTIONS: "65" },
     "SLAPENIR_MAX_AGENT_CONNECTIONS: must not exceed SLAPENIR_MAX_CONNECTIONS (64)",
+  ],
+  [
+    { SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS: "1025" },
+    "SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS: must not exceed SLAPENIR_MAX_CONNECTIONS (1024)",
   ],
   [{ SLAPENIR_MAX_CONNECTIONS: "0" }, "SLAPENIR_MAX_CONNECTIONS: must be an integer from 1"],
   [{ SLAPENIR_HEADER_TIMEOUT_MS: "-5" }, "SLAPENIR_HEADER_TIMEOUT_MS: must be an integer"],

@@ -91,6 +91,8 @@ export interface ProxyLimits {
   readonly maxConnections: number;
   /** Authenticated connections one agent may have open at once. */
   readonly maxAgentConnections: number;
+  /** Connections from one address that may be in their TLS handshake at once. */
+  readonly maxHandshakesPerAddress: number;
   readonly shutdownGraceMs: number;
 }
 
@@ -410,23 +412,36 @@ function heldBodyBudget(env: Env, maxHeldBodyBytes: number): number {
 }
 
 /**
- * Caps on open agent connections: 1024 in all and 128 per agent by default. Each open
- * connection costs the proxy memory (about 45 KB for an idle tunnel, about 0.4 MB for a tunnel
- * whose agent stops reading a streamed answer; measured under compose's 256M), so without a cap
- * one agent opening thousands of tunnels gets the proxy OOM-killed and every agent loses it.
+ * Caps on open agent connections: 1024 in all, 128 per agent, 64 handshakes in progress per
+ * address by default. Each open connection costs the proxy memory (about 45 KB for an idle
+ * tunnel, up to about 1 MB for a tunnel whose agent stops reading a streamed answer; measured
+ * under compose's 256M), so without a cap one agent opening thousands of tunnels gets the
+ * proxy OOM-killed and every agent loses it; and without the per-address cap one peer holding
+ * handshakes open could take the whole total without any certificate.
  */
-function connectionCaps(env: Env): { maxConnections: number; maxAgentConnections: number } {
-  const maxConnections = int(env, "SLAPENIR_MAX_CONNECTIONS", 1_024, 1, 1_000_000);
-  const name = "SLAPENIR_MAX_AGENT_CONNECTIONS";
-  const maxAgentConnections = int(env, name, Math.min(128, maxConnections), 1, 1_000_000);
-  if (maxAgentConnections > maxConnections) {
-    throw new ConfigError(
-      "bad-value",
-      `must not exceed SLAPENIR_MAX_CONNECTIONS (${maxConnections}), which every agent's connections count against`,
-      name,
-    );
-  }
-  return { maxConnections, maxAgentConnections };
+function connectionCaps(env: Env): {
+  maxConnections: number;
+  maxAgentConnections: number;
+  maxHandshakesPerAddress: number;
+} {
+  const total = "SLAPENIR_MAX_CONNECTIONS";
+  const maxConnections = int(env, total, 1_024, 1, 1_000_000);
+  const within = (name: string, fallback: number): number => {
+    const value = int(env, name, Math.min(fallback, maxConnections), 1, 1_000_000);
+    if (value > maxConnections) {
+      throw new ConfigError(
+        "bad-value",
+        `must not exceed ${total} (${maxConnections}), which every connection counts against`,
+        name,
+      );
+    }
+    return value;
+  };
+  return {
+    maxConnections,
+    maxAgentConnections: within("SLAPENIR_MAX_AGENT_CONNECTIONS", 128),
+    maxHandshakesPerAddress: within("SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS", 64),
+  };
 }
 
 function bool(env: Env, name: string, fallback: boolean): boolean {

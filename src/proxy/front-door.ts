@@ -49,9 +49,15 @@ export interface FrontDoorOptions {
   readonly limits: SessionLimits;
   /**
    * Caps on open agent connections: `total` counts every accepted TCP connection (those still
-   * in their handshake included), `perAgent` one agent's authenticated connections.
+   * in their handshake included), `perAgent` one agent's authenticated connections,
+   * `handshakesPerAddress` the connections from one address that have not finished their
+   * handshake (no identity is known yet, so the address is the only key).
    */
-  readonly connections: { readonly total: number; readonly perAgent: number };
+  readonly connections: {
+    readonly total: number;
+    readonly perAgent: number;
+    readonly handshakesPerAddress: number;
+  };
   /** Redacts real values from agent-chosen text (paths, hosts) before it is logged. */
   readonly logSafe?: (text: string) => string;
 }
@@ -76,6 +82,10 @@ export class FrontDoor {
   readonly #sockets = new Set<tls.TLSSocket>();
   /** Open authenticated connections per agent name (absent: none). */
   readonly #perAgent = new Map<string, number>();
+  /** Connections still in their handshake, per remote address (absent: none). */
+  readonly #handshaking = new Map<string, number>();
+  /** The sockets counted in #handshaking, with the address they were counted under. */
+  readonly #inHandshake = new WeakMap<object, string>();
   #nextConn = 1;
   #draining = false;
 
@@ -104,6 +114,7 @@ export class FrontDoor {
         reason: `too many open connections (limit ${options.connections.total})`,
       });
     });
+    this.#server.on("connection", (s: tls.TLSSocket) => this.#admit(s));
     this.#server.on("secureConnection", (s) => this.#accept(s));
     this.#server.on("tlsClientError", (err, s) => {
       const id = this.#nextConn++;
@@ -150,7 +161,42 @@ export class FrontDoor {
     await closed;
   }
 
+  /**
+   * A new TCP connection, before TLS. Without a certificate a peer has no identity yet, so
+   * what it may hold open before its handshake ends is counted by its address: one peer that
+   * opens connections and never finishes a handshake (each lasts until the handshake
+   * deadline) would otherwise take every slot of the total and lock every agent out.
+   */
+  #admit(socket: tls.TLSSocket): void {
+    const address = socket.remoteAddress ?? "?";
+    const n = this.#handshaking.get(address) ?? 0;
+    const cap = this.#o.connections.handshakesPerAddress;
+    if (n >= cap) {
+      this.#o.metrics.refused.inc({ reason: "handshake-limit" });
+      this.#o.audit.refused({
+        conn: this.#nextConn++,
+        remote: remoteOf(socket),
+        reason: `too many handshakes in progress from this address (limit ${cap})`,
+      });
+      socket.destroy();
+      return;
+    }
+    this.#handshaking.set(address, n + 1);
+    this.#inHandshake.set(socket, address);
+    socket.once("close", () => this.#handshakeOver(socket));
+  }
+
+  #handshakeOver(socket: object): void {
+    const address = this.#inHandshake.get(socket);
+    if (address === undefined) return;
+    this.#inHandshake.delete(socket);
+    const left = (this.#handshaking.get(address) ?? 1) - 1;
+    if (left > 0) this.#handshaking.set(address, left);
+    else this.#handshaking.delete(address);
+  }
+
   #accept(socket: tls.TLSSocket): void {
+    this.#handshakeOver(socket);
     const id = this.#nextConn++;
     const remote = remoteOf(socket);
     if (this.#draining) {

@@ -243,6 +243,7 @@ export async function startProxy(
     connections: {
       total: config.limits.maxConnections,
       perAgent: config.limits.maxAgentConnections,
+      handshakesPerAddress: config.limits.maxHandshakesPerAddress,
     },
   });
   const port = await front.listen();

@@ -5,7 +5,11 @@
 // that in the cgroup) and every other agent lost it.
 // Here the caps are small: an agent at its cap gets a 429 naming the cap for one more
 // connection, while another agent is still served; the slot comes back when a connection
-// closes. Beyond the total, a new connection is closed before its TLS handshake.
+// closes. Beyond the total, a new connection is closed before its TLS handshake. A peer that
+// holds connections open without finishing a handshake (it needs no certificate for that) is
+// capped by its address, so it cannot take the whole total and lock every agent out: before
+// that cap, 1 100 such connections from one address did. Peers are told apart by their source
+// address on the loopback (127.0.0.1, .2, .3).
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import net from "node:net";
@@ -15,7 +19,8 @@ import { exchangeRaw, openProxyConnection, openTunnel } from "../support/raw-age
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const PER_AGENT = 3;
-const TOTAL = 5;
+const TOTAL = 6;
+const HANDSHAKES = 3;
 
 let h: Harness;
 let up: EchoServer;
@@ -26,6 +31,7 @@ beforeAll(async () => {
     env: {
       SLAPENIR_MAX_AGENT_CONNECTIONS: String(PER_AGENT),
       SLAPENIR_MAX_CONNECTIONS: String(TOTAL),
+      SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS: String(HANDSHAKES),
       SLAPENIR_RATE_LIMIT: "off",
     },
   });
@@ -37,10 +43,11 @@ afterAll(async () => {
   await h?.close();
 });
 
-const raw = (agent: string) => ({
+const raw = (agent: string, localAddress = "127.0.0.1") => ({
   port: h.port,
   caBundlePath: h.caBundlePath,
   agent: h.agents[agent]!,
+  localAddress,
 });
 const target = () => `localhost:${up.port}`;
 
@@ -110,44 +117,87 @@ test("an agent at its cap gets 429 for one more connection; another agent is sti
   expect([again.code, again.status]).toEqual([0, 200]);
 });
 
-test("beyond the total, a new connection is closed before TLS, audited; the slot comes back", async () => {
-  await untilOpen(0);
-  // Connections that never start TLS count against the total as soon as they are accepted.
-  const idle = await Promise.all(
+/** `n` TCP connections from `localAddress` that never start TLS. */
+function silentPeers(n: number, localAddress: string): Promise<net.Socket[]> {
+  return Promise.all(
     Array.from(
-      { length: TOTAL },
+      { length: n },
       () =>
         new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect(h.port, "127.0.0.1", () => resolve(s));
+          const s = net.connect({ port: h.port, host: "127.0.0.1", localAddress }, () =>
+            resolve(s),
+          );
           s.once("error", reject);
         }),
     ),
   );
-  try {
-    const dropped = await openProxyConnection(raw("agent-b")).then(
-      (s) => {
-        s.destroy();
-        return "handshake completed";
-      },
-      (e: Error) => e.message,
-    );
-    expect(dropped).not.toBe("handshake completed");
-    const drops = h.auditLines
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .filter(
-        (l) => l.evt === "refused" && l.reason === `too many open connections (limit ${TOTAL})`,
-      );
-    expect(drops.length).toBe(1);
-    expect(await metric('slapenir_connections_refused_total{reason="connection-limit"}')).toBe(1);
-  } finally {
-    closeAll(idle);
-  }
-  // The proxy sees the idle ones go; then agents are served again.
+}
+
+/** Whether a TLS connection as `agent` from `localAddress` completes its handshake. */
+function handshakeFrom(agent: string, localAddress: string): Promise<string> {
+  return openProxyConnection(raw(agent, localAddress)).then(
+    (s) => {
+      s.destroy();
+      return "handshake completed";
+    },
+    () => "refused",
+  );
+}
+
+function refusedWith(reason: string): Record<string, unknown>[] {
+  return h.auditLines
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.evt === "refused" && l.reason === reason);
+}
+
+/** Retries until a curl from agent-b gets through (the proxy sees closed peers go async). */
+async function servedAgain(): Promise<number> {
   let status = 0;
   for (let i = 0; i < 50 && status !== 200; i++) {
-    const r = await h.curl([`https://${target()}/after`], "agent-b");
-    status = r.status;
+    status = (await h.curl([`https://${target()}/after`], "agent-b")).status;
     if (status !== 200) await Bun.sleep(20);
   }
-  expect(status).toBe(200);
+  return status;
+}
+
+test("a peer holding handshakes open is capped by its address; other addresses are served", async () => {
+  await untilOpen(0);
+  const silent = await silentPeers(HANDSHAKES, "127.0.0.2");
+  try {
+    expect(await handshakeFrom("agent-b", "127.0.0.2")).toBe("refused");
+    expect(await handshakeFrom("agent-b", "127.0.0.3")).toBe("handshake completed");
+    const served = await h.curl([`https://${target()}/elsewhere`], "agent-b");
+    expect([served.code, served.status]).toEqual([0, 200]);
+    const refused = refusedWith(
+      `too many handshakes in progress from this address (limit ${HANDSHAKES})`,
+    );
+    expect(refused.map((l) => String(l.remote).split(":")[0])).toEqual(["127.0.0.2"]);
+    expect(await metric('slapenir_connections_refused_total{reason="handshake-limit"}')).toBe(1);
+  } finally {
+    closeAll(silent);
+  }
+  // Its silent connections gone, the address may connect again.
+  let again = "refused";
+  for (let i = 0; i < 50 && again !== "handshake completed"; i++) {
+    again = await handshakeFrom("agent-b", "127.0.0.2");
+    if (again !== "handshake completed") await Bun.sleep(20);
+  }
+  expect(again).toBe("handshake completed");
+});
+
+test("beyond the total, a new connection is closed before TLS, audited; the slot comes back", async () => {
+  await untilOpen(0);
+  // Connections count against the total as soon as they are accepted, handshake or not.
+  const silent = [
+    ...(await silentPeers(HANDSHAKES, "127.0.0.2")),
+    ...(await silentPeers(TOTAL - HANDSHAKES, "127.0.0.3")),
+  ];
+  try {
+    expect(await handshakeFrom("agent-b", "127.0.0.1")).toBe("refused");
+    expect(refusedWith(`too many open connections (limit ${TOTAL})`).length).toBe(1);
+    expect(await metric('slapenir_connections_refused_total{reason="connection-limit"}')).toBe(1);
+  } finally {
+    closeAll(silent);
+  }
+  expect(await servedAgain()).toBe(200);
 });

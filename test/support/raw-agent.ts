@@ -11,6 +11,8 @@ export interface RawAgentOptions {
   readonly port: number;
   readonly caBundlePath: string;
   readonly agent?: AgentFiles;
+  /** Source address (any 127.x.y.z works on Linux loopback): another peer, to the proxy. */
+  readonly localAddress?: string;
 }
 
 export interface TunnelOptions {
@@ -27,6 +29,7 @@ function connectOuter(o: RawAgentOptions): Promise<tls.TLSSocket> {
       port: o.port,
       servername: "localhost",
       ca: readFileSync(o.caBundlePath, "utf8"),
+      ...(o.localAddress ? { localAddress: o.localAddress } : {}),
       ...(o.agent
         ? {
             cert: readFileSync(o.agent.certPath, "utf8"),
