@@ -1,15 +1,22 @@
 // Memory of the proxy while many agents stream at once, with and without the memory limit its
-// container gets (compose.yml: 256M). For 1 and 8 concurrent curl agents, each moving 256 MiB
+// container gets (compose.yml: 384M). For 1 and 8 concurrent curl agents, each moving 256 MiB
 // through the proxy (download: every byte redacted; upload: DLP then swap), it prints the
 // aggregate MB/s and the proxy's peak RSS with no limit, then the same inside a Linux memory
 // cgroup of that size (as Docker sets it; needs root) with the cgroup's own peak and how often
 // it reached the limit. The baseline is the same proxy without the limit, in the same run.
-// Run: `bun bench/memory-limit.bench.ts` (under a minute; BENCH_MIB for smaller bodies,
+// Then, inside the cgroup only, agents that stop reading: 1 or 2 agents each open as many
+// tunnels as their connection cap allows (SLAPENIR_MAX_AGENT_CONNECTIONS), ask each for an
+// 8 MiB download and stop reading after its head, while another agent downloads 64 MiB; it
+// prints the cgroup's peak, whether the OOM killer ran and whether the other agent was served.
+// Run: `bun bench/memory-limit.bench.ts` (about a minute; BENCH_MIB for smaller bodies,
 // BENCH_LIMIT=512M to try another limit).
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type tls from "node:tls";
+import { loadProxyConfig } from "../src/config/proxy-config.ts";
+import { EmbeddedCa } from "../src/pki/embedded-ca.ts";
 import {
   composeProxyMemoryLimit,
   createMemoryCgroup,
@@ -19,6 +26,7 @@ import {
 } from "../test/support/memory-cgroup.ts";
 import { curlProxyArgs } from "../test/support/proxy-harness.ts";
 import { readRss, sampleRss, startProxyProcess } from "../test/support/proxy-process.ts";
+import { closeTunnel, openTunnel } from "../test/support/raw-agent.ts";
 import { generateChunks } from "../test/support/stream-source.ts";
 import { startStreamUpstream } from "../test/support/stream-upstream.ts";
 
@@ -104,6 +112,63 @@ async function measure(agents: number, cgroup?: MemoryCgroup): Promise<Record<st
   return out;
 }
 
+/**
+ * `stallers` agents each open their cap of tunnels, each asking for 8 MiB and reading no
+ * further than the head, inside a fresh cgroup; then another agent downloads 64 MiB.
+ */
+async function stalled(stallers: number): Promise<string> {
+  const cap = loadProxyConfig({}).limits.maxAgentConnections;
+  const cg = await createMemoryCgroup(`slapenir-bench-stall-${process.pid}-${stallers}`, LIMIT);
+  const proxy = await startProxyProcess({ launcher: cg.launcher });
+  const up = startStreamUpstream({ cert: await proxy.upstreamCa.issue(["localhost"]) });
+  const tunnels: tls.TLSSocket[] = [];
+  try {
+    const ca = await EmbeddedCa.open({ home: join(proxy.dir, "home") });
+    const agents = [proxy.agent];
+    for (let i = 1; i <= stallers; i++) {
+      const a = await ca.issueAgentCert(`agent-${i}`);
+      agents.push({ name: `agent-${i}`, certPath: a.certPath, keyPath: a.keyPath });
+    }
+    const request = `GET /download?bytes=${8 << 20} HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`;
+    for (const agent of agents.slice(1)) {
+      const raw = { port: proxy.port, caBundlePath: proxy.caBundlePath, agent };
+      for (let i = 0; i < cap; i++) {
+        const t = await openTunnel(raw, { connect: `localhost:${up.port}` }).catch(() => null);
+        if (!t) break; // the proxy is gone (OOM) or refused: the row says which
+        t.once("data", () => {
+          t.pause();
+          (t as unknown as { _parent?: tls.TLSSocket })._parent?.pause();
+        });
+        t.write(request);
+        tunnels.push(t);
+      }
+    }
+    await Bun.sleep(2000);
+    const p = Bun.spawn(
+      [
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        ...curlProxyArgs(proxy.port, proxy.caBundlePath, agents[0]),
+        `https://localhost:${up.port}/download?bytes=${64 << 20}`,
+      ],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const [exit, code] = await Promise.all([p.exited, new Response(p.stdout).text()]);
+    return `| ${stallers} | ${tunnels.length} | ${mib(cg.peakBytes())} | ${cg.limitHits()} | ${cg.oomKills()} | ${exit === 0 ? code : `curl exit ${exit}`} |`;
+  } finally {
+    for (const t of tunnels) closeTunnel(t);
+    await up.stop();
+    await proxy.close().catch(() => {});
+    await cg.remove();
+  }
+}
+
 const why = memoryCgroupUnavailableReason();
 const lines = [
   `proxy memory limit${process.env.BENCH_LIMIT ? "" : " from compose.yml"}: ${mib(LIMIT)}; ${MIB} MiB per agent`,
@@ -132,6 +197,16 @@ try {
     }
   }
   if (why) lines.push("", `(no limited runs: ${why})`);
+  else {
+    lines.push(
+      "",
+      `agents that stop reading, each at its connection cap (${loadProxyConfig({}).limits.maxAgentConnections}), inside the limit:`,
+      "",
+      "| stalling agents | stalled tunnels | cgroup peak | times the limit was reached | OOM kills | another agent's 64 MiB download |",
+      "| ---: | ---: | ---: | ---: | ---: | --- |",
+    );
+    for (const n of [1, 2]) lines.push(await stalled(n));
+  }
   console.log(lines.join("\n"));
 } finally {
   await rm(dir, { recursive: true, force: true });

@@ -47,7 +47,7 @@ test("embedded defaults", () => {
       maxHeldBodyBytes: 10485760,
       heldBodyBudgetBytes: 33554432,
       maxConnections: 1024,
-      maxAgentConnections: 128,
+      maxAgentConnections: 64,
       maxHandshakesPerAddress: 64,
       shutdownGraceMs: 10000,
     },

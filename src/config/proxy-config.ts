@@ -395,7 +395,7 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
 /**
  * The held-body budget, never below the largest body one request may have held. 32 MiB by
  * default: a held body costs up to about three times its size while it is collected and
- * written, and the proxy container's 256M must also carry the runtime and every streaming
+ * written, and the proxy container's memory must also carry the runtime and every streaming
  * agent (measured in test/e2e/streaming-memory-limit.test.ts; docs/DEPLOY.md).
  */
 function heldBodyBudget(env: Env, maxHeldBodyBytes: number): number {
@@ -412,12 +412,13 @@ function heldBodyBudget(env: Env, maxHeldBodyBytes: number): number {
 }
 
 /**
- * Caps on open agent connections: 1024 in all, 128 per agent, 64 handshakes in progress per
- * address by default. Each open connection costs the proxy memory (about 45 KB for an idle
- * tunnel, up to about 1 MB for a tunnel whose agent stops reading a streamed answer; measured
- * under compose's 256M), so without a cap one agent opening thousands of tunnels gets the
- * proxy OOM-killed and every agent loses it; and without the per-address cap one peer holding
- * handshakes open could take the whole total without any certificate.
+ * Caps on open agent connections: 1024 in all, 64 per agent, 64 handshakes in progress per
+ * address by default. Each open connection costs the proxy memory: about 45 KB for an idle
+ * tunnel, 1.5–2 MiB for one whose agent stopped reading a large answer (measured in a memory
+ * cgroup, test/e2e/streaming-memory-limit.test.ts). Without a cap one agent opening thousands
+ * of tunnels got the proxy OOM-killed and every agent lost it; compose's 384M is sized for
+ * one agent stalling 64. Without the per-address cap one peer holding handshakes open could
+ * take the whole total without any certificate.
  */
 function connectionCaps(env: Env): {
   maxConnections: number;
@@ -439,7 +440,7 @@ function connectionCaps(env: Env): {
   };
   return {
     maxConnections,
-    maxAgentConnections: within("SLAPENIR_MAX_AGENT_CONNECTIONS", 128),
+    maxAgentConnections: within("SLAPENIR_MAX_AGENT_CONNECTIONS", 64),
     maxHandshakesPerAddress: within("SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS", 64),
   };
 }

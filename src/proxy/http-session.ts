@@ -63,8 +63,12 @@ export interface SessionHooks {
 
 const CRLF = Uint8Array.of(13, 10);
 const RESOLVED: Promise<void> = Promise.resolve();
-/** Bytes the carrier may hold before writes wait for it (a few TLS records' worth at speed). */
-const CARRIER_HIGH_WATER = 512 * 1024;
+/**
+ * Bytes the carrier may hold before writes wait for it (a few TLS records' worth at speed).
+ * An agent that stops reading keeps this much per tunnel: 512 KiB made 64 stalled tunnels of
+ * one agent take ~25 MiB here; 128 KiB streams as fast (bench/memory-limit.bench.ts).
+ */
+const CARRIER_HIGH_WATER = 128 * 1024;
 /** Re-check interval while waiting on a carrier, in case it drains without saying so. */
 const CARRIER_POLL_MS = 20;
 
@@ -223,7 +227,9 @@ export class HttpSession {
             settle(false);
           },
         },
-        { highWaterMark: 4 },
+        // Counted in bytes, not chunks: a socket read can be 512 KiB, and a request body whose
+        // upstream is slow holds this queue full for as long as it waits.
+        { highWaterMark: 64 * 1024, size: (c) => c?.byteLength ?? 0 },
       );
     } else {
       settle(true);

@@ -160,6 +160,11 @@ export async function startProxy(
 
   const pool = await MatcherPool.start({
     specs: [],
+    // Output queue smaller than the pool's default (1 MiB): an answer whose agent stops
+    // reading keeps it full, for every such tunnel; 128 KiB streams as fast on two cores.
+    // (Bytes in flight to a worker stay at 1 MiB: 512 KiB cost ~5 % of a single stream's
+    // MB/s and saved nothing measurable on stalled ones.)
+    readableHighWaterMark: 128 * 1024,
     ...(options.workers ? { size: options.workers } : {}),
   });
   const scanner = new PoolScanner(pool);

@@ -260,7 +260,9 @@ export class UpstreamClient {
                       }
                     },
                   },
-                  { highWaterMark: 4 },
+                  // Counted in bytes: a read can be 512 KiB, and an agent that stops reading
+                  // holds this queue full (four chunks were up to 2 MiB per stalled answer).
+                  { highWaterMark: 64 * 1024, size: (c) => c?.byteLength ?? 0 },
                 );
                 waitingFor = "body";
                 deadline.set(this.opts.bodyIdleTimeoutMs);

@@ -130,7 +130,7 @@ describe("compose.yml", () => {
     }).toEqual({
       read_only: true,
       user: "10001:10001",
-      memory: "256M",
+      memory: "384M",
       cpus: "0.5",
       noNewPrivileges: true,
       listen: "0.0.0.0:443",

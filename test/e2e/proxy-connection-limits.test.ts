@@ -1,7 +1,7 @@
 // End-to-end: caps on open agent connections (SLAPENIR_MAX_AGENT_CONNECTIONS per agent,
 // SLAPENIR_MAX_CONNECTIONS in all). Every open connection costs the proxy memory, so before the
 // caps one agent that opened thousands of idle tunnels got the proxy OOM-killed in its
-// container (6 000 in five seconds under compose's 256M; streaming-memory-limit.test.ts tries
+// container (6 000 in five seconds under a 256 MiB limit; streaming-memory-limit.test.ts tries
 // that in the cgroup) and every other agent lost it.
 // Here the caps are small: an agent at its cap gets a 429 naming the cap for one more
 // connection, while another agent is still served; the slot comes back when a connection
@@ -15,7 +15,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import net from "node:net";
 import type tls from "node:tls";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { exchangeRaw, openProxyConnection, openTunnel } from "../support/raw-agent.ts";
+import { closeTunnel, exchangeRaw, openProxyConnection, openTunnel } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const PER_AGENT = 3;
@@ -66,7 +66,8 @@ async function untilOpen(n: number): Promise<void> {
 }
 
 function closeAll(sockets: readonly (tls.TLSSocket | net.Socket)[]): void {
-  for (const s of sockets) s.destroy();
+  for (const s of sockets)
+    s instanceof net.Socket && !("encrypted" in s) ? s.destroy() : closeTunnel(s as tls.TLSSocket);
 }
 
 test("an agent at its cap gets 429 for one more connection; another agent is still served", async () => {

@@ -117,3 +117,14 @@ export async function exchangeRaw(
   s.write(typeof bytes === "string" ? Buffer.from(bytes, "latin1") : bytes);
   return reply;
 }
+
+/**
+ * Ends a tunnel and the connection under it. Destroying only the inner TLS socket leaves the
+ * outer connection open in this runtime, so the proxy would see an agent that stopped reading
+ * (and keep it until its write deadline) instead of one that left.
+ */
+export function closeTunnel(t: tls.TLSSocket): void {
+  const outer = (t as unknown as { _parent?: tls.TLSSocket })._parent;
+  t.destroy();
+  outer?.destroy();
+}
