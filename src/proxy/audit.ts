@@ -30,6 +30,8 @@ export interface RefusedConnectionRecord {
   readonly remote: string;
   readonly agent?: string;
   readonly reason: string;
+  /** More refusals like this one (same cap, same agent or address) not logged one by one. */
+  readonly repeated?: number;
 }
 
 /** Strip the query and fragment; keep at most 256 characters of path. */

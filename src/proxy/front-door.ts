@@ -27,6 +27,7 @@ import {
   type SessionLimits,
 } from "./http-session.ts";
 import type { ProxyMetrics } from "./metrics.ts";
+import { RefusalDigest } from "./refusal-digest.ts";
 
 export interface ServerCredentials {
   readonly certPem: string;
@@ -86,11 +87,14 @@ export class FrontDoor {
   readonly #handshaking = new Map<string, number>();
   /** The sockets counted in #handshaking, with the address they were counted under. */
   readonly #inHandshake = new WeakMap<object, string>();
+  /** Audit lines for refusals at a cap, one per kind and window (metrics count each). */
+  readonly #capRefusals: RefusalDigest;
   #nextConn = 1;
   #draining = false;
 
   constructor(options: FrontDoorOptions) {
     this.#o = options;
+    this.#capRefusals = new RefusalDigest((r) => options.audit.refused(r));
     this.#server = tls.createServer({
       ...TLS_OPTIONS,
       key: options.credentials.keyPem,
@@ -108,7 +112,7 @@ export class FrontDoor {
     this.#server.maxConnections = options.connections.total;
     this.#server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
       this.#o.metrics.refused.inc({ reason: "connection-limit" });
-      this.#o.audit.refused({
+      this.#capRefusals.refuse(d?.remoteAddress ?? "?", {
         conn: this.#nextConn++,
         remote: remoteOf(d ?? {}),
         reason: `too many open connections (limit ${options.connections.total})`,
@@ -159,6 +163,7 @@ export class FrontDoor {
     while (this.#sockets.size > 0 && Date.now() < deadline) await Bun.sleep(25);
     for (const s of this.#sockets) s.destroy();
     await closed;
+    this.#capRefusals.close();
   }
 
   /**
@@ -173,7 +178,7 @@ export class FrontDoor {
     const cap = this.#o.connections.handshakesPerAddress;
     if (n >= cap) {
       this.#o.metrics.refused.inc({ reason: "handshake-limit" });
-      this.#o.audit.refused({
+      this.#capRefusals.refuse(address, {
         conn: this.#nextConn++,
         remote: remoteOf(socket),
         reason: `too many handshakes in progress from this address (limit ${cap})`,
@@ -242,7 +247,7 @@ export class FrontDoor {
     const cap = this.#o.connections.perAgent;
     const reason = `too many open connections for this agent (limit ${cap})`;
     this.#o.metrics.refused.inc({ reason: "agent-connection-limit" });
-    this.#o.audit.refused({ conn: id, remote, agent, reason });
+    this.#capRefusals.refuse(agent, { conn: id, remote, agent, reason });
     const err = new ProxyError("connection-limit", reason);
     const body = new TextEncoder().encode(`slapenir: ${err.reason}\n`);
     const head = serializeResponseHead({

@@ -38,9 +38,11 @@ beforeAll(async () => {
   up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
 });
 
+let closed = false;
+
 afterAll(async () => {
   up?.stop();
-  await h?.close();
+  if (!closed) await h?.close();
 });
 
 const raw = (agent: string, localAddress = "127.0.0.1") => ({
@@ -102,9 +104,10 @@ test("an agent at its cap gets 429 for one more connection; another agent is sti
     const refusals = h.auditLines
       .map((l) => JSON.parse(l) as Record<string, unknown>)
       .filter((l) => l.evt === "refused" && l.agent === "agent-a");
-    expect(refusals.map((l) => l.reason)).toEqual([
-      `too many open connections for this agent (limit ${PER_AGENT})`,
-      `too many open connections for this agent (limit ${PER_AGENT})`,
+    // Refused twice: the audit writes the first at once, and repeats within ten seconds as one
+    // line with a count later (src/proxy/refusal-digest.ts); the metric counts both.
+    expect(refusals.map((l) => [l.reason, l.repeated])).toEqual([
+      [`too many open connections for this agent (limit ${PER_AGENT})`, undefined],
     ]);
     expect(
       await metric('slapenir_connections_refused_total{reason="agent-connection-limit"}'),
@@ -201,4 +204,15 @@ test("beyond the total, a new connection is closed before TLS, audited; the slot
     closeAll(silent);
   }
   expect(await servedAgain()).toBe(200);
+});
+
+test("on shutdown, refusals held back by the digest are written as one line with their count", async () => {
+  closed = true;
+  await h.close();
+  const repeated = h.auditLines
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.evt === "refused" && l.agent === "agent-a" && l.repeated !== undefined);
+  expect(repeated.map((l) => [l.reason, l.repeated])).toEqual([
+    [`too many open connections for this agent (limit ${PER_AGENT})`, 1],
+  ]);
 });
