@@ -72,6 +72,9 @@ interface ConnContext {
   readonly sni?: string;
 }
 
+/** Connections of one agent over its cap that may be kept up to a second to read their 429. */
+const TELLING_PER_AGENT = 8;
+
 const TLS_OPTIONS = {
   minVersion: "TLSv1.2",
   ALPNProtocols: ["http/1.1"],
@@ -86,15 +89,20 @@ export class FrontDoor {
   /** Connections still in their handshake, per remote address (absent: none). */
   readonly #handshaking = new Map<string, number>();
   /** The sockets counted in #handshaking, with the address they were counted under. */
-  readonly #inHandshake = new WeakMap<object, string>();
-  /** Audit lines for refusals at a cap, one per kind and window (metrics count each). */
-  readonly #capRefusals: RefusalDigest;
+  readonly #inHandshake = new Map<tls.TLSSocket, string>();
+  /** Sockets closed in #admit: the runtime reports them as failed handshakes too. */
+  readonly #refusedAtAdmit = new WeakSet<object>();
+  /** Connections refused at an agent's cap that are being told so (429, then closed). */
+  readonly #telling = new Map<tls.TLSSocket, string>();
+  readonly #tellingPerAgent = new Map<string, number>();
+  /** Audit lines for refused connections, one per kind and window (metrics count each). */
+  readonly #refusals: RefusalDigest;
   #nextConn = 1;
   #draining = false;
 
   constructor(options: FrontDoorOptions) {
     this.#o = options;
-    this.#capRefusals = new RefusalDigest((r) => options.audit.refused(r));
+    this.#refusals = new RefusalDigest((r) => options.audit.refused(r));
     this.#server = tls.createServer({
       ...TLS_OPTIONS,
       key: options.credentials.keyPem,
@@ -112,7 +120,7 @@ export class FrontDoor {
     this.#server.maxConnections = options.connections.total;
     this.#server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
       this.#o.metrics.refused.inc({ reason: "connection-limit" });
-      this.#capRefusals.refuse(d?.remoteAddress ?? "?", {
+      this.#refusals.refuse(d?.remoteAddress ?? "?", {
         conn: this.#nextConn++,
         remote: remoteOf(d ?? {}),
         reason: `too many open connections (limit ${options.connections.total})`,
@@ -121,10 +129,11 @@ export class FrontDoor {
     this.#server.on("connection", (s: tls.TLSSocket) => this.#admit(s));
     this.#server.on("secureConnection", (s) => this.#accept(s));
     this.#server.on("tlsClientError", (err, s) => {
+      if (this.#refusedAtAdmit.has(s)) return; // refused and counted in #admit already
       const id = this.#nextConn++;
       const reason = handshakeReason(err);
       this.#o.metrics.refused.inc({ reason: "handshake" });
-      this.#o.audit.refused({ conn: id, remote: remoteOf(s), reason });
+      this.#refusals.refuse(s.remoteAddress ?? "?", { conn: id, remote: remoteOf(s), reason });
       s.destroy();
     });
   }
@@ -159,11 +168,13 @@ export class FrontDoor {
   async close(graceMs: number): Promise<void> {
     this.#draining = true;
     const closed = new Promise<void>((r) => this.#server.close(() => r()));
+    // Nothing new is served: a handshake in progress or a refusal being told is not waited for.
+    for (const s of [...this.#inHandshake.keys(), ...this.#telling.keys()]) s.destroy();
     const deadline = Date.now() + graceMs;
     while (this.#sockets.size > 0 && Date.now() < deadline) await Bun.sleep(25);
     for (const s of this.#sockets) s.destroy();
     await closed;
-    this.#capRefusals.close();
+    this.#refusals.close();
   }
 
   /**
@@ -178,11 +189,12 @@ export class FrontDoor {
     const cap = this.#o.connections.handshakesPerAddress;
     if (n >= cap) {
       this.#o.metrics.refused.inc({ reason: "handshake-limit" });
-      this.#capRefusals.refuse(address, {
+      this.#refusals.refuse(address, {
         conn: this.#nextConn++,
         remote: remoteOf(socket),
         reason: `too many handshakes in progress from this address (limit ${cap})`,
       });
+      this.#refusedAtAdmit.add(socket);
       socket.destroy();
       return;
     }
@@ -191,7 +203,7 @@ export class FrontDoor {
     socket.once("close", () => this.#handshakeOver(socket));
   }
 
-  #handshakeOver(socket: object): void {
+  #handshakeOver(socket: tls.TLSSocket): void {
     const address = this.#inHandshake.get(socket);
     if (address === undefined) return;
     this.#inHandshake.delete(socket);
@@ -215,7 +227,11 @@ export class FrontDoor {
       : { ok: false, code: "no-certificate", reason: "client certificate not verified" };
     if (!decision.ok) {
       this.#o.metrics.refused.inc({ reason: decision.code });
-      this.#o.audit.refused({ conn: id, remote, reason: decision.reason });
+      this.#refusals.refuse(socket.remoteAddress ?? "?", {
+        conn: id,
+        remote,
+        reason: decision.reason,
+      });
       socket.destroy();
       return;
     }
@@ -241,13 +257,30 @@ export class FrontDoor {
    * An agent at its connection cap gets a 429 at once, before it has sent anything (it reads
    * it as the answer to its first request, e.g. its CONNECT), and the connection ends. Its
    * bytes are read and dropped until it closes, so it is not reset while it still writes; a
-   * peer that stays gets one second. Nothing it sends is parsed or acted on.
+   * peer that stays gets one second. Nothing it sends is parsed or acted on. At most
+   * TELLING_PER_AGENT (or the cap, if lower) such connections of one agent are kept for that
+   * second; beyond them the
+   * connection is closed at once: an agent opening connections as fast as it can must not fill
+   * the total with refusals in progress and lock the other agents out.
    */
   #refuseOverAgentLimit(socket: tls.TLSSocket, id: number, remote: string, agent: string): void {
     const cap = this.#o.connections.perAgent;
     const reason = `too many open connections for this agent (limit ${cap})`;
     this.#o.metrics.refused.inc({ reason: "agent-connection-limit" });
-    this.#capRefusals.refuse(agent, { conn: id, remote, agent, reason });
+    this.#refusals.refuse(agent, { conn: id, remote, agent, reason });
+    const telling = this.#tellingPerAgent.get(agent) ?? 0;
+    if (telling >= Math.min(TELLING_PER_AGENT, cap)) {
+      socket.destroy();
+      return;
+    }
+    this.#tellingPerAgent.set(agent, telling + 1);
+    this.#telling.set(socket, agent);
+    socket.once("close", () => {
+      this.#telling.delete(socket);
+      const left = (this.#tellingPerAgent.get(agent) ?? 1) - 1;
+      if (left > 0) this.#tellingPerAgent.set(agent, left);
+      else this.#tellingPerAgent.delete(agent);
+    });
     const err = new ProxyError("connection-limit", reason);
     const body = new TextEncoder().encode(`slapenir: ${err.reason}\n`);
     const head = serializeResponseHead({
@@ -495,7 +528,7 @@ export class FrontDoor {
     inner.on("error", () => {
       clearTimeout(handshakeTimer);
       if (sniMismatch) {
-        this.#o.audit.refused({
+        this.#refusals.refuse(ctx.agent, {
           conn: ctx.id,
           remote: ctx.remote,
           agent: ctx.agent,

@@ -1,9 +1,9 @@
-// Audit lines for connections refused by a cap, digested: the first refusal of a kind (cap and
-// agent, or cap and address) is written at once; more of the same kind within the window are
-// counted and written as one line with `repeated` when the window ends. A peer that retries
-// at full speed against a cap would otherwise make the proxy write a line per attempt (the
-// metrics still count each one). Keys are bounded: past `maxKeys` kinds, refusals share one
-// key per reason.
+// Audit lines for refused connections, digested: the first refusal of a kind (its reason, and
+// the agent or the address it came from) is written at once; more of the same kind within the
+// window are counted and written as one line with `repeated` when the window ends. A peer that
+// retries at full speed (against a cap, without a certificate, with a refused one) would
+// otherwise make the proxy write a line per attempt; the metrics still count each one. Keys
+// are bounded: past `maxKeys` kinds, refusals share one key per reason.
 
 import type { RefusedConnectionRecord } from "./audit.ts";
 

@@ -19,7 +19,8 @@ import { closeTunnel, exchangeRaw, openProxyConnection, openTunnel } from "../su
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const PER_AGENT = 3;
-const TOTAL = 6;
+/** Above what one agent can hold: its cap, its refusals being told (≤ cap), its handshakes. */
+const TOTAL = 12;
 const HANDSHAKES = 3;
 
 let h: Harness;
@@ -168,7 +169,12 @@ test("a peer holding handshakes open is capped by its address; other addresses a
   await untilOpen(0);
   const silent = await silentPeers(HANDSHAKES, "127.0.0.2");
   try {
+    const failedBefore = await metric('slapenir_connections_refused_total{reason="handshake"}');
     expect(await handshakeFrom("agent-b", "127.0.0.2")).toBe("refused");
+    // Counted once, as what it was: not also as a failed handshake.
+    expect(await metric('slapenir_connections_refused_total{reason="handshake"}')).toBe(
+      failedBefore,
+    );
     expect(await handshakeFrom("agent-b", "127.0.0.3")).toBe("handshake completed");
     const served = await h.curl([`https://${target()}/elsewhere`], "agent-b");
     expect([served.code, served.status]).toEqual([0, 200]);
@@ -192,10 +198,12 @@ test("a peer holding handshakes open is capped by its address; other addresses a
 test("beyond the total, a new connection is closed before TLS, audited; the slot comes back", async () => {
   await untilOpen(0);
   // Connections count against the total as soon as they are accepted, handshake or not.
-  const silent = [
-    ...(await silentPeers(HANDSHAKES, "127.0.0.2")),
-    ...(await silentPeers(TOTAL - HANDSHAKES, "127.0.0.3")),
-  ];
+  const silent: net.Socket[] = [];
+  for (let i = 0; silent.length < TOTAL; i++) {
+    silent.push(
+      ...(await silentPeers(Math.min(HANDSHAKES, TOTAL - silent.length), `127.0.1.${i + 1}`)),
+    );
+  }
   try {
     expect(await handshakeFrom("agent-b", "127.0.0.1")).toBe("refused");
     expect(refusedWith(`too many open connections (limit ${TOTAL})`).length).toBe(1);
@@ -206,13 +214,40 @@ test("beyond the total, a new connection is closed before TLS, audited; the slot
   expect(await servedAgain()).toBe(200);
 });
 
-test("on shutdown, refusals held back by the digest are written as one line with their count", async () => {
+test("an agent opening connections past its cap as fast as it can does not fill the total", async () => {
+  await untilOpen(0);
+  const tunnels = await Promise.all(
+    Array.from({ length: PER_AGENT }, () => openTunnel(raw("agent-a"), { connect: target() })),
+  );
+  // From another address (so its handshakes do not count against agent-b's), forty more
+  // connections, one after the other, none of them reading or closing its 429. Each refusal
+  // being told used to stay open for a second: forty of them filled the total of twelve.
+  const hammer: tls.TLSSocket[] = [];
+  try {
+    for (let i = 0; i < 40; i++) {
+      const s = await openProxyConnection(raw("agent-a", "127.0.0.9")).catch(() => null);
+      if (s) hammer.push(s);
+    }
+    expect(await handshakeFrom("agent-b", "127.0.0.1")).toBe("handshake completed");
+    const served = await h.curl([`https://${target()}/while-hammered`], "agent-b");
+    expect([served.code, served.status]).toEqual([0, 200]);
+  } finally {
+    closeAll(hammer);
+    closeAll(tunnels);
+  }
+});
+
+test("on shutdown, handshakes in progress are not waited for; held-back refusals are written", async () => {
+  // Silent connections would hold the shutdown until their handshake deadline (10 s, past
+  // this test's 5 s timeout) if it waited for them.
+  const silent = await silentPeers(2, "127.0.0.4");
   closed = true;
   await h.close();
+  closeAll(silent);
   const repeated = h.auditLines
     .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((l) => l.evt === "refused" && l.agent === "agent-a" && l.repeated !== undefined);
-  expect(repeated.map((l) => [l.reason, l.repeated])).toEqual([
-    [`too many open connections for this agent (limit ${PER_AGENT})`, 1],
+  expect(repeated.map((l) => [l.reason, (l.repeated as number) > 0])).toEqual([
+    [`too many open connections for this agent (limit ${PER_AGENT})`, true],
   ]);
 });
