@@ -220,9 +220,13 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
         );
       }
       expect(tunnels.length).toBe(cap);
-      expect([...refusals]).toEqual([
-        ["CONNECT refused: HTTP/1.1 429 Too Many Requests", 6_000 - cap],
-      ]);
+      // Refused: told with a 429, or — past the few refusals an agent may have being told at
+      // once — closed at once (the agent sees the connection end before any answer).
+      const told = refusals.get("CONNECT refused: HTTP/1.1 429 Too Many Requests") ?? 0;
+      const closed = refusals.get("closed before head: ") ?? 0;
+      expect(refusals.size).toBeLessThanOrEqual(2);
+      expect(told).toBeGreaterThan(0);
+      expect(told + closed).toBe(6_000 - cap);
       const spec = up!.spec(8 << 20, true);
       const served = await curlTransfer(
         proxy!,
