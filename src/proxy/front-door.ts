@@ -15,6 +15,7 @@ import type { LeafCache, MintedLeaf } from "../pki/leaf-cache.ts";
 import type { EgressPolicy } from "../policy/egress-policy.ts";
 import { canonicalHost, parseAuthority } from "../policy/host.ts";
 import { resolveRequestHost } from "../policy/host-agreement.ts";
+import { formatIPv4, formatIPv6, mappedIPv4, parseIPv6 } from "../policy/ip-address.ts";
 import { type AuditLog, loggablePath } from "./audit.ts";
 import { errorResponse, ProxyError } from "./errors.ts";
 import { type Exchange, exchangeRequest, KNOWN_METHODS, REFUSED_METHODS } from "./exchange-app.ts";
@@ -120,7 +121,7 @@ export class FrontDoor {
     this.#server.maxConnections = options.connections.total;
     this.#server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
       this.#o.metrics.refused.inc({ reason: "connection-limit" });
-      this.#refusals.refuse(d?.remoteAddress ?? "?", {
+      this.#refusals.refuse(peerKey(d?.remoteAddress), {
         conn: this.#nextConn++,
         remote: remoteOf(d ?? {}),
         reason: `too many open connections (limit ${options.connections.total})`,
@@ -133,7 +134,7 @@ export class FrontDoor {
       const id = this.#nextConn++;
       const reason = handshakeReason(err);
       this.#o.metrics.refused.inc({ reason: "handshake" });
-      this.#refusals.refuse(s.remoteAddress ?? "?", { conn: id, remote: remoteOf(s), reason });
+      this.#refusals.refuse(peerKey(s.remoteAddress), { conn: id, remote: remoteOf(s), reason });
       s.destroy();
     });
   }
@@ -184,7 +185,7 @@ export class FrontDoor {
    * deadline) would otherwise take every slot of the total and lock every agent out.
    */
   #admit(socket: tls.TLSSocket): void {
-    const address = socket.remoteAddress ?? "?";
+    const address = peerKey(socket.remoteAddress);
     const n = this.#handshaking.get(address) ?? 0;
     const cap = this.#o.connections.handshakesPerAddress;
     if (n >= cap) {
@@ -227,7 +228,7 @@ export class FrontDoor {
       : { ok: false, code: "no-certificate", reason: "client certificate not verified" };
     if (!decision.ok) {
       this.#o.metrics.refused.inc({ reason: decision.code });
-      this.#refusals.refuse(socket.remoteAddress ?? "?", {
+      this.#refusals.refuse(peerKey(socket.remoteAddress), {
         conn: id,
         remote,
         reason: decision.reason,
@@ -595,6 +596,22 @@ function toOutgoing(res: Response, head: RequestHead): OutgoingResponse {
     bodiless,
     close: res.headers.get("connection") === "close",
   };
+}
+
+/**
+ * Who a connection comes from, for the per-address handshake cap: an IPv4 address (also when
+ * written IPv4-mapped), or an IPv6 address's /64 — one host is usually given a whole /64, so
+ * counting single IPv6 addresses would let it pick a new one per connection.
+ */
+export function peerKey(address: string | undefined): string {
+  if (address === undefined) return "?";
+  const v6 = parseIPv6(address.replace(/%.*$/, ""));
+  if (!v6) return address;
+  const v4 = mappedIPv4(v6);
+  if (v4) return formatIPv4(v4);
+  const prefix = new Uint8Array(16);
+  prefix.set(v6.subarray(0, 8));
+  return `${formatIPv6(prefix)}/64`;
 }
 
 function remoteOf(s: {
