@@ -209,6 +209,8 @@ export async function startProxy(
     responseTimeoutMs: config.limits.upstreamResponseTimeoutMs,
     bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
     maxIdlePerHost: 16,
+    // However many destinations the agents' allowlist lets them reach.
+    maxIdleTotal: 256,
     idleSocketTimeoutMs: 30_000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
   });

@@ -477,3 +477,35 @@ describe("upstream client, bodies held whole", () => {
     expect(connections).toBe(2);
   });
 });
+
+describe("upstream client, idle connections", () => {
+  /** Answers every request on a connection with `ok`, keeping it open; notes when it closes. */
+  async function keepAliveUpstream(closed: number[], id: number): Promise<number> {
+    return listen((s) => {
+      s.on("data", () => s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
+      s.on("close", () => closed.push(id));
+    });
+  }
+  const get = { ...post(null, null), method: "GET", target: "/" };
+
+  test("the total cap closes the oldest idle connection; destinations with none are forgotten", async () => {
+    const closed: number[] = [];
+    const ports: number[] = [];
+    for (let i = 0; i < 5; i++) ports.push(await keepAliveUpstream(closed, i));
+    const c = client({ maxIdlePerHost: 4, maxIdleTotal: 3, idleSocketTimeoutMs: 300 });
+    for (const port of ports) {
+      const res = await c.send(target(port), get);
+      expect(await new Response(res.body).text()).toBe("ok");
+    }
+    expect([c.idleCount, c.idleDestinations]).toEqual([3, 3]);
+    for (let i = 0; i < 50 && closed.length < 2; i++) await Bun.sleep(10);
+    expect(closed.sort()).toEqual([0, 1]); // the two oldest went
+    // A kept one is reused: no new connection to its upstream.
+    const again = await c.send(target(ports[4]!), get);
+    expect(await new Response(again.body).text()).toBe("ok");
+    expect(closed.sort()).toEqual([0, 1]);
+    // Past the idle timeout nothing is left, not even an empty list per destination.
+    for (let i = 0; i < 100 && c.idleDestinations > 0; i++) await Bun.sleep(10);
+    expect([c.idleCount, c.idleDestinations]).toEqual([0, 0]);
+  });
+});

@@ -51,6 +51,12 @@ export interface UpstreamClientOptions extends DialerOptions {
   readonly bodyIdleTimeoutMs: number;
   /** Idle keep-alive connections kept per destination. */
   readonly maxIdlePerHost: number;
+  /**
+   * Idle keep-alive connections kept in all; the oldest goes when a new one would pass it
+   * (default: unbounded). Without it, an agent allowed a wildcard whose names all resolve
+   * (`*.s3.amazonaws.com`) could leave an idle TLS connection to each of thousands of hosts.
+   */
+  readonly maxIdleTotal?: number;
   readonly idleSocketTimeoutMs: number;
   /**
    * A request with a body (which cannot be retried) reuses an idle connection only if it has
@@ -60,6 +66,7 @@ export interface UpstreamClientOptions extends DialerOptions {
 }
 
 interface IdleSocket {
+  readonly key: string;
   readonly sock: Sock;
   readonly timer: ReturnType<typeof setTimeout>;
   /** When it went idle (performance.now()). */
@@ -68,17 +75,22 @@ interface IdleSocket {
 
 export class UpstreamClient {
   readonly #idle = new Map<string, IdleSocket[]>();
+  /** Every idle connection, oldest first (for the total cap). */
+  readonly #idleOrder = new Set<IdleSocket>();
   #closed = false;
   readonly #reuseWithBodyMs: number;
   constructor(private readonly opts: UpstreamClientOptions) {
     this.#reuseWithBodyMs = opts.reuseWithBodyMs ?? 1000;
   }
 
-  /** Idle connections per destination, for metrics and tests. */
+  /** Idle connections in all, for metrics and tests. */
   get idleCount(): number {
-    let n = 0;
-    for (const l of this.#idle.values()) n += l.length;
-    return n;
+    return this.#idleOrder.size;
+  }
+
+  /** Destinations with idle connections, for tests. */
+  get idleDestinations(): number {
+    return this.#idle.size;
   }
 
   close(): void {
@@ -90,6 +102,7 @@ export class UpstreamClient {
       }
     }
     this.#idle.clear();
+    this.#idleOrder.clear();
   }
 
   async send(
@@ -127,6 +140,8 @@ export class UpstreamClient {
     const list = this.#idle.get(key);
     while (list && list.length > 0) {
       const i = list.pop()!;
+      this.#idleOrder.delete(i);
+      if (list.length === 0) this.#idle.delete(key);
       clearTimeout(i.timer);
       i.sock.removeAllListeners("data");
       i.sock.removeAllListeners("close");
@@ -136,6 +151,17 @@ export class UpstreamClient {
       i.sock.destroy();
     }
     return undefined;
+  }
+
+  /** Forgets an idle connection (its destination too, once it has none) and closes it. */
+  #dropIdle(entry: IdleSocket): void {
+    this.#idleOrder.delete(entry);
+    clearTimeout(entry.timer);
+    const l = this.#idle.get(entry.key);
+    const at = l?.indexOf(entry) ?? -1;
+    if (l && at >= 0) l.splice(at, 1);
+    if (l && l.length === 0) this.#idle.delete(entry.key);
+    entry.sock.destroy();
   }
 
   #release(key: string, sock: Sock): void {
@@ -148,24 +174,31 @@ export class UpstreamClient {
       sock.destroy();
       return;
     }
-    sock.removeAllListeners("data");
-    const drop = () => {
-      const l = this.#idle.get(key);
-      const at = l?.findIndex((i) => i.sock === sock) ?? -1;
-      if (l && at >= 0) {
-        clearTimeout(l[at]!.timer);
-        l.splice(at, 1);
-      }
+    const maxTotal = this.opts.maxIdleTotal ?? Number.POSITIVE_INFINITY;
+    if (maxTotal <= 0) {
       sock.destroy();
+      return;
+    }
+    while (this.#idleOrder.size >= maxTotal) {
+      this.#dropIdle(this.#idleOrder.values().next().value!);
+    }
+    sock.removeAllListeners("data");
+    const entry: IdleSocket = {
+      key,
+      sock,
+      // The deadline fires #dropIdle on the entry made just below.
+      timer: setTimeout(() => this.#dropIdle(entry), this.opts.idleSocketTimeoutMs),
+      since: performance.now(),
     };
+    entry.timer.unref?.();
+    const drop = () => this.#dropIdle(entry);
     sock.on("data", drop); // unsolicited bytes: the connection is no longer trustworthy
     sock.on("end", drop);
     sock.on("close", drop);
     sock.on("error", drop);
-    const timer = setTimeout(drop, this.opts.idleSocketTimeoutMs);
-    timer.unref?.();
-    list.push({ sock, timer, since: performance.now() });
+    list.push(entry);
     this.#idle.set(key, list);
+    this.#idleOrder.add(entry);
     sock.resume();
   }
 
