@@ -51,7 +51,7 @@ export class ProxyMetrics {
   });
   readonly refused = new Counter({
     name: "slapenir_connections_refused_total",
-    help: "Agent connections refused (handshake or identity)",
+    help: "Agent connections refused, by reason (handshake, identity, a connection cap)",
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
