@@ -165,6 +165,11 @@ export class FrontDoor {
     return this.#sockets.size;
   }
 
+  /** Open authenticated connections by agent. */
+  perAgentConnections(): Iterable<readonly [string, number]> {
+    return this.#perAgent.entries();
+  }
+
   /** Stop accepting; give open connections `graceMs`, then close what is left. */
   async close(graceMs: number): Promise<void> {
     this.#draining = true;

@@ -136,4 +136,32 @@ export class ProxyMetrics {
       });
     }
   }
+
+  /**
+   * Gauges read when scraped: each agent's open connections (against
+   * SLAPENIR_MAX_AGENT_CONNECTIONS) and the idle upstream connections kept alive.
+   */
+  watchConnections(src: {
+    perAgent(): Iterable<readonly [string, number]>;
+    upstreamIdle(): number;
+  }): void {
+    new Gauge({
+      name: "slapenir_agent_connections_open",
+      help: "Authenticated connections open, by agent (capped by SLAPENIR_MAX_AGENT_CONNECTIONS)",
+      labelNames: ["agent"] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [agent, n] of src.perAgent()) this.set({ agent }, n);
+      },
+    });
+    new Gauge({
+      name: "slapenir_upstream_idle_connections",
+      help: "Idle keep-alive connections to upstreams",
+      registers: [this.registry],
+      collect() {
+        this.set(src.upstreamIdle());
+      },
+    });
+  }
 }

@@ -253,6 +253,10 @@ export async function startProxy(
       handshakesPerAddress: config.limits.maxHandshakesPerAddress,
     },
   });
+  metrics.watchConnections({
+    perAgent: () => front.perAgentConnections(),
+    upstreamIdle: () => upstream.idleCount,
+  });
   const port = await front.listen();
   const startedAt = Date.now();
   let ready = true;

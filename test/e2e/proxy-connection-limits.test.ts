@@ -79,6 +79,8 @@ test("an agent at its cap gets 429 for one more connection; another agent is sti
   );
   try {
     await untilOpen(PER_AGENT);
+    // An operator sees who is at the cap.
+    expect(await metric('slapenir_agent_connections_open{agent="agent-a"}')).toBe(PER_AGENT);
     // One more, as curl: its CONNECT is answered 429 and no tunnel opens.
     const refused = await h.curl([`https://${target()}/over`], "agent-a");
     expect(refused.stderr).toContain("CONNECT tunnel failed, response 429");
@@ -95,6 +97,8 @@ test("an agent at its cap gets 429 for one more connection; another agent is sti
     // Another agent is not held to agent-a's count.
     const other = await h.curl([`https://${target()}/other`], "agent-b");
     expect([other.code, other.status]).toEqual([0, 200]);
+    // Its upstream connection stays open for the next request, and shows.
+    expect(await metric("slapenir_upstream_idle_connections")).toBeGreaterThanOrEqual(1);
     // The tunnels agent-a already had still work.
     const inside = await exchangeRaw(
       tunnels[0]!,
@@ -118,6 +122,7 @@ test("an agent at its cap gets 429 for one more connection; another agent is sti
   }
   // Its connections closed, the agent gets its slots back.
   await untilOpen(0);
+  expect(await metric('slapenir_agent_connections_open{agent="agent-a"}')).toBe(0);
   const again = await h.curl([`https://${target()}/again`], "agent-a");
   expect([again.code, again.status]).toEqual([0, 200]);
 });
