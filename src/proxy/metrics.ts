@@ -164,4 +164,17 @@ export class ProxyMetrics {
       },
     });
   }
+
+  /** Seconds until the proxy's own server certificate expires, read when scraped. */
+  watchCertificate(notAfterMs: () => number): void {
+    new Gauge({
+      name: "slapenir_certificate_expiry_seconds",
+      help: "Seconds until the proxy's server certificate expires (renewal replaces it)",
+      registers: [this.registry],
+      collect() {
+        const t = notAfterMs();
+        if (Number.isFinite(t)) this.set((t - Date.now()) / 1000);
+      },
+    });
+  }
 }

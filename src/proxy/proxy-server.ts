@@ -253,6 +253,8 @@ export async function startProxy(
       handshakesPerAddress: config.limits.maxHandshakesPerAddress,
     },
   });
+  let serverNotAfter = notAfterOf(pki.credentials.certPem);
+  metrics.watchCertificate(() => serverNotAfter);
   metrics.watchConnections({
     perAgent: () => front.perAgentConnections(),
     upstreamIdle: () => upstream.idleCount,
@@ -325,6 +327,7 @@ export async function startProxy(
     },
     reloadCredentials(c) {
       front.reloadCredentials(c);
+      serverNotAfter = notAfterOf(c.certPem);
       audit.event("reload", { what: "tls" }, "TLS credentials reloaded");
     },
     async close() {
@@ -342,4 +345,13 @@ export async function startProxy(
       await audit.flush();
     },
   };
+}
+
+/** When the first certificate of a PEM chain expires (ms since the epoch), or NaN. */
+function notAfterOf(certPem: string): number {
+  try {
+    return new x509.X509Certificate(certPem).notAfter.getTime();
+  } catch {
+    return Number.NaN;
+  }
 }
