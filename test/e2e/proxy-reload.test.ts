@@ -10,6 +10,7 @@ import tls from "node:tls";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import { curl, type Harness, startHarness } from "../support/proxy-harness.ts";
 import { exchangeRaw, openTunnel } from "../support/raw-agent.ts";
+import { createTestCa } from "../support/test-pki.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 let h: Harness;
@@ -145,5 +146,33 @@ describe("TLS session resumption on the agent's connection", () => {
     } finally {
       await rm(otherHome, { recursive: true, force: true });
     }
+  });
+});
+
+describe("the certificate expiry gauge", () => {
+  test("follows the server certificate a reload puts in place", async () => {
+    await using h3 = await startHarness({ allow: ["localhost:*"] });
+    const expiry = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${h3.proxy.adminPort}/metrics`)).text();
+      const line = text
+        .split("\n")
+        .find((l) => l.startsWith("slapenir_certificate_expiry_seconds "));
+      return Number(line?.split(" ")[1]);
+    };
+    // The embedded PKI's proxy certificate: about 397 days.
+    expect(await expiry()).toBeGreaterThan(390 * 86_400);
+    // A renewal (as Step-CA mode does) with a certificate of two days left.
+    const ca = await createTestCa();
+    const short = await ca.issue(["localhost"], {
+      notAfter: new Date(Date.now() + 2 * 86_400_000),
+    });
+    h3.proxy.reloadCredentials({
+      certPem: short.certPem,
+      keyPem: short.keyPem,
+      agentCaPem: h3.ca.root.certPem,
+    });
+    const left = await expiry();
+    expect(left).toBeGreaterThan(86_400);
+    expect(left).toBeLessThanOrEqual(2 * 86_400);
   });
 });
