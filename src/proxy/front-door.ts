@@ -265,9 +265,8 @@ export class FrontDoor {
    * bytes are read and dropped until it closes, so it is not reset while it still writes; a
    * peer that stays gets one second. Nothing it sends is parsed or acted on. At most
    * TELLING_PER_AGENT (or the cap, if lower) such connections of one agent are kept for that
-   * second; beyond them the
-   * connection is closed at once: an agent opening connections as fast as it can must not fill
-   * the total with refusals in progress and lock the other agents out.
+   * second; beyond them the connection is closed at once: an agent opening connections as fast
+   * as it can must not fill the total with refusals in progress and lock the other agents out.
    */
   #refuseOverAgentLimit(socket: tls.TLSSocket, id: number, remote: string, agent: string): void {
     const cap = this.#o.connections.perAgent;
