@@ -269,7 +269,7 @@ export async function startProxy(
     summary: () => ({
       version: VERSION,
       listen: `${config.listen.host}:${port}`,
-      "agent connections": front.connections,
+      "agent connections": `${front.connections} (at most ${config.limits.maxConnections} in all, ${config.limits.maxAgentConnections} per agent)`,
       credentials: state.credentialCount,
       "egress rules": policy.ruleCount,
       "matcher workers": pool.stats().workers,

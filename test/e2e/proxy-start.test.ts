@@ -68,6 +68,10 @@ describe("bun src/main.ts", () => {
       expect(metrics).toContain('slapenir_leaf_cert_cache{figure="size"} 0');
       const status = await fetch(`${admin}/status`);
       expect(status.headers.get("content-type")).toContain("text/html");
+      // The embedded defaults' connection caps, as an operator reads them.
+      expect(await status.text()).toContain(
+        "<th>agent connections</th><td>0 (at most 1024 in all, 64 per agent)</td>",
+      );
       proc.kill("SIGTERM");
       expect(await proc.exited).toBe(0);
       const out = await new Response(proc.stdout).text();
