@@ -16,7 +16,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
 import { loadProxyConfig } from "../src/config/proxy-config.ts";
-import { EmbeddedCa } from "../src/pki/embedded-ca.ts";
 import {
   composeProxyMemoryLimit,
   createMemoryCgroup,
@@ -26,7 +25,7 @@ import {
 } from "../test/support/memory-cgroup.ts";
 import { curlProxyArgs } from "../test/support/proxy-harness.ts";
 import { readRss, sampleRss, startProxyProcess } from "../test/support/proxy-process.ts";
-import { closeTunnel, openTunnel } from "../test/support/raw-agent.ts";
+import { closeTunnel, openTunnel, stallAfterHead } from "../test/support/raw-agent.ts";
 import { generateChunks } from "../test/support/stream-source.ts";
 import { startStreamUpstream } from "../test/support/stream-upstream.ts";
 
@@ -123,23 +122,15 @@ async function stalled(stallers: number): Promise<string> {
   const up = startStreamUpstream({ cert: await proxy.upstreamCa.issue(["localhost"]) });
   const tunnels: tls.TLSSocket[] = [];
   try {
-    const ca = await EmbeddedCa.open({ home: join(proxy.dir, "home") });
     const agents = [proxy.agent];
-    for (let i = 1; i <= stallers; i++) {
-      const a = await ca.issueAgentCert(`agent-${i}`);
-      agents.push({ name: `agent-${i}`, certPath: a.certPath, keyPath: a.keyPath });
-    }
+    for (let i = 1; i <= stallers; i++) agents.push(await proxy.issueAgent(`agent-${i}`));
     const request = `GET /download?bytes=${8 << 20} HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`;
     for (const agent of agents.slice(1)) {
       const raw = { port: proxy.port, caBundlePath: proxy.caBundlePath, agent };
       for (let i = 0; i < cap; i++) {
         const t = await openTunnel(raw, { connect: `localhost:${up.port}` }).catch(() => null);
         if (!t) break; // the proxy is gone (OOM) or refused: the row says which
-        t.once("data", () => {
-          t.pause();
-          (t as unknown as { _parent?: tls.TLSSocket })._parent?.pause();
-        });
-        t.write(request);
+        stallAfterHead(t, request);
         tunnels.push(t);
       }
     }

@@ -204,7 +204,7 @@ export class FrontDoor {
       socket.destroy();
       return;
     }
-    this.#handshaking.set(address, n + 1);
+    countUp(this.#handshaking, address);
     this.#inHandshake.set(socket, address);
     socket.once("close", () => this.#handshakeOver(socket));
   }
@@ -213,9 +213,7 @@ export class FrontDoor {
     const address = this.#inHandshake.get(socket);
     if (address === undefined) return;
     this.#inHandshake.delete(socket);
-    const left = (this.#handshaking.get(address) ?? 1) - 1;
-    if (left > 0) this.#handshaking.set(address, left);
-    else this.#handshaking.delete(address);
+    countDown(this.#handshaking, address);
   }
 
   #accept(socket: tls.TLSSocket): void {
@@ -247,12 +245,8 @@ export class FrontDoor {
       this.#refuseOverAgentLimit(socket, id, remote, agent);
       return;
     }
-    this.#perAgent.set(agent, open + 1);
-    socket.once("close", () => {
-      const left = (this.#perAgent.get(agent) ?? 1) - 1;
-      if (left > 0) this.#perAgent.set(agent, left);
-      else this.#perAgent.delete(agent);
-    });
+    countUp(this.#perAgent, agent);
+    socket.once("close", () => countDown(this.#perAgent, agent));
     socket.setNoDelay?.(true);
     this.#track(socket);
     const ctx: ConnContext = { id, agent, remote };
@@ -278,13 +272,11 @@ export class FrontDoor {
       socket.destroy();
       return;
     }
-    this.#tellingPerAgent.set(agent, telling + 1);
+    countUp(this.#tellingPerAgent, agent);
     this.#telling.set(socket, agent);
     socket.once("close", () => {
       this.#telling.delete(socket);
-      const left = (this.#tellingPerAgent.get(agent) ?? 1) - 1;
-      if (left > 0) this.#tellingPerAgent.set(agent, left);
-      else this.#tellingPerAgent.delete(agent);
+      countDown(this.#tellingPerAgent, agent);
     });
     const err = new ProxyError("connection-limit", reason);
     const body = new TextEncoder().encode(`slapenir: ${err.reason}\n`);
@@ -600,6 +592,18 @@ function toOutgoing(res: Response, head: RequestHead): OutgoingResponse {
     bodiless,
     close: res.headers.get("connection") === "close",
   };
+}
+
+/** Counts one more for `key` (absent means none). */
+function countUp(counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
+}
+
+/** Counts one less for `key`, forgetting it at none. */
+function countDown(counts: Map<string, number>, key: string): void {
+  const left = (counts.get(key) ?? 1) - 1;
+  if (left > 0) counts.set(key, left);
+  else counts.delete(key);
 }
 
 /**

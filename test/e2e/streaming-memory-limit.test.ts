@@ -21,7 +21,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
 import { loadProxyConfig } from "../../src/config/proxy-config.ts";
-import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import { curlTransfer } from "../support/curl-transfer.ts";
 import {
   composeProxyMemoryLimit,
@@ -30,7 +29,7 @@ import {
   memoryCgroupUnavailableReason,
 } from "../support/memory-cgroup.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
-import { closeTunnel, openTunnel } from "../support/raw-agent.ts";
+import { closeTunnel, openTunnel, stallAfterHead } from "../support/raw-agent.ts";
 import {
   digestOf,
   generateChunks,
@@ -202,9 +201,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
     // idle tunnels from one agent, opened in about five seconds, got the proxy OOM-killed in
     // a 256 MiB cgroup.
     const cap = loadProxyConfig({}).limits.maxAgentConnections;
-    const other = await (await EmbeddedCa.open({ home: join(proxy!.dir, "home") })).issueAgentCert(
-      "agent-other",
-    );
+    const other = await proxy!.issueAgent("agent-other");
     const flooder = { port: proxy!.port, caBundlePath: proxy!.caBundlePath, agent: proxy!.agent };
     const tunnels: tls.TLSSocket[] = [];
     const refusals = new Map<string, number>();
@@ -233,7 +230,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
         [`https://localhost:${up!.port}/download?bytes=${8 << 20}&plant=1`],
         undefined,
         60,
-        { name: "agent-other", certPath: other.certPath, keyPath: other.keyPath },
+        other,
       );
       expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
     } finally {
@@ -251,20 +248,14 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
     // in the matcher pool) 64 such tunnels got a fresh proxy OOM-killed at 256M. Two such
     // agents need more memory (docs/DEPLOY.md); one is what this limit is sized for.
     const cap = loadProxyConfig({}).limits.maxAgentConnections;
-    const other = await (await EmbeddedCa.open({ home: join(proxy!.dir, "home") })).issueAgentCert(
-      "agent-stall-other",
-    );
+    const other = await proxy!.issueAgent("agent-stall-other");
     const raw = { port: proxy!.port, caBundlePath: proxy!.caBundlePath, agent: proxy!.agent };
     const request = `GET /download?bytes=${8 << 20} HTTP/1.1\r\nHost: localhost:${up!.port}\r\n\r\n`;
     const tunnels: tls.TLSSocket[] = [];
     try {
       for (let i = 0; i < cap; i++) {
         const t = await openTunnel(raw, { connect: `localhost:${up!.port}` });
-        t.once("data", () => {
-          t.pause();
-          (t as unknown as { _parent?: tls.TLSSocket })._parent?.pause();
-        });
-        t.write(request);
+        stallAfterHead(t, request);
         tunnels.push(t);
       }
       await Bun.sleep(1000);
@@ -274,7 +265,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
         [`https://localhost:${up!.port}/download?bytes=${64 << 20}&plant=1`],
         undefined,
         60,
-        { name: "agent-stall-other", certPath: other.certPath, keyPath: other.keyPath },
+        other,
       );
       expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
       expect([proxyAlive(), cgroup!.oomKills()]).toEqual([true, 0]);

@@ -28,6 +28,8 @@ export interface ProxyProcess extends AsyncDisposable {
   readonly caBundlePath: string;
   readonly agent: AgentFiles;
   readonly upstreamCa: TestCa;
+  /** Issues another agent certificate from the proxy's own PKI. */
+  issueAgent(name: string): Promise<AgentFiles>;
   /** Audit lines the proxy wrote so far (stdout). */
   readonly auditLines: string[];
   /** Current resident set size of the proxy process, in bytes. */
@@ -46,12 +48,11 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
   const upstreamCaPath = join(dir, "upstream-ca.pem");
   await writeFile(upstreamCaPath, upstreamCa.certPem);
   const ca = await EmbeddedCa.open({ home });
-  const issued = await ca.issueAgentCert("agent-a");
-  const agent: AgentFiles = {
-    name: "agent-a",
-    certPath: issued.certPath,
-    keyPath: issued.keyPath,
+  const issueAgent = async (name: string): Promise<AgentFiles> => {
+    const issued = await ca.issueAgentCert(name);
+    return { name, certPath: issued.certPath, keyPath: issued.keyPath };
   };
+  const agent = await issueAgent("agent-a");
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? dir,
@@ -126,6 +127,7 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     caBundlePath: join(home, "ca-bundle.pem"),
     agent,
     upstreamCa,
+    issueAgent,
     auditLines,
     rss,
     sampleRss: (ms = 50) => sampleRss(proc.pid, ms),

@@ -4,6 +4,7 @@
 // Test-only.
 
 import { readFileSync } from "node:fs";
+import type net from "node:net";
 import tls from "node:tls";
 import type { AgentFiles } from "./proxy-harness.ts";
 
@@ -119,12 +120,30 @@ export async function exchangeRaw(
 }
 
 /**
- * Ends a tunnel and the connection under it. Destroying only the inner TLS socket leaves the
- * outer connection open in this runtime, so the proxy would see an agent that stopped reading
- * (and keep it until its write deadline) instead of one that left.
+ * Ends a tunnel and the connection under it (any other socket: just it). Destroying only the
+ * inner TLS socket leaves the outer connection open in this runtime, so the proxy would see an
+ * agent that stopped reading (and keep it until its write deadline) instead of one that left.
  */
-export function closeTunnel(t: tls.TLSSocket): void {
-  const outer = (t as unknown as { _parent?: tls.TLSSocket })._parent;
+export function closeTunnel(t: net.Socket): void {
+  const outer = carrierOf(t);
   t.destroy();
   outer?.destroy();
+}
+
+/**
+ * Sends `request` in the tunnel and stops reading once the answer starts: the tunnel and the
+ * connection under it are paused (pausing the tunnel alone leaves the runtime reading the
+ * outer connection into memory here), so the proxy's buffers for that answer stay full.
+ */
+export function stallAfterHead(t: tls.TLSSocket, request: string): void {
+  t.once("data", () => {
+    t.pause();
+    carrierOf(t)?.pause();
+  });
+  t.write(request);
+}
+
+/** The outer connection a tunnel's TLS runs over (the runtime keeps it as `_parent`). */
+function carrierOf(t: net.Socket): tls.TLSSocket | undefined {
+  return (t as unknown as { _parent?: tls.TLSSocket })._parent;
 }
