@@ -163,6 +163,17 @@ describe("embedded CA: first run", async () => {
     }
   });
 
+  test("agents issued at once in one process each get their files", async () => {
+    // They rewrite the same CA bundle; temporary names once collided within a millisecond.
+    const names = Array.from({ length: 8 }, (_, i) => `batch-${i}`);
+    const issued = await Promise.all(names.map((n) => ca.issueAgentCert(n)));
+    for (const [i, it] of issued.entries()) {
+      const cert = new x509.X509Certificate(await readFile(it.certPath, "utf8"));
+      expect(cert.subject).toBe(`CN=${names[i]}`);
+    }
+    expect(await readFile(issued[0]!.caBundlePath, "utf8")).toBe(ca.caBundlePem);
+  });
+
   test("second run loads the same root and creates nothing", async () => {
     const again = await EmbeddedCa.open({ home, serverNames: ["proxy.internal", "10.1.2.3"] });
     expect(again.created).toEqual([]);

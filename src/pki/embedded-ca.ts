@@ -540,9 +540,14 @@ async function writePair(certPath: string, keyPath: string, pair: CertAndKey): P
   await writeAtomic(certPath, pair.certPem, 0o644);
 }
 
-/** Write to a temporary file and rename it: a reader never sees half a file. */
+let tmpSerial = 0;
+
+/**
+ * Write to a temporary file and rename it: a reader never sees half a file. The temporary
+ * name is unique within the process too (two agents issued at once rewrite the same bundle).
+ */
 export async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  const tmp = `${path}.${process.pid}.${++tmpSerial}.tmp`;
   await writeFile(tmp, data, { mode, flag: "wx" });
   await chmod(tmp, mode); // the umask may have narrowed or (for 0644) kept it; be explicit
   await rename(tmp, path);
