@@ -50,6 +50,8 @@ test("embedded defaults", () => {
       maxAgentConnections: 64,
       maxHandshakesPerAddress: 64,
       shutdownGraceMs: 10000,
+      memoryLimit: "auto",
+      memoryShedAt: 0.8,
     },
     rateLimit: { perSecond: 50, burst: 100 },
     denyCertificates: { serials: [], fingerprints: [] },
@@ -72,6 +74,8 @@ test("values from the environment", () => {
       SLAPENIR_MAX_CONNECTIONS: "5000",
       SLAPENIR_MAX_AGENT_CONNECTIONS: "400",
       SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS: "300",
+      SLAPENIR_MEMORY_LIMIT: "1.5g",
+      SLAPENIR_MEMORY_SHED_PERCENT: "90",
       SLAPENIR_RATE_LIMIT: "600/m,burst=5",
       SLAPENIR_LOG_LEVEL: "DEBUG",
       SLAPENIR_AGENT_DENYLIST: `serial:0A:BC, sha256:${"AB".repeat(32)}`,
@@ -101,6 +105,8 @@ test("values from the environment", () => {
     c.limits.maxAgentConnections,
     c.limits.maxHandshakesPerAddress,
   ]).toEqual([5000, 400, 300]);
+  expect([c.limits.memoryLimit, c.limits.memoryShedAt]).toEqual([1610612736, 0.9]);
+  expect(loadProxyConfig({ SLAPENIR_MEMORY_LIMIT: "OFF" }).limits.memoryLimit).toBe("off");
   // A total below the other caps' defaults lowers them with it.
   const small = loadProxyConfig({ SLAPENIR_MAX_CONNECTIONS: "16" }).limits;
   expect([small.maxConnections, small.maxAgentConnections, small.maxHandshakesPerAddress]).toEqual([
@@ -157,6 +163,12 @@ const bad: [Record<string, string>, string][] = [
     "SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS: must not exceed SLAPENIR_MAX_CONNECTIONS (1024)",
   ],
   [{ SLAPENIR_MAX_CONNECTIONS: "0" }, "SLAPENIR_MAX_CONNECTIONS: must be an integer from 1"],
+  [{ SLAPENIR_MEMORY_LIMIT: "lots" }, "SLAPENIR_MEMORY_LIMIT: must be 'auto', 'off' or a size"],
+  [{ SLAPENIR_MEMORY_LIMIT: "16M" }, "SLAPENIR_MEMORY_LIMIT: must be 'auto', 'off' or a size"],
+  [
+    { SLAPENIR_MEMORY_SHED_PERCENT: "99" },
+    "SLAPENIR_MEMORY_SHED_PERCENT: must be an integer from 50 to 95",
+  ],
   [{ SLAPENIR_HEADER_TIMEOUT_MS: "-5" }, "SLAPENIR_HEADER_TIMEOUT_MS: must be an integer"],
   [{ SLAPENIR_RATE_LIMIT: "fast" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],
   [{ SLAPENIR_RATE_LIMIT: "0/s" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],

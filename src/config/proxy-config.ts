@@ -94,6 +94,12 @@ export interface ProxyLimits {
   /** Connections from one address that may be in their TLS handshake at once. */
   readonly maxHandshakesPerAddress: number;
   readonly shutdownGraceMs: number;
+  /**
+   * Memory pressure (src/proxy/memory-guard.ts): the limit ("auto": the container's cgroup
+   * limit, if any; "off": no guard) and the fraction of it at which stalled connections are shed.
+   */
+  readonly memoryLimit: number | "auto" | "off";
+  readonly memoryShedAt: number;
 }
 
 export interface ProxyConfig {
@@ -200,6 +206,8 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
       heldBodyBudgetBytes: heldBodyBudget(env, maxHeldBodyBytes),
       ...connectionCaps(env),
       shutdownGraceMs: int(env, "SLAPENIR_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+      memoryLimit: memoryLimit(env),
+      memoryShedAt: int(env, "SLAPENIR_MEMORY_SHED_PERCENT", 80, 50, 95) / 100,
     },
     rateLimit: rateLimit(env),
     denyCertificates: {
@@ -443,6 +451,29 @@ function connectionCaps(env: Env): {
     maxAgentConnections: within("SLAPENIR_MAX_AGENT_CONNECTIONS", 64),
     maxHandshakesPerAddress: within("SLAPENIR_MAX_HANDSHAKES_PER_ADDRESS", 64),
   };
+}
+
+/** Docker's memory size notation ("384M", "1g", "512m", "1048576"): binary units. */
+export function parseByteSize(text: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$/i.exec(text.trim());
+  if (!m) return null;
+  const scale = { "": 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase()]!;
+  return Math.round(Number(m[1]) * scale);
+}
+
+function memoryLimit(env: Env): ProxyLimits["memoryLimit"] {
+  const name = "SLAPENIR_MEMORY_LIMIT";
+  const text = nonEmpty(env, name) ?? "auto";
+  if (/^(auto|off)$/i.test(text)) return text.toLowerCase() as "auto" | "off";
+  const bytes = parseByteSize(text);
+  if (bytes === null || bytes < 32 * 1024 * 1024) {
+    throw new ConfigError(
+      "bad-value",
+      "must be 'auto', 'off' or a size of at least 32M like '384M' or '1g'",
+      name,
+    );
+  }
+  return bytes;
 }
 
 function bool(env: Env, name: string, fallback: boolean): boolean {

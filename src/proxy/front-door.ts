@@ -25,8 +25,10 @@ import {
   HttpSession,
   type IncomingRequest,
   type OutgoingResponse,
+  type SessionHooks,
   type SessionLimits,
 } from "./http-session.ts";
+import type { StallRegistry } from "./memory-guard.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { RefusalDigest } from "./refusal-digest.ts";
 
@@ -62,6 +64,8 @@ export interface FrontDoorOptions {
   };
   /** Redacts real values from agent-chosen text (paths, hosts) before it is logged. */
   readonly logSafe?: (text: string) => string;
+  /** Where connections waiting on their agents are listed, for the memory guard to shed. */
+  readonly stalls?: StallRegistry;
 }
 
 interface ConnContext {
@@ -313,10 +317,16 @@ export class FrontDoor {
       {
         handle: (req, s) => this.#handle(req, s, ctx),
         rejected: (f) => this.#rejected(ctx, f),
+        ...this.#stallHook(ctx.agent),
       },
       this.#o.limits,
     );
     session.run().catch(() => socket.destroy());
+  }
+
+  #stallHook(agent: string): Pick<SessionHooks, "stalled"> {
+    const r = this.#o.stalls;
+    return r ? { stalled: (shed) => r.begin(agent, shed) } : {};
   }
 
   #rejected(ctx: ConnContext, f: ParseFailure): void {
@@ -516,6 +526,7 @@ export class FrontDoor {
         {
           handle: (r, sess) => this.#handle(r, sess, tunnelCtx),
           rejected: (f) => this.#rejected(tunnelCtx, f),
+          ...this.#stallHook(ctx.agent),
         },
         this.#o.limits,
         outer, // the tunnel's TLS does not pass the outer connection's backpressure on

@@ -15,6 +15,7 @@ import { Deadline } from "./deadline.ts";
 import { waitForDrain } from "./drain.ts";
 import { ProxyError } from "./errors.ts";
 import { headFirst } from "./headroom.ts";
+import type { Stall } from "./memory-guard.ts";
 
 export interface SessionLimits {
   readonly maxHeaderBytes: number;
@@ -59,6 +60,11 @@ export interface SessionHooks {
   handle(req: IncomingRequest, session: HttpSession): Promise<HandlerResult>;
   /** A request the parser refused (already answered with its status); for the audit log. */
   rejected(failure: ParseFailure): void;
+  /**
+   * A write is waiting for the agent to take bytes; `shed` closes the connection (memory
+   * pressure, see memory-guard.ts). The returned stall hears of progress and of the end.
+   */
+  stalled?(shed: () => void): Stall;
 }
 
 const CRLF = Uint8Array.of(13, 10);
@@ -477,23 +483,39 @@ export class HttpSession {
   }
 
   async #backpressure(socketOk: boolean): Promise<void> {
-    if (!socketOk) await this.#drained(this.#socket);
-    const c = this.#carrier;
-    if (c === null) return;
-    // The idle limit applies to progress: it restarts whenever the carrier's buffer shrank.
-    let last = c.writableLength;
-    let deadline = performance.now() + this.#limits.bodyIdleTimeoutMs;
-    while (c.writableLength > CARRIER_HIGH_WATER) {
-      if (c.destroyed || this.#closed) throw new Error("socket closed");
-      const now = performance.now();
-      if (c.writableLength < last) deadline = now + this.#limits.bodyIdleTimeoutMs;
-      else if (now > deadline) {
-        this.#socket.destroy();
-        throw new Error("agent stopped reading");
+    const stall = this.#hooks.stalled?.(() => this.#shed());
+    try {
+      if (!socketOk) {
+        await this.#drained(this.#socket);
+        stall?.progress();
       }
-      last = c.writableLength;
-      await this.#drained(c, CARRIER_POLL_MS);
+      const c = this.#carrier;
+      if (c === null) return;
+      // The idle limit applies to progress: it restarts whenever the carrier's buffer shrank.
+      let last = c.writableLength;
+      let deadline = performance.now() + this.#limits.bodyIdleTimeoutMs;
+      while (c.writableLength > CARRIER_HIGH_WATER) {
+        if (c.destroyed || this.#closed) throw new Error("socket closed");
+        const now = performance.now();
+        if (c.writableLength < last) {
+          deadline = now + this.#limits.bodyIdleTimeoutMs;
+          stall?.progress();
+        } else if (now > deadline) {
+          this.#socket.destroy();
+          throw new Error("agent stopped reading");
+        }
+        last = c.writableLength;
+        await this.#drained(c, CARRIER_POLL_MS);
+      }
+    } finally {
+      stall?.end();
     }
+  }
+
+  /** Closed under memory pressure: the tunnel's carrier too (closing the inside leaves it open). */
+  #shed(): void {
+    this.#carrier?.destroy();
+    this.destroy();
   }
 
   /**

@@ -66,6 +66,12 @@ export class ProxyMetrics {
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
+  readonly shed = new Counter({
+    name: "slapenir_connections_shed_total",
+    help: "Connections closed under memory pressure because their agent stopped reading, by agent",
+    labelNames: ["agent"] as const,
+    registers: [this.registry],
+  });
   readonly certCache = new Counter({
     name: "slapenir_leaf_cert_cache_total",
     help: "Interception leaf certificate lookups by result",
@@ -161,6 +167,26 @@ export class ProxyMetrics {
       registers: [this.registry],
       collect() {
         this.set(src.upstreamIdle());
+      },
+    });
+  }
+
+  /** The memory the guard watches and its limit (bytes), read when scraped; 0: no limit known. */
+  watchMemory(src: { used(): number; limit(): number | null }): void {
+    new Gauge({
+      name: "slapenir_memory_used_bytes",
+      help: "Memory counted against the proxy's limit (its cgroup's use less reclaimable page cache); 0 without a limit",
+      registers: [this.registry],
+      collect() {
+        this.set(src.limit() === null ? 0 : src.used());
+      },
+    });
+    new Gauge({
+      name: "slapenir_memory_limit_bytes",
+      help: "The proxy's memory limit (its container's, or SLAPENIR_MEMORY_LIMIT); 0 when none is known",
+      registers: [this.registry],
+      collect() {
+        this.set(src.limit() ?? 0);
       },
     });
   }

@@ -30,6 +30,7 @@ import { DEFAULT_DECODE_LIMITS } from "./content-coding.ts";
 import { createExchangeApp } from "./exchange-app.ts";
 import { FrontDoor, type ServerCredentials } from "./front-door.ts";
 import { InlineScanner } from "./inline-scanner.ts";
+import { cgroupProbe, MemoryGuard, residentProbe, StallRegistry } from "./memory-guard.ts";
 import { ProxyMetrics } from "./metrics.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { SecretState } from "./secret-state.ts";
@@ -229,7 +230,10 @@ export async function startProxy(
     held,
     decodeLimits: DEFAULT_DECODE_LIMITS,
   });
+  const stalls = new StallRegistry();
+  const guard = memoryGuard(config, stalls, metrics, audit);
   const front = new FrontDoor({
+    stalls,
     host: config.listen.host,
     port: config.listen.port,
     credentials: pki.credentials,
@@ -259,6 +263,10 @@ export async function startProxy(
     perAgent: () => front.perAgentConnections(),
     upstreamIdle: () => upstream.idleCount,
   });
+  if (guard) {
+    metrics.watchMemory({ used: () => guard.usedBytes, limit: () => guard.limitBytes });
+    guard.start();
+  }
   const port = await front.listen();
   const startedAt = Date.now();
   let ready = true;
@@ -270,6 +278,7 @@ export async function startProxy(
       version: VERSION,
       listen: `${config.listen.host}:${port}`,
       "agent connections": `${front.connections} (at most ${config.limits.maxConnections} in all, ${config.limits.maxAgentConnections} per agent)`,
+      memory: memorySummary(guard, config.limits.memoryShedAt),
       credentials: state.credentialCount,
       "egress rules": policy.ruleCount,
       "matcher workers": pool.stats().workers,
@@ -332,6 +341,7 @@ export async function startProxy(
     },
     async close() {
       ready = false;
+      guard?.stop();
       await front.close(config.limits.shutdownGraceMs);
       upstream.close();
       adminServer.stop(true);
@@ -345,6 +355,66 @@ export async function startProxy(
       await audit.flush();
     },
   };
+}
+
+/**
+ * How often memory use is read (and at most how often a new stall reads it), and how long an
+ * agent may take no bytes before it may be shed. The kernel passes a slow reader's progress on
+ * in window-sized steps (~64 KiB on loopback): at 2 s, one reading 40 KB/s still shows some.
+ */
+const GUARD_INTERVAL_MS = 50;
+const GUARD_MIN_GAP_MS = 10;
+const STALL_GRACE_MS = 2000;
+
+/**
+ * The memory guard, unless SLAPENIR_MEMORY_LIMIT is "off" (with "auto" and no container limit
+ * it watches nothing until one appears). Each round that sheds writes one audit line.
+ */
+function memoryGuard(
+  config: ProxyConfig,
+  stalls: StallRegistry,
+  metrics: ProxyMetrics,
+  audit: AuditLog,
+): MemoryGuard | null {
+  const limit = config.limits.memoryLimit;
+  if (limit === "off") return null;
+  const mib = (n: number) => Math.round(n / 1048576);
+  return new MemoryGuard({
+    probe: cgroupProbe() ?? residentProbe(),
+    ...(typeof limit === "number" ? { limitBytes: limit } : {}),
+    shedAt: config.limits.memoryShedAt,
+    // Halfway from the shed threshold to the limit: 90 % with the default 80 %.
+    criticalAt: (1 + config.limits.memoryShedAt) / 2,
+    stalls,
+    graceMs: STALL_GRACE_MS,
+    intervalMs: GUARD_INTERVAL_MS,
+    minGapMs: GUARD_MIN_GAP_MS,
+    onShed(shed, used, lim) {
+      let total = 0;
+      for (const [agent, n] of shed) {
+        metrics.shed.inc({ agent }, n);
+        total += n;
+      }
+      audit.event(
+        "shed",
+        {
+          connections: total,
+          agents: [...shed].map(([a, n]) => `${a}:${n}`).join(","),
+          usedMiB: mib(used),
+          limitMiB: mib(lim),
+        },
+        "memory pressure: closed connections whose agents stopped reading",
+      );
+    },
+  });
+}
+
+function memorySummary(guard: MemoryGuard | null, shedAt: number): string {
+  const limit = guard?.limitBytes ?? null;
+  if (!guard) return "no guard (SLAPENIR_MEMORY_LIMIT=off)";
+  if (limit === null) return "no limit known (not in a memory-limited container)";
+  const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
+  return `${mib(guard.usedBytes)} of ${mib(limit)}; stalled connections are shed at ${Math.round(shedAt * 100)} %`;
 }
 
 /** When the first certificate of a PEM chain expires (ms since the epoch), or NaN. */

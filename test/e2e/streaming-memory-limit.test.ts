@@ -28,8 +28,9 @@ import {
   type MemoryCgroup,
   memoryCgroupUnavailableReason,
 } from "../support/memory-cgroup.ts";
+import type { AgentFiles } from "../support/proxy-harness.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
-import { closeTunnel, openTunnel, stallAfterHead } from "../support/raw-agent.ts";
+import { closeTunnel, openTunnel, resumeTunnel, stallAfterHead } from "../support/raw-agent.ts";
 import {
   digestOf,
   generateChunks,
@@ -273,6 +274,113 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       for (const t of tunnels) closeTunnel(t);
     }
   }, 120_000);
+
+  test("agents stalling more downloads than the limit holds are shed; a slow reader and another agent are not", async () => {
+    // Four agents each stall their cap of 8 MiB downloads: ~2 MiB a tunnel, about 512 MiB
+    // in all, beyond the limit however the caps are set. Without the memory guard the proxy
+    // was OOM-killed while the tunnels opened. With it, the connections whose agents have
+    // taken nothing for the grace period are closed once use reaches the shed threshold.
+    const cap = loadProxyConfig({}).limits.maxAgentConnections;
+    const colluders = await Promise.all(
+      [1, 2, 3, 4].map((i) => proxy!.issueAgent(`agent-collude-${i}`)),
+    );
+    const slow = await proxy!.issueAgent("agent-slow-reader");
+    const other = await proxy!.issueAgent("agent-bystander");
+    const to = (agent: AgentFiles) => ({
+      port: proxy!.port,
+      caBundlePath: proxy!.caBundlePath,
+      agent,
+    });
+    const request = `GET /download?bytes=${8 << 20} HTTP/1.1\r\nHost: localhost:${up!.port}\r\n\r\n`;
+    const tunnels: tls.TLSSocket[] = [];
+    const auditFrom = proxy!.auditLines.length;
+    // The slow reader takes a record, then waits 50 ms: well under a megabyte a second, but
+    // never a whole grace period without taking a byte.
+    const reader = await openTunnel(to(slow), { connect: `localhost:${up!.port}` });
+    let slowBytes = 0;
+    let slowClosed = false;
+    reader.on("data", (d: Buffer) => {
+      slowBytes += d.length;
+      reader.pause();
+      setTimeout(() => reader.resume(), 200);
+    });
+    reader.once("close", () => {
+      slowClosed = true;
+    });
+    reader.write(
+      `GET /download?bytes=${256 << 20} HTTP/1.1\r\nHost: localhost:${up!.port}\r\n\r\n`,
+    );
+    try {
+      // As fast as the handshake cap per address lets one host open them (4 × 16 at once).
+      await Promise.all(
+        colluders.map(async (agent) => {
+          for (let i = 0; i < cap; i += 16) {
+            await Promise.all(
+              Array.from({ length: 16 }, async () => {
+                const t = await openTunnel(to(agent), { connect: `localhost:${up!.port}` });
+                stallAfterHead(t, request);
+                tunnels.push(t);
+              }),
+            );
+          }
+        }),
+      );
+      await Bun.sleep(1500);
+      const spec = up!.spec(64 << 20, true);
+      const served = await curlTransfer(
+        proxy!,
+        [`https://localhost:${up!.port}/download?bytes=${64 << 20}&plant=1`],
+        undefined,
+        60,
+        other,
+      );
+      expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
+      expect([proxyAlive(), cgroup!.oomKills()]).toEqual([true, 0]);
+      const shedLines = proxy!.auditLines
+        .slice(auditFrom)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.evt === "shed");
+      const shedAgents = new Set(
+        shedLines.flatMap((l) =>
+          String(l.agents)
+            .split(",")
+            .map((e) => e.split(":")[0]),
+        ),
+      );
+      const shed = shedLines.reduce((n, l) => n + Number(l.connections), 0);
+      expect(shed).toBeGreaterThan(0);
+      expect(shed).toBeLessThanOrEqual(4 * cap);
+      expect([...shedAgents].every((a) => /^agent-collude-[1-4]$/.test(a!))).toBe(true);
+      expect([slowClosed, slowBytes > 0]).toEqual([false, true]);
+      // The colluders read again: exactly the shed tunnels end, each before its 8 MiB.
+      const ended = await Promise.all(
+        tunnels.map(
+          (t) =>
+            new Promise<number | null>((done) => {
+              let got = 0;
+              const timer = setTimeout(() => done(null), 5_000);
+              t.on("data", (d: Buffer) => {
+                got += d.length;
+              });
+              t.once("close", () => {
+                clearTimeout(timer);
+                done(got);
+              });
+              resumeTunnel(t);
+            }),
+        ),
+      );
+      const cut = ended.filter((n): n is number => n !== null);
+      console.log(
+        `shed ${shed} of ${tunnels.length}; peak ${(cgroup!.peakBytes() / 1048576).toFixed(0)} MiB`,
+      );
+      expect(cut.length).toBe(shed);
+      expect(cut.every((n) => n < 8 << 20)).toBe(true);
+    } finally {
+      closeTunnel(reader);
+      for (const t of tunnels) closeTunnel(t);
+    }
+  }, 180_000);
 
   test("every transfer was audited with its redactions and swaps, and no value", () => {
     const requests = proxy!.auditLines

@@ -8,6 +8,7 @@
 import { existsSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { parseByteSize } from "../../src/config/proxy-config.ts";
 
 const V2_ROOT = "/sys/fs/cgroup";
 const V1_ROOT = "/sys/fs/cgroup/memory";
@@ -99,10 +100,9 @@ export async function createMemoryCgroup(name: string, limitBytes: number): Prom
 
 /** Docker's memory size notation ("256M", "1g", "512m", "1048576"): binary units. */
 export function parseDockerBytes(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$/i.exec(text.trim());
-  if (!m) throw new Error(`not a Docker memory size: ${JSON.stringify(text)}`);
-  const scale = { "": 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase()]!;
-  return Math.round(Number(m[1]) * scale);
+  const n = parseByteSize(text);
+  if (n === null) throw new Error(`not a Docker memory size: ${JSON.stringify(text)}`);
+  return n;
 }
 
 /** The memory limit compose.yml gives the proxy service (`deploy.resources.limits.memory`). */

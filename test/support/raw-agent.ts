@@ -143,6 +143,12 @@ export function stallAfterHead(t: tls.TLSSocket, request: string): void {
   t.write(request);
 }
 
+/** Reads again after stallAfterHead: the tunnel and its outer connection. */
+export function resumeTunnel(t: tls.TLSSocket): void {
+  carrierOf(t)?.resume();
+  t.resume();
+}
+
 /** The outer connection a tunnel's TLS runs over (the runtime keeps it as `_parent`). */
 function carrierOf(t: net.Socket): tls.TLSSocket | undefined {
   return (t as unknown as { _parent?: tls.TLSSocket })._parent;
