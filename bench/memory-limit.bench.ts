@@ -4,10 +4,11 @@
 // aggregate MB/s and the proxy's peak RSS with no limit, then the same inside a Linux memory
 // cgroup of that size (as Docker sets it; needs root) with the cgroup's own peak and how often
 // it reached the limit. The baseline is the same proxy without the limit, in the same run.
-// Then, inside the cgroup only, agents that stop reading: 1 or 2 agents each open as many
+// Then, inside the cgroup only, agents that stop reading: 1, 2 or 4 agents each open as many
 // tunnels as their connection cap allows (SLAPENIR_MAX_AGENT_CONNECTIONS), ask each for an
 // 8 MiB download and stop reading after its head, while another agent downloads 64 MiB; it
-// prints the cgroup's peak, whether the OOM killer ran and whether the other agent was served.
+// prints the cgroup's peak, how many tunnels the memory guard shed, whether the OOM killer ran
+// and whether the other agent was served — the last row with the guard off, as the baseline.
 // Run: `bun bench/memory-limit.bench.ts` (about a minute; BENCH_MIB for smaller bodies,
 // BENCH_LIMIT=512M to try another limit).
 
@@ -115,10 +116,13 @@ async function measure(agents: number, cgroup?: MemoryCgroup): Promise<Record<st
  * `stallers` agents each open their cap of tunnels, each asking for 8 MiB and reading no
  * further than the head, inside a fresh cgroup; then another agent downloads 64 MiB.
  */
-async function stalled(stallers: number): Promise<string> {
+async function stalled(stallers: number, guard: boolean): Promise<string> {
   const cap = loadProxyConfig({}).limits.maxAgentConnections;
   const cg = await createMemoryCgroup(`slapenir-bench-stall-${process.pid}-${stallers}`, LIMIT);
-  const proxy = await startProxyProcess({ launcher: cg.launcher });
+  const proxy = await startProxyProcess({
+    launcher: cg.launcher,
+    ...(guard ? {} : { env: { SLAPENIR_MEMORY_LIMIT: "off" } }),
+  });
   const up = startStreamUpstream({ cert: await proxy.upstreamCa.issue(["localhost"]) });
   const tunnels: tls.TLSSocket[] = [];
   try {
@@ -151,7 +155,11 @@ async function stalled(stallers: number): Promise<string> {
       { stdout: "pipe", stderr: "pipe" },
     );
     const [exit, code] = await Promise.all([p.exited, new Response(p.stdout).text()]);
-    return `| ${stallers} | ${tunnels.length} | ${mib(cg.peakBytes())} | ${cg.limitHits()} | ${cg.oomKills()} | ${exit === 0 ? code : `curl exit ${exit}`} |`;
+    const shed = proxy.auditLines
+      .map((l) => JSON.parse(l) as { evt?: string; connections?: number })
+      .filter((l) => l.evt === "shed")
+      .reduce((n, l) => n + (l.connections ?? 0), 0);
+    return `| ${stallers} | ${guard ? "on" : "off"} | ${tunnels.length} | ${guard ? shed : "–"} | ${mib(cg.peakBytes())} | ${cg.limitHits()} | ${cg.oomKills()} | ${exit === 0 ? code : `curl exit ${exit}`} |`;
   } finally {
     for (const t of tunnels) closeTunnel(t);
     await up.stop();
@@ -193,10 +201,16 @@ try {
       "",
       `agents that stop reading, each at its connection cap (${loadProxyConfig({}).limits.maxAgentConnections}), inside the limit:`,
       "",
-      "| stalling agents | stalled tunnels | cgroup peak | times the limit was reached | OOM kills | another agent's 64 MiB download |",
-      "| ---: | ---: | ---: | ---: | ---: | --- |",
+      "| stalling agents | memory guard | stalled tunnels | shed | cgroup peak | times the limit was reached | OOM kills | another agent's 64 MiB download |",
+      "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     );
-    for (const n of [1, 2]) lines.push(await stalled(n));
+    for (const [n, guard] of [
+      [1, true],
+      [2, true],
+      [4, true],
+      [4, false],
+    ] as const)
+      lines.push(await stalled(n, guard));
   }
   console.log(lines.join("\n"));
 } finally {

@@ -69,8 +69,13 @@ describe("bun src/main.ts", () => {
       const status = await fetch(`${admin}/status`);
       expect(status.headers.get("content-type")).toContain("text/html");
       // The embedded defaults' connection caps, as an operator reads them.
-      expect(await status.text()).toContain(
+      const page = await status.text();
+      expect(page).toContain(
         "<th>agent connections</th><td>0 (at most 1024 in all, 64 per agent)</td>",
+      );
+      // The memory guard: the container's limit, or none outside a limited one.
+      expect(page).toMatch(
+        /<th>memory<\/th><td>(no limit known \(not in a memory-limited container\)|\d+ MiB of \d+ MiB; stalled connections are shed at 80 %)<\/td>/,
       );
       proc.kill("SIGTERM");
       expect(await proc.exited).toBe(0);
