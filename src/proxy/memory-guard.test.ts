@@ -154,6 +154,10 @@ describe("MemoryGuard", () => {
     // Nothing past its grace: no round, no collection.
     expect(s.guard.check()).toBe(0);
     expect(s.collections()).toBe(1);
+    // Critical at once (the stall within its grace goes too): no second collection so soon.
+    s.stalls.begin("agent-c", () => closed++);
+    s.used.n = 95 * MiB;
+    expect([s.guard.check(), closed, s.collections()]).toEqual([2, 3, 1]);
   });
 
   test("at the critical threshold every stall is shed, however young", () => {

@@ -24,6 +24,8 @@ export interface MemoryProbe {
 }
 
 const NO_LIMIT_V1 = 2 ** 62;
+/** At most one full collection per this many ms after shedding. */
+const COLLECT_GAP_MS = 250;
 
 /**
  * The memory cgroup this process runs in (v2 unified, or v1 `memory` controller), from
@@ -204,6 +206,7 @@ export class MemoryGuard {
   #limit: number | null = null;
   #limitReadAt = Number.NEGATIVE_INFINITY;
   #checkedAt = Number.NEGATIVE_INFINITY;
+  #collectedAt = Number.NEGATIVE_INFINITY;
 
   constructor(o: MemoryGuardOptions) {
     this.#o = o;
@@ -258,8 +261,14 @@ export class MemoryGuard {
     for (const c of shed.values()) n += c;
     if (n === 0) return 0;
     // What the closed connections held is garbage now; without a collection the runtime keeps
-    // it until its own schedule, and use stays at the threshold.
-    (this.#o.collect ?? (() => Bun.gc(true)))();
+    // it until its own schedule, and use stays at the threshold. A full collection stops the
+    // proxy for tens of milliseconds: not more than one per COLLECT_GAP_MS, however fast
+    // stalls come (an agent opening them nonstop must not keep the proxy collecting).
+    const now = performance.now();
+    if (now - this.#collectedAt >= COLLECT_GAP_MS) {
+      this.#collectedAt = now;
+      (this.#o.collect ?? (() => Bun.gc(true)))();
+    }
     this.#o.onShed(shed, used, limit);
     return n;
   }
