@@ -2,8 +2,10 @@
 // whose agents have stopped reading are closed, longest-stalled first, before the kernel's OOM
 // killer ends the proxy for every agent. A stalled download is the cheapest way to hold the
 // proxy's memory (1.5–2 MiB a tunnel, in buffers the proxy cannot shrink: docs/SECURITY.md);
-// per-agent caps bound one agent, not several acting together. An agent that is reading, however
-// slowly, is never shed: only one that has not taken a byte for the grace period.
+// per-agent caps bound one agent, not several acting together. At the first threshold only a
+// connection whose agent has taken no byte for the grace period is shed, so an agent that is
+// reading, even slowly, keeps its connections; at the second, every connection waiting on its
+// agent goes, since a burst of stalls fills its buffers faster than any grace runs out.
 //
 // Use is the cgroup's (what the OOM killer counts, less the page cache it can reclaim), or the
 // process's resident set when it runs in no memory cgroup; the limit is the cgroup's, or the one
