@@ -1,43 +1,158 @@
-// Memory pressure: when the proxy's memory use nears its container's limit, the connections
-// whose agents have stopped reading are closed, longest-stalled first, before the kernel's OOM
-// killer ends the proxy for every agent. A stalled download is the cheapest way to hold the
-// proxy's memory (1.5–2 MiB a tunnel, in buffers the proxy cannot shrink: docs/SECURITY.md);
-// per-agent caps bound one agent, not several acting together. At the first threshold only a
-// connection whose agent has taken no byte for the grace period is shed, so an agent that is
-// reading, even slowly, keeps its connections; at the second, every connection waiting on its
-// agent goes, since a burst of stalls fills its buffers faster than any grace runs out.
+// Memory pressure: when the proxy's memory use nears its container's limit, connections whose
+// agents have stopped reading are closed, longest-stalled first and only as many as it takes,
+// before the kernel's OOM killer ends the proxy for every agent. A stalled download is the
+// cheapest way to hold the proxy's memory (1.5–2 MiB a tunnel, in buffers the proxy cannot
+// shrink: docs/SECURITY.md); per-agent caps bound one agent, not several acting together.
 //
-// Use is the cgroup's (what the OOM killer counts, less the page cache it can reclaim), or the
-// process's resident set when it runs in no memory cgroup; the limit is the cgroup's, or the one
-// configured (SLAPENIR_MEMORY_LIMIT).
+// A round, when use is at the shed threshold: collect garbage first (a busy proxy's use swings
+// by tens of MiB of garbage), read again, and if still over, close the connections stalled
+// longest — at the first threshold only those that took no byte for the grace period, at the
+// second any — until the estimate of what they hold brings use back under the threshold.
+// Progress is seen by the process in coarse steps (the socket becomes writable again only once
+// a large part of its send buffer is free), so near the threshold the guard also watches each
+// stalled connection's kernel send queue (tcp-queues.ts), which shrinks segment by segment as
+// the agent reads: a slow reader keeps its connection, an agent that reads nothing does not.
+//
+// Use is the cgroup's (what the OOM killer counts, less the page cache it can reclaim) at every
+// level of the cgroup tree that has a limit, the one closest to its limit counting; outside a
+// limited cgroup, the process's resident set against SLAPENIR_MEMORY_LIMIT.
 
 import { existsSync, readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { dirname, join } from "node:path";
+import { readSendQueues } from "./tcp-queues.ts";
 
-/** Reads memory in bytes: what counts against the limit now, and the limit (null: none). */
-export interface MemoryProbe {
-  readonly source: string;
-  /** Use as the limit counts it, page cache included (cheap: one small file). */
-  usage(): number;
-  /** The part of `usage` the kernel can take back before it kills (inactive page cache). */
-  reclaimable(): number;
-  limit(): number | null;
+/** What counts against a limit now, and that limit, in bytes. */
+export interface MemoryReading {
+  readonly used: number;
+  readonly limit: number;
 }
 
-const NO_LIMIT_V1 = 2 ** 62;
-/** At most one full collection per this many ms after shedding. */
+export interface MemoryProbe {
+  readonly source: string;
+  /**
+   * The level closest to its limit, or null when no level has one. Reclaimable page cache is
+   * subtracted where use is at least `near` of the limit (below that it cannot matter).
+   */
+  read(near: number): MemoryReading | null;
+}
+
+/** At most one full collection per this many ms (over the critical threshold: the second). */
 const COLLECT_GAP_MS = 250;
+const CRITICAL_COLLECT_GAP_MS = 100;
+/** What a stalled connection holds, for how many to shed (measured: 1.5–2 MiB). */
+const STALL_BYTES = 2 * 1024 * 1024;
+/** Shed connections are counted as freed for this long (until a collection has returned it). */
+const PENDING_MS = 1_000;
+/** The kernel's send queues are read at most this often while stalls exist (below the watch level: the second). */
+const QUEUE_READ_GAP_MS = 50;
+const QUEUE_READ_IDLE_GAP_MS = 250;
+
+interface Level {
+  readonly dir: string;
+  readonly usageFile: string;
+  readonly limitFile: string;
+  readonly statKey: string;
+}
+
+/** A parsed cgroup limit, or null for none ("max", v1's near-2^63, unreadable, 0, junk). */
+function parseLimit(text: string): number | null {
+  const t = text.trim();
+  if (!/^\d+$/.test(t)) return null;
+  const n = Number(t);
+  // v1 writes "no limit" as a page-rounded 2^63-1; a limit above the machine's memory never
+  // binds before the machine does (the machine's own OOM handling is not the proxy's to do).
+  return n > 0 && n < totalmem() ? n : null;
+}
+
+function statField(text: string, key: string): number {
+  const m = new RegExp(`^${key} (\\d+)$`, "m").exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+class CgroupProbe implements MemoryProbe {
+  readonly source: string;
+  readonly #levels: readonly Level[];
+  #limits: (number | null)[] = [];
+  #limitsAt = Number.NEGATIVE_INFINITY;
+
+  constructor(source: string, levels: readonly Level[]) {
+    this.source = source;
+    this.#levels = levels;
+  }
+
+  /** Limits may be changed on a running container: re-read every few seconds. */
+  #currentLimits(): (number | null)[] {
+    const now = performance.now();
+    if (now - this.#limitsAt >= 5_000) {
+      this.#limitsAt = now;
+      this.#limits = this.#levels.map((l) => {
+        try {
+          return parseLimit(readFileSync(join(l.dir, l.limitFile), "utf8"));
+        } catch {
+          return null;
+        }
+      });
+    }
+    return this.#limits;
+  }
+
+  read(near: number): MemoryReading | null {
+    const limits = this.#currentLimits();
+    let best: MemoryReading | null = null;
+    for (let i = 0; i < this.#levels.length; i++) {
+      const limit = limits[i];
+      if (limit == null) continue;
+      const l = this.#levels[i]!;
+      let used: number;
+      try {
+        used = Number(readFileSync(join(l.dir, l.usageFile), "utf8"));
+        if (!Number.isFinite(used)) continue;
+        if (used >= limit * near) {
+          const stat = readFileSync(join(l.dir, "memory.stat"), "utf8");
+          used = Math.max(0, used - statField(stat, l.statKey));
+        }
+      } catch {
+        continue;
+      }
+      if (!best || used / limit > best.used / best.limit) best = { used, limit };
+    }
+    return best;
+  }
+
+  /** The innermost level's use (less reclaimable page cache), for a configured limit. */
+  ownUse(): number {
+    const l = this.#levels[0]!;
+    const used = Number(readFileSync(join(l.dir, l.usageFile), "utf8"));
+    const stat = readFileSync(join(l.dir, "memory.stat"), "utf8");
+    return Math.max(0, used - statField(stat, l.statKey));
+  }
+
+  get hasLimit(): boolean {
+    return this.#currentLimits().some((l) => l !== null);
+  }
+}
+
+/** The cgroup levels from `dir` up to `top` (inclusive), innermost first. */
+function levelsUp(dir: string, top: string, make: (d: string) => Level): Level[] {
+  const out: Level[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    out.push(make(d));
+    if (d === top || !d.startsWith(top) || d === dirname(d)) break;
+  }
+  return out;
+}
 
 /**
- * The memory cgroup this process runs in (v2 unified, or v1 `memory` controller), from
- * `/proc/self/cgroup` and the mounts under `root`; null when there is none. Inside a container
- * the cgroup is usually mounted as the root itself, so the mount root is tried last.
+ * The memory cgroup this process runs in (v2 unified, or the v1 `memory` controller), from
+ * `/proc/self/cgroup` and the mounts under `root`, with every level above it to the mount's
+ * root; null when there is none. Inside a container the cgroup is usually mounted as the root
+ * itself, so the mount root is tried when the named path is not there.
  */
 export function cgroupProbe(
   root = "/sys/fs/cgroup",
   self = "/proc/self/cgroup",
-): MemoryProbe | null {
+): CgroupProbe | null {
   let lines: string[];
   try {
     lines = readFileSync(self, "utf8").split("\n");
@@ -48,71 +163,56 @@ export function cgroupProbe(
     .map((l) => /^\d+:([^:]*):(.*)$/.exec(l))
     .find((m) => m?.[1]?.split(",").includes("memory"));
   if (v1) {
+    // Co-mounted controllers ("cpu,memory") keep a "memory" link to their mount in practice.
     const base = join(root, "memory");
     const dir = [join(base, v1[2]!), base].find((d) =>
       existsSync(join(d, "memory.usage_in_bytes")),
     );
-    if (dir) return v1Probe(dir);
+    if (dir) {
+      return new CgroupProbe(
+        `cgroup v1 ${dir}`,
+        levelsUp(dir, base, (d) => ({
+          dir: d,
+          usageFile: "memory.usage_in_bytes",
+          limitFile: "memory.limit_in_bytes",
+          // Counts the level's descendants too, as its usage does.
+          statKey: "total_inactive_file",
+        })),
+      );
+    }
   }
   const v2 = lines.map((l) => /^0::(.*)$/.exec(l)).find((m) => m);
   if (v2) {
     const dir = [join(root, v2[1]!), root].find((d) => existsSync(join(d, "memory.current")));
-    if (dir) return v2Probe(dir, root);
+    if (dir) {
+      // The root of the hierarchy has no memory.max: levels stop below it.
+      const levels = levelsUp(dir, root, (d) => ({
+        dir: d,
+        usageFile: "memory.current",
+        limitFile: "memory.max",
+        statKey: "inactive_file",
+      })).filter((l) => existsSync(join(l.dir, "memory.max")));
+      if (levels.length > 0) return new CgroupProbe(`cgroup v2 ${dir}`, levels);
+    }
   }
   return null;
 }
 
-function statField(text: string, key: string): number {
-  const m = new RegExp(`^${key} (\\d+)$`, "m").exec(text);
-  return m ? Number(m[1]) : 0;
+/** This process's resident set, from /proc/self/statm. */
+export function residentUse(): number {
+  return Number(readFileSync("/proc/self/statm", "utf8").split(" ")[1]) * 4096;
 }
 
-function v1Probe(dir: string): MemoryProbe {
-  const read = (f: string) => readFileSync(join(dir, f), "utf8");
+/**
+ * A configured limit (SLAPENIR_MEMORY_LIMIT): against the proxy's own cgroup when that is a
+ * limited one (a container), else against its resident set (an unlimited cgroup may hold a
+ * whole desktop session).
+ */
+export function configuredProbe(limit: number, cgroup: CgroupProbe | null): MemoryProbe {
+  const own = cgroup?.hasLimit ? cgroup : null;
   return {
-    source: `cgroup v1 ${dir}`,
-    usage: () => Number(read("memory.usage_in_bytes")),
-    reclaimable: () => statField(read("memory.stat"), "total_inactive_file"),
-    limit: () => {
-      const own = Number(read("memory.limit_in_bytes"));
-      const stat = read("memory.stat");
-      // An ancestor's limit applies too: the hierarchy's is in memory.stat.
-      const hier = statField(stat, "hierarchical_memory_limit") || own;
-      const l = Math.min(own, hier);
-      return l >= NO_LIMIT_V1 ? null : l;
-    },
-  };
-}
-
-function v2Probe(dir: string, root: string): MemoryProbe {
-  return {
-    source: `cgroup v2 ${dir}`,
-    usage: () => Number(readFileSync(join(dir, "memory.current"), "utf8")),
-    reclaimable: () => statField(readFileSync(join(dir, "memory.stat"), "utf8"), "inactive_file"),
-    limit: () => {
-      // The lowest memory.max from this cgroup up to the mount's root.
-      let l: number | null = null;
-      for (let d = dir; d.startsWith(root); d = dirname(d)) {
-        const f = join(d, "memory.max");
-        if (existsSync(f)) {
-          const t = readFileSync(f, "utf8").trim();
-          if (t !== "max") l = Math.min(l ?? Number.POSITIVE_INFINITY, Number(t));
-        }
-        if (d === root) break;
-      }
-      return l;
-    },
-  };
-}
-
-/** This process's resident set, from /proc/self/statm (for a proxy in no memory cgroup). */
-export function residentProbe(): MemoryProbe {
-  const page = 4096;
-  return {
-    source: "resident set (/proc/self/statm)",
-    usage: () => Number(readFileSync("/proc/self/statm", "utf8").split(" ")[1]) * page,
-    reclaimable: () => 0,
-    limit: () => null,
+    source: own ? `${own.source}, limit ${limit}` : `resident set, limit ${limit}`,
+    read: () => ({ used: own ? own.ownUse() : residentUse(), limit }),
   };
 }
 
@@ -124,11 +224,28 @@ export interface Stall {
   end(): void;
 }
 
+/** One connection that may stall, across its stalls: whose, and what it has shown. */
+export interface StallingConnection {
+  readonly agent: string;
+  /** Its key in the kernel's table (tcp-queues.ts), if known. */
+  readonly tcp: string | null;
+  /**
+   * It came out of a long stall: its agent reads, if slowly. Stalls that fill the kernel's
+   * buffers after a response starts are short; an agent that never reads has no other kind.
+   */
+  reader: boolean;
+}
+
 interface StallEntry {
   since: number;
-  readonly agent: string;
+  readonly conn: StallingConnection;
   readonly shed: () => void;
+  /** The connection's send queue when last looked at. */
+  queue: number | undefined;
 }
+
+/** A stall at least this long that ends in progress marks its connection as a reader. */
+const LONG_STALL_MS = 500;
 
 /** The connections currently waiting on their agents, and since when they made no progress. */
 export class StallRegistry {
@@ -145,30 +262,49 @@ export class StallRegistry {
     return this.#open.size;
   }
 
-  begin(agent: string, shed: () => void): Stall {
-    const e: StallEntry = { since: this.#now(), agent, shed };
+  begin(conn: StallingConnection, shed: () => void): Stall {
+    const e: StallEntry = { since: this.#now(), conn, shed, queue: undefined };
     this.#open.add(e);
     if (this.onBegin) queueMicrotask(this.onBegin);
     return {
-      progress: () => {
-        e.since = this.#now();
-      },
+      progress: () => this.#progress(e),
       end: () => {
-        this.#open.delete(e);
+        if (this.#open.delete(e)) this.#progress(e);
       },
     };
   }
 
-  /** Closes every connection that made no progress for `graceMs`; counts them by agent. */
-  shed(graceMs: number): Map<string, number> {
+  #progress(e: StallEntry): void {
+    const now = this.#now();
+    if (now - e.since >= LONG_STALL_MS) e.conn.reader = true;
+    e.since = now;
+  }
+
+  /** A stalled connection whose kernel send queue shrank since last time made progress. */
+  observe(queues: ReadonlyMap<string, number>): void {
+    for (const e of this.#open) {
+      if (e.conn.tcp === null) continue;
+      const q = queues.get(e.conn.tcp);
+      if (q === undefined) continue;
+      if (e.queue !== undefined && q < e.queue) this.#progress(e);
+      e.queue = q;
+    }
+  }
+
+  /**
+   * Closes up to `max` connections that made no progress for `graceMs`: those never seen to
+   * read first, then readers, each longest-stalled first; counts them by agent.
+   */
+  shed(graceMs: number, max = Number.POSITIVE_INFINITY): Map<string, number> {
     const now = this.#now();
     const by = new Map<string, number>();
     const due = [...this.#open]
       .filter((e) => now - e.since >= graceMs)
-      .sort((a, b) => a.since - b.since);
+      .sort((a, b) => Number(a.conn.reader) - Number(b.conn.reader) || a.since - b.since)
+      .slice(0, max);
     for (const e of due) {
       this.#open.delete(e);
-      by.set(e.agent, (by.get(e.agent) ?? 0) + 1);
+      by.set(e.conn.agent, (by.get(e.conn.agent) ?? 0) + 1);
       try {
         e.shed();
       } catch {}
@@ -179,14 +315,12 @@ export class StallRegistry {
 
 export interface MemoryGuardOptions {
   readonly probe: MemoryProbe;
-  /** Bytes; the probe's limit when undefined. */
-  readonly limitBytes?: number;
   /** Shed the stalls past their grace when use reaches this fraction of the limit... */
   readonly shedAt: number;
-  /** ...and every stall, however young, at this one (a burst must not outrun the grace). */
+  /** ...and any stall, however young, at this one (a burst must not outrun the grace). */
   readonly criticalAt: number;
   readonly stalls: StallRegistry;
-  /** A stall younger than this is left alone. */
+  /** A stall younger than this is left alone below `criticalAt`. */
   readonly graceMs: number;
   readonly intervalMs: number;
   /** A new stall triggers a round when the last one is at least this old. */
@@ -197,26 +331,34 @@ export interface MemoryGuardOptions {
     usedBytes: number,
     limitBytes: number,
   ) => void;
-  /** Collects garbage after a round that shed (defaults to a full collection). */
+  /** Collects garbage (defaults to a full collection). */
   readonly collect?: () => void;
+  /** The kernel's send queues (defaults to /proc/net/tcp*). */
+  readonly sendQueues?: () => ReadonlyMap<string, number>;
+  readonly now?: () => number;
 }
 
 export class MemoryGuard {
   readonly #o: MemoryGuardOptions;
+  readonly #now: () => number;
   #timer: ReturnType<typeof setInterval> | null = null;
   #used = 0;
   #limit: number | null = null;
-  #limitReadAt = Number.NEGATIVE_INFINITY;
   #checkedAt = Number.NEGATIVE_INFINITY;
   #collectedAt = Number.NEGATIVE_INFINITY;
+  #queuesAt = Number.NEGATIVE_INFINITY;
+  #collectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Bytes the connections shed lately held, not yet visible in the use read. */
+  readonly #pending: { at: number; bytes: number }[] = [];
 
   constructor(o: MemoryGuardOptions) {
     this.#o = o;
+    this.#now = o.now ?? (() => performance.now());
   }
 
-  /** The limit in force (null: none known, the guard does nothing). */
+  /** The limit at the last round (null: none known, the guard does nothing). */
   get limitBytes(): number | null {
-    return this.#currentLimit();
+    return this.#limit;
   }
 
   /** Use at the last round, in bytes. */
@@ -226,68 +368,110 @@ export class MemoryGuard {
 
   start(): void {
     if (this.#timer) return;
+    this.check();
     this.#timer = setInterval(() => this.check(), this.#o.intervalMs);
     this.#timer.unref?.();
     // Stalled tunnels fill their buffers within milliseconds: between two timer rounds a burst
     // of them can take more than the room left, so a new stall also starts a round.
     this.#o.stalls.onBegin = () => {
-      if (performance.now() - this.#checkedAt >= this.#o.minGapMs) this.check();
+      if (this.#now() - this.#checkedAt >= this.#o.minGapMs) this.check();
     };
   }
 
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
+    if (this.#collectTimer) clearTimeout(this.#collectTimer);
+    this.#collectTimer = null;
     this.#o.stalls.onBegin = null;
   }
 
-  /** One round: read use; at or over a threshold, shed stalled connections. */
+  #read(): MemoryReading | null {
+    // Page cache matters from well below the threshold (the watch level below).
+    const r = this.#o.probe.read(this.#watchAt());
+    this.#limit = r?.limit ?? null;
+    if (r) this.#used = r.used;
+    return r;
+  }
+
+  /** From here the kernel's send queues are read more often, and page cache is subtracted. */
+  #watchAt(): number {
+    return Math.max(0, this.#o.shedAt - 0.15);
+  }
+
+  #pendingBytes(now: number): number {
+    while (this.#pending.length > 0 && now - this.#pending[0]!.at > PENDING_MS)
+      this.#pending.shift();
+    let sum = 0;
+    for (const p of this.#pending) sum += p.bytes;
+    return sum;
+  }
+
+  /** One round; returns how many connections it shed. */
   check(): number {
-    this.#checkedAt = performance.now();
-    const limit = this.#currentLimit();
-    if (limit === null) return 0;
-    const threshold = limit * this.#o.shedAt;
-    let used: number;
+    const now = this.#now();
+    this.#checkedAt = now;
+    let r: MemoryReading | null;
     try {
-      used = this.#o.probe.usage();
-      // The page cache is only subtracted when it matters (memory.stat is the larger read).
-      if (used >= threshold) used = Math.max(0, used - this.#o.probe.reclaimable());
+      r = this.#read();
     } catch {
       return 0;
     }
-    this.#used = used;
-    if (used < threshold || this.#o.stalls.size === 0) return 0;
+    if (!r || this.#o.stalls.size === 0) return 0;
+    const { limit } = r;
+    // Who reads is learnt all along (a slow reader shows it only every few seconds), more
+    // often near the threshold, where it is about to matter.
+    const queueGap = r.used >= limit * this.#watchAt() ? QUEUE_READ_GAP_MS : QUEUE_READ_IDLE_GAP_MS;
+    if (now - this.#queuesAt >= queueGap) {
+      this.#queuesAt = now;
+      try {
+        this.#o.stalls.observe((this.#o.sendQueues ?? readSendQueues)());
+      } catch {}
+    }
+    const threshold = limit * this.#o.shedAt;
+    let used = r.used - this.#pendingBytes(now);
+    if (used < threshold) return 0;
+    // Garbage first: a proxy streaming at full speed swings by tens of MiB of it. Near the
+    // limit a collection is allowed sooner: what shed connections held only returns with one.
+    const gap = r.used >= limit * this.#o.criticalAt ? CRITICAL_COLLECT_GAP_MS : COLLECT_GAP_MS;
+    if (now - this.#collectedAt >= gap) {
+      this.#collect(now);
+      const again = this.#read();
+      if (!again) return 0;
+      used = again.used;
+      if (used < threshold) return 0;
+    }
     const critical = used >= limit * this.#o.criticalAt;
-    const shed = this.#o.stalls.shed(critical ? 0 : this.#o.graceMs);
+    const need = Math.ceil((used - threshold) / STALL_BYTES) + 1;
+    const shed = this.#o.stalls.shed(critical ? 0 : this.#o.graceMs, need);
     let n = 0;
     for (const c of shed.values()) n += c;
     if (n === 0) return 0;
-    // What the closed connections held is garbage now; without a collection the runtime keeps
-    // it until its own schedule, and use stays at the threshold. A full collection stops the
-    // proxy for tens of milliseconds: not more than one per COLLECT_GAP_MS, however fast
-    // stalls come (an agent opening them nonstop must not keep the proxy collecting).
-    const now = performance.now();
-    if (now - this.#collectedAt >= COLLECT_GAP_MS) {
-      this.#collectedAt = now;
-      (this.#o.collect ?? (() => Bun.gc(true)))();
-    }
+    this.#pending.push({ at: now, bytes: n * STALL_BYTES });
     this.#o.onShed(shed, used, limit);
+    // What they held is garbage now: collect it as soon as the gap allows.
+    this.#collectSoon(now, critical ? CRITICAL_COLLECT_GAP_MS : COLLECT_GAP_MS);
     return n;
   }
 
-  /** The configured limit, or the cgroup's, re-read every few seconds (it may be changed). */
-  #currentLimit(): number | null {
-    if (this.#o.limitBytes !== undefined) return this.#o.limitBytes;
-    const now = performance.now();
-    if (now - this.#limitReadAt < 5_000) return this.#limit;
-    this.#limitReadAt = now;
-    try {
-      const l = this.#o.probe.limit();
-      // A cgroup "limit" above the machine's memory is none.
-      this.#limit = l !== null && l < totalmem() ? l : null;
-    } catch {
-      this.#limit = null;
-    }
-    return this.#limit;
+  #collectSoon(now: number, gap: number): void {
+    if (this.#collectTimer !== null) return;
+    const wait = Math.max(0, this.#collectedAt + gap - now);
+    this.#collectTimer = setTimeout(() => {
+      this.#collectTimer = null;
+      this.#collect(this.#now());
+    }, wait);
+    this.#collectTimer.unref?.();
+  }
+
+  /**
+   * A full collection stops the proxy for tens of milliseconds: at most one per
+   * COLLECT_GAP_MS, however fast stalls come.
+   */
+  #collect(now: number): void {
+    this.#collectedAt = now;
+    // What was shed before is garbage this collection returns: the next read shows it.
+    this.#pending.length = 0;
+    (this.#o.collect ?? (() => Bun.gc(true)))();
   }
 }

@@ -30,7 +30,13 @@ import { DEFAULT_DECODE_LIMITS } from "./content-coding.ts";
 import { createExchangeApp } from "./exchange-app.ts";
 import { FrontDoor, type ServerCredentials } from "./front-door.ts";
 import { InlineScanner } from "./inline-scanner.ts";
-import { cgroupProbe, MemoryGuard, residentProbe, StallRegistry } from "./memory-guard.ts";
+import {
+  cgroupProbe,
+  configuredProbe,
+  MemoryGuard,
+  type MemoryProbe,
+  StallRegistry,
+} from "./memory-guard.ts";
 import { ProxyMetrics } from "./metrics.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { SecretState } from "./secret-state.ts";
@@ -359,8 +365,10 @@ export async function startProxy(
 
 /**
  * How often memory use is read (and at most how often a new stall reads it), and how long an
- * agent may take no bytes before it may be shed. The kernel passes a slow reader's progress on
- * in window-sized steps (~64 KiB on loopback): at 2 s, one reading 40 KB/s still shows some.
+ * agent may take no bytes before it may be shed below the critical level. Near the threshold a
+ * stalled connection's kernel send queue is watched, which shrinks one segment at a time as the
+ * agent reads (64 KiB on loopback, ~1.4 KB on an Ethernet-sized link): at 2 s, an agent
+ * reading 32 KB/s over loopback still shows progress.
  */
 const GUARD_INTERVAL_MS = 50;
 const GUARD_MIN_GAP_MS = 10;
@@ -380,8 +388,7 @@ function memoryGuard(
   if (limit === "off") return null;
   const mib = (n: number) => Math.round(n / 1048576);
   return new MemoryGuard({
-    probe: cgroupProbe() ?? residentProbe(),
-    ...(typeof limit === "number" ? { limitBytes: limit } : {}),
+    probe: memoryProbe(limit),
     shedAt: config.limits.memoryShedAt,
     // Halfway from the shed threshold to the limit: 90 % with the default 80 %.
     criticalAt: (1 + config.limits.memoryShedAt) / 2,
@@ -407,6 +414,13 @@ function memoryGuard(
       );
     },
   });
+}
+
+/** The container's limit (`auto`), or a configured one; a probe that knows no limit outside both. */
+function memoryProbe(limit: number | "auto"): MemoryProbe {
+  const cgroup = cgroupProbe();
+  if (typeof limit === "number") return configuredProbe(limit, cgroup);
+  return cgroup ?? { source: "no memory cgroup", read: () => null };
 }
 
 function memorySummary(guard: MemoryGuard | null, shedAt: number): string {
