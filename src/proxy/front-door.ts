@@ -25,6 +25,7 @@ import {
   HttpSession,
   type IncomingRequest,
   type OutgoingResponse,
+  reasonPhrase,
   type SessionHooks,
   type SessionLimits,
 } from "./http-session.ts";
@@ -67,6 +68,11 @@ export interface FrontDoorOptions {
   readonly logSafe?: (text: string) => string;
   /** Where connections waiting on their agents are listed, for the memory guard to shed. */
   readonly stalls?: StallRegistry;
+  /**
+   * Asked for each authenticated connection before it is served: a refusal is answered (like a
+   * cap's 429, with its own status) and the connection closed (memory pressure).
+   */
+  readonly admit?: (agent: string) => ProxyError | null;
 }
 
 interface ConnContext {
@@ -245,6 +251,13 @@ export class FrontDoor {
       return;
     }
     const agent = decision.identity.name;
+    const refusal = this.#o.admit?.(agent);
+    if (refusal) {
+      this.#o.metrics.refused.inc({ reason: refusal.code });
+      this.#refusals.refuse(agent, { conn: id, remote, agent, reason: refusal.reason });
+      this.#tell(socket, agent, refusal);
+      return;
+    }
     const open = this.#perAgent.get(agent) ?? 0;
     if (open >= this.#o.connections.perAgent) {
       this.#refuseOverAgentLimit(socket, id, remote, agent);
@@ -272,8 +285,13 @@ export class FrontDoor {
     const reason = `too many open connections for this agent (limit ${cap})`;
     this.#o.metrics.refused.inc({ reason: "agent-connection-limit" });
     this.#refusals.refuse(agent, { conn: id, remote, agent, reason });
+    this.#tell(socket, agent, new ProxyError("connection-limit", reason));
+  }
+
+  /** Answers a refused connection with `err` at once, then closes it (see above). */
+  #tell(socket: tls.TLSSocket, agent: string, err: ProxyError): void {
     const telling = this.#tellingPerAgent.get(agent) ?? 0;
-    if (telling >= Math.min(TELLING_PER_AGENT, cap)) {
+    if (telling >= Math.min(TELLING_PER_AGENT, this.#o.connections.perAgent)) {
       socket.destroy();
       return;
     }
@@ -283,11 +301,10 @@ export class FrontDoor {
       this.#telling.delete(socket);
       countDown(this.#tellingPerAgent, agent);
     });
-    const err = new ProxyError("connection-limit", reason);
     const body = new TextEncoder().encode(`slapenir: ${err.reason}\n`);
     const head = serializeResponseHead({
       status: err.status,
-      reason: "Too Many Requests",
+      reason: reasonPhrase(err.status),
       headers: [
         ["content-type", "text/plain; charset=utf-8"],
         ["x-slapenir-error", err.code],

@@ -280,6 +280,13 @@ export class StallRegistry {
     e.since = now;
   }
 
+  /** How many of `agent`'s connections are stalled and were never seen to read. */
+  stalledBy(agent: string): number {
+    let n = 0;
+    for (const e of this.#open) if (e.conn.agent === agent && !e.conn.reader) n++;
+    return n;
+  }
+
   /** A stalled connection whose kernel send queue shrank since last time made progress. */
   observe(queues: ReadonlyMap<string, number>): void {
     for (const e of this.#open) {
@@ -345,6 +352,7 @@ export class MemoryGuard {
   #used = 0;
   #limit: number | null = null;
   #checkedAt = Number.NEGATIVE_INFINITY;
+  #pressed = false;
   #collectedAt = Number.NEGATIVE_INFINITY;
   #queuesAt = Number.NEGATIVE_INFINITY;
   #collectTimer: ReturnType<typeof setTimeout> | null = null;
@@ -364,6 +372,11 @@ export class MemoryGuard {
   /** Use at the last round, in bytes. */
   get usedBytes(): number {
     return this.#used;
+  }
+
+  /** Use was at the shed threshold at the last round, after a collection if one was due. */
+  get pressed(): boolean {
+    return this.#pressed;
   }
 
   start(): void {
@@ -417,7 +430,10 @@ export class MemoryGuard {
     } catch {
       return 0;
     }
-    if (!r || this.#o.stalls.size === 0) return 0;
+    if (!r || this.#o.stalls.size === 0) {
+      this.#pressed = false;
+      return 0;
+    }
     const { limit } = r;
     // Who reads is learnt all along (a slow reader shows it only every few seconds), more
     // often near the threshold, where it is about to matter.
@@ -430,7 +446,8 @@ export class MemoryGuard {
     }
     const threshold = limit * this.#o.shedAt;
     let used = r.used - this.#pendingBytes(now);
-    if (used < threshold) return 0;
+    this.#pressed = used >= threshold;
+    if (!this.#pressed) return 0;
     // Garbage first: a proxy streaming at full speed swings by tens of MiB of it. Near the
     // limit a collection is allowed sooner: what shed connections held only returns with one.
     const gap = r.used >= limit * this.#o.criticalAt ? CRITICAL_COLLECT_GAP_MS : COLLECT_GAP_MS;
@@ -439,7 +456,8 @@ export class MemoryGuard {
       const again = this.#read();
       if (!again) return 0;
       used = again.used;
-      if (used < threshold) return 0;
+      this.#pressed = used >= threshold;
+      if (!this.#pressed) return 0;
     }
     const critical = used >= limit * this.#o.criticalAt;
     const need = Math.ceil((used - threshold) / STALL_BYTES) + 1;

@@ -172,7 +172,18 @@ export class ProxyMetrics {
   }
 
   /** The memory the guard watches and its limit (bytes), read when scraped; 0: no limit known. */
-  watchMemory(src: { used(): number; limit(): number | null }): void {
+  watchMemory(src: { used(): number; limit(): number | null; stalled?(): number }): void {
+    if (src.stalled) {
+      const stalled = src.stalled;
+      new Gauge({
+        name: "slapenir_connections_stalled",
+        help: "Connections waiting for their agents to take bytes (what the memory guard may shed)",
+        registers: [this.registry],
+        collect() {
+          this.set(stalled());
+        },
+      });
+    }
     new Gauge({
       name: "slapenir_memory_used_bytes",
       help: "Memory counted against the proxy's limit (its cgroup's use less reclaimable page cache); 0 without a limit",

@@ -27,6 +27,7 @@ import { AuditLog } from "./audit.ts";
 import { PoolScanner } from "./body-scanner.ts";
 import { ByteBudget } from "./byte-budget.ts";
 import { DEFAULT_DECODE_LIMITS } from "./content-coding.ts";
+import { ProxyError } from "./errors.ts";
 import { createExchangeApp } from "./exchange-app.ts";
 import { FrontDoor, type ServerCredentials } from "./front-door.ts";
 import { InlineScanner } from "./inline-scanner.ts";
@@ -73,6 +74,8 @@ export interface StartOptions {
   readonly workers?: number;
   /** Name resolution for upstreams (tests map their own names to loopback). */
   readonly lookup?: Lookup;
+  /** Where the memory guard reads use and limit (tests); default from SLAPENIR_MEMORY_LIMIT. */
+  readonly memoryProbe?: MemoryProbe;
 }
 
 function policyFrom(config: ProxyConfig): EgressPolicy {
@@ -237,9 +240,22 @@ export async function startProxy(
     decodeLimits: DEFAULT_DECODE_LIMITS,
   });
   const stalls = new StallRegistry();
-  const guard = memoryGuard(config, stalls, metrics, audit);
+  const guard = memoryGuard(config, stalls, metrics, audit, options.memoryProbe);
   const front = new FrontDoor({
     stalls,
+    // While memory is short, an agent with connections that stopped reading opens no more:
+    // they are what the guard is shedding, and new ones would take their place.
+    ...(guard
+      ? {
+          admit: (agent: string) =>
+            guard.pressed && stalls.stalledBy(agent) > 0
+              ? new ProxyError(
+                  "overloaded",
+                  "memory is short and this agent has connections that stopped reading; read them or close them, then retry",
+                )
+              : null,
+        }
+      : {}),
     host: config.listen.host,
     port: config.listen.port,
     credentials: pki.credentials,
@@ -270,7 +286,11 @@ export async function startProxy(
     upstreamIdle: () => upstream.idleCount,
   });
   if (guard) {
-    metrics.watchMemory({ used: () => guard.usedBytes, limit: () => guard.limitBytes });
+    metrics.watchMemory({
+      used: () => guard.usedBytes,
+      limit: () => guard.limitBytes,
+      stalled: () => stalls.size,
+    });
     guard.start();
   }
   const port = await front.listen();
@@ -383,12 +403,13 @@ function memoryGuard(
   stalls: StallRegistry,
   metrics: ProxyMetrics,
   audit: AuditLog,
+  probe?: MemoryProbe,
 ): MemoryGuard | null {
   const limit = config.limits.memoryLimit;
   if (limit === "off") return null;
   const mib = (n: number) => Math.round(n / 1048576);
   return new MemoryGuard({
-    probe: memoryProbe(limit),
+    probe: probe ?? memoryProbe(limit),
     shedAt: config.limits.memoryShedAt,
     // Halfway from the shed threshold to the limit: 90 % with the default 80 %.
     criticalAt: (1 + config.limits.memoryShedAt) / 2,

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { loadProxyConfig } from "../../src/config/proxy-config.ts";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
+import type { MemoryProbe } from "../../src/proxy/memory-guard.ts";
 import { type RunningProxy, startProxy } from "../../src/proxy/proxy-server.ts";
 import { createTestCa, type TestCa } from "./test-pki.ts";
 
@@ -32,6 +33,8 @@ export interface HarnessOptions {
   readonly names?: readonly string[];
   /** Names that resolve to a given address (internal/metadata destination tests). */
   readonly addresses?: Readonly<Record<string, string>>;
+  /** Memory use and limit as the memory guard sees them (memory-pressure tests). */
+  readonly memoryProbe?: MemoryProbe;
 }
 
 export interface AgentFiles {
@@ -105,6 +108,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     env,
     auditDestination: sink,
     workers: opts.workers ?? 1,
+    ...(opts.memoryProbe ? { memoryProbe: opts.memoryProbe } : {}),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);
