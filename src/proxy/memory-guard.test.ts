@@ -287,6 +287,15 @@ describe("MemoryGuard", () => {
     expect([s.guard.usedBytes, s.guard.limitBytes]).toEqual([80 * MiB, 100 * MiB]);
   });
 
+  test("nothing past its grace below the critical level: no collection either", () => {
+    const s = setup(100 * MiB);
+    s.stall("agent-a");
+    s.m.used = 85 * MiB;
+    expect([s.guard.check(), s.collections(), s.guard.pressed]).toEqual([0, 0, true]);
+    s.c.advance(600);
+    expect([s.guard.check(), s.collections()]).toEqual([1, 1]);
+  });
+
   test("garbage first: when a collection brings use under the threshold, nothing is shed", () => {
     const s = setup(100 * MiB, 10 * MiB);
     s.stall("agent-a");

@@ -280,6 +280,13 @@ export class StallRegistry {
     e.since = now;
   }
 
+  /** Whether any connection made no progress for `graceMs`. */
+  any(graceMs: number): boolean {
+    const now = this.#now();
+    for (const e of this.#open) if (now - e.since >= graceMs) return true;
+    return false;
+  }
+
   /** How many of `agent`'s connections are stalled and were never seen to read. */
   stalledBy(agent: string): number {
     let n = 0;
@@ -448,9 +455,13 @@ export class MemoryGuard {
     let used = r.used - this.#pendingBytes(now);
     this.#pressed = used >= threshold;
     if (!this.#pressed) return 0;
+    // Nothing to shed (every stall within its grace, below the critical level): no collection
+    // either, or a busy proxy running near its threshold would collect four times a second.
+    const overCritical = r.used >= limit * this.#o.criticalAt;
+    if (!this.#o.stalls.any(overCritical ? 0 : this.#o.graceMs)) return 0;
     // Garbage first: a proxy streaming at full speed swings by tens of MiB of it. Near the
     // limit a collection is allowed sooner: what shed connections held only returns with one.
-    const gap = r.used >= limit * this.#o.criticalAt ? CRITICAL_COLLECT_GAP_MS : COLLECT_GAP_MS;
+    const gap = overCritical ? CRITICAL_COLLECT_GAP_MS : COLLECT_GAP_MS;
     if (now - this.#collectedAt >= gap) {
       this.#collect(now);
       const again = this.#read();
