@@ -32,7 +32,6 @@ import {
 import type { StallRegistry } from "./memory-guard.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { RefusalDigest } from "./refusal-digest.ts";
-import { tcpKeyOf } from "./tcp-queues.ts";
 
 export interface ServerCredentials {
   readonly certPem: string;
@@ -335,19 +334,17 @@ export class FrontDoor {
       {
         handle: (req, s) => this.#handle(req, s, ctx),
         rejected: (f) => this.#rejected(ctx, f),
-        ...this.#stallHook(ctx.agent, socket),
+        ...this.#stallHook(ctx.agent),
       },
       this.#o.limits,
     );
     session.run().catch(() => socket.destroy());
   }
 
-  /** Stalls of a session on `tcp` (a tunnel's outer connection), named for the memory guard. */
-  #stallHook(agent: string, tcp: tls.TLSSocket): Pick<SessionHooks, "stalled"> {
+  /** Where a session's stalls are listed for the memory guard, under its agent's name. */
+  #stallHook(agent: string): Pick<SessionHooks, "stalled"> {
     const r = this.#o.stalls;
-    if (!r) return {};
-    const conn = { agent, tcp: tcpKeyOf(tcp), reader: false };
-    return { stalled: (shed) => r.begin(conn, shed) };
+    return r ? { stalled: (shed) => r.begin(agent, shed) } : {};
   }
 
   #rejected(ctx: ConnContext, f: ParseFailure): void {
@@ -547,7 +544,7 @@ export class FrontDoor {
         {
           handle: (r, sess) => this.#handle(r, sess, tunnelCtx),
           rejected: (f) => this.#rejected(tunnelCtx, f),
-          ...this.#stallHook(ctx.agent, outer),
+          ...this.#stallHook(ctx.agent),
         },
         this.#o.limits,
         outer, // the tunnel's TLS does not pass the outer connection's backpressure on

@@ -120,11 +120,6 @@ describe("cgroupProbe", () => {
   });
 });
 
-/** A connection of `agent` for the registry. */
-function conn(agent: string, tcp: string | null = null) {
-  return { agent, tcp, reader: false };
-}
-
 /** A clock the test moves. */
 function clock() {
   let t = 1000;
@@ -141,12 +136,12 @@ describe("StallRegistry", () => {
     const c = clock();
     const r = new StallRegistry(c.now);
     const order: string[] = [];
-    const a = r.begin(conn("agent-a"), () => order.push("a"));
+    const a = r.begin("agent-a", () => order.push("a"));
     c.advance(100);
-    r.begin(conn("agent-b"), () => order.push("b"));
+    r.begin("agent-b", () => order.push("b"));
     c.advance(100);
-    const fresh = r.begin(conn("agent-b"), () => order.push("fresh"));
-    const gone = r.begin(conn("agent-c"), () => order.push("gone"));
+    const fresh = r.begin("agent-b", () => order.push("fresh"));
+    const gone = r.begin("agent-c", () => order.push("gone"));
     gone.end();
     c.advance(50);
     a.progress(); // took bytes: starts over
@@ -166,62 +161,72 @@ describe("StallRegistry", () => {
     const r = new StallRegistry(c.now);
     const order: number[] = [];
     for (let i = 0; i < 5; i++) {
-      r.begin(conn("a"), () => order.push(i));
+      r.begin("a", () => order.push(i));
       c.advance(10);
     }
     expect([...r.shed(0, 2)]).toEqual([["a", 2]]);
     expect([order, r.size]).toEqual([[0, 1], 3]);
   });
 
-  test("a kernel send queue that shrank is progress; one that did not, or unknown, is not", () => {
+  test("sheds from the agent with the most stalled connections first, its longest-stalled first", () => {
     const c = clock();
     const r = new StallRegistry(c.now);
     const order: string[] = [];
-    r.begin(conn("reader", "k1"), () => order.push("reader"));
-    r.begin(conn("stuck", "k2"), () => order.push("stuck"));
-    r.begin(conn("unknown"), () => order.push("unknown"));
-    r.observe(
-      new Map([
-        ["k1", 4000000],
-        ["k2", 4000000],
-      ]),
-    );
-    c.advance(3000);
-    r.observe(
-      new Map([
-        ["k1", 3934464],
-        ["k2", 4000000],
-      ]),
-    );
+    r.begin("slow-reader", () => order.push("slow-reader")); // the oldest stall of all
     c.advance(100);
-    expect([...r.shed(2000)].map(([a]) => a)).toEqual(["stuck", "unknown"]);
-    expect(r.size).toBe(1);
+    for (let i = 0; i < 4; i++) r.begin("many", () => order.push(`many-${i}`));
+    c.advance(10);
+    for (let i = 0; i < 2; i++) r.begin("two", () => order.push(`two-${i}`));
+    c.advance(1000);
+    // many 4 → 3 → 2; then many and two have 2 each: many's stall is older; then two.
+    expect([...r.shed(500, 4)]).toEqual([
+      ["many", 3],
+      ["two", 1],
+    ]);
+    expect(order).toEqual(["many-0", "many-1", "many-2", "two-0"]);
+    // One each left: the longest-stalled first.
+    expect([...r.shed(500)].map(([a]) => a)).toEqual(["slow-reader", "many", "two"]);
+    expect(order.slice(4)).toEqual(["slow-reader", "many-3", "two-1"]);
   });
 
-  test("a connection that came out of a long stall is a reader: shed after those never seen to read", () => {
+  test("an agent's young stalls count for its rank, though only those past the grace go", () => {
     const c = clock();
     const r = new StallRegistry(c.now);
     const order: string[] = [];
-    const slow = conn("slow");
-    const quick = conn("quick");
-    // Short stalls (buffers filling) say nothing; a long one that ends in progress does.
-    r.begin(quick, () => order.push("quick")).end();
-    c.advance(10);
-    const s1 = r.begin(slow, () => order.push("slow"));
-    c.advance(600);
-    s1.end();
-    expect([slow.reader, quick.reader]).toEqual([true, false]);
-    r.begin(slow, () => order.push("slow")); // its next stall: the oldest now
-    c.advance(100);
-    r.begin(conn("never"), () => order.push("never"));
-    r.begin(quick, () => order.push("quick"));
+    r.begin("slow-reader", () => order.push("slow-reader"));
+    r.begin("burst", () => order.push("burst-old"));
     c.advance(1000);
-    expect([...r.shed(0, 2)].map(([a]) => a)).toEqual(["never", "quick"]);
-    expect([...r.shed(0)].map(([a]) => a)).toEqual(["slow"]);
+    for (let i = 0; i < 5; i++) r.begin("burst", () => order.push(`burst-${i}`)); // within grace
+    // Past the grace: one stall of each. The burst holds six, the reader one.
+    expect([...r.shed(500)]).toEqual([["burst", 1]]);
+    expect(order).toEqual(["burst-old"]);
+    // The burst still holds five, all within their grace: the reader, holding fewer, keeps its
+    // one until they are due (or any stall is, at the critical level).
+    expect([...r.shed(500)]).toEqual([]);
+    expect([...r.shed(0, 4)]).toEqual([["burst", 4]]);
+    // Down to one each: as many as the most, the longest-stalled goes.
+    expect([...r.shed(0, 1)]).toEqual([["slow-reader", 1]]);
+  });
+
+  test("counts an agent's stalls; knows whether any is past a grace", () => {
+    const c = clock();
+    const r = new StallRegistry(c.now);
+    const a = r.begin("a", () => {});
+    r.begin("a", () => {});
+    r.begin("b", () => {});
+    expect([r.stalledBy("a"), r.stalledBy("b"), r.stalledBy("c"), r.any(100)]).toEqual([
+      2,
+      1,
+      0,
+      false,
+    ]);
+    c.advance(100);
+    a.end();
+    expect([r.stalledBy("a"), r.any(100), r.any(101)]).toEqual([1, true, false]);
   });
 });
 
-/** A probe the test sets: use and limit; `afterCollect` is what use becomes after a collection. */
+/** A probe whose use and limit the test sets (a collection takes `garbage` off, see setup). */
 function fakeProbe(m: { used: number; limit: number | null }): MemoryProbe {
   return {
     source: "fake",
@@ -236,8 +241,6 @@ describe("MemoryGuard", () => {
     const m = { used: 0, limit };
     const rounds: [string, number][][] = [];
     let collections = 0;
-    const queues = new Map<string, number>();
-    let queueReads = 0;
     const guard = new MemoryGuard({
       probe: fakeProbe(m),
       shedAt: 0.8,
@@ -251,15 +254,10 @@ describe("MemoryGuard", () => {
         collections++;
         m.used -= garbage;
       },
-      sendQueues: () => {
-        queueReads++;
-        return queues;
-      },
       now: c.now,
     });
     const closed: string[] = [];
-    const stall = (name: string, tcp: string | null = null) =>
-      stalls.begin(conn(name, tcp), () => closed.push(name));
+    const stall = (name: string) => stalls.begin(name, () => closed.push(name));
     return {
       c,
       stalls,
@@ -268,9 +266,7 @@ describe("MemoryGuard", () => {
       guard,
       closed,
       stall,
-      queues,
       collections: () => collections,
-      queueReads: () => queueReads,
     };
   }
 
@@ -334,39 +330,16 @@ describe("MemoryGuard", () => {
     expect(s.closed[0]).toBe("old");
   });
 
-  test("near the threshold the kernel's send queues are read, and a reader they show keeps its connection", () => {
-    const s = setup(100 * MiB);
-    s.stall("reader", "k-reader");
-    s.stall("stuck", "k-stuck");
-    s.m.used = 60 * MiB; // below the watch level (65 %): read every 250 ms
-    s.queues.set("k-reader", 4 * MiB).set("k-stuck", 4 * MiB);
-    s.guard.check();
-    s.c.advance(100);
-    s.guard.check();
-    expect(s.queueReads()).toBe(1);
-    s.m.used = 70 * MiB; // above it: every 50 ms
-    s.c.advance(50);
-    s.guard.check();
-    expect(s.queueReads()).toBe(2);
-    s.c.advance(850);
-    s.queues.set("k-reader", 4 * MiB - 65536);
-    s.guard.check();
-    s.c.advance(300); // the reader took bytes 300 ms ago (its socket still not writable), the other 1.3 s
-    s.m.used = 81 * MiB;
-    expect(s.guard.check()).toBe(1);
-    expect([s.closed, s.queueReads()]).toEqual([["stuck"], 4]);
-  });
-
-  test("no limit: nothing is read from the kernel, nothing is shed", () => {
+  test("no limit: nothing is shed", () => {
     const s = setup(null);
-    s.stall("agent-a", "k");
+    s.stall("agent-a");
     s.c.advance(600);
     s.m.used = 10 * totalmem();
-    expect([s.guard.check(), s.closed, s.guard.limitBytes, s.queueReads()]).toEqual([
+    expect([s.guard.check(), s.closed, s.guard.limitBytes, s.guard.pressed]).toEqual([
       0,
       [],
       null,
-      0,
+      false,
     ]);
   });
 

@@ -1,17 +1,19 @@
 // Memory pressure: when the proxy's memory use nears its container's limit, connections whose
-// agents have stopped reading are closed, longest-stalled first and only as many as it takes,
-// before the kernel's OOM killer ends the proxy for every agent. A stalled download is the
-// cheapest way to hold the proxy's memory (1.5–2 MiB a tunnel, in buffers the proxy cannot
-// shrink: docs/SECURITY.md); per-agent caps bound one agent, not several acting together.
+// agents have stopped reading are closed, only as many as it takes, before the kernel's OOM
+// killer ends the proxy for every agent. A stalled download is the cheapest way to hold the
+// proxy's memory (1.5–2 MiB a tunnel, in buffers the proxy cannot shrink: docs/SECURITY.md);
+// per-agent caps bound one agent, not several acting together.
 //
 // A round, when use is at the shed threshold: collect garbage first (a busy proxy's use swings
-// by tens of MiB of garbage), read again, and if still over, close the connections stalled
-// longest — at the first threshold only those that took no byte for the grace period, at the
-// second any — until the estimate of what they hold brings use back under the threshold.
-// Progress is seen by the process in coarse steps (the socket becomes writable again only once
-// a large part of its send buffer is free), so near the threshold the guard also watches each
-// stalled connection's kernel send queue (tcp-queues.ts), which shrinks segment by segment as
-// the agent reads: a slow reader keeps its connection, an agent that reads nothing does not.
+// by tens of MiB of garbage), read again, and if still over, close stalled connections — at the
+// first threshold those that took no byte for the grace period, at the second any — until the
+// estimate of what they hold brings use back under the threshold. Who loses one is decided by
+// agent, not by connection: always the agent that has the most stalled connections (its
+// longest-stalled first). The proxy cannot tell a slow reader from one that reads nothing in
+// less than tens of seconds (the agent's kernel reopens its receive window in steps of up to a
+// megabyte), but it knows which agent holds the memory: an agent with one slow download keeps
+// it while others hold dozens. While use is at the threshold, an agent holding many stalled
+// connections is refused new ones (proxy-server.ts).
 //
 // Use is the cgroup's (what the OOM killer counts, less the page cache it can reclaim) at every
 // level of the cgroup tree that has a limit, the one closest to its limit counting; outside a
@@ -20,7 +22,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { dirname, join } from "node:path";
-import { readSendQueues } from "./tcp-queues.ts";
 
 /** What counts against a limit now, and that limit, in bytes. */
 export interface MemoryReading {
@@ -44,9 +45,6 @@ const CRITICAL_COLLECT_GAP_MS = 100;
 const STALL_BYTES = 2 * 1024 * 1024;
 /** Shed connections are counted as freed for this long (until a collection has returned it). */
 const PENDING_MS = 1_000;
-/** The kernel's send queues are read at most this often while stalls exist (below the watch level: the second). */
-const QUEUE_READ_GAP_MS = 50;
-const QUEUE_READ_IDLE_GAP_MS = 250;
 
 interface Level {
   readonly dir: string;
@@ -224,28 +222,11 @@ export interface Stall {
   end(): void;
 }
 
-/** One connection that may stall, across its stalls: whose, and what it has shown. */
-export interface StallingConnection {
-  readonly agent: string;
-  /** Its key in the kernel's table (tcp-queues.ts), if known. */
-  readonly tcp: string | null;
-  /**
-   * It came out of a long stall: its agent reads, if slowly. Stalls that fill the kernel's
-   * buffers after a response starts are short; an agent that never reads has no other kind.
-   */
-  reader: boolean;
-}
-
 interface StallEntry {
   since: number;
-  readonly conn: StallingConnection;
+  readonly agent: string;
   readonly shed: () => void;
-  /** The connection's send queue when last looked at. */
-  queue: number | undefined;
 }
-
-/** A stall at least this long that ends in progress marks its connection as a reader. */
-const LONG_STALL_MS = 500;
 
 /** The connections currently waiting on their agents, and since when they made no progress. */
 export class StallRegistry {
@@ -262,22 +243,18 @@ export class StallRegistry {
     return this.#open.size;
   }
 
-  begin(conn: StallingConnection, shed: () => void): Stall {
-    const e: StallEntry = { since: this.#now(), conn, shed, queue: undefined };
+  begin(agent: string, shed: () => void): Stall {
+    const e: StallEntry = { since: this.#now(), agent, shed };
     this.#open.add(e);
     if (this.onBegin) queueMicrotask(this.onBegin);
     return {
-      progress: () => this.#progress(e),
+      progress: () => {
+        e.since = this.#now();
+      },
       end: () => {
-        if (this.#open.delete(e)) this.#progress(e);
+        this.#open.delete(e);
       },
     };
-  }
-
-  #progress(e: StallEntry): void {
-    const now = this.#now();
-    if (now - e.since >= LONG_STALL_MS) e.conn.reader = true;
-    e.since = now;
   }
 
   /** Whether any connection made no progress for `graceMs`. */
@@ -287,43 +264,54 @@ export class StallRegistry {
     return false;
   }
 
-  /** How many of `agent`'s connections are stalled and were never seen to read. */
+  /** How many of `agent`'s connections are stalled. */
   stalledBy(agent: string): number {
     let n = 0;
-    for (const e of this.#open) if (e.conn.agent === agent && !e.conn.reader) n++;
+    for (const e of this.#open) if (e.agent === agent) n++;
     return n;
   }
 
-  /** A stalled connection whose kernel send queue shrank since last time made progress. */
-  observe(queues: ReadonlyMap<string, number>): void {
-    for (const e of this.#open) {
-      if (e.conn.tcp === null) continue;
-      const q = queues.get(e.conn.tcp);
-      if (q === undefined) continue;
-      if (e.queue !== undefined && q < e.queue) this.#progress(e);
-      e.queue = q;
-    }
-  }
-
   /**
-   * Closes up to `max` connections that made no progress for `graceMs`: those never seen to
-   * read first, then readers, each longest-stalled first; counts them by agent.
+   * Closes up to `max` connections that made no progress for `graceMs`, one at a time from
+   * the agent with the most stalled connections left (young ones counted too: an agent's
+   * burst is not hidden by its grace), its longest-stalled first; between agents with as many,
+   * the longer-stalled one. Counts them by agent.
    */
   shed(graceMs: number, max = Number.POSITIVE_INFINITY): Map<string, number> {
     const now = this.#now();
-    const by = new Map<string, number>();
-    const due = [...this.#open]
-      .filter((e) => now - e.since >= graceMs)
-      .sort((a, b) => Number(a.conn.reader) - Number(b.conn.reader) || a.since - b.since)
-      .slice(0, max);
-    for (const e of due) {
+    const byAgent = new Map<string, { held: number; due: StallEntry[] }>();
+    for (const e of this.#open) {
+      let a = byAgent.get(e.agent);
+      if (!a) {
+        a = { held: 0, due: [] };
+        byAgent.set(e.agent, a);
+      }
+      a.held++;
+      if (now - e.since >= graceMs) a.due.push(e);
+    }
+    // Each agent's due list, longest-stalled last (of as long, the first begun): pop() takes it.
+    for (const a of byAgent.values()) a.due.sort((x, y) => x.since - y.since).reverse();
+    const out = new Map<string, number>();
+    for (let n = 0; n < max; n++) {
+      // Only an agent holding as many as the most any agent holds: if that agent's stalls are
+      // all within their grace, nobody holding fewer pays for it (the critical level has none).
+      let most = 0;
+      for (const a of byAgent.values()) most = Math.max(most, a.held);
+      let pick: { held: number; due: StallEntry[] } | undefined;
+      for (const a of byAgent.values()) {
+        if (a.due.length === 0 || a.held < most) continue;
+        if (!pick || a.due.at(-1)!.since < pick.due.at(-1)!.since) pick = a;
+      }
+      const e = pick?.due.pop();
+      if (!pick || !e) break;
+      pick.held--;
       this.#open.delete(e);
-      by.set(e.conn.agent, (by.get(e.conn.agent) ?? 0) + 1);
+      out.set(e.agent, (out.get(e.agent) ?? 0) + 1);
       try {
         e.shed();
       } catch {}
     }
-    return by;
+    return out;
   }
 }
 
@@ -339,7 +327,7 @@ export interface MemoryGuardOptions {
   readonly intervalMs: number;
   /** A new stall triggers a round when the last one is at least this old. */
   readonly minGapMs: number;
-  /** Told after each round that shed connections (counts by agent). */
+  /** Told after each round that shed connections (counts by agent, use as read, limit). */
   readonly onShed: (
     shed: ReadonlyMap<string, number>,
     usedBytes: number,
@@ -347,8 +335,6 @@ export interface MemoryGuardOptions {
   ) => void;
   /** Collects garbage (defaults to a full collection). */
   readonly collect?: () => void;
-  /** The kernel's send queues (defaults to /proc/net/tcp*). */
-  readonly sendQueues?: () => ReadonlyMap<string, number>;
   readonly now?: () => number;
 }
 
@@ -361,7 +347,6 @@ export class MemoryGuard {
   #checkedAt = Number.NEGATIVE_INFINITY;
   #pressed = false;
   #collectedAt = Number.NEGATIVE_INFINITY;
-  #queuesAt = Number.NEGATIVE_INFINITY;
   #collectTimer: ReturnType<typeof setTimeout> | null = null;
   /** Bytes the connections shed lately held, not yet visible in the use read. */
   readonly #pending: { at: number; bytes: number }[] = [];
@@ -407,16 +392,11 @@ export class MemoryGuard {
   }
 
   #read(): MemoryReading | null {
-    // Page cache matters from well below the threshold (the watch level below).
-    const r = this.#o.probe.read(this.#watchAt());
+    // Page cache is subtracted from well below the threshold, where it may start to matter.
+    const r = this.#o.probe.read(Math.max(0, this.#o.shedAt - 0.15));
     this.#limit = r?.limit ?? null;
     if (r) this.#used = r.used;
     return r;
-  }
-
-  /** From here the kernel's send queues are read more often, and page cache is subtracted. */
-  #watchAt(): number {
-    return Math.max(0, this.#o.shedAt - 0.15);
   }
 
   #pendingBytes(now: number): number {
@@ -442,17 +422,9 @@ export class MemoryGuard {
       return 0;
     }
     const { limit } = r;
-    // Who reads is learnt all along (a slow reader shows it only every few seconds), more
-    // often near the threshold, where it is about to matter.
-    const queueGap = r.used >= limit * this.#watchAt() ? QUEUE_READ_GAP_MS : QUEUE_READ_IDLE_GAP_MS;
-    if (now - this.#queuesAt >= queueGap) {
-      this.#queuesAt = now;
-      try {
-        this.#o.stalls.observe((this.#o.sendQueues ?? readSendQueues)());
-      } catch {}
-    }
     const threshold = limit * this.#o.shedAt;
-    let used = r.used - this.#pendingBytes(now);
+    let seen = r.used;
+    let used = seen - this.#pendingBytes(now);
     this.#pressed = used >= threshold;
     if (!this.#pressed) return 0;
     // Nothing to shed (every stall within its grace, below the critical level): no collection
@@ -466,7 +438,8 @@ export class MemoryGuard {
       this.#collect(now);
       const again = this.#read();
       if (!again) return 0;
-      used = again.used;
+      seen = again.used;
+      used = seen;
       this.#pressed = used >= threshold;
       if (!this.#pressed) return 0;
     }
@@ -477,7 +450,7 @@ export class MemoryGuard {
     for (const c of shed.values()) n += c;
     if (n === 0) return 0;
     this.#pending.push({ at: now, bytes: n * STALL_BYTES });
-    this.#o.onShed(shed, used, limit);
+    this.#o.onShed(shed, seen, limit);
     // What they held is garbage now: collect it as soon as the gap allows.
     this.#collectSoon(now, critical ? CRITICAL_COLLECT_GAP_MS : COLLECT_GAP_MS);
     return n;

@@ -243,15 +243,16 @@ export async function startProxy(
   const guard = memoryGuard(config, stalls, metrics, audit, options.memoryProbe);
   const front = new FrontDoor({
     stalls,
-    // While memory is short, an agent with connections that stopped reading opens no more:
-    // they are what the guard is shedding, and new ones would take their place.
+    // While memory is short, an agent holding many connections that wait on it opens no more:
+    // they are what the guard sheds first, and new ones would take their place. A few are
+    // left alone (an agent with a slow download or two keeps connecting).
     ...(guard
       ? {
           admit: (agent: string) =>
-            guard.pressed && stalls.stalledBy(agent) > 0
+            guard.pressed && stalls.stalledBy(agent) >= REFUSE_AT_STALLED
               ? new ProxyError(
                   "overloaded",
-                  "memory is short and this agent has connections that stopped reading; read them or close them, then retry",
+                  "memory is short and this agent has many connections that stopped reading; read them or close them, then retry",
                 )
               : null,
         }
@@ -384,15 +385,14 @@ export async function startProxy(
 }
 
 /**
- * How often memory use is read (and at most how often a new stall reads it), and how long an
- * agent may take no bytes before it may be shed below the critical level. Near the threshold a
- * stalled connection's kernel send queue is watched, which shrinks one segment at a time as the
- * agent reads (64 KiB on loopback, ~1.4 KB on an Ethernet-sized link): at 2 s, an agent
- * reading 32 KB/s over loopback still shows progress.
+ * How often memory use is read (and at most how often a new stall reads it), how long an agent
+ * may take no bytes before its connection may be shed below the critical level, and how many
+ * of an agent's connections must be waiting on it for it to be refused new ones under pressure.
  */
 const GUARD_INTERVAL_MS = 50;
 const GUARD_MIN_GAP_MS = 10;
 const STALL_GRACE_MS = 2000;
+const REFUSE_AT_STALLED = 8;
 
 /**
  * The memory guard, unless SLAPENIR_MEMORY_LIMIT is "off" (with "auto" and no container limit

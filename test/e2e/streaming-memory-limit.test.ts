@@ -278,9 +278,9 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
   test("agents stalling more downloads than the limit holds are shed; a slow reader and another agent are not", async () => {
     // Four agents each stall their cap of 8 MiB downloads: ~2 MiB a tunnel, about 512 MiB
     // in all, beyond the limit however the caps are set. Without the memory guard the proxy
-    // was OOM-killed while the tunnels opened. With it, connections whose agents take nothing
-    // are closed once use reaches the shed threshold, as many as it takes; a slow reader and
-    // another agent keep theirs.
+    // was OOM-killed while the tunnels opened. With it, stalled connections are closed once use
+    // reaches the shed threshold, as many as it takes, from the agents holding the most; a slow
+    // reader and another agent keep theirs.
     const cap = loadProxyConfig({}).limits.maxAgentConnections;
     const colluders = await Promise.all(
       [1, 2, 3, 4].map((i) => proxy!.issueAgent(`agent-collude-${i}`)),
@@ -297,11 +297,12 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
     const refusals: string[] = [];
     const auditFrom = proxy!.auditLines.length;
     // A slow reader on the wire: curl takes 100 KiB/s (it stops reading its socket between
-    // slices), so its connection waits on it most of the time, as a stalled one does. It has
-    // been reading a few seconds when the attack starts, and runs through it to its own time
-    // limit (curl exit 28). The audit must not name it: a shed reader would only notice once
-    // the kernel's buffers ran dry, seconds later. Ranked by stall age alone, it was shed.
-    const SLOW_SECS = 30;
+    // slices; its kernel reopens the window about once in ten seconds), so to the proxy its one
+    // download looks stalled most of the time, as the colluders' do. It runs through the attack
+    // to its own time limit (curl exit 28); the audit must never name it (a shed reader would
+    // only notice once the kernel's buffers ran dry, seconds later). The guard sheds from the
+    // agents holding the most stalled connections: ranked by stall age alone, it was shed.
+    const SLOW_SECS = 24;
     const slowRun = curlTransfer(
       proxy!,
       ["--limit-rate", "100k", `https://localhost:${up!.port}/download?bytes=${64 << 20}`],
@@ -309,7 +310,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       SLOW_SECS,
       slow,
     );
-    await Bun.sleep(5_000);
+    await Bun.sleep(1_000);
     try {
       // As fast as the handshake cap per address lets one host open them (4 × 16 at once).
       await Promise.all(
@@ -372,12 +373,15 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       );
       const shed = shedLines.reduce((n, l) => n + Number(l.connections), 0);
       const cut = ended.filter((n): n is number => n !== null);
-      expect(new Set(refusals)).toEqual(
-        new Set(refusals.length ? ["CONNECT refused: HTTP/1.1 503 Service Unavailable"] : []),
-      );
+      // Refused while memory was short: told 503, or — past the few refusals an agent may have
+      // being told at once — closed at once.
+      const kinds = new Set(refusals);
+      kinds.delete("CONNECT refused: HTTP/1.1 503 Service Unavailable");
+      kinds.delete("closed before head: ");
+      expect([...kinds]).toEqual([]);
       expect(tunnels.length + refusals.length).toBe(4 * cap);
       console.log(
-        `shed ${shed} of ${tunnels.length} (${refusals.length} more refused: 503); peak ${(cgroup!.peakBytes() / 1048576).toFixed(0)} MiB; slow reader ${slowly.bytes} bytes, curl exit ${slowly.exit}; shed agents ${[...shedAgents].join(" ")}`,
+        `shed ${shed} of ${tunnels.length} (${refusals.length} more refused); peak ${(cgroup!.peakBytes() / 1048576).toFixed(0)} MiB; slow reader ${slowly.bytes} bytes, curl exit ${slowly.exit}; shed agents ${[...shedAgents].join(" ")}`,
       );
       expect(shed).toBeGreaterThan(0);
       expect([...shedAgents].every((a) => /^agent-collude-[1-4]$/.test(a!))).toBe(true);
