@@ -7,8 +7,9 @@
 // Then, inside the cgroup only, agents that stop reading: 1, 2 or 4 agents each open as many
 // tunnels as their connection cap allows (SLAPENIR_MAX_AGENT_CONNECTIONS), ask each for an
 // 8 MiB download and stop reading after its head, while another agent downloads 64 MiB; it
-// prints the cgroup's peak, how many tunnels the memory guard shed, whether the OOM killer ran
-// and whether the other agent was served — the last row with the guard off, as the baseline.
+// prints the cgroup's peak, how many tunnels could not be opened (refused while memory is
+// short, or the proxy gone) and how many the memory guard shed, whether the OOM killer ran and
+// whether the other agent was served — the last row with the guard off, as the baseline.
 // Run: `bun bench/memory-limit.bench.ts` (about a minute; BENCH_MIB for smaller bodies,
 // BENCH_LIMIT=512M to try another limit).
 
@@ -125,6 +126,7 @@ async function stalled(stallers: number, guard: boolean): Promise<string> {
   });
   const up = startStreamUpstream({ cert: await proxy.upstreamCa.issue(["localhost"]) });
   const tunnels: tls.TLSSocket[] = [];
+  let refused = 0;
   try {
     const agents = [proxy.agent];
     for (let i = 1; i <= stallers; i++) agents.push(await proxy.issueAgent(`agent-${i}`));
@@ -132,8 +134,12 @@ async function stalled(stallers: number, guard: boolean): Promise<string> {
     for (const agent of agents.slice(1)) {
       const raw = { port: proxy.port, caBundlePath: proxy.caBundlePath, agent };
       for (let i = 0; i < cap; i++) {
+        // Refused (memory short: 503) or the proxy is gone (OOM): the row says which.
         const t = await openTunnel(raw, { connect: `localhost:${up.port}` }).catch(() => null);
-        if (!t) break; // the proxy is gone (OOM) or refused: the row says which
+        if (!t) {
+          refused++;
+          continue;
+        }
         stallAfterHead(t, request);
         tunnels.push(t);
       }
@@ -159,7 +165,7 @@ async function stalled(stallers: number, guard: boolean): Promise<string> {
       .map((l) => JSON.parse(l) as { evt?: string; connections?: number })
       .filter((l) => l.evt === "shed")
       .reduce((n, l) => n + (l.connections ?? 0), 0);
-    return `| ${stallers} | ${guard ? "on" : "off"} | ${tunnels.length} | ${guard ? shed : "–"} | ${mib(cg.peakBytes())} | ${cg.limitHits()} | ${cg.oomKills()} | ${exit === 0 ? code : `curl exit ${exit}`} |`;
+    return `| ${stallers} | ${guard ? "on" : "off"} | ${tunnels.length} | ${refused} | ${guard ? shed : "–"} | ${mib(cg.peakBytes())} | ${cg.limitHits()} | ${cg.oomKills()} | ${exit === 0 ? code : `curl exit ${exit}`} |`;
   } finally {
     for (const t of tunnels) closeTunnel(t);
     await up.stop();
@@ -201,8 +207,8 @@ try {
       "",
       `agents that stop reading, each at its connection cap (${loadProxyConfig({}).limits.maxAgentConnections}), inside the limit:`,
       "",
-      "| stalling agents | memory guard | stalled tunnels | shed | cgroup peak | times the limit was reached | OOM kills | another agent's 64 MiB download |",
-      "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+      "| stalling agents | memory guard | stalled tunnels | not opened (refused, or no proxy) | shed | cgroup peak | times the limit was reached | OOM kills | another agent's 64 MiB download |",
+      "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     );
     for (const [n, guard] of [
       [1, true],
