@@ -68,6 +68,14 @@ function statField(text: string, key: string): number {
   return m ? Number(m[1]) : 0;
 }
 
+/** A level's use, less its inactive page cache once use reaches `subtractFrom` bytes. */
+function useOf(l: Level, subtractFrom: number): number {
+  const used = Number(readFileSync(join(l.dir, l.usageFile), "utf8"));
+  if (!(used >= subtractFrom)) return used;
+  const stat = readFileSync(join(l.dir, "memory.stat"), "utf8");
+  return Math.max(0, used - statField(stat, l.statKey));
+}
+
 class CgroupProbe implements MemoryProbe {
   readonly source: string;
   readonly #levels: readonly Level[];
@@ -101,18 +109,13 @@ class CgroupProbe implements MemoryProbe {
     for (let i = 0; i < this.#levels.length; i++) {
       const limit = limits[i];
       if (limit == null) continue;
-      const l = this.#levels[i]!;
       let used: number;
       try {
-        used = Number(readFileSync(join(l.dir, l.usageFile), "utf8"));
-        if (!Number.isFinite(used)) continue;
-        if (used >= limit * near) {
-          const stat = readFileSync(join(l.dir, "memory.stat"), "utf8");
-          used = Math.max(0, used - statField(stat, l.statKey));
-        }
+        used = useOf(this.#levels[i]!, limit * near);
       } catch {
         continue;
       }
+      if (!Number.isFinite(used)) continue;
       if (!best || used / limit > best.used / best.limit) best = { used, limit };
     }
     return best;
@@ -120,10 +123,7 @@ class CgroupProbe implements MemoryProbe {
 
   /** The innermost level's use (less reclaimable page cache), for a configured limit. */
   ownUse(): number {
-    const l = this.#levels[0]!;
-    const used = Number(readFileSync(join(l.dir, l.usageFile), "utf8"));
-    const stat = readFileSync(join(l.dir, "memory.stat"), "utf8");
-    return Math.max(0, used - statField(stat, l.statKey));
+    return useOf(this.#levels[0]!, 0);
   }
 
   get hasLimit(): boolean {

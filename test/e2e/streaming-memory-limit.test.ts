@@ -30,7 +30,7 @@ import {
 } from "../support/memory-cgroup.ts";
 import type { AgentFiles } from "../support/proxy-harness.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
-import { closeTunnel, openTunnel, resumeTunnel, stallAfterHead } from "../support/raw-agent.ts";
+import { closeTunnel, openTunnel, readUntilClosed, stallAfterHead } from "../support/raw-agent.ts";
 import {
   digestOf,
   generateChunks,
@@ -92,6 +92,19 @@ function expectAliveWithinLimit(): void {
     limitHits: 0,
   });
   expect(c.peakBytes()).toBeLessThan(LIMIT);
+}
+
+/** `agent` downloads `bytes` through the proxy, meanwhile: whole, byte-exact, redacted. */
+async function expectServed(agent: AgentFiles, bytes: number): Promise<void> {
+  const spec = up!.spec(bytes, true);
+  const served = await curlTransfer(
+    proxy!,
+    [`https://localhost:${up!.port}/download?bytes=${bytes}&plant=1`],
+    undefined,
+    60,
+    agent,
+  );
+  expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
 }
 
 function proxyAlive(): boolean {
@@ -225,15 +238,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       expect(refusals.size).toBeLessThanOrEqual(2);
       expect(told).toBeGreaterThan(0);
       expect(told + closed).toBe(6_000 - cap);
-      const spec = up!.spec(8 << 20, true);
-      const served = await curlTransfer(
-        proxy!,
-        [`https://localhost:${up!.port}/download?bytes=${8 << 20}&plant=1`],
-        undefined,
-        60,
-        other,
-      );
-      expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
+      await expectServed(other, 8 << 20);
     } finally {
       for (const t of tunnels) closeTunnel(t);
     }
@@ -260,15 +265,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
         tunnels.push(t);
       }
       await Bun.sleep(1000);
-      const spec = up!.spec(64 << 20, true);
-      const served = await curlTransfer(
-        proxy!,
-        [`https://localhost:${up!.port}/download?bytes=${64 << 20}&plant=1`],
-        undefined,
-        60,
-        other,
-      );
-      expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
+      await expectServed(other, 64 << 20);
       expect([proxyAlive(), cgroup!.oomKills()]).toEqual([true, 0]);
     } finally {
       for (const t of tunnels) closeTunnel(t);
@@ -331,34 +328,10 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
         }),
       );
       await Bun.sleep(1500);
-      const spec = up!.spec(64 << 20, true);
-      const served = await curlTransfer(
-        proxy!,
-        [`https://localhost:${up!.port}/download?bytes=${64 << 20}&plant=1`],
-        undefined,
-        60,
-        other,
-      );
-      expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
+      await expectServed(other, 64 << 20);
       expect([proxyAlive(), cgroup!.oomKills()]).toEqual([true, 0]);
       // The colluders read again: exactly the shed tunnels end, each before its 8 MiB.
-      const ended = await Promise.all(
-        tunnels.map(
-          (t) =>
-            new Promise<number | null>((done) => {
-              let got = 0;
-              const timer = setTimeout(() => done(null), 5_000);
-              t.on("data", (d: Buffer) => {
-                got += d.length;
-              });
-              t.once("close", () => {
-                clearTimeout(timer);
-                done(got);
-              });
-              resumeTunnel(t);
-            }),
-        ),
-      );
+      const ended = await Promise.all(tunnels.map((t) => readUntilClosed(t, 5_000)));
       const slowly = await slowRun;
       const shedLines = proxy!.auditLines
         .slice(auditFrom)

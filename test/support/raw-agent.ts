@@ -144,9 +144,28 @@ export function stallAfterHead(t: tls.TLSSocket, request: string): void {
 }
 
 /** Reads again after stallAfterHead: the tunnel and its outer connection. */
-export function resumeTunnel(t: tls.TLSSocket): void {
+function resumeTunnel(t: tls.TLSSocket): void {
   carrierOf(t)?.resume();
   t.resume();
+}
+
+/**
+ * Reads a stalled tunnel again until it closes: the bytes it then got, or null when it is still
+ * open after `timeoutMs` (no limit without one).
+ */
+export function readUntilClosed(t: tls.TLSSocket, timeoutMs?: number): Promise<number | null> {
+  return new Promise((done) => {
+    let got = 0;
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => done(null), timeoutMs);
+    t.on("data", (d: Buffer) => {
+      got += d.length;
+    });
+    t.once("close", () => {
+      clearTimeout(timer);
+      done(got);
+    });
+    resumeTunnel(t);
+  });
 }
 
 /** The outer connection a tunnel's TLS runs over (the runtime keeps it as `_parent`). */
