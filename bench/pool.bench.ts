@@ -5,7 +5,7 @@
 // It must never print pattern bytes; it prints sizes, counts and speeds only.
 
 import { bench, run } from "mitata";
-import { type EngineName, MatcherPool } from "../src/matcher/pool.ts";
+import { type EngineName, MatcherPool } from "../src/matcher/pool/pool.ts";
 import type { MatcherEngine, PatternSpec } from "../src/matcher/types.ts";
 import { createWasmEngine } from "../src/matcher/wasm-engine.ts";
 import { jsonHaystack, randomPatterns, rng } from "./matcher-fixtures.ts";

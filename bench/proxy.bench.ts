@@ -19,7 +19,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { measure } from "mitata";
-import { MatcherPool } from "../src/matcher/pool.ts";
+import { MatcherPool } from "../src/matcher/pool/pool.ts";
 import { EmbeddedCa } from "../src/pki/embedded-ca.ts";
 import { LeafCache } from "../src/pki/leaf-cache.ts";
 import { curlProxyArgs } from "../test/support/proxy-harness.ts";

@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
 import { loadProxyConfig, type ProxyConfig } from "./config/proxy-config.ts";
-import { loadSecretsFile } from "./config/secrets.ts";
+import { loadSecretsFile } from "./credentials/secrets.ts";
 import { AGENT_DEFAULT_DAYS, EmbeddedCa } from "./pki/embedded-ca.ts";
 import { PkiError } from "./pki/pki-error.ts";
 

@@ -6,8 +6,8 @@
 import { ConfigError } from "./config/config-error.ts";
 import { loadProxyConfig } from "./config/proxy-config.ts";
 import { proxyEnrollmentConfig, startProxyEnrollment } from "./enroll/proxy-enrollment.ts";
-import type { ServerCredentials } from "./proxy/front-door.ts";
-import { type RunningProxy, startProxy } from "./proxy/proxy-server.ts";
+import type { ServerCredentials } from "./net/agent/front-door.ts";
+import { type RunningProxy, startProxy } from "./server/proxy-server.ts";
 
 /**
  * Step-CA mode (SLAPENIR_CA_URL set): enroll with the one-time token before the configuration

@@ -1,5 +1,5 @@
 // The matcher worker thread: runs one engine per live pattern set and the streams pinned to this
-// worker by src/matcher/pool.ts, speaking the protocol of src/matcher/pool-protocol.ts.
+// worker by src/matcher/pool/pool.ts, speaking the protocol of src/matcher/pool/pool-protocol.ts.
 // It must never log, never put pattern, replacement or stream bytes into a message other than a
 // transferred output buffer, and never keep a buffer that held input bytes without zeroing it.
 //
@@ -9,8 +9,13 @@
 // new one. Separate instances make that a whole-memory wipe instead of a careful partial one.
 
 import { readFileSync } from "node:fs";
-import type { CrashMode, EngineName, FromWorker, ToWorker } from "../src/matcher/pool-protocol.ts";
-import { unpackSpecs } from "../src/matcher/pool-protocol.ts";
+import type {
+  CrashMode,
+  EngineName,
+  FromWorker,
+  ToWorker,
+} from "../src/matcher/pool/pool-protocol.ts";
+import { unpackSpecs } from "../src/matcher/pool/pool-protocol.ts";
 import { referenceEngine } from "../src/matcher/reference.ts";
 import {
   type CompiledSet,

@@ -24,8 +24,8 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
+import { type HostPattern, parseHostPattern } from "../policy/host-pattern.ts";
 import { ConfigError } from "./config-error.ts";
-import { type HostPattern, parseHostPattern } from "./host-pattern.ts";
 
 export const DEFAULT_ALLOW_PORT = 443;
 
@@ -95,7 +95,7 @@ export interface ProxyLimits {
   readonly maxHandshakesPerAddress: number;
   readonly shutdownGraceMs: number;
   /**
-   * Memory pressure (src/proxy/memory-guard.ts): the limit ("auto": the container's cgroup
+   * Memory pressure (src/guard/memory-guard.ts): the limit ("auto": the container's cgroup
    * limit, if any; "off": no guard) and the fraction of it at which stalled connections are shed.
    */
   readonly memoryLimit: number | "auto" | "off";

@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import zlib from "node:zlib";
-import { redactionVariants } from "../../src/policy/secret-variants.ts";
+import { redactionVariants } from "../../src/credentials/secret-variants.ts";
 import { HostileAgent } from "../support/hostile-agent.ts";
 import { findLeaks, plantings, REALS, SECRETS } from "../support/hostile-oracle.ts";
 import {

@@ -109,7 +109,7 @@ test("an agent at its cap gets 429 for one more connection; another agent is sti
       .map((l) => JSON.parse(l) as Record<string, unknown>)
       .filter((l) => l.evt === "refused" && l.agent === "agent-a");
     // Refused twice: the audit writes the first at once, and repeats within ten seconds as one
-    // line with a count later (src/proxy/refusal-digest.ts); the metric counts both.
+    // line with a count later (src/observe/refusal-digest.ts); the metric counts both.
     expect(refusals.map((l) => [l.reason, l.repeated])).toEqual([
       [`too many open connections for this agent (limit ${PER_AGENT})`, undefined],
     ]);

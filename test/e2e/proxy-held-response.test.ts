@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type tls from "node:tls";
-import { InlineScanner } from "../../src/proxy/inline-scanner.ts";
+import { InlineScanner } from "../../src/body/inline-scanner.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { openTunnel } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";

@@ -1,6 +1,6 @@
 // The leak oracle for the hostile tests: the secret values they use, every way a hostile
 // upstream or agent might encode one (built here with Node's own encoders, independently of
-// src/policy/secret-variants.ts), and a detector that decodes a byte dump in every scheme it
+// src/credentials/secret-variants.ts), and a detector that decodes a byte dump in every scheme it
 // knows (hex runs at both nibble offsets, base64/base64url runs at every char offset, percent
 // and form decoding, JSON and HTML escapes) and reports whether a real value is inside. The
 // detector is deliberately broader than the proxy's matcher: a leak the proxy misses shows up

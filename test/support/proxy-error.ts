@@ -1,7 +1,7 @@
 // The ProxyError a promise rejects with; anything else (a resolution, another error) fails the
 // test. Test-only.
 
-import { ProxyError } from "../../src/proxy/errors.ts";
+import { ProxyError } from "../../src/http/proxy-error.ts";
 
 export async function failure(p: Promise<unknown>): Promise<ProxyError> {
   try {

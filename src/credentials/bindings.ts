@@ -1,0 +1,151 @@
+// Which credentials may be swapped for a request: a credential is bound to host patterns (and
+// optionally to agents); only when the canonical host actually dialled matches, and the agent
+// is admitted, may its dummy become its real value (THREATS 1, 22). Compiled once; `swapPlan`
+// is pure. It must never return a pair for an unbound host or an unadmitted agent, and its
+// errors name credentials by name and index only — never a dummy or real value.
+//
+// Ports: a binding pattern without a port binds port 443 only; `host:*` binds every port.
+// `require` (THREATS 4): a host bound to a credential with `require` receives only requests
+// that carried that credential's dummy and were swapped — see `checkRequired`.
+
+import { canonicalHost } from "../policy/host.ts";
+import { compileHostPattern, HostPatternSet } from "../policy/host-pattern-set.ts";
+import { PolicyError } from "../policy/policy-error.ts";
+
+export interface CredentialInput {
+  readonly name: string;
+  readonly dummy: Uint8Array;
+  readonly real: Uint8Array;
+  readonly hosts: readonly string[];
+  readonly agents?: readonly string[];
+  readonly require?: boolean;
+}
+
+export interface SwapPair {
+  readonly name: string;
+  readonly dummy: Uint8Array;
+  readonly real: Uint8Array;
+}
+
+export interface SwapPlan {
+  /** Pairs the request may have swapped (dummy → real), in configuration order. */
+  readonly swaps: readonly SwapPair[];
+  /** Names of `require` credentials bound to this host (admitted to the agent or not). */
+  readonly required: readonly string[];
+  /** Every real value of every credential, for outbound DLP and inbound redaction. */
+  readonly reals: readonly SwapPair[];
+}
+
+export interface RequiredVerdict {
+  readonly action: "allow" | "deny";
+  readonly reason: string;
+}
+
+export const BINDING_DEFAULT_PORT = 443;
+
+interface Bound {
+  readonly index: number;
+  readonly credential: SwapPair;
+  readonly agents: ReadonlySet<string> | undefined;
+  readonly require: boolean;
+}
+
+export class CredentialBindings {
+  readonly #set: HostPatternSet<Bound>;
+  readonly #reals: readonly SwapPair[];
+  static readonly EMPTY_PLAN: SwapPlan = Object.freeze({ swaps: [], required: [], reals: [] });
+
+  private constructor(set: HostPatternSet<Bound>, reals: readonly SwapPair[]) {
+    this.#set = set;
+    this.#reals = reals;
+  }
+
+  /** Validate and compile; throws PolicyError naming the credential by index and name. */
+  static compile(credentials: readonly CredentialInput[]): CredentialBindings {
+    const entries: { pattern: ReturnType<typeof expectPattern>; payload: Bound }[] = [];
+    const reals: SwapPair[] = [];
+    const names = new Set<string>();
+    credentials.forEach((c, i) => {
+      const path = `credentials[${i}]${typeof c?.name === "string" && c.name !== "" ? ` (${c.name})` : ""}`;
+      if (typeof c?.name !== "string" || c.name.length === 0) {
+        throw new PolicyError("bad-credential", path, "name must be a non-empty string");
+      }
+      if (names.has(c.name)) throw new PolicyError("bad-credential", path, "duplicate name");
+      names.add(c.name);
+      if (!(c.dummy instanceof Uint8Array) || c.dummy.length === 0) {
+        throw new PolicyError("bad-credential", path, "dummy must be non-empty bytes");
+      }
+      if (!(c.real instanceof Uint8Array) || c.real.length === 0) {
+        throw new PolicyError("bad-credential", path, "real must be non-empty bytes");
+      }
+      if (Buffer.from(c.dummy).equals(Buffer.from(c.real))) {
+        throw new PolicyError("bad-credential", path, "dummy and real must differ");
+      }
+      if (!Array.isArray(c.hosts) || c.hosts.length === 0) {
+        throw new PolicyError("bad-credential", path, "hosts must be a non-empty list");
+      }
+      if (c.agents !== undefined && (!Array.isArray(c.agents) || c.agents.length === 0)) {
+        throw new PolicyError(
+          "bad-credential",
+          path,
+          "agents, when given, must be a non-empty list",
+        );
+      }
+      const pair: SwapPair = Object.freeze({ name: c.name, dummy: c.dummy, real: c.real });
+      reals.push(pair);
+      const bound: Bound = {
+        index: i,
+        credential: pair,
+        agents: c.agents ? new Set(c.agents) : undefined,
+        require: c.require === true,
+      };
+      c.hosts.forEach((h, j) => {
+        entries.push({ pattern: expectPattern(h, `${path}.hosts[${j}]`), payload: bound });
+      });
+    });
+    return new CredentialBindings(new HostPatternSet(entries), Object.freeze(reals));
+  }
+
+  /** Every real value (for DLP and redaction), whatever the host. */
+  get reals(): readonly SwapPair[] {
+    return this.#reals;
+  }
+
+  /**
+   * The swap plan for a request from `agent` to the host it dials. `host` is canonicalised
+   * here; a host that cannot be canonicalised gets no swaps at all.
+   */
+  swapPlan(agent: string, host: string, port: number = BINDING_DEFAULT_PORT): SwapPlan {
+    const c = canonicalHost(host);
+    if (!c.ok) return { swaps: [], required: [], reals: this.#reals };
+    const seen = new Set<number>();
+    const swaps: SwapPair[] = [];
+    const required: string[] = [];
+    for (const { payload } of this.#set.match(c.value, port)) {
+      if (seen.has(payload.index)) continue;
+      seen.add(payload.index);
+      if (payload.require) required.push(payload.credential.name);
+      if (payload.agents === undefined || payload.agents.has(agent)) swaps.push(payload.credential);
+    }
+    return { swaps, required, reals: this.#reals };
+  }
+}
+
+/**
+ * `require` check after the swap: every required credential must have been swapped in this
+ * request (its dummy was present and the agent is admitted). `swapped` = names actually swapped.
+ */
+export function checkRequired(plan: SwapPlan, swapped: ReadonlySet<string>): RequiredVerdict {
+  const missing = plan.required.filter((n) => !swapped.has(n));
+  if (missing.length === 0) return { action: "allow", reason: "required credentials present" };
+  return {
+    action: "deny",
+    reason: `host requires credential ${missing.join(", ")} via its dummy; request did not carry it`,
+  };
+}
+
+function expectPattern(text: string, path: string) {
+  const p = compileHostPattern(text, { defaultPort: BINDING_DEFAULT_PORT, allowAny: false });
+  if (typeof p === "string") throw new PolicyError("bad-credential", path, p);
+  return p;
+}

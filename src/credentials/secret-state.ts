@@ -1,0 +1,178 @@
+// The compiled, immutable view of the configured credentials that the request path uses:
+// host bindings, the inline replacers for headers and targets, and the pattern sets the worker
+// pool scans bodies with. Built once per secrets (re)load. It must never expose a value except
+// as bytes handed to a replacer or a pattern set, and `dispose()` zeroes every copy it made.
+
+import { type InlinePattern, InlineReplacer } from "../matcher/inline.ts";
+import type { PatternSpec } from "../matcher/types.ts";
+import type { BytePair } from "./basic-auth.ts";
+import { CredentialBindings, type SwapPair } from "./bindings.ts";
+import { redactionVariants, swapVariants, toPatternSpecs } from "./secret-variants.ts";
+import type { SecretsConfig } from "./secrets.ts";
+
+/** What one (agent, destination) may have swapped, compiled for the request path. */
+export interface RequestPlan {
+  /** Stable id of the swap set: the sorted credential names ("" when none). */
+  readonly key: string;
+  readonly swaps: readonly SwapPair[];
+  /** Credentials whose `require` flag binds them to this destination. */
+  readonly required: readonly string[];
+  /** Dummy → real in header values (text encodings). */
+  readonly headerSwap: InlineReplacer;
+  /** Dummy → real in the request target (raw dummy becomes the percent-encoded real). */
+  readonly urlSwap: InlineReplacer;
+  /** Pairs for `Authorization: Basic`, swapped inside the decoded credentials. */
+  readonly basicPairs: readonly BytePair[];
+  /** Pattern set for request bodies (null when nothing can be swapped). */
+  readonly bodySpecs: readonly PatternSpec[] | null;
+  /** True when every body swap keeps the body's length (Content-Length stays valid). */
+  readonly lengthPreserving: boolean;
+}
+
+let nextGeneration = 1;
+
+export class SecretState {
+  /** Distinguishes this state's pattern sets from those of earlier or later reloads. */
+  readonly generation = nextGeneration++;
+  readonly bindings: CredentialBindings;
+  /** Every encoding of every real value → its redaction (responses; DLP detection on requests). */
+  readonly redactInline: InlineReplacer;
+  readonly redactSpecs: readonly PatternSpec[];
+  /** Dummies that policy refuses in URLs (`inUrl: "deny"`), any text encoding. */
+  readonly urlDenied: InlineReplacer;
+  readonly credentialCount: number;
+  /**
+   * What real values become in the combined outbound pass (one pool stream for DLP and swap):
+   * random per secrets generation, never a credential; seeing it in the output is a DLP hit.
+   */
+  readonly dlpMarker: Uint8Array = crypto.getRandomValues(new Uint8Array(32));
+  readonly #outbound = new Map<string, readonly PatternSpec[]>();
+  readonly #plans = new Map<string, RequestPlan>();
+  readonly #owned: Uint8Array[] = [];
+
+  private constructor(secrets: SecretsConfig) {
+    const creds = secrets.credentials;
+    this.credentialCount = creds.length;
+    const inputs = creds.map((c) => {
+      const dummy = c.dummy.revealBytes();
+      const real = c.real.revealBytes();
+      this.#owned.push(dummy, real);
+      return {
+        name: c.name,
+        dummy,
+        real,
+        hosts: c.hosts.map((h) => h.pattern),
+        ...(c.agents ? { agents: c.agents } : {}),
+        require: c.require,
+        inUrl: c.inUrl,
+      };
+    });
+    this.bindings = CredentialBindings.compile(inputs);
+    const redact: InlinePattern[] = [];
+    const variantSets = inputs.map((c) => {
+      const set = redactionVariants(c.real);
+      for (const v of set.variants) {
+        this.#owned.push(v.pattern);
+        redact.push({ name: c.name, from: v.pattern, to: v.replacement });
+      }
+      return set;
+    });
+    this.redactInline = new InlineReplacer(redact);
+    this.redactSpecs = toPatternSpecs(variantSets);
+    const denied: InlinePattern[] = [];
+    for (const c of inputs) {
+      if (c.inUrl !== "deny") continue;
+      for (const v of swapVariants(c.dummy, c.real, "url").variants) {
+        this.#owned.push(v.pattern, v.replacement);
+        denied.push({ name: c.name, from: v.pattern, to: v.pattern });
+      }
+    }
+    this.urlDenied = new InlineReplacer(denied);
+  }
+
+  static compile(secrets: SecretsConfig): SecretState {
+    return new SecretState(secrets);
+  }
+
+  /**
+   * The scanner-side name of one of this state's pattern sets. Names carry the generation, so
+   * a request still running on the previous secrets can never fill (or use) a set under the
+   * name the new secrets use.
+   */
+  setName(kind: string): string {
+    return `${kind}#${this.generation}`;
+  }
+
+  /** True for set names made by `setName` of this state. */
+  ownsSet(name: string): boolean {
+    return name.endsWith(`#${this.generation}`);
+  }
+
+  /** The compiled plan for a request from `agent` to `host:port` (cached per swap set). */
+  plan(agent: string, host: string, port: number): RequestPlan {
+    const p = this.bindings.swapPlan(agent, host, port);
+    const key = p.swaps
+      .map((s) => s.name)
+      .sort()
+      .join("\u0000");
+    const cacheKey = `${key}\u0001${p.required.join("\u0000")}`;
+    const hit = this.#plans.get(cacheKey);
+    if (hit) return hit;
+    const text: InlinePattern[] = [];
+    const url: InlinePattern[] = [];
+    const bodySets = [];
+    let lengthPreserving = true;
+    for (const s of p.swaps) {
+      const t = swapVariants(s.dummy, s.real, "text");
+      for (const v of t.variants) {
+        this.#owned.push(v.pattern, v.replacement);
+        text.push({ name: s.name, from: v.pattern, to: v.replacement });
+        if (v.pattern.length !== v.replacement.length) lengthPreserving = false;
+      }
+      bodySets.push(t);
+      for (const v of swapVariants(s.dummy, s.real, "url").variants) {
+        this.#owned.push(v.pattern, v.replacement);
+        url.push({ name: s.name, from: v.pattern, to: v.replacement });
+      }
+    }
+    const plan: RequestPlan = {
+      key,
+      swaps: p.swaps,
+      required: p.required,
+      headerSwap: new InlineReplacer(text),
+      urlSwap: new InlineReplacer(url),
+      basicPairs: p.swaps,
+      bodySpecs: p.swaps.length > 0 ? toPatternSpecs(bodySets) : null,
+      lengthPreserving,
+    };
+    this.#plans.set(cacheKey, plan);
+    return plan;
+  }
+
+  /** The combined outbound set for a plan: reals → marker (DLP) first, then dummy → real. */
+  outboundSpecs(plan: RequestPlan): readonly PatternSpec[] {
+    const hit = this.#outbound.get(plan.key);
+    if (hit) return hit;
+    const seen = new Set<string>();
+    const specs: PatternSpec[] = [];
+    const add = (pattern: Uint8Array, replacement: Uint8Array) => {
+      const k = Buffer.from(pattern).toString("latin1");
+      if (seen.has(k)) return;
+      seen.add(k);
+      specs.push({ pattern, replacement });
+    };
+    for (const s of this.redactSpecs) add(s.pattern, this.dlpMarker);
+    for (const s of plan.bodySpecs ?? []) add(s.pattern, s.replacement);
+    this.#outbound.set(plan.key, specs);
+    return specs;
+  }
+
+  /** Zero every byte this state copied out of the configuration. */
+  dispose(): void {
+    for (const b of this.#owned) b.fill(0);
+    this.#owned.length = 0;
+    this.#plans.clear();
+    this.#outbound.clear();
+    this.dlpMarker.fill(0);
+  }
+}

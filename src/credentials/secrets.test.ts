@@ -1,0 +1,423 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { inspect } from "node:util";
+import { ConfigError } from "../config/config-error.ts";
+import {
+  buildSecrets,
+  loadSecrets,
+  loadSecretsFile,
+  parseSecretsEnv,
+  parseSecretsJson,
+} from "./secrets.ts";
+
+// Every value here is distinctive so a leak is easy to grep for.
+const OPENAI = {
+  name: "openai",
+  dummy: "DUMMY-openai-000111",
+  real: "REAL-openai-sk-999888777",
+  hosts: ["api.openai.com"],
+};
+const GITHUB = {
+  name: "github",
+  dummy: "DUMMY-gh-ghp-222333",
+  real: "REAL-gh-ghp-666555444",
+  hosts: ["*.github.com", "api.github.com:443"],
+  agents: ["agent-a"],
+  require: true,
+  inUrl: "deny",
+};
+const ALL_VALUES = [OPENAI.dummy, OPENAI.real, GITHUB.dummy, GITHUB.real];
+
+function parse(doc: unknown) {
+  return buildSecrets(parseSecretsJson(JSON.stringify(doc), "secrets.json"));
+}
+
+function errorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+function expectNoValues(text: string): void {
+  for (const v of ALL_VALUES) {
+    expect(text).not.toContain(v);
+    expect(text).not.toContain(v.slice(6, 14)); // no fragment either
+  }
+}
+
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+describe("valid configuration", () => {
+  test("file format: fields, defaults, canonical host patterns", () => {
+    const s = parse({ credentials: [OPENAI, GITHUB] });
+    expect(s.redacted()).toEqual([
+      {
+        name: "openai",
+        source: "secrets.json credentials[0]",
+        dummyLength: OPENAI.dummy.length,
+        realLength: OPENAI.real.length,
+        hosts: ["api.openai.com"],
+        agents: "any",
+        require: false,
+        inUrl: "allow",
+      },
+      {
+        name: "github",
+        source: "secrets.json credentials[1]",
+        dummyLength: GITHUB.dummy.length,
+        realLength: GITHUB.real.length,
+        hosts: ["*.github.com", "api.github.com:443"],
+        agents: ["agent-a"],
+        require: true,
+        inUrl: "deny",
+      },
+    ]);
+    const gh = s.credentials[1]!;
+    expect(gh.dummy.revealText()).toBe(GITHUB.dummy);
+    expect(gh.real.revealText()).toBe(GITHUB.real);
+    expect(gh.hosts[0]).toMatchObject({ kind: "wildcard", host: "github.com" });
+    expect(Object.isFrozen(s.credentials)).toBe(true);
+    expect(Object.isFrozen(gh)).toBe(true);
+  });
+
+  test("environment variables", () => {
+    const drafts = parseSecretsEnv({
+      SLAPENIR_CRED_OPENAI_DUMMY: OPENAI.dummy,
+      SLAPENIR_CRED_OPENAI_REAL: OPENAI.real,
+      SLAPENIR_CRED_OPENAI_HOSTS: "api.openai.com, API.example.org.",
+      SLAPENIR_CRED_GH_TOKEN_DUMMY: GITHUB.dummy,
+      SLAPENIR_CRED_GH_TOKEN_REAL: GITHUB.real,
+      SLAPENIR_CRED_GH_TOKEN_HOSTS: "*.github.com",
+      SLAPENIR_CRED_GH_TOKEN_AGENTS: "agent-a,agent-b",
+      SLAPENIR_CRED_GH_TOKEN_REQUIRE: "true",
+      SLAPENIR_CRED_GH_TOKEN_IN_URL: "deny",
+      UNRELATED: "x",
+    });
+    expect(buildSecrets(drafts).redacted()).toMatchObject([
+      {
+        name: "gh_token",
+        source: "environment",
+        hosts: ["*.github.com"],
+        agents: ["agent-a", "agent-b"],
+        require: true,
+        inUrl: "deny",
+      },
+      {
+        name: "openai",
+        hosts: ["api.openai.com", "api.example.org"],
+        agents: "any",
+        require: false,
+      },
+    ]);
+  });
+
+  test("loadSecrets merges TOKENS_JSON and the environment; nothing configured is valid", async () => {
+    const d = await mkdtemp(join(tmpdir(), "slapenir-secrets-"));
+    dirs.push(d);
+    const file = join(d, "tokens.json");
+    await writeFile(file, JSON.stringify({ credentials: [GITHUB] }));
+    const s = await loadSecrets({
+      TOKENS_JSON: file,
+      SLAPENIR_CRED_OPENAI_DUMMY: OPENAI.dummy,
+      SLAPENIR_CRED_OPENAI_REAL: OPENAI.real,
+      SLAPENIR_CRED_OPENAI_HOSTS: "api.openai.com",
+    });
+    expect(s.credentials.map((c) => c.name)).toEqual(["github", "openai"]);
+    expect((await loadSecrets({})).credentials).toEqual([]);
+    // The same name in both places is an error.
+    const err = await loadSecrets({
+      TOKENS_JSON: file,
+      SLAPENIR_CRED_GITHUB_DUMMY: "another-dummy-1",
+      SLAPENIR_CRED_GITHUB_REAL: "another-real-22",
+      SLAPENIR_CRED_GITHUB_HOSTS: "x.example",
+    }).catch((e: unknown) => e);
+    expect((err as ConfigError).code).toBe("duplicate");
+    expect(await loadSecretsFile(file).then((s2) => s2.credentials.length)).toBe(1);
+  });
+});
+
+describe("a credential never shows its values", () => {
+  test("util.inspect, Bun.inspect, JSON.stringify, template strings, spread", () => {
+    const s = parse({ credentials: [OPENAI, GITHUB] });
+    const c = s.credentials[0]!;
+    const views = [
+      inspect(c),
+      inspect(s, { depth: 10, showHidden: true }),
+      inspect({ ...c }, { depth: 10 }),
+      Bun.inspect(s),
+      Bun.inspect(c, { depth: 10 }),
+      JSON.stringify(s),
+      JSON.stringify(c),
+      JSON.stringify({ ...c }),
+      `${c} ${c.dummy} ${c.real}`,
+      String(c.real),
+      [c].join(","),
+    ];
+    for (const v of views) expectNoValues(v);
+    expect(`${c}`).toBe(
+      `Credential(openai: dummy ${OPENAI.dummy.length} B, real ${OPENAI.real.length} B, hosts api.openai.com)`,
+    );
+  });
+
+  test("dispose zeroes every value", () => {
+    const s = parse({ credentials: [OPENAI] });
+    const c = s.credentials[0]!;
+    s.dispose();
+    expect(c.real.disposed && c.dummy.disposed).toBe(true);
+    expect(() => c.real.revealText()).toThrow();
+  });
+});
+
+describe("invalid configuration: errors name the entry and field, never a value", () => {
+  const cases: [string, unknown, string, string][] = [
+    ["not an object", [], "bad-shape", 'must be an object with a "credentials" array'],
+    [
+      "unknown top-level field",
+      { credentials: [], extra: 1 },
+      "bad-shape",
+      "secrets.json: unknown field 'extra'",
+    ],
+    ["entry not an object", { credentials: [1] }, "bad-shape", "credentials[0]: must be an object"],
+    [
+      "bad name",
+      { credentials: [{ ...OPENAI, name: "bad name" }] },
+      "bad-value",
+      "credentials[0].name: name must match",
+    ],
+    [
+      "unknown field",
+      { credentials: [{ ...OPENAI, host: ["x.example"] }] },
+      "bad-shape",
+      "credentials[0]: unknown field 'host'",
+    ],
+    [
+      "unknown field named like a secret",
+      { credentials: [{ ...OPENAI, [GITHUB.real]: 1 }] },
+      "bad-shape",
+      "unknown field (a field whose name is not shown)",
+    ],
+    [
+      "dummy too short",
+      { credentials: [{ ...OPENAI, dummy: "short" }] },
+      "bad-value",
+      "credentials[0] (openai).dummy: is 5 bytes; it must be 8..512 bytes",
+    ],
+    [
+      "real too long",
+      { credentials: [{ ...OPENAI, real: "R".repeat(513) }] },
+      "bad-value",
+      "credentials[0] (openai).real: is 513 bytes",
+    ],
+    [
+      "real not a string",
+      { credentials: [{ ...OPENAI, real: 12345678 }] },
+      "bad-value",
+      "(openai).real: must be a string",
+    ],
+    [
+      "control character",
+      { credentials: [{ ...OPENAI, real: `${OPENAI.real}\r\nX: y` }] },
+      "bad-value",
+      "(openai).real: must be printable ASCII",
+    ],
+    [
+      "non-ASCII",
+      { credentials: [{ ...OPENAI, dummy: `${OPENAI.dummy}é` }] },
+      "bad-value",
+      "(openai).dummy: must be printable ASCII",
+    ],
+    [
+      "leading space",
+      { credentials: [{ ...OPENAI, dummy: ` ${OPENAI.dummy}` }] },
+      "bad-value",
+      "(openai).dummy: must be printable ASCII",
+    ],
+    [
+      "dummy equals real",
+      { credentials: [{ ...OPENAI, dummy: OPENAI.real }] },
+      "conflict",
+      "(openai): dummy and real are the same value",
+    ],
+    [
+      "dummy contains own real",
+      { credentials: [{ ...OPENAI, dummy: `x${OPENAI.real}` }] },
+      "conflict",
+      "(openai): dummy contains its own real value",
+    ],
+    [
+      "no hosts",
+      { credentials: [{ ...OPENAI, hosts: [] }] },
+      "missing",
+      "(openai).hosts: needs at least one host",
+    ],
+    [
+      "hosts not an array",
+      { credentials: [{ ...OPENAI, hosts: "api.openai.com" }] },
+      "bad-shape",
+      "(openai).hosts: must be an array",
+    ],
+    [
+      "bad host",
+      { credentials: [{ ...OPENAI, hosts: ["ok.example", "bad host"] }] },
+      "bad-host-pattern",
+      "(openai).hosts[1]: is not a valid host",
+    ],
+    [
+      "wildcard everything",
+      { credentials: [{ ...OPENAI, hosts: ["*"] }] },
+      "bad-host-pattern",
+      "(openai).hosts[0]: '*' (every host) is not allowed",
+    ],
+    [
+      "agents empty",
+      { credentials: [{ ...OPENAI, agents: [] }] },
+      "bad-value",
+      "(openai).agents: is empty",
+    ],
+    [
+      "bad agent",
+      { credentials: [{ ...OPENAI, agents: ["ok", "b/d"] }] },
+      "bad-value",
+      "(openai).agents[1]: agent names must match",
+    ],
+    [
+      "require not boolean",
+      { credentials: [{ ...OPENAI, require: "yes" }] },
+      "bad-value",
+      "(openai).require: must be true or false",
+    ],
+    [
+      "inUrl bad",
+      { credentials: [{ ...OPENAI, inUrl: "maybe" }] },
+      "bad-value",
+      '(openai).inUrl: must be "allow" or "deny"',
+    ],
+    [
+      "duplicate name",
+      { credentials: [OPENAI, { ...GITHUB, name: "OpenAI" }] },
+      "duplicate",
+      "credential name 'OpenAI' is also used by secrets.json: credentials[0] (openai)",
+    ],
+    [
+      "duplicate dummy",
+      { credentials: [OPENAI, { ...GITHUB, dummy: OPENAI.dummy }] },
+      "duplicate",
+      "credentials[1] (github): has the same dummy as secrets.json: credentials[0] (openai)",
+    ],
+    [
+      "duplicate real",
+      { credentials: [OPENAI, { ...GITHUB, real: OPENAI.real }] },
+      "duplicate",
+      "credentials[1] (github): has the same real value as",
+    ],
+    [
+      "dummy equals another's real",
+      { credentials: [OPENAI, { ...GITHUB, dummy: OPENAI.real }] },
+      "conflict",
+      "credentials[1] (github): dummy contains the real value of secrets.json: credentials[0] (openai)",
+    ],
+  ];
+  for (const [label, doc, code, message] of cases) {
+    test(label, () => {
+      const err = errorOf(() => parse(doc));
+      expect({ code: err.code as string, hasMessage: err.message.includes(message) }).toEqual({
+        code,
+        hasMessage: true,
+      });
+      expectNoValues(err.message);
+      expectNoValues(inspect(err));
+    });
+  }
+
+  test("malformed JSON: the parser's message (which may quote input) is not passed on", () => {
+    const err = errorOf(() =>
+      parseSecretsJson(`{"credentials": [{"real": ${OPENAI.real}}]}`, "secrets.json"),
+    );
+    expect(err.message).toBe("secrets.json is not valid JSON");
+  });
+
+  const envCases: [string, Record<string, string>, string][] = [
+    [
+      "missing REAL",
+      { SLAPENIR_CRED_X_DUMMY: OPENAI.dummy, SLAPENIR_CRED_X_HOSTS: "a.example" },
+      "SLAPENIR_CRED_X_REAL: is not set",
+    ],
+    [
+      "short dummy",
+      {
+        SLAPENIR_CRED_X_DUMMY: "d",
+        SLAPENIR_CRED_X_REAL: OPENAI.real,
+        SLAPENIR_CRED_X_HOSTS: "a.example",
+      },
+      "SLAPENIR_CRED_X_DUMMY: is 1 bytes",
+    ],
+    [
+      "bad host",
+      {
+        SLAPENIR_CRED_X_DUMMY: OPENAI.dummy,
+        SLAPENIR_CRED_X_REAL: OPENAI.real,
+        SLAPENIR_CRED_X_HOSTS: "a.example,*",
+      },
+      "SLAPENIR_CRED_X_HOSTS[1]:",
+    ],
+    [
+      "empty hosts",
+      {
+        SLAPENIR_CRED_X_DUMMY: OPENAI.dummy,
+        SLAPENIR_CRED_X_REAL: OPENAI.real,
+        SLAPENIR_CRED_X_HOSTS: " , ",
+      },
+      "SLAPENIR_CRED_X_HOSTS: needs at least one host",
+    ],
+    [
+      "bad require",
+      {
+        SLAPENIR_CRED_X_DUMMY: OPENAI.dummy,
+        SLAPENIR_CRED_X_REAL: OPENAI.real,
+        SLAPENIR_CRED_X_HOSTS: "a.example",
+        SLAPENIR_CRED_X_REQUIRE: "maybe",
+      },
+      "SLAPENIR_CRED_X_REQUIRE: must be true or false",
+    ],
+    [
+      "bad in-url",
+      {
+        SLAPENIR_CRED_X_DUMMY: OPENAI.dummy,
+        SLAPENIR_CRED_X_REAL: OPENAI.real,
+        SLAPENIR_CRED_X_HOSTS: "a.example",
+        SLAPENIR_CRED_X_IN_URL: "no",
+      },
+      "SLAPENIR_CRED_X_IN_URL: must be",
+    ],
+    [
+      "unknown suffix",
+      { SLAPENIR_CRED_X_TOKEN: OPENAI.real },
+      "SLAPENIR_CRED_X_TOKEN: unrecognised credential variable",
+    ],
+  ];
+  for (const [label, env, message] of envCases) {
+    test(`environment: ${label}`, () => {
+      const err = errorOf(() => buildSecrets(parseSecretsEnv(env)));
+      expect(err.message).toContain(message);
+      expectNoValues(err.message);
+    });
+  }
+
+  test("an unreadable file is named without its contents", async () => {
+    const err = await loadSecrets({ TOKENS_JSON: "/nonexistent/tokens.json" }).catch(
+      (e: unknown) => e,
+    );
+    expect((err as ConfigError).message).toBe(
+      "TOKENS_JSON: secrets file /nonexistent/tokens.json cannot be read (ENOENT)",
+    );
+  });
+});

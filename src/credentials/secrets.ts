@@ -1,0 +1,423 @@
+// Loads the credentials SLAPENIR swaps: from a secrets file (path in TOKENS_JSON, a Docker
+// secret in production) and/or environment variables, validated as a whole before anything
+// starts. Each credential has a log-safe view (`redacted()`, also what JSON.stringify,
+// util.inspect and template strings show), like superfly/tokenizer's StripHazmat.
+//
+// It must never put a credential value, or a fragment of one, into an error, a log-safe view
+// or a string a formatter produces. Errors name the entry (JSON path, credential name or
+// variable) and the field.
+//
+// File format (TOKENS_JSON):
+//   { "credentials": [ {
+//       "name": "openai",                        // [A-Za-z0-9][A-Za-z0-9._-]{0,63}, unique
+//       "dummy": "sk-dummy-…",                   // what the agent holds
+//       "real": "sk-proj-…",                     // what bound hosts receive
+//       "hosts": ["api.openai.com", "*.github.com", "localhost:8443"],
+//       "agents": ["agent-a"],                   // optional: only these agents get the swap
+//       "require": true,                         // optional (false): bound hosts only get
+//                                                //   requests that carried the dummy
+//       "inUrl": "deny"                          // optional ("allow"): refuse the dummy in URLs
+//   } ] }
+// Environment (merged with the file; a name may not appear in both):
+//   SLAPENIR_CRED_<NAME>_DUMMY, _REAL, _HOSTS (comma list) — required;
+//   SLAPENIR_CRED_<NAME>_AGENTS (comma list), _REQUIRE (true|false), _IN_URL (allow|deny).
+//   <NAME> becomes the lower-case credential name (OPENAI → openai).
+// Values: 8..512 bytes of printable ASCII without leading/trailing spaces (they go into
+// header values and are matched in several encodings).
+
+import { readFile } from "node:fs/promises";
+import { inspect } from "node:util";
+import { ConfigError } from "../config/config-error.ts";
+import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../matcher/types.ts";
+import { type HostPattern, parseHostPattern } from "../policy/host-pattern.ts";
+import { SecretValue } from "./secret-value.ts";
+
+export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const ENV_PREFIX = "SLAPENIR_CRED_";
+const ENV_KEY_RE = /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN_URL)$/;
+const FILE_FIELDS = new Set(["name", "dummy", "real", "hosts", "agents", "require", "inUrl"]);
+
+export type InUrlRule = "allow" | "deny";
+
+/** The log-safe view of a credential. */
+export interface RedactedCredential {
+  readonly name: string;
+  readonly source: string;
+  readonly dummyLength: number;
+  readonly realLength: number;
+  readonly hosts: readonly string[];
+  readonly agents: readonly string[] | "any";
+  readonly require: boolean;
+  readonly inUrl: InUrlRule;
+}
+
+export class Credential {
+  constructor(
+    readonly name: string,
+    /** Where it was defined: `TOKENS_JSON credentials[0]` or `environment`. */
+    readonly source: string,
+    readonly dummy: SecretValue,
+    readonly real: SecretValue,
+    readonly hosts: readonly HostPattern[],
+    /** `undefined`: every agent may use it. */
+    readonly agents: readonly string[] | undefined,
+    readonly require: boolean,
+    readonly inUrl: InUrlRule,
+  ) {
+    Object.freeze(this);
+  }
+
+  redacted(): RedactedCredential {
+    return {
+      name: this.name,
+      source: this.source,
+      dummyLength: this.dummy.length,
+      realLength: this.real.length,
+      hosts: this.hosts.map((h) => h.pattern),
+      agents: this.agents ?? "any",
+      require: this.require,
+      inUrl: this.inUrl,
+    };
+  }
+
+  toJSON(): RedactedCredential {
+    return this.redacted();
+  }
+
+  toString(): string {
+    const r = this.redacted();
+    return `Credential(${r.name}: dummy ${r.dummyLength} B, real ${r.realLength} B, hosts ${r.hosts.join(",")})`;
+  }
+
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+export interface SecretsConfig {
+  readonly credentials: readonly Credential[];
+  /** Log-safe summary of every credential. */
+  redacted(): readonly RedactedCredential[];
+  /** Zero every value (on reload or shutdown). */
+  dispose(): void;
+}
+
+/** One credential before cross-validation. */
+export interface CredentialDraft {
+  readonly name: string;
+  readonly where: string;
+  readonly source: string;
+  readonly dummy: SecretValue;
+  readonly real: SecretValue;
+  readonly hosts: readonly HostPattern[];
+  readonly agents: readonly string[] | undefined;
+  readonly require: boolean;
+  readonly inUrl: InUrlRule;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Loads credentials from `TOKENS_JSON` (if set) and the environment. Zero credentials is
+ * valid (the proxy then only forwards); an error names what is wrong and where.
+ */
+export async function loadSecrets(env: Env = process.env): Promise<SecretsConfig> {
+  const drafts: CredentialDraft[] = [];
+  const file = env.TOKENS_JSON;
+  if (file !== undefined && file !== "") drafts.push(...(await readSecretsFile(file)));
+  drafts.push(...parseSecretsEnv(env));
+  return buildSecrets(drafts);
+}
+
+/** Reads and validates one secrets file on its own (the CLI `secrets check`). */
+export async function loadSecretsFile(path: string): Promise<SecretsConfig> {
+  return buildSecrets(await readSecretsFile(path));
+}
+
+async function readSecretsFile(path: string): Promise<CredentialDraft[]> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new ConfigError(
+      "file-unreadable",
+      `secrets file ${path} cannot be read (${code})`,
+      "TOKENS_JSON",
+    );
+  }
+  return parseSecretsJson(text, `secrets file ${path}`);
+}
+
+/** Parses the file format; `label` names the file in the error and the `source` field. */
+export function parseSecretsJson(text: string, label: string): CredentialDraft[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    // The parser's own message may quote the input (a secret): never pass it on.
+    throw new ConfigError("bad-json", `${label} is not valid JSON`);
+  }
+  if (!isPlainObject(doc) || !Array.isArray(doc.credentials)) {
+    throw new ConfigError("bad-shape", `${label} must be an object with a "credentials" array`);
+  }
+  for (const key of Object.keys(doc)) {
+    if (key !== "credentials")
+      throw new ConfigError("bad-shape", `unknown field ${safeKey(key)}`, label);
+  }
+  return doc.credentials.map((entry: unknown, i: number) => {
+    const where = `${label}: credentials[${i}]`;
+    if (!isPlainObject(entry)) throw new ConfigError("bad-shape", "must be an object", where);
+    for (const key of Object.keys(entry)) {
+      if (!FILE_FIELDS.has(key))
+        throw new ConfigError("bad-shape", `unknown field ${safeKey(key)}`, where);
+    }
+    const name = entry.name;
+    if (typeof name !== "string" || !CREDENTIAL_NAME_RE.test(name)) {
+      throw new ConfigError(
+        "bad-value",
+        `name must match ${CREDENTIAL_NAME_RE.source}`,
+        `${where}.name`,
+      );
+    }
+    const named = `${where} (${name})`;
+    const hostsRaw = entry.hosts;
+    if (!Array.isArray(hostsRaw))
+      throw new ConfigError("bad-shape", "must be an array of host patterns", `${named}.hosts`);
+    const agents = entry.agents;
+    if (agents !== undefined && !Array.isArray(agents)) {
+      throw new ConfigError("bad-shape", "must be an array of agent names", `${named}.agents`);
+    }
+    if (entry.require !== undefined && typeof entry.require !== "boolean") {
+      throw new ConfigError("bad-value", "must be true or false", `${named}.require`);
+    }
+    return draft({
+      name,
+      where: named,
+      source: `${label} credentials[${i}]`,
+      dummy: entry.dummy,
+      real: entry.real,
+      hosts: hostsRaw,
+      agents: agents as unknown[] | undefined,
+      require: entry.require ?? false,
+      inUrl: entry.inUrl,
+      fieldPath: (f) => `${named}.${f}`,
+    });
+  });
+}
+
+/** Collects `SLAPENIR_CRED_<NAME>_<FIELD>` variables into credentials. */
+export function parseSecretsEnv(env: Env): CredentialDraft[] {
+  const groups = new Map<string, Map<string, string>>();
+  for (const [key, value] of Object.entries(env)) {
+    if (!key.startsWith(ENV_PREFIX) || value === undefined) continue;
+    const m = ENV_KEY_RE.exec(key);
+    if (!m) {
+      throw new ConfigError(
+        "bad-shape",
+        "unrecognised credential variable; expected SLAPENIR_CRED_<NAME>_{DUMMY,REAL,HOSTS,AGENTS,REQUIRE,IN_URL}",
+        key,
+      );
+    }
+    const group = groups.get(m[1]!) ?? new Map<string, string>();
+    group.set(m[2]!, value);
+    groups.set(m[1]!, group);
+  }
+  const drafts: CredentialDraft[] = [];
+  for (const [envName, fields] of [...groups].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const v = (f: string) => `${ENV_PREFIX}${envName}_${f}`;
+    for (const required of ["DUMMY", "REAL", "HOSTS"]) {
+      if (!fields.has(required))
+        throw new ConfigError(
+          "missing",
+          "is not set but other variables of this credential are",
+          v(required),
+        );
+    }
+    const requireText = fields.get("REQUIRE");
+    let require = false;
+    if (requireText !== undefined) {
+      if (!/^(true|false|1|0)$/i.test(requireText))
+        throw new ConfigError("bad-value", "must be true or false", v("REQUIRE"));
+      require = /^(true|1)$/i.test(requireText);
+    }
+    drafts.push(
+      draft({
+        name: envName.toLowerCase(),
+        where: `environment (${envName.toLowerCase()})`,
+        source: "environment",
+        dummy: fields.get("DUMMY"),
+        real: fields.get("REAL"),
+        hosts: splitList(fields.get("HOSTS")!),
+        agents: fields.has("AGENTS") ? splitList(fields.get("AGENTS")!) : undefined,
+        require,
+        inUrl: fields.get("IN_URL"),
+        fieldPath: (f) => v(ENV_FIELD[f] ?? f.toUpperCase()),
+      }),
+    );
+  }
+  return drafts;
+}
+
+const ENV_FIELD: Record<string, string> = {
+  dummy: "DUMMY",
+  real: "REAL",
+  hosts: "HOSTS",
+  agents: "AGENTS",
+  require: "REQUIRE",
+  inUrl: "IN_URL",
+};
+
+function draft(d: {
+  name: string;
+  where: string;
+  source: string;
+  dummy: unknown;
+  real: unknown;
+  hosts: readonly unknown[];
+  agents: readonly unknown[] | undefined;
+  require: boolean;
+  inUrl: unknown;
+  fieldPath: (field: string) => string;
+}): CredentialDraft {
+  const dummy = secretField(d.dummy, d.fieldPath("dummy"));
+  const real = secretField(d.real, d.fieldPath("real"));
+  if (dummy.equals(real))
+    throw new ConfigError("conflict", "dummy and real are the same value", d.where);
+  if (d.hosts.length === 0) {
+    throw new ConfigError(
+      "missing",
+      "needs at least one host (a credential bound nowhere is useless)",
+      d.fieldPath("hosts"),
+    );
+  }
+  const hosts = d.hosts.map((h, i) =>
+    parseHostPattern(h, `${d.fieldPath("hosts")}[${i}]`, { allowAny: false, allowPort: true }),
+  );
+  let agents: string[] | undefined;
+  if (d.agents !== undefined) {
+    if (d.agents.length === 0) {
+      throw new ConfigError(
+        "bad-value",
+        "is empty; omit it to allow every agent",
+        d.fieldPath("agents"),
+      );
+    }
+    agents = d.agents.map((a, i) => {
+      if (typeof a !== "string" || !AGENT_NAME_RE.test(a)) {
+        throw new ConfigError(
+          "bad-value",
+          `agent names must match ${AGENT_NAME_RE.source}`,
+          `${d.fieldPath("agents")}[${i}]`,
+        );
+      }
+      return a;
+    });
+  }
+  const inUrl = d.inUrl ?? "allow";
+  if (inUrl !== "allow" && inUrl !== "deny") {
+    throw new ConfigError("bad-value", 'must be "allow" or "deny"', d.fieldPath("inUrl"));
+  }
+  return {
+    name: d.name,
+    where: d.where,
+    source: d.source,
+    dummy,
+    real,
+    hosts: Object.freeze(hosts),
+    agents: agents && Object.freeze(agents),
+    require: d.require,
+    inUrl,
+  };
+}
+
+function secretField(value: unknown, where: string): SecretValue {
+  if (typeof value !== "string") throw new ConfigError("bad-value", "must be a string", where);
+  const length = Buffer.byteLength(value, "utf8");
+  if (length < PATTERN_MIN_LENGTH || length > PATTERN_MAX_LENGTH) {
+    throw new ConfigError(
+      "bad-value",
+      `is ${length} bytes; it must be ${PATTERN_MIN_LENGTH}..${PATTERN_MAX_LENGTH} bytes`,
+      where,
+    );
+  }
+  // Printable ASCII: the value goes into header values, where CR/LF/NUL would be injection and
+  // non-ASCII is not portable; spaces at the ends would be stripped by HTTP header parsing.
+  if (!/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(value)) {
+    throw new ConfigError(
+      "bad-value",
+      "must be printable ASCII (0x20-0x7E) without leading or trailing spaces",
+      where,
+    );
+  }
+  return SecretValue.fromText(value);
+}
+
+/** Cross-checks: unique names, unique dummies and reals, no dummy holding a real value. */
+export function buildSecrets(drafts: readonly CredentialDraft[]): SecretsConfig {
+  const byName = new Map<string, CredentialDraft>();
+  for (const d of drafts) {
+    const key = d.name.toLowerCase();
+    const prior = byName.get(key);
+    if (prior)
+      throw new ConfigError(
+        "duplicate",
+        `credential name '${d.name}' is also used by ${prior.where}`,
+        d.where,
+      );
+    byName.set(key, d);
+  }
+  for (let i = 0; i < drafts.length; i++) {
+    const a = drafts[i]!;
+    for (let j = 0; j < drafts.length; j++) {
+      const b = drafts[j]!;
+      if (j > i) {
+        if (a.dummy.equals(b.dummy))
+          throw new ConfigError("duplicate", `has the same dummy as ${a.where}`, b.where);
+        if (a.real.equals(b.real))
+          throw new ConfigError("duplicate", `has the same real value as ${a.where}`, b.where);
+      }
+      // A dummy that holds a real value would be blocked by outbound DLP and could never be
+      // used; equal is the worst case (the agent would hold a real secret).
+      if (a.dummy.contains(b.real)) {
+        const whose = i === j ? "its own real value" : `the real value of ${b.where}`;
+        throw new ConfigError("conflict", `dummy contains ${whose}`, a.where);
+      }
+    }
+  }
+  const credentials = Object.freeze(
+    drafts.map(
+      (d) =>
+        new Credential(d.name, d.source, d.dummy, d.real, d.hosts, d.agents, d.require, d.inUrl),
+    ),
+  );
+  return Object.freeze({
+    credentials,
+    redacted: () => credentials.map((c) => c.redacted()),
+    dispose: () => {
+      for (const c of credentials) {
+        c.dummy.dispose();
+        c.real.dispose();
+      }
+    },
+  });
+}
+
+function splitList(text: string): string[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A field name is shown only if it looks like a field name (a pasted secret would not). */
+function safeKey(key: string): string {
+  return /^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(key)
+    ? `'${key}'`
+    : "(a field whose name is not shown)";
+}

@@ -1,0 +1,53 @@
+// The operator-facing admin listener: /health, Prometheus /metrics and a small /status page.
+// It runs on its own listener (SLAPENIR_ADMIN_LISTEN), never on the agent-facing port, and never
+// shows a credential value — only names, counts and the log-safe views of configuration.
+
+import { Hono } from "hono";
+import type { ProxyMetrics } from "./metrics.ts";
+
+export interface AdminState {
+  readonly startedAt: number;
+  readonly version: string;
+  /** Readiness: false while starting or draining. */
+  ready(): boolean;
+  /** Log-safe facts for the status page (names and counts only). */
+  summary(): Record<string, string | number | boolean>;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
+  const app = new Hono();
+
+  app.get("/health", (c) => {
+    const ok = state.ready();
+    return c.json(
+      {
+        status: ok ? "ok" : "unavailable",
+        uptimeSeconds: Math.round((Date.now() - state.startedAt) / 1000),
+      },
+      ok ? 200 : 503,
+    );
+  });
+
+  app.get("/metrics", async (c) => {
+    const body = await metrics.registry.metrics();
+    return c.body(body, 200, { "content-type": metrics.registry.contentType });
+  });
+
+  app.get("/status", (c) => {
+    const rows = Object.entries(state.summary())
+      .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`)
+      .join("");
+    const html = `<!doctype html><meta charset="utf-8"><title>SLAPENIR status</title>
+<style>body{font:14px system-ui;margin:2em}th{text-align:left;padding-right:2em}</style>
+<h1>SLAPENIR ${escapeHtml(state.version)}</h1><table>${rows}</table>
+<p><a href="/metrics">metrics</a> · <a href="/health">health</a></p>`;
+    return c.html(html);
+  });
+
+  app.notFound((c) => c.text("not found\n", 404));
+  return app;
+}

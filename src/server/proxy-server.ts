@@ -1,0 +1,462 @@
+// Assembles a running proxy from configuration: certificates (embedded CA or Step-CA files),
+// credentials, policy, the matcher pool, the upstream client, the agent-facing front door and
+// the admin listener. Start-up validates everything before listening and fails with an error
+// that names what is wrong; it never prints a credential. Tests start it in-process.
+
+import { readFileSync } from "node:fs";
+import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
+import { InlineScanner } from "../body/inline-scanner.ts";
+import { PoolScanner } from "../body/scan-pipelines.ts";
+import type { ProxyConfig } from "../config/proxy-config.ts";
+import { SecretState } from "../credentials/secret-state.ts";
+import { loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
+import { createExchangeApp } from "../exchange/exchange-app.ts";
+import { ByteBudget } from "../guard/byte-budget.ts";
+import {
+  cgroupProbe,
+  configuredProbe,
+  MemoryGuard,
+  type MemoryProbe,
+  StallRegistry,
+} from "../guard/memory-guard.ts";
+import { RateLimiter } from "../guard/rate-limit.ts";
+import { ProxyError } from "../http/proxy-error.ts";
+import { MatcherPool } from "../matcher/pool/pool.ts";
+import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
+import { type AddressCheck, type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
+import { UpstreamClient } from "../net/upstream/http1-client.ts";
+import { createAdminApp } from "../observe/admin-app.ts";
+import { AuditLog } from "../observe/audit.ts";
+import { ProxyMetrics } from "../observe/metrics.ts";
+import {
+  AgentIdentityCache,
+  denylistSets,
+  type IdentityRules,
+  interceptionCaMarker,
+} from "../pki/agent-identity.ts";
+import { EmbeddedCa } from "../pki/embedded-ca.ts";
+import { LeafCache } from "../pki/leaf-cache.ts";
+import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
+import { classifyAddress, isPublicUnicast } from "../policy/address-class.ts";
+import {
+  compileEgressPolicy,
+  type EgressPolicy,
+  type EgressRuleSpec,
+} from "../policy/egress-policy.ts";
+
+export const VERSION = "0.1.0";
+
+/** How long the previous secrets stay usable by requests that started before a reload. */
+const RETIRE_AFTER_MS = 30_000;
+
+export interface RunningProxy {
+  readonly port: number;
+  readonly adminPort: number;
+  readonly config: ProxyConfig;
+  /** PEM an agent must trust (proxy certificate and interception leaves chain to it). */
+  readonly caBundlePem: string;
+  readonly embeddedCa: EmbeddedCa | undefined;
+  readonly audit: AuditLog;
+  readonly metrics: ProxyMetrics;
+  readonly pool: MatcherPool;
+  /** Re-read TOKENS_JSON / the environment; the old values are zeroed once unused. */
+  reloadSecrets(env?: Record<string, string | undefined>): Promise<void>;
+  /** Swap server certificate / agent CA without dropping open connections. */
+  reloadCredentials(c: ServerCredentials): void;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly env?: Record<string, string | undefined>;
+  /** Where audit lines go (default stdout). */
+  readonly auditDestination?: import("pino").DestinationStream;
+  /** Matcher worker threads (default: cores). */
+  readonly workers?: number;
+  /** Name resolution for upstreams (tests map their own names to loopback). */
+  readonly lookup?: Lookup;
+  /** Where the memory guard reads use and limit (tests); default from SLAPENIR_MEMORY_LIMIT. */
+  readonly memoryProbe?: MemoryProbe;
+}
+
+function policyFrom(config: ProxyConfig): EgressPolicy {
+  const rule = (r: ProxyConfig["allow"][number]): EgressRuleSpec => ({
+    host: r.pattern.pattern.replace(/:(\d+|\*)$/, ""),
+    ports: r.ports,
+  });
+  const agents: Record<string, EgressRuleSpec[]> = {};
+  for (const [agent, rules] of config.agentAllow) agents[agent] = rules.map(rule);
+  return compileEgressPolicy({ allow: config.allow.map(rule), agents });
+}
+
+function addressCheck(config: ProxyConfig): AddressCheck {
+  return (ip) => {
+    if (isPublicUnicast(ip)) return { allowed: true };
+    const info = classifyAddress(ip);
+    const cls = info?.class ?? "invalid";
+    // Even with private destinations allowed (tests, labs), metadata endpoints stay denied.
+    if (config.allowPrivate && cls !== "metadata" && cls !== "unspecified" && info !== null) {
+      return { allowed: true };
+    }
+    return { allowed: false, reason: `${cls} address` };
+  };
+}
+
+interface Pki {
+  credentials: ServerCredentials;
+  caBundlePem: string;
+  interception: { cert: x509.X509Certificate; certPem: string; key: CryptoKey };
+  embedded: EmbeddedCa | undefined;
+}
+
+async function loadPki(config: ProxyConfig): Promise<Pki> {
+  const src = config.certificates;
+  if (src.mode === "embedded") {
+    const ca = await EmbeddedCa.open({ home: src.home, serverNames: src.serverNames });
+    return {
+      credentials: {
+        certPem: ca.server.certPem,
+        keyPem: ca.server.keyPem,
+        agentCaPem: ca.root.certPem,
+      },
+      caBundlePem: ca.caBundlePem,
+      interception: ca.interception,
+      embedded: ca,
+    };
+  }
+  const read = (f: string) => readFileSync(f, "utf8");
+  const rootPem = read(src.rootCaFile);
+  let interception: Pki["interception"];
+  let embedded: EmbeddedCa | undefined;
+  let bundle = rootPem;
+  if (src.interceptionCertFile && src.interceptionKeyFile) {
+    const certPem = read(src.interceptionCertFile);
+    interception = {
+      cert: new x509.X509Certificate(certPem),
+      certPem,
+      key: await importPrivateKeyPem(read(src.interceptionKeyFile)),
+    };
+  } else {
+    embedded = await EmbeddedCa.open({ home: src.home });
+    interception = embedded.interception;
+    bundle = `${rootPem.trim()}\n${embedded.caBundlePem.trim()}\n`;
+  }
+  return {
+    credentials: {
+      certPem: read(src.serverCertFile),
+      keyPem: read(src.serverKeyFile),
+      agentCaPem: rootPem,
+    },
+    caBundlePem: bundle,
+    interception,
+    embedded,
+  };
+}
+
+export async function startProxy(
+  config: ProxyConfig,
+  options: StartOptions = {},
+): Promise<RunningProxy> {
+  const env = options.env ?? process.env;
+  const audit = new AuditLog(config.logLevel, options.auditDestination);
+  let secrets: SecretsConfig = await loadSecrets(env);
+  let state = SecretState.compile(secrets);
+  const pki = await loadPki(config);
+  const leaves = await LeafCache.create(pki.interception);
+  const marker = interceptionCaMarker(pki.interception.cert);
+  const deny = denylistSets(config.denyCertificates);
+  const identities = new AgentIdentityCache();
+  const rules = (): IdentityRules => ({ interceptionCa: marker, ...deny, now: new Date() });
+  const policy = policyFrom(config);
+
+  const pool = await MatcherPool.start({
+    specs: [],
+    // Output queue smaller than the pool's default (1 MiB): an answer whose agent stops
+    // reading keeps it full, for every such tunnel; 128 KiB streams as fast on two cores.
+    // (Bytes in flight to a worker stay at 1 MiB: 512 KiB cost ~5 % of a single stream's
+    // MB/s and saved nothing measurable on stalled ones.)
+    readableHighWaterMark: 128 * 1024,
+    ...(options.workers ? { size: options.workers } : {}),
+  });
+  const scanner = new PoolScanner(pool);
+  const inline = new InlineScanner();
+  // An agent may hold half the budget (or the largest held body, if that is more): one agent
+  // parking bodies at a slow upstream leaves the other half to the others.
+  const heldBudget = config.limits.heldBodyBudgetBytes;
+  const held = new ByteBudget(
+    heldBudget,
+    Math.min(heldBudget, Math.max(Math.floor(heldBudget / 2), config.limits.maxHeldBodyBytes)),
+  );
+  const retiring = new Set<() => void>();
+  const metrics = new ProxyMetrics(
+    {
+      stats: () => {
+        const s = pool.stats();
+        return {
+          queueDepth: s.queueDepth,
+          inFlightBytes: s.inFlightBytes,
+          streamsOpen: s.streamsOpen,
+        };
+      },
+    },
+    leaves,
+    held,
+  );
+  const extraCa: string[] = [];
+  if (config.upstreamCaFile) extraCa.push(readFileSync(config.upstreamCaFile, "utf8"));
+  if (config.nodeExtraCaCerts) {
+    try {
+      extraCa.push(readFileSync(config.nodeExtraCaCerts, "utf8"));
+    } catch {
+      // The runtime reports an unreadable NODE_EXTRA_CA_CERTS itself.
+    }
+  }
+  const selfPorts = new Set<number>();
+  const upstream = new UpstreamClient({
+    addressCheck: addressCheck(config),
+    selfPorts: () => selfPorts,
+    connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
+    ca: trustAnchors(extraCa),
+    responseTimeoutMs: config.limits.upstreamResponseTimeoutMs,
+    bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+    maxIdlePerHost: 16,
+    // However many destinations the agents' allowlist lets them reach.
+    maxIdleTotal: 256,
+    idleSocketTimeoutMs: 30_000,
+    ...(options.lookup ? { lookup: options.lookup } : {}),
+  });
+  const app = createExchangeApp({
+    policy: () => policy,
+    secrets: () => state,
+    scanner,
+    upstream,
+    audit,
+    metrics,
+    rateLimiter: config.rateLimit
+      ? new RateLimiter(config.rateLimit.perSecond, config.rateLimit.burst)
+      : undefined,
+    maxHeldBodyBytes: config.limits.maxHeldBodyBytes,
+    inline,
+    held,
+    decodeLimits: DEFAULT_DECODE_LIMITS,
+  });
+  const stalls = new StallRegistry();
+  const guard = memoryGuard(config, stalls, metrics, audit, options.memoryProbe);
+  const front = new FrontDoor({
+    stalls,
+    // While memory is short, an agent holding many connections that wait on it opens no more:
+    // they are what the guard sheds first, and new ones would take their place. A few are
+    // left alone (an agent with a slow download or two keeps connecting).
+    ...(guard
+      ? {
+          admit: (agent: string) =>
+            guard.pressed && stalls.stalledBy(agent) >= REFUSE_AT_STALLED
+              ? new ProxyError(
+                  "overloaded",
+                  "memory is short and this agent has many connections that stopped reading; read them or close them, then retry",
+                )
+              : null,
+        }
+      : {}),
+    host: config.listen.host,
+    port: config.listen.port,
+    credentials: pki.credentials,
+    identify: (peer) => identities.derive(peer, rules()),
+    leaves,
+    policy: () => policy,
+    app,
+    audit,
+    metrics,
+    logSafe: (text) => state.redactInline.applyLatin1(text).value,
+    limits: {
+      maxHeaderBytes: config.limits.maxHeaderBytes,
+      maxHeaderCount: config.limits.maxHeaderCount,
+      headerTimeoutMs: config.limits.headerTimeoutMs,
+      idleTimeoutMs: config.limits.idleTimeoutMs,
+      bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+    },
+    connections: {
+      total: config.limits.maxConnections,
+      perAgent: config.limits.maxAgentConnections,
+      handshakesPerAddress: config.limits.maxHandshakesPerAddress,
+    },
+  });
+  let serverNotAfter = notAfterOf(pki.credentials.certPem);
+  metrics.watchCertificate(() => serverNotAfter);
+  metrics.watchConnections({
+    perAgent: () => front.perAgentConnections(),
+    upstreamIdle: () => upstream.idleCount,
+  });
+  if (guard) {
+    metrics.watchMemory({
+      used: () => guard.usedBytes,
+      limit: () => guard.limitBytes,
+      stalled: () => stalls.size,
+    });
+    guard.start();
+  }
+  const port = await front.listen();
+  const startedAt = Date.now();
+  let ready = true;
+  const admin = createAdminApp(metrics, {
+    startedAt,
+    version: VERSION,
+    ready: () => ready,
+    summary: () => ({
+      version: VERSION,
+      listen: `${config.listen.host}:${port}`,
+      "agent connections": `${front.connections} (at most ${config.limits.maxConnections} in all, ${config.limits.maxAgentConnections} per agent)`,
+      memory: memorySummary(guard, config.limits.memoryShedAt),
+      credentials: state.credentialCount,
+      "egress rules": policy.ruleCount,
+      "matcher workers": pool.stats().workers,
+      "leaf certificates cached": leaves.stats().size,
+      "certificate mode": config.certificates.mode,
+    }),
+  });
+  const adminServer = Bun.serve({
+    hostname: config.adminListen.host,
+    port: config.adminListen.port,
+    fetch: admin.fetch,
+  });
+  selfPorts.add(port);
+  if (adminServer.port !== undefined) selfPorts.add(adminServer.port);
+  audit.event(
+    "start",
+    {
+      listen: `${config.listen.host}:${port}`,
+      admin: `${config.adminListen.host}:${adminServer.port}`,
+      credentials: state.credentialCount,
+      rules: policy.ruleCount,
+    },
+    "proxy started",
+  );
+
+  return {
+    port,
+    adminPort: adminServer.port ?? config.adminListen.port,
+    config,
+    caBundlePem: pki.caBundlePem,
+    embeddedCa: pki.embedded,
+    audit,
+    metrics,
+    pool,
+    async reloadSecrets(e = env) {
+      const next = await loadSecrets(e);
+      const nextState = SecretState.compile(next);
+      const old = state;
+      const oldSecrets = secrets;
+      state = nextState;
+      secrets = next;
+      audit.event("reload", { credentials: nextState.credentialCount }, "secrets reloaded");
+      // Requests already past their head may still compile sets from the old state: keep it
+      // for a grace period, then zero its copies and retire its sets (streams already open
+      // finish on them; the pool zeroes a set once its last stream ends).
+      const retire = () => {
+        scanner.drop((n) => old.ownsSet(n));
+        inline.drop((n) => old.ownsSet(n));
+        old.dispose();
+        oldSecrets.dispose();
+        retiring.delete(retire);
+      };
+      retiring.add(retire);
+      setTimeout(retire, RETIRE_AFTER_MS).unref?.();
+    },
+    reloadCredentials(c) {
+      front.reloadCredentials(c);
+      serverNotAfter = notAfterOf(c.certPem);
+      audit.event("reload", { what: "tls" }, "TLS credentials reloaded");
+    },
+    async close() {
+      ready = false;
+      guard?.stop();
+      await front.close(config.limits.shutdownGraceMs);
+      upstream.close();
+      adminServer.stop(true);
+      for (const r of [...retiring]) r();
+      await pool.close();
+      inline.reset();
+      state.dispose();
+      secrets.dispose();
+      leaves.clear();
+      audit.event("stop", {}, "proxy stopped");
+      await audit.flush();
+    },
+  };
+}
+
+/**
+ * How often memory use is read (and at most how often a new stall reads it), how long an agent
+ * may take no bytes before its connection may be shed below the critical level, and how many
+ * of an agent's connections must be waiting on it for it to be refused new ones under pressure.
+ */
+const GUARD_INTERVAL_MS = 50;
+const GUARD_MIN_GAP_MS = 10;
+const STALL_GRACE_MS = 2000;
+const REFUSE_AT_STALLED = 8;
+
+/**
+ * The memory guard, unless SLAPENIR_MEMORY_LIMIT is "off" (with "auto" and no container limit
+ * it watches nothing until one appears). Each round that sheds writes one audit line.
+ */
+function memoryGuard(
+  config: ProxyConfig,
+  stalls: StallRegistry,
+  metrics: ProxyMetrics,
+  audit: AuditLog,
+  probe?: MemoryProbe,
+): MemoryGuard | null {
+  const limit = config.limits.memoryLimit;
+  if (limit === "off") return null;
+  const mib = (n: number) => Math.round(n / 1048576);
+  return new MemoryGuard({
+    probe: probe ?? memoryProbe(limit),
+    shedAt: config.limits.memoryShedAt,
+    // Halfway from the shed threshold to the limit: 90 % with the default 80 %.
+    criticalAt: (1 + config.limits.memoryShedAt) / 2,
+    stalls,
+    graceMs: STALL_GRACE_MS,
+    intervalMs: GUARD_INTERVAL_MS,
+    minGapMs: GUARD_MIN_GAP_MS,
+    onShed(shed, used, lim) {
+      let total = 0;
+      for (const [agent, n] of shed) {
+        metrics.shed.inc({ agent }, n);
+        total += n;
+      }
+      audit.event(
+        "shed",
+        {
+          connections: total,
+          agents: [...shed].map(([a, n]) => `${a}:${n}`).join(","),
+          usedMiB: mib(used),
+          limitMiB: mib(lim),
+        },
+        "memory pressure: closed connections whose agents stopped reading",
+      );
+    },
+  });
+}
+
+/** The container's limit (`auto`), or a configured one; a probe that knows no limit outside both. */
+function memoryProbe(limit: number | "auto"): MemoryProbe {
+  const cgroup = cgroupProbe();
+  if (typeof limit === "number") return configuredProbe(limit, cgroup);
+  return cgroup ?? { source: "no memory cgroup", read: () => null };
+}
+
+function memorySummary(guard: MemoryGuard | null, shedAt: number): string {
+  const limit = guard?.limitBytes ?? null;
+  if (!guard) return "no guard (SLAPENIR_MEMORY_LIMIT=off)";
+  if (limit === null) return "no limit known (not in a memory-limited container)";
+  const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
+  return `${mib(guard.usedBytes)} of ${mib(limit)}; stalled connections are shed at ${Math.round(shedAt * 100)} %`;
+}
+
+/** When the first certificate of a PEM chain expires (ms since the epoch), or NaN. */
+function notAfterOf(certPem: string): number {
+  try {
+    return new x509.X509Certificate(certPem).notAfter.getTime();
+  } catch {
+    return Number.NaN;
+  }
+}
