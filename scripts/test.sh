@@ -33,7 +33,9 @@ step typecheck bun run typecheck
 step lint bun run lint
 
 log="$(mktemp)"
-bun test "$@" 2>&1 | tee "$log"
+# A safety net, not a budget: no verdict may depend on how fast the machine is, so a test gets
+# a minute before it counts as hung (Bun's own default, 5 s, failed tests on a busy machine).
+bun test --timeout 60000 "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 # bun:test prints its summary as " N pass", " N fail", " N skip" lines.
 p=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -1 | tr -dc '0-9')
