@@ -4,7 +4,7 @@
 
 import { expect, test } from "bun:test";
 import { ProxyError } from "../http/proxy-error.ts";
-import { collectBounded } from "./scan-pipelines.ts";
+import { collectBounded } from "./collect.ts";
 
 /** A stream of `chunks`, then an error if `fail` is set; the chunks are the caller's to inspect. */
 function streamOf(chunks: Uint8Array[], fail?: Error): ReadableStream<Uint8Array> {

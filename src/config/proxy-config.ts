@@ -24,8 +24,9 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
-import { type HostPattern, parseHostPattern } from "../policy/host-pattern.ts";
+import type { HostPattern } from "../policy/host-pattern.ts";
 import { ConfigError } from "./config-error.ts";
+import { hostPatternField } from "./host-pattern-field.ts";
 
 export const DEFAULT_ALLOW_PORT = 443;
 
@@ -255,7 +256,7 @@ function stepCaSource(dir: string, home: string): CertificateSource {
 }
 
 function allowRule(text: unknown, where: string): AllowRule {
-  const pattern = parseHostPattern(text, where, { allowAny: true, allowPort: true });
+  const pattern = hostPatternField(text, where, { allowAny: true, allowPort: true });
   const ports =
     pattern.port === "any"
       ? "any"

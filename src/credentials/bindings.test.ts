@@ -150,21 +150,21 @@ describe("checkRequired", () => {
   test("allows when every required credential was swapped", () => {
     const plan = bindings.swapPlan("agent-b", "vault.example");
     expect(checkRequired(plan, new Set(["strict"]))).toEqual({
-      action: "allow",
+      ok: true,
+      value: null,
       reason: "required credentials present",
     });
   });
   test("denies a request that did not carry the dummy", () => {
     const plan = bindings.swapPlan("agent-b", "vault.example");
     expect(checkRequired(plan, new Set())).toEqual({
-      action: "deny",
+      ok: false,
+      code: "required-dummy-missing",
       reason: "host requires credential strict via its dummy; request did not carry it",
     });
   });
   test("no requirement on other hosts", () => {
-    expect(checkRequired(bindings.swapPlan("agent-b", "api.openai.com"), new Set()).action).toBe(
-      "allow",
-    );
+    expect(checkRequired(bindings.swapPlan("agent-b", "api.openai.com"), new Set()).ok).toBe(true);
   });
 });
 

@@ -9,14 +9,17 @@
 // that carried that credential's dummy and were swapped — see `checkRequired`.
 
 import { canonicalHost } from "../policy/host.ts";
-import { compileHostPattern, HostPatternSet } from "../policy/host-pattern-set.ts";
+import { type HostPattern, parseHostPattern } from "../policy/host-pattern.ts";
+import { HostPatternSet } from "../policy/host-pattern-set.ts";
 import { PolicyError } from "../policy/policy-error.ts";
+import { allow, refuse, type Verdict } from "../policy/verdict.ts";
 
 export interface CredentialInput {
   readonly name: string;
   readonly dummy: Uint8Array;
   readonly real: Uint8Array;
-  readonly hosts: readonly string[];
+  /** Patterns as written, or already parsed (host-pattern.ts). */
+  readonly hosts: readonly (string | HostPattern)[];
   readonly agents?: readonly string[];
   readonly require?: boolean;
 }
@@ -34,11 +37,6 @@ export interface SwapPlan {
   readonly required: readonly string[];
   /** Every real value of every credential, for outbound DLP and inbound redaction. */
   readonly reals: readonly SwapPair[];
-}
-
-export interface RequiredVerdict {
-  readonly action: "allow" | "deny";
-  readonly reason: string;
 }
 
 export const BINDING_DEFAULT_PORT = 443;
@@ -62,7 +60,7 @@ export class CredentialBindings {
 
   /** Validate and compile; throws PolicyError naming the credential by index and name. */
   static compile(credentials: readonly CredentialInput[]): CredentialBindings {
-    const entries: { pattern: ReturnType<typeof expectPattern>; payload: Bound }[] = [];
+    const entries: { pattern: HostPattern; payload: Bound }[] = [];
     const reals: SwapPair[] = [];
     const names = new Set<string>();
     credentials.forEach((c, i) => {
@@ -103,7 +101,10 @@ export class CredentialBindings {
         entries.push({ pattern: expectPattern(h, `${path}.hosts[${j}]`), payload: bound });
       });
     });
-    return new CredentialBindings(new HostPatternSet(entries), Object.freeze(reals));
+    return new CredentialBindings(
+      new HostPatternSet(entries, BINDING_DEFAULT_PORT),
+      Object.freeze(reals),
+    );
   }
 
   /** Every real value (for DLP and redaction), whatever the host. */
@@ -135,17 +136,21 @@ export class CredentialBindings {
  * `require` check after the swap: every required credential must have been swapped in this
  * request (its dummy was present and the agent is admitted). `swapped` = names actually swapped.
  */
-export function checkRequired(plan: SwapPlan, swapped: ReadonlySet<string>): RequiredVerdict {
+export function checkRequired(
+  plan: Pick<SwapPlan, "required">,
+  swapped: ReadonlySet<string>,
+): Verdict {
   const missing = plan.required.filter((n) => !swapped.has(n));
-  if (missing.length === 0) return { action: "allow", reason: "required credentials present" };
-  return {
-    action: "deny",
-    reason: `host requires credential ${missing.join(", ")} via its dummy; request did not carry it`,
-  };
+  if (missing.length === 0) return allow(null, "required credentials present");
+  return refuse(
+    "required-dummy-missing",
+    `host requires credential ${missing.join(", ")} via its dummy; request did not carry it`,
+  );
 }
 
-function expectPattern(text: string, path: string) {
-  const p = compileHostPattern(text, { defaultPort: BINDING_DEFAULT_PORT, allowAny: false });
-  if (typeof p === "string") throw new PolicyError("bad-credential", path, p);
-  return p;
+function expectPattern(input: string | HostPattern, path: string): HostPattern {
+  if (typeof input !== "string") return input;
+  const p = parseHostPattern(input, { allowAny: false, allowPort: true });
+  if (!p.ok) throw new PolicyError("bad-credential", path, p.reason);
+  return p.value;
 }

@@ -61,7 +61,7 @@ export class SecretState {
         name: c.name,
         dummy,
         real,
-        hosts: c.hosts.map((h) => h.pattern),
+        hosts: c.hosts,
         ...(c.agents ? { agents: c.agents } : {}),
         require: c.require,
         inUrl: c.inUrl,
@@ -110,7 +110,18 @@ export class SecretState {
 
   /** The compiled plan for a request from `agent` to `host:port` (cached per swap set). */
   plan(agent: string, host: string, port: number): RequestPlan {
-    const p = this.bindings.swapPlan(agent, host, port);
+    return this.#compile(this.bindings.swapPlan(agent, host, port));
+  }
+
+  /** The plan for a request that may have nothing swapped (plain http://): DLP only. */
+  noSwapPlan(): RequestPlan {
+    return this.#compile({ swaps: [], required: [] });
+  }
+
+  #compile(p: {
+    readonly swaps: readonly SwapPair[];
+    readonly required: readonly string[];
+  }): RequestPlan {
     const key = p.swaps
       .map((s) => s.name)
       .sort()

@@ -28,8 +28,9 @@
 import { readFile } from "node:fs/promises";
 import { inspect } from "node:util";
 import { ConfigError } from "../config/config-error.ts";
+import { hostPatternField } from "../config/host-pattern-field.ts";
 import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../matcher/types.ts";
-import { type HostPattern, parseHostPattern } from "../policy/host-pattern.ts";
+import type { HostPattern } from "../policy/host-pattern.ts";
 import { SecretValue } from "./secret-value.ts";
 
 export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -293,7 +294,7 @@ function draft(d: {
     );
   }
   const hosts = d.hosts.map((h, i) =>
-    parseHostPattern(h, `${d.fieldPath("hosts")}[${i}]`, { allowAny: false, allowPort: true }),
+    hostPatternField(h, `${d.fieldPath("hosts")}[${i}]`, { allowAny: false, allowPort: true }),
   );
   let agents: string[] | undefined;
   if (d.agents !== undefined) {

@@ -284,6 +284,16 @@ export class ChunkedEncoder {
     return [sizeLine, data, CRLF];
   }
 
+  /** One chunk as a single array (size line, data, CRLF): one write per chunk. */
+  frame(data: Uint8Array): Uint8Array {
+    const [size, body, crlf] = this.encode(data) as [Uint8Array, Uint8Array, Uint8Array];
+    const out = new Uint8Array(size.length + body.length + crlf.length);
+    out.set(size, 0);
+    out.set(body, size.length);
+    out.set(crlf, size.length + body.length);
+    return out;
+  }
+
   /** The last chunk, optional trailers (validated like headers), and the final CRLF. */
   end(trailers: readonly (readonly [string, string])[] = []): Uint8Array {
     if (this.#ended) throw new RangeError("chunked encoder already ended");

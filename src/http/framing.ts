@@ -1,5 +1,6 @@
-// Decides how a message body is delimited from its Content-Length and Transfer-Encoding
-// fields (RFC 9112 6). Shared by the request and response parsers. It must never pick one of
+// Decides how a message body is delimited: on the way in, from its Content-Length and
+// Transfer-Encoding fields (RFC 9112 6), shared by the request and response parsers; on the way
+// out, from what the proxy holds of the body and who it sends it to (outgoingFraming). It must never pick one of
 // two conflicting framings: CL with TE, several CL fields, CL lists, signs, hex, spaces or
 // tabs in a length, a TE where chunked is not the single final coding — all are refused,
 // because every one of them has been used to make two parsers see different messages.
@@ -116,4 +117,36 @@ export function parseContentLength(value: string): number | null {
     n = n * 10 + (c - 0x30);
   }
   return n;
+}
+
+/** What the proxy has of a body it is about to send. */
+export type OutgoingBody =
+  | { readonly kind: "none" }
+  | { readonly kind: "held"; readonly length: number }
+  /** `length`: what the body will add up to, when that is known. */
+  | { readonly kind: "stream"; readonly length: number | null };
+
+/**
+ * How the proxy frames a body it sends. To an upstream: its length when known, else chunked; no
+ * body, no field. To an agent: a streamed answer is chunked (a redaction may change its length)
+ * or, for an HTTP/1.0 agent, delimited by closing the connection; no body is a length of 0.
+ */
+export function outgoingFraming(
+  body: OutgoingBody,
+  to: "upstream" | "agent-1.1" | "agent-1.0",
+): Framing {
+  if (body.kind === "none")
+    return to === "upstream" ? { kind: "none" } : { kind: "length", length: 0 };
+  if (body.kind === "held") return { kind: "length", length: body.length };
+  if (to === "upstream") {
+    return body.length === null ? { kind: "chunked" } : { kind: "length", length: body.length };
+  }
+  return to === "agent-1.1" ? { kind: "chunked" } : { kind: "close" };
+}
+
+/** The header fields that announce a framing (a close-delimited body announces nothing). */
+export function framingFields(f: Framing): [string, string][] {
+  if (f.kind === "length") return [["content-length", String(f.length)]];
+  if (f.kind === "chunked") return [["transfer-encoding", "chunked"]];
+  return [];
 }

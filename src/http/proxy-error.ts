@@ -1,55 +1,40 @@
-// The one error type of the proxy's request path, and the one place it maps to an HTTP answer.
-// A ProxyError's message is shown to the agent and written to the audit log, so it must never
-// carry a secret, a substituted URL or upstream-provided text.
+// The one error type of the proxy's request path: a code, the status it maps to, and whether
+// the audit log counts it as the proxy refusing (deny) or something failing (error). Every
+// refusal and failure the agent can be told about is one of these codes; the table below is the
+// only place a code gets its status. A ProxyError's reason is shown to the agent and written to
+// the audit log, so it must never carry a secret, a substituted URL or upstream-provided text.
 
-export type ProxyErrorCode =
-  | "bad-request"
-  | "misdirected"
-  | "policy-denied"
-  | "address-denied"
-  | "dlp-blocked"
-  | "required-dummy-missing"
-  | "upgrade-refused"
-  | "rate-limited"
-  | "connection-limit"
-  | "dns-failed"
-  | "connect-failed"
-  | "connect-timeout"
-  | "upstream-tls"
-  | "upstream-protocol"
-  | "upstream-reset"
-  | "upstream-timeout"
-  | "scan-failed"
-  | "body-too-large"
-  | "decode-failed"
-  | "shutting-down"
-  | "overloaded"
-  | "internal";
+/** Status, and whether the code is the proxy deciding not to serve (true) or a failure. */
+const CODES = {
+  "bad-request": [400, true],
+  "uri-too-long": [414, true],
+  "headers-too-large": [431, true],
+  "not-implemented": [501, true],
+  "version-not-supported": [505, true],
+  misdirected: [421, true],
+  "policy-denied": [403, true],
+  "address-denied": [403, true],
+  "dlp-blocked": [403, true],
+  "required-dummy-missing": [403, true],
+  "upgrade-refused": [501, true],
+  "rate-limited": [429, true],
+  "connection-limit": [429, true],
+  "body-too-large": [413, true],
+  "dns-failed": [502, false],
+  "connect-failed": [502, false],
+  "connect-timeout": [504, false],
+  "upstream-tls": [502, false],
+  "upstream-protocol": [502, false],
+  "upstream-reset": [502, false],
+  "upstream-timeout": [504, false],
+  "scan-failed": [502, false],
+  "decode-failed": [502, false],
+  "shutting-down": [503, false],
+  overloaded: [503, false],
+  internal: [500, false],
+} as const satisfies Record<string, readonly [number, boolean]>;
 
-const STATUS: Record<ProxyErrorCode, number> = {
-  "bad-request": 400,
-  misdirected: 421,
-  "policy-denied": 403,
-  "address-denied": 403,
-  "dlp-blocked": 403,
-  "required-dummy-missing": 403,
-  "upgrade-refused": 501,
-  "rate-limited": 429,
-  "connection-limit": 429,
-  "dns-failed": 502,
-  "connect-failed": 502,
-  "connect-timeout": 504,
-  "upstream-tls": 502,
-  "upstream-protocol": 502,
-  "upstream-reset": 502,
-  "upstream-timeout": 504,
-  "scan-failed": 502,
-  "body-too-large": 413,
-  "decode-failed": 502,
-  "shutting-down": 503,
-  overloaded: 503,
-  internal: 500,
-};
+export type ProxyErrorCode = keyof typeof CODES;
 
 export class ProxyError extends Error {
   override readonly name = "ProxyError";
@@ -60,7 +45,35 @@ export class ProxyError extends Error {
     readonly reason: string,
   ) {
     super(`${code}: ${reason}`);
-    this.status = STATUS[code];
+    this.status = CODES[code][0];
+  }
+}
+
+/** The audit decision for a refusal or failure with this code. */
+export function decisionOf(code: ProxyErrorCode): "deny" | "error" {
+  return CODES[code][1] ? "deny" : "error";
+}
+
+/** The status a code is answered with. */
+export function statusOf(code: ProxyErrorCode): number {
+  return CODES[code][0];
+}
+
+/** The code for a status a request parser refused a message with (http-error.ts). */
+export function codeForRejectStatus(status: number): ProxyErrorCode {
+  switch (status) {
+    case 413:
+      return "body-too-large";
+    case 414:
+      return "uri-too-long";
+    case 431:
+      return "headers-too-large";
+    case 501:
+      return "not-implemented";
+    case 505:
+      return "version-not-supported";
+    default:
+      return "bad-request";
   }
 }
 
@@ -68,16 +81,4 @@ export class ProxyError extends Error {
 export function toProxyError(err: unknown): ProxyError {
   if (err instanceof ProxyError) return err;
   return new ProxyError("internal", "internal proxy error");
-}
-
-/** The answer the agent gets for an error that happened before any response byte was sent. */
-export function errorResponse(err: ProxyError): Response {
-  return new Response(`slapenir: ${err.reason}\n`, {
-    status: err.status,
-    headers: {
-      "content-type": "text/plain; charset=utf-8",
-      "x-slapenir-error": err.code,
-      connection: "close",
-    },
-  });
 }

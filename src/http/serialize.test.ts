@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { HttpError } from "./http-error.ts";
-import { serializeRequestHead, serializeResponseHead, stripHopByHop } from "./serialize.ts";
+import { serializeRequestHead, serializeResponseHead } from "./serialize.ts";
 
 const dec = (b: Uint8Array) => Buffer.from(b).toString("latin1");
 
@@ -117,64 +117,4 @@ describe("serialize heads", () => {
       expect(String(e)).toContain("Authorization");
     }
   });
-});
-
-describe("stripHopByHop", () => {
-  const cases: [string, [string, string][], Set<string> | undefined, [string, string][]][] = [
-    [
-      "fixed list and Connection-named fields",
-      [
-        ["Host", "a"],
-        ["Connection", "keep-alive, X-Private"],
-        ["Keep-Alive", "timeout=5"],
-        ["Proxy-Connection", "x"],
-        ["Proxy-Authorization", "Basic x"],
-        ["TE", "trailers"],
-        ["Trailer", "X-Sum"],
-        ["Upgrade", "websocket"],
-        ["Transfer-Encoding", "chunked"],
-        ["x-private", "1"],
-        ["Accept", "*/*"],
-      ],
-      undefined,
-      [
-        ["Host", "a"],
-        ["Accept", "*/*"],
-      ],
-    ],
-    [
-      "Connection cannot remove routing or framing fields",
-      [
-        ["Host", "a"],
-        ["Connection", "host, content-length, content-type, content-encoding"],
-        ["Content-Length", "3"],
-        ["Content-Type", "text/plain"],
-        ["Content-Encoding", "gzip"],
-      ],
-      undefined,
-      [
-        ["Host", "a"],
-        ["Content-Length", "3"],
-        ["Content-Type", "text/plain"],
-        ["Content-Encoding", "gzip"],
-      ],
-    ],
-    [
-      "keep lets an accepted upgrade through",
-      [
-        ["Upgrade", "websocket"],
-        ["Connection", "Upgrade"],
-      ],
-      new Set(["upgrade", "connection"]),
-      [
-        ["Upgrade", "websocket"],
-        ["Connection", "Upgrade"],
-      ],
-    ],
-  ];
-  for (const [name, input, keep, want] of cases) {
-    test(name, () => {
-      expect(stripHopByHop(input, keep)).toEqual(want);
-    });
-  }
 });

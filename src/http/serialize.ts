@@ -1,60 +1,12 @@
-// Writes request and response heads the proxy sends, and removes hop-by-hop fields before a
-// message crosses the proxy. It must never write a byte that could end a line or a field early
+// Writes request and response heads the proxy sends. It must never write a byte that could end a line or a field early
 // (CR, LF, NUL, other controls) or a name that is not a token: whatever the agent or upstream
 // put in a value, the proxy cannot be made to inject a header or a second message. Errors
 // name the field, never its value (values can carry credentials).
 
 import { HttpError } from "./http-error.ts";
-import { isSafeFieldValue, isToken, latin1Bytes, splitList } from "./syntax.ts";
+import { isSafeFieldValue, isToken, latin1Bytes } from "./syntax.ts";
 
 export type HeaderPairs = readonly (readonly [string, string])[];
-
-/**
- * Hop-by-hop fields (RFC 9110 7.6.1) plus the proxy-only ones. Transfer-Encoding is included
- * because the proxy always re-frames bodies itself (chunked.ts or a known length).
- */
-export const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authorization",
-  "proxy-authenticate",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
-
-/**
- * Names a `Connection` header may not remove: stripping them would let a peer change how the
- * proxy routes or frames the message (the "hop-by-hop header abuse" trick).
- */
-export const PROTECTED_FROM_CONNECTION: ReadonlySet<string> = new Set([
-  "host",
-  "content-length",
-  "content-type",
-  "content-encoding",
-]);
-
-/**
- * Remove hop-by-hop fields and every field named in `Connection` (except the protected ones).
- * `keep` lets the caller retain some (e.g. `upgrade` when it accepted a WebSocket upgrade).
- */
-export function stripHopByHop(
-  headers: HeaderPairs,
-  keep: ReadonlySet<string> = new Set(),
-): [string, string][] {
-  const drop = new Set(HOP_BY_HOP);
-  for (const [name, value] of headers) {
-    if (name.toLowerCase() !== "connection") continue;
-    for (const token of splitList(value)) {
-      const t = token.toLowerCase();
-      if (!PROTECTED_FROM_CONNECTION.has(t)) drop.add(t);
-    }
-  }
-  for (const k of keep) drop.delete(k);
-  return headers.filter(([n]) => !drop.has(n.toLowerCase())).map(([n, v]) => [n, v]);
-}
 
 /** `name: value\r\n` for each field; throws HttpError("unsafe-header") naming the bad field. */
 export function serializeFields(headers: HeaderPairs): Uint8Array {

@@ -5,7 +5,7 @@
 
 import pino, { type DestinationStream, type Logger } from "pino";
 
-export type Decision = "allow" | "deny" | "error";
+import type { Decision } from "./trace.ts";
 
 export interface RequestRecord {
   readonly conn: number;

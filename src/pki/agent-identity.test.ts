@@ -101,7 +101,8 @@ describe("deriveAgentIdentity (pure)", () => {
       const d = deriveAgentIdentity(input, rules);
       expect(d).toEqual({
         ok: true,
-        identity: {
+        reason: "",
+        value: {
           name: "agent-a",
           nameSource: "san-uri",
           subject: "CN=agent-a",
@@ -121,8 +122,8 @@ describe("deriveAgentIdentity (pure)", () => {
       eku: [OID_SERVER_AUTH, OID_CLIENT_AUTH],
     });
     const d = deriveAgentIdentity(c.der, rules);
-    expect(d.ok && d.identity.name).toBe("agent-b");
-    expect(d.ok && d.identity.nameSource).toBe("subject-cn");
+    expect(d.ok && d.value.name).toBe("agent-b");
+    expect(d.ok && d.value.nameSource).toBe("subject-cn");
   });
 
   test("the SAN URI wins over the CN", async () => {
@@ -131,7 +132,7 @@ describe("deriveAgentIdentity (pure)", () => {
       uris: ["spiffe://slapenir/agent/real-name"],
     });
     const d = deriveAgentIdentity(c.der, rules);
-    expect(d.ok && d.identity.name).toBe("real-name");
+    expect(d.ok && d.value.name).toBe("real-name");
   });
 
   const rejections: [
@@ -258,7 +259,7 @@ describe("mTLS handshake on loopback with the proxy's server certificate", () =>
           deniedSerials: denied,
           now: new Date(),
         });
-        socket.end(d.ok ? `ok:${d.identity.name}` : `rejected:${d.code}`);
+        socket.end(d.ok ? `ok:${d.value.name}` : `rejected:${d.code}`);
       },
     );
     server.on("tlsClientError", () => {});

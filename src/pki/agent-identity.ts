@@ -9,6 +9,7 @@
 // certificate without a name, and never let the subject CN override the agent SAN URI.
 
 import type { PeerCertificate } from "node:tls";
+import type { Allowed, Refused } from "../policy/verdict.ts";
 import { AGENT_NAME_RE } from "./embedded-ca.ts";
 import {
   AGENT_URI_PREFIX,
@@ -46,16 +47,10 @@ export type IdentityRejectCode =
   | "no-name"
   | "ambiguous-name";
 
+/** Refused: a log-safe reason (certificates are not secret), and the certificate's ids if read. */
 export type IdentityDecision =
-  | { readonly ok: true; readonly identity: AgentIdentity }
-  | {
-      readonly ok: false;
-      readonly code: IdentityRejectCode;
-      /** Short, log-safe explanation (certificates are not secret; no key material exists here). */
-      readonly reason: string;
-      readonly serial?: string;
-      readonly fingerprint256?: string;
-    };
+  | Allowed<AgentIdentity>
+  | (Refused<IdentityRejectCode> & { readonly serial?: string; readonly fingerprint256?: string });
 
 /** How to recognise the interception CA: its subject and key identifier. */
 export interface InterceptionCaMarker {
@@ -245,7 +240,8 @@ export function decideAgentIdentity(facts: CertFacts, rules: IdentityRules): Ide
   }
   return {
     ok: true,
-    identity: {
+    reason: "",
+    value: {
       name,
       nameSource,
       subject: facts.subject,

@@ -1,5 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { type AddressClass, classifyAddress, isPublicUnicast } from "./address-class.ts";
+import {
+  type AddressClass,
+  addressVerdict,
+  classifyAddress,
+  isPublicUnicast,
+} from "./address-class.ts";
 
 describe("classifyAddress", () => {
   const cases: [string, AddressClass, string?][] = [
@@ -99,6 +104,26 @@ describe("classifyAddress", () => {
     ]) {
       expect(classifyAddress(junk)).toBeNull();
       expect(isPublicUnicast(junk)).toBe(false);
+    }
+  });
+});
+
+describe("addressVerdict: which resolved addresses the proxy dials", () => {
+  test("public unicast always", () => {
+    expect(addressVerdict("93.184.216.34", false).ok).toBe(true);
+  });
+  test("private and loopback only when private destinations are allowed", () => {
+    expect(addressVerdict("10.1.2.3", false)).toEqual({
+      ok: false,
+      code: "address-denied",
+      reason: "private address",
+    });
+    expect(addressVerdict("10.1.2.3", true).ok).toBe(true);
+    expect(addressVerdict("127.0.0.1", true).ok).toBe(true);
+  });
+  test("metadata endpoints and the unspecified address never", () => {
+    for (const ip of ["169.254.169.254", "0.0.0.0", "::"]) {
+      expect(addressVerdict(ip, true).ok).toBe(false);
     }
   });
 });

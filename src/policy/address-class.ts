@@ -6,6 +6,7 @@
 // classed by the IPv4 address they carry. Pure: no DNS, no sockets.
 
 import { formatIPv4, formatIPv6, parseDottedQuad, parseIPv6 } from "./ip-address.ts";
+import { PASS, refuse, type Verdict } from "./verdict.ts";
 
 export type AddressClass =
   | "public"
@@ -181,3 +182,16 @@ export const SPECIAL_RANGES = {
     source: r.source,
   })),
 } as const;
+
+/**
+ * Whether the proxy may dial a resolved address: public unicast only, unless private
+ * destinations are allowed (tests, labs) — and even then never a metadata endpoint or the
+ * unspecified address. Refused: the address's class, as the reason.
+ */
+export function addressVerdict(ip: string, allowPrivate: boolean): Verdict {
+  if (isPublicUnicast(ip)) return PASS;
+  const info = classifyAddress(ip);
+  const cls = info?.class ?? "invalid";
+  if (allowPrivate && info !== null && cls !== "metadata" && cls !== "unspecified") return PASS;
+  return refuse("address-denied", `${cls} address`);
+}

@@ -5,17 +5,20 @@
 // Address checks on the resolved IP are address-class.ts's job, at connect time.
 
 import { canonicalHost, formatAuthority } from "./host.ts";
-import { compileHostPattern, type HostPattern, HostPatternSet } from "./host-pattern-set.ts";
+import { type HostPattern, parseHostPattern } from "./host-pattern.ts";
+import { HostPatternSet } from "./host-pattern-set.ts";
 import { PolicyError } from "./policy-error.ts";
+import { allow, refuse, type Verdict } from "./verdict.ts";
 
 export interface EgressRuleInput {
   /** Host pattern, optionally with `:port` or `:*`. */
-  readonly host: string;
+  readonly host: string | HostPattern;
   /** Ports instead of a `:port` suffix; "any" for every port. */
   readonly ports?: readonly number[] | "any";
 }
 
-export type EgressRuleSpec = string | EgressRuleInput;
+/** A pattern as written, one already parsed (its port, or 443), or a pattern with a port list. */
+export type EgressRuleSpec = string | HostPattern | EgressRuleInput;
 
 export interface EgressPolicyInput {
   readonly allow: readonly EgressRuleSpec[];
@@ -35,16 +38,11 @@ export interface EgressRequest {
   readonly scheme: "http" | "https";
 }
 
-export interface Verdict {
-  readonly action: "allow" | "deny";
-  /** Short, log-safe explanation. */
-  readonly reason: string;
-  /** The rule that allowed it: `allow[2] *.example.com`. */
-  readonly rule?: string;
-}
+/** Allowed: the rule that allowed it, `allow[2] *.example.com`. */
+export type EgressVerdict = Verdict<{ readonly rule: string }>;
 
 export interface EgressPolicy {
-  decide(request: EgressRequest): Verdict;
+  decide(request: EgressRequest): EgressVerdict;
   /** Number of compiled rules (global + per agent), for start-up logs. */
   readonly ruleCount: number;
 }
@@ -60,18 +58,22 @@ export function compileEgressPolicy(input: EgressPolicyInput): EgressPolicy {
     const out: { pattern: HostPattern; payload: RulePayload }[] = [];
     specs.forEach((spec, i) => {
       const path = `${where}[${i}]`;
-      const text = typeof spec === "string" ? spec : spec?.host;
-      if (typeof text !== "string")
-        throw new PolicyError("bad-rule", path, "rule needs a host pattern");
-      const p = compileHostPattern(text, { defaultPort, allowAny: true });
-      if (typeof p === "string")
-        throw new PolicyError("bad-rule", path, `${p} (${JSON.stringify(text)})`);
-      const ports = typeof spec === "string" ? undefined : spec.ports;
+      const input = !isParsed(spec) && typeof spec === "object" && spec !== null ? spec : null;
+      const written = input ? input.host : spec;
+      const parsed = isParsed(written)
+        ? allow(written)
+        : parseHostPattern(written, { allowAny: true, allowPort: true });
+      if (!parsed.ok) {
+        const shown = typeof written === "string" ? ` (${JSON.stringify(written)})` : "";
+        throw new PolicyError("bad-rule", path, `${parsed.reason}${shown}`);
+      }
+      const p = parsed.value;
+      const ports = input?.ports;
       if (ports === undefined) {
         out.push({ pattern: p, payload: { path } });
         return;
       }
-      if (/:[0-9*]+$/.test(text) && !text.endsWith("]")) {
+      if (p.port !== undefined) {
         throw new PolicyError(
           "bad-rule",
           path,
@@ -105,25 +107,29 @@ export function compileEgressPolicy(input: EgressPolicyInput): EgressPolicy {
     const list = compileList(specs, `agents.${agent}`);
     ruleCount += list.length;
     // Agent sets include the global rules first, so one lookup answers.
-    perAgent.set(agent, new HostPatternSet([...global, ...list]));
+    perAgent.set(agent, new HostPatternSet([...global, ...list], defaultPort));
   }
-  const globalSet = new HostPatternSet(global);
+  const globalSet = new HostPatternSet(global, defaultPort);
 
   return Object.freeze({
     ruleCount,
-    decide(request: EgressRequest): Verdict {
+    decide(request: EgressRequest): EgressVerdict {
       const c = canonicalHost(request.host);
-      if (!c.ok) return { action: "deny", reason: `invalid host (${c.error.code})` };
+      if (!c.ok) return refuse("policy-denied", `invalid host (${c.error.code})`);
       if (!Number.isInteger(request.port) || request.port < 1 || request.port > 65535) {
-        return { action: "deny", reason: "invalid port" };
+        return refuse("policy-denied", "invalid port");
       }
       const target = formatAuthority(c.value, request.port);
       const set = perAgent.get(request.agent) ?? globalSet;
       const hit = set.match(c.value, request.port)[0];
       if (!hit)
-        return { action: "deny", reason: `no allow rule matches ${request.scheme}://${target}` };
-      const rule = `${hit.payload.path} ${hit.pattern.text}`;
-      return { action: "allow", reason: `${request.scheme}://${target} allowed by ${rule}`, rule };
+        return refuse("policy-denied", `no allow rule matches ${request.scheme}://${target}`);
+      const rule = `${hit.payload.path} ${hit.pattern.written}`;
+      return allow({ rule }, `${request.scheme}://${target} allowed by ${rule}`);
     },
   });
+}
+
+function isParsed(x: unknown): x is HostPattern {
+  return typeof x === "object" && x !== null && "pattern" in x && "kind" in x;
 }

@@ -3,8 +3,8 @@ import { type HostAgreementInput, resolveRequestHost } from "./host-agreement.ts
 
 const ok = (host: string, kind: string, port: number, scheme: string) => ({
   ok: true,
-  target: { host, kind, port },
-  scheme,
+  value: { target: { host, kind, port }, scheme },
+  reason: "",
 });
 
 describe("resolveRequestHost", () => {
@@ -50,19 +50,27 @@ describe("resolveRequestHost", () => {
       },
       {
         ok: false,
-        status: 421,
+        code: "misdirected",
         reason: "Host does not match the destination api.example.com:8443",
       },
     ],
     [
       "SNI differs (domain fronting)",
       { connectTarget: "api.example.com:443", sni: "evil.example", hostHeader: "api.example.com" },
-      { ok: false, status: 421, reason: "SNI does not match CONNECT target api.example.com:443" },
+      {
+        ok: false,
+        code: "misdirected",
+        reason: "SNI does not match CONNECT target api.example.com:443",
+      },
     ],
     [
       "Host differs",
       { connectTarget: "evil.example:443", sni: "evil.example", hostHeader: "api.example.com" },
-      { ok: false, status: 421, reason: "Host does not match the destination evil.example:443" },
+      {
+        ok: false,
+        code: "misdirected",
+        reason: "Host does not match the destination evil.example:443",
+      },
     ],
     [
       "absolute-form inside tunnel differs",
@@ -73,7 +81,7 @@ describe("resolveRequestHost", () => {
         absoluteScheme: "https",
         hostHeader: "evil.example",
       },
-      { ok: false, status: 421, reason: "request target does not match CONNECT target" },
+      { ok: false, code: "misdirected", reason: "request target does not match CONNECT target" },
     ],
     [
       "http:// inside tunnel",
@@ -83,17 +91,17 @@ describe("resolveRequestHost", () => {
         absoluteScheme: "http",
         hostHeader: "a.example",
       },
-      { ok: false, status: 421, reason: "plain http:// target inside a TLS tunnel" },
+      { ok: false, code: "misdirected", reason: "plain http:// target inside a TLS tunnel" },
     ],
     [
       "bad CONNECT target",
       { connectTarget: "user@a.example:443" },
-      { ok: false, status: 400, reason: "invalid CONNECT target (userinfo)" },
+      { ok: false, code: "bad-request", reason: "invalid CONNECT target (userinfo)" },
     ],
     [
       "bad Host",
       { connectTarget: "a.example:443", hostHeader: "a..example" },
-      { ok: false, status: 400, reason: "invalid Host (invalid-label)" },
+      { ok: false, code: "bad-request", reason: "invalid Host (invalid-label)" },
     ],
     [
       "plain absolute-form",
@@ -103,12 +111,20 @@ describe("resolveRequestHost", () => {
     [
       "plain absolute-form, Host differs",
       { absoluteAuthority: "example.org", absoluteScheme: "http", hostHeader: "evil.example" },
-      { ok: false, status: 421, reason: "Host does not match the destination example.org:80" },
+      {
+        ok: false,
+        code: "misdirected",
+        reason: "Host does not match the destination example.org:80",
+      },
     ],
     [
       "no destination",
       { hostHeader: "example.org" },
-      { ok: false, status: 400, reason: "no destination: neither CONNECT nor absolute-form" },
+      {
+        ok: false,
+        code: "bad-request",
+        reason: "no destination: neither CONNECT nor absolute-form",
+      },
     ],
   ];
   for (const [name, input, want] of cases) {

@@ -6,6 +6,7 @@
 // two disagreeing names: a mismatch is 421, an unparseable name 400, and nothing is swapped.
 
 import { type CanonicalAuthority, canonicalHost, formatAuthority, parseAuthority } from "./host.ts";
+import { allow, refuse, type Verdict } from "./verdict.ts";
 
 export interface HostAgreementInput {
   /** The CONNECT request-target (`host:port`), when the request came through a tunnel. */
@@ -20,9 +21,14 @@ export interface HostAgreementInput {
   readonly hostHeader?: string;
 }
 
-export type HostAgreement =
-  | { readonly ok: true; readonly target: CanonicalAuthority; readonly scheme: "http" | "https" }
-  | { readonly ok: false; readonly status: 400 | 421; readonly reason: string };
+/** Where a request goes: the one host all its names agreed on, and the scheme towards it. */
+export interface Destination {
+  readonly target: CanonicalAuthority;
+  readonly scheme: "http" | "https";
+}
+
+/** Refused: `bad-request` (400) for a name that cannot be read, `misdirected` (421) for disagreement. */
+export type HostAgreement = Verdict<Destination>;
 
 const same = (a: CanonicalAuthority, b: CanonicalAuthority) =>
   a.host === b.host && a.port === b.port;
@@ -33,64 +39,47 @@ export function resolveRequestHost(input: HostAgreementInput): HostAgreement {
   let scheme: "http" | "https";
   if (tunnel) {
     const t = parseAuthority(input.connectTarget!);
-    if (!t.ok)
-      return { ok: false, status: 400, reason: `invalid CONNECT target (${t.error.code})` };
+    if (!t.ok) return refuse("bad-request", `invalid CONNECT target (${t.error.code})`);
     target = t.value;
     scheme = "https";
     if (input.sni !== undefined && input.sni !== "") {
       const s = canonicalHost(input.sni);
-      if (!s.ok) return { ok: false, status: 400, reason: `invalid SNI (${s.error.code})` };
+      if (!s.ok) return refuse("bad-request", `invalid SNI (${s.error.code})`);
       if (s.value.host !== target.host) {
-        return {
-          ok: false,
-          status: 421,
-          reason: `SNI does not match CONNECT target ${formatAuthority(target, target.port)}`,
-        };
+        return refuse(
+          "misdirected",
+          `SNI does not match CONNECT target ${formatAuthority(target, target.port)}`,
+        );
       }
     }
     if (input.absoluteAuthority !== undefined) {
       if (input.absoluteScheme !== "https") {
-        return { ok: false, status: 421, reason: "plain http:// target inside a TLS tunnel" };
+        return refuse("misdirected", "plain http:// target inside a TLS tunnel");
       }
       const a = parseAuthority(input.absoluteAuthority, 443);
-      if (!a.ok)
-        return {
-          ok: false,
-          status: 400,
-          reason: `invalid request target authority (${a.error.code})`,
-        };
+      if (!a.ok) return refuse("bad-request", `invalid request target authority (${a.error.code})`);
       if (!same(a.value, target)) {
-        return { ok: false, status: 421, reason: "request target does not match CONNECT target" };
+        return refuse("misdirected", "request target does not match CONNECT target");
       }
     }
   } else {
     if (input.absoluteAuthority === undefined) {
-      return {
-        ok: false,
-        status: 400,
-        reason: "no destination: neither CONNECT nor absolute-form",
-      };
+      return refuse("bad-request", "no destination: neither CONNECT nor absolute-form");
     }
     scheme = input.absoluteScheme ?? "http";
     const a = parseAuthority(input.absoluteAuthority, scheme === "https" ? 443 : 80);
-    if (!a.ok)
-      return {
-        ok: false,
-        status: 400,
-        reason: `invalid request target authority (${a.error.code})`,
-      };
+    if (!a.ok) return refuse("bad-request", `invalid request target authority (${a.error.code})`);
     target = a.value;
   }
   if (input.hostHeader !== undefined) {
     const h = parseAuthority(input.hostHeader, scheme === "https" ? 443 : 80);
-    if (!h.ok) return { ok: false, status: 400, reason: `invalid Host (${h.error.code})` };
+    if (!h.ok) return refuse("bad-request", `invalid Host (${h.error.code})`);
     if (!same(h.value, target)) {
-      return {
-        ok: false,
-        status: 421,
-        reason: `Host does not match the destination ${formatAuthority(target, target.port)}`,
-      };
+      return refuse(
+        "misdirected",
+        `Host does not match the destination ${formatAuthority(target, target.port)}`,
+      );
     }
   }
-  return { ok: true, target, scheme };
+  return allow({ target, scheme });
 }

@@ -1,13 +1,16 @@
-// Host patterns as written in configuration (credential bindings and the egress allowlist):
-// `api.openai.com`, `*.github.com`, `10.0.0.5`, `[::1]:8443`, `example.com:*`. This module
-// parses and validates them into one immutable shape; it does not decide whether a host
-// matches (src/policy/ does). It must never build a second host canonicaliser: spelling rules
-// (case, trailing dot, IDNA, numeric IPv4 forms, mapped IPv6) come from src/policy/host.ts.
+// Host patterns, the one parser: `api.openai.com`, `*.github.com`, `10.0.0.5`, `[::1]:8443`,
+// `example.com:*`, `*` where every host is allowed. The egress allowlist, credential bindings and
+// the configuration loaders all read patterns here, once; the parsed value travels on, never
+// its text. Hosts go through the canonicaliser requests go through (host.ts), so `127.1`,
+// `[::ffff:7f00:1]` and `127.0.0.1` are one pattern. Pure: a problem is a refused verdict whose
+// reason names what is wrong (patterns are not secret).
 
-import { ConfigError } from "../config/config-error.ts";
 import { canonicalHost } from "./host.ts";
+import { allow, refuse, type Verdict } from "./verdict.ts";
 
 export interface HostPattern {
+  /** As written (trimmed), for audit reasons and error messages. */
+  readonly written: string;
   /** The canonical written form, e.g. `*.github.com` or `[::1]:8443`. */
   readonly pattern: string;
   /** `*.suffix` matches names under suffix (not suffix itself); `any` is the bare `*`. */
@@ -26,90 +29,65 @@ export interface HostPatternRules {
   readonly allowPort: boolean;
 }
 
-/**
- * Puts one host into canonical form with the same code requests go through
- * (src/policy/host.ts), so a pattern and a dialled host can be compared as strings.
- */
-export function normalizeHostPattern(
-  host: string,
-): { host: string; kind: "dns" | "ipv4" | "ipv6" } | { problem: string } {
-  const r = canonicalHost(host);
-  return r.ok ? { host: r.value.host, kind: r.value.kind } : { problem: r.error.reason };
-}
+export type HostPatternVerdict = Verdict<HostPattern, "bad-host-pattern">;
 
-/** Parses one pattern; `where` names it in errors (patterns are not secret). */
-export function parseHostPattern(
-  input: unknown,
-  where: string,
-  rules: HostPatternRules,
-): HostPattern {
+const bad = (reason: string) => refuse("bad-host-pattern" as const, reason);
+
+export function parseHostPattern(input: unknown, rules: HostPatternRules): HostPatternVerdict {
   if (typeof input !== "string" || input.trim() === "") {
-    throw new ConfigError("bad-host-pattern", "must be a non-empty host pattern string", where);
+    return bad("must be a non-empty host pattern string");
   }
   const text = input.trim();
-  if (text.length > 300)
-    throw new ConfigError("bad-host-pattern", "host pattern is too long", where);
+  if (text.length > 300) return bad("host pattern is too long");
   let hostPart = text;
-  let port: HostPattern["port"];
+  let portText: string | undefined;
   // Split a port off: `[v6]:p`, `name:p`; a bare IPv6 literal has several colons and no port.
   const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(text);
   if (bracketed) {
     hostPart = `[${bracketed[1]}]`;
-    if (bracketed[2] !== undefined) port = parsePort(bracketed[2], where, rules);
+    portText = bracketed[2];
   } else if ((text.match(/:/g) ?? []).length === 1) {
     const i = text.indexOf(":");
     hostPart = text.slice(0, i);
-    port = parsePort(text.slice(i + 1), where, rules);
+    portText = text.slice(i + 1);
+  }
+  let port: HostPattern["port"];
+  if (portText !== undefined) {
+    if (!rules.allowPort) return bad("a port is not allowed here");
+    if (portText === "*") port = "any";
+    else if (/^[0-9]{1,5}$/.test(portText) && Number(portText) >= 1 && Number(portText) <= 65535) {
+      port = Number(portText);
+    } else return bad("port must be 1..65535 or '*'");
   }
   if (hostPart === "*") {
-    if (!rules.allowAny) {
-      throw new ConfigError("bad-host-pattern", "'*' (every host) is not allowed here", where);
-    }
-    return Object.freeze({ pattern: text, kind: "any", host: "", hostKind: "any", port });
+    if (!rules.allowAny) return bad("'*' (every host) is not allowed here");
+    return allow(
+      Object.freeze({ written: text, pattern: text, kind: "any", host: "", hostKind: "any", port }),
+    );
   }
   const wildcard = hostPart.startsWith("*.");
   const bare = wildcard ? hostPart.slice(2) : hostPart;
   if (bare.includes("*")) {
-    throw new ConfigError(
-      "bad-host-pattern",
-      "'*' is only allowed as a whole leading label ('*.example.com')",
-      where,
-    );
+    return bad("'*' is only allowed as a whole leading label ('*.example.com')");
   }
-  const canonical = normalizeHostPattern(bare);
-  if ("problem" in canonical) {
-    throw new ConfigError("bad-host-pattern", `is not a valid host (${canonical.problem})`, where);
-  }
-  const { host, kind } = canonical;
+  const c = canonicalHost(bare);
+  if (!c.ok) return bad(`is not a valid host (${c.error.reason})`);
+  const { host, kind } = c.value;
   if (wildcard) {
-    if (kind !== "dns") {
-      throw new ConfigError("bad-host-pattern", "a wildcard cannot apply to an IP address", where);
-    }
-    if (!host.includes(".")) {
-      throw new ConfigError(
-        "bad-host-pattern",
-        "a wildcard needs at least two labels after '*.' (not '*.com')",
-        where,
-      );
-    }
+    if (kind !== "dns") return bad("a wildcard cannot apply to an IP address");
+    if (!host.includes("."))
+      return bad("a wildcard needs at least two labels after '*.' (not '*.com')");
   }
   const hostText = kind === "ipv6" ? `[${host}]` : host;
-  const portText = port === undefined ? "" : port === "any" ? ":*" : `:${port}`;
-  return Object.freeze({
-    pattern: `${wildcard ? "*." : ""}${hostText}${portText}`,
-    kind: wildcard ? "wildcard" : "exact",
-    host,
-    hostKind: kind,
-    port,
-  });
-}
-
-function parsePort(text: string, where: string, rules: HostPatternRules): number | "any" {
-  if (!rules.allowPort)
-    throw new ConfigError("bad-host-pattern", "a port is not allowed here", where);
-  if (text === "*") return "any";
-  if (!/^[0-9]{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535) {
-    throw new ConfigError("bad-host-pattern", "port must be 1..65535 or '*'", where);
-  }
-  return Number(text);
+  const portSuffix = port === undefined ? "" : port === "any" ? ":*" : `:${port}`;
+  return allow(
+    Object.freeze({
+      written: text,
+      pattern: `${wildcard ? "*." : ""}${hostText}${portSuffix}`,
+      kind: wildcard ? "wildcard" : "exact",
+      host,
+      hostKind: kind,
+      port,
+    }),
+  );
 }

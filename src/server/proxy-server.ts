@@ -10,24 +10,26 @@ import { PoolScanner } from "../body/scan-pipelines.ts";
 import type { ProxyConfig } from "../config/proxy-config.ts";
 import { SecretState } from "../credentials/secret-state.ts";
 import { loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
-import { createExchangeApp } from "../exchange/exchange-app.ts";
+import type { Stage } from "../exchange/exchange.ts";
+import { createPipeline } from "../exchange/pipeline.ts";
+import { egress } from "../exchange/stages/egress.ts";
+import { inbound } from "../exchange/stages/inbound.ts";
+import { outbound } from "../exchange/stages/outbound.ts";
+import { rateLimit } from "../exchange/stages/rate-limit.ts";
+import { refuseUpgrades } from "../exchange/stages/upgrade.ts";
 import { ByteBudget } from "../guard/byte-budget.ts";
-import {
-  cgroupProbe,
-  configuredProbe,
-  MemoryGuard,
-  type MemoryProbe,
-  StallRegistry,
-} from "../guard/memory-guard.ts";
+import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-probe.ts";
+import { MemoryGuard } from "../guard/memory-guard.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
-import { ProxyError } from "../http/proxy-error.ts";
+import { StallRegistry } from "../guard/stall-registry.ts";
 import { MatcherPool } from "../matcher/pool/pool.ts";
 import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
-import { type AddressCheck, type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
-import { UpstreamClient } from "../net/upstream/http1-client.ts";
+import { UpstreamClient } from "../net/upstream/client.ts";
+import { type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
 import { createAdminApp } from "../observe/admin-app.ts";
 import { AuditLog } from "../observe/audit.ts";
 import { ProxyMetrics } from "../observe/metrics.ts";
+import { RequestLog } from "../observe/request-log.ts";
 import {
   AgentIdentityCache,
   denylistSets,
@@ -37,12 +39,13 @@ import {
 import { EmbeddedCa } from "../pki/embedded-ca.ts";
 import { LeafCache } from "../pki/leaf-cache.ts";
 import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
-import { classifyAddress, isPublicUnicast } from "../policy/address-class.ts";
+import { addressVerdict } from "../policy/address-class.ts";
 import {
   compileEgressPolicy,
   type EgressPolicy,
   type EgressRuleSpec,
 } from "../policy/egress-policy.ts";
+import { PASS, refuse } from "../policy/verdict.ts";
 
 export const VERSION = "0.1.0";
 
@@ -79,26 +82,10 @@ export interface StartOptions {
 }
 
 function policyFrom(config: ProxyConfig): EgressPolicy {
-  const rule = (r: ProxyConfig["allow"][number]): EgressRuleSpec => ({
-    host: r.pattern.pattern.replace(/:(\d+|\*)$/, ""),
-    ports: r.ports,
-  });
+  const rule = (r: ProxyConfig["allow"][number]): EgressRuleSpec => r.pattern;
   const agents: Record<string, EgressRuleSpec[]> = {};
   for (const [agent, rules] of config.agentAllow) agents[agent] = rules.map(rule);
   return compileEgressPolicy({ allow: config.allow.map(rule), agents });
-}
-
-function addressCheck(config: ProxyConfig): AddressCheck {
-  return (ip) => {
-    if (isPublicUnicast(ip)) return { allowed: true };
-    const info = classifyAddress(ip);
-    const cls = info?.class ?? "invalid";
-    // Even with private destinations allowed (tests, labs), metadata endpoints stay denied.
-    if (config.allowPrivate && cls !== "metadata" && cls !== "unspecified" && info !== null) {
-      return { allowed: true };
-    }
-    return { allowed: false, reason: `${cls} address` };
-  };
 }
 
 interface Pki {
@@ -212,7 +199,7 @@ export async function startProxy(
   }
   const selfPorts = new Set<number>();
   const upstream = new UpstreamClient({
-    addressCheck: addressCheck(config),
+    addressCheck: (ip) => addressVerdict(ip, config.allowPrivate),
     selfPorts: () => selfPorts,
     connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
     ca: trustAnchors(extraCa),
@@ -224,21 +211,19 @@ export async function startProxy(
     idleSocketTimeoutMs: 30_000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
   });
-  const app = createExchangeApp({
-    policy: () => policy,
-    secrets: () => state,
-    scanner,
-    upstream,
-    audit,
-    metrics,
-    rateLimiter: config.rateLimit
-      ? new RateLimiter(config.rateLimit.perSecond, config.rateLimit.burst)
-      : undefined,
-    maxHeldBodyBytes: config.limits.maxHeldBodyBytes,
-    inline,
-    held,
-    decodeLimits: DEFAULT_DECODE_LIMITS,
-  });
+  const logSafe = (text: string) => state.redactInline.applyLatin1(text).value;
+  const log = new RequestLog(audit, metrics, () => logSafe);
+  const stages: Stage[] = [];
+  if (config.rateLimit) {
+    stages.push(rateLimit(new RateLimiter(config.rateLimit.perSecond, config.rateLimit.burst)));
+  }
+  stages.push(
+    egress(() => policy),
+    refuseUpgrades(),
+    outbound({ scanner, inline, held, maxHeldBodyBytes: config.limits.maxHeldBodyBytes }),
+    inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS }),
+  );
+  const exchange = createPipeline({ stages, upstream, log, secrets: () => state });
   const stalls = new StallRegistry();
   const guard = memoryGuard(config, stalls, metrics, audit, options.memoryProbe);
   const front = new FrontDoor({
@@ -250,11 +235,11 @@ export async function startProxy(
       ? {
           admit: (agent: string) =>
             guard.pressed && stalls.stalledBy(agent) >= REFUSE_AT_STALLED
-              ? new ProxyError(
+              ? refuse(
                   "overloaded",
                   "memory is short and this agent has many connections that stopped reading; read them or close them, then retry",
                 )
-              : null,
+              : PASS,
         }
       : {}),
     host: config.listen.host,
@@ -263,10 +248,11 @@ export async function startProxy(
     identify: (peer) => identities.derive(peer, rules()),
     leaves,
     policy: () => policy,
-    app,
+    exchange,
+    log,
     audit,
     metrics,
-    logSafe: (text) => state.redactInline.applyLatin1(text).value,
+    logSafe,
     limits: {
       maxHeaderBytes: config.limits.maxHeaderBytes,
       maxHeaderCount: config.limits.maxHeaderCount,

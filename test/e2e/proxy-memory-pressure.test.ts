@@ -8,7 +8,7 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type tls from "node:tls";
-import type { MemoryProbe } from "../../src/guard/memory-guard.ts";
+import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readUntilClosed, stallAfterHead } from "../support/raw-agent.ts";
 import { type StreamUpstream, startStreamUpstream } from "../support/stream-upstream.ts";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { loadProxyConfig } from "../../src/config/proxy-config.ts";
-import type { MemoryProbe } from "../../src/guard/memory-guard.ts";
+import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import { type RunningProxy, startProxy } from "../../src/server/proxy-server.ts";
 import { createTestCa, type TestCa } from "./test-pki.ts";

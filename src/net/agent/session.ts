@@ -1,21 +1,24 @@
 // Serves HTTP/1.1 on one agent-facing byte stream: the outer mTLS connection (CONNECT and
-// absolute-form requests) or the decrypted inside of an intercepted tunnel. It feeds bytes to
-// the strict parser, hands each request (head + streaming body) to a handler in order, writes
-// the handler's response with the proxy's own framing, and enforces the proxy's deadlines.
-// It must never serve a request after a malformed one, never forward a body the parser did not
-// accept, and never end a response cleanly when its body failed: the connection is destroyed
-// instead, so the agent sees an error rather than a truncated-but-complete message.
+// absolute-form requests) or the decrypted inside of an intercepted tunnel. It hands each
+// request (head + streaming body) to a handler in order, writes the handler's answer with the
+// proxy's own framing, and enforces the proxy's deadlines. It must never serve a request after a
+// malformed one, never forward a body the parser did not accept, and never end a response
+// cleanly when its body failed: the connection is destroyed instead, so the agent sees an error
+// rather than a truncated-but-complete message.
 
 import type { Duplex } from "node:stream";
-import { headFirst } from "../../body/held-buffers.ts";
-import type { Stall } from "../../guard/memory-guard.ts";
-import { ChunkedEncoder } from "../../http/chunked.ts";
+import type { Stall } from "../../guard/stall-registry.ts";
+import { errorAnswerBytes, reasonPhrase } from "../../http/error-answer.ts";
+import { framingFields, outgoingFraming } from "../../http/framing.ts";
+import { stripHopByHop } from "../../http/hop-by-hop.ts";
 import type { ParseFailure } from "../../http/http-error.ts";
-import { ProxyError } from "../../http/proxy-error.ts";
+import type { IncomingRequest, OutgoingResponse } from "../../http/message.ts";
+import { codeForRejectStatus, ProxyError } from "../../http/proxy-error.ts";
 import { type RequestHead, RequestParser } from "../../http/request-parser.ts";
-import { serializeResponseHead, stripHopByHop } from "../../http/serialize.ts";
+import { serializeResponseHead } from "../../http/serialize.ts";
 import { Deadline } from "../deadline.ts";
 import { waitForDrain } from "../drain.ts";
+import { Http1Connection, IncomingBody, type ParseEvent } from "../http1-connection.ts";
 
 export interface SessionLimits {
   readonly maxHeaderBytes: number;
@@ -26,29 +29,6 @@ export interface SessionLimits {
   readonly idleTimeoutMs: number;
   /** Longest wait for the next request-body chunk, or for the agent to take response bytes. */
   readonly bodyIdleTimeoutMs: number;
-}
-
-export interface IncomingRequest {
-  readonly head: RequestHead;
-  /** null when the request has no body. */
-  readonly body: ReadableStream<Uint8Array> | null;
-  /** Resolves true once the body was received whole (false if it failed or was cut short). */
-  readonly bodyDone: Promise<boolean>;
-}
-
-export interface OutgoingResponse {
-  readonly status: number;
-  readonly reason?: string;
-  /** Header fields; hop-by-hop ones are removed and framing is set by the session. */
-  readonly headers: readonly (readonly [string, string])[];
-  /** A stream (sent chunked to HTTP/1.1 agents), or bytes held whole (one write, with length). */
-  readonly body: ReadableStream<Uint8Array> | Uint8Array | null;
-  /** Told once whether the response (head and body) was handed to the socket whole. */
-  readonly settled?: (ok: boolean) => void;
-  /** A response to HEAD, or 1xx/204/304: no body, framing fields kept as given. */
-  readonly bodiless?: boolean;
-  /** Close the connection after this response. */
-  readonly close?: boolean;
 }
 
 /** What a handler does with a request: answer it, or take the socket over (CONNECT). */
@@ -62,13 +42,13 @@ export interface SessionHooks {
   rejected(failure: ParseFailure): void;
   /**
    * A write is waiting for the agent to take bytes; `shed` closes the connection (memory
-   * pressure, see memory-guard.ts). The returned stall hears of progress and of the end.
+   * pressure, see guard/memory-guard.ts). The returned stall hears of progress and of the end.
    */
   stalled?(shed: () => void): Stall;
 }
 
-const CRLF = Uint8Array.of(13, 10);
 const RESOLVED: Promise<void> = Promise.resolve();
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /**
  * Bytes the carrier may hold before writes wait for it (a few TLS records' worth at speed).
  * An agent that stops reading keeps this much per tunnel: 512 KiB made 64 stalled tunnels of
@@ -80,26 +60,25 @@ const CARRIER_POLL_MS = 20;
 
 interface Pending {
   readonly req: IncomingRequest;
-  readonly ctrl: ReadableStreamDefaultController<Uint8Array> | null;
+  readonly body: IncomingBody | null;
   settle(ok: boolean): void;
 }
 
-export class HttpSession {
-  readonly #socket: Duplex;
+export class HttpSession extends Http1Connection<RequestHead> {
   readonly #carrier: Duplex | null;
-  readonly #parser: RequestParser;
   readonly #hooks: SessionHooks;
   readonly #limits: SessionLimits;
   readonly #queue: Pending[] = [];
+  /** The request whose body is being received. */
   #receiving: Pending | null = null;
   #wake: (() => void) | null = null;
   #failure: ParseFailure | null = null;
   #closed = false;
   #detached = false;
+  /** Aborted when the connection closes: every request on it hears that its agent left. */
+  readonly #gone = new AbortController();
   readonly #deadline = new Deadline(() => this.#expired());
-  #onData = (d: Buffer) => this.#data(d);
-  #onEnd = () => this.#eof();
-  #onClose = () => this.#gone();
+  #wasIdle = true;
 
   /**
    * @param carrier the connection `socket` is layered on, when it is one (the outer mTLS
@@ -109,27 +88,26 @@ export class HttpSession {
    *   carrier's write buffer without bound (measured: 112 MiB during a 256 MiB download).
    */
   constructor(socket: Duplex, hooks: SessionHooks, limits: SessionLimits, carrier?: Duplex) {
-    this.#socket = socket;
+    super(
+      socket,
+      new RequestParser({
+        maxHeaderBytes: limits.maxHeaderBytes,
+        maxHeaderCount: limits.maxHeaderCount,
+      }),
+    );
     this.#carrier = carrier ?? null;
     this.#hooks = hooks;
     this.#limits = limits;
-    this.#parser = new RequestParser({
-      maxHeaderBytes: limits.maxHeaderBytes,
-      maxHeaderCount: limits.maxHeaderCount,
-    });
   }
 
-  get socket(): Duplex {
-    return this.#socket;
+  get requestParser(): RequestParser {
+    return this.parser as RequestParser;
   }
 
   /** Start reading; resolves when the session ends (closed, failed or taken over). */
   run(): Promise<void> {
-    this.#socket.on("data", this.#onData);
-    this.#socket.on("end", this.#onEnd);
-    this.#socket.on("close", this.#onClose);
-    this.#socket.on("error", this.#onClose);
-    this.#arm(this.#limits.idleTimeoutMs);
+    this.listen();
+    this.#deadline.set(this.#limits.idleTimeoutMs);
     return this.#loop();
   }
 
@@ -139,162 +117,151 @@ export class HttpSession {
    */
   detach(): Uint8Array {
     this.#detached = true;
-    this.#disarm();
-    this.#socket.off("data", this.#onData);
-    this.#socket.off("end", this.#onEnd);
-    this.#socket.off("close", this.#onClose);
-    this.#socket.off("error", this.#onClose);
-    return this.#parser.detach();
+    this.#deadline.clear();
+    this.unlisten();
+    return this.requestParser.detach();
   }
 
   /** Close the connection now (an unrecoverable error on this connection). */
   destroy(): void {
     this.#closed = true;
-    this.#disarm();
-    this.#socket.destroy();
+    this.#deadline.clear();
+    this.socket.destroy();
     this.#notify();
+  }
+
+  /** The socket this session serves (the listener takes it over for a tunnel). */
+  get connection(): Duplex {
+    return this.socket;
+  }
+
+  /** Write bytes before taking the socket over (a CONNECT's 200). */
+  send(bytes: Uint8Array): Promise<void> {
+    return this.write(bytes);
   }
 
   // --- reading ---------------------------------------------------------------------------
 
-  #data(chunk: Buffer): void {
-    if (this.#closed) return;
-    const wasIdle = this.#parser.state === "idle";
-    const events = this.#parser.feed(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
-    if (wasIdle && (this.#parser.state as string) === "message" && this.#receiving === null) {
-      this.#arm(this.#limits.headerTimeoutMs);
-    }
-    for (const ev of events) {
-      switch (ev.type) {
-        case "head":
-          this.#onHead(ev.head);
-          break;
-        case "body": {
-          const r = this.#receiving;
-          if (!r?.ctrl) break;
-          this.#arm(this.#limits.bodyIdleTimeoutMs);
-          try {
-            r.ctrl.enqueue(ev.data);
-          } catch {
-            // The handler cancelled the body (e.g. it answered without reading it).
-          }
-          if ((r.ctrl.desiredSize ?? 1) <= 0) {
-            // The proxy is not taking more (its upstream is slow): the agent is not idle, so
-            // its body deadline waits until the body is pulled again.
-            this.#socket.pause();
-            this.#disarm();
-          }
-          break;
-        }
-        case "trailers":
-          // Request trailers are dropped: nothing upstream may rely on fields the proxy
-          // cannot scan in order (documented in docs/SECURITY.md).
-          break;
-        case "end": {
-          const r = this.#receiving;
-          this.#receiving = null;
-          if (r) {
-            try {
-              r.ctrl?.close();
-            } catch {}
-            r.settle(true);
-          }
-          this.#disarm();
-          break;
-        }
-        case "error":
-          this.#protocolError(ev.error);
-          return;
-      }
-    }
-    // Pipelined requests beyond the one being served wait in the parser's input, not here.
-    if (this.#queue.length > 1) this.#socket.pause();
+  protected override accepting(): boolean {
+    return !this.#closed;
   }
 
-  #onHead(head: RequestHead): void {
-    let ctrl: ReadableStreamDefaultController<Uint8Array> | null = null;
+  protected override beforeFeed(): void {
+    this.#wasIdle = this.requestParser.state === "idle";
+  }
+
+  protected override parsed(): void {
+    // A request begun is timed from its first byte (slowloris); the head, once complete,
+    // sets the deadline its body needs (or none) when it is dispatched.
+    if (
+      this.#wasIdle &&
+      (this.requestParser.state as string) === "message" &&
+      this.#receiving === null
+    ) {
+      this.#deadline.set(this.#limits.headerTimeoutMs);
+    }
+  }
+
+  protected override afterFeed(): void {
+    // Pipelined requests beyond the one being served wait in the parser's input, not here.
+    if (this.#queue.length > 1) this.socket.pause();
+  }
+
+  protected onHead(head: RequestHead): void {
     let settle!: (ok: boolean) => void;
     const bodyDone = new Promise<boolean>((r) => {
       settle = r;
     });
-    let body: ReadableStream<Uint8Array> | null = null;
+    let body: IncomingBody | null = null;
     if (head.framing.kind !== "none") {
-      body = new ReadableStream<Uint8Array>(
-        {
-          start: (c) => {
-            ctrl = c;
-          },
-          pull: () => {
-            if (this.#closed) return;
-            if (this.#receiving?.ctrl === ctrl) this.#arm(this.#limits.bodyIdleTimeoutMs);
-            if (this.#queue.length <= 1) this.#socket.resume();
-          },
-          cancel: () => {
-            settle(false);
-          },
+      body = new IncomingBody({
+        pulled: () => {
+          if (this.#closed) return;
+          if (this.#receiving?.body === body) this.#deadline.set(this.#limits.bodyIdleTimeoutMs);
+          if (this.#queue.length <= 1) this.socket.resume();
         },
-        // Counted in bytes, not chunks: a socket read can be 512 KiB, and a request body whose
-        // upstream is slow holds this queue full for as long as it waits.
-        { highWaterMark: 64 * 1024, size: (c) => c?.byteLength ?? 0 },
-      );
+        cancelled: () => settle(false),
+      });
     } else {
       settle(true);
     }
-    const p: Pending = { req: { head, body, bodyDone }, ctrl, settle };
+    let continued = !head.expectContinue || body === null;
+    const req: IncomingRequest = {
+      head,
+      body: body?.stream ?? null,
+      bodyDone,
+      signal: this.#gone.signal,
+      sendContinue: () => {
+        if (continued) return RESOLVED;
+        continued = true;
+        // The proxy reads the body itself; tell the agent to send it.
+        return this.write(CONTINUE).catch(() => {});
+      },
+    };
+    const p: Pending = { req, body, settle };
     if (body) {
       this.#receiving = p;
-      this.#arm(this.#limits.bodyIdleTimeoutMs);
+      this.#deadline.set(this.#limits.bodyIdleTimeoutMs);
     } else {
-      this.#disarm();
+      this.#deadline.clear();
     }
     this.#queue.push(p);
     this.#notify();
   }
 
-  #protocolError(f: ParseFailure): void {
+  protected onBody(data: Uint8Array): void {
+    const r = this.#receiving;
+    if (!r?.body) return;
+    this.#deadline.set(this.#limits.bodyIdleTimeoutMs);
+    if (!r.body.push(data)) {
+      // The proxy is not taking more (its upstream is slow): the agent is not idle, so its body
+      // deadline waits until the body is pulled again.
+      this.socket.pause();
+      this.#deadline.clear();
+    }
+  }
+
+  protected onMessageEnd(): void {
+    const r = this.#receiving;
+    this.#receiving = null;
+    if (r) {
+      r.body?.end();
+      r.settle(true);
+    }
+    this.#deadline.clear();
+  }
+
+  protected onParseError(f: ParseFailure): void {
     this.#failure = f;
-    const r = this.#receiving;
-    this.#receiving = null;
-    if (r) {
-      try {
-        r.ctrl?.error(new ProxyError("bad-request", f.reason));
-      } catch {}
-      r.settle(false);
-    }
-    this.#socket.pause();
+    this.#failReceiving(new ProxyError("bad-request", f.reason));
+    this.socket.pause();
     this.#notify();
   }
 
-  #eof(): void {
-    const events = this.#parser.finish();
-    for (const ev of events) if (ev.type === "error") this.#protocolError(ev.error);
-    const r = this.#receiving;
-    if (r) {
-      this.#receiving = null;
-      try {
-        r.ctrl?.error(new ProxyError("bad-request", "agent closed the connection mid-body"));
-      } catch {}
-      r.settle(false);
-    }
+  protected onEof(events: readonly ParseEvent<RequestHead>[]): void {
+    for (const ev of events) if (ev.type === "error") this.onParseError(ev.error);
+    this.#failReceiving(new ProxyError("bad-request", "agent closed the connection mid-body"));
     // A half-closed agent gets the answers it is owed, then the connection ends (the listener
-    // allows half-open connections; a tunnel's TLS cannot stay half-open, see front-door.ts).
+    // allows half-open connections; a tunnel's TLS cannot stay half-open, see tunnel.ts).
     this.#closed = this.#queue.length === 0 && this.#failure === null;
-    if (this.#closed) this.#socket.end();
+    if (this.#closed) this.socket.end();
     this.#notify();
   }
 
-  #gone(): void {
+  protected onGone(): void {
     this.#closed = true;
-    this.#disarm();
-    const r = this.#receiving;
-    this.#receiving = null;
-    if (r) {
-      try {
-        r.ctrl?.error(new ProxyError("bad-request", "agent connection closed"));
-      } catch {}
-      r.settle(false);
-    }
+    this.#deadline.clear();
+    this.#gone.abort();
+    this.#failReceiving(new ProxyError("bad-request", "agent connection closed"));
     this.#notify();
+  }
+
+  #failReceiving(err: ProxyError): void {
+    const r = this.#receiving;
+    if (!r) return;
+    this.#receiving = null;
+    r.body?.fail(err);
+    r.settle(false);
   }
 
   // --- serving ---------------------------------------------------------------------------
@@ -308,7 +275,7 @@ export class HttpSession {
   async #next(): Promise<Pending | null> {
     for (;;) {
       if (this.#queue.length > 0) return this.#queue[0]!;
-      if (this.#closed || this.#failure || this.#parser.state === "closed") return null;
+      if (this.#closed || this.#failure || this.requestParser.state === "closed") return null;
       await new Promise<void>((r) => {
         this.#wake = r;
       });
@@ -328,24 +295,15 @@ export class HttpSession {
         const ok = await this.#respond(p, result.response);
         this.#queue.shift();
         if (!ok || this.#closed) break;
-        this.#arm(this.#limits.idleTimeoutMs);
-        if (!this.#closed && this.#queue.length <= 1) this.#socket.resume();
+        this.#deadline.set(this.#limits.idleTimeoutMs);
+        if (!this.#closed && this.#queue.length <= 1) this.socket.resume();
       }
       if (this.#failure && !this.#closed) {
         const f = this.#failure;
         this.#hooks.rejected(f);
-        await this.#writeAll(
-          serializeResponseHead({
-            status: f.status,
-            reason: reasonPhrase(f.status),
-            headers: [
-              ["content-type", "text/plain; charset=utf-8"],
-              ["content-length", String(Buffer.byteLength(`slapenir: ${f.reason}\n`))],
-              ["connection", "close"],
-            ],
-          }),
+        await this.write(
+          errorAnswerBytes(new ProxyError(codeForRejectStatus(f.status), f.reason)),
         ).catch(() => {});
-        await this.#writeAll(new TextEncoder().encode(`slapenir: ${f.reason}\n`)).catch(() => {});
       }
     } catch {
       // An unexpected failure on this connection: drop it, keep serving everyone else.
@@ -355,10 +313,10 @@ export class HttpSession {
   }
 
   #finish(): void {
-    this.#disarm();
-    if (!this.#socket.destroyed) this.#socket.end();
+    this.#deadline.clear();
+    if (!this.socket.destroyed) this.socket.end();
     // A peer that never reads its last bytes must not hold the socket forever.
-    setTimeout(() => this.#socket.destroy(), 2_000).unref?.();
+    setTimeout(() => this.socket.destroy(), 2_000).unref?.();
   }
 
   /** Write one response; false when the connection must not carry another. */
@@ -367,111 +325,72 @@ export class HttpSession {
     const bodyComplete = p.req.body === null || (await settledNow(p.req.bodyDone)) === true;
     // A request whose body was not read whole cannot be followed by another on this
     // connection: its remaining bytes are still in the way.
-    const keepAlive =
-      head.keepAlive && !res.close && bodyComplete && !this.#failure && !this.#closed;
-    const headers: [string, string][] = stripHopByHop(res.headers);
+    let keepAlive = head.keepAlive && !res.close && bodyComplete && !this.#failure && !this.#closed;
+    const headers = stripHopByHop(res.headers);
     const whole = res.body instanceof Uint8Array ? res.body : null;
-    const chunked = !res.bodiless && res.body !== null && !whole && head.version === "1.1";
+    const stream = res.body instanceof ReadableStream ? res.body : null;
+    let framing: ReturnType<typeof outgoingFraming> = { kind: "none" };
     if (!res.bodiless) {
+      framing = outgoingFraming(
+        whole
+          ? { kind: "held", length: whole.length }
+          : stream
+            ? { kind: "stream", length: null }
+            : { kind: "none" },
+        head.version === "1.1" ? "agent-1.1" : "agent-1.0",
+      );
       for (let i = headers.length - 1; i >= 0; i--) {
         if (headers[i]![0].toLowerCase() === "content-length") headers.splice(i, 1);
       }
-      if (res.body === null) headers.push(["content-length", "0"]);
-      else if (whole) headers.push(["content-length", String(whole.length)]);
-      else if (chunked) headers.push(["transfer-encoding", "chunked"]);
+      headers.push(...framingFields(framing));
     }
-    if (whole) return this.#respondWhole(res, headers, res.bodiless ? null : whole, keepAlive);
-    const stream = res.body as ReadableStream<Uint8Array> | null;
-    const closeDelimited = !res.bodiless && stream !== null && !chunked;
-    if (!keepAlive || closeDelimited) headers.push(["connection", "close"]);
+    if (framing.kind === "close") keepAlive = false;
+    if (!keepAlive) headers.push(["connection", "close"]);
+    let headBytes: Uint8Array;
     try {
-      await this.#writeAll(
-        serializeResponseHead({
-          status: res.status,
-          reason: res.reason ?? reasonPhrase(res.status),
-          headers,
-        }),
-      );
+      headBytes = serializeResponseHead({
+        status: res.status,
+        reason: res.reason ?? reasonPhrase(res.status),
+        headers,
+      });
     } catch {
-      this.destroy();
-      await stream?.cancel().catch(() => {});
-      res.settled?.(false);
-      return false;
+      return this.#abandon(res, stream);
     }
-    if (res.bodiless || stream === null) {
+    if (res.bodiless || !stream) {
+      try {
+        await this.writeWhole(headBytes, res.bodiless ? null : whole);
+      } catch {
+        return this.#abandon(res, stream);
+      }
       await stream?.cancel().catch(() => {});
       res.settled?.(true);
       return keepAlive;
     }
-    const enc = chunked ? new ChunkedEncoder() : null;
-    const reader = stream.getReader();
     try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (value.length === 0) continue;
-        if (enc) {
-          const [size, data, crlf] = enc.encode(value) as [Uint8Array, Uint8Array, Uint8Array];
-          const frame = new Uint8Array(size.length + data.length + crlf.length);
-          frame.set(size, 0);
-          frame.set(data, size.length);
-          frame.set(CRLF, size.length + data.length);
-          await this.#writeAll(frame);
-        } else {
-          await this.#writeAll(value);
-        }
-      }
-      if (enc) await this.#writeAll(enc.end());
+      await this.write(headBytes);
+      await this.writeBody(stream, framing);
     } catch {
       // The body failed (upstream died, scan failed) or the agent stopped reading: never end
       // the response cleanly. Destroying the connection makes the agent see an error.
-      reader.cancel().catch(() => {});
-      this.destroy();
-      res.settled?.(false);
-      return false;
-    }
-    res.settled?.(true);
-    return keepAlive && !closeDelimited;
-  }
-
-  /** Head and held body in one write: one pass through the TLS layers, no stream machinery. */
-  async #respondWhole(
-    res: OutgoingResponse,
-    headers: [string, string][],
-    body: Uint8Array | null,
-    keepAlive: boolean,
-  ): Promise<boolean> {
-    let head: Uint8Array;
-    try {
-      head = serializeResponseHead({
-        status: res.status,
-        reason: res.reason ?? reasonPhrase(res.status),
-        headers: keepAlive ? headers : [...headers, ["connection", "close"]],
-      });
-    } catch {
-      this.destroy();
-      res.settled?.(false);
-      return false;
-    }
-    const { bytes, written } =
-      body && body.length > 0 ? headFirst(head, body) : { bytes: head, written: undefined };
-    try {
-      await this.#writeAll(bytes, written);
-    } catch {
-      this.destroy();
-      res.settled?.(false);
-      return false;
+      return this.#abandon(res, stream);
     }
     res.settled?.(true);
     return keepAlive;
+  }
+
+  #abandon(res: OutgoingResponse, stream: ReadableStream<Uint8Array> | null): false {
+    this.destroy();
+    stream?.cancel().catch(() => {});
+    res.settled?.(false);
+    return false;
   }
 
   /**
    * Write with backpressure; a peer that does not take the bytes in time is dropped.
    * `written` hears when the socket is done with `bytes` (true) or failed them (false).
    */
-  #writeAll(bytes: Uint8Array, written?: (ok: boolean) => void): Promise<void> {
-    const s = this.#socket;
+  protected write(bytes: Uint8Array, written?: (ok: boolean) => void): Promise<void> {
+    const s = this.socket;
     if (s.destroyed || this.#closed) {
       written?.(false);
       return Promise.reject(new Error("socket closed"));
@@ -486,7 +405,7 @@ export class HttpSession {
     const stall = this.#hooks.stalled?.(() => this.#shed());
     try {
       if (!socketOk) {
-        await this.#drained(this.#socket);
+        await this.#drained(this.socket);
         stall?.progress();
       }
       const c = this.#carrier;
@@ -501,7 +420,7 @@ export class HttpSession {
           deadline = now + this.#limits.bodyIdleTimeoutMs;
           stall?.progress();
         } else if (now > deadline) {
-          this.#socket.destroy();
+          this.socket.destroy();
           throw new Error("agent stopped reading");
         }
         last = c.writableLength;
@@ -526,64 +445,22 @@ export class HttpSession {
     return waitForDrain(w, {
       timeoutMs: this.#limits.bodyIdleTimeoutMs,
       ...(pollMs !== undefined ? { pollMs } : {}),
-      onTimeout: () => this.#socket.destroy(),
+      onTimeout: () => this.socket.destroy(),
       closedError: () => new Error("socket closed"),
       timeoutError: () => new Error("agent stopped reading"),
     });
   }
 
-  /** Public form of the writer, for handlers that answer before taking a socket over. */
-  write(bytes: Uint8Array): Promise<void> {
-    return this.#writeAll(bytes);
-  }
-
   // --- deadlines -------------------------------------------------------------------------
-
-  #arm(ms: number): void {
-    this.#deadline.set(ms);
-  }
-
-  #disarm(): void {
-    this.#deadline.clear();
-  }
 
   #expired(): void {
     // Idle, slow head or slow body: drop the connection. An in-flight body errors, so the
     // upstream request is aborted rather than completed with a short body.
-    const r = this.#receiving;
-    this.#receiving = null;
-    if (r) {
-      try {
-        r.ctrl?.error(new ProxyError("bad-request", "request body timed out"));
-      } catch {}
-      r.settle(false);
-    }
+    this.#failReceiving(new ProxyError("bad-request", "request body timed out"));
     this.destroy();
   }
 }
 
 async function settledNow(p: Promise<boolean>): Promise<boolean | undefined> {
   return Promise.race([p, Promise.resolve(undefined)]);
-}
-
-const REASONS: Record<number, string> = {
-  200: "OK",
-  400: "Bad Request",
-  403: "Forbidden",
-  405: "Method Not Allowed",
-  413: "Content Too Large",
-  414: "URI Too Long",
-  421: "Misdirected Request",
-  429: "Too Many Requests",
-  431: "Request Header Fields Too Large",
-  500: "Internal Server Error",
-  501: "Not Implemented",
-  502: "Bad Gateway",
-  503: "Service Unavailable",
-  504: "Gateway Timeout",
-  505: "HTTP Version Not Supported",
-};
-
-export function reasonPhrase(status: number): string {
-  return REASONS[status] ?? "";
 }

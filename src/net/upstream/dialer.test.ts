@@ -1,12 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import net from "node:net";
 import { failure } from "../../../test/support/proxy-error.ts";
+import { PASS } from "../../policy/verdict.ts";
 import { type DialerOptions, dialUpstream, type Lookup, resolveChecked } from "./dialer.ts";
 
 const TARGET = { host: "upstream.test", port: 9, tls: false, isIp: false } as const;
 
 function options(lookup: Lookup, connectTimeoutMs = 100): DialerOptions {
-  return { addressCheck: () => ({ allowed: true }), connectTimeoutMs, ca: [], lookup };
+  return { addressCheck: () => PASS, connectTimeoutMs, ca: [], lookup };
 }
 
 describe("upstream dialer: name lookup", () => {

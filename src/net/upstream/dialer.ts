@@ -10,6 +10,7 @@ import net from "node:net";
 import { networkInterfaces } from "node:os";
 import tls from "node:tls";
 import { ProxyError } from "../../http/proxy-error.ts";
+import type { Verdict } from "../../policy/verdict.ts";
 
 export interface DialTarget {
   /** Canonical host as policy saw it (lower-case, no trailing dot, no brackets). */
@@ -20,7 +21,8 @@ export interface DialTarget {
   readonly isIp: boolean;
 }
 
-export type AddressCheck = (ip: string) => { allowed: true } | { allowed: false; reason: string };
+/** Whether a resolved address may be dialled (address-class.ts decides; refused: its class). */
+export type AddressCheck = (ip: string) => Verdict;
 
 export type Lookup = (host: string) => Promise<{ address: string; family: number }[]>;
 
@@ -68,10 +70,10 @@ export async function resolveChecked(
   if (self?.has(target.port) && addrs.some((a) => isLocalAddress(a.address))) {
     throw new ProxyError("address-denied", "destination is the proxy itself");
   }
-  const allowed = addrs.filter((a) => opts.addressCheck(a.address).allowed);
+  const allowed = addrs.filter((a) => opts.addressCheck(a.address).ok);
   if (allowed.length === 0) {
     const first = opts.addressCheck(addrs[0]!.address);
-    const why = first.allowed ? "denied" : first.reason;
+    const why = first.ok ? "denied" : first.reason;
     throw new ProxyError("address-denied", `destination address is not allowed (${why})`);
   }
   return allowed;

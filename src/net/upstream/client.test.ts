@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import net from "node:net";
 import { failure } from "../../../test/support/proxy-error.ts";
 import { allocWithHeadroom, releaseHeld } from "../../body/held-buffers.ts";
-import { UpstreamClient, type UpstreamClientOptions } from "./http1-client.ts";
+import { PASS } from "../../policy/verdict.ts";
+import { UpstreamClient, type UpstreamClientOptions } from "./client.ts";
 
 // Loopback plain-TCP upstreams written by hand, so each test controls exactly when the
 // upstream reads and answers.
@@ -24,7 +25,7 @@ async function listen(onSocket: (s: net.Socket) => void): Promise<number> {
 
 function client(o: Partial<UpstreamClientOptions>): UpstreamClient {
   const c = new UpstreamClient({
-    addressCheck: () => ({ allowed: true }),
+    addressCheck: () => PASS,
     connectTimeoutMs: 5000,
     ca: [],
     responseTimeoutMs: 60_000,

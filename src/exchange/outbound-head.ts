@@ -1,0 +1,102 @@
+// The head a request goes upstream with, planned from the head the agent sent: pure, no body.
+//   1. DLP: a real value, in any encoding the redactor knows, anywhere in the target (also
+//      once percent- and form-decoded), a header name or value, or the destination host itself,
+//      refuses the request before anything leaves.
+//   2. A credential marked `inUrl: deny` may not appear in the URL, even as its dummy.
+//   3. Dummies are swapped for real values as the plan allows: in the target (as their
+//      percent-encoded real value), in header values, inside `Authorization: Basic`.
+//   4. Fields the proxy owns are dropped (hop-by-hop.ts), `Accept-Encoding` narrowed to what
+//      the proxy can decode, `Host` added for an HTTP/1.0 agent that sent none.
+
+import { filterAcceptEncoding } from "../body/content-coding.ts";
+import { swapBasicAuth } from "../credentials/basic-auth.ts";
+import type { RequestPlan, SecretState } from "../credentials/secret-state.ts";
+import { forwardableRequestFields } from "../http/hop-by-hop.ts";
+import type { RequestHead } from "../http/request-parser.ts";
+import type { Destination } from "../policy/host-agreement.ts";
+import { allow, refuse, type Verdict } from "../policy/verdict.ts";
+
+export interface OutboundHead {
+  /** origin-form, swapped. */
+  readonly target: string;
+  readonly headers: [string, string][];
+  readonly swaps: number;
+  /** Names of the credentials swapped in the head. */
+  readonly swapped: ReadonlySet<string>;
+}
+
+export function planOutboundHead(
+  head: RequestHead,
+  destination: Destination,
+  secrets: SecretState,
+  plan: RequestPlan,
+): Verdict<OutboundHead> {
+  const found = (text: string) => secrets.redactInline.applyLatin1(text).count > 0;
+  const targetText = originForm(head);
+  // A URL is usually percent-encoded on top of whatever the value was (base64 with %2B,
+  // JSON with %22 …): look at the decoded forms too.
+  const decodeTarget = targetText.includes("%") || targetText.includes("+");
+  if (found(targetText) || (decodeTarget && urlDecodings(targetText).some(found))) {
+    return dlpRefusal();
+  }
+  for (const [name, value] of head.headers.fields) {
+    if (found(value) || found(name)) return dlpRefusal();
+    if (value.includes("%") && urlDecodings(value).some(found)) return dlpRefusal();
+  }
+  // A real value as a DNS label would leak through name resolution.
+  if (found(destination.target.host)) return dlpRefusal();
+  if (!secrets.urlDenied.empty && secrets.urlDenied.applyLatin1(targetText).count > 0) {
+    return refuse("policy-denied", "credential not allowed in URLs");
+  }
+
+  const swapped = new Set<string>();
+  let swaps = 0;
+  const t = plan.urlSwap.applyLatin1(targetText);
+  swaps += t.count;
+  for (const n of t.names) swapped.add(n);
+  const headers: [string, string][] = [];
+  for (const [name, value] of forwardableRequestFields(head.headers.fields)) {
+    let v = value;
+    if (plan.basicPairs.length > 0 && name.toLowerCase() === "authorization") {
+      const b = swapBasicAuth(v, plan.basicPairs);
+      swaps += b.swapped.length;
+      for (const n of b.swapped) swapped.add(n);
+      v = b.value;
+    }
+    const r = plan.headerSwap.applyLatin1(v);
+    swaps += r.count;
+    for (const n of r.names) swapped.add(n);
+    headers.push([name, r.value]);
+  }
+  headers.push(["accept-encoding", filterAcceptEncoding(head.headers.get("accept-encoding"))]);
+  // The upstream leg is HTTP/1.1, which requires Host; an HTTP/1.0 agent may have sent none.
+  if (!head.headers.has("host")) headers.unshift(["host", hostField(destination)]);
+  return allow({ target: t.value, headers, swaps, swapped });
+}
+
+function dlpRefusal() {
+  return refuse("dlp-blocked", "real credential in request");
+}
+
+/** The request-target as origin-form: an absolute-form target keeps its path and query. */
+export function originForm(head: RequestHead): string {
+  if (head.targetForm !== "absolute") return head.target;
+  const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(head.target);
+  const rest = m ? head.target.slice(m[0].length) : head.target;
+  return rest === "" ? "/" : rest.startsWith("?") ? `/${rest}` : rest;
+}
+
+/** Percent-decoded (and form-decoded) views of a URL, byte for byte (latin1), lenient. */
+function urlDecodings(text: string): string[] {
+  const pct = (t: string) =>
+    t.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
+  const once = pct(text);
+  return [once, pct(text.replaceAll("+", " ")), pct(once)];
+}
+
+/** `Host` for the dialled destination: the port only when it is not the scheme's default. */
+function hostField(d: Destination): string {
+  const h = d.target.kind === "ipv6" ? `[${d.target.host}]` : d.target.host;
+  const dflt = d.scheme === "https" ? 443 : 80;
+  return d.target.port === dflt ? h : `${h}:${d.target.port}`;
+}

@@ -1,0 +1,226 @@
+// Runs one request through the stages: admitted (policy/admission.ts), then each stage's
+// request step in order, then the upstream, then each response step in reverse order, and
+// hands the agent leg its answer. Every verdict goes into the trace; the answer to a refusal or
+// failure is built from the trace's deciding entry (http/error-answer.ts); the audit line is
+// written once, when the answer was handed to the agent's socket or could not be. Held bodies
+// are released when nothing refers to them any more. Sockets never come here: the agent leg
+// gives an IncomingRequest and takes an OutgoingResponse, the upstream leg is an `Upstream`.
+
+import { countBytes } from "../body/collect.ts";
+import type { SecretState } from "../credentials/secret-state.ts";
+import { errorAnswer } from "../http/error-answer.ts";
+import type { IncomingRequest, OutgoingRequest, OutgoingResponse } from "../http/message.ts";
+import { ProxyError, toProxyError } from "../http/proxy-error.ts";
+import type { RequestFacts, RequestLog } from "../observe/request-log.ts";
+import { Trace } from "../observe/trace.ts";
+import { admitRequest, type TunnelFacts } from "../policy/admission.ts";
+import type { Destination } from "../policy/host-agreement.ts";
+import {
+  type Body,
+  discard,
+  type Exchange,
+  type Inbound,
+  type Outbound,
+  type Stage,
+  type Upstream,
+} from "./exchange.ts";
+import { originForm } from "./outbound-head.ts";
+
+export interface PipelineDeps {
+  readonly stages: readonly Stage[];
+  readonly upstream: Upstream;
+  readonly log: RequestLog;
+  /** The credentials in force; each exchange keeps the ones it started with. */
+  readonly secrets: () => SecretState;
+}
+
+/** The agent connection a request came on. */
+export interface AgentConnection {
+  readonly id: number;
+  readonly agent: string;
+  /** Set inside an intercepted CONNECT tunnel. */
+  readonly tunnel: TunnelFacts | null;
+}
+
+export type ExchangeHandler = (
+  req: IncomingRequest,
+  conn: AgentConnection,
+) => Promise<OutgoingResponse>;
+
+export function createPipeline(deps: PipelineDeps): ExchangeHandler {
+  const requestSteps = deps.stages.filter((s) => s.request);
+  const responseSteps = [...deps.stages].reverse().filter((s) => s.response);
+
+  return async function runExchange(req, conn) {
+    const started = performance.now();
+    const trace = new Trace();
+    const secrets = deps.secrets();
+    const safe = (text: string) => secrets.redactInline.applyLatin1(text).value;
+    const head = req.head;
+    const admitted = trace.record("admit", admitRequest(head, conn.tunnel));
+    const facts = requestFacts(conn, req, admitted.ok ? admitted.value : null);
+    const finish = (status: number) => deps.log.write(facts, trace, status, started, safe);
+    if (!admitted.ok) {
+      req.body?.cancel().catch(() => {});
+      return refusal(trace, finish);
+    }
+    const ex: Exchange = {
+      conn: conn.id,
+      agent: conn.agent,
+      head,
+      destination: admitted.value,
+      secrets,
+      trace,
+      signal: req.signal,
+      started,
+      sendContinue: () => req.sendContinue(),
+    };
+    let out: Outbound = {
+      method: head.method,
+      target: originForm(head),
+      headers: head.headers.fields,
+      body: req.body
+        ? {
+            kind: "stream",
+            stream: req.body,
+            length: head.framing.kind === "length" ? head.framing.length : null,
+          }
+        : null,
+    };
+    let at = "admit";
+    /** The body that is nobody's if this exchange ends here. */
+    let pending: Body = out.body;
+    try {
+      for (const s of requestSteps) {
+        at = s.name;
+        const v = trace.record(s.name, await s.request!(ex, out));
+        if (!v.ok) {
+          discard(pending);
+          return refusal(trace, finish);
+        }
+        out = v.value;
+        pending = out.body;
+      }
+      at = "forward";
+      const answer = await deps.upstream.send(
+        {
+          host: ex.destination.target.host,
+          port: ex.destination.target.port,
+          tls: ex.destination.scheme === "https",
+          isIp: ex.destination.target.kind !== "dns",
+        },
+        outgoing(out),
+        ex.signal,
+      );
+      let res: Inbound = {
+        status: answer.head.status,
+        reason: answer.head.reason,
+        headers: answer.head.headers.fields,
+        body: answer.body
+          ? {
+              kind: "stream",
+              stream: answer.body,
+              length: answer.head.framing.kind === "length" ? answer.head.framing.length : null,
+            }
+          : null,
+      };
+      pending = res.body;
+      if (res.status < 200 || res.status > 599) {
+        throw new ProxyError("upstream-protocol", "upstream answered with an unusable status");
+      }
+      for (const s of responseSteps) {
+        at = s.name;
+        const v = trace.record(s.name, await s.response!(ex, res));
+        if (!v.ok) {
+          discard(pending);
+          return refusal(trace, finish);
+        }
+        res = v.value;
+        pending = res.body;
+      }
+      pending = null;
+      return answerWith(ex, res, finish);
+    } catch (e) {
+      discard(pending);
+      trace.fail(at, toProxyError(e));
+      return refusal(trace, finish);
+    } finally {
+      // The upstream exchange is over (sent, or failed): a held request body, which may carry
+      // the real values just swapped in, is wiped and its buffer reused once no write refers to
+      // it, and its share of the budget goes back.
+      if (out.body?.kind === "held") out.body.release();
+    }
+  };
+}
+
+/** The upstream's answer, as the agent leg writes it; the audit line once it was written. */
+function answerWith(
+  ex: Exchange,
+  res: Inbound,
+  finish: (status: number) => void,
+): OutgoingResponse {
+  const trace = ex.trace;
+  const bodiless = ex.head.method === "HEAD" || res.status === 204 || res.status === 304;
+  let body: OutgoingResponse["body"] = null;
+  const b = res.body;
+  const held = b?.kind === "held" ? b : null;
+  if (bodiless) discard(b);
+  else if (b?.kind === "held") body = b.bytes;
+  else if (b) {
+    body = countBytes(b.stream, (n) => {
+      trace.bytesOut = n;
+    });
+  }
+  return {
+    status: res.status,
+    reason: res.reason,
+    headers: res.headers,
+    body,
+    bodiless,
+    settled(ok) {
+      try {
+        if (held) {
+          trace.bytesOut = ok && !bodiless ? held.length : 0;
+          held.release();
+        }
+      } finally {
+        if (!ok) trace.broke("respond", "response body failed");
+        finish(res.status);
+      }
+    },
+  };
+}
+
+/** The proxy's own answer to a refused or failed request: the trace's deciding entry. */
+function refusal(trace: Trace, finish: (status: number) => void): OutgoingResponse {
+  const o = trace.outcome();
+  const a = errorAnswer(new ProxyError(o.code ?? "internal", o.reason));
+  return { ...a, settled: () => finish(a.status) };
+}
+
+function outgoing(out: Outbound): OutgoingRequest {
+  const b = out.body;
+  return {
+    method: out.method,
+    target: out.target,
+    headers: out.headers,
+    body: b === null ? null : b.kind === "held" ? b.bytes : b.stream,
+    bodyLength: b?.kind === "stream" ? b.length : null,
+  };
+}
+
+function requestFacts(
+  conn: AgentConnection,
+  req: IncomingRequest,
+  dest: Destination | null,
+): RequestFacts {
+  return {
+    conn: conn.id,
+    agent: conn.agent,
+    method: req.head.method,
+    scheme: dest?.scheme ?? (conn.tunnel ? "https" : "http"),
+    host: dest?.target.host ?? "-",
+    port: dest?.target.port ?? 0,
+    target: req.head.target,
+  };
+}

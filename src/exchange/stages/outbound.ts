@@ -1,0 +1,223 @@
+// Stage: what leaves for the upstream. The head is planned (outbound-head.ts: DLP, swaps,
+// fields the proxy owns); the body is scanned for real values (DLP) and has its bound dummies
+// swapped, in one of three ways:
+//   - small, of known length: held whole and scanned in one engine call on the main thread, so
+//     a real value refuses the request before any byte leaves;
+//   - of known length, with a swap that may change it: held whole (bounded) after the streamed
+//     scan, to send a correct Content-Length — or, if the swap could make it larger than the
+//     held-body cap, sent chunked;
+//   - otherwise streamed through the worker pool, its last chunk held back until DLP has seen
+//     the whole body (a hit fails the stream: the upstream never gets a complete request).
+// `require`: a bound host only receives requests that carried the dummy, in the head or (once
+// it was scanned) in the body.
+
+import { countBytes } from "../../body/collect.ts";
+import type { HeldBudget } from "../../body/held-body.ts";
+import { type HeldBody, holdWhole } from "../../body/held-body.ts";
+import { allocWithHeadroom } from "../../body/held-buffers.ts";
+import type { InlineScanner } from "../../body/inline-scanner.ts";
+import { type BodyScanner, outboundBody } from "../../body/scan-pipelines.ts";
+import { checkRequired } from "../../credentials/bindings.ts";
+import type { RequestPlan, SecretState } from "../../credentials/secret-state.ts";
+import type { ScanStream } from "../../matcher/pool/pool.ts";
+import type { PatternSpec } from "../../matcher/types.ts";
+import { allow, refuse, type Verdict } from "../../policy/verdict.ts";
+import { type Body, discard, type Exchange, type Stage } from "../exchange.ts";
+import { planOutboundHead } from "../outbound-head.ts";
+
+export interface OutboundDeps {
+  readonly scanner: BodyScanner;
+  /** Small bodies of known length are scanned whole on the main thread (absent: never). */
+  readonly inline?: InlineScanner;
+  /** The process-wide budget for bodies held whole (many parallel uploads). */
+  readonly held: HeldBudget;
+  /** Longest body held whole to give it a new Content-Length. */
+  readonly maxHeldBodyBytes: number;
+}
+
+const DLP_IN_BODY = "real credential in request body";
+
+export function outbound(deps: OutboundDeps): Stage {
+  return {
+    name: "outbound",
+    request: async function swapAndScan(ex, out) {
+      const state = ex.secrets;
+      const { target, scheme } = ex.destination;
+      // Never inject into plain http://: only DLP and redaction apply there.
+      const plan =
+        scheme === "https" ? state.plan(ex.agent, target.host, target.port) : state.noSwapPlan();
+      const head = planOutboundHead(ex.head, ex.destination, state, plan);
+      if (!head.ok) {
+        discard(out.body);
+        return head;
+      }
+      ex.trace.swaps += head.value.swaps;
+      const swapped = new Set(head.value.swapped);
+      let body: Body = null;
+      let requireChecked = false;
+      if (out.body?.kind === "stream") {
+        await ex.sendContinue();
+        const stream = out.body;
+        const small =
+          deps.inline && stream.length !== null && stream.length <= deps.inline.maxBytes;
+        if (small && deps.inline) {
+          const v = await scanWhole(
+            ex,
+            deps,
+            deps.inline,
+            state,
+            plan,
+            stream.stream,
+            stream.length!,
+          );
+          if (!v.ok) return v;
+          body = v.value.body;
+          // Like the streamed path: a body swap counts for the host's required credentials.
+          if (v.value.swaps > 0) for (const n of plan.required) swapped.add(n);
+        } else {
+          body = await scanStreamed(ex, deps, state, plan, stream, swapped);
+          requireChecked = true;
+        }
+      } else if (out.body) {
+        body = out.body; // held by an earlier stage: already its business
+      }
+      if (plan.required.length > 0 && !requireChecked) {
+        const v = checkRequired(plan, swapped);
+        if (!v.ok) {
+          discard(body);
+          return v;
+        }
+      }
+      return allow({
+        method: out.method,
+        target: head.value.target,
+        headers: head.value.headers,
+        body,
+      });
+    },
+  };
+}
+
+/** A small body, held whole and scanned in one engine call each for DLP and the swap. */
+async function scanWhole(
+  ex: Exchange,
+  deps: OutboundDeps,
+  inline: InlineScanner,
+  state: SecretState,
+  plan: RequestPlan,
+  stream: ReadableStream<Uint8Array>,
+  declared: number,
+): Promise<Verdict<{ body: HeldBody; swaps: number }>> {
+  let held = await holdWhole(
+    deps.held,
+    ex.agent,
+    stream,
+    Math.ceil(declared * growthOf(plan.bodySpecs)),
+    inline.maxBytes,
+  );
+  ex.trace.bytesIn = held.length;
+  let swaps = 0;
+  try {
+    if (state.redactSpecs.length > 0) {
+      if (inline.count(state.setName("redact"), state.redactSpecs, held.bytes) > 0) {
+        held.release();
+        return refuse("dlp-blocked", DLP_IN_BODY);
+      }
+    }
+    if (plan.bodySpecs) {
+      const r = inline.rewrite(
+        state.setName(`swap:${plan.key}`),
+        plan.bodySpecs,
+        held.bytes,
+        allocWithHeadroom,
+      );
+      held = held.replace(r.output);
+      swaps = r.replacements;
+      ex.trace.swaps += swaps;
+    }
+  } catch (e) {
+    // The scan failed: the agent's body (it may hold a real value) is wiped.
+    held.release();
+    throw e;
+  }
+  return allow({ body: held, swaps });
+}
+
+/**
+ * A body streamed through the pool: one pass does both jobs when the host has bound
+ * credentials (real values become the state's DLP marker, found in the output it fails the
+ * request; bound dummies become their real values); without bindings the pass is DLP alone.
+ */
+async function scanStreamed(
+  ex: Exchange,
+  deps: OutboundDeps,
+  state: SecretState,
+  plan: RequestPlan,
+  body: { readonly stream: ReadableStream<Uint8Array>; readonly length: number | null },
+  headSwapped: ReadonlySet<string>,
+): Promise<Body> {
+  const counted = countBytes(body.stream, (n) => {
+    ex.trace.bytesIn = n;
+  });
+  const bodySpecs = plan.bodySpecs;
+  const hasReals = state.redactSpecs.length > 0;
+  let dlp: ScanStream | null = null;
+  let sw: ScanStream | null = null;
+  let marker: Uint8Array | undefined;
+  try {
+    if (bodySpecs && hasReals) {
+      sw = await deps.scanner.open(state.setName(`out:${plan.key}`), () =>
+        state.outboundSpecs(plan),
+      );
+      marker = state.dlpMarker;
+    } else if (hasReals) {
+      dlp = await deps.scanner.open(state.setName("redact"), () => state.redactSpecs);
+    } else if (bodySpecs) {
+      sw = await deps.scanner.open(state.setName(`swap:${plan.key}`), () => bodySpecs);
+    }
+  } catch (e) {
+    await counted.cancel().catch(() => {});
+    throw e;
+  }
+  // `require` with a body: if the head carried no required dummy, the body must; the pipeline
+  // fails the stream at its end otherwise (the upstream never gets it whole).
+  const requireInBody = plan.required.length > 0 && !checkRequired(plan, headSwapped).ok;
+  const scanned = outboundBody(
+    counted,
+    dlp,
+    sw,
+    (r) => {
+      if (r.dlpHits > 0) ex.trace.record("outbound", refuse("dlp-blocked", DLP_IN_BODY));
+      else if (requireInBody && r.swaps === 0) {
+        ex.trace.record(
+          "outbound",
+          refuse("required-dummy-missing", "request body did not carry the required dummy"),
+        );
+      }
+      ex.trace.swaps += r.swaps;
+    },
+    requireInBody,
+    marker,
+  );
+  const declared = body.length;
+  if (declared !== null && !plan.lengthPreserving && bodySpecs) {
+    // A swap may change the length: hold the (bounded) body to send a correct Content-Length.
+    // A body the swap could make larger than the cap goes chunked instead (so one the agent
+    // sent within the cap is never refused for what the swap made of it).
+    const most = Math.ceil(declared * growthOf(bodySpecs));
+    if (most <= deps.maxHeldBodyBytes) {
+      return holdWhole(deps.held, ex.agent, scanned, most, deps.maxHeldBodyBytes);
+    }
+    return { kind: "stream", stream: scanned, length: null };
+  }
+  return { kind: "stream", stream: scanned, length: declared };
+}
+
+/** The most a swap with `specs` can lengthen a body, as a factor (1: never longer). */
+function growthOf(specs: readonly PatternSpec[] | null): number {
+  let g = 1;
+  for (const s of specs ?? []) {
+    if (s.pattern.length > 0) g = Math.max(g, s.replacement.length / s.pattern.length);
+  }
+  return g;
+}

@@ -1,0 +1,119 @@
+import { describe, expect, test } from "bun:test";
+import { clock } from "../../test/support/fake-clock.ts";
+import { chooseVictims, StallRegistry } from "./stall-registry.ts";
+
+describe("StallRegistry", () => {
+  test("sheds only stalls without progress for the grace period, longest first", () => {
+    const c = clock();
+    const r = new StallRegistry(c.now);
+    const order: string[] = [];
+    const a = r.begin("agent-a", () => order.push("a"));
+    c.advance(100);
+    r.begin("agent-b", () => order.push("b"));
+    c.advance(100);
+    const fresh = r.begin("agent-b", () => order.push("fresh"));
+    const gone = r.begin("agent-c", () => order.push("gone"));
+    gone.end();
+    c.advance(50);
+    a.progress(); // took bytes: starts over
+    c.advance(400);
+    // a: 400 ms since progress; b: 650; fresh: 450; gone: ended.
+    expect([...r.shed(450)]).toEqual([["agent-b", 2]]);
+    expect(order).toEqual(["b", "fresh"]);
+    expect(r.size).toBe(1);
+    fresh.end(); // ending a shed stall is harmless
+    c.advance(100);
+    expect([...r.shed(450)]).toEqual([["agent-a", 1]]);
+    expect(r.size).toBe(0);
+  });
+
+  test("sheds at most as many as asked, longest first", () => {
+    const c = clock();
+    const r = new StallRegistry(c.now);
+    const order: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      r.begin("a", () => order.push(i));
+      c.advance(10);
+    }
+    expect([...r.shed(0, 2)]).toEqual([["a", 2]]);
+    expect([order, r.size]).toEqual([[0, 1], 3]);
+  });
+
+  test("sheds from the agent with the most stalled connections first, its longest-stalled first", () => {
+    const c = clock();
+    const r = new StallRegistry(c.now);
+    const order: string[] = [];
+    r.begin("slow-reader", () => order.push("slow-reader")); // the oldest stall of all
+    c.advance(100);
+    for (let i = 0; i < 4; i++) r.begin("many", () => order.push(`many-${i}`));
+    c.advance(10);
+    for (let i = 0; i < 2; i++) r.begin("two", () => order.push(`two-${i}`));
+    c.advance(1000);
+    // many 4 → 3 → 2; then many and two have 2 each: many's stall is older; then two.
+    expect([...r.shed(500, 4)]).toEqual([
+      ["many", 3],
+      ["two", 1],
+    ]);
+    expect(order).toEqual(["many-0", "many-1", "many-2", "two-0"]);
+    // One each left: the longest-stalled first.
+    expect([...r.shed(500)].map(([a]) => a)).toEqual(["slow-reader", "many", "two"]);
+    expect(order.slice(4)).toEqual(["slow-reader", "many-3", "two-1"]);
+  });
+
+  test("an agent's young stalls count for its rank, though only those past the grace go", () => {
+    const c = clock();
+    const r = new StallRegistry(c.now);
+    const order: string[] = [];
+    r.begin("slow-reader", () => order.push("slow-reader"));
+    r.begin("burst", () => order.push("burst-old"));
+    c.advance(1000);
+    for (let i = 0; i < 5; i++) r.begin("burst", () => order.push(`burst-${i}`)); // within grace
+    // Past the grace: one stall of each. The burst holds six, the reader one.
+    expect([...r.shed(500)]).toEqual([["burst", 1]]);
+    expect(order).toEqual(["burst-old"]);
+    // The burst still holds five, all within their grace: the reader, holding fewer, keeps its
+    // one until they are due (or any stall is, at the critical level).
+    expect([...r.shed(500)]).toEqual([]);
+    expect([...r.shed(0, 4)]).toEqual([["burst", 4]]);
+    // Down to one each: as many as the most, the longest-stalled goes.
+    expect([...r.shed(0, 1)]).toEqual([["slow-reader", 1]]);
+  });
+
+  test("counts an agent's stalls; knows whether any is past a grace", () => {
+    const c = clock();
+    const r = new StallRegistry(c.now);
+    const a = r.begin("a", () => {});
+    r.begin("a", () => {});
+    r.begin("b", () => {});
+    expect([r.stalledBy("a"), r.stalledBy("b"), r.stalledBy("c"), r.any(100)]).toEqual([
+      2,
+      1,
+      0,
+      false,
+    ]);
+    c.advance(100);
+    a.end();
+    expect([r.stalledBy("a"), r.any(100), r.any(101)]).toEqual([1, true, false]);
+  });
+});
+
+describe("chooseVictims (pure)", () => {
+  const s = (agent: string, since: number) => ({ agent, since });
+
+  test("the agent holding the most stalls loses them first, its longest-stalled first", () => {
+    const stalls = [s("a", 300), s("b", 100), s("a", 200), s("a", 250)];
+    expect(chooseVictims(stalls, 1000, 500, 2)).toEqual([s("a", 200), s("a", 250)]);
+  });
+
+  test("once agents hold as many, the longer-stalled goes", () => {
+    const stalls = [s("a", 300), s("b", 100), s("a", 200)];
+    expect(chooseVictims(stalls, 1000, 500, 3)).toEqual([s("a", 200), s("b", 100), s("a", 300)]);
+  });
+
+  test("nobody holding fewer pays for an agent whose stalls are all within their grace", () => {
+    const stalls = [s("a", 900), s("a", 950), s("b", 100)];
+    expect(chooseVictims(stalls, 1000, 500, 5)).toEqual([]);
+    // Past the critical level every stall is due: the burst goes first, then the ranks even out.
+    expect(chooseVictims(stalls, 1000, 0, 2)).toEqual([s("a", 900), s("b", 100)]);
+  });
+});

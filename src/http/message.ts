@@ -1,0 +1,55 @@
+// The messages that cross between the proxy's parts, as values: a request as the agent leg
+// received it, a request as the upstream leg will send it, a response as either leg receives or
+// sends it. Heads are header pairs; a body is a stream (framed by the sending leg) or bytes the
+// proxy holds whole (sent with a Content-Length, in one write with the head).
+
+import type { RequestHead } from "./request-parser.ts";
+import type { ResponseHead } from "./response-parser.ts";
+import type { HeaderPairs } from "./serialize.ts";
+
+export type MessageBody = ReadableStream<Uint8Array> | Uint8Array | null;
+
+/** A request as the agent leg parsed it: the head and its body, streaming. */
+export interface IncomingRequest {
+  readonly head: RequestHead;
+  /** null when the request has no body. */
+  readonly body: ReadableStream<Uint8Array> | null;
+  /** Resolves true once the body was received whole (false if it failed or was cut short). */
+  readonly bodyDone: Promise<boolean>;
+  /** Aborted when the agent's connection closes. */
+  readonly signal: AbortSignal;
+  /** Tells an agent that sent `Expect: 100-continue` to send its body (once; later calls do nothing). */
+  sendContinue(): Promise<void>;
+}
+
+/** A request for the upstream leg: head fields without framing (the leg adds it). */
+export interface OutgoingRequest {
+  readonly method: string;
+  /** origin-form target exactly as it will be sent. */
+  readonly target: string;
+  readonly headers: HeaderPairs;
+  readonly body: MessageBody;
+  /** Known body length (Content-Length) of a streamed body; null: chunked. */
+  readonly bodyLength: number | null;
+}
+
+/** A response as the upstream leg parsed it. */
+export interface IncomingResponse {
+  readonly head: ResponseHead;
+  /** null for bodiless responses (HEAD, 1xx, 204, 304). */
+  readonly body: ReadableStream<Uint8Array> | null;
+}
+
+/** A response for the agent leg: head fields without framing (the leg adds it). */
+export interface OutgoingResponse {
+  readonly status: number;
+  readonly reason?: string;
+  readonly headers: HeaderPairs;
+  readonly body: MessageBody;
+  /** A response to HEAD, or 1xx/204/304: no body, framing fields kept as given. */
+  readonly bodiless?: boolean;
+  /** Close the connection after this response. */
+  readonly close?: boolean;
+  /** Told once whether the response (head and body) was handed to the socket whole. */
+  readonly settled?: (ok: boolean) => void;
+}
