@@ -1,12 +1,15 @@
 // The shared suite every matcher engine runs: the vector table (whole, 1-byte chunks, random
 // chunkings), the validation errors, and a property suite that compares each engine with the
 // reference on random pattern sets, planted inputs and random chunkings. Adding an engine is
-// one line in `engines`. It must never print a pattern or an input (they model secrets).
+// one line in `engines`; an engine that only replaces whole buffers (the inline replacer heads
+// go through) is one line in `wholeOnly` and runs the vectors and properties whole. It must
+// never print a pattern or an input (they model secrets).
 
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { rng } from "../../bench/matcher-fixtures.ts";
 import { matcherVectors } from "../../test/vectors/matcher-vectors.ts";
+import { InlineReplacer } from "./inline.ts";
 import { referenceEngine } from "./reference.ts";
 import { type MatcherEngine, MatcherError, type PatternSpec } from "./types.ts";
 import { createWasmEngine } from "./wasm-engine.ts";
@@ -20,6 +23,23 @@ const engines: [string, MatcherEngine][] = [
   ["wasm switching", createWasmEngine(undefined, { frequentSwitching: true })],
 ];
 const fastEngines = engines.filter(([name]) => name !== "reference");
+
+type WholeEngine = (
+  specs: readonly PatternSpec[],
+  input: Uint8Array,
+) => { output: Uint8Array; replacements: number };
+
+const wholeOnly: [string, WholeEngine][] = [
+  [
+    "inline",
+    (specs, input) => {
+      const r = new InlineReplacer(
+        specs.map((s, i) => ({ name: String(i), from: s.pattern, to: s.replacement })),
+      ).apply(input);
+      return { output: r.output, replacements: r.count };
+    },
+  ],
+];
 
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -107,6 +127,20 @@ for (const [engineName, engine] of engines) {
           const cuts = randomCuts(v.input.length, seed, 1 + (seed % 5) * 7);
           expect(streamed(engine, specs, v.input, cuts)).toEqual(expected);
         }
+      });
+    }
+  });
+}
+
+for (const [engineName, replace] of wholeOnly) {
+  describe(`${engineName}: vectors`, () => {
+    for (const v of matcherVectors) {
+      const specs = v.patterns.map((pattern, i) => ({ pattern, replacement: v.replacements[i]! }));
+      test(`${v.name} (whole)`, () => {
+        expect(replace(specs, v.input)).toEqual({
+          output: v.output,
+          replacements: v.replacements_made,
+        });
       });
     }
   });
@@ -243,6 +277,16 @@ describe("property: engines agree with the reference whatever the chunking", () 
       );
     });
   }
+  for (const [engineName, replace] of wholeOnly) {
+    test(`${engineName} (whole buffers)`, () => {
+      fc.assert(
+        fc.property(scenario, ({ specs, input }) => {
+          expect(replace(specs, input)).toEqual(whole(referenceEngine, specs, input));
+        }),
+        { numRuns: 2600 },
+      );
+    });
+  }
 });
 
 /**
@@ -298,6 +342,16 @@ describe("property: bigger sets and inputs", () => {
           expect(
             streamed(engine, specs, input, randomCuts(input.length, cutSeed, maxPiece)),
           ).toEqual(want);
+        }),
+        { numRuns: 150 },
+      );
+    });
+  }
+  for (const [engineName, replace] of wholeOnly) {
+    test(`${engineName} (whole buffers)`, () => {
+      fc.assert(
+        fc.property(bigScenario, ({ specs, input }) => {
+          expect(replace(specs, input)).toEqual(whole(referenceEngine, specs, input));
         }),
         { numRuns: 150 },
       );
