@@ -9,12 +9,18 @@
 import { countBytes } from "../body/collect.ts";
 import type { SecretState } from "../credentials/secret-state.ts";
 import { errorAnswer } from "../http/error-answer.ts";
-import type { IncomingRequest, OutgoingRequest, OutgoingResponse } from "../http/message.ts";
+import type {
+  IncomingRequest,
+  IncomingResponse,
+  OutgoingRequest,
+  OutgoingResponse,
+} from "../http/message.ts";
 import { ProxyError, toProxyError } from "../http/proxy-error.ts";
 import type { RequestFacts, RequestLog } from "../observe/request-log.ts";
 import { Trace } from "../observe/trace.ts";
 import { admitRequest, type TunnelFacts } from "../policy/admission.ts";
 import type { Destination } from "../policy/host-agreement.ts";
+import { allow, type Verdict } from "../policy/verdict.ts";
 import {
   type Body,
   discard,
@@ -22,6 +28,7 @@ import {
   type Inbound,
   type Outbound,
   type Stage,
+  type StageVerdict,
   type Upstream,
 } from "./exchange.ts";
 import { originForm } from "./outbound-head.ts";
@@ -79,70 +86,46 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
       method: head.method,
       target: originForm(head),
       headers: head.headers.fields,
-      body: req.body
-        ? {
-            kind: "stream",
-            stream: req.body,
-            length: head.framing.kind === "length" ? head.framing.length : null,
-          }
-        : null,
+      body: req.body && streamBody(req.body, head.framing),
     };
-    let at = "admit";
-    /** The body that is nobody's if this exchange ends here. */
-    let pending: Body = out.body;
+    const at = { stage: "admit" };
     try {
-      for (const s of requestSteps) {
-        at = s.name;
-        const v = trace.record(s.name, await s.request!(ex, out));
-        if (!v.ok) {
-          discard(pending);
-          return refusal(trace, finish);
-        }
-        out = v.value;
-        pending = out.body;
+      const sent = await through(requestSteps, (s, m) => s.request!(ex, m), out, trace, at);
+      if (!sent.ok) return refusal(trace, finish);
+      out = sent.value;
+      at.stage = "forward";
+      let answer: IncomingResponse;
+      try {
+        answer = await deps.upstream.send(
+          {
+            host: ex.destination.target.host,
+            port: ex.destination.target.port,
+            tls: ex.destination.scheme === "https",
+            isIp: ex.destination.target.kind !== "dns",
+          },
+          outgoing(out),
+          ex.signal,
+        );
+      } catch (e) {
+        // Never read (the dial failed) or read part-way: nobody will read the rest.
+        discard(out.body);
+        throw e;
       }
-      at = "forward";
-      const answer = await deps.upstream.send(
-        {
-          host: ex.destination.target.host,
-          port: ex.destination.target.port,
-          tls: ex.destination.scheme === "https",
-          isIp: ex.destination.target.kind !== "dns",
-        },
-        outgoing(out),
-        ex.signal,
-      );
-      let res: Inbound = {
+      const res: Inbound = {
         status: answer.head.status,
         reason: answer.head.reason,
         headers: answer.head.headers.fields,
-        body: answer.body
-          ? {
-              kind: "stream",
-              stream: answer.body,
-              length: answer.head.framing.kind === "length" ? answer.head.framing.length : null,
-            }
-          : null,
+        body: answer.body && streamBody(answer.body, answer.head.framing),
       };
-      pending = res.body;
       if (res.status < 200 || res.status > 599) {
+        discard(res.body);
         throw new ProxyError("upstream-protocol", "upstream answered with an unusable status");
       }
-      for (const s of responseSteps) {
-        at = s.name;
-        const v = trace.record(s.name, await s.response!(ex, res));
-        if (!v.ok) {
-          discard(pending);
-          return refusal(trace, finish);
-        }
-        res = v.value;
-        pending = res.body;
-      }
-      pending = null;
-      return answerWith(ex, res, finish);
+      const got = await through(responseSteps, (s, m) => s.response!(ex, m), res, trace, at);
+      if (!got.ok) return refusal(trace, finish);
+      return answerWith(ex, got.value, finish);
     } catch (e) {
-      discard(pending);
-      trace.fail(at, toProxyError(e));
+      trace.fail(at.stage, toProxyError(e));
       return refusal(trace, finish);
     } finally {
       // The upstream exchange is over (sent, or failed): a held request body, which may carry
@@ -151,6 +134,44 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
       if (out.body?.kind === "held") out.body.release();
     }
   };
+}
+
+/**
+ * A message through `steps` (request steps, or response steps), each verdict recorded. A
+ * refusal, or a step that throws, lets go of the body the message carried at that point.
+ */
+async function through<M extends { readonly body: Body }>(
+  steps: readonly Stage[],
+  step: (s: Stage, m: M) => StageVerdict<M>,
+  msg: M,
+  trace: Trace,
+  at: { stage: string },
+): Promise<Verdict<M>> {
+  let m = msg;
+  for (const s of steps) {
+    at.stage = s.name;
+    let v: Verdict<M>;
+    try {
+      v = trace.record(s.name, await step(s, m));
+    } catch (e) {
+      discard(m.body);
+      throw e;
+    }
+    if (!v.ok) {
+      discard(m.body);
+      return v;
+    }
+    m = v.value;
+  }
+  return allow(m);
+}
+
+/** A body received as a stream, with its length when its framing gave one. */
+function streamBody(
+  stream: ReadableStream<Uint8Array>,
+  framing: { kind: string; length?: number },
+): Body {
+  return { kind: "stream", stream, length: framing.kind === "length" ? framing.length! : null };
 }
 
 /** The upstream's answer, as the agent leg writes it; the audit line once it was written. */
