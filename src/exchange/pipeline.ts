@@ -197,7 +197,6 @@ function answerWith(
     reason: res.reason,
     headers: res.headers,
     body,
-    bodiless,
     settled(ok) {
       try {
         if (held) {

@@ -40,14 +40,15 @@ export interface IncomingResponse {
   readonly body: ReadableStream<Uint8Array> | null;
 }
 
-/** A response for the agent leg: head fields without framing (the leg adds it). */
+/**
+ * A response for the agent leg: head fields without framing (the leg adds it). An answer to
+ * HEAD, or a 1xx, 204 or 304, is sent without a body and with its fields as given.
+ */
 export interface OutgoingResponse {
   readonly status: number;
   readonly reason?: string;
   readonly headers: HeaderPairs;
   readonly body: MessageBody;
-  /** A response to HEAD, or 1xx/204/304: no body, framing fields kept as given. */
-  readonly bodiless?: boolean;
   /** Close the connection after this response. */
   readonly close?: boolean;
   /** Told once whether the response (head and body) was handed to the socket whole. */

@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { openTunnel, readAll } from "../support/raw-agent.ts";
+import { openTunnel, readAnswers } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "dummy-stream-0000000000000000000000001";
@@ -40,7 +40,7 @@ async function chunkedPost(parts: string[]): Promise<string> {
     t.write(`${Buffer.byteLength(p).toString(16)}\r\n${p}\r\n`);
     await Bun.sleep(5);
   }
-  const reply = readAll(t, 1000);
+  const reply = readAnswers(t, ["POST"]);
   t.write("0\r\n\r\n");
   const text = (await reply).toString("latin1");
   t.destroy();

@@ -34,7 +34,7 @@ describe("TLS credential rotation", () => {
       { connect: `localhost:${up.port}` },
     );
     const req = `GET /before HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`;
-    expect((await exchangeRaw(tunnel, req, 500)).toString("latin1")).toStartWith("HTTP/1.1 200");
+    expect((await exchangeRaw(tunnel, req)).toString("latin1")).toStartWith("HTTP/1.1 200");
 
     // A second, independent CA becomes the only agent CA; the server certificate is re-issued
     // by it too. (The tunnel's inner leaf still comes from the old interception CA.)
@@ -49,9 +49,7 @@ describe("TLS credential rotation", () => {
       });
       // The open tunnel is not dropped.
       const again = `GET /after HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`;
-      expect((await exchangeRaw(tunnel, again, 500)).toString("latin1")).toStartWith(
-        "HTTP/1.1 200",
-      );
+      expect((await exchangeRaw(tunnel, again)).toString("latin1")).toStartWith("HTTP/1.1 200");
       tunnel.destroy();
 
       const nextBundle = join(otherHome, "bundle.pem");

@@ -1,11 +1,13 @@
 // A hand-driven agent for tests that must send bytes no well-behaved client would: it opens
 // mTLS to the proxy, optionally CONNECTs and starts TLS inside the tunnel (with any SNI), then
-// writes raw bytes and collects everything the proxy answers until it closes or goes quiet.
-// Test-only.
+// writes raw bytes and collects what the proxy answers: until the answers it waits for are
+// complete, or the proxy closes — never "until it goes quiet", which a busy machine mistakes
+// for an answer. Test-only.
 
 import { readFileSync } from "node:fs";
 import type net from "node:net";
 import tls from "node:tls";
+import { ResponseParser } from "../../src/http/response-parser.ts";
 import type { AgentFiles } from "./proxy-harness.ts";
 
 export interface RawAgentOptions {
@@ -43,20 +45,36 @@ function connectOuter(o: RawAgentOptions): Promise<tls.TLSSocket> {
   });
 }
 
-/** Read until the peer closes or `quietMs` pass without data. */
-export function readAll(s: tls.TLSSocket, quietMs = 1500): Promise<Buffer> {
+/**
+ * Read until one complete answer per method in `methods` (the requests' methods, in order: an
+ * answer to HEAD has no body) has arrived, or the peer closes or fails. Interim answers (100
+ * Continue) are kept but do not count; an answer to CONNECT ends at its head when it opens a
+ * tunnel. Returns every byte received up to then.
+ */
+export function readAnswers(
+  s: tls.TLSSocket,
+  methods: readonly string[] = ["GET"],
+): Promise<Buffer> {
   return new Promise((resolve) => {
     const parts: Buffer[] = [];
-    let timer = setTimeout(done, quietMs);
+    const parser = new ResponseParser();
+    for (const m of methods) parser.expect(m);
+    let left = methods.length;
     function done() {
-      clearTimeout(timer);
       s.off("data", onData);
+      s.off("close", done);
+      s.off("error", done);
       resolve(Buffer.concat(parts));
     }
     function onData(d: Buffer) {
       parts.push(d);
-      clearTimeout(timer);
-      timer = setTimeout(done, quietMs);
+      for (const ev of parser.feed(new Uint8Array(d))) {
+        const complete =
+          ev.type === "end" ||
+          (ev.type === "head" && ev.head.switchesProtocol) ||
+          ev.type === "error";
+        if (complete && --left <= 0) return done();
+      }
     }
     s.on("data", onData);
     s.once("close", done);
@@ -64,7 +82,19 @@ export function readAll(s: tls.TLSSocket, quietMs = 1500): Promise<Buffer> {
   });
 }
 
-function readHead(s: tls.TLSSocket): Promise<string> {
+/** Read everything until the peer closes (or fails). */
+export function readToClose(s: tls.TLSSocket): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    const done = () => resolve(Buffer.concat(parts));
+    s.on("data", (d: Buffer) => parts.push(d));
+    s.once("close", done);
+    s.once("error", done);
+  });
+}
+
+/** Read one head (up to its blank line); bytes after it stay readable. */
+export function readHead(s: tls.TLSSocket): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
     const onData = (d: Buffer) => {
@@ -108,13 +138,13 @@ export function openProxyConnection(o: RawAgentOptions): Promise<tls.TLSSocket> 
   return connectOuter(o);
 }
 
-/** Send raw bytes and collect the answer. */
+/** Send raw bytes and collect the answers to the requests they carry (see readAnswers). */
 export async function exchangeRaw(
   s: tls.TLSSocket,
   bytes: Uint8Array | string,
-  quietMs?: number,
+  methods?: readonly string[],
 ): Promise<Buffer> {
-  const reply = readAll(s, quietMs);
+  const reply = readAnswers(s, methods);
   s.write(typeof bytes === "string" ? Buffer.from(bytes, "latin1") : bytes);
   return reply;
 }

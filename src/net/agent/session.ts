@@ -327,10 +327,13 @@ export class HttpSession extends Http1Connection<RequestHead> {
     // connection: its remaining bytes are still in the way.
     let keepAlive = head.keepAlive && !res.close && bodyComplete && !this.#failure && !this.#closed;
     const headers = stripHopByHop(res.headers);
+    // An answer to HEAD, and a 1xx, 204 or 304, never carries a body (RFC 9110 6.4.1), whoever
+    // built it: its fields are sent as given.
+    const bodiless = head.method === "HEAD" || noBodyStatus(res.status);
     const whole = res.body instanceof Uint8Array ? res.body : null;
     const stream = res.body instanceof ReadableStream ? res.body : null;
     let framing: ReturnType<typeof outgoingFraming> = { kind: "none" };
-    if (!res.bodiless) {
+    if (!bodiless) {
       framing = outgoingFraming(
         whole
           ? { kind: "held", length: whole.length }
@@ -356,9 +359,9 @@ export class HttpSession extends Http1Connection<RequestHead> {
     } catch {
       return this.#abandon(res, stream);
     }
-    if (res.bodiless || !stream) {
+    if (bodiless || !stream) {
       try {
-        await this.writeWhole(headBytes, res.bodiless ? null : whole);
+        await this.writeWhole(headBytes, bodiless ? null : whole);
       } catch {
         return this.#abandon(res, stream);
       }
@@ -459,6 +462,10 @@ export class HttpSession extends Http1Connection<RequestHead> {
     this.#failReceiving(new ProxyError("bad-request", "request body timed out"));
     this.destroy();
   }
+}
+
+function noBodyStatus(status: number): boolean {
+  return (status >= 100 && status < 200) || status === 204 || status === 304;
 }
 
 async function settledNow(p: Promise<boolean>): Promise<boolean | undefined> {

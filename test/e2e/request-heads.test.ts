@@ -1,17 +1,15 @@
-// Defects found in review, each tried through the real proxy: a denied HEAD is still audited;
-// lower-case spellings of known methods are refused (framing and TRACE confusion upstream);
-// an HTTP/1.0 request without Host reaches the HTTP/1.1 upstream with one; a secrets reload
-// in the middle of a request does not break it.
+// Request heads through the real proxy: a refused HEAD is answered (without a body) and
+// audited like any request; lower-case spellings of known methods are refused (an upstream may
+// read `head` as HEAD and frame differently, `trace` as TRACE and echo credentials); an
+// HTTP/1.0 request without Host reaches the HTTP/1.1 upstream with one.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { exchangeRaw, openProxyConnection, openTunnel, readAll } from "../support/raw-agent.ts";
+import { exchangeRaw, openProxyConnection, openTunnel } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
-const DUMMY = "dummy-review-000000000000000000000001";
-const REAL = "real-review-8d7c6b5a4f3e2d1c0b9a8f7e6d";
+const DUMMY = "dummy-heads-0000000000000000000000001";
+const REAL = "real-heads-8d7c6b5a4f3e2d1c0b9a8f7e6d";
 
 let h: Harness;
 let up: EchoServer;
@@ -53,14 +51,14 @@ const audits = () =>
     host: string;
   }[];
 
-describe("review fixes", () => {
+describe("request heads: refused, completed and audited", () => {
   test("a denied HEAD is answered 403 and audited", async () => {
     const before = audits().length;
     const conn = await openProxyConnection(agentOpts());
     const reply = await exchangeRaw(
       conn,
       "HEAD http://denied.example/x HTTP/1.1\r\nHost: denied.example\r\n\r\n",
-      500,
+      ["HEAD"],
     );
     conn.destroy();
     expect(reply.toString("latin1")).toStartWith("HTTP/1.1 403");
@@ -78,7 +76,7 @@ describe("review fixes", () => {
     const reply = await exchangeRaw(
       t,
       `HEAD /?k=${REAL} HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`,
-      500,
+      ["HEAD"],
     );
     t.destroy();
     expect(reply.toString("latin1")).toStartWith("HTTP/1.1 403");
@@ -96,7 +94,6 @@ describe("review fixes", () => {
       const reply = await exchangeRaw(
         t,
         `${method} / HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`,
-        500,
       );
       t.destroy();
       expect(reply.toString("latin1")).toStartWith("HTTP/1.1 400");
@@ -106,36 +103,9 @@ describe("review fixes", () => {
 
   test("an HTTP/1.0 request without Host reaches the upstream with one", async () => {
     const conn = await openProxyConnection(agentOpts());
-    const reply = await exchangeRaw(
-      conn,
-      `GET http://localhost:${plain.port}/ HTTP/1.0\r\n\r\n`,
-      500,
-    );
+    const reply = await exchangeRaw(conn, `GET http://localhost:${plain.port}/ HTTP/1.0\r\n\r\n`);
     conn.destroy();
     expect(reply.toString("latin1")).toStartWith("HTTP/1.1 200");
     expect(plainSeen.at(-1)).toEqual({ host: `localhost:${plain.port}` });
-  });
-
-  test("a secrets reload in the middle of a request does not break it", async () => {
-    const t = await openTunnel(agentOpts(), { connect: `localhost:${up.port}` });
-    const body = `{"k":"${DUMMY}"}`;
-    t.write(
-      `POST /mid HTTP/1.1\r\nHost: localhost:${up.port}\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`,
-    );
-    await Bun.sleep(100);
-    const path = join(h.dir, "tokens-2.json");
-    await writeFile(
-      path,
-      JSON.stringify({
-        credentials: [{ name: "svc", dummy: DUMMY, real: `${REAL}-v2`, hosts: ["localhost:*"] }],
-      }),
-    );
-    await h.proxy.reloadSecrets({ ...process.env, TOKENS_JSON: path });
-    const reply = readAll(t, 800);
-    t.write(body.slice(5));
-    const text = (await reply).toString("latin1");
-    t.destroy();
-    expect(text).toStartWith("HTTP/1.1 200");
-    expect(text).not.toContain(REAL);
   });
 });
