@@ -79,6 +79,8 @@ export interface StartOptions {
   readonly lookup?: Lookup;
   /** Where the memory guard reads use and limit (tests); default from SLAPENIR_MEMORY_LIMIT. */
   readonly memoryProbe?: MemoryProbe;
+  /** The clock stalls are timed by (tests move it; default performance.now). */
+  readonly guardClock?: () => number;
 }
 
 function policyFrom(config: ProxyConfig): EgressPolicy {
@@ -224,8 +226,15 @@ export async function startProxy(
     inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS }),
   );
   const exchange = createPipeline({ stages, upstream, log, secrets: () => state });
-  const stalls = new StallRegistry();
-  const guard = memoryGuard(config, stalls, metrics, audit, options.memoryProbe);
+  const stalls = new StallRegistry(options.guardClock);
+  const guard = memoryGuard(
+    config,
+    stalls,
+    metrics,
+    audit,
+    options.memoryProbe,
+    options.guardClock,
+  );
   const front = new FrontDoor({
     stalls,
     // While memory is short, an agent holding many connections that wait on it opens no more:
@@ -390,6 +399,7 @@ function memoryGuard(
   metrics: ProxyMetrics,
   audit: AuditLog,
   probe?: MemoryProbe,
+  now?: () => number,
 ): MemoryGuard | null {
   const limit = config.limits.memoryLimit;
   if (limit === "off") return null;
@@ -403,6 +413,7 @@ function memoryGuard(
     graceMs: STALL_GRACE_MS,
     intervalMs: GUARD_INTERVAL_MS,
     minGapMs: GUARD_MIN_GAP_MS,
+    ...(now ? { now } : {}),
     onShed(shed, used, lim) {
       let total = 0;
       for (const [agent, n] of shed) {

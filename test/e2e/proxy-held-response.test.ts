@@ -91,7 +91,8 @@ describe("answers held whole and streamed", () => {
       } else {
         expect(head).toContain("transfer-encoding: chunked");
       }
-      await Bun.sleep(50); // the audit line follows the last byte written
+      // The audit line follows the last byte written.
+      await h.auditWhere((l) => l.path === path);
       expect(auditFor(path)).toEqual([
         expect.objectContaining({
           status: 200,
@@ -114,7 +115,7 @@ describe("answers held whole and streamed", () => {
     // The harness keeps the first answer's body (curl's -o names one file); the audit shows
     // all three went out whole on one connection.
     expect(r.body.toString("latin1")).toBe(expected(sizes[0]!, 1));
-    await Bun.sleep(50);
+    await h.auditWhere((l) => String(l.path).startsWith("/answer-seq-"), sizes.length);
     const lines = sizes.map(
       (_, i) => auditFor(`/answer-seq-${i}`)[0] as AuditLine & { conn?: number },
     );

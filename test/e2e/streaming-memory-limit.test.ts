@@ -232,10 +232,12 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       }
       expect(tunnels.length).toBe(cap);
       // Refused: told with a 429, or — past the few refusals an agent may have being told at
-      // once — closed at once (the agent sees the connection end before any answer).
+      // once — closed at once (the agent sees the connection end before any answer; as a reset
+      // when the close overtakes bytes it had still to read or send).
       const told = refusals.get("CONNECT refused: HTTP/1.1 429 Too Many Requests") ?? 0;
-      const closed = refusals.get("closed before head: ") ?? 0;
-      expect(refusals.size).toBeLessThanOrEqual(2);
+      const closed =
+        (refusals.get("closed before head: ") ?? 0) + (refusals.get("read ECONNRESET") ?? 0);
+      expect(refusals.size).toBeLessThanOrEqual(3);
       expect(told).toBeGreaterThan(0);
       expect(told + closed).toBe(6_000 - cap);
       await expectServed(other, 8 << 20);
@@ -347,10 +349,12 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       const shed = shedLines.reduce((n, l) => n + Number(l.connections), 0);
       const cut = ended.filter((n): n is number => n !== null);
       // Refused while memory was short: told 503, or — past the few refusals an agent may have
-      // being told at once — closed at once.
+      // being told at once — closed at once, which the agent's stack reports as a clean close
+      // or, when the close overtakes what it still had to read or send, as a reset.
       const kinds = new Set(refusals);
       kinds.delete("CONNECT refused: HTTP/1.1 503 Service Unavailable");
       kinds.delete("closed before head: ");
+      kinds.delete("read ECONNRESET");
       expect([...kinds]).toEqual([]);
       expect(tunnels.length + refusals.length).toBe(4 * cap);
       console.log(

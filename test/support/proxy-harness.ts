@@ -35,6 +35,8 @@ export interface HarnessOptions {
   readonly addresses?: Readonly<Record<string, string>>;
   /** Memory use and limit as the memory guard sees them (memory-pressure tests). */
   readonly memoryProbe?: MemoryProbe;
+  /** The clock the memory guard times stalls by (the test moves it). */
+  readonly guardClock?: () => number;
 }
 
 export interface AgentFiles {
@@ -51,6 +53,14 @@ export interface Harness extends AsyncDisposable {
   readonly upstreamCa: TestCa;
   readonly agents: Record<string, AgentFiles>;
   readonly auditLines: string[];
+  /**
+   * The audit lines (parsed) that `match`, once at least `count` of them were written: a
+   * request's line follows the last byte of its answer, so a test waits for it, not a time.
+   */
+  auditWhere(
+    match: (line: Record<string, unknown>) => boolean,
+    count?: number,
+  ): Promise<Record<string, unknown>[]>;
   /** Every name the proxy asked to resolve, in order (DNS-exfiltration tests). */
   readonly lookups: string[];
   readonly ca: EmbeddedCa;
@@ -109,6 +119,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     auditDestination: sink,
     workers: opts.workers ?? 1,
     ...(opts.memoryProbe ? { memoryProbe: opts.memoryProbe } : {}),
+    ...(opts.guardClock ? { guardClock: opts.guardClock } : {}),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);
@@ -130,6 +141,13 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     upstreamCa,
     agents,
     auditLines,
+    async auditWhere(match, count = 1) {
+      for (;;) {
+        const found = auditLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter(match);
+        if (found.length >= count) return found;
+        await Bun.sleep(10);
+      }
+    },
     lookups,
     ca,
     curl: (args, agent = Object.keys(agents)[0]!) =>
