@@ -47,6 +47,9 @@ export class SecretState {
    */
   readonly dlpMarker: Uint8Array = crypto.getRandomValues(new Uint8Array(32));
   readonly #outbound = new Map<string, readonly PatternSpec[]>();
+  /** Exchanges using this state now, and what to do once none does (see whenUnused). */
+  #users = 0;
+  #onUnused: (() => void) | null = null;
   readonly #plans = new Map<string, RequestPlan>();
   readonly #owned: Uint8Array[] = [];
 
@@ -176,6 +179,37 @@ export class SecretState {
     for (const s of plan.bodySpecs ?? []) add(s.pattern, s.replacement);
     this.#outbound.set(plan.key, specs);
     return specs;
+  }
+
+  /**
+   * An exchange starts using this state: it swaps with it and must redact with it until its
+   * answer is over, however long that takes. Call the returned function once, when it is over.
+   */
+  use(): () => void {
+    this.#users++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#users--;
+      if (this.#users === 0) this.#unused();
+    };
+  }
+
+  /**
+   * Run `fn` once no exchange uses this state: at once if none does. A reload retires the old
+   * state this way (its copies are zeroed then), so an answer that arrives long after the
+   * reload is still redacted of the value its request was swapped with.
+   */
+  whenUnused(fn: () => void): void {
+    this.#onUnused = fn;
+    if (this.#users === 0) this.#unused();
+  }
+
+  #unused(): void {
+    const fn = this.#onUnused;
+    this.#onUnused = null;
+    fn?.();
   }
 
   /** Zero every byte this state copied out of the configuration. */

@@ -62,11 +62,18 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
     const started = performance.now();
     const trace = new Trace();
     const secrets = deps.secrets();
+    const done = secrets.use();
     const safe = (text: string) => secrets.redactInline.applyLatin1(text).value;
     const head = req.head;
     const admitted = trace.record("admit", admitRequest(head, conn.tunnel));
     const facts = requestFacts(conn, req, admitted.ok ? admitted.value : null);
-    const finish = (status: number) => deps.log.write(facts, trace, status, started, safe);
+    const finish = (status: number) => {
+      try {
+        deps.log.write(facts, trace, status, started, safe);
+      } finally {
+        done();
+      }
+    };
     if (!admitted.ok) {
       req.body?.cancel().catch(() => {});
       return refusal(trace, finish);
@@ -215,7 +222,13 @@ function answerWith(
 function refusal(trace: Trace, finish: (status: number) => void): OutgoingResponse {
   const o = trace.outcome();
   const a = errorAnswer(new ProxyError(o.code ?? "internal", o.reason));
-  return { ...a, settled: () => finish(a.status) };
+  return {
+    ...a,
+    settled(ok) {
+      if (ok) trace.bytesOut = a.body.length;
+      finish(a.status);
+    },
+  };
 }
 
 function outgoing(out: Outbound): OutgoingRequest {

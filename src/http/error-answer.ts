@@ -50,6 +50,7 @@ const REASONS: Record<number, string> = {
   400: "Bad Request",
   403: "Forbidden",
   405: "Method Not Allowed",
+  408: "Request Timeout",
   413: "Content Too Large",
   414: "URI Too Long",
   421: "Misdirected Request",

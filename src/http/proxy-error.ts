@@ -20,6 +20,9 @@ const CODES = {
   "rate-limited": [429, true],
   "connection-limit": [429, true],
   "body-too-large": [413, true],
+  // The agent left or stalled mid-request: a failure on its side, not a refusal.
+  "agent-gone": [400, false],
+  "agent-timeout": [408, false],
   "dns-failed": [502, false],
   "connect-failed": [502, false],
   "connect-timeout": [504, false],

@@ -49,9 +49,6 @@ import { PASS, refuse } from "../policy/verdict.ts";
 
 export const VERSION = "0.1.0";
 
-/** How long the previous secrets stay usable by requests that started before a reload. */
-const RETIRE_AFTER_MS = 30_000;
-
 export interface RunningProxy {
   readonly port: number;
   readonly adminPort: number;
@@ -343,10 +340,13 @@ export async function startProxy(
       state = nextState;
       secrets = next;
       audit.event("reload", { credentials: nextState.credentialCount }, "secrets reloaded");
-      // Requests already past their head may still compile sets from the old state: keep it
-      // for a grace period, then zero its copies and retire its sets (streams already open
+      // Exchanges that started on the old state swap and redact with it until they are over:
+      // once the last one is, its copies are zeroed and its sets retired (streams still open
       // finish on them; the pool zeroes a set once its last stream ends).
+      let retired = false;
       const retire = () => {
+        if (retired) return;
+        retired = true;
         scanner.drop((n) => old.ownsSet(n));
         inline.drop((n) => old.ownsSet(n));
         old.dispose();
@@ -354,7 +354,7 @@ export async function startProxy(
         retiring.delete(retire);
       };
       retiring.add(retire);
-      setTimeout(retire, RETIRE_AFTER_MS).unref?.();
+      old.whenUnused(retire);
     },
     reloadCredentials(c) {
       front.reloadCredentials(c);

@@ -12,13 +12,13 @@
 // it was scanned) in the body.
 
 import { countBytes } from "../../body/collect.ts";
-import type { HeldBudget } from "../../body/held-body.ts";
-import { type HeldBody, holdWhole } from "../../body/held-body.ts";
+import { HeldBody, type HeldBudget, holdWhole } from "../../body/held-body.ts";
 import { allocWithHeadroom } from "../../body/held-buffers.ts";
 import type { InlineScanner } from "../../body/inline-scanner.ts";
 import { type BodyScanner, outboundBody } from "../../body/scan-pipelines.ts";
 import { checkRequired } from "../../credentials/bindings.ts";
 import type { RequestPlan, SecretState } from "../../credentials/secret-state.ts";
+import { ProxyError } from "../../http/proxy-error.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
 import type { PatternSpec } from "../../matcher/types.ts";
 import { allow, refuse, type Verdict } from "../../policy/verdict.ts";
@@ -51,35 +51,27 @@ export function outbound(deps: OutboundDeps): Stage {
         discard(out.body);
         return head;
       }
-      ex.trace.swaps += head.value.swaps;
       const swapped = new Set(head.value.swapped);
+      let swaps = head.value.swaps;
       let body: Body = null;
       let requireChecked = false;
-      if (out.body?.kind === "stream") {
-        await ex.sendContinue();
-        const stream = out.body;
-        const small =
-          deps.inline && stream.length !== null && stream.length <= deps.inline.maxBytes;
-        if (small && deps.inline) {
-          const v = await scanWhole(
-            ex,
-            deps,
-            deps.inline,
-            state,
-            plan,
-            stream.stream,
-            stream.length!,
-          );
+      const input = out.body;
+      if (input) {
+        if (input.kind === "stream") await ex.sendContinue();
+        const whole =
+          input.kind === "held" ||
+          (deps.inline && input.length !== null && input.length <= deps.inline.maxBytes);
+        if (whole) {
+          const v = await scanWhole(ex, deps, state, plan, input);
           if (!v.ok) return v;
           body = v.value.body;
+          swaps += v.value.swaps;
           // Like the streamed path: a body swap counts for the host's required credentials.
           if (v.value.swaps > 0) for (const n of plan.required) swapped.add(n);
         } else {
-          body = await scanStreamed(ex, deps, state, plan, stream, swapped);
+          body = await scanStreamed(ex, deps, state, plan, input, swapped);
           requireChecked = true;
         }
-      } else if (out.body) {
-        body = out.body; // held by an earlier stage: already its business
       }
       if (plan.required.length > 0 && !requireChecked) {
         const v = checkRequired(plan, swapped);
@@ -88,6 +80,8 @@ export function outbound(deps: OutboundDeps): Stage {
           return v;
         }
       }
+      // Counted once the request may leave (a streamed body's swaps: when it was scanned).
+      ex.trace.swaps += swaps;
       return allow({
         method: out.method,
         target: head.value.target,
@@ -98,23 +92,33 @@ export function outbound(deps: OutboundDeps): Stage {
   };
 }
 
-/** A small body, held whole and scanned in one engine call each for DLP and the swap. */
+/**
+ * A small body (or one an earlier stage holds), held whole and scanned in one engine call each
+ * for DLP and the swap on the main thread.
+ */
 async function scanWhole(
   ex: Exchange,
   deps: OutboundDeps,
-  inline: InlineScanner,
   state: SecretState,
   plan: RequestPlan,
-  stream: ReadableStream<Uint8Array>,
-  declared: number,
+  input: HeldBody | { readonly stream: ReadableStream<Uint8Array>; readonly length: number | null },
 ): Promise<Verdict<{ body: HeldBody; swaps: number }>> {
-  let held = await holdWhole(
-    deps.held,
-    ex.agent,
-    stream,
-    Math.ceil(declared * growthOf(plan.bodySpecs)),
-    inline.maxBytes,
-  );
+  const inline = deps.inline;
+  if (!inline) {
+    // Nothing here can scan a held body: refuse it rather than let it leave unscanned.
+    discard(input instanceof HeldBody ? input : { kind: "stream", ...input });
+    throw new ProxyError("internal", "a held request body cannot be scanned");
+  }
+  let held =
+    input instanceof HeldBody
+      ? input
+      : await holdWhole(
+          deps.held,
+          ex.agent,
+          input.stream,
+          Math.ceil((input.length ?? 0) * growthOf(plan.bodySpecs)),
+          inline.maxBytes,
+        );
   ex.trace.bytesIn = held.length;
   let swaps = 0;
   try {
@@ -133,7 +137,6 @@ async function scanWhole(
       );
       held = held.replace(r.output);
       swaps = r.replacements;
-      ex.trace.swaps += swaps;
     }
   } catch (e) {
     // The scan failed: the agent's body (it may hold a real value) is wiped.

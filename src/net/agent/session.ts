@@ -240,7 +240,7 @@ export class HttpSession extends Http1Connection<RequestHead> {
 
   protected onEof(events: readonly ParseEvent<RequestHead>[]): void {
     for (const ev of events) if (ev.type === "error") this.onParseError(ev.error);
-    this.#failReceiving(new ProxyError("bad-request", "agent closed the connection mid-body"));
+    this.#failReceiving(new ProxyError("agent-gone", "agent closed the connection mid-body"));
     // A half-closed agent gets the answers it is owed, then the connection ends (the listener
     // allows half-open connections; a tunnel's TLS cannot stay half-open, see tunnel.ts).
     this.#closed = this.#queue.length === 0 && this.#failure === null;
@@ -252,7 +252,7 @@ export class HttpSession extends Http1Connection<RequestHead> {
     this.#closed = true;
     this.#deadline.clear();
     this.#gone.abort();
-    this.#failReceiving(new ProxyError("bad-request", "agent connection closed"));
+    this.#failReceiving(new ProxyError("agent-gone", "agent connection closed"));
     this.#notify();
   }
 
@@ -459,7 +459,7 @@ export class HttpSession extends Http1Connection<RequestHead> {
   #expired(): void {
     // Idle, slow head or slow body: drop the connection. An in-flight body errors, so the
     // upstream request is aborted rather than completed with a short body.
-    this.#failReceiving(new ProxyError("bad-request", "request body timed out"));
+    this.#failReceiving(new ProxyError("agent-timeout", "request body timed out"));
     this.destroy();
   }
 }

@@ -1,0 +1,95 @@
+// The outbound stage's whole-body path without sockets or worker pool: a small body, or one an
+// earlier stage holds, is scanned on the main thread — DLP first, then the swap — and swaps are
+// counted only for a request that may leave.
+
+import { describe, expect, test } from "bun:test";
+import { HeldBody } from "../../body/held-body.ts";
+import { InlineScanner } from "../../body/inline-scanner.ts";
+import type { BodyScanner } from "../../body/scan-pipelines.ts";
+import { SecretState } from "../../credentials/secret-state.ts";
+import { loadSecrets } from "../../credentials/secrets.ts";
+import { ByteBudget } from "../../guard/byte-budget.ts";
+import { RequestParser } from "../../http/request-parser.ts";
+import { Trace } from "../../observe/trace.ts";
+import type { Exchange, Outbound } from "../exchange.ts";
+import { outbound } from "./outbound.ts";
+
+const DUMMY = "sk-dummy-00000000000000000001";
+const REAL = "sk-real-R3aLR3aLR3aL00000001";
+const secrets = SecretState.compile(
+  await loadSecrets({
+    SLAPENIR_CRED_API_DUMMY: DUMMY,
+    SLAPENIR_CRED_API_REAL: REAL,
+    SLAPENIR_CRED_API_HOSTS: "api.example.com,vault.example.com",
+    SLAPENIR_CRED_VAULT_DUMMY: "vault-dummy-000000000001",
+    SLAPENIR_CRED_VAULT_REAL: "vault-real-R3aL000000001",
+    SLAPENIR_CRED_VAULT_HOSTS: "vault.example.com",
+    SLAPENIR_CRED_VAULT_REQUIRE: "true",
+  }),
+);
+const enc = new TextEncoder();
+const noPool: BodyScanner = {
+  open: () => Promise.reject(new Error("the pool is not used for small bodies")),
+};
+
+function exchange(raw: string, host = "api.example.com"): Exchange {
+  const ev = new RequestParser().feed(enc.encode(raw)).find((e) => e.type === "head");
+  if (ev?.type !== "head") throw new Error("no head");
+  return {
+    conn: 1,
+    agent: "agent-a",
+    head: ev.head,
+    destination: { target: { host, kind: "dns", port: 443 }, scheme: "https" },
+    secrets,
+    trace: new Trace(),
+    signal: new AbortController().signal,
+    started: 0,
+    sendContinue: async () => {},
+  };
+}
+
+const stage = outbound({
+  scanner: noPool,
+  inline: new InlineScanner(),
+  held: new ByteBudget(1 << 20, 1 << 20),
+  maxHeldBodyBytes: 1 << 20,
+});
+const HEAD = `POST /v1 HTTP/1.1\r\nHost: api.example.com\r\nAuthorization: Bearer ${DUMMY}\r\nContent-Length: 40\r\n\r\n`;
+const heldBy = (text: string): Outbound => ({
+  method: "POST",
+  target: "/v1",
+  headers: [],
+  body: new HeldBody(enc.encode(text)),
+});
+
+describe("a body an earlier stage holds is scanned like any other", () => {
+  test("its dummy is swapped", async () => {
+    const ex = exchange(HEAD);
+    const v = await stage.request!(ex, heldBy(`{"key":"${DUMMY}"}`));
+    expect(v.ok).toBe(true);
+    const body = v.ok ? v.value.body : null;
+    expect(body?.kind === "held" && new TextDecoder().decode(body.bytes)).toBe(`{"key":"${REAL}"}`);
+    expect(ex.trace.swaps).toBe(2); // the head's and the body's
+  });
+
+  test("a real value in it refuses the request, and nothing is counted as swapped", async () => {
+    const ex = exchange(HEAD);
+    const v = await stage.request!(ex, heldBy(`{"key":"${DUMMY}","leak":"${REAL}"}`));
+    expect(v).toEqual({
+      ok: false,
+      code: "dlp-blocked",
+      reason: "real credential in request body",
+    });
+    expect(ex.trace.swaps).toBe(0);
+  });
+});
+
+test("a request refused for a missing required dummy counts no swaps, though its head had one", async () => {
+  const ex = exchange(
+    `GET /v1 HTTP/1.1\r\nHost: vault.example.com\r\nAuthorization: Bearer ${DUMMY}\r\n\r\n`,
+    "vault.example.com",
+  );
+  const v = await stage.request!(ex, { method: "GET", target: "/v1", headers: [], body: null });
+  expect(v).toMatchObject({ ok: false, code: "required-dummy-missing" });
+  expect(ex.trace.swaps).toBe(0);
+});
