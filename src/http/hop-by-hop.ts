@@ -36,23 +36,30 @@ export const PROTECTED_FROM_CONNECTION: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Remove hop-by-hop fields and every field named in `Connection` (except the protected ones).
- * `keep` lets the caller retain some (e.g. `upgrade` when it accepted a WebSocket upgrade).
+ * Remove hop-by-hop fields and every field named in `Connection` (except the protected ones),
+ * and any in `also`. `keep` lets the caller retain some (e.g. `upgrade` when it accepted a
+ * WebSocket upgrade). One pass; no set is built unless `Connection` names a field.
  */
 export function stripHopByHop(
   headers: HeaderPairs,
-  keep: ReadonlySet<string> = new Set(),
+  keep?: ReadonlySet<string>,
+  also?: ReadonlySet<string>,
 ): [string, string][] {
-  const drop = new Set(HOP_BY_HOP);
+  let named: Set<string> | null = null;
   for (const [name, value] of headers) {
-    if (name.toLowerCase() !== "connection") continue;
+    if (name.length !== 10 || name.toLowerCase() !== "connection") continue;
     for (const token of splitList(value)) {
       const t = token.toLowerCase();
-      if (!PROTECTED_FROM_CONNECTION.has(t)) drop.add(t);
+      if (!PROTECTED_FROM_CONNECTION.has(t)) (named ??= new Set()).add(t);
     }
   }
-  for (const k of keep) drop.delete(k);
-  return headers.filter(([n]) => !drop.has(n.toLowerCase())).map(([n, v]) => [n, v]);
+  const out: [string, string][] = [];
+  for (const [name, value] of headers) {
+    const n = name.toLowerCase();
+    const drop = HOP_BY_HOP.has(n) || named?.has(n) || also?.has(n);
+    if (!drop || keep?.has(n)) out.push([name, value]);
+  }
+  return out;
 }
 
 /** Fields of an agent's request that never reach the upstream as the agent wrote them. */
@@ -60,7 +67,7 @@ const REQUEST_OWNED: ReadonlySet<string> = new Set(["content-length", "expect", 
 
 /** The agent's request fields that may be forwarded (the proxy adds framing and its own coding list). */
 export function forwardableRequestFields(headers: HeaderPairs): [string, string][] {
-  return stripHopByHop(headers).filter(([n]) => !REQUEST_OWNED.has(n.toLowerCase()));
+  return stripHopByHop(headers, undefined, REQUEST_OWNED);
 }
 
 /**
@@ -71,6 +78,7 @@ export function forwardableResponseFields(
   headers: HeaderPairs,
   keepLength: boolean,
 ): [string, string][] {
-  const out = stripHopByHop(headers);
-  return keepLength ? out : out.filter(([n]) => n.toLowerCase() !== "content-length");
+  return stripHopByHop(headers, undefined, keepLength ? undefined : LENGTH);
 }
+
+const LENGTH: ReadonlySet<string> = new Set(["content-length"]);
