@@ -50,7 +50,9 @@ export function stripHopByHop(
     if (name.length !== 10 || name.toLowerCase() !== "connection") continue;
     for (const token of splitList(value)) {
       const t = token.toLowerCase();
-      if (!PROTECTED_FROM_CONNECTION.has(t)) (named ??= new Set()).add(t);
+      if (PROTECTED_FROM_CONNECTION.has(t)) continue;
+      named ??= new Set();
+      named.add(t);
     }
   }
   const out: [string, string][] = [];
