@@ -23,6 +23,7 @@ import { MemoryGuard } from "../guard/memory-guard.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
 import { StallRegistry } from "../guard/stall-registry.ts";
 import { MatcherPool } from "../matcher/pool/pool.ts";
+import { listenAdmin } from "../net/admin-listener.ts";
 import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
 import { UpstreamClient } from "../net/upstream/client.ts";
 import { type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
@@ -305,13 +306,9 @@ export async function startProxy(
       "certificate mode": config.certificates.mode,
     }),
   });
-  const adminServer = Bun.serve({
-    hostname: config.adminListen.host,
-    port: config.adminListen.port,
-    fetch: admin.fetch,
-  });
+  const adminServer = listenAdmin(config.adminListen.host, config.adminListen.port, admin.fetch);
   selfPorts.add(port);
-  if (adminServer.port !== undefined) selfPorts.add(adminServer.port);
+  selfPorts.add(adminServer.port);
   audit.event(
     "start",
     {
@@ -325,7 +322,7 @@ export async function startProxy(
 
   return {
     port,
-    adminPort: adminServer.port ?? config.adminListen.port,
+    adminPort: adminServer.port,
     config,
     caBundlePem: pki.caBundlePem,
     embeddedCa: pki.embedded,
@@ -366,7 +363,7 @@ export async function startProxy(
       guard?.stop();
       await front.close(config.limits.shutdownGraceMs);
       upstream.close();
-      adminServer.stop(true);
+      adminServer.stop();
       for (const r of [...retiring]) r();
       await pool.close();
       inline.reset();

@@ -1,0 +1,20 @@
+// The operator's listener (SLAPENIR_ADMIN_LISTEN): plain HTTP on its own address, never the
+// agents' port, serving whatever app it is given (observe/admin-app.ts).
+
+export interface AdminListener {
+  /** The port it is bound to (the configured one, or the one the system chose for 0). */
+  readonly port: number;
+  stop(): void;
+}
+
+export function listenAdmin(
+  host: string,
+  port: number,
+  fetch: (req: Request) => Response | Promise<Response>,
+): AdminListener {
+  const server = Bun.serve({ hostname: host, port, fetch });
+  return {
+    port: server.port ?? port,
+    stop: () => server.stop(true),
+  };
+}
