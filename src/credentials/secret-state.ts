@@ -3,6 +3,7 @@
 // pool scans bodies with. Built once per secrets (re)load. It must never expose a value except
 // as bytes handed to a replacer or a pattern set, and `dispose()` zeroes every copy it made.
 
+import { urlDecodings } from "../http/percent.ts";
 import { type InlinePattern, InlineReplacer } from "../matcher/inline.ts";
 import type { PatternSpec } from "../matcher/types.ts";
 import type { BytePair } from "./basic-auth.ts";
@@ -37,6 +38,11 @@ export class SecretState {
   readonly bindings: CredentialBindings;
   /** Every encoding of every real value → its redaction (responses; DLP detection on requests). */
   readonly redactInline: InlineReplacer;
+  /**
+   * The same encodings lower-cased: what a real value looks like once a host name, or a header
+   * name, has been case-folded (a DNS label keeps the value less one bit per letter).
+   */
+  readonly redactFolded: InlineReplacer;
   readonly redactSpecs: readonly PatternSpec[];
   /** Dummies that policy refuses in URLs (`inUrl: "deny"`), any text encoding. */
   readonly urlDenied: InlineReplacer;
@@ -50,6 +56,7 @@ export class SecretState {
   /** Exchanges using this state now, and what to do once none does (see whenUnused). */
   #users = 0;
   #onUnused: (() => void) | null = null;
+  readonly #replaced = new AbortController();
   readonly #plans = new Map<string, RequestPlan>();
   readonly #owned: Uint8Array[] = [];
 
@@ -81,6 +88,17 @@ export class SecretState {
       return set;
     });
     this.redactInline = new InlineReplacer(redact);
+    const folded = new Map<string, InlinePattern>();
+    for (const r of redact) {
+      const from = Buffer.from(Buffer.from(r.from).toString("latin1").toLowerCase(), "latin1");
+      const key = from.toString("latin1");
+      if (folded.has(key)) from.fill(0);
+      else {
+        this.#owned.push(from);
+        folded.set(key, { name: r.name, from, to: r.to });
+      }
+    }
+    this.redactFolded = new InlineReplacer([...folded.values()]);
     this.redactSpecs = toPatternSpecs(variantSets);
     const denied: InlinePattern[] = [];
     for (const c of inputs) {
@@ -95,6 +113,37 @@ export class SecretState {
 
   static compile(secrets: SecretsConfig): SecretState {
     return new SecretState(secrets);
+  }
+
+  /**
+   * Whether agent-chosen text carries a real value: as written, in any case (a name that was or
+   * will be case-folded), or once percent- or form-decoded.
+   */
+  carriesReal(text: string): boolean {
+    const found = (t: string) =>
+      this.redactInline.applyLatin1(t).count > 0 ||
+      this.redactFolded.applyLatin1(t.toLowerCase()).count > 0;
+    if (found(text)) return true;
+    return (text.includes("%") || text.includes("+")) && urlDecodings(text).some(found);
+  }
+
+  /** Agent- or upstream-chosen text with every real value redacted, as written or case-folded. */
+  scrub(text: string): string {
+    const once = this.redactInline.applyLatin1(text).value;
+    return this.redactFolded.empty ? once : this.redactFolded.applyLatin1(once).value;
+  }
+
+  /** Told when a reload replaces this state (see `replace`). */
+  get replaced(): AbortSignal {
+    return this.#replaced.signal;
+  }
+
+  /**
+   * A reload put another state in force. Exchanges still running on this one cannot know the
+   * new real values, so an answer of theirs must not go on streaming (stages/inbound.ts).
+   */
+  replace(): void {
+    this.#replaced.abort();
   }
 
   /**

@@ -39,6 +39,8 @@ export interface Exchange {
   readonly started: number;
   /** Asks an agent that sent `Expect: 100-continue` for its body; call before reading it. */
   sendContinue(): Promise<void>;
+  /** Keeps newer secrets this exchange redacts with alive until it is over (a reload). */
+  holdSecrets(state: SecretState): void;
 }
 
 /** The request as it will be sent upstream. */

@@ -1,7 +1,7 @@
 // The head an upstream's answer reaches the agent with, from the head the upstream sent: pure.
 // Every real value is redacted from the reason phrase and every field value (Set-Cookie
-// included); a field *named* after a real value is dropped whole (any token-shaped value can
-// be a name); hop-by-hop fields and the framing go (the agent leg frames the body itself), and
+// included); a field *named* after a real value, in any case, is dropped whole (any
+// token-shaped value can be a name, and names are case-insensitive); hop-by-hop fields and the framing go (the agent leg frames the body itself), and
 // so does Content-Encoding when the proxy decodes the body to scan it.
 
 import type { SecretState } from "../credentials/secret-state.ts";
@@ -26,7 +26,10 @@ export function redactResponseHead(
   const headers: [string, string][] = [];
   for (const [name, value] of forwardableResponseFields(fields, how.headRequest)) {
     if (how.decoded && name.toLowerCase() === "content-encoding") continue;
-    if (redact.applyLatin1(name).count > 0) {
+    if (
+      redact.applyLatin1(name).count > 0 ||
+      secrets.redactFolded.applyLatin1(name.toLowerCase()).count > 0
+    ) {
       redactions++;
       continue;
     }

@@ -103,6 +103,16 @@ describe("DLP refuses a real value anywhere in the head", () => {
     });
   }
 
+  test("as the method", () => {
+    expect(planned(`${REAL} / HTTP/1.1\r\nHost: api.example.com\r\n\r\n`).ok).toBe(false);
+  });
+
+  test("as the destination's name, case-folded (DNS ignores case)", () => {
+    const host = `${REAL.toLowerCase()}.example.com`;
+    const to: Destination = { target: { host, kind: "dns", port: 443 }, scheme: "https" };
+    expect(planned(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`, to).ok).toBe(false);
+  });
+
   test("as the destination's name", () => {
     const host = "dnsreal7x9k2m4q8w1.example.com";
     const to: Destination = { target: { host, kind: "dns", port: 443 }, scheme: "https" };

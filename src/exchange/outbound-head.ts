@@ -1,7 +1,7 @@
 // The head a request goes upstream with, planned from the head the agent sent: pure, no body.
-//   1. DLP: a real value, in any encoding the redactor knows, anywhere in the target (also
-//      once percent- and form-decoded), a header name or value, or the destination host itself,
-//      refuses the request before anything leaves.
+//   1. DLP: a real value, in any encoding the redactor knows, anywhere in the method, the target
+//      (also percent- and form-decoded), a header name or value, or the destination host itself
+//      (in any case: DNS folds it), refuses the request before anything leaves.
 //   2. A credential marked `inUrl: deny` may not appear in the URL, even as its dummy.
 //   3. Dummies are swapped for real values as the plan allows: in the target (as their
 //      percent-encoded real value), in header values, inside `Authorization: Basic`.
@@ -31,20 +31,13 @@ export function planOutboundHead(
   secrets: SecretState,
   plan: RequestPlan,
 ): Verdict<OutboundHead> {
-  const found = (text: string) => secrets.redactInline.applyLatin1(text).count > 0;
   const targetText = originForm(head);
-  // A URL is usually percent-encoded on top of whatever the value was (base64 with %2B,
-  // JSON with %22 …): look at the decoded forms too.
-  const decodeTarget = targetText.includes("%") || targetText.includes("+");
-  if (found(targetText) || (decodeTarget && urlDecodings(targetText).some(found))) {
-    return dlpRefusal();
-  }
+  if (secrets.carriesReal(head.method) || secrets.carriesReal(targetText)) return dlpRefusal();
   for (const [name, value] of head.headers.fields) {
-    if (found(value) || found(name)) return dlpRefusal();
-    if (value.includes("%") && urlDecodings(value).some(found)) return dlpRefusal();
+    if (secrets.carriesReal(name) || secrets.carriesReal(value)) return dlpRefusal();
   }
   // A real value as a DNS label would leak through name resolution.
-  if (found(destination.target.host)) return dlpRefusal();
+  if (secrets.carriesReal(destination.target.host)) return dlpRefusal();
   if (!secrets.urlDenied.empty && secrets.urlDenied.applyLatin1(targetText).count > 0) {
     return refuse("policy-denied", "credential not allowed in URLs");
   }
@@ -84,14 +77,6 @@ export function originForm(head: RequestHead): string {
   const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(head.target);
   const rest = m ? head.target.slice(m[0].length) : head.target;
   return rest === "" ? "/" : rest.startsWith("?") ? `/${rest}` : rest;
-}
-
-/** Percent-decoded (and form-decoded) views of a URL, byte for byte (latin1), lenient. */
-function urlDecodings(text: string): string[] {
-  const pct = (t: string) =>
-    t.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
-  const once = pct(text);
-  return [once, pct(text.replaceAll("+", " ")), pct(once)];
 }
 
 /** `Host` for the dialled destination: the port only when it is not the scheme's default. */

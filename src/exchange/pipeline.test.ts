@@ -103,7 +103,7 @@ function rig(stages: Stage[], up: Upstream) {
       cb();
     },
   });
-  const log = new RequestLog(new AuditLog("info", sink), new ProxyMetrics(), () => (t) => t);
+  const log = new RequestLog(new AuditLog("info", sink), new ProxyMetrics(), () => secrets);
   const run = createPipeline({ stages, upstream: up, log, secrets: () => secrets });
   return { run, lines };
 }

@@ -62,16 +62,15 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
     const started = performance.now();
     const trace = new Trace();
     const secrets = deps.secrets();
-    const done = secrets.use();
-    const safe = (text: string) => secrets.redactInline.applyLatin1(text).value;
+    const held = [secrets.use()];
     const head = req.head;
     const admitted = trace.record("admit", admitRequest(head, conn.tunnel));
     const facts = requestFacts(conn, req, admitted.ok ? admitted.value : null);
     const finish = (status: number) => {
       try {
-        deps.log.write(facts, trace, status, started, safe);
+        deps.log.write(facts, trace, status, started, secrets);
       } finally {
-        done();
+        for (const release of held) release();
       }
     };
     if (!admitted.ok) {
@@ -88,6 +87,9 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
       signal: req.signal,
       started,
       sendContinue: () => req.sendContinue(),
+      holdSecrets: (state) => {
+        held.push(state.use());
+      },
     };
     let out: Outbound = {
       method: head.method,

@@ -1,7 +1,8 @@
 // The audit log: one pino JSON line per request and per refused connection. It receives only
 // the fields below — never headers, bodies, query strings or credential values — so no code
 // path can format a secret into it. Paths are logged without their query string, and always
-// the path the agent sent (before any substitution).
+// the path the agent sent (before any substitution); agent-chosen text is scrubbed of real
+// values before it gets here (request-log.ts).
 
 import pino, { type DestinationStream, type Logger } from "pino";
 
@@ -34,14 +35,18 @@ export interface RefusedConnectionRecord {
   readonly repeated?: number;
 }
 
-/** Strip the query and fragment; keep at most 256 characters of path. */
-export function loggablePath(target: string): string {
+/** A request-target's path: the query and fragment stripped (they are not logged). */
+export function pathOf(target: string): string {
   let end = target.length;
   const q = target.indexOf("?");
   if (q >= 0) end = q;
   const h = target.indexOf("#");
   if (h >= 0 && h < end) end = h;
-  const p = target.slice(0, end);
+  return target.slice(0, end);
+}
+
+/** At most 256 characters of a path, for the log. */
+export function clipPath(p: string): string {
   return p.length > 256 ? `${p.slice(0, 256)}…` : p;
 }
 

@@ -1,9 +1,12 @@
 // The one writer of what happened to a request: its audit line and its metrics, from its trace.
 // Every request the agent leg parsed ends here exactly once — served, refused before or during
-// its exchange, or refused as malformed. Agent-chosen text (host, path) is passed through a
-// redactor first: a request DLP refused may carry a real value in either.
+// its exchange, or refused as malformed. Agent-chosen text (method, host, path, and reasons that
+// quote a host) is scrubbed first: a request DLP refused may carry a real value in any of them,
+// in any case (hosts are case-folded), and a path may carry one percent-encoded — then the path
+// is withheld whole. Scrubbing comes before the path is clipped, so a value across the clip
+// is still found.
 
-import { type AuditLog, loggablePath } from "./audit.ts";
+import { type AuditLog, clipPath, pathOf } from "./audit.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { Trace } from "./trace.ts";
 
@@ -19,8 +22,13 @@ export interface RequestFacts {
   readonly target: string | null;
 }
 
-/** Redacts real values from agent-chosen text before it is logged. */
-export type LogSafe = (text: string) => string;
+/** What the request log asks of the credentials in force before it writes agent-chosen text. */
+export interface LogSafe {
+  /** The text with every real value redacted, as written or case-folded. */
+  scrub(text: string): string;
+  /** Whether the text still carries a real value in some encoding (percent, form, case). */
+  carriesReal(text: string): boolean;
+}
 
 export class RequestLog {
   readonly #audit: AuditLog;
@@ -39,24 +47,24 @@ export class RequestLog {
    * `safe`: the redactor of the credentials the request was served with, when it had some.
    */
   write(facts: RequestFacts, trace: Trace, status: number, started: number, safe?: LogSafe): void {
-    const redact = safe ?? this.#logSafe();
+    const s = safe ?? this.#logSafe();
     const { decision, reason } = trace.outcome();
     const durationMs = Math.round((performance.now() - started) * 100) / 100;
     this.#audit.request({
       conn: facts.conn,
       agent: facts.agent,
-      method: facts.method,
+      method: s.scrub(facts.method),
       scheme: facts.scheme,
-      host: facts.host === "-" ? "-" : redact(facts.host),
+      host: facts.host === "-" ? "-" : s.scrub(facts.host),
       port: facts.port,
-      path: facts.target === null ? "-" : redact(loggablePath(facts.target)),
+      path: facts.target === null ? "-" : loggedPath(facts.target, s),
       status,
       bytesIn: trace.bytesIn,
       bytesOut: trace.bytesOut,
       swaps: trace.swaps,
       redactions: trace.redactions,
       decision,
-      reason,
+      reason: s.scrub(reason),
       durationMs,
     });
     const m = this.#metrics;
@@ -68,4 +76,10 @@ export class RequestLog {
     m.bytes.inc({ agent, direction: "out" }, trace.bytesOut);
     m.latency.observe({ agent }, durationMs / 1000);
   }
+}
+
+/** The path as logged: scrubbed, withheld if it still carries a real value encoded, clipped. */
+function loggedPath(target: string, s: LogSafe): string {
+  const scrubbed = s.scrub(pathOf(target));
+  return s.carriesReal(scrubbed) ? "[REDACTED]" : clipPath(scrubbed);
 }

@@ -211,8 +211,7 @@ export async function startProxy(
     idleSocketTimeoutMs: 30_000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
   });
-  const logSafe = (text: string) => state.redactInline.applyLatin1(text).value;
-  const log = new RequestLog(audit, metrics, () => logSafe);
+  const log = new RequestLog(audit, metrics, () => state);
   const stages: Stage[] = [];
   if (config.rateLimit) {
     stages.push(rateLimit(new RateLimiter(config.rateLimit.perSecond, config.rateLimit.burst)));
@@ -221,7 +220,7 @@ export async function startProxy(
     egress(() => policy),
     refuseUpgrades(),
     outbound({ scanner, inline, held, maxHeldBodyBytes: config.limits.maxHeldBodyBytes }),
-    inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS }),
+    inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS, secrets: () => state }),
   );
   const exchange = createPipeline({ stages, upstream, log, secrets: () => state });
   const stalls = new StallRegistry(options.guardClock);
@@ -259,7 +258,8 @@ export async function startProxy(
     log,
     audit,
     metrics,
-    logSafe,
+    logSafe: (text) => state.scrub(text),
+    carriesReal: (text) => state.carriesReal(text),
     limits: {
       maxHeaderBytes: config.limits.maxHeaderBytes,
       maxHeaderCount: config.limits.maxHeaderCount,
@@ -336,6 +336,7 @@ export async function startProxy(
       const oldSecrets = secrets;
       state = nextState;
       secrets = next;
+      old.replace();
       audit.event("reload", { credentials: nextState.credentialCount }, "secrets reloaded");
       // Exchanges that started on the old state swap and redact with it until they are over:
       // once the last one is, its copies are zeroed and its sets retired (streams still open

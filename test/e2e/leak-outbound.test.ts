@@ -43,6 +43,7 @@ beforeAll(async () => {
       "meta6.test:*",
       "ten.test:*",
       "zero.test:*",
+      "*.wild.test:*",
     ],
     names: ["bound.test", "evil.test", "req.test", "xn--bcher-kva.test"],
     addresses: {
@@ -340,6 +341,34 @@ describe("outbound DLP: a real value in any encoding, anywhere, to any host", ()
     const a = await agent.send(s, `GET http://${name}/ HTTP/1.1\r\nHost: ${name}\r\n\r\n`);
     expect(a.status).toBe(403);
     expect(h.lookups).not.toContain(name);
+  });
+
+  test("a real value as a label under an allowed wildcard, in any case: refused, never resolved nor logged", async () => {
+    // DNS and the proxy's own canonical host fold case: only one bit per letter would be lost.
+    const mixed = `${alpha.real}.wild.test`;
+    const folded = mixed.toLowerCase();
+    const auditFrom = h.auditLines.length;
+    await expect(agent.tunnel(`${mixed}:${port}`)).rejects.toThrow(
+      "CONNECT refused: HTTP/1.1 403 Forbidden",
+    );
+    const s = await agent.outer();
+    const a = await agent.send(s, `GET http://${folded}/ HTTP/1.1\r\nHost: ${folded}\r\n\r\n`);
+    expect(a.status).toBe(403);
+    expect(h.lookups.some((l) => l.toLowerCase().includes(alpha.real.toLowerCase()))).toBe(false);
+    const logged = h.auditLines.slice(auditFrom).join("\n").toLowerCase();
+    expect(logged).toContain('"decision":"deny"');
+    expect(logged).not.toContain(alpha.real.toLowerCase());
+  });
+
+  test("a denied host that carries a real value is logged scrubbed, reason included", async () => {
+    const name = `${alpha.real}.elsewhere.test`;
+    const auditFrom = h.auditLines.length;
+    const s = await agent.outer();
+    const a = await agent.send(s, `GET http://${name}/ HTTP/1.1\r\nHost: ${name}\r\n\r\n`);
+    expect(a.status).toBe(403);
+    const lines = h.auditLines.slice(auditFrom);
+    expect(lines.join("\n").toLowerCase()).not.toContain(alpha.real.toLowerCase());
+    expect(findLeaks(Buffer.from(lines.join("\n")))).toEqual([]);
   });
 });
 

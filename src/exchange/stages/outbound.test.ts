@@ -45,6 +45,7 @@ function exchange(raw: string, host = "api.example.com"): Exchange {
     signal: new AbortController().signal,
     started: 0,
     sendContinue: async () => {},
+    holdSecrets: () => {},
   };
 }
 

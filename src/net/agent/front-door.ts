@@ -67,6 +67,8 @@ export interface FrontDoorOptions {
   };
   /** Redacts real values from agent-chosen text (hosts) before it is logged. */
   readonly logSafe?: (text: string) => string;
+  /** Whether agent-chosen text carries a real value (a CONNECT to one is refused: DLP). */
+  readonly carriesReal?: (text: string) => boolean;
   /** Where connections waiting on their agents are listed, for the memory guard to shed. */
   readonly stalls?: StallRegistry;
   /**
@@ -370,6 +372,15 @@ export class FrontDoor {
     session: HttpSession,
     ctx: ConnContext,
   ): Promise<HandlerResult> {
+    // A real value as the CONNECT host would reach name resolution, the minted leaf and logs.
+    if (this.#o.carriesReal?.(req.head.target)) {
+      return this.#refuse(
+        req,
+        ctx,
+        "connect",
+        new ProxyError("dlp-blocked", "real credential in request"),
+      );
+    }
     const v = admitConnect(req.head, ctx.agent, this.#o.policy());
     if (!v.ok) return this.#refuse(req, ctx, "connect", new ProxyError(v.code, v.reason));
     const target = v.value;
