@@ -78,3 +78,16 @@ test("framing and hop-by-hop fields go; HEAD keeps its length; decoded bodies lo
     redactResponseHead("OK", fields, secrets, { headRequest: false, decoded: true }).headers,
   ).toEqual([["Vary", "Accept-Encoding"]]);
 });
+
+test("an upstream cannot pass its answer off as the proxy's refusal", () => {
+  const h = redactResponseHead(
+    "Forbidden",
+    [
+      ["X-Slapenir-Error", "dlp-blocked"],
+      ["content-type", "text/plain"],
+    ],
+    secrets,
+    plain,
+  );
+  expect(h.headers).toEqual([["content-type", "text/plain"]]);
+});
