@@ -1,16 +1,11 @@
 import { expect, test } from "bun:test";
-import { SecretState } from "./secret-state.ts";
-import { loadSecrets } from "./secrets.ts";
+import { compiledSecrets } from "../../test/support/request-fixtures.ts";
 
 const REAL = "sk-real-0123456789abcdef";
 const compile = async () =>
-  SecretState.compile(
-    await loadSecrets({
-      SLAPENIR_CRED_API_DUMMY: "sk-dummy-000000000000000",
-      SLAPENIR_CRED_API_REAL: REAL,
-      SLAPENIR_CRED_API_HOSTS: "api.example.com",
-    }),
-  );
+  compiledSecrets([
+    { name: "api", dummy: "sk-dummy-000000000000000", real: REAL, hosts: ["api.example.com"] },
+  ]);
 
 test("a retired state is kept until the last exchange using it is over, however long", async () => {
   const s = await compile();

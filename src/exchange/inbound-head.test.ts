@@ -1,16 +1,11 @@
 import { expect, test } from "bun:test";
-import { SecretState } from "../credentials/secret-state.ts";
-import { loadSecrets } from "../credentials/secrets.ts";
+import { compiledSecrets } from "../../test/support/request-fixtures.ts";
 import { redactResponseHead } from "./inbound-head.ts";
 
 const REAL = "sk-real-R3aLv4lu3-000002";
-const secrets = SecretState.compile(
-  await loadSecrets({
-    SLAPENIR_CRED_API_DUMMY: "sk-dummy-0000000000000000",
-    SLAPENIR_CRED_API_REAL: REAL,
-    SLAPENIR_CRED_API_HOSTS: "api.example.com",
-  }),
-);
+const secrets = compiledSecrets([
+  { name: "api", dummy: "sk-dummy-0000000000000000", real: REAL, hosts: ["api.example.com"] },
+]);
 const plain = { headRequest: false, decoded: false };
 
 test("real values are redacted from values, Set-Cookie and the reason phrase", () => {

@@ -1,32 +1,27 @@
 import { describe, expect, test } from "bun:test";
-import { SecretState } from "../credentials/secret-state.ts";
-import { loadSecrets } from "../credentials/secrets.ts";
-import { type RequestHead, RequestParser } from "../http/request-parser.ts";
+import { compiledSecrets, parsedHead } from "../../test/support/request-fixtures.ts";
 import type { Destination } from "../policy/host-agreement.ts";
 import { planOutboundHead } from "./outbound-head.ts";
 
 const DUMMY = "sk-dummy-0000000000000000";
 const REAL = "sk-real-R3aLv4lu3-000001";
-const secrets = SecretState.compile(
-  await loadSecrets({
-    SLAPENIR_CRED_API_DUMMY: DUMMY,
-    SLAPENIR_CRED_API_REAL: REAL,
-    SLAPENIR_CRED_API_HOSTS: "api.example.com",
-    SLAPENIR_CRED_HIDDEN_DUMMY: "hidden-dummy-000000",
-    SLAPENIR_CRED_HIDDEN_REAL: "hidden-real-9999999",
-    SLAPENIR_CRED_HIDDEN_HOSTS: "api.example.com",
-    SLAPENIR_CRED_HIDDEN_IN_URL: "deny",
-    SLAPENIR_CRED_DNS_DUMMY: "dns-dummy-00000001",
-    SLAPENIR_CRED_DNS_REAL: "dnsreal7x9k2m4q8w1",
-    SLAPENIR_CRED_DNS_HOSTS: "other.example",
-  }),
-);
-
-function head(raw: string): RequestHead {
-  const ev = new RequestParser().feed(new TextEncoder().encode(raw)).find((e) => e.type === "head");
-  if (ev?.type !== "head") throw new Error("no head");
-  return ev.head;
-}
+const secrets = compiledSecrets([
+  { name: "api", dummy: DUMMY, real: REAL, hosts: ["api.example.com"] },
+  {
+    name: "hidden",
+    dummy: "hidden-dummy-000000",
+    real: "hidden-real-9999999",
+    hosts: ["api.example.com"],
+    inUrl: "deny",
+  },
+  {
+    name: "dns",
+    dummy: "dns-dummy-00000001",
+    real: "dnsreal7x9k2m4q8w1",
+    hosts: ["other.example"],
+  },
+]);
+const head = parsedHead;
 
 const API: Destination = {
   target: { host: "api.example.com", kind: "dns", port: 443 },

@@ -4,12 +4,10 @@
 
 import { describe, expect, test } from "bun:test";
 import { Writable } from "node:stream";
+import { compiledSecrets, parsedHead } from "../../test/support/request-fixtures.ts";
 import { HeldBody } from "../body/held-body.ts";
-import { SecretState } from "../credentials/secret-state.ts";
-import { loadSecrets } from "../credentials/secrets.ts";
 import type { IncomingRequest, IncomingResponse, OutgoingRequest } from "../http/message.ts";
 import { ProxyError } from "../http/proxy-error.ts";
-import { RequestParser } from "../http/request-parser.ts";
 import { ResponseParser } from "../http/response-parser.ts";
 import { AuditLog } from "../observe/audit.ts";
 import { ProxyMetrics } from "../observe/metrics.ts";
@@ -18,7 +16,7 @@ import { allow, refuse } from "../policy/verdict.ts";
 import type { Stage, Upstream } from "./exchange.ts";
 import { type AgentConnection, createPipeline } from "./pipeline.ts";
 
-const secrets = SecretState.compile(await loadSecrets({}));
+const secrets = compiledSecrets([]);
 const enc = new TextEncoder();
 const TUNNEL: AgentConnection = {
   id: 7,
@@ -28,8 +26,7 @@ const TUNNEL: AgentConnection = {
 
 /** A request as the agent leg hands it over; `cancelled` tells whether its body was let go. */
 function request(raw: string, body?: string) {
-  const ev = new RequestParser().feed(enc.encode(raw)).find((e) => e.type === "head");
-  if (ev?.type !== "head") throw new Error("no head");
+  const head = parsedHead(raw);
   const state = { cancelled: false, continued: 0 };
   const stream = body
     ? new ReadableStream<Uint8Array>({
@@ -43,7 +40,7 @@ function request(raw: string, body?: string) {
       })
     : null;
   const req: IncomingRequest = {
-    head: ev.head,
+    head,
     body: stream,
     bodyDone: Promise.resolve(true),
     signal: new AbortController().signal,

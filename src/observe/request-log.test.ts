@@ -1,7 +1,6 @@
 import { expect, test } from "bun:test";
 import { Writable } from "node:stream";
-import { SecretState } from "../credentials/secret-state.ts";
-import { loadSecrets } from "../credentials/secrets.ts";
+import { compiledSecrets } from "../../test/support/request-fixtures.ts";
 import { refuse } from "../policy/verdict.ts";
 import { AuditLog } from "./audit.ts";
 import { ProxyMetrics } from "./metrics.ts";
@@ -9,13 +8,9 @@ import { type RequestFacts, RequestLog } from "./request-log.ts";
 import { Trace } from "./trace.ts";
 
 const REAL = "sk-live-Q7f3Zp9Lx2Vb8Nc4Rm6Tk1Wy5Hd0Js3";
-const secrets = SecretState.compile(
-  await loadSecrets({
-    SLAPENIR_CRED_API_DUMMY: "sk-dummy-000000000000000000000",
-    SLAPENIR_CRED_API_REAL: REAL,
-    SLAPENIR_CRED_API_HOSTS: "api.example.com",
-  }),
-);
+const secrets = compiledSecrets([
+  { name: "api", dummy: "sk-dummy-000000000000000000000", real: REAL, hosts: ["api.example.com"] },
+]);
 
 function logged(facts: Partial<RequestFacts>, reason = "real credential in request") {
   const lines: Record<string, unknown>[] = [];

@@ -1,14 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { type RequestHead, RequestParser } from "../http/request-parser.ts";
+import { parsedHead } from "../../test/support/request-fixtures.ts";
 import { admitConnect, admitRequest, type TunnelFacts } from "./admission.ts";
 import { compileEgressPolicy } from "./egress-policy.ts";
 
-function head(raw: string): RequestHead {
-  const events = new RequestParser().feed(new TextEncoder().encode(raw));
-  const h = events.find((e) => e.type === "head");
-  if (h?.type !== "head") throw new Error(`no head parsed from ${JSON.stringify(raw)}`);
-  return h.head;
-}
+const head = parsedHead;
 
 const TUNNEL: TunnelFacts = { connectTarget: "api.example.com:443", sni: "api.example.com" };
 const inTunnel = (line: string, host = "api.example.com") =>

@@ -3,42 +3,37 @@
 // counted only for a request that may leave.
 
 import { describe, expect, test } from "bun:test";
+import { compiledSecrets, parsedHead } from "../../../test/support/request-fixtures.ts";
 import { HeldBody } from "../../body/held-body.ts";
 import { InlineScanner } from "../../body/inline-scanner.ts";
 import type { BodyScanner } from "../../body/scan-pipelines.ts";
-import { SecretState } from "../../credentials/secret-state.ts";
-import { loadSecrets } from "../../credentials/secrets.ts";
 import { ByteBudget } from "../../guard/byte-budget.ts";
-import { RequestParser } from "../../http/request-parser.ts";
 import { Trace } from "../../observe/trace.ts";
 import type { Exchange, Outbound } from "../exchange.ts";
 import { outbound } from "./outbound.ts";
 
 const DUMMY = "sk-dummy-00000000000000000001";
 const REAL = "sk-real-R3aLR3aLR3aL00000001";
-const secrets = SecretState.compile(
-  await loadSecrets({
-    SLAPENIR_CRED_API_DUMMY: DUMMY,
-    SLAPENIR_CRED_API_REAL: REAL,
-    SLAPENIR_CRED_API_HOSTS: "api.example.com,vault.example.com",
-    SLAPENIR_CRED_VAULT_DUMMY: "vault-dummy-000000000001",
-    SLAPENIR_CRED_VAULT_REAL: "vault-real-R3aL000000001",
-    SLAPENIR_CRED_VAULT_HOSTS: "vault.example.com",
-    SLAPENIR_CRED_VAULT_REQUIRE: "true",
-  }),
-);
+const secrets = compiledSecrets([
+  { name: "api", dummy: DUMMY, real: REAL, hosts: ["api.example.com", "vault.example.com"] },
+  {
+    name: "vault",
+    dummy: "vault-dummy-000000000001",
+    real: "vault-real-R3aL000000001",
+    hosts: ["vault.example.com"],
+    require: true,
+  },
+]);
 const enc = new TextEncoder();
 const noPool: BodyScanner = {
   open: () => Promise.reject(new Error("the pool is not used for small bodies")),
 };
 
 function exchange(raw: string, host = "api.example.com"): Exchange {
-  const ev = new RequestParser().feed(enc.encode(raw)).find((e) => e.type === "head");
-  if (ev?.type !== "head") throw new Error("no head");
   return {
     conn: 1,
     agent: "agent-a",
-    head: ev.head,
+    head: parsedHead(raw),
     destination: { target: { host, kind: "dns", port: 443 }, scheme: "https" },
     secrets,
     trace: new Trace(),
