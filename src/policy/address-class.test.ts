@@ -21,7 +21,7 @@ describe("classifyAddress", () => {
     ["192.168.1.1", "private"],
     ["169.254.1.1", "link-local"],
     ["169.254.169.254", "metadata"],
-    ["169.254.170.2", "link-local"],
+    ["169.254.170.2", "metadata"], // ECS task credentials: link-local, but never to be dialled
     ["100.100.100.200", "metadata"],
     ["192.0.0.192", "metadata"],
     ["100.64.0.1", "cgnat"],
@@ -126,4 +126,32 @@ describe("addressVerdict: which resolved addresses the proxy dials", () => {
       expect(addressVerdict(ip, true).ok).toBe(false);
     }
   });
+
+  // Every cloud endpoint that hands out credentials or platform control, v4 and v6, wrapped or
+  // not: denied even where private destinations are allowed.
+  const cloud: [string, string][] = [
+    ["169.254.169.254", "AWS/GCP/Azure/OpenStack/DigitalOcean/Oracle instance metadata"],
+    ["fd00:ec2::254", "AWS IMDS, IPv6"],
+    ["169.254.170.2", "AWS ECS task credentials"],
+    ["169.254.170.23", "AWS EKS Pod Identity"],
+    ["fd00:ec2::23", "AWS EKS Pod Identity, IPv6"],
+    ["fd20:ce::254", "GCP metadata, IPv6"],
+    ["168.63.129.16", "Azure WireServer"],
+    ["100.100.100.200", "Alibaba Cloud"],
+    ["192.0.0.192", "Oracle Cloud (legacy)"],
+    ["169.254.0.23", "Tencent Cloud"],
+    ["fe80::a9fe:a9fe", "OpenStack, IPv6"],
+    ["::ffff:168.63.129.16", "Azure WireServer, IPv4-mapped"],
+    ["64:ff9b::a9fe:aa02", "AWS ECS, through NAT64"],
+  ];
+  for (const [ip, what] of cloud) {
+    test(`${what} (${ip}) is metadata, denied with private destinations allowed`, () => {
+      expect(classifyAddress(ip)?.class).toBe("metadata");
+      expect(addressVerdict(ip, true)).toEqual({
+        ok: false,
+        code: "address-denied",
+        reason: "metadata address",
+      });
+    });
+  }
 });

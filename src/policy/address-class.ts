@@ -48,11 +48,23 @@ function v6(cidr: string, cls: AddressClass, source: string): Range {
   return { bytes: parseIPv6(a!)!, prefix: Number(p), class: cls, source };
 }
 
-/** Most specific first: the first matching range wins. */
+/**
+ * Most specific first: the first matching range wins. The "metadata" entries are every cloud
+ * endpoint that hands out instance or workload credentials or platform control, from each
+ * provider's documentation; they stay denied whatever SLAPENIR_ALLOW_PRIVATE says.
+ */
 const IPV4_RANGES: readonly Range[] = [
-  v4("169.254.169.254/32", "metadata", "AWS/GCP/Azure/OpenStack instance metadata"),
+  v4(
+    "169.254.169.254/32",
+    "metadata",
+    "instance metadata: AWS IMDS, GCP, Azure IMDS, OpenStack, DigitalOcean, Oracle, Hetzner, IBM, Huawei",
+  ),
+  v4("169.254.170.2/32", "metadata", "AWS ECS task metadata and container credentials"),
+  v4("169.254.170.23/32", "metadata", "AWS EKS Pod Identity agent"),
+  v4("169.254.0.23/32", "metadata", "Tencent Cloud metadata (metadata.tencentyun.com)"),
+  v4("168.63.129.16/32", "metadata", "Azure WireServer (platform agent, host health)"),
   v4("100.100.100.200/32", "metadata", "Alibaba Cloud metadata"),
-  v4("192.0.0.192/32", "metadata", "Oracle Cloud metadata"),
+  v4("192.0.0.192/32", "metadata", "Oracle Cloud metadata (legacy)"),
   v4("255.255.255.255/32", "broadcast", "RFC 919 limited broadcast"),
   v4("0.0.0.0/8", "unspecified", "RFC 1122 'this network' (0.0.0.0 reaches the local host)"),
   v4("10.0.0.0/8", "private", "RFC 1918"),
@@ -78,6 +90,9 @@ const IPV6_RANGES: readonly Range[] = [
   v6("::/128", "unspecified", "RFC 4291"),
   v6("::1/128", "loopback", "RFC 4291"),
   v6("fd00:ec2::254/128", "metadata", "AWS instance metadata over IPv6"),
+  v6("fd00:ec2::23/128", "metadata", "AWS EKS Pod Identity agent over IPv6"),
+  v6("fd20:ce::254/128", "metadata", "GCP metadata server over IPv6"),
+  v6("fe80::a9fe:a9fe/128", "metadata", "OpenStack metadata over IPv6"),
   v6("64:ff9b:1::/48", "private", "RFC 8215 local-use IPv4/IPv6 translation"),
   v6("100::/64", "reserved", "RFC 6666 discard-only"),
   v6("2001:2::/48", "benchmark", "RFC 5180"),

@@ -43,6 +43,11 @@ beforeAll(async () => {
       "meta6.test:*",
       "ten.test:*",
       "zero.test:*",
+      "ecs.test:*",
+      "eks.test:*",
+      "eks6.test:*",
+      "gcp6.test:*",
+      "wire.test:*",
       "*.wild.test:*",
     ],
     names: ["bound.test", "evil.test", "req.test", "xn--bcher-kva.test"],
@@ -51,6 +56,11 @@ beforeAll(async () => {
       "meta6.test": "fd00:ec2::254",
       "ten.test": "10.255.255.1",
       "zero.test": "0.0.0.0",
+      "ecs.test": "169.254.170.2",
+      "eks.test": "169.254.170.23",
+      "eks6.test": "fd00:ec2::23",
+      "gcp6.test": "fd20:ce::254",
+      "wire.test": "168.63.129.16",
     },
     env: { SLAPENIR_RATE_LIMIT: "off", SLAPENIR_UPSTREAM_CONNECT_TIMEOUT_MS: "1000" },
   });
@@ -398,6 +408,11 @@ describe("destinations", () => {
     ["metadata by name", "meta.test:443"],
     ["metadata IPv6 by name", "meta6.test:443"],
     ["unspecified 0.0.0.0 by name", "zero.test:443"],
+    ["AWS ECS task credentials by name", "ecs.test:443"],
+    ["AWS EKS Pod Identity by name", "eks.test:443"],
+    ["AWS EKS Pod Identity IPv6 by name", "eks6.test:443"],
+    ["GCP metadata IPv6 by name", "gcp6.test:443"],
+    ["Azure WireServer by name", "wire.test:443"],
   ];
   for (const [name, target] of denied) {
     test(`${name}: 403 even with SLAPENIR_ALLOW_PRIVATE=true, never dialled`, async () => {
