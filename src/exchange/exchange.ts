@@ -75,16 +75,20 @@ export interface Stage {
 
 /** Where the exchange sends its request: the upstream leg (net/upstream). */
 export interface Upstream {
-  send(
-    to: {
-      readonly host: string;
-      readonly port: number;
-      readonly tls: boolean;
-      readonly isIp: boolean;
-    },
-    req: OutgoingRequest,
-    signal: AbortSignal,
-  ): Promise<IncomingResponse>;
+  send(to: UpstreamTarget, req: OutgoingRequest, signal: AbortSignal): Promise<IncomingResponse>;
+}
+
+export interface UpstreamTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+  readonly isIp: boolean;
+  /**
+   * Who may share a kept-alive connection: only requests of one agent on one generation of
+   * secrets. An upstream that reads a request boundary differently from the proxy then mixes
+   * nothing of another agent's into it.
+   */
+  readonly partition: string;
 }
 
 /** Lets go of a body nobody will read: a stream is cancelled, held bytes released. */

@@ -111,6 +111,7 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
             port: ex.destination.target.port,
             tls: ex.destination.scheme === "https",
             isIp: ex.destination.target.kind !== "dns",
+            partition: `${ex.agent}\u0000${ex.secrets.generation}`,
           },
           outgoing(out),
           ex.signal,

@@ -66,6 +66,22 @@ describe("requests", () => {
     });
   }
 
+  test("a body on GET, HEAD, DELETE or OPTIONS is refused; an empty one passes", () => {
+    for (const method of ["GET", "HEAD", "DELETE", "OPTIONS"]) {
+      for (const framing of ["Content-Length: 5", "Transfer-Encoding: chunked"]) {
+        const v = admitRequest(
+          head(`${method} / HTTP/1.1\r\nHost: api.example.com\r\n${framing}\r\n\r\n`),
+          TUNNEL,
+        );
+        expect(v).toMatchObject({ ok: false, code: "bad-request" });
+      }
+    }
+    const empty = `GET / HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 0\r\n\r\n`;
+    expect(admitRequest(head(empty), TUNNEL).ok).toBe(true);
+    const post = `POST / HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 5\r\n\r\n`;
+    expect(admitRequest(head(post), TUNNEL).ok).toBe(true);
+  });
+
   test("an unknown method in any case is the upstream's business", () => {
     expect(inTunnel("PROPFIND / HTTP/1.1").ok).toBe(true);
     expect(inTunnel("brew / HTTP/1.1").ok).toBe(true);

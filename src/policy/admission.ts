@@ -6,6 +6,9 @@
 //     another case is refused, and TRACE/TRACK (echo) and CONNECT inside a tunnel never pass.
 //   - Outside a tunnel the proxy serves only absolute-form `http://` requests; `https://` must
 //     come through CONNECT, so its TLS is the proxy's to intercept.
+//   - A body on a method whose semantics define none (GET, HEAD, DELETE, OPTIONS) is refused:
+//     servers disagree on whether to read it, and one that does not reads it as the next
+//     request on its connection — another agent's, or this agent's with a real value in it.
 //   - All the names a request carries must agree (host-agreement.ts).
 //   - A CONNECT opens a tunnel only to a destination the egress policy allows.
 
@@ -32,6 +35,9 @@ export const KNOWN_METHODS: ReadonlySet<string> = new Set([
   "CONNECT",
 ]);
 
+/** Methods whose semantics define no request body (RFC 9110 9.3). */
+export const BODYLESS_METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "DELETE", "OPTIONS"]);
+
 /** What the connection a request came on knows about where it leads. */
 export interface TunnelFacts {
   /** The CONNECT request-target the tunnel was opened for. */
@@ -51,6 +57,13 @@ export function admitRequest(head: RequestHead, tunnel: TunnelFacts | null): Ver
   }
   if (REFUSED_METHODS.has(upper)) {
     return refuse("bad-request", `method ${head.method} is not allowed`);
+  }
+  const f = head.framing;
+  if (
+    BODYLESS_METHODS.has(head.method) &&
+    (f.kind === "chunked" || (f.kind === "length" && f.length > 0))
+  ) {
+    return refuse("bad-request", `a ${head.method} request may not carry a body`);
   }
   if (!tunnel) {
     if (head.targetForm !== "absolute") {

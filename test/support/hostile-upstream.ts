@@ -17,6 +17,8 @@ export interface HostileRequest {
   readonly body: Buffer;
   /** Every byte of the request as received (head and framed body). */
   readonly raw: Buffer;
+  /** Which connection it came on (1 for the first the upstream accepted, and so on). */
+  readonly connection?: number;
 }
 
 /** What a script may do on the socket; `sleep` and `write` keep ordering simple. */
@@ -160,6 +162,7 @@ export async function startHostileUpstream(cert: TestCert | null): Promise<Hosti
     : net.createServer();
   server.on(cert ? "secureConnection" : "connection", (sock: net.Socket) => {
     connections++;
+    const connection = connections;
     sockets.add(sock);
     sock.on("close", () => sockets.delete(sock));
     sock.on("error", () => {});
@@ -185,7 +188,7 @@ export async function startHostileUpstream(cert: TestCert | null): Promise<Hosti
       for (;;) {
         const req = reader.take();
         if (!req) break;
-        received.push(req);
+        received.push({ ...req, connection });
         const script = routes.find(([p]) => req.target.startsWith(p))?.[1] ?? notFound;
         busy = busy
           .then(() => script(req, wire))

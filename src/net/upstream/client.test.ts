@@ -509,4 +509,48 @@ describe("upstream client, idle connections", () => {
     for (let i = 0; i < 100 && c.idleDestinations > 0; i++) await Bun.sleep(10);
     expect([c.idleCount, c.idleDestinations]).toEqual([0, 0]);
   });
+
+  /** Counts the connections an upstream accepted; answers each request with `answer`. */
+  async function counting(answer: string): Promise<{ port: number; accepted: () => number }> {
+    let n = 0;
+    const port = await listen((s) => {
+      n++;
+      s.on("data", () => s.write(answer));
+    });
+    return { port, accepted: () => n };
+  }
+
+  test("kept-alive connections are never shared across partitions (agents)", async () => {
+    const up = await counting("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    const c = client({ maxIdlePerHost: 4, idleSocketTimeoutMs: 5000 });
+    const as = (partition: string) => ({ ...target(up.port), partition });
+    for (const p of ["agent-a", "agent-a", "agent-b", "agent-a", "agent-b"]) {
+      const res = await c.send(as(p), get);
+      expect(await new Response(res.body).text()).toBe("ok");
+    }
+    // One connection per agent, each reused by its own agent only.
+    expect(up.accepted()).toBe(2);
+  });
+
+  test("a connection whose answer has no body by its status or method is not kept", async () => {
+    for (const [answer, method] of [
+      ["HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n", "GET"],
+      ["HTTP/1.1 204 No Content\r\n\r\n", "GET"],
+      ["HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", "HEAD"],
+    ] as const) {
+      const up = await counting(answer);
+      const c = client({ maxIdlePerHost: 4, idleSocketTimeoutMs: 5000 });
+      for (let i = 0; i < 2; i++) {
+        const res = await c.send(target(up.port), { ...get, method });
+        await res.body?.cancel();
+      }
+      // An upstream that sends a body after it anyway must not have it read as the next answer.
+      expect([answer.split("\r\n")[0], method, up.accepted()]).toEqual([
+        answer.split("\r\n")[0],
+        method,
+        2,
+      ]);
+      expect(c.idleCount).toBe(0);
+    }
+  });
 });

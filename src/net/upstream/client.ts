@@ -57,12 +57,16 @@ export class UpstreamClient {
     this.#pool.close();
   }
 
+  /**
+   * `target.partition`: who may share a kept-alive connection (the exchange passes agent and
+   * secrets generation); connections are pooled per partition and destination.
+   */
   async send(
-    target: DialTarget,
+    target: DialTarget & { readonly partition?: string },
     req: OutgoingRequest,
     signal: AbortSignal = new AbortController().signal,
   ): Promise<IncomingResponse> {
-    const key = `${target.tls ? "s" : "p"}|${target.host}|${target.port}`;
+    const key = `${target.partition ?? ""}|${target.tls ? "s" : "p"}|${target.host}|${target.port}`;
     const idle = this.#pool.take(key);
     // A kept-alive connection may have been closed by the upstream just now. A request the
     // proxy may send again — an idempotent method with no body or one held whole — takes any

@@ -61,6 +61,10 @@ interface Current {
   finished: boolean;
   anyByte: boolean;
   waitingFor: keyof typeof STALLED;
+  /** The request's method (an answer to HEAD has no body). */
+  readonly method: string;
+  /** The answer was one that carries no body by its status or method (HEAD, 204, 304). */
+  noBody: boolean;
 }
 
 export class Http1Client extends Http1Connection<ResponseHead> {
@@ -122,6 +126,8 @@ export class Http1Client extends Http1Connection<ResponseHead> {
         finished: false,
         anyByte: false,
         waitingFor: req.body === null ? "head" : "upload",
+        method: req.method,
+        noBody: false,
       };
       this.#current = x;
       (this.parser as ResponseParser).expect(req.method);
@@ -258,6 +264,7 @@ export class Http1Client extends Http1Connection<ResponseHead> {
       return;
     }
     x.headSeen = true;
+    x.noBody = x.method === "HEAD" || head.status === 204 || head.status === 304;
     if (head.framing.kind !== "none") {
       x.body = new IncomingBody({
         pulled: () => {
@@ -370,7 +377,10 @@ export class Http1Client extends Http1Connection<ResponseHead> {
     this.#cleanup(x);
     x.body?.end();
     const idle = (this.parser as ResponseParser).state === "idle";
-    if (idle && x.requestSent && !this.socket.destroyed) this.#reusable(this);
+    // After an answer with no body by its method or status, an upstream that sent one anyway
+    // (late, or counted by a Content-Length it should not have) would have its bytes read as
+    // the next answer: such a connection is not kept.
+    if (idle && x.requestSent && !x.noBody && !this.socket.destroyed) this.#reusable(this);
     else this.socket.destroy();
   }
 }
