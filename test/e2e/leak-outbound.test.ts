@@ -13,6 +13,7 @@ import {
   startHostileUpstream,
 } from "../support/hostile-upstream.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { openTunnel } from "../support/raw-agent.ts";
 
 let h: Harness;
 let up: HostileUpstream;
@@ -199,6 +200,19 @@ describe("CONNECT, SNI and Host must agree", () => {
     const conns = up.connections;
     await expect(agent.tunnel(`evil.test:${port}`, "bound.test")).rejects.toThrow();
     expect(up.connections).toBe(conns);
+  });
+
+  test("the proxy refuses that handshake itself, even for a client that does not check the leaf", async () => {
+    // The runtime runs no SNI callback inside a tunnel: the proxy reads the ClientHello.
+    const from = h.auditLines.length;
+    const attempt = openTunnel(
+      { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
+      { connect: `evil.test:${port}`, sni: "bound.test", verify: false },
+    );
+    await expect(attempt).rejects.toThrow();
+    // Refused at the handshake, and said so (the digest writes the first of a kind at once).
+    await h.auditWhere((l) => l.reason === "SNI does not match the CONNECT target");
+    expect(h.auditLines.length).toBeGreaterThan(from);
   });
 
   test("Host names the bound host inside a tunnel to another: 421, nothing dialled", async () => {

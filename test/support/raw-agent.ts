@@ -23,6 +23,8 @@ export interface TunnelOptions {
   readonly connect: string;
   /** SNI for the inner handshake (default: the CONNECT host). */
   readonly sni?: string;
+  /** Verify the proxy's leaf (default true); an attacker's client may well not. */
+  readonly verify?: boolean;
 }
 
 function connectOuter(o: RawAgentOptions): Promise<tls.TLSSocket> {
@@ -127,6 +129,7 @@ export async function openTunnel(o: RawAgentOptions, t: TunnelOptions): Promise<
       servername: t.sni ?? host,
       ca: readFileSync(o.caBundlePath, "utf8"),
       ALPNProtocols: ["http/1.1"],
+      ...(t.verify === false ? { rejectUnauthorized: false } : {}),
     });
     inner.once("secureConnect", () => resolve(inner));
     inner.once("error", reject);
