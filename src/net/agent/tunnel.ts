@@ -52,16 +52,15 @@ export function interceptTunnel(
       return;
     }
     outer.unshift(buffered);
-    layer(outer, host, leaf, timer, hooks, sameHost);
+    layer(outer, leaf, timer, hooks, sameHost);
   };
   outer.on("data", onData);
   outer.once("close", () => clearTimeout(timer));
 }
 
-/** The intercepted TLS over `outer`, whose ClientHello was read and found for `host`. */
+/** The intercepted TLS over `outer`, whose ClientHello was read and found for the host. */
 function layer(
   outer: tls.TLSSocket,
-  host: string,
   leaf: MintedLeaf,
   timer: ReturnType<typeof setTimeout>,
   hooks: TunnelHooks,
