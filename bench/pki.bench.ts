@@ -24,6 +24,7 @@ const agent = await ca.issueAgentCert("bench-agent");
 const agentDer = new Uint8Array(new x509.X509Certificate(agent.certPem).rawData);
 const rules = {
   interceptionCa: interceptionCaMarker(ca.interception.cert),
+  deniedAgents: new Set<string>(),
   deniedSerials: new Set<string>(),
   deniedFingerprints: new Set<string>(),
   now: new Date(),

@@ -1,10 +1,10 @@
 // `bun run start`: loads configuration from the environment (embedded defaults when nothing is
 // set), starts the proxy, prints how to try it, and handles signals: SIGTERM/SIGINT drain and
-// stop, SIGHUP reloads the secrets. Configuration errors exit 2 with a message naming the bad
+// stop, SIGHUP reloads the secrets and the policy (allowlists, denylist). Configuration errors exit 2 with a message naming the bad
 // setting; they never contain a credential value.
 
 import { ConfigError } from "./config/config-error.ts";
-import { loadProxyConfig } from "./config/proxy-config.ts";
+import { loadLivePolicy, loadProxyConfig } from "./config/proxy-config.ts";
 import { proxyEnrollmentConfig, startProxyEnrollment } from "./enroll/proxy-enrollment.ts";
 import type { ServerCredentials } from "./net/agent/front-door.ts";
 import { type RunningProxy, startProxy } from "./server/proxy-server.ts";
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
       "",
       `SLAPENIR proxy listening on https://${listen} (mTLS), admin on http://${config.adminListen.host}:${proxy.adminPort}`,
       `  certificates: ${config.certificates.mode} (${home}); credentials: ${creds}`,
-      `  egress allowlist: ${config.allow.length === 0 ? "empty — every destination is denied (set SLAPENIR_ALLOW)" : `${config.allow.length} rule(s)`}`,
+      `  egress allowlist: ${config.policy.allow.length === 0 ? "empty — every destination is denied (set SLAPENIR_ALLOW)" : `${config.policy.allow.length} rule(s)`}`,
       "",
       "Try it:",
       "  npm run slapenir -- agent issue my-agent",
@@ -102,7 +102,15 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+  // Each half stands alone: a bad policy file keeps the previous policy and still lets the
+  // secrets reload, and the other way round.
   process.on("SIGHUP", () => {
+    try {
+      proxy.reloadPolicy(loadLivePolicy(process.env));
+    } catch (e) {
+      const msg = e instanceof ConfigError ? e.message : "policy reload failed";
+      process.stderr.write(`slapenir: ${msg}; keeping the previous policy\n`);
+    }
     proxy.reloadSecrets().catch((e) => {
       const msg = e instanceof ConfigError ? e.message : "secrets reload failed";
       process.stderr.write(`slapenir: ${msg}; keeping the previous secrets\n`);

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "./config-error.ts";
-import { loadProxyConfig, STEP_CA_FILES } from "./proxy-config.ts";
+import { loadLivePolicy, loadProxyConfig, STEP_CA_FILES } from "./proxy-config.ts";
 
 let dir: string;
 beforeAll(async () => {
@@ -31,8 +31,11 @@ test("embedded defaults", () => {
     home: "/srv/app/.slapenir",
     certificates: { mode: "embedded", home: "/srv/app/.slapenir", serverNames: [] },
     tokensJson: undefined,
-    allow: [],
-    agentAllow: new Map(),
+    policy: {
+      allow: [],
+      agentAllow: new Map(),
+      deny: { agents: [], serials: [], fingerprints: [] },
+    },
     allowPrivate: false,
     upstreamCaFile: undefined,
     nodeExtraCaCerts: undefined,
@@ -54,7 +57,6 @@ test("embedded defaults", () => {
       memoryShedAt: 0.8,
     },
     rateLimit: { perSecond: 50, burst: 100 },
-    denyCertificates: { serials: [], fingerprints: [] },
     logLevel: "info",
   });
 });
@@ -78,7 +80,7 @@ test("values from the environment", () => {
       SLAPENIR_MEMORY_SHED_PERCENT: "90",
       SLAPENIR_RATE_LIMIT: "600/m,burst=5",
       SLAPENIR_LOG_LEVEL: "DEBUG",
-      SLAPENIR_AGENT_DENYLIST: `serial:0A:BC, sha256:${"AB".repeat(32)}`,
+      SLAPENIR_AGENT_DENYLIST: `serial:0A:BC, sha256:${"AB".repeat(32)}, agent:agent-x`,
       TOKENS_JSON: "tokens.json",
       NODE_EXTRA_CA_CERTS: "/etc/extra.pem",
     },
@@ -91,7 +93,7 @@ test("values from the environment", () => {
     home: "/var/lib/slapenir",
     serverNames: ["proxy.internal", "10.0.0.2"],
   });
-  expect(c.allow.map((r) => [r.pattern.pattern, r.ports])).toEqual([
+  expect(c.policy.allow.map((r) => [r.pattern.pattern, r.ports])).toEqual([
     ["api.openai.com", [443]],
     ["*.github.com:443", [443]],
     ["localhost:*", "any"],
@@ -114,7 +116,11 @@ test("values from the environment", () => {
   ]);
   expect(c.rateLimit).toEqual({ perSecond: 10, burst: 5 });
   expect(c.logLevel).toBe("debug");
-  expect(c.denyCertificates).toEqual({ serials: ["0abc"], fingerprints: ["ab".repeat(32)] });
+  expect(c.policy.deny).toEqual({
+    agents: ["agent-x"],
+    serials: ["0abc"],
+    fingerprints: ["ab".repeat(32)],
+  });
   expect(c.tokensJson).toBe("/srv/tokens.json");
   expect(c.nodeExtraCaCerts).toBe("/etc/extra.pem");
   expect(loadProxyConfig({ SLAPENIR_RATE_LIMIT: "off" }).rateLimit).toBeUndefined();
@@ -124,11 +130,14 @@ test("the result is immutable, deeply", () => {
   const c = loadProxyConfig({ SLAPENIR_ALLOW: "a.example" });
   expect(Object.isFrozen(c)).toBe(true);
   expect(Object.isFrozen(c.limits)).toBe(true);
-  expect(Object.isFrozen(c.allow[0]!.pattern)).toBe(true);
+  expect(Object.isFrozen(c.policy.allow[0]!.pattern)).toBe(true);
+  expect(Object.isFrozen(c.policy.deny.agents)).toBe(true);
   expect(() => {
     (c.limits as { maxHeaderBytes: number }).maxHeaderBytes = 1;
   }).toThrow();
-  expect(() => (c.agentAllow as Map<string, never>).set("x", [] as never)).toThrow("immutable");
+  expect(() => (c.policy.agentAllow as Map<string, never>).set("x", [] as never)).toThrow(
+    "immutable",
+  );
 });
 
 const bad: [Record<string, string>, string][] = [
@@ -176,11 +185,15 @@ const bad: [Record<string, string>, string][] = [
   [{ SLAPENIR_LOG_LEVEL: "loud" }, "SLAPENIR_LOG_LEVEL: must be one of fatal, error"],
   [
     { SLAPENIR_AGENT_DENYLIST: "0abc" },
-    "SLAPENIR_AGENT_DENYLIST[0]: entries must be 'serial:HEX' or 'sha256:HEX'",
+    "SLAPENIR_AGENT_DENYLIST[0]: entries must be 'agent:NAME', 'serial:HEX' or 'sha256:HEX'",
   ],
   [
     { SLAPENIR_AGENT_DENYLIST: "sha256:abcd" },
     "SLAPENIR_AGENT_DENYLIST[0]: must be a SHA-256 fingerprint",
+  ],
+  [
+    { SLAPENIR_AGENT_DENYLIST: "serial:01,agent:../x" },
+    "SLAPENIR_AGENT_DENYLIST[1]: is not a valid agent name",
   ],
   [{ SLAPENIR_SERVER_NAMES: "ok,bad name" }, "SLAPENIR_SERVER_NAMES[1]: is neither"],
   [
@@ -206,23 +219,51 @@ describe("policy file", () => {
     return file;
   }
 
-  test("allow, per-agent allow and certificate denylist; merged with the environment", async () => {
+  test("allow, per-agent allow and the denylist; merged with the environment", async () => {
     const file = await policy({
       allow: ["pypi.org", "files.pythonhosted.org:443"],
       agents: { "agent-a": { allow: ["api.openai.com"] }, "agent-b": {} },
+      denyAgents: ["agent-c", "agent-d"],
       denyCertificates: { serials: ["01:02"], fingerprints: ["CD".repeat(32)] },
     });
-    const c = loadProxyConfig({ SLAPENIR_POLICY: file, SLAPENIR_ALLOW: "example.com" }, dir);
-    expect(c.allow.map((r) => r.pattern.pattern)).toEqual([
+    const c = loadProxyConfig(
+      {
+        SLAPENIR_POLICY: file,
+        SLAPENIR_ALLOW: "example.com",
+        SLAPENIR_AGENT_DENYLIST: "agent:agent-c,serial:ff",
+      },
+      dir,
+    );
+    expect(c.policy.allow.map((r) => r.pattern.pattern)).toEqual([
       "example.com",
       "pypi.org",
       "files.pythonhosted.org:443",
     ]);
-    expect([...c.agentAllow].map(([k, v]) => [k, v.map((r) => r.pattern.pattern)])).toEqual([
+    expect([...c.policy.agentAllow].map(([k, v]) => [k, v.map((r) => r.pattern.pattern)])).toEqual([
       ["agent-a", ["api.openai.com"]],
       ["agent-b", []],
     ]);
-    expect(c.denyCertificates).toEqual({ serials: ["0102"], fingerprints: ["cd".repeat(32)] });
+    expect(c.policy.deny).toEqual({
+      agents: ["agent-c", "agent-d"],
+      serials: ["ff", "0102"],
+      fingerprints: ["cd".repeat(32)],
+    });
+  });
+
+  test("the live policy is read again from the file as it is now", async () => {
+    const file = await policy({ allow: ["a.example"] });
+    const env = { SLAPENIR_POLICY: file, SLAPENIR_ALLOW: "env.example" };
+    const first = loadLivePolicy(env, dir);
+    await writeFile(file, JSON.stringify({ allow: ["b.example"], denyAgents: ["agent-a"] }));
+    const next = loadLivePolicy(env, dir);
+    expect(first.allow.map((r) => r.pattern.pattern)).toEqual(["env.example", "a.example"]);
+    expect(next.allow.map((r) => r.pattern.pattern)).toEqual(["env.example", "b.example"]);
+    expect(next.deny.agents).toEqual(["agent-a"]);
+    expect(Object.isFrozen(next.deny)).toBe(true);
+    await writeFile(file, JSON.stringify({ denyAgents: ["agent a"] }));
+    expect(() => loadLivePolicy(env, dir)).toThrow(
+      /^SLAPENIR_POLICY .*: denyAgents\[0\]: is not a valid agent name/,
+    );
   });
 
   const badPolicies: [unknown, string][] = [
@@ -240,6 +281,8 @@ describe("policy file", () => {
       { denyCertificates: { fingerprints: ["12"] } },
       ": denyCertificates.fingerprints[0]: must be a SHA-256",
     ],
+    [{ denyAgents: "agent-a" }, ": denyAgents: must be an array of agent names"],
+    [{ denyAgents: ["ok", 7] }, ": denyAgents[1]: is not a valid agent name"],
   ];
   for (const [doc, message] of badPolicies) {
     test(`bad policy: ${JSON.stringify(doc)}`, async () => {

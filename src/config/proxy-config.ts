@@ -1,7 +1,9 @@
 // Everything except the credentials: listeners, certificate mode, egress allowlist, limits,
 // rate limit, log level — read from the environment (and an optional policy JSON file) over
 // embedded defaults, validated once at start and returned deeply frozen. A bad value is an
-// error naming the variable (or JSON path) and the problem.
+// error naming the variable (or JSON path) and the problem. The policy (allowlists and
+// denylist) is the live part: `loadLivePolicy` reads it again on SIGHUP, the rest needs a
+// restart.
 //
 // It must never read credentials (secrets.ts does) and never decide a request (src/policy/
 // does, from the patterns parsed here).
@@ -18,12 +20,15 @@
 // Policy file (SLAPENIR_POLICY), every field optional:
 //   { "allow": ["api.openai.com", "*.github.com:443", "localhost:*"],
 //     "agents": { "agent-a": { "allow": ["pypi.org"] } },
+//     "denyAgents": ["agent-c"],
 //     "denyCertificates": { "serials": ["4f…"], "fingerprints": ["sha256:ab…"] } }
-// Allow patterns without a port mean port 443; `:*` means any port.
+// Allow patterns without a port mean port 443; `:*` means any port. A denied agent name
+// refuses every certificate that names it (a renewal makes a new serial, the name stays).
 
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
+import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
 import { ConfigError } from "./config-error.ts";
 import { hostPatternField } from "./host-pattern-field.ts";
@@ -103,14 +108,29 @@ export interface ProxyLimits {
   readonly memoryShedAt: number;
 }
 
+/** Who is refused outright: agents by name, certificates by serial or SHA-256 fingerprint. */
+export interface Denylist {
+  readonly agents: readonly string[];
+  /** Lower-case hex, no leading zeros. */
+  readonly serials: readonly string[];
+  /** Lower-case hex. */
+  readonly fingerprints: readonly string[];
+}
+
+/** The part of the configuration a running proxy reloads (SIGHUP). */
+export interface LivePolicy {
+  readonly allow: readonly AllowRule[];
+  readonly agentAllow: ReadonlyMap<string, readonly AllowRule[]>;
+  readonly deny: Denylist;
+}
+
 export interface ProxyConfig {
   readonly listen: ListenAddress;
   readonly adminListen: ListenAddress;
   readonly home: string;
   readonly certificates: CertificateSource;
   readonly tokensJson: string | undefined;
-  readonly allow: readonly AllowRule[];
-  readonly agentAllow: ReadonlyMap<string, readonly AllowRule[]>;
+  readonly policy: LivePolicy;
   /** Permit private, loopback and link-local destinations (tests only). */
   readonly allowPrivate: boolean;
   /** Extra PEM trusted for upstream TLS (besides the system store and NODE_EXTRA_CA_CERTS). */
@@ -120,10 +140,6 @@ export interface ProxyConfig {
   readonly limits: ProxyLimits;
   /** Token bucket per agent; undefined when disabled (`SLAPENIR_RATE_LIMIT=off`). */
   readonly rateLimit: { readonly perSecond: number; readonly burst: number } | undefined;
-  readonly denyCertificates: {
-    readonly serials: readonly string[];
-    readonly fingerprints: readonly string[];
-  };
   readonly logLevel: LogLevel;
 }
 
@@ -131,16 +147,7 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 export function loadProxyConfig(env: Env = process.env, cwd: string = process.cwd()): ProxyConfig {
   const home = resolve(cwd, nonEmpty(env, "SLAPENIR_HOME") ?? ".slapenir");
-  const policy = readPolicyFile(env, cwd);
-
-  const allow: AllowRule[] = [];
-  const allowEnv = nonEmpty(env, "SLAPENIR_ALLOW");
-  if (allowEnv !== undefined) {
-    splitList(allowEnv).forEach((p, i) => {
-      allow.push(allowRule(p, `SLAPENIR_ALLOW[${i}]`));
-    });
-  }
-  allow.push(...policy.allow);
+  const policy = loadLivePolicy(env, cwd);
 
   const certPath = nonEmpty(env, "CERT_PATH");
   const certificates: CertificateSource = certPath
@@ -163,7 +170,6 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
   if (upstreamCaFile !== undefined)
     checkPemFile(resolve(cwd, upstreamCaFile), "SLAPENIR_UPSTREAM_CA");
 
-  const denyEnv = parseDenylist(env.SLAPENIR_AGENT_DENYLIST ?? "");
   const maxHeldBodyBytes = int(
     env,
     "SLAPENIR_MAX_HELD_BODY_BYTES",
@@ -178,8 +184,7 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
     home,
     certificates,
     tokensJson: nonEmpty(env, "TOKENS_JSON") && resolve(cwd, env.TOKENS_JSON!),
-    allow,
-    agentAllow: policy.agentAllow,
+    policy,
     allowPrivate: bool(env, "SLAPENIR_ALLOW_PRIVATE", false),
     upstreamCaFile: upstreamCaFile && resolve(cwd, upstreamCaFile),
     nodeExtraCaCerts: nonEmpty(env, "NODE_EXTRA_CA_CERTS"),
@@ -211,13 +216,37 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
       memoryShedAt: int(env, "SLAPENIR_MEMORY_SHED_PERCENT", 80, 50, 95) / 100,
     },
     rateLimit: rateLimit(env),
-    denyCertificates: {
-      serials: [...denyEnv.serials, ...policy.deny.serials],
-      fingerprints: [...denyEnv.fingerprints, ...policy.deny.fingerprints],
-    },
     logLevel: logLevel(env),
   };
   return deepFreeze(config);
+}
+
+/**
+ * The allowlists and the denylist, from the environment (SLAPENIR_ALLOW,
+ * SLAPENIR_AGENT_DENYLIST) and the policy file (SLAPENIR_POLICY), deeply frozen. Called at
+ * start and again on each reload: a bad file throws, and the caller keeps what it had.
+ */
+export function loadLivePolicy(env: Env = process.env, cwd: string = process.cwd()): LivePolicy {
+  const file = readPolicyFile(env, cwd);
+  const allow: AllowRule[] = [];
+  const allowEnv = nonEmpty(env, "SLAPENIR_ALLOW");
+  if (allowEnv !== undefined) {
+    splitList(allowEnv).forEach((p, i) => {
+      allow.push(allowRule(p, `SLAPENIR_ALLOW[${i}]`));
+    });
+  }
+  allow.push(...file.allow);
+  const denyEnv = parseDenylist(env.SLAPENIR_AGENT_DENYLIST ?? "");
+  const unique = (a: readonly string[], b: readonly string[]) => [...new Set([...a, ...b])];
+  return deepFreeze({
+    allow,
+    agentAllow: file.agentAllow,
+    deny: {
+      agents: unique(denyEnv.agents, file.deny.agents),
+      serials: unique(denyEnv.serials, file.deny.serials),
+      fingerprints: unique(denyEnv.fingerprints, file.deny.fingerprints),
+    },
+  });
 }
 
 function stepCaSource(dir: string, home: string): CertificateSource {
@@ -267,14 +296,14 @@ function allowRule(text: unknown, where: string): AllowRule {
 interface PolicyFile {
   allow: AllowRule[];
   agentAllow: Map<string, readonly AllowRule[]>;
-  deny: { serials: string[]; fingerprints: string[] };
+  deny: { agents: string[]; serials: string[]; fingerprints: string[] };
 }
 
 function readPolicyFile(env: Env, cwd: string): PolicyFile {
   const out: PolicyFile = {
     allow: [],
     agentAllow: new Map(),
-    deny: { serials: [], fingerprints: [] },
+    deny: { agents: [], serials: [], fingerprints: [] },
   };
   const file = nonEmpty(env, "SLAPENIR_POLICY");
   if (file === undefined) return out;
@@ -293,7 +322,7 @@ function readPolicyFile(env: Env, cwd: string): PolicyFile {
   const where = `SLAPENIR_POLICY ${path}`;
   if (!isObject(doc)) throw new ConfigError("bad-shape", "must be a JSON object", where);
   for (const key of Object.keys(doc)) {
-    if (!["allow", "agents", "denyCertificates"].includes(key)) {
+    if (!["allow", "agents", "denyAgents", "denyCertificates"].includes(key)) {
       throw new ConfigError("bad-shape", `unknown field '${key.slice(0, 40)}'`, where);
     }
   }
@@ -307,13 +336,19 @@ function readPolicyFile(env: Env, cwd: string): PolicyFile {
       );
     for (const [agent, rules] of Object.entries(doc.agents)) {
       const w = `${where}: agents.${agent.slice(0, 64)}`;
-      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(agent))
+      if (!AGENT_NAME_RE.test(agent))
         throw new ConfigError("bad-value", "is not a valid agent name", w);
       if (!isObject(rules) || Object.keys(rules).some((k) => k !== "allow")) {
         throw new ConfigError("bad-shape", 'must be { "allow": [...] }', w);
       }
       out.agentAllow.set(agent, Object.freeze(patternList(rules.allow ?? [], `${w}.allow`)));
     }
+  }
+  if (doc.denyAgents !== undefined) {
+    const w = `${where}: denyAgents`;
+    if (!Array.isArray(doc.denyAgents))
+      throw new ConfigError("bad-shape", "must be an array of agent names", w);
+    out.deny.agents = doc.denyAgents.map((a, i) => agentName(a, `${w}[${i}]`));
   }
   if (doc.denyCertificates !== undefined) {
     const d = doc.denyCertificates;
@@ -361,18 +396,36 @@ function checkHex(v: unknown, where: string, kind: "serial" | "fingerprint"): st
   return hex;
 }
 
-/** `serial:HEX` or `sha256:HEX`, comma-separated. */
-function parseDenylist(text: string): { serials: string[]; fingerprints: string[] } {
-  const out = { serials: [] as string[], fingerprints: [] as string[] };
+/** `agent:NAME`, `serial:HEX` or `sha256:HEX`, comma-separated. */
+function parseDenylist(text: string): Denylist {
+  const out = { agents: [] as string[], serials: [] as string[], fingerprints: [] as string[] };
   splitList(text).forEach((entry, i) => {
     const where = `SLAPENIR_AGENT_DENYLIST[${i}]`;
-    const m = /^(serial|sha256):(.+)$/i.exec(entry);
-    if (!m)
-      throw new ConfigError("bad-value", "entries must be 'serial:HEX' or 'sha256:HEX'", where);
-    if (m[1]!.toLowerCase() === "serial") out.serials.push(checkHex(m[2], where, "serial"));
+    const m = /^(agent|serial|sha256):(.+)$/i.exec(entry);
+    if (!m) {
+      throw new ConfigError(
+        "bad-value",
+        "entries must be 'agent:NAME', 'serial:HEX' or 'sha256:HEX'",
+        where,
+      );
+    }
+    const kind = m[1]!.toLowerCase();
+    if (kind === "agent") out.agents.push(agentName(m[2], where));
+    else if (kind === "serial") out.serials.push(checkHex(m[2], where, "serial"));
     else out.fingerprints.push(checkHex(m[2], where, "fingerprint"));
   });
   return out;
+}
+
+function agentName(v: unknown, where: string): string {
+  if (typeof v !== "string" || !AGENT_NAME_RE.test(v)) {
+    throw new ConfigError(
+      "bad-value",
+      `is not a valid agent name (${AGENT_NAME_RE.source})`,
+      where,
+    );
+  }
+  return v;
 }
 
 function listenAddress(env: Env, name: string, fallback: string): ListenAddress {
@@ -550,6 +603,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 function deepFreeze<T>(value: T): T {
+  // Frozen already (the live policy inside the whole configuration): done, and its Map's
+  // methods are blocked already.
+  if (Object.isFrozen(value)) return value;
   if (value instanceof Map) {
     for (const v of value.values()) deepFreeze(v);
     // A frozen Map can still be mutated through set/delete: block them.

@@ -30,11 +30,11 @@ import { inspect } from "node:util";
 import { ConfigError } from "../config/config-error.ts";
 import { hostPatternField } from "../config/host-pattern-field.ts";
 import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../matcher/types.ts";
+import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
 import { SecretValue } from "./secret-value.ts";
 
 export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ENV_PREFIX = "SLAPENIR_CRED_";
 const ENV_KEY_RE = /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN_URL)$/;
 const FILE_FIELDS = new Set(["name", "dummy", "real", "hosts", "agents", "require", "inUrl"]);

@@ -21,6 +21,7 @@ const enc = new TextEncoder();
 const TUNNEL: AgentConnection = {
   id: 7,
   agent: "agent-a",
+  serial: "1f",
   tunnel: { connectTarget: "api.example.com:443", sni: "api.example.com" },
 };
 

@@ -45,6 +45,8 @@ export interface PipelineDeps {
 export interface AgentConnection {
   readonly id: number;
   readonly agent: string;
+  /** The agent certificate's serial (for the audit line). */
+  readonly serial: string;
   /** Set inside an intercepted CONNECT tunnel. */
   readonly tunnel: TunnelFacts | null;
 }
@@ -253,6 +255,7 @@ function requestFacts(
   return {
     conn: conn.id,
     agent: conn.agent,
+    serial: conn.serial,
     method: req.head.method,
     scheme: dest?.scheme ?? (conn.tunnel ? "https" : "http"),
     host: dest?.target.host ?? "-",

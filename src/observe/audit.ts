@@ -11,6 +11,8 @@ import type { Decision } from "./trace.ts";
 export interface RequestRecord {
   readonly conn: number;
   readonly agent: string;
+  /** The agent certificate's serial (what `serial:` in the denylist takes). */
+  readonly serial: string;
   readonly method: string;
   readonly scheme: "https" | "http";
   readonly host: string;
@@ -30,6 +32,8 @@ export interface RefusedConnectionRecord {
   readonly conn: number;
   readonly remote: string;
   readonly agent?: string;
+  /** The certificate's serial, when it was read. */
+  readonly serial?: string;
   readonly reason: string;
   /** More refusals like this one (same cap, same agent or address) not logged one by one. */
   readonly repeated?: number;

@@ -27,6 +27,7 @@ function logged(facts: Partial<RequestFacts>, reason = "real credential in reque
     {
       conn: 1,
       agent: "a",
+      serial: "1f",
       method: "GET",
       scheme: "https",
       host: "-",

@@ -14,6 +14,8 @@ import type { Trace } from "./trace.ts";
 export interface RequestFacts {
   readonly conn: number;
   readonly agent: string;
+  /** The agent certificate's serial. */
+  readonly serial: string;
   readonly method: string;
   readonly scheme: "http" | "https";
   readonly host: string;
@@ -53,6 +55,7 @@ export class RequestLog {
     this.#audit.request({
       conn: facts.conn,
       agent: facts.agent,
+      serial: facts.serial,
       method: s.scrub(facts.method),
       scheme: facts.scheme,
       host: facts.host === "-" ? "-" : s.scrub(facts.host),

@@ -11,7 +11,7 @@ import {
   type IdentityRules,
   interceptionCaMarker,
 } from "./agent-identity.ts";
-import { type CertAndKey, EmbeddedCa } from "./embedded-ca.ts";
+import { agentUri, type CertAndKey, EmbeddedCa } from "./embedded-ca.ts";
 import {
   DAY_MS,
   exportPrivateKeyPem,
@@ -35,6 +35,7 @@ beforeAll(async () => {
   otherCa = await EmbeddedCa.open({ home: join(dir, "other") });
   rules = {
     interceptionCa: interceptionCaMarker(ca.interception.cert),
+    deniedAgents: new Set(),
     deniedSerials: new Set(),
     deniedFingerprints: new Set(),
     now: new Date(),
@@ -194,7 +195,10 @@ describe("deriveAgentIdentity (pure)", () => {
     const later = { ...rules, now: new Date(Date.now() + 2 * DAY_MS) };
     expect(cache.derive(c.der, later)).toMatchObject({ ok: false, code: "expired" });
     const serial = new x509.X509Certificate(c.der).serialNumber;
-    const denied = { ...rules, ...denylistSets({ serials: [serial], fingerprints: [] }) };
+    const denied = {
+      ...rules,
+      ...denylistSets({ agents: [], serials: [serial], fingerprints: [] }),
+    };
     expect(cache.derive(c.der, denied)).toMatchObject({ ok: false, code: "denylisted" });
     expect(cache.derive(c.der, rules).ok).toBe(true);
     for (let i = 0; i < 3; i++) cache.derive((await craft(ca.root)).der, rules);
@@ -207,13 +211,40 @@ describe("deriveAgentIdentity (pure)", () => {
     const serialColons = cert.serialNumber.toUpperCase().match(/../g)!.join(":");
     const fp = `SHA256:${sha256Fingerprint(c.der).toUpperCase().match(/../g)!.join(":")}`;
     for (const list of [
-      { serials: [serialColons], fingerprints: [] },
-      { serials: [], fingerprints: [fp] },
+      { agents: [], serials: [serialColons], fingerprints: [] },
+      { agents: [], serials: [], fingerprints: [fp] },
     ]) {
       const d = deriveAgentIdentity(c.der, { ...rules, ...denylistSets(list) });
       expect(d.ok ? "accepted" : d.code).toBe("denylisted");
     }
     expect(deriveAgentIdentity(c.der, rules).ok).toBe(true);
+  });
+
+  test("a denied agent name refuses every certificate naming it, by SAN URI or by CN", async () => {
+    const deny = {
+      ...rules,
+      ...denylistSets({ agents: ["agent-d"], serials: [], fingerprints: [] }),
+    };
+    const renewals = [
+      await craft(ca.root, { subject: "CN=agent-d" }),
+      await craft(ca.root, { subject: "CN=anything", uris: [agentUri("agent-d")] }),
+      await craft(ca.root, { subject: "CN=agent-d" }),
+    ];
+    for (const c of renewals) {
+      const d = deriveAgentIdentity(c.der, deny);
+      expect(d).toMatchObject({
+        ok: false,
+        code: "denylisted",
+        agent: "agent-d",
+        serial: new x509.X509Certificate(c.der).serialNumber.replace(/^0+(?=.)/, "").toLowerCase(),
+      });
+      expect(deriveAgentIdentity(c.der, rules).ok).toBe(true);
+    }
+    // Only that name: a name it is a prefix of, or differs from in case, is another agent.
+    for (const other of ["agent-d2", "Agent-D"]) {
+      const c = await craft(ca.root, { subject: `CN=${other}` });
+      expect(deriveAgentIdentity(c.der, deny).ok).toBe(true);
+    }
   });
 });
 

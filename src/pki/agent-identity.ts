@@ -1,7 +1,7 @@
 // Derives an agent's identity from the client certificate the TLS stack accepted, and refuses
 // certificates that chain correctly but must still not act as an agent: no clientAuth EKU, a
-// CA certificate, anything the interception CA signed, a locally denylisted serial or
-// fingerprint, or outside its validity window (the TLS stack checks dates too; we check again
+// CA certificate, anything the interception CA signed, a locally denylisted serial,
+// fingerprint or agent name, or outside its validity window (the TLS stack checks dates too; we check again
 // because Bun has had bugs in client-certificate verification).
 //
 // Pure decisions: no I/O, no clock (the caller passes `now`), no logging; AgentIdentityCache
@@ -9,8 +9,8 @@
 // certificate without a name, and never let the subject CN override the agent SAN URI.
 
 import type { PeerCertificate } from "node:tls";
+import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { Allowed, Refused } from "../policy/verdict.ts";
-import { AGENT_NAME_RE } from "./embedded-ca.ts";
 import {
   AGENT_URI_PREFIX,
   normalizeFingerprint,
@@ -47,10 +47,17 @@ export type IdentityRejectCode =
   | "no-name"
   | "ambiguous-name";
 
-/** Refused: a log-safe reason (certificates are not secret), and the certificate's ids if read. */
+/**
+ * Refused: a log-safe reason (certificates are not secret), the certificate's ids if it was
+ * read, and the agent it names if that is known (a denied name).
+ */
 export type IdentityDecision =
   | Allowed<AgentIdentity>
-  | (Refused<IdentityRejectCode> & { readonly serial?: string; readonly fingerprint256?: string });
+  | (Refused<IdentityRejectCode> & {
+      readonly serial?: string;
+      readonly fingerprint256?: string;
+      readonly agent?: string;
+    });
 
 /** How to recognise the interception CA: its subject and key identifier. */
 export interface InterceptionCaMarker {
@@ -60,6 +67,8 @@ export interface InterceptionCaMarker {
 
 export interface IdentityRules {
   readonly interceptionCa: InterceptionCaMarker | undefined;
+  /** Agent names refused whatever certificate carries them (a renewal keeps the name). */
+  readonly deniedAgents: ReadonlySet<string>;
   readonly deniedSerials: ReadonlySet<string>;
   readonly deniedFingerprints: ReadonlySet<string>;
   readonly now: Date;
@@ -73,15 +82,14 @@ export function interceptionCaMarker(cert: x509.X509Certificate): InterceptionCa
   };
 }
 
-/** Builds the denylist sets from configured strings (serials and SHA-256 fingerprints). */
+/** Builds the denylist sets from configured strings (names, serials, SHA-256 fingerprints). */
 export function denylistSets(list: {
+  agents: readonly string[];
   serials: readonly string[];
   fingerprints: readonly string[];
-}): {
-  deniedSerials: ReadonlySet<string>;
-  deniedFingerprints: ReadonlySet<string>;
-} {
+}): Pick<IdentityRules, "deniedAgents" | "deniedSerials" | "deniedFingerprints"> {
   return {
+    deniedAgents: new Set(list.agents),
     deniedSerials: new Set(list.serials.map(normalizeSerialHex)),
     deniedFingerprints: new Set(list.fingerprints.map(normalizeFingerprint)),
   };
@@ -238,6 +246,9 @@ export function decideAgentIdentity(facts: CertFacts, rules: IdentityRules): Ide
   if (!AGENT_NAME_RE.test(name)) {
     return reject("no-name", "the client certificate names no valid agent (SAN URI or CN)", ids);
   }
+  if (rules.deniedAgents.has(name)) {
+    return reject("denylisted", `agent ${name} is on the local denylist`, { ...ids, agent: name });
+  }
   return {
     ok: true,
     reason: "",
@@ -257,7 +268,7 @@ export function decideAgentIdentity(facts: CertFacts, rules: IdentityRules): Ide
 function reject(
   code: IdentityRejectCode,
   reason: string,
-  ids: { serial?: string; fingerprint256?: string } = {},
+  ids: { serial?: string; fingerprint256?: string; agent?: string } = {},
 ): IdentityDecision {
   return { ok: false, code, reason, ...ids };
 }

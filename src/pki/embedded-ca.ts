@@ -17,6 +17,7 @@
 import { chmod, mkdir, readFile, rename, rmdir, stat, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
+import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import { PkiError } from "./pki-error.ts";
 import {
   AGENT_URI_HOST,
@@ -67,9 +68,6 @@ const BACKDATE_MS = 5 * 60_000;
 const CLOCK_SKEW_MS = 10 * 60_000;
 const LOCK_WAIT_MS = 15_000;
 const LOCK_STALE_MS = 60_000;
-
-/** Agent names: they become a CN, a URI path segment and file names. */
-export const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export interface CertAndKey {
   readonly cert: x509.X509Certificate;

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
 import { InlineScanner } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
-import type { ProxyConfig } from "../config/proxy-config.ts";
+import type { LivePolicy, ProxyConfig } from "../config/proxy-config.ts";
 import { SecretState } from "../credentials/secret-state.ts";
 import { loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
 import type { Stage } from "../exchange/exchange.ts";
@@ -62,6 +62,12 @@ export interface RunningProxy {
   readonly pool: MatcherPool;
   /** Re-read TOKENS_JSON / the environment; the old values are zeroed once unused. */
   reloadSecrets(env?: Record<string, string | undefined>): Promise<void>;
+  /**
+   * Put a new policy (allowlists, denylist) in force: new requests and handshakes are decided
+   * by it at once, and open connections whose agent or certificate it denies are closed.
+   * Returns how many were.
+   */
+  reloadPolicy(next: LivePolicy): number;
   /** Swap server certificate / agent CA without dropping open connections. */
   reloadCredentials(c: ServerCredentials): void;
   close(): Promise<void>;
@@ -79,13 +85,15 @@ export interface StartOptions {
   readonly memoryProbe?: MemoryProbe;
   /** The clock stalls are timed by (tests move it; default performance.now). */
   readonly guardClock?: () => number;
+  /** The time agent certificates are judged at (tests move it; default the wall clock). */
+  readonly identityClock?: () => Date;
 }
 
-function policyFrom(config: ProxyConfig): EgressPolicy {
-  const rule = (r: ProxyConfig["allow"][number]): EgressRuleSpec => r.pattern;
+function egressFrom(live: LivePolicy): EgressPolicy {
+  const rule = (r: LivePolicy["allow"][number]): EgressRuleSpec => r.pattern;
   const agents: Record<string, EgressRuleSpec[]> = {};
-  for (const [agent, rules] of config.agentAllow) agents[agent] = rules.map(rule);
-  return compileEgressPolicy({ allow: config.allow.map(rule), agents });
+  for (const [agent, rules] of live.agentAllow) agents[agent] = rules.map(rule);
+  return compileEgressPolicy({ allow: live.allow.map(rule), agents });
 }
 
 interface Pki {
@@ -150,10 +158,12 @@ export async function startProxy(
   const pki = await loadPki(config);
   const leaves = await LeafCache.create(pki.interception);
   const marker = interceptionCaMarker(pki.interception.cert);
-  const deny = denylistSets(config.denyCertificates);
+  // The live policy: replaced whole by reloadPolicy; every decision reads the current one.
+  let deny = denylistSets(config.policy.deny);
+  let policy = egressFrom(config.policy);
   const identities = new AgentIdentityCache();
-  const rules = (): IdentityRules => ({ interceptionCa: marker, ...deny, now: new Date() });
-  const policy = policyFrom(config);
+  const now = options.identityClock ?? (() => new Date());
+  const rules = (): IdentityRules => ({ interceptionCa: marker, ...deny, now: now() });
 
   const pool = await MatcherPool.start({
     specs: [],
@@ -288,6 +298,10 @@ export async function startProxy(
     guard.start();
   }
   const port = await front.listen();
+  // A connection outlives the handshake that checked its certificate: without this, one opened
+  // before the certificate expired would keep serving its agent after it did.
+  const recheck = setInterval(() => front.recheck(), IDENTITY_RECHECK_MS);
+  recheck.unref?.();
   const startedAt = Date.now();
   let ready = true;
   const admin = createAdminApp(metrics, {
@@ -354,6 +368,23 @@ export async function startProxy(
       retiring.add(retire);
       old.whenUnused(retire);
     },
+    reloadPolicy(next) {
+      deny = denylistSets(next.deny);
+      policy = egressFrom(next);
+      const closed = front.recheck();
+      audit.event(
+        "reload",
+        {
+          what: "policy",
+          rules: policy.ruleCount,
+          deniedAgents: next.deny.agents.length,
+          deniedCertificates: next.deny.serials.length + next.deny.fingerprints.length,
+          closed,
+        },
+        "policy reloaded",
+      );
+      return closed;
+    },
     reloadCredentials(c) {
       front.reloadCredentials(c);
       serverNotAfter = notAfterOf(c.certPem);
@@ -362,6 +393,7 @@ export async function startProxy(
     async close() {
       ready = false;
       guard?.stop();
+      clearInterval(recheck);
       await front.close(config.limits.shutdownGraceMs);
       upstream.close();
       adminServer.stop();
@@ -386,6 +418,9 @@ const GUARD_INTERVAL_MS = 50;
 const GUARD_MIN_GAP_MS = 10;
 const STALL_GRACE_MS = 2000;
 const REFUSE_AT_STALLED = 8;
+
+/** How often open connections' identities are decided again (certificates expire). */
+const IDENTITY_RECHECK_MS = 30_000;
 
 /**
  * The memory guard, unless SLAPENIR_MEMORY_LIMIT is "off" (with "auto" and no container limit

@@ -312,6 +312,7 @@ describe("ca-init", () => {
 
     const decision = deriveAgentIdentity(forgedCred.certPem, {
       interceptionCa: interceptionCaMarker(new x509.X509Certificate(restricted.certPem)),
+      deniedAgents: new Set(),
       deniedSerials: new Set(),
       deniedFingerprints: new Set(),
       now: new Date(),

@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Ajv2019 from "ajv/dist/2019";
+import { loadLivePolicy } from "../../src/config/proxy-config.ts";
 import { repoRoot } from "./tool-paths.ts";
 
 type Service = Record<string, unknown> & {
@@ -138,6 +139,18 @@ describe("compose.yml", () => {
     });
     expect(p.healthcheck.test.join(" ")).toContain("healthcheck.ts");
     expect(p.environment?.SLAPENIR_ADMIN_LISTEN).toMatch(/:8081$/);
+  });
+
+  test("proxy: the policy file it is given is the one in the repository, and it loads", () => {
+    const p = doc.services.proxy as Service;
+    const file = p.environment?.SLAPENIR_POLICY ?? "";
+    const mount = (p.volumes ?? [])
+      .map((v) => v.split(":"))
+      .find(([, target]) => target !== undefined && file.startsWith(`${target}/`));
+    expect(mount?.[2]).toBe("ro");
+    const local = join(repoRoot, mount![0]!, file.slice(mount![1]!.length));
+    const live = loadLivePolicy({ SLAPENIR_POLICY: local }, repoRoot);
+    expect(live.deny.agents).toEqual([]);
   });
 
   test("profiles: chaos (pumba), monitoring (prometheus, grafana), tunnel (cloudflared)", () => {

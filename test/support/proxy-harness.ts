@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { loadProxyConfig } from "../../src/config/proxy-config.ts";
+import { loadLivePolicy, loadProxyConfig } from "../../src/config/proxy-config.ts";
 import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import { type RunningProxy, startProxy } from "../../src/server/proxy-server.ts";
@@ -37,6 +37,8 @@ export interface HarnessOptions {
   readonly memoryProbe?: MemoryProbe;
   /** The clock the memory guard times stalls by (the test moves it). */
   readonly guardClock?: () => number;
+  /** The time agent certificates are judged at (the test moves it). */
+  readonly identityClock?: () => Date;
 }
 
 export interface AgentFiles {
@@ -64,6 +66,8 @@ export interface Harness extends AsyncDisposable {
   /** Every name the proxy asked to resolve, in order (DNS-exfiltration tests). */
   readonly lookups: string[];
   readonly ca: EmbeddedCa;
+  /** Reads the policy again as SIGHUP does (the file as it is now); how many connections closed. */
+  reloadPolicy(): number;
   curl(args: readonly string[], agent?: string): Promise<CurlResult>;
   close(): Promise<void>;
 }
@@ -120,6 +124,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     workers: opts.workers ?? 1,
     ...(opts.memoryProbe ? { memoryProbe: opts.memoryProbe } : {}),
     ...(opts.guardClock ? { guardClock: opts.guardClock } : {}),
+    ...(opts.identityClock ? { identityClock: opts.identityClock } : {}),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);
@@ -150,6 +155,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     },
     lookups,
     ca,
+    reloadPolicy: () => proxy.reloadPolicy(loadLivePolicy(env, dir)),
     curl: (args, agent = Object.keys(agents)[0]!) =>
       curl(proxy.port, caBundlePath, agents[agent], args),
     close,

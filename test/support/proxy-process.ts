@@ -32,6 +32,8 @@ export interface ProxyProcess extends AsyncDisposable {
   issueAgent(name: string): Promise<AgentFiles>;
   /** Audit lines the proxy wrote so far (stdout). */
   readonly auditLines: string[];
+  /** What the proxy wrote to stderr so far (start-up banner, reload errors). */
+  readonly stderrLines: string[];
   /** Current resident set size of the proxy process, in bytes. */
   rss(): Promise<number>;
   /** Start sampling RSS every `ms`; the returned stop() gives the peak seen. */
@@ -129,6 +131,7 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     upstreamCa,
     issueAgent,
     auditLines,
+    stderrLines,
     rss,
     sampleRss: (ms = 50) => sampleRss(proc.pid, ms),
     close,

@@ -4,7 +4,9 @@
 // (session.ts). A CONNECT the admission rules allow becomes an intercepted tunnel (tunnel.ts)
 // whose requests, like absolute-form http:// ones, go to the exchange pipeline. This is where
 // agent sockets are accepted, counted, refused and closed; every decision it acts on is made
-// elsewhere, and every refusal is logged through the refusal digest or the request log.
+// elsewhere, and every refusal is logged through the refusal digest or the request log. An
+// open connection keeps its identity only as long as the rules allow it: `recheck` decides
+// again (a denylist reload, a certificate that expired) and closes what is now refused.
 
 import tls from "node:tls";
 import type { ExchangeHandler } from "../../exchange/pipeline.ts";
@@ -19,7 +21,11 @@ import type { ProxyMetrics } from "../../observe/metrics.ts";
 import { RefusalDigest } from "../../observe/refusal-digest.ts";
 import type { RequestFacts, RequestLog } from "../../observe/request-log.ts";
 import { Trace } from "../../observe/trace.ts";
-import type { IdentityDecision, PeerCertificateInput } from "../../pki/agent-identity.ts";
+import type {
+  AgentIdentity,
+  IdentityDecision,
+  PeerCertificateInput,
+} from "../../pki/agent-identity.ts";
 import type { LeafCache, MintedLeaf } from "../../pki/leaf-cache.ts";
 import { admitConnect, type TunnelFacts } from "../../policy/admission.ts";
 import type { EgressPolicy } from "../../policy/egress-policy.ts";
@@ -81,6 +87,8 @@ export interface FrontDoorOptions {
 interface ConnContext {
   readonly id: number;
   readonly agent: string;
+  /** The agent certificate's serial (lower-case hex), on every audit line about it. */
+  readonly serial: string;
   readonly remote: string;
   /** Set inside a tunnel. */
   readonly tunnel: TunnelFacts | null;
@@ -88,10 +96,17 @@ interface ConnContext {
 
 const OK_CONNECT = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
 
+/** An authenticated connection: who it is, and the certificate that said so (to decide again). */
+interface Authenticated {
+  readonly id: number;
+  readonly identity: AgentIdentity;
+  readonly der: Uint8Array;
+}
+
 export class FrontDoor {
   readonly #o: FrontDoorOptions;
   readonly #server: tls.Server;
-  readonly #sockets = new Set<tls.TLSSocket>();
+  readonly #sockets = new Map<tls.TLSSocket, Authenticated>();
   readonly #caps: ConnectionCaps;
   /** Connections still in their handshake, with the address they were counted under. */
   readonly #inHandshake = new Map<tls.TLSSocket, string>();
@@ -171,6 +186,34 @@ export class FrontDoor {
     return this.#sockets.size;
   }
 
+  /**
+   * Decides every open connection's identity again under the rules in force now (a reloaded
+   * denylist; a certificate that has expired since its handshake) and closes those refused,
+   * tunnels and exchanges in flight with them. Returns how many were closed.
+   */
+  recheck(): number {
+    let closed = 0;
+    for (const [socket, a] of this.#sockets) {
+      const d = this.#o.identify(a.der);
+      if (d.ok) continue;
+      closed++;
+      this.#o.metrics.refused.inc({ reason: "revoked" });
+      this.#o.audit.event(
+        "revoked",
+        {
+          conn: a.id,
+          agent: a.identity.name,
+          serial: a.identity.serial,
+          remote: remoteOf(socket),
+          reason: d.reason,
+        },
+        "connection closed: its agent identity is no longer accepted",
+      );
+      socket.destroy();
+    }
+    return closed;
+  }
+
   /** Open authenticated connections by agent. */
   perAgentConnections(): Iterable<readonly [string, number]> {
     return this.#caps.perAgent();
@@ -184,7 +227,7 @@ export class FrontDoor {
     for (const s of [...this.#inHandshake.keys(), ...this.#telling]) s.destroy();
     const deadline = Date.now() + graceMs;
     while (this.#sockets.size > 0 && Date.now() < deadline) await Bun.sleep(25);
-    for (const s of this.#sockets) s.destroy();
+    for (const s of this.#sockets.keys()) s.destroy();
     await closed;
     this.#refusals.close();
   }
@@ -225,36 +268,42 @@ export class FrontDoor {
     }
     // The TLS stack already refused unverified clients; check again (runtimes have had bugs
     // here) and apply our own identity rules (EKU, interception-CA, denylist, validity).
-    const decision: IdentityDecision = socket.authorized
-      ? this.#o.identify(socket.getPeerCertificate() as PeerCertificateInput)
+    const raw = socket.authorized ? socket.getPeerCertificate().raw : undefined;
+    const der = raw && raw.length > 0 ? new Uint8Array(raw) : null;
+    const decision: IdentityDecision = der
+      ? this.#o.identify(der)
       : refuse("no-certificate", "client certificate not verified");
     if (!decision.ok) {
       this.#o.metrics.refused.inc({ reason: decision.code });
       this.#refusals.refuse(peerKey(socket.remoteAddress), {
         conn: id,
         remote,
+        ...(decision.agent !== undefined ? { agent: decision.agent } : {}),
+        ...(decision.serial !== undefined ? { serial: decision.serial } : {}),
         reason: decision.reason,
       });
       socket.destroy();
       return;
     }
-    const agent = decision.value.name;
+    const identity = decision.value;
+    const agent = identity.name;
+    const ctx: ConnContext = { id, agent, serial: identity.serial, remote, tunnel: null };
     const pressed = this.#o.admit?.(agent);
     if (pressed && !pressed.ok) {
       this.#o.metrics.refused.inc({ reason: pressed.code });
-      this.#tell(socket, id, remote, agent, pressed);
+      this.#tell(socket, ctx, pressed);
       return;
     }
     const open = this.#caps.open(agent);
     if (!open.ok) {
       this.#o.metrics.refused.inc({ reason: "agent-connection-limit" });
-      this.#tell(socket, id, remote, agent, open);
+      this.#tell(socket, ctx, open);
       return;
     }
     socket.once("close", () => this.#caps.closed(agent));
     socket.setNoDelay?.(true);
-    this.#track(socket);
-    this.#serve(socket, undefined, { id, agent, remote, tunnel: null });
+    this.#track(socket, { id, identity, der: der as Uint8Array });
+    this.#serve(socket, undefined, ctx);
   }
 
   /**
@@ -264,8 +313,15 @@ export class FrontDoor {
    * peer that stays gets one second. Nothing it sends is parsed or acted on. Beyond the few of
    * one agent being told (connection-caps.ts), the connection is closed at once.
    */
-  #tell(socket: tls.TLSSocket, id: number, remote: string, agent: string, v: Refused): void {
-    this.#refusals.refuse(agent, { conn: id, remote, agent, reason: v.reason });
+  #tell(socket: tls.TLSSocket, ctx: ConnContext, v: Refused): void {
+    const agent = ctx.agent;
+    this.#refusals.refuse(agent, {
+      conn: ctx.id,
+      remote: ctx.remote,
+      agent,
+      serial: ctx.serial,
+      reason: v.reason,
+    });
     if (!this.#caps.tell(agent)) {
       socket.destroy();
       return;
@@ -283,8 +339,8 @@ export class FrontDoor {
     socket.end(errorAnswerBytes(new ProxyError(v.code, v.reason)));
   }
 
-  #track(socket: tls.TLSSocket): void {
-    this.#sockets.add(socket);
+  #track(socket: tls.TLSSocket, who: Authenticated): void {
+    this.#sockets.set(socket, who);
     this.#o.metrics.connections.inc();
     socket.once("close", () => {
       this.#sockets.delete(socket);
@@ -311,6 +367,7 @@ export class FrontDoor {
     const facts: RequestFacts = {
       conn: ctx.id,
       agent: ctx.agent,
+      serial: ctx.serial,
       method: "-",
       scheme: ctx.tunnel ? "https" : "http",
       host: ctx.tunnel?.connectTarget ?? "-",
@@ -337,6 +394,7 @@ export class FrontDoor {
     const response = await this.#o.exchange(req, {
       id: ctx.id,
       agent: ctx.agent,
+      serial: ctx.serial,
       tunnel: ctx.tunnel,
     });
     return { kind: "response", response };
@@ -354,6 +412,7 @@ export class FrontDoor {
     const facts: RequestFacts = {
       conn: ctx.id,
       agent: ctx.agent,
+      serial: ctx.serial,
       method: req.head.method,
       scheme: ctx.tunnel || connect ? "https" : "http",
       host: to?.ok ? to.value.host : "-",
@@ -411,7 +470,13 @@ export class FrontDoor {
     }
     this.#o.audit.event(
       "tunnel",
-      { conn: ctx.id, agent: ctx.agent, host: this.#safe(target.host), port: target.port },
+      {
+        conn: ctx.id,
+        agent: ctx.agent,
+        serial: ctx.serial,
+        host: this.#safe(target.host),
+        port: target.port,
+      },
       "tunnel opened",
     );
     interceptTunnel(outer, target.host, leaf, this.#o.limits.headerTimeoutMs, {
@@ -429,6 +494,7 @@ export class FrontDoor {
           conn: ctx.id,
           remote: ctx.remote,
           agent: ctx.agent,
+          serial: ctx.serial,
           reason: "SNI does not match the CONNECT target",
         }),
     });

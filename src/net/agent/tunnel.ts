@@ -92,4 +92,7 @@ function layer(
     outer.destroy();
   });
   inner.on("close", () => outer.destroy());
+  // And the other way: the inside of a connection closed under it (revoked, shed, reset) must
+  // not live on as a session with nowhere to write.
+  outer.once("close", () => inner.destroy());
 }
