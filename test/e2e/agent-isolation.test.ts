@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import tls from "node:tls";
 import {
   type HostileUpstream,
   sendLength,
@@ -164,5 +165,82 @@ describe("against Python's http.server (HTTP/1.1), which ignores a GET's body", 
       tls: { ca: await Bun.file(caPath).text() },
     } as RequestInit);
     expect(await loot.text()).not.toContain(REAL);
+  });
+});
+
+describe("against a raw upstream that ignores Content-Length where it expects no body", () => {
+  // A storage API written by hand, with a common bug: its POST /ping handler never reads the
+  // body, so the body is parsed as the next request on the connection. POST /store/KEY keeps
+  // the number of bytes its Content-Length says (whatever they are); GET /store/KEY returns them.
+  let server: tls.Server;
+  let port = 0;
+  const store = new Map<string, Buffer>();
+
+  beforeAll(async () => {
+    const cert = await h.upstreamCa.issue(["localhost"]);
+    server = tls.createServer({ key: cert.keyPem, cert: cert.certPem }, (s) => {
+      let buf = Buffer.alloc(0);
+      const answer = (body: Buffer | string) => {
+        const b = Buffer.from(body);
+        s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${b.length}\r\n\r\n`);
+        s.write(b);
+      };
+      s.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        for (;;) {
+          const end = buf.indexOf("\r\n\r\n");
+          if (end < 0) return;
+          const head = buf.subarray(0, end).toString("latin1");
+          const [method, target] = head.split(" ");
+          const length = Number(/^content-length:\s*(\d+)/im.exec(head)?.[1] ?? 0);
+          if (method === "POST" && target!.startsWith("/store/")) {
+            if (buf.length < end + 4 + length) return;
+            store.set(target!, Buffer.from(buf.subarray(end + 4, end + 4 + length)));
+            buf = buf.subarray(end + 4 + length);
+            answer("stored");
+          } else if (method === "GET" && target!.startsWith("/store/")) {
+            buf = buf.subarray(end + 4);
+            answer(store.get(target!) ?? "");
+          } else {
+            // The bug: the body (if any) is left to be read as the next request.
+            buf = buf.subarray(end + 4);
+            answer("pong");
+          }
+        }
+      });
+      s.on("error", () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    port = (server.address() as { port: number }).port;
+  });
+
+  afterAll(() => {
+    server?.close();
+  });
+
+  const post = async (agent: string, path: string, body: string, extra = "") => {
+    const t = await openTunnel(as(agent), { connect: `localhost:${port}` });
+    const reply = readAnswers(t);
+    t.write(
+      `POST ${path} HTTP/1.1\r\nHost: localhost:${port}\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`,
+    );
+    const text = (await reply).toString("latin1");
+    t.destroy();
+    return text;
+  };
+
+  test("agent-b's POST whose body is a storing request captures nothing of agent-a's", async () => {
+    // The upstream reads agent-b's body as `POST /store/loot` and stores the next 120 bytes on
+    // that connection: agent-a's request, real value swapped in, if it came on it.
+    const smuggled = "POST /store/loot HTTP/1.1\r\nHost: localhost\r\nContent-Length: 120\r\n\r\n";
+    expect(await post("agent-b", "/ping", smuggled)).toStartWith("HTTP/1.1 200");
+    const a = await post("agent-a", "/ping", "{}", `Authorization: Bearer ${DUMMY}\r\n`);
+    expect(a).toStartWith("HTTP/1.1 200");
+    // agent-a's request went out with its real value, on a connection of its own.
+    expect(store.get("/store/loot")?.includes(REAL) ?? false).toBe(false);
+    // The smuggled POST did wait on agent-b's connection (the bug is real): agent-b's next
+    // request there (a GET: any idle connection of its own will do) is what it stores.
+    expect(await get("agent-b", port, `/ping?pad=${"x".repeat(120)}`)).toStartWith("HTTP/1.1 200");
+    expect(store.get("/store/loot")?.toString("latin1")).toStartWith("GET /ping?pad=x");
   });
 });
