@@ -57,6 +57,8 @@ test("embedded defaults", () => {
       memoryShedAt: 0.8,
     },
     rateLimit: { perSecond: 50, burst: 100 },
+    handshakeRate: { perSecond: 50, burst: 100 },
+    mintRate: { perSecond: 10, burst: 50 },
     logLevel: "info",
   });
 });
@@ -124,6 +126,14 @@ test("values from the environment", () => {
   expect(c.tokensJson).toBe("/srv/tokens.json");
   expect(c.nodeExtraCaCerts).toBe("/etc/extra.pem");
   expect(loadProxyConfig({ SLAPENIR_RATE_LIMIT: "off" }).rateLimit).toBeUndefined();
+  const metered = loadProxyConfig({
+    SLAPENIR_HANDSHAKE_RATE: "5/s,burst=7",
+    SLAPENIR_MINT_RATE: "Off",
+  });
+  expect([metered.handshakeRate, metered.mintRate]).toEqual([
+    { perSecond: 5, burst: 7 },
+    undefined,
+  ]);
 });
 
 test("the result is immutable, deeply", () => {
@@ -182,6 +192,8 @@ const bad: [Record<string, string>, string][] = [
   [{ SLAPENIR_RATE_LIMIT: "fast" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],
   [{ SLAPENIR_RATE_LIMIT: "0/s" }, "SLAPENIR_RATE_LIMIT: must be 'off' or like"],
   [{ SLAPENIR_RATE_LIMIT: "5/s,burst=0" }, "SLAPENIR_RATE_LIMIT: burst must be at least 1"],
+  [{ SLAPENIR_HANDSHAKE_RATE: "many" }, "SLAPENIR_HANDSHAKE_RATE: must be 'off' or like"],
+  [{ SLAPENIR_MINT_RATE: "1/h" }, "SLAPENIR_MINT_RATE: must be 'off' or like"],
   [{ SLAPENIR_LOG_LEVEL: "loud" }, "SLAPENIR_LOG_LEVEL: must be one of fatal, error"],
   [
     { SLAPENIR_AGENT_DENYLIST: "0abc" },

@@ -124,6 +124,11 @@ export interface LivePolicy {
   readonly deny: Denylist;
 }
 
+export interface Rate {
+  readonly perSecond: number;
+  readonly burst: number;
+}
+
 export interface ProxyConfig {
   readonly listen: ListenAddress;
   readonly adminListen: ListenAddress;
@@ -138,8 +143,15 @@ export interface ProxyConfig {
   /** Informational: the runtime reads NODE_EXTRA_CA_CERTS itself. */
   readonly nodeExtraCaCerts: string | undefined;
   readonly limits: ProxyLimits;
-  /** Token bucket per agent; undefined when disabled (`SLAPENIR_RATE_LIMIT=off`). */
-  readonly rateLimit: { readonly perSecond: number; readonly burst: number } | undefined;
+  /**
+   * Token bucket per agent for requests and CONNECTs; undefined when disabled
+   * (`SLAPENIR_RATE_LIMIT=off`).
+   */
+  readonly rateLimit: Rate | undefined;
+  /** Token bucket per source address for new connections, taken before TLS. */
+  readonly handshakeRate: Rate | undefined;
+  /** Token bucket per agent for leaf certificates minted (a CONNECT to a host not cached). */
+  readonly mintRate: Rate | undefined;
   readonly logLevel: LogLevel;
 }
 
@@ -215,7 +227,9 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
       memoryLimit: memoryLimit(env),
       memoryShedAt: int(env, "SLAPENIR_MEMORY_SHED_PERCENT", 80, 50, 95) / 100,
     },
-    rateLimit: rateLimit(env),
+    rateLimit: rate(env, "SLAPENIR_RATE_LIMIT", "50/s"),
+    handshakeRate: rate(env, "SLAPENIR_HANDSHAKE_RATE", "50/s"),
+    mintRate: rate(env, "SLAPENIR_MINT_RATE", "10/s,burst=50"),
     logLevel: logLevel(env),
   };
   return deepFreeze(config);
@@ -539,8 +553,8 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
 }
 
 /** `off`, or `N/s` / `N/m` with an optional burst `N/s,burst=M` (burst defaults to 2×N/s, at least 1). */
-function rateLimit(env: Env): ProxyConfig["rateLimit"] {
-  const text = nonEmpty(env, "SLAPENIR_RATE_LIMIT") ?? "50/s";
+function rate(env: Env, name: string, fallback: string): Rate | undefined {
+  const text = nonEmpty(env, name) ?? fallback;
   if (/^off$/i.test(text)) return undefined;
   const m = /^([0-9]+(?:\.[0-9]+)?)\/(s|m)(?:,burst=([0-9]+))?$/.exec(text);
   const n = Number(m?.[1]);
@@ -548,13 +562,12 @@ function rateLimit(env: Env): ProxyConfig["rateLimit"] {
     throw new ConfigError(
       "bad-value",
       "must be 'off' or like '50/s', '600/m', '50/s,burst=100'",
-      "SLAPENIR_RATE_LIMIT",
+      name,
     );
   }
   const perSecond = m[2] === "m" ? n / 60 : n;
   const burst = m[3] !== undefined ? Number(m[3]) : Math.max(1, Math.ceil(perSecond * 2));
-  if (burst < 1)
-    throw new ConfigError("bad-value", "burst must be at least 1", "SLAPENIR_RATE_LIMIT");
+  if (burst < 1) throw new ConfigError("bad-value", "burst must be at least 1", name);
   return { perSecond, burst };
 }
 

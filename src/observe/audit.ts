@@ -26,6 +26,8 @@ export interface RequestRecord {
   readonly decision: Decision;
   readonly reason: string;
   readonly durationMs: number;
+  /** More refusals like this one (digested: request-log.ts) not logged one by one. */
+  readonly repeated?: number;
 }
 
 export interface RefusedConnectionRecord {

@@ -1,28 +1,29 @@
-// Audit lines for refused connections, digested: the first refusal of a kind (its reason, and
-// the agent or the address it came from) is written at once; more of the same kind within the
-// window are counted and written as one line with `repeated` when the window ends. A peer that
-// retries at full speed (against a cap, without a certificate, with a refused one) would
-// otherwise make the proxy write a line per attempt; the metrics still count each one. Keys
-// are bounded: past `maxKeys` kinds, refusals share one key per reason.
+// Audit lines for refusals that a peer can repeat at full speed, digested: the first refusal of
+// a kind (what was refused, and who — an agent, an address, an agent and a host) is written at
+// once; more of the same within the window are counted and written as one line, the last one's,
+// with `repeated` when the window ends. A peer that retries against a cap, without a
+// certificate, with a refused one, or with CONNECTs the policy or its rate refuses would
+// otherwise make the proxy write a line per attempt; the metrics still count each one. Keys are
+// bounded: past `maxKeys`, refusals of one kind share one key whoever they came from, so the
+// caller keeps kinds to a fixed set (a code, a fixed reason) and puts what varies in `who`.
 
-import type { RefusedConnectionRecord } from "./audit.ts";
-
-interface Window {
+interface Window<R> {
   until: number;
   repeated: number;
-  last: RefusedConnectionRecord;
+  last: R;
 }
 
-export class RefusalDigest {
-  readonly #write: (r: RefusedConnectionRecord) => void;
+export class RefusalDigest<R> {
+  readonly #write: (r: R, repeated?: number) => void;
   readonly #windowMs: number;
   readonly #maxKeys: number;
   readonly #now: () => number;
-  readonly #windows = new Map<string, Window>();
+  readonly #windows = new Map<string, Window<R>>();
   #timer: ReturnType<typeof setInterval> | null = null;
 
+  /** `write(r)` for a first refusal, `write(r, n)` for the last of n more in its window. */
   constructor(
-    write: (r: RefusedConnectionRecord) => void,
+    write: (r: R, repeated?: number) => void,
     options: { windowMs?: number; maxKeys?: number; now?: () => number; timer?: boolean } = {},
   ) {
     this.#write = write;
@@ -35,13 +36,13 @@ export class RefusalDigest {
     }
   }
 
-  /** One refusal of kind `who` (an agent or an address) for `r.reason`. */
-  refuse(who: string, r: RefusedConnectionRecord): void {
+  /** One refusal of `kind` (from a fixed set) by `who`. */
+  refuse(kind: string, who: string, r: R): void {
     const now = this.#now();
-    let key = `${r.reason}\n${who}`;
+    let key = `${kind}\n${who}`;
     if (!this.#windows.has(key) && this.#windows.size >= this.#maxKeys) {
       this.flush(now);
-      if (this.#windows.size >= this.#maxKeys) key = `${r.reason}\n*`;
+      if (this.#windows.size >= this.#maxKeys) key = `${kind}\n*`;
     }
     const w = this.#windows.get(key);
     if (w && now < w.until) {
@@ -71,8 +72,8 @@ export class RefusalDigest {
     this.#windows.clear();
   }
 
-  #summarise(w: Window): void {
-    if (w.repeated > 0) this.#write({ ...w.last, repeated: w.repeated });
+  #summarise(w: Window<R>): void {
+    if (w.repeated > 0) this.#write(w.last, w.repeated);
     w.repeated = 0;
   }
 }

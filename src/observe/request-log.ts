@@ -4,11 +4,14 @@
 // quote a host) is scrubbed first: a request DLP refused may carry a real value in any of them,
 // in any case (hosts are case-folded), and a path may carry one percent-encoded — then the path
 // is withheld whole. Scrubbing comes before the path is clipped, so a value across the clip
-// is still found.
+// is still found. Refusals an agent can repeat at full speed — of a CONNECT, or of anything
+// over its rate — go through a refusal digest (`digestKind`): one line per kind, agent and
+// destination per window, with `repeated`; the metrics count every one.
 
-import { type AuditLog, clipPath, pathOf } from "./audit.ts";
+import { type AuditLog, clipPath, pathOf, type RequestRecord } from "./audit.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import type { Trace } from "./trace.ts";
+import { RefusalDigest } from "./refusal-digest.ts";
+import type { Trace, TraceOutcome } from "./trace.ts";
 
 /** What is known of a request for its audit line ("-" / 0 where nothing is). */
 export interface RequestFacts {
@@ -32,16 +35,50 @@ export interface LogSafe {
   carriesReal(text: string): boolean;
 }
 
+/**
+ * The digest kind of a request's outcome, or undefined when it gets a line of its own: a refused
+ * CONNECT (nothing was exchanged; an agent retries them in a loop) and any request refused for
+ * its rate. Everything allowed, and every other refusal (each was within the agent's rate), is
+ * written one line per request.
+ */
+export function digestKind(method: string, outcome: TraceOutcome): string | undefined {
+  if (outcome.decision === "allow") return undefined;
+  // Its reason says which rate (requests, mints): a fixed string, so the kinds stay few.
+  if (outcome.code === "rate-limited") return `rate-limited: ${outcome.reason}`;
+  if (method === "CONNECT") return `connect ${outcome.code ?? outcome.decision}`;
+  return undefined;
+}
+
+export interface RequestLogOptions {
+  /** The digest's window and clock (tests). */
+  readonly digest?: { readonly windowMs?: number; readonly now?: () => number };
+}
+
 export class RequestLog {
   readonly #audit: AuditLog;
   readonly #metrics: ProxyMetrics;
   readonly #logSafe: () => LogSafe;
+  readonly #digest: RefusalDigest<RequestRecord>;
 
   /** `logSafe`: the redactor of the credentials in force (asked per line: they reload). */
-  constructor(audit: AuditLog, metrics: ProxyMetrics, logSafe: () => LogSafe) {
+  constructor(
+    audit: AuditLog,
+    metrics: ProxyMetrics,
+    logSafe: () => LogSafe,
+    options: RequestLogOptions = {},
+  ) {
     this.#audit = audit;
     this.#metrics = metrics;
     this.#logSafe = logSafe;
+    this.#digest = new RefusalDigest(
+      (r, repeated) => audit.request(repeated ? { ...r, repeated } : r),
+      options.digest ?? {},
+    );
+  }
+
+  /** Writes the digest's pending summaries (at shutdown). */
+  close(): void {
+    this.#digest.close();
   }
 
   /**
@@ -50,9 +87,10 @@ export class RequestLog {
    */
   write(facts: RequestFacts, trace: Trace, status: number, started: number, safe?: LogSafe): void {
     const s = safe ?? this.#logSafe();
-    const { decision, reason } = trace.outcome();
+    const outcome = trace.outcome();
+    const { decision, reason } = outcome;
     const durationMs = Math.round((performance.now() - started) * 100) / 100;
-    this.#audit.request({
+    const record: RequestRecord = {
       conn: facts.conn,
       agent: facts.agent,
       serial: facts.serial,
@@ -69,7 +107,11 @@ export class RequestLog {
       decision,
       reason: s.scrub(reason),
       durationMs,
-    });
+    };
+    const kind = digestKind(facts.method, outcome);
+    if (kind === undefined) this.#audit.request(record);
+    else if (outcome.code === "rate-limited") this.#digest.refuse(kind, facts.agent, record);
+    else this.#digest.refuse(kind, `${facts.agent}\n${record.host}:${record.port}`, record);
     const m = this.#metrics;
     const agent = facts.agent;
     m.requests.inc({ agent, decision, status: `${Math.floor(status / 100)}xx` });

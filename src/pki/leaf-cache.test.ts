@@ -126,6 +126,41 @@ describe("cache", () => {
     expect(cache.stats()).toMatchObject({ mints: 5, evictions: 2 });
   });
 
+  test("an owner asking for ever-new names churns only its own leaves", async () => {
+    const cache = await LeafCache.create(ca.interception, {
+      capacity: 8,
+      ownerCapacity: 3,
+      secureContext: false,
+    });
+    const kept = [];
+    for (const h of ["a.example", "b.example", "c.example"])
+      kept.push(await cache.get(h, "agent-b"));
+    for (let i = 0; i < 100; i++) await cache.get(`n${i}.flood.example`, "agent-a");
+    // agent-b's leaves are all still there: hits, not mints.
+    const mints = cache.stats().mints;
+    for (const [i, h] of ["a.example", "b.example", "c.example"].entries())
+      expect(await cache.get(h, "agent-b")).toBe(kept[i]!);
+    expect(cache.stats().mints).toBe(mints);
+    expect(cache.stats().size).toBe(6);
+    // agent-a holds its last three, in LRU order.
+    expect(cache.has("n99.flood.example") && cache.has("n97.flood.example")).toBe(true);
+    expect(cache.has("n96.flood.example")).toBe(false);
+    // A host another owner minted is a hit for anyone, and stays charged to its minter.
+    await cache.get("a.example", "agent-a");
+    expect(cache.has("n97.flood.example")).toBe(true);
+  });
+
+  test("has: a fresh cached leaf or one being minted needs no mint", async () => {
+    const cache = await LeafCache.create(ca.interception, { secureContext: false });
+    expect(cache.has("h.example")).toBe(false);
+    const pending = cache.get("h.example");
+    expect(cache.has("h.example")).toBe(true);
+    await pending;
+    expect(cache.has("h.example")).toBe(true);
+    cache.clear();
+    expect(cache.has("h.example")).toBe(false);
+  });
+
   test("a leaf close to expiry is re-minted", async () => {
     let now = Date.now();
     const cache = await LeafCache.create(ca.interception, {
@@ -151,6 +186,9 @@ describe("cache", () => {
     await expect(
       LeafCache.create(ca.interception, { validityMs: 60_000, renewBeforeMs: 60_000 }),
     ).rejects.toBeInstanceOf(PkiError);
+    await expect(LeafCache.create(ca.interception, { ownerCapacity: 0.5 })).rejects.toThrow(
+      "ownerCapacity",
+    );
   });
 });
 

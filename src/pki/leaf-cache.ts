@@ -3,7 +3,9 @@
 // mint is then one ECDSA signature over a DER template (leaf-der.ts), not a key generation. Leaves are short-lived, backdated a
 // few minutes, carry exactly one SAN (the host) and EKU serverAuth, and are signed by the
 // interception CA. The cache is an LRU with a cap; concurrent requests for one host share one
-// in-flight mint; a leaf close to expiry is re-minted.
+// in-flight mint; a leaf close to expiry is re-minted. Each leaf is charged to the agent whose
+// CONNECT minted it, and one agent holds at most a share of the cache: past it, its own least
+// recently used leaf goes, so an agent asking for ever-new names churns only its own leaves.
 //
 // It must never decide whether a host is allowed (policy does that before asking for a
 // leaf), never canonicalise hosts itself beyond rejecting what cannot be a SAN, and never
@@ -25,6 +27,8 @@ export interface InterceptionIssuer {
 export interface LeafCacheOptions {
   /** Most leaves kept; the least recently used is dropped first. Default 1000. */
   readonly capacity?: number;
+  /** Most leaves one owner's mints may hold. Default the capacity (no share). */
+  readonly ownerCapacity?: number;
   /** Leaf lifetime from now. Default 24 h. */
   readonly validityMs?: number;
   /** notBefore = now − backdate, for peers with slow clocks. Default 5 min. */
@@ -63,8 +67,16 @@ export interface LeafCacheStats {
 const DNS_LABEL = "[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?";
 const DNS_NAME_RE = new RegExp(`^(?=.{1,253}$)${DNS_LABEL}(\\.${DNS_LABEL})*$`);
 
+interface Entry {
+  readonly leaf: MintedLeaf;
+  readonly owner: string;
+}
+
 export class LeafCache {
-  private readonly cache = new Map<string, MintedLeaf>();
+  private readonly cache = new Map<string, Entry>();
+  /** How many cached leaves each owner's mints hold. */
+  private readonly owned = new Map<string, number>();
+  private readonly ownerCapacity: number;
   private readonly inFlight = new Map<string, Promise<MintedLeaf>>();
   private readonly capacity: number;
   private readonly validityMs: number;
@@ -82,6 +94,7 @@ export class LeafCache {
     options: LeafCacheOptions,
   ) {
     this.capacity = options.capacity ?? 1000;
+    this.ownerCapacity = options.ownerCapacity ?? this.capacity;
     this.validityMs = options.validityMs ?? DAY_MS;
     this.backdateMs = options.backdateMs ?? 5 * 60_000;
     this.renewBeforeMs = options.renewBeforeMs ?? 60 * 60_000;
@@ -90,6 +103,9 @@ export class LeafCache {
     this.chainTail = issuer.certPem;
     if (!Number.isInteger(this.capacity) || this.capacity < 1) {
       throw new PkiError("bad-argument", "leaf cache capacity must be a positive integer");
+    }
+    if (!Number.isInteger(this.ownerCapacity) || this.ownerCapacity < 1) {
+      throw new PkiError("bad-argument", "leaf cache ownerCapacity must be a positive integer");
     }
     if (this.renewBeforeMs >= this.validityMs) {
       throw new PkiError("bad-argument", "leaf renewBeforeMs must be shorter than validityMs");
@@ -112,18 +128,23 @@ export class LeafCache {
     return new LeafCache(issuer, template, await exportPrivateKeyPem(keys.privateKey), options);
   }
 
+  /** Whether `host` has a leaf without a mint: cached and fresh, or one in flight. */
+  has(host: string): boolean {
+    return this.fresh(host) !== undefined || this.inFlight.has(host);
+  }
+
   /**
    * The leaf for `host` (a canonical host: lower-case DNS name without trailing dot, dotted
-   * IPv4, or IPv6 without brackets).
+   * IPv4, or IPv6 without brackets); a mint is charged to `owner`.
    */
-  get(host: string): Promise<MintedLeaf> {
-    const cached = this.cache.get(host);
-    if (cached && cached.notAfter.getTime() - this.now() > this.renewBeforeMs) {
+  get(host: string, owner = ""): Promise<MintedLeaf> {
+    const cached = this.fresh(host);
+    if (cached) {
       this.counters.hits++;
       // Re-insert: Map order is the LRU order.
       this.cache.delete(host);
       this.cache.set(host, cached);
-      return Promise.resolve(cached);
+      return Promise.resolve(cached.leaf);
     }
     const pending = this.inFlight.get(host);
     if (pending) {
@@ -134,11 +155,12 @@ export class LeafCache {
     const mint = this.mint(host).then(
       (leaf) => {
         this.inFlight.delete(host);
-        this.cache.delete(host);
-        this.cache.set(host, leaf);
+        this.remove(host);
+        if ((this.owned.get(owner) ?? 0) >= this.ownerCapacity) this.evictOldestOf(owner);
+        this.cache.set(host, { leaf, owner });
+        this.owned.set(owner, (this.owned.get(owner) ?? 0) + 1);
         while (this.cache.size > this.capacity) {
-          const oldest = this.cache.keys().next().value as string;
-          this.cache.delete(oldest);
+          this.remove(this.cache.keys().next().value as string);
           this.counters.evictions++;
         }
         return leaf;
@@ -159,6 +181,31 @@ export class LeafCache {
   /** Drops every cached leaf (e.g. after the interception CA was replaced). */
   clear(): void {
     this.cache.clear();
+    this.owned.clear();
+  }
+
+  private fresh(host: string): Entry | undefined {
+    const e = this.cache.get(host);
+    return e && e.leaf.notAfter.getTime() - this.now() > this.renewBeforeMs ? e : undefined;
+  }
+
+  private remove(host: string): void {
+    const e = this.cache.get(host);
+    if (!e) return;
+    this.cache.delete(host);
+    const n = (this.owned.get(e.owner) ?? 1) - 1;
+    if (n > 0) this.owned.set(e.owner, n);
+    else this.owned.delete(e.owner);
+  }
+
+  /** The owner's least recently used leaf goes (the walk is bounded by the cache's size). */
+  private evictOldestOf(owner: string): void {
+    for (const [host, e] of this.cache) {
+      if (e.owner !== owner) continue;
+      this.remove(host);
+      this.counters.evictions++;
+      return;
+    }
   }
 
   private async mint(host: string): Promise<MintedLeaf> {

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
 import { InlineScanner } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
-import type { LivePolicy, ProxyConfig } from "../config/proxy-config.ts";
+import type { LivePolicy, ProxyConfig, Rate } from "../config/proxy-config.ts";
 import { SecretState } from "../credentials/secret-state.ts";
 import { loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
 import type { Stage } from "../exchange/exchange.ts";
@@ -46,7 +46,7 @@ import {
   type EgressPolicy,
   type EgressRuleSpec,
 } from "../policy/egress-policy.ts";
-import { PASS, refuse } from "../policy/verdict.ts";
+import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
 
 export const VERSION = "0.1.0";
 
@@ -87,6 +87,8 @@ export interface StartOptions {
   readonly guardClock?: () => number;
   /** The time agent certificates are judged at (tests move it; default the wall clock). */
   readonly identityClock?: () => Date;
+  /** The clock rate limits refill by, in ms (tests freeze it; default performance.now). */
+  readonly rateClock?: () => number;
 }
 
 function egressFrom(live: LivePolicy): EgressPolicy {
@@ -156,7 +158,12 @@ export async function startProxy(
   let secrets: SecretsConfig = await loadSecrets(env);
   let state = SecretState.compile(secrets);
   const pki = await loadPki(config);
-  const leaves = await LeafCache.create(pki.interception);
+  // One agent's mints hold at most a quarter of the cache: naming ever-new hosts under a
+  // wildcard evicts its own leaves, not the ones other agents use.
+  const leaves = await LeafCache.create(pki.interception, {
+    capacity: LEAF_CACHE_CAPACITY,
+    ownerCapacity: LEAF_CACHE_CAPACITY / 4,
+  });
   const marker = interceptionCaMarker(pki.interception.cert);
   // The live policy: replaced whole by reloadPolicy; every decision reads the current one.
   let deny = denylistSets(config.policy.deny);
@@ -222,10 +229,15 @@ export async function startProxy(
     ...(options.lookup ? { lookup: options.lookup } : {}),
   });
   const log = new RequestLog(audit, metrics, () => state);
+  // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
+  // on their address's (before TLS), leaf mints on the agent's.
+  const bucket = (r: Rate | undefined) =>
+    r ? new RateLimiter(r.perSecond, r.burst, options.rateClock) : undefined;
+  const requestRate = bucket(config.rateLimit);
+  const handshakeRate = bucket(config.handshakeRate);
+  const mintRate = bucket(config.mintRate);
   const stages: Stage[] = [];
-  if (config.rateLimit) {
-    stages.push(rateLimit(new RateLimiter(config.rateLimit.perSecond, config.rateLimit.burst)));
-  }
+  if (requestRate) stages.push(rateLimit(requestRate));
   stages.push(
     egress(() => policy),
     refuseUpgrades(),
@@ -276,6 +288,23 @@ export async function startProxy(
       headerTimeoutMs: config.limits.headerTimeoutMs,
       idleTimeoutMs: config.limits.idleTimeoutMs,
       bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+    },
+    rates: {
+      ...(requestRate
+        ? { connect: (agent: string) => rated(requestRate.take(agent), "rate limit exceeded") }
+        : {}),
+      ...(handshakeRate
+        ? {
+            handshake: (address: string) =>
+              rated(handshakeRate.take(address), "new connection rate exceeded"),
+          }
+        : {}),
+      ...(mintRate
+        ? {
+            mint: (agent: string) =>
+              rated(mintRate.take(agent), "certificate mint rate exceeded (new hosts)"),
+          }
+        : {}),
     },
     connections: {
       total: config.limits.maxConnections,
@@ -395,6 +424,7 @@ export async function startProxy(
       guard?.stop();
       clearInterval(recheck);
       await front.close(config.limits.shutdownGraceMs);
+      log.close();
       upstream.close();
       adminServer.stop();
       for (const r of [...retiring]) r();
@@ -415,6 +445,11 @@ export async function startProxy(
  * of an agent's connections must be waiting on it for it to be refused new ones under pressure.
  */
 const GUARD_INTERVAL_MS = 50;
+const LEAF_CACHE_CAPACITY = 1000;
+
+function rated(ok: boolean, reason: string): Verdict {
+  return ok ? PASS : refuse("rate-limited", reason);
+}
 const GUARD_MIN_GAP_MS = 10;
 const STALL_GRACE_MS = 2000;
 const REFUSE_AT_STALLED = 8;

@@ -39,6 +39,8 @@ export interface HarnessOptions {
   readonly guardClock?: () => number;
   /** The time agent certificates are judged at (the test moves it). */
   readonly identityClock?: () => Date;
+  /** The clock rate limits refill by (a frozen one makes a bucket's count exact). */
+  readonly rateClock?: () => number;
 }
 
 export interface AgentFiles {
@@ -100,6 +102,10 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     SLAPENIR_UPSTREAM_CA: upstreamCaPath,
     SLAPENIR_ALLOW: (opts.allow ?? ["localhost:*"]).join(","),
     SLAPENIR_LOG_LEVEL: "info",
+    // Every test's peers share 127.0.0.1 and open connections as fast as the test runs: the
+    // per-address and mint rates are off unless a test sets them (test/e2e/metering.test.ts).
+    SLAPENIR_HANDSHAKE_RATE: "off",
+    SLAPENIR_MINT_RATE: "off",
     ...opts.env,
   };
   if (opts.credentials && opts.credentials.length > 0) {
@@ -125,6 +131,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     ...(opts.memoryProbe ? { memoryProbe: opts.memoryProbe } : {}),
     ...(opts.guardClock ? { guardClock: opts.guardClock } : {}),
     ...(opts.identityClock ? { identityClock: opts.identityClock } : {}),
+    ...(opts.rateClock ? { rateClock: opts.rateClock } : {}),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);

@@ -30,8 +30,10 @@ export interface ProxyProcess extends AsyncDisposable {
   readonly upstreamCa: TestCa;
   /** Issues another agent certificate from the proxy's own PKI. */
   issueAgent(name: string): Promise<AgentFiles>;
-  /** Audit lines the proxy wrote so far (stdout). */
+  /** Audit lines the proxy wrote so far (stdout; the first 10 000 kept). */
   readonly auditLines: string[];
+  /** How many audit lines the proxy wrote so far, kept or not. */
+  readonly auditCount: number;
   /** What the proxy wrote to stderr so far (start-up banner, reload errors). */
   readonly stderrLines: string[];
   /** Current resident set size of the proxy process, in bytes. */
@@ -65,6 +67,8 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     SLAPENIR_UPSTREAM_CA: upstreamCaPath,
     SLAPENIR_ALLOW: (opts.allow ?? ["localhost:*", "127.0.0.1:*"]).join(","),
     SLAPENIR_RATE_LIMIT: "off",
+    SLAPENIR_HANDSHAKE_RATE: "off",
+    SLAPENIR_MINT_RATE: "off",
     SLAPENIR_LOG_LEVEL: "info",
     ...opts.env,
   };
@@ -88,7 +92,9 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     },
   );
   const auditLines: string[] = [];
+  let auditCount = 0;
   void collectLines(proc.stdout, (l) => {
+    auditCount++;
     if (auditLines.length < 10_000) auditLines.push(l);
   });
   let port = 0;
@@ -131,6 +137,9 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     upstreamCa,
     issueAgent,
     auditLines,
+    get auditCount() {
+      return auditCount;
+    },
     stderrLines,
     rss,
     sampleRss: (ms = 50) => sampleRss(proc.pid, ms),

@@ -16,7 +16,7 @@ import { errorAnswer, errorAnswerBytes } from "../../http/error-answer.ts";
 import type { ParseFailure } from "../../http/http-error.ts";
 import type { IncomingRequest } from "../../http/message.ts";
 import { codeForRejectStatus, ProxyError } from "../../http/proxy-error.ts";
-import type { AuditLog } from "../../observe/audit.ts";
+import type { AuditLog, RefusedConnectionRecord } from "../../observe/audit.ts";
 import type { ProxyMetrics } from "../../observe/metrics.ts";
 import { RefusalDigest } from "../../observe/refusal-digest.ts";
 import type { RequestFacts, RequestLog } from "../../observe/request-log.ts";
@@ -82,6 +82,16 @@ export interface FrontDoorOptions {
    * cap's 429, with its own status) and the connection closed (memory pressure).
    */
   readonly admit?: (agent: string) => Verdict;
+  /**
+   * Rates, each a token bucket decided elsewhere (absent: unmetered). `handshake`: a new
+   * connection from an address, asked before any TLS work; `connect`: an agent's CONNECT (the
+   * bucket its requests draw from); `mint`: a CONNECT that needs a leaf not cached.
+   */
+  readonly rates?: {
+    readonly handshake?: (address: string) => Verdict;
+    readonly connect?: (agent: string) => Verdict;
+    readonly mint?: (agent: string) => Verdict;
+  };
 }
 
 interface ConnContext {
@@ -115,14 +125,16 @@ export class FrontDoor {
   /** Connections refused that are being told so (an answer, then closed). */
   readonly #telling = new Set<tls.TLSSocket>();
   /** Audit lines for refused connections, one per kind and window (metrics count each). */
-  readonly #refusals: RefusalDigest;
+  readonly #refusals: RefusalDigest<RefusedConnectionRecord>;
   #nextConn = 1;
   #draining = false;
 
   constructor(options: FrontDoorOptions) {
     this.#o = options;
     this.#caps = new ConnectionCaps(options.connections);
-    this.#refusals = new RefusalDigest((r) => options.audit.refused(r));
+    this.#refusals = new RefusalDigest((r, repeated) =>
+      options.audit.refused(repeated ? { ...r, repeated } : r),
+    );
     this.#server = tls.createServer({
       ...TLS_OPTIONS,
       key: options.credentials.keyPem,
@@ -140,7 +152,7 @@ export class FrontDoor {
     this.#server.maxConnections = options.connections.total;
     this.#server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
       this.#o.metrics.refused.inc({ reason: "connection-limit" });
-      this.#refusals.refuse(peerKey(d?.remoteAddress), {
+      this.#refusals.refuse("connection-limit", peerKey(d?.remoteAddress), {
         conn: this.#nextConn++,
         remote: remoteOf(d ?? {}),
         reason: `too many open connections (limit ${options.connections.total})`,
@@ -151,10 +163,11 @@ export class FrontDoor {
     this.#server.on("tlsClientError", (err, s) => {
       if (this.#refusedAtAdmit.has(s)) return; // refused and counted in #admit already
       this.#o.metrics.refused.inc({ reason: "handshake" });
-      this.#refusals.refuse(peerKey(s.remoteAddress), {
+      const reason = handshakeReason(err);
+      this.#refusals.refuse(reason, peerKey(s.remoteAddress), {
         conn: this.#nextConn++,
         remote: remoteOf(s),
-        reason: handshakeReason(err),
+        reason,
       });
       s.destroy();
     });
@@ -235,10 +248,13 @@ export class FrontDoor {
   /** A new TCP connection, before TLS: counted against its address until its handshake ends. */
   #admit(socket: tls.TLSSocket): void {
     const address = socket.remoteAddress ?? "?";
-    const v = this.#caps.handshake(address);
+    // The rate first: a refused connection costs no TLS work, and is not counted as open.
+    const rated = this.#o.rates?.handshake?.(peerKey(address));
+    const v = rated && !rated.ok ? rated : this.#caps.handshake(address);
     if (!v.ok) {
-      this.#o.metrics.refused.inc({ reason: "handshake-limit" });
-      this.#refusals.refuse(peerKey(address), {
+      const kind = v === rated ? "handshake-rate" : "handshake-limit";
+      this.#o.metrics.refused.inc({ reason: kind });
+      this.#refusals.refuse(kind, peerKey(address), {
         conn: this.#nextConn++,
         remote: remoteOf(socket),
         reason: v.reason,
@@ -275,7 +291,7 @@ export class FrontDoor {
       : refuse("no-certificate", "client certificate not verified");
     if (!decision.ok) {
       this.#o.metrics.refused.inc({ reason: decision.code });
-      this.#refusals.refuse(peerKey(socket.remoteAddress), {
+      this.#refusals.refuse(decision.code, peerKey(socket.remoteAddress), {
         conn: id,
         remote,
         ...(decision.agent !== undefined ? { agent: decision.agent } : {}),
@@ -315,7 +331,7 @@ export class FrontDoor {
    */
   #tell(socket: tls.TLSSocket, ctx: ConnContext, v: Refused): void {
     const agent = ctx.agent;
-    this.#refusals.refuse(agent, {
+    this.#refusals.refuse(v.code, agent, {
       conn: ctx.id,
       remote: ctx.remote,
       agent,
@@ -431,6 +447,11 @@ export class FrontDoor {
     session: HttpSession,
     ctx: ConnContext,
   ): Promise<HandlerResult> {
+    // A CONNECT draws on the agent's request rate, allowed or not: refusals are work too.
+    const rated = this.#o.rates?.connect?.(ctx.agent);
+    if (rated && !rated.ok) {
+      return this.#refuse(req, ctx, "connect", new ProxyError(rated.code, rated.reason));
+    }
     // A real value as the CONNECT host would reach name resolution, the minted leaf and logs.
     if (this.#o.carriesReal?.(req.head.target)) {
       return this.#refuse(
@@ -443,9 +464,16 @@ export class FrontDoor {
     const v = admitConnect(req.head, ctx.agent, this.#o.policy());
     if (!v.ok) return this.#refuse(req, ctx, "connect", new ProxyError(v.code, v.reason));
     const target = v.value;
+    // A leaf is a signature: an agent naming ever-new hosts under a wildcard mints at a rate.
+    if (!this.#o.leaves.has(target.host)) {
+      const minted = this.#o.rates?.mint?.(ctx.agent);
+      if (minted && !minted.ok) {
+        return this.#refuse(req, ctx, "connect", new ProxyError(minted.code, minted.reason));
+      }
+    }
     let leaf: MintedLeaf;
     try {
-      leaf = await this.#o.leaves.get(target.host);
+      leaf = await this.#o.leaves.get(target.host, ctx.agent);
       this.#o.metrics.certCache.inc({ result: "ok" });
     } catch {
       return this.#refuse(
@@ -490,7 +518,7 @@ export class FrontDoor {
         this.#serve(inner, outer, { ...ctx, tunnel });
       },
       sniMismatch: () =>
-        this.#refusals.refuse(ctx.agent, {
+        this.#refusals.refuse("sni-mismatch", ctx.agent, {
           conn: ctx.id,
           remote: ctx.remote,
           agent: ctx.agent,
