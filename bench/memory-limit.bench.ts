@@ -59,7 +59,15 @@ interface Row {
 /** `agents` curls at once through a fresh proxy (inside `cgroup` if given), down then up. */
 async function measure(agents: number, cgroup?: MemoryCgroup): Promise<Record<string, Row>> {
   const proxy = await startProxyProcess({
-    credentials: [{ name: "bench", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "bench",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "body"],
+      },
+    ],
     ...(cgroup ? { launcher: cgroup.launcher } : {}),
   });
   const up = startStreamUpstream({

@@ -101,7 +101,17 @@ for (const [label, creds] of [
   const p = await startProxyProcess({
     allow: ["localhost:*"],
     ...(creds
-      ? { credentials: [{ name: "svc", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }] }
+      ? {
+          credentials: [
+            {
+              name: "svc",
+              dummy: DUMMY,
+              real: REAL,
+              hosts: ["localhost:*"],
+              in: ["header:authorization", "body"],
+            },
+          ],
+        }
       : {}),
   });
   const up = startEchoServer(await p.upstreamCa.issue(["localhost"]), () => new Response(answer));

@@ -56,7 +56,15 @@ async function cleanup(): Promise<void> {
 // --- processes -----------------------------------------------------------------------------
 
 const proxy = await startProxyProcess({
-  credentials: [{ name: "bench", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+  credentials: [
+    {
+      name: "bench",
+      dummy: DUMMY,
+      real: REAL,
+      hosts: ["localhost:*"],
+      in: ["header:authorization", "body"],
+    },
+  ],
   env: { SLAPENIR_LOG_LEVEL: "info" },
 });
 const upstreamCert = await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]);

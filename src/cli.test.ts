@@ -185,7 +185,7 @@ describe("secrets check", () => {
     const r = await cli(["secrets", "check", file]);
     expect(r).toEqual({
       code: 0,
-      stdout: `ok: 1 credential\n  openai: dummy ${DUMMY.length} B, real ${REAL.length} B, hosts api.openai.com, any agent, require, not in URLs\n`,
+      stdout: `ok: 1 credential\n  openai: dummy ${DUMMY.length} B, real ${REAL.length} B, hosts api.openai.com, any agent, in header:authorization, require, not in URLs\n`,
       stderr: "",
     });
   });

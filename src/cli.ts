@@ -72,7 +72,7 @@ async function secretsCheck(rest: readonly string[], io: CliIo, cwd: string): Pr
     const agents = c.agents === "any" ? "any agent" : `agents ${c.agents.join(",")}`;
     io.out(
       `  ${c.name}: dummy ${c.dummyLength} B, real ${c.realLength} B, hosts ${c.hosts.join(",")}, ${agents}` +
-        `${c.require ? ", require" : ""}${c.inUrl === "deny" ? ", not in URLs" : ""}`,
+        `, in ${c.in.join(",")}${c.require ? ", require" : ""}${c.inUrl === "deny" ? ", not in URLs" : ""}`,
     );
   }
   return 0;

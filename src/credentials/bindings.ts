@@ -13,6 +13,7 @@ import { type HostPattern, parseHostPattern } from "../policy/host-pattern.ts";
 import { HostPatternSet } from "../policy/host-pattern-set.ts";
 import { PolicyError } from "../policy/policy-error.ts";
 import { allow, refuse, type Verdict } from "../policy/verdict.ts";
+import { DEFAULT_SURFACES, type Surface } from "./surfaces.ts";
 
 export interface CredentialInput {
   readonly name: string;
@@ -22,12 +23,15 @@ export interface CredentialInput {
   readonly hosts: readonly (string | HostPattern)[];
   readonly agents?: readonly string[];
   readonly require?: boolean;
+  /** Where the dummy is swapped (default `header:authorization`). */
+  readonly surfaces?: readonly Surface[];
 }
 
 export interface SwapPair {
   readonly name: string;
   readonly dummy: Uint8Array;
   readonly real: Uint8Array;
+  readonly surfaces: readonly Surface[];
 }
 
 export interface SwapPlan {
@@ -89,7 +93,12 @@ export class CredentialBindings {
           "agents, when given, must be a non-empty list",
         );
       }
-      const pair: SwapPair = Object.freeze({ name: c.name, dummy: c.dummy, real: c.real });
+      const pair: SwapPair = Object.freeze({
+        name: c.name,
+        dummy: c.dummy,
+        real: c.real,
+        surfaces: c.surfaces ?? DEFAULT_SURFACES,
+      });
       reals.push(pair);
       const bound: Bound = {
         index: i,

@@ -38,6 +38,6 @@ test("a state nobody uses is retired at once", async () => {
 test("no plan swaps anything for plain http", async () => {
   const s = await compile();
   const p = s.noSwapPlan();
-  expect([p.swaps.length, p.bodySpecs, p.headerSwap.empty]).toEqual([0, null, true]);
+  expect([p.swaps.length, p.bodySpecs, p.headerSwap.size]).toEqual([0, null, 0]);
   expect(s.plan("a", "api.example.com", 443).swaps.map((x) => x.name)).toEqual(["api"]);
 });

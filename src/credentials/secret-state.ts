@@ -18,13 +18,19 @@ export interface RequestPlan {
   readonly swaps: readonly SwapPair[];
   /** Credentials whose `require` flag binds them to this destination. */
   readonly required: readonly string[];
-  /** Dummy → real in header values (text encodings). */
-  readonly headerSwap: InlineReplacer;
-  /** Dummy → real in the request target (raw dummy becomes the percent-encoded real). */
-  readonly urlSwap: InlineReplacer;
+  /**
+   * Dummy → real in the values of the header fields credentials are presented in, by
+   * lower-case field name (text encodings). Other fields are not swapped.
+   */
+  readonly headerSwap: ReadonlyMap<string, InlineReplacer>;
+  /**
+   * Dummy → real in the values of query parameters declared as surfaces, by parameter name
+   * (a raw dummy becomes the percent-encoded real). The rest of the target is not swapped.
+   */
+  readonly querySwap: ReadonlyMap<string, InlineReplacer>;
   /** Pairs for `Authorization: Basic`, swapped inside the decoded credentials. */
   readonly basicPairs: readonly BytePair[];
-  /** Pattern set for request bodies (null when nothing can be swapped). */
+  /** Pattern set for request bodies: credentials with a `body` surface (null: none). */
   readonly bodySpecs: readonly PatternSpec[] | null;
   /** True when every body swap keeps the body's length (Content-Length stays valid). */
   readonly lengthPreserving: boolean;
@@ -75,6 +81,7 @@ export class SecretState {
         ...(c.agents ? { agents: c.agents } : {}),
         require: c.require,
         inUrl: c.inUrl,
+        surfaces: c.surfaces,
       };
     });
     this.bindings = CredentialBindings.compile(inputs);
@@ -181,31 +188,44 @@ export class SecretState {
     const cacheKey = `${key}\u0001${p.required.join("\u0000")}`;
     const hit = this.#plans.get(cacheKey);
     if (hit) return hit;
-    const text: InlinePattern[] = [];
-    const url: InlinePattern[] = [];
+    const headers = new Map<string, InlinePattern[]>();
+    const queries = new Map<string, InlinePattern[]>();
     const bodySets = [];
+    const basicPairs: SwapPair[] = [];
     let lengthPreserving = true;
+    const into = (m: Map<string, InlinePattern[]>, k: string, ps: InlinePattern[]) =>
+      m.set(k, [...(m.get(k) ?? []), ...ps]);
     for (const s of p.swaps) {
-      const t = swapVariants(s.dummy, s.real, "text");
-      for (const v of t.variants) {
+      const text = swapVariants(s.dummy, s.real, "text");
+      const url = swapVariants(s.dummy, s.real, "url");
+      for (const v of [...text.variants, ...url.variants])
         this.#owned.push(v.pattern, v.replacement);
-        text.push({ name: s.name, from: v.pattern, to: v.replacement });
-        if (v.pattern.length !== v.replacement.length) lengthPreserving = false;
-      }
-      bodySets.push(t);
-      for (const v of swapVariants(s.dummy, s.real, "url").variants) {
-        this.#owned.push(v.pattern, v.replacement);
-        url.push({ name: s.name, from: v.pattern, to: v.replacement });
+      const pairs = (set: typeof text) =>
+        set.variants.map((v) => ({ name: s.name, from: v.pattern, to: v.replacement }));
+      for (const surface of s.surfaces) {
+        if (surface.kind === "header") {
+          into(headers, surface.name, pairs(text));
+          if (surface.name === "authorization") basicPairs.push(s);
+        } else if (surface.kind === "query") {
+          into(queries, surface.name, pairs(url));
+        } else {
+          bodySets.push(text);
+          for (const v of text.variants) {
+            if (v.pattern.length !== v.replacement.length) lengthPreserving = false;
+          }
+        }
       }
     }
+    const compiled = (m: Map<string, InlinePattern[]>) =>
+      new Map([...m].map(([k, ps]) => [k, new InlineReplacer(ps)] as const));
     const plan: RequestPlan = {
       key,
       swaps: p.swaps,
       required: p.required,
-      headerSwap: new InlineReplacer(text),
-      urlSwap: new InlineReplacer(url),
-      basicPairs: p.swaps,
-      bodySpecs: p.swaps.length > 0 ? toPatternSpecs(bodySets) : null,
+      headerSwap: compiled(headers),
+      querySwap: compiled(queries),
+      basicPairs,
+      bodySpecs: bodySets.length > 0 ? toPatternSpecs(bodySets) : null,
       lengthPreserving,
     };
     this.#plans.set(cacheKey, plan);

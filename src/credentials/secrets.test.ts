@@ -68,6 +68,7 @@ describe("valid configuration", () => {
         hosts: ["api.openai.com"],
         agents: "any",
         require: false,
+        in: ["header:authorization"],
         inUrl: "allow",
       },
       {
@@ -78,6 +79,7 @@ describe("valid configuration", () => {
         hosts: ["*.github.com", "api.github.com:443"],
         agents: ["agent-a"],
         require: true,
+        in: ["header:authorization"],
         inUrl: "deny",
       },
     ]);
@@ -100,6 +102,7 @@ describe("valid configuration", () => {
       SLAPENIR_CRED_GH_TOKEN_AGENTS: "agent-a,agent-b",
       SLAPENIR_CRED_GH_TOKEN_REQUIRE: "true",
       SLAPENIR_CRED_GH_TOKEN_IN_URL: "deny",
+      SLAPENIR_CRED_OPENAI_IN: "header:Authorization, header:api-key",
       UNRELATED: "x",
     });
     expect(buildSecrets(drafts).redacted()).toMatchObject([
@@ -116,8 +119,21 @@ describe("valid configuration", () => {
         hosts: ["api.openai.com", "api.example.org"],
         agents: "any",
         require: false,
+        in: ["header:authorization", "header:api-key"],
       },
     ]);
+  });
+
+  test("surfaces: where the dummy is swapped", () => {
+    const s = parse({
+      credentials: [{ ...OPENAI, in: ["header:X-Api-Key", "query:key", "body"] }],
+    });
+    expect(s.credentials[0]!.surfaces).toEqual([
+      { kind: "header", name: "x-api-key" },
+      { kind: "query", name: "key" },
+      { kind: "body" },
+    ]);
+    expect(s.redacted()[0]!.in).toEqual(["header:x-api-key", "query:key", "body"]);
   });
 
   test("loadSecrets merges TOKENS_JSON and the environment; nothing configured is valid", async () => {
@@ -204,6 +220,36 @@ describe("invalid configuration: errors name the entry and field, never a value"
       { credentials: [{ ...OPENAI, [GITHUB.real]: 1 }] },
       "bad-shape",
       "unknown field (a field whose name is not shown)",
+    ],
+    [
+      "surfaces not a list",
+      { credentials: [{ ...OPENAI, in: "header:x-api-key" }] },
+      "bad-value",
+      "credentials[0] (openai).in: must be a non-empty list of surfaces",
+    ],
+    [
+      "a surface that frames the message",
+      { credentials: [{ ...OPENAI, in: ["header:content-length"] }] },
+      "bad-value",
+      "credentials[0] (openai).in[0]: header:content-length frames or routes the message",
+    ],
+    [
+      "an unknown surface",
+      { credentials: [{ ...OPENAI, in: ["header:authorization", "path"] }] },
+      "bad-value",
+      'credentials[0] (openai).in[1]: must be "header:NAME", "query:NAME" or "body"',
+    ],
+    [
+      "a surface twice",
+      { credentials: [{ ...OPENAI, in: ["query:key", "query:key"] }] },
+      "duplicate",
+      "credentials[0] (openai).in[1]: query:key is listed twice",
+    ],
+    [
+      "a query surface on a credential denied in URLs",
+      { credentials: [{ ...OPENAI, in: ["query:key"], inUrl: "deny" }] },
+      "conflict",
+      'credentials[0] (openai).inUrl: inUrl is "deny" but in names a query parameter',
     ],
     [
       "dummy too short",

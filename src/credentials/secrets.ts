@@ -16,11 +16,15 @@
 //       "agents": ["agent-a"],                   // optional: only these agents get the swap
 //       "require": true,                         // optional (false): bound hosts only get
 //                                                //   requests that carried the dummy
+//       "in": ["header:x-api-key", "query:key"], // optional (["header:authorization"]): where
+//                                                //   the dummy is swapped (surfaces.ts); elsewhere
+//                                                //   it travels unchanged
 //       "inUrl": "deny"                          // optional ("allow"): refuse the dummy in URLs
 //   } ] }
 // Environment (merged with the file; a name may not appear in both):
 //   SLAPENIR_CRED_<NAME>_DUMMY, _REAL, _HOSTS (comma list) — required;
-//   SLAPENIR_CRED_<NAME>_AGENTS (comma list), _REQUIRE (true|false), _IN_URL (allow|deny).
+//   SLAPENIR_CRED_<NAME>_AGENTS (comma list), _REQUIRE (true|false), _IN (comma list of
+//   surfaces), _IN_URL (allow|deny).
 //   <NAME> becomes the lower-case credential name (OPENAI → openai).
 // Values: 8..512 bytes of printable ASCII without leading/trailing spaces (they go into
 // header values and are matched in several encodings).
@@ -33,11 +37,13 @@ import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../matcher/types.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
 import { SecretValue } from "./secret-value.ts";
+import { DEFAULT_SURFACES, parseSurface, type Surface, surfaceText } from "./surfaces.ts";
 
 export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ENV_PREFIX = "SLAPENIR_CRED_";
-const ENV_KEY_RE = /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN_URL)$/;
-const FILE_FIELDS = new Set(["name", "dummy", "real", "hosts", "agents", "require", "inUrl"]);
+const ENV_KEY_RE =
+  /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN|IN_URL)$/;
+const FILE_FIELDS = new Set(["name", "dummy", "real", "hosts", "agents", "require", "in", "inUrl"]);
 
 export type InUrlRule = "allow" | "deny";
 
@@ -50,6 +56,8 @@ export interface RedactedCredential {
   readonly hosts: readonly string[];
   readonly agents: readonly string[] | "any";
   readonly require: boolean;
+  /** Where its dummy is swapped (`header:authorization`, `query:key`, `body`). */
+  readonly in: readonly string[];
   readonly inUrl: InUrlRule;
 }
 
@@ -65,6 +73,8 @@ export class Credential {
     readonly agents: readonly string[] | undefined,
     readonly require: boolean,
     readonly inUrl: InUrlRule,
+    /** Where the dummy is swapped; anywhere else it travels unchanged. */
+    readonly surfaces: readonly Surface[] = DEFAULT_SURFACES,
   ) {
     Object.freeze(this);
   }
@@ -78,6 +88,7 @@ export class Credential {
       hosts: this.hosts.map((h) => h.pattern),
       agents: this.agents ?? "any",
       require: this.require,
+      in: this.surfaces.map(surfaceText),
       inUrl: this.inUrl,
     };
   }
@@ -115,6 +126,7 @@ export interface CredentialDraft {
   readonly agents: readonly string[] | undefined;
   readonly require: boolean;
   readonly inUrl: InUrlRule;
+  readonly surfaces: readonly Surface[];
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -202,6 +214,7 @@ export function parseSecretsJson(text: string, label: string): CredentialDraft[]
       hosts: hostsRaw,
       agents: agents as unknown[] | undefined,
       require: entry.require ?? false,
+      in: entry.in,
       inUrl: entry.inUrl,
       fieldPath: (f) => `${named}.${f}`,
     });
@@ -217,7 +230,7 @@ export function parseSecretsEnv(env: Env): CredentialDraft[] {
     if (!m) {
       throw new ConfigError(
         "bad-shape",
-        "unrecognised credential variable; expected SLAPENIR_CRED_<NAME>_{DUMMY,REAL,HOSTS,AGENTS,REQUIRE,IN_URL}",
+        "unrecognised credential variable; expected SLAPENIR_CRED_<NAME>_{DUMMY,REAL,HOSTS,AGENTS,REQUIRE,IN,IN_URL}",
         key,
       );
     }
@@ -253,6 +266,7 @@ export function parseSecretsEnv(env: Env): CredentialDraft[] {
         hosts: splitList(fields.get("HOSTS")!),
         agents: fields.has("AGENTS") ? splitList(fields.get("AGENTS")!) : undefined,
         require,
+        in: fields.has("IN") ? splitList(fields.get("IN")!) : undefined,
         inUrl: fields.get("IN_URL"),
         fieldPath: (f) => v(ENV_FIELD[f] ?? f.toUpperCase()),
       }),
@@ -267,6 +281,7 @@ const ENV_FIELD: Record<string, string> = {
   hosts: "HOSTS",
   agents: "AGENTS",
   require: "REQUIRE",
+  in: "IN",
   inUrl: "IN_URL",
 };
 
@@ -279,6 +294,7 @@ function draft(d: {
   hosts: readonly unknown[];
   agents: readonly unknown[] | undefined;
   require: boolean;
+  in: unknown;
   inUrl: unknown;
   fieldPath: (field: string) => string;
 }): CredentialDraft {
@@ -320,6 +336,14 @@ function draft(d: {
   if (inUrl !== "allow" && inUrl !== "deny") {
     throw new ConfigError("bad-value", 'must be "allow" or "deny"', d.fieldPath("inUrl"));
   }
+  const surfaces = surfacesField(d.in, d.fieldPath("in"));
+  if (inUrl === "deny" && surfaces.some((s) => s.kind === "query")) {
+    throw new ConfigError(
+      "conflict",
+      'inUrl is "deny" but in names a query parameter',
+      d.fieldPath("inUrl"),
+    );
+  }
   return {
     name: d.name,
     where: d.where,
@@ -330,7 +354,31 @@ function draft(d: {
     agents: agents && Object.freeze(agents),
     require: d.require,
     inUrl,
+    surfaces,
   };
+}
+
+function surfacesField(value: unknown, where: string): readonly Surface[] {
+  if (value === undefined) return DEFAULT_SURFACES;
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new ConfigError(
+      "bad-value",
+      'must be a non-empty list of surfaces ("header:NAME", "query:NAME", "body")',
+      where,
+    );
+  }
+  const seen = new Set<string>();
+  const out: Surface[] = [];
+  value.forEach((v, i) => {
+    const p = parseSurface(v);
+    if (!p.ok) throw new ConfigError("bad-value", p.reason, `${where}[${i}]`);
+    const key = surfaceText(p.value);
+    if (seen.has(key))
+      throw new ConfigError("duplicate", `${key} is listed twice`, `${where}[${i}]`);
+    seen.add(key);
+    out.push(Object.freeze(p.value));
+  });
+  return Object.freeze(out);
 }
 
 function secretField(value: unknown, where: string): SecretValue {
@@ -390,7 +438,17 @@ export function buildSecrets(drafts: readonly CredentialDraft[]): SecretsConfig 
   const credentials = Object.freeze(
     drafts.map(
       (d) =>
-        new Credential(d.name, d.source, d.dummy, d.real, d.hosts, d.agents, d.require, d.inUrl),
+        new Credential(
+          d.name,
+          d.source,
+          d.dummy,
+          d.real,
+          d.hosts,
+          d.agents,
+          d.require,
+          d.inUrl,
+          d.surfaces,
+        ),
     ),
   );
   return Object.freeze({

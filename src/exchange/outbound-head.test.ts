@@ -5,8 +5,17 @@ import { planOutboundHead } from "./outbound-head.ts";
 
 const DUMMY = "sk-dummy-0000000000000000";
 const REAL = "sk-real-R3aLv4lu3-000001";
+const KEYED_DUMMY = "key-dummy-000000000001";
+const KEYED_REAL = "key-real-Zq81Lm0x9Wd2";
 const secrets = compiledSecrets([
   { name: "api", dummy: DUMMY, real: REAL, hosts: ["api.example.com"] },
+  {
+    name: "keyed",
+    dummy: KEYED_DUMMY,
+    real: KEYED_REAL,
+    hosts: ["api.example.com"],
+    in: ["header:x-api-key", "query:key"],
+  },
   {
     name: "hidden",
     dummy: "hidden-dummy-000000",
@@ -31,7 +40,7 @@ const plan = secrets.plan("agent-a", "api.example.com", 443);
 const planned = (raw: string, to = API, p = plan) => planOutboundHead(head(raw), to, secrets, p);
 const b64 = (s: string) => Buffer.from(s).toString("base64");
 
-describe("swaps, where the plan allows", () => {
+describe("swaps, only where the credential is presented", () => {
   test("a dummy in a header value becomes the real value", () => {
     const v = planned(
       `GET /v1 HTTP/1.1\r\nHost: api.example.com\r\nAuthorization: Bearer ${DUMMY}\r\n\r\n`,
@@ -58,9 +67,41 @@ describe("swaps, where the plan allows", () => {
     expect(v.ok && v.value.headers[1]).toEqual(["Authorization", `Basic ${b64(`x:${REAL}`)}`]);
   });
 
-  test("in the target", () => {
-    const v = planned(`GET /q?key=${DUMMY} HTTP/1.1\r\nHost: api.example.com\r\n\r\n`);
-    expect(v.ok && v.value.target).toBe(`/q?key=${REAL}`);
+  test("in a query parameter it names, percent-encoded; nowhere else in the target", () => {
+    const v = planned(
+      `GET /q/${KEYED_DUMMY}?key=${KEYED_DUMMY}&note=${KEYED_DUMMY}&k=${DUMMY} HTTP/1.1\r\nHost: api.example.com\r\n\r\n`,
+    );
+    expect(v).toMatchObject({
+      ok: true,
+      value: { target: `/q/${KEYED_DUMMY}?key=${KEYED_REAL}&note=${KEYED_DUMMY}&k=${DUMMY}` },
+    });
+    expect(v.ok && [...v.value.swapped]).toEqual(["keyed"]);
+  });
+
+  test("in a header it names; in any other header the dummy goes out as sent", () => {
+    const v = planned(
+      `POST /gists HTTP/1.1\r\nHost: api.example.com\r\nX-Api-Key: ${KEYED_DUMMY}\r\nAuthorization: token ${KEYED_DUMMY}\r\nX-Note: ${DUMMY}\r\nX-Api-Key-2: ${KEYED_DUMMY}\r\n\r\n`,
+    );
+    expect(v.ok && v.value.headers).toEqual([
+      ["Host", "api.example.com"],
+      ["X-Api-Key", KEYED_REAL],
+      // Authorization is api's surface, not keyed's: keyed's dummy stays.
+      ["Authorization", `token ${KEYED_DUMMY}`],
+      ["X-Note", DUMMY],
+      ["X-Api-Key-2", KEYED_DUMMY],
+      ["accept-encoding", "identity"],
+    ]);
+    expect(v.ok && v.value.swaps).toBe(1);
+  });
+
+  test("a dummy in the target, by default, goes out as sent", () => {
+    const v = planned(
+      `GET /q?key=${DUMMY}&access_token=${DUMMY} HTTP/1.1\r\nHost: api.example.com\r\n\r\n`,
+    );
+    expect(v).toMatchObject({
+      ok: true,
+      value: { target: `/q?key=${DUMMY}&access_token=${DUMMY}`, swaps: 0 },
+    });
   });
 
   test("nowhere when the plan has nothing to swap (plain http://, an unbound host)", () => {

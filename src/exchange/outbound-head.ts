@@ -3,14 +3,17 @@
 //      (also percent- and form-decoded), a header name or value, or the destination host itself
 //      (in any case: DNS folds it), refuses the request before anything leaves.
 //   2. A credential marked `inUrl: deny` may not appear in the URL, even as its dummy.
-//   3. Dummies are swapped for real values as the plan allows: in the target (as their
-//      percent-encoded real value), in header values, inside `Authorization: Basic`.
+//   3. Dummies are swapped for real values only where their credential is presented
+//      (credentials/surfaces.ts): the values of the header fields it names (inside
+//      `Authorization: Basic` too), the values of the query parameters it names (as the
+//      percent-encoded real value). A dummy anywhere else goes out as it came.
 //   4. Fields the proxy owns are dropped (hop-by-hop.ts), `Accept-Encoding` narrowed to what
 //      the proxy can decode, `Host` added for an HTTP/1.0 agent that sent none.
 
 import { filterAcceptEncoding } from "../body/content-coding.ts";
 import { swapBasicAuth } from "../credentials/basic-auth.ts";
 import type { RequestPlan, SecretState } from "../credentials/secret-state.ts";
+import { swapQueryValues } from "../credentials/surfaces.ts";
 import { forwardableRequestFields } from "../http/hop-by-hop.ts";
 import type { RequestHead } from "../http/request-parser.ts";
 import type { Destination } from "../policy/host-agreement.ts";
@@ -44,19 +47,32 @@ export function planOutboundHead(
 
   const swapped = new Set<string>();
   let swaps = 0;
-  const t = plan.urlSwap.applyLatin1(targetText);
-  swaps += t.count;
-  for (const n of t.names) swapped.add(n);
+  const querySwaps = new Map<string, (value: string) => string>();
+  for (const [param, replacer] of plan.querySwap) {
+    querySwaps.set(param, (value) => {
+      const r = replacer.applyLatin1(value);
+      swaps += r.count;
+      for (const n of r.names) swapped.add(n);
+      return r.value;
+    });
+  }
+  const target = swapQueryValues(targetText, querySwaps);
   const headers: [string, string][] = [];
   for (const [name, value] of forwardableRequestFields(head.headers.fields)) {
+    const field = name.toLowerCase();
+    const replacer = plan.headerSwap.get(field);
+    if (!replacer) {
+      headers.push([name, value]);
+      continue;
+    }
     let v = value;
-    if (plan.basicPairs.length > 0 && name.toLowerCase() === "authorization") {
+    if (plan.basicPairs.length > 0 && field === "authorization") {
       const b = swapBasicAuth(v, plan.basicPairs);
       swaps += b.swapped.length;
       for (const n of b.swapped) swapped.add(n);
       v = b.value;
     }
-    const r = plan.headerSwap.applyLatin1(v);
+    const r = replacer.applyLatin1(v);
     swaps += r.count;
     for (const n of r.names) swapped.add(n);
     headers.push([name, r.value]);
@@ -64,7 +80,7 @@ export function planOutboundHead(
   headers.push(["accept-encoding", filterAcceptEncoding(head.headers.get("accept-encoding"))]);
   // The upstream leg is HTTP/1.1, which requires Host; an HTTP/1.0 agent may have sent none.
   if (!head.headers.has("host")) headers.unshift(["host", hostField(destination)]);
-  return allow({ target: t.value, headers, swaps, swapped });
+  return allow({ target, headers, swaps, swapped });
 }
 
 function dlpRefusal() {

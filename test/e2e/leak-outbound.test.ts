@@ -29,9 +29,14 @@ const b64 = (s: string) => Buffer.from(s, "latin1").toString("base64");
 beforeAll(async () => {
   h = await startHarness({
     credentials: [
-      { ...alpha, hosts: ["bound.test:*", "xn--bcher-kva.test:*"] },
+      // alpha is presented everywhere a dummy can hide, so each hiding place is tried.
+      {
+        ...alpha,
+        hosts: ["bound.test:*", "xn--bcher-kva.test:*"],
+        in: ["header:authorization", "header:x-k", "query:k", "body"],
+      },
       { ...beta, hosts: ["bound.test:*"], inUrl: "deny" },
-      { ...gamma, hosts: ["req.test:*"], require: true },
+      { ...gamma, hosts: ["req.test:*"], require: true, in: ["header:authorization", "body"] },
     ],
     allow: [
       "bound.test:*",

@@ -14,7 +14,15 @@ let up: EchoServer;
 
 beforeAll(async () => {
   h = await startHarness({
-    credentials: [{ name: "openai", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "openai",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "query:token", "body"],
+      },
+    ],
     allow: ["localhost:*", "127.0.0.1:*"],
   });
   up = startEchoServer(await h.upstreamCa.issue(["localhost", "127.0.0.1"]));

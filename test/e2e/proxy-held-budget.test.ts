@@ -31,8 +31,20 @@ let waiting = 0;
 beforeAll(async () => {
   h = await startHarness({
     credentials: [
-      { name: "svc", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] },
-      { name: "grows", dummy: SHORT_DUMMY, real: LONG_REAL, hosts: ["127.0.0.1:*"] },
+      {
+        name: "svc",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "body"],
+      },
+      {
+        name: "grows",
+        dummy: SHORT_DUMMY,
+        real: LONG_REAL,
+        hosts: ["127.0.0.1:*"],
+        in: ["header:authorization", "body"],
+      },
     ],
     allow: ["localhost:*", "127.0.0.1:*"],
     agents: ["agent-a", "agent-b"],

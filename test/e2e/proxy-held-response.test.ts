@@ -51,7 +51,15 @@ function auditFor(path: string): AuditLine[] {
 
 beforeAll(async () => {
   h = await startHarness({
-    credentials: [{ name: "svc", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "svc",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "body"],
+      },
+    ],
     allow: ["localhost:*"],
   });
   up = startEchoServer(await h.upstreamCa.issue(["localhost"]), answer);

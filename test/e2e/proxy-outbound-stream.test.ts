@@ -17,7 +17,15 @@ let up: EchoServer;
 
 beforeAll(async () => {
   h = await startHarness({
-    credentials: [{ name: "svc", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "svc",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "body"],
+      },
+    ],
   });
   up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
 });

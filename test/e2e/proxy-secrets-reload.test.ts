@@ -20,7 +20,15 @@ let up: EchoServer;
 
 beforeAll(async () => {
   h = await startHarness({
-    credentials: [{ name: "svc", dummy: OLD_DUMMY, real: OLD_REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "svc",
+        dummy: OLD_DUMMY,
+        real: OLD_REAL,
+        hosts: ["localhost:*"],
+        in: ["header:x-key", "body"],
+      },
+    ],
   });
   up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
 });
@@ -43,7 +51,15 @@ test("reloaded secrets take effect for the next request", async () => {
   await writeFile(
     path,
     JSON.stringify({
-      credentials: [{ name: "svc", dummy: NEW_DUMMY, real: NEW_REAL, hosts: ["localhost:*"] }],
+      credentials: [
+        {
+          name: "svc",
+          dummy: NEW_DUMMY,
+          real: NEW_REAL,
+          hosts: ["localhost:*"],
+          in: ["header:x-key", "body"],
+        },
+      ],
     }),
   );
   await h.proxy.reloadSecrets({ ...process.env, TOKENS_JSON: path });
@@ -69,7 +85,15 @@ test("a secrets reload in the middle of a request does not break it", async () =
   await writeFile(
     path,
     JSON.stringify({
-      credentials: [{ name: "svc", dummy: NEW_DUMMY, real: MID_REAL, hosts: ["localhost:*"] }],
+      credentials: [
+        {
+          name: "svc",
+          dummy: NEW_DUMMY,
+          real: MID_REAL,
+          hosts: ["localhost:*"],
+          in: ["header:x-key", "body"],
+        },
+      ],
     }),
   );
   await h.proxy.reloadSecrets({ ...process.env, TOKENS_JSON: path });

@@ -74,7 +74,15 @@ const LARGE = bodyWithReal(8 * 1024 * 1024, 100_003);
 
 beforeAll(async () => {
   h = await startHarness({
-    credentials: [{ name: "http", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "http",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "body"],
+      },
+    ],
     allow: ["localhost:*", "127.0.0.1:*"],
   });
   up = startEchoServer(await h.upstreamCa.issue(["localhost", "127.0.0.1"]), (req, r) => {

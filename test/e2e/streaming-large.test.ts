@@ -27,7 +27,15 @@ let up: StreamUpstream;
 
 beforeAll(async () => {
   proxy = await startProxyProcess({
-    credentials: [{ name: "stream", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "stream",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "body"],
+      },
+    ],
   });
   up = startStreamUpstream({
     cert: await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]),

@@ -66,7 +66,15 @@ beforeAll(async () => {
   if (SKIP) return;
   cgroup = await createMemoryCgroup(`slapenir-test-${process.pid}`, LIMIT);
   proxy = await startProxyProcess({
-    credentials: [{ name: "stream", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    credentials: [
+      {
+        name: "stream",
+        dummy: DUMMY,
+        real: REAL,
+        hosts: ["localhost:*"],
+        in: ["header:authorization", "body"],
+      },
+    ],
     launcher: cgroup.launcher,
   });
   up = startStreamUpstream({

@@ -21,6 +21,8 @@ export interface CredentialSpec {
   readonly agents?: readonly string[];
   readonly require?: boolean;
   readonly inUrl?: "allow" | "deny";
+  /** Surfaces (`header:NAME`, `query:NAME`, `body`); default `header:authorization`. */
+  readonly in?: readonly string[];
 }
 
 export interface HarnessOptions {

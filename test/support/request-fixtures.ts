@@ -12,6 +12,8 @@ export interface CredentialEntry {
   readonly hosts: readonly string[];
   readonly require?: boolean;
   readonly inUrl?: "allow" | "deny";
+  /** Surfaces (`header:NAME`, `query:NAME`, `body`); default `header:authorization`. */
+  readonly in?: readonly string[];
 }
 
 export function compiledSecrets(credentials: readonly CredentialEntry[]): SecretState {

@@ -14,8 +14,18 @@ import { outbound } from "./outbound.ts";
 
 const DUMMY = "sk-dummy-00000000000000000001";
 const REAL = "sk-real-R3aLR3aLR3aL00000001";
+const PLAIN_DUMMY = "gh-dummy-000000000000000002";
+const PLAIN_REAL = "gh-real-R3aLR3aLR3aL0000002";
 const secrets = compiledSecrets([
-  { name: "api", dummy: DUMMY, real: REAL, hosts: ["api.example.com", "vault.example.com"] },
+  {
+    name: "api",
+    dummy: DUMMY,
+    real: REAL,
+    hosts: ["api.example.com", "vault.example.com"],
+    in: ["header:authorization", "body"],
+  },
+  // Presented in Authorization only (the default): its dummy in a body is content.
+  { name: "plain", dummy: PLAIN_DUMMY, real: PLAIN_REAL, hosts: ["api.example.com"] },
   {
     name: "vault",
     dummy: "vault-dummy-000000000001",
@@ -66,6 +76,15 @@ describe("a body an earlier stage holds is scanned like any other", () => {
     const body = v.ok ? v.value.body : null;
     expect(body?.kind === "held" && new TextDecoder().decode(body.bytes)).toBe(`{"key":"${REAL}"}`);
     expect(ex.trace.swaps).toBe(2); // the head's and the body's
+  });
+
+  test("a dummy whose credential has no body surface goes out as sent", async () => {
+    const ex = exchange(HEAD);
+    const text = `{"gist":"${PLAIN_DUMMY}"}`;
+    const v = await stage.request!(ex, heldBy(text));
+    const body = v.ok ? v.value.body : null;
+    expect(body?.kind === "held" && new TextDecoder().decode(body.bytes)).toBe(text);
+    expect(ex.trace.swaps).toBe(1); // the head's
   });
 
   test("a real value in it refuses the request, and nothing is counted as swapped", async () => {

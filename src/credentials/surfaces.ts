@@ -1,0 +1,98 @@
+// Where a credential is presented, and so the only places its dummy is swapped (issue 15).
+// A dummy anywhere else in a request to a bound host travels unchanged: an agent that writes
+// its dummy into a gist, a prompt or a stored file gets the dummy stored, never the real value
+// (the store-and-read-back class). Agents quote their own dummies legitimately, so such a
+// request is not refused either.
+//
+//   header:NAME   the value of header NAME; `header:authorization` also swaps inside Basic
+//                 (basic-auth.ts). The default, when a credential names no surface.
+//   query:NAME    the value of query parameter NAME (its name compared percent-decoded)
+//   body          anywhere in the request body, in any encoding the swap knows: the old model,
+//                 opt-in, for upstreams that take a credential in a body (it reopens the class
+//                 above on that credential's hosts; SECURITY.md says so)
+//
+// Pure: text in, surfaces or a reason out; the config loader names the field.
+
+import { HOP_BY_HOP, PROTECTED_FROM_CONNECTION } from "../http/hop-by-hop.ts";
+
+export type Surface =
+  | { readonly kind: "header"; readonly name: string }
+  | { readonly kind: "query"; readonly name: string }
+  | { readonly kind: "body" };
+
+export const DEFAULT_SURFACES: readonly Surface[] = Object.freeze([
+  Object.freeze({ kind: "header", name: "authorization" } as const),
+]);
+
+const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Query names as an API documents them: no characters that would need encoding to compare. */
+const QUERY_NAME_RE = /^[A-Za-z0-9._~\-[\]]{1,64}$/;
+/** Fields that frame or route the message: a real value there is not a presentation. */
+const NOT_A_SURFACE = new Set([...HOP_BY_HOP, ...PROTECTED_FROM_CONNECTION, "cookie"]);
+
+export type SurfaceParse = { ok: true; value: Surface } | { ok: false; reason: string };
+
+/** One surface as written in configuration (`header:x-api-key`, `query:key`, `body`). */
+export function parseSurface(text: unknown): SurfaceParse {
+  if (typeof text !== "string") return { ok: false, reason: "must be a string" };
+  if (text === "body") return { ok: true, value: { kind: "body" } };
+  const colon = text.indexOf(":");
+  const kind = colon < 0 ? text : text.slice(0, colon);
+  const name = colon < 0 ? "" : text.slice(colon + 1);
+  if (kind === "header") {
+    if (!TOKEN_RE.test(name) || name.length > 64) {
+      return { ok: false, reason: "header: needs a field name (an HTTP token)" };
+    }
+    const lower = name.toLowerCase();
+    if (NOT_A_SURFACE.has(lower)) {
+      return { ok: false, reason: `header:${lower} frames or routes the message; not a surface` };
+    }
+    return { ok: true, value: { kind: "header", name: lower } };
+  }
+  if (kind === "query") {
+    if (!QUERY_NAME_RE.test(name)) {
+      return { ok: false, reason: "query: needs a parameter name (letters, digits, ._~-[])" };
+    }
+    return { ok: true, value: { kind: "query", name } };
+  }
+  return { ok: false, reason: 'must be "header:NAME", "query:NAME" or "body"' };
+}
+
+export function surfaceText(s: Surface): string {
+  return s.kind === "body" ? "body" : `${s.kind}:${s.name}`;
+}
+
+/**
+ * The query string of `target` with `swap` applied to the values of the parameters it names
+ * (compared after percent- and form-decoding), and nothing else touched.
+ */
+export function swapQueryValues(
+  target: string,
+  swap: ReadonlyMap<string, (value: string) => string>,
+): string {
+  const q = target.indexOf("?");
+  if (q < 0 || swap.size === 0) return target;
+  const params = target.slice(q + 1).split("&");
+  let changed = false;
+  for (let i = 0; i < params.length; i++) {
+    const p = params[i]!;
+    const eq = p.indexOf("=");
+    if (eq < 0) continue;
+    const f = swap.get(decodeName(p.slice(0, eq)));
+    if (!f) continue;
+    const value = f(p.slice(eq + 1));
+    if (value !== p.slice(eq + 1)) {
+      params[i] = `${p.slice(0, eq + 1)}${value}`;
+      changed = true;
+    }
+  }
+  return changed ? `${target.slice(0, q + 1)}${params.join("&")}` : target;
+}
+
+function decodeName(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, " "));
+  } catch {
+    return raw;
+  }
+}
