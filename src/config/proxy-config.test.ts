@@ -59,6 +59,7 @@ test("embedded defaults", () => {
     rateLimit: { perSecond: 50, burst: 100 },
     handshakeRate: { perSecond: 50, burst: 100 },
     mintRate: { perSecond: 10, burst: 50 },
+    quarantine: { holdMs: null, file: "/srv/app/.slapenir/quarantine.json" },
     logLevel: "info",
   });
 });
@@ -134,6 +135,17 @@ test("values from the environment", () => {
     { perSecond: 5, burst: 7 },
     undefined,
   ]);
+  expect(loadProxyConfig({}, "/srv").quarantine).toEqual({
+    holdMs: null,
+    file: "/srv/.slapenir/quarantine.json",
+  });
+  expect(
+    loadProxyConfig(
+      { SLAPENIR_QUARANTINE: "30m", SLAPENIR_QUARANTINE_FILE: "state/q.json" },
+      "/srv",
+    ).quarantine,
+  ).toEqual({ holdMs: 1_800_000, file: "/srv/state/q.json" });
+  expect(loadProxyConfig({ SLAPENIR_QUARANTINE: "off" }).quarantine).toBeUndefined();
 });
 
 test("the result is immutable, deeply", () => {
@@ -194,6 +206,8 @@ const bad: [Record<string, string>, string][] = [
   [{ SLAPENIR_RATE_LIMIT: "5/s,burst=0" }, "SLAPENIR_RATE_LIMIT: burst must be at least 1"],
   [{ SLAPENIR_HANDSHAKE_RATE: "many" }, "SLAPENIR_HANDSHAKE_RATE: must be 'off' or like"],
   [{ SLAPENIR_MINT_RATE: "1/h" }, "SLAPENIR_MINT_RATE: must be 'off' or like"],
+  [{ SLAPENIR_QUARANTINE: "0s" }, "SLAPENIR_QUARANTINE: must be 'on' (until released), 'off'"],
+  [{ SLAPENIR_QUARANTINE: "1d" }, "SLAPENIR_QUARANTINE: must be 'on' (until released), 'off'"],
   [{ SLAPENIR_LOG_LEVEL: "loud" }, "SLAPENIR_LOG_LEVEL: must be one of fatal, error"],
   [
     { SLAPENIR_AGENT_DENYLIST: "0abc" },

@@ -152,6 +152,11 @@ export interface ProxyConfig {
   readonly handshakeRate: Rate | undefined;
   /** Token bucket per agent for leaf certificates minted (a CONNECT to a host not cached). */
   readonly mintRate: Rate | undefined;
+  /**
+   * Quarantine on a violation (a real value in a request): `holdMs` null keeps an agent in until
+   * an operator releases it; undefined when off (`SLAPENIR_QUARANTINE=off`).
+   */
+  readonly quarantine: { readonly holdMs: number | null; readonly file: string } | undefined;
   readonly logLevel: LogLevel;
 }
 
@@ -230,6 +235,7 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
     rateLimit: rate(env, "SLAPENIR_RATE_LIMIT", "50/s"),
     handshakeRate: rate(env, "SLAPENIR_HANDSHAKE_RATE", "50/s"),
     mintRate: rate(env, "SLAPENIR_MINT_RATE", "10/s,burst=50"),
+    quarantine: quarantine(env, resolve(home, "quarantine.json"), cwd),
     logLevel: logLevel(env),
   };
   return deepFreeze(config);
@@ -550,6 +556,25 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   if (/^(1|true|yes|on)$/i.test(text)) return true;
   if (/^(0|false|no|off)$/i.test(text)) return false;
   throw new ConfigError("bad-value", "must be true or false", name);
+}
+
+/** `on` (until released), `off`, or how long it lasts: `900s`, `30m`, `12h`. */
+function quarantine(env: Env, inHome: string, cwd: string): ProxyConfig["quarantine"] {
+  const text = nonEmpty(env, "SLAPENIR_QUARANTINE") ?? "on";
+  const named = nonEmpty(env, "SLAPENIR_QUARANTINE_FILE");
+  const file = named ? resolve(cwd, named) : inHome;
+  if (/^on$/i.test(text)) return { holdMs: null, file };
+  if (/^off$/i.test(text)) return undefined;
+  const m = /^([0-9]{1,6})(s|m|h)$/.exec(text);
+  if (!m || Number(m[1]) === 0) {
+    throw new ConfigError(
+      "bad-value",
+      "must be 'on' (until released), 'off', or a time like '900s', '30m', '12h'",
+      "SLAPENIR_QUARANTINE",
+    );
+  }
+  const unit = { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "s" | "m" | "h"];
+  return { holdMs: Number(m[1]) * unit, file };
 }
 
 /** `off`, or `N/s` / `N/m` with an optional burst `N/s,burst=M` (burst defaults to 2×N/s, at least 1). */

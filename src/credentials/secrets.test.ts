@@ -124,6 +124,25 @@ describe("valid configuration", () => {
     ]);
   });
 
+  test("a wildcard spanning a public suffix loads when the credential accepts it", () => {
+    const s = parse({ credentials: [{ ...OPENAI, hosts: ["*.github.io"], sharedWildcard: true }] });
+    expect(s.redacted()[0]!.hosts).toEqual(["*.github.io"]);
+    const env = parseSecretsEnv({
+      SLAPENIR_CRED_X_DUMMY: OPENAI.dummy,
+      SLAPENIR_CRED_X_REAL: OPENAI.real,
+      SLAPENIR_CRED_X_HOSTS: "*.herokuapp.com",
+      SLAPENIR_CRED_X_SHARED_WILDCARD: "true",
+    });
+    expect(buildSecrets(env).redacted()[0]!.hosts).toEqual(["*.herokuapp.com"]);
+    expect(() =>
+      parseSecretsEnv({
+        SLAPENIR_CRED_X_DUMMY: OPENAI.dummy,
+        SLAPENIR_CRED_X_REAL: OPENAI.real,
+        SLAPENIR_CRED_X_HOSTS: "*.herokuapp.com",
+      }),
+    ).toThrow("SLAPENIR_CRED_X_HOSTS[0]: *.herokuapp.com spans the public suffix herokuapp.com");
+  });
+
   test("surfaces: where the dummy is swapped", () => {
     const s = parse({
       credentials: [{ ...OPENAI, in: ["header:X-Api-Key", "query:key", "body"] }],
@@ -220,6 +239,24 @@ describe("invalid configuration: errors name the entry and field, never a value"
       { credentials: [{ ...OPENAI, [GITHUB.real]: 1 }] },
       "bad-shape",
       "unknown field (a field whose name is not shown)",
+    ],
+    [
+      "a wildcard spanning a public suffix",
+      { credentials: [{ ...OPENAI, hosts: ["api.openai.com", "*.github.io"] }] },
+      "conflict",
+      "credentials[0] (openai).hosts[1]: *.github.io spans the public suffix github.io: names under it belong to other owners",
+    ],
+    [
+      "a wildcard with public suffixes under it",
+      { credentials: [{ ...OPENAI, hosts: ["*.amazonaws.com:443"] }] },
+      "conflict",
+      "accept it with secrets.json: credentials[0] (openai).sharedWildcard = true",
+    ],
+    [
+      "sharedWildcard not a boolean",
+      { credentials: [{ ...OPENAI, sharedWildcard: "yes" }] },
+      "bad-value",
+      "credentials[0] (openai).sharedWildcard: must be true or false",
     ],
     [
       "surfaces not a list",

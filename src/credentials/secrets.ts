@@ -19,12 +19,14 @@
 //       "in": ["header:x-api-key", "query:key"], // optional (["header:authorization"]): where
 //                                                //   the dummy is swapped (surfaces.ts); elsewhere
 //                                                //   it travels unchanged
-//       "inUrl": "deny"                          // optional ("allow"): refuse the dummy in URLs
+//       "inUrl": "deny",                         // optional ("allow"): refuse the dummy in URLs
+//       "sharedWildcard": true                   // optional (false): accept a host wildcard
+//                                                //   spanning a public suffix (*.github.io)
 //   } ] }
 // Environment (merged with the file; a name may not appear in both):
 //   SLAPENIR_CRED_<NAME>_DUMMY, _REAL, _HOSTS (comma list) — required;
 //   SLAPENIR_CRED_<NAME>_AGENTS (comma list), _REQUIRE (true|false), _IN (comma list of
-//   surfaces), _IN_URL (allow|deny).
+//   surfaces), _IN_URL (allow|deny), _SHARED_WILDCARD (true|false).
 //   <NAME> becomes the lower-case credential name (OPENAI → openai).
 // Values: 8..512 bytes of printable ASCII without leading/trailing spaces (they go into
 // header values and are matched in several encodings).
@@ -36,14 +38,25 @@ import { hostPatternField } from "../config/host-pattern-field.ts";
 import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../matcher/types.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
+import { sharedSuffixUnder } from "../policy/public-suffix.ts";
 import { SecretValue } from "./secret-value.ts";
 import { DEFAULT_SURFACES, parseSurface, type Surface, surfaceText } from "./surfaces.ts";
 
 export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ENV_PREFIX = "SLAPENIR_CRED_";
 const ENV_KEY_RE =
-  /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN|IN_URL)$/;
-const FILE_FIELDS = new Set(["name", "dummy", "real", "hosts", "agents", "require", "in", "inUrl"]);
+  /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN|IN_URL|SHARED_WILDCARD)$/;
+const FILE_FIELDS = new Set([
+  "name",
+  "dummy",
+  "real",
+  "hosts",
+  "agents",
+  "require",
+  "in",
+  "inUrl",
+  "sharedWildcard",
+]);
 
 export type InUrlRule = "allow" | "deny";
 
@@ -202,8 +215,10 @@ export function parseSecretsJson(text: string, label: string): CredentialDraft[]
     if (agents !== undefined && !Array.isArray(agents)) {
       throw new ConfigError("bad-shape", "must be an array of agent names", `${named}.agents`);
     }
-    if (entry.require !== undefined && typeof entry.require !== "boolean") {
-      throw new ConfigError("bad-value", "must be true or false", `${named}.require`);
+    for (const flag of ["require", "sharedWildcard"]) {
+      if (entry[flag] !== undefined && typeof entry[flag] !== "boolean") {
+        throw new ConfigError("bad-value", "must be true or false", `${named}.${flag}`);
+      }
     }
     return draft({
       name,
@@ -213,7 +228,8 @@ export function parseSecretsJson(text: string, label: string): CredentialDraft[]
       real: entry.real,
       hosts: hostsRaw,
       agents: agents as unknown[] | undefined,
-      require: entry.require ?? false,
+      require: entry.require === true,
+      sharedWildcard: entry.sharedWildcard === true,
       in: entry.in,
       inUrl: entry.inUrl,
       fieldPath: (f) => `${named}.${f}`,
@@ -230,7 +246,7 @@ export function parseSecretsEnv(env: Env): CredentialDraft[] {
     if (!m) {
       throw new ConfigError(
         "bad-shape",
-        "unrecognised credential variable; expected SLAPENIR_CRED_<NAME>_{DUMMY,REAL,HOSTS,AGENTS,REQUIRE,IN,IN_URL}",
+        "unrecognised credential variable; expected SLAPENIR_CRED_<NAME>_{DUMMY,REAL,HOSTS,AGENTS,REQUIRE,IN,IN_URL,SHARED_WILDCARD}",
         key,
       );
     }
@@ -249,13 +265,15 @@ export function parseSecretsEnv(env: Env): CredentialDraft[] {
           v(required),
         );
     }
-    const requireText = fields.get("REQUIRE");
-    let require = false;
-    if (requireText !== undefined) {
-      if (!/^(true|false|1|0)$/i.test(requireText))
-        throw new ConfigError("bad-value", "must be true or false", v("REQUIRE"));
-      require = /^(true|1)$/i.test(requireText);
-    }
+    const flag = (f: string) => {
+      const text = fields.get(f);
+      if (text === undefined) return false;
+      if (!/^(true|false|1|0)$/i.test(text))
+        throw new ConfigError("bad-value", "must be true or false", v(f));
+      return /^(true|1)$/i.test(text);
+    };
+    const require = flag("REQUIRE");
+    const sharedWildcard = flag("SHARED_WILDCARD");
     drafts.push(
       draft({
         name: envName.toLowerCase(),
@@ -266,6 +284,7 @@ export function parseSecretsEnv(env: Env): CredentialDraft[] {
         hosts: splitList(fields.get("HOSTS")!),
         agents: fields.has("AGENTS") ? splitList(fields.get("AGENTS")!) : undefined,
         require,
+        sharedWildcard,
         in: fields.has("IN") ? splitList(fields.get("IN")!) : undefined,
         inUrl: fields.get("IN_URL"),
         fieldPath: (f) => v(ENV_FIELD[f] ?? f.toUpperCase()),
@@ -283,6 +302,7 @@ const ENV_FIELD: Record<string, string> = {
   require: "REQUIRE",
   in: "IN",
   inUrl: "IN_URL",
+  sharedWildcard: "SHARED_WILDCARD",
 };
 
 function draft(d: {
@@ -294,6 +314,7 @@ function draft(d: {
   hosts: readonly unknown[];
   agents: readonly unknown[] | undefined;
   require: boolean;
+  sharedWildcard: boolean;
   in: unknown;
   inUrl: unknown;
   fieldPath: (field: string) => string;
@@ -309,9 +330,19 @@ function draft(d: {
       d.fieldPath("hosts"),
     );
   }
-  const hosts = d.hosts.map((h, i) =>
-    hostPatternField(h, `${d.fieldPath("hosts")}[${i}]`, { allowAny: false, allowPort: true }),
-  );
+  const hosts = d.hosts.map((h, i) => {
+    const where = `${d.fieldPath("hosts")}[${i}]`;
+    const p = hostPatternField(h, where, { allowAny: false, allowPort: true });
+    const shared = p.kind === "wildcard" ? sharedSuffixUnder(p.host) : undefined;
+    if (shared !== undefined && !d.sharedWildcard) {
+      throw new ConfigError(
+        "conflict",
+        `${p.pattern} spans the public suffix ${shared}: names under it belong to other owners, who would receive the real value; bind exact hosts, or accept it with ${d.fieldPath("sharedWildcard")} = true`,
+        where,
+      );
+    }
+    return p;
+  });
   let agents: string[] | undefined;
   if (d.agents !== undefined) {
     if (d.agents.length === 0) {

@@ -15,6 +15,7 @@ const CODES = {
   "policy-denied": [403, true],
   "address-denied": [403, true],
   "dlp-blocked": [403, true],
+  quarantined: [403, true],
   "required-dummy-missing": [403, true],
   "upgrade-refused": [501, true],
   "rate-limited": [429, true],

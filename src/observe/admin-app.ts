@@ -3,6 +3,7 @@
 // shows a credential value — only names, counts and the log-safe views of configuration.
 
 import { Hono } from "hono";
+import type { QuarantineEntry } from "../guard/quarantine.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 
 export interface AdminState {
@@ -12,6 +13,12 @@ export interface AdminState {
   ready(): boolean;
   /** Log-safe facts for the status page (names and counts only). */
   summary(): Record<string, string | number | boolean>;
+  /** Agents in quarantine (absent: quarantine is off). */
+  readonly quarantine?: {
+    list(): readonly QuarantineEntry[];
+    /** False when the agent was not in quarantine. */
+    release(agent: string): boolean;
+  };
 }
 
 function escapeHtml(s: string): string {
@@ -46,6 +53,19 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
 <h1>SLAPENIR ${escapeHtml(state.version)}</h1><table>${rows}</table>
 <p><a href="/metrics">metrics</a> · <a href="/health">health</a></p>`;
     return c.html(html);
+  });
+
+  // Operator actions: this listener is the operator's (SLAPENIR_ADMIN_LISTEN, loopback by
+  // default), never reachable by agents.
+  app.get("/quarantine", (c) =>
+    state.quarantine ? c.json({ agents: state.quarantine.list() }) : c.json({ off: true }, 404),
+  );
+  app.post("/quarantine/:agent/release", (c) => {
+    if (!state.quarantine) return c.json({ off: true }, 404);
+    const agent = c.req.param("agent");
+    return state.quarantine.release(agent)
+      ? c.json({ released: agent })
+      : c.json({ error: "not in quarantine" }, 404);
   });
 
   app.notFound((c) => c.text("not found\n", 404));

@@ -52,6 +52,8 @@ export function digestKind(method: string, outcome: TraceOutcome): string | unde
 export interface RequestLogOptions {
   /** The digest's window and clock (tests). */
   readonly digest?: { readonly windowMs?: number; readonly now?: () => number };
+  /** Told every request's outcome once it is written (violations: guard/quarantine.ts). */
+  readonly onOutcome?: (agent: string, outcome: TraceOutcome) => void;
 }
 
 export class RequestLog {
@@ -59,6 +61,7 @@ export class RequestLog {
   readonly #metrics: ProxyMetrics;
   readonly #logSafe: () => LogSafe;
   readonly #digest: RefusalDigest<RequestRecord>;
+  readonly #onOutcome: RequestLogOptions["onOutcome"];
 
   /** `logSafe`: the redactor of the credentials in force (asked per line: they reload). */
   constructor(
@@ -70,6 +73,7 @@ export class RequestLog {
     this.#audit = audit;
     this.#metrics = metrics;
     this.#logSafe = logSafe;
+    this.#onOutcome = options.onOutcome;
     this.#digest = new RefusalDigest(
       (r, repeated) => audit.request(repeated ? { ...r, repeated } : r),
       options.digest ?? {},
@@ -120,6 +124,7 @@ export class RequestLog {
     m.bytes.inc({ agent, direction: "in" }, trace.bytesIn);
     m.bytes.inc({ agent, direction: "out" }, trace.bytesOut);
     m.latency.observe({ agent }, durationMs / 1000);
+    this.#onOutcome?.(agent, outcome);
   }
 }
 

@@ -20,6 +20,7 @@ import { refuseUpgrades } from "../exchange/stages/upgrade.ts";
 import { ByteBudget } from "../guard/byte-budget.ts";
 import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-probe.ts";
 import { MemoryGuard } from "../guard/memory-guard.ts";
+import { Quarantine } from "../guard/quarantine.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
 import { StallRegistry } from "../guard/stall-registry.ts";
 import { MatcherPool } from "../matcher/pool/pool.ts";
@@ -228,7 +229,24 @@ export async function startProxy(
     idleSocketTimeoutMs: 30_000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
   });
-  const log = new RequestLog(audit, metrics, () => state);
+  // A real value in a request is a violation: the agent goes into quarantine at once (its
+  // connections closed, new ones refused) and stays until released, across restarts.
+  const quarantine = config.quarantine
+    ? Quarantine.load(config.quarantine.file, config.quarantine.holdMs)
+    : null;
+  const log = new RequestLog(audit, metrics, () => state, {
+    onOutcome: (agent, outcome) => {
+      if (!quarantine || outcome.code !== "dlp-blocked" || agent === "-") return;
+      if (!quarantine.add(agent, "dlp")) return;
+      metrics.refused.inc({ reason: "quarantined" });
+      audit.event(
+        "quarantine",
+        { agent, kind: "dlp" },
+        "agent quarantined: a real credential in its request; its connections are closed",
+      );
+      front.closeAgent(agent);
+    },
+  });
   // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
   // on their address's (before TLS), leaf mints on the agent's.
   const bucket = (r: Rate | undefined) =>
@@ -259,17 +277,16 @@ export async function startProxy(
     // While memory is short, an agent holding many connections that wait on it opens no more:
     // they are what the guard sheds first, and new ones would take their place. A few are
     // left alone (an agent with a slow download or two keeps connecting).
-    ...(guard
-      ? {
-          admit: (agent: string) =>
-            guard.pressed && stalls.stalledBy(agent) >= REFUSE_AT_STALLED
-              ? refuse(
-                  "overloaded",
-                  "memory is short and this agent has many connections that stopped reading; read them or close them, then retry",
-                )
-              : PASS,
-        }
-      : {}),
+    admit: (agent: string) => {
+      const held = quarantine?.check(agent);
+      if (held && !held.ok) return held;
+      return guard?.pressed && stalls.stalledBy(agent) >= REFUSE_AT_STALLED
+        ? refuse(
+            "overloaded",
+            "memory is short and this agent has many connections that stopped reading; read them or close them, then retry",
+          )
+        : PASS;
+    },
     host: config.listen.host,
     port: config.listen.port,
     credentials: pki.credentials,
@@ -337,6 +354,18 @@ export async function startProxy(
     startedAt,
     version: VERSION,
     ready: () => ready,
+    ...(quarantine
+      ? {
+          quarantine: {
+            list: () => quarantine.list(),
+            release: (agent: string) => {
+              const released = quarantine.release(agent);
+              if (released) audit.event("release", { agent }, "agent released from quarantine");
+              return released;
+            },
+          },
+        }
+      : {}),
     summary: () => ({
       version: VERSION,
       listen: `${config.listen.host}:${port}`,
@@ -347,6 +376,7 @@ export async function startProxy(
       "matcher workers": pool.stats().workers,
       "leaf certificates cached": leaves.stats().size,
       "certificate mode": config.certificates.mode,
+      "agents in quarantine": quarantine ? quarantine.list().length : "off",
     }),
   });
   const adminServer = listenAdmin(config.adminListen.host, config.adminListen.port, admin.fetch);

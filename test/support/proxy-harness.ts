@@ -108,6 +108,9 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     // per-address and mint rates are off unless a test sets them (test/e2e/metering.test.ts).
     SLAPENIR_HANDSHAKE_RATE: "off",
     SLAPENIR_MINT_RATE: "off",
+    // Leak tests try one DLP refusal after another as one agent: quarantine is off unless a
+    // test turns it on (test/e2e/quarantine.test.ts).
+    SLAPENIR_QUARANTINE: "off",
     ...opts.env,
   };
   if (opts.credentials && opts.credentials.length > 0) {

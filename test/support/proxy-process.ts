@@ -69,6 +69,7 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     SLAPENIR_RATE_LIMIT: "off",
     SLAPENIR_HANDSHAKE_RATE: "off",
     SLAPENIR_MINT_RATE: "off",
+    SLAPENIR_QUARANTINE: "off",
     SLAPENIR_LOG_LEVEL: "info",
     ...opts.env,
   };

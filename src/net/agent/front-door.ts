@@ -227,6 +227,17 @@ export class FrontDoor {
     return closed;
   }
 
+  /** Closes every open connection of `agent` (tunnels and exchanges in flight with them). */
+  closeAgent(agent: string): number {
+    let closed = 0;
+    for (const [socket, a] of this.#sockets) {
+      if (a.identity.name !== agent) continue;
+      closed++;
+      socket.destroy();
+    }
+    return closed;
+  }
+
   /** Open authenticated connections by agent. */
   perAgentConnections(): Iterable<readonly [string, number]> {
     return this.#caps.perAgent();

@@ -1,0 +1,123 @@
+// Violations and quarantine (issue 15, class 3). DLP's answer is an oracle: the batch of guesses
+// that holds the real value is refused, the others pass. An agent that knows a token up to
+// letter case recovered it that way in 36 s. Now the first real value in a request quarantines
+// the agent: its open connections close, new ones are refused, and it learns nothing after
+// that one denial; an operator releases it through the admin API. Other agents go on.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { exchangeRaw, openProxyConnection, openTunnel, readAnswers } from "../support/raw-agent.ts";
+import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
+
+const DUMMY = "ghp_dummy000000000000000000000000000003";
+const REAL = "ghp_R3aLt0k3nAbCdEfGh1jKlMn0pQrStUv9zY";
+
+let h: Harness;
+let up: EchoServer;
+
+beforeAll(async () => {
+  h = await startHarness({
+    agents: ["agent-a", "agent-b"],
+    credentials: [{ name: "gh", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
+    env: { SLAPENIR_RATE_LIMIT: "off", SLAPENIR_QUARANTINE: "on" },
+  });
+  up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
+});
+
+afterAll(async () => {
+  await up?.stop();
+  await h?.close();
+});
+
+const url = (path: string) => `https://localhost:${up.port}${path}`;
+/** One batch of guesses, in headers of one request. */
+const guess = (agent: string, guesses: readonly string[]) =>
+  h.curl([...guesses.flatMap((g, i) => ["-H", `X-Guess-${i}: ${g}`]), url("/probe")], agent);
+
+/** Guesses at the token's last character (the attacker knows the rest). */
+const lastChar = (c: string) => `${REAL.slice(0, -1)}${c}`;
+
+/** What a new connection of `agent` is told when it asks for a tunnel: its status and code. */
+async function tunnelAnswer(agent: string): Promise<string> {
+  const s = await openProxyConnection({
+    port: h.port,
+    caBundlePath: h.caBundlePath,
+    agent: h.agents[agent]!,
+  });
+  const target = `localhost:${up.port}`;
+  const head = (
+    await exchangeRaw(s, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`, ["CONNECT"])
+  ).toString("latin1");
+  s.destroy();
+  return `${head.split(" ")[1]} ${/^x-slapenir-error: (.+)$/im.exec(head)?.[1]?.trim()}`;
+}
+
+describe("the DLP oracle", () => {
+  test("the batch holding the real value is the last answer the agent gets: quarantine", async () => {
+    const wrong = ["a", "b", "c", "d"].map(lastChar);
+    const open = await openTunnel(
+      { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
+      { connect: `localhost:${up.port}` },
+    );
+    const closed = new Promise<void>((r) => open.once("close", () => r()));
+
+    expect((await guess("agent-a", wrong)).status).toBe(200);
+    const hit = await guess("agent-a", [...wrong.slice(0, 2), REAL]);
+    expect(hit.status).toBe(403);
+    expect(hit.headers).toContain("x-slapenir-error: dlp-blocked");
+    // Its tunnel opened before is closed; every later batch, right or wrong, gets the same
+    // refusal: nothing more is learnt.
+    await closed;
+    const probes = up.received.filter((x) => x.target === "/probe").length;
+    for (const batch of [wrong, [REAL], [lastChar("e")]]) {
+      expect((await guess("agent-a", batch)).status).not.toBe(200);
+    }
+    expect(up.received.filter((x) => x.target === "/probe").length).toBe(probes);
+    expect(await tunnelAnswer("agent-a")).toBe("403 quarantined");
+    // Another agent is served.
+    expect((await h.curl([url("/b")], "agent-b")).status).toBe(200);
+
+    const [line] = await h.auditWhere((l) => l.evt === "quarantine");
+    expect(line).toMatchObject({ agent: "agent-a", kind: "dlp" });
+    expect(JSON.stringify(h.auditLines)).not.toContain(REAL);
+    // Kept where a restart finds it.
+    const kept = JSON.parse(readFileSync(join(h.dir, "home", "quarantine.json"), "utf8"));
+    expect(kept.agents).toMatchObject([{ agent: "agent-a", kind: "dlp", until: null }]);
+  });
+
+  test("an operator releases it through the admin API; then it is served again", async () => {
+    const admin = `http://127.0.0.1:${h.proxy.adminPort}`;
+    expect(await (await fetch(`${admin}/quarantine`)).json()).toMatchObject({
+      agents: [{ agent: "agent-a" }],
+    });
+    const res = await fetch(`${admin}/quarantine/agent-a/release`, { method: "POST" });
+    expect(await res.json()).toEqual({ released: "agent-a" });
+    expect((await fetch(`${admin}/quarantine/agent-a/release`, { method: "POST" })).status).toBe(
+      404,
+    );
+    expect((await h.curl([url("/after")], "agent-a")).status).toBe(200);
+  });
+});
+
+test("a violation closes and refuses only the violating agent's connections", async () => {
+  const t = await openTunnel(
+    { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-b"]! },
+    { connect: `localhost:${up.port}` },
+  );
+  const reply = readAnswers(t);
+  t.write(`GET /leak HTTP/1.1\r\nHost: localhost:${up.port}\r\nX-K: ${REAL}\r\n\r\n`);
+  expect((await reply).toString("latin1")).toStartWith("HTTP/1.1 403");
+  const held = await openTunnel(
+    { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
+    { connect: `localhost:${up.port}` },
+  );
+  expect(held.destroyed).toBe(false);
+  // agent-b is in quarantine now; agent-a is not, and its tunnel serves.
+  const r = readAnswers(held);
+  held.write(`GET /a HTTP/1.1\r\nHost: localhost:${up.port}\r\n\r\n`);
+  expect((await r).toString("latin1")).toStartWith("HTTP/1.1 200");
+  held.destroy();
+  expect(await tunnelAnswer("agent-b")).toBe("403 quarantined");
+});
