@@ -30,8 +30,8 @@ import { isIP } from "node:net";
 import { join, resolve } from "node:path";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
+import { parseRequestRule, type RequestScope } from "../policy/request-rule.ts";
 import { ConfigError } from "./config-error.ts";
-import { hostPatternField } from "./host-pattern-field.ts";
 
 export const DEFAULT_ALLOW_PORT = 443;
 
@@ -77,6 +77,8 @@ export interface AllowRule {
   readonly pattern: HostPattern;
   /** Ports this rule admits. */
   readonly ports: readonly number[] | "any";
+  /** Methods and path it is narrowed to (`GET api.github.com/repos/**`). */
+  readonly scope: RequestScope;
 }
 
 export interface ProxyLimits {
@@ -305,12 +307,15 @@ function stepCaSource(dir: string, home: string): CertificateSource {
 }
 
 function allowRule(text: unknown, where: string): AllowRule {
-  const pattern = hostPatternField(text, where, { allowAny: true, allowPort: true });
+  const rule = parseRequestRule(text, { allowAny: true });
+  if (!rule.ok) throw new ConfigError("bad-host-pattern", rule.reason, where);
+  const pattern = rule.value.host;
+  const scope = rule.value.scope;
   const ports =
     pattern.port === "any"
       ? "any"
       : [pattern.port === undefined ? DEFAULT_ALLOW_PORT : pattern.port];
-  return Object.freeze({ pattern, ports });
+  return Object.freeze({ pattern, ports, scope });
 }
 
 interface PolicyFile {

@@ -12,6 +12,12 @@ import { canonicalHost } from "../policy/host.ts";
 import { type HostPattern, parseHostPattern } from "../policy/host-pattern.ts";
 import { HostPatternSet } from "../policy/host-pattern-set.ts";
 import { PolicyError } from "../policy/policy-error.ts";
+import {
+  ANY_REQUEST,
+  type RequestRoute,
+  type RequestScope,
+  scopeCovers,
+} from "../policy/request-rule.ts";
 import { allow, refuse, type Verdict } from "../policy/verdict.ts";
 import { DEFAULT_SURFACES, type Surface } from "./surfaces.ts";
 
@@ -25,6 +31,8 @@ export interface CredentialInput {
   readonly require?: boolean;
   /** Where the dummy is swapped (default `header:authorization`). */
   readonly surfaces?: readonly Surface[];
+  /** Per host pattern (same index): the methods and paths it is bound to; default all. */
+  readonly scopes?: readonly RequestScope[];
 }
 
 export interface SwapPair {
@@ -47,6 +55,7 @@ export const BINDING_DEFAULT_PORT = 443;
 
 interface Bound {
   readonly index: number;
+  readonly scope: RequestScope;
   readonly credential: SwapPair;
   readonly agents: ReadonlySet<string> | undefined;
   readonly require: boolean;
@@ -100,14 +109,17 @@ export class CredentialBindings {
         surfaces: c.surfaces ?? DEFAULT_SURFACES,
       });
       reals.push(pair);
-      const bound: Bound = {
+      const bound = {
         index: i,
         credential: pair,
         agents: c.agents ? new Set(c.agents) : undefined,
         require: c.require === true,
       };
       c.hosts.forEach((h, j) => {
-        entries.push({ pattern: expectPattern(h, `${path}.hosts[${j}]`), payload: bound });
+        entries.push({
+          pattern: expectPattern(h, `${path}.hosts[${j}]`),
+          payload: { ...bound, scope: c.scopes?.[j] ?? ANY_REQUEST },
+        });
       });
     });
     return new CredentialBindings(
@@ -123,18 +135,34 @@ export class CredentialBindings {
 
   /**
    * The swap plan for a request from `agent` to the host it dials. `host` is canonicalised
-   * here; a host that cannot be canonicalised gets no swaps at all.
+   * here; a host that cannot be canonicalised gets no swaps at all. With `route`, a binding
+   * narrowed to methods and paths swaps only for a request they cover (a path it cannot read
+   * one way is not covered); a `require` credential bound to the host is required whatever
+   * the route, so a request outside its endpoints is refused.
    */
-  swapPlan(agent: string, host: string, port: number = BINDING_DEFAULT_PORT): SwapPlan {
+  swapPlan(
+    agent: string,
+    host: string,
+    port: number = BINDING_DEFAULT_PORT,
+    route?: RequestRoute,
+  ): SwapPlan {
     const c = canonicalHost(host);
     if (!c.ok) return { swaps: [], required: [], reals: this.#reals };
     const seen = new Set<number>();
     const swaps: SwapPair[] = [];
     const required: string[] = [];
+    const requiredSeen = new Set<number>();
     for (const { payload } of this.#set.match(c.value, port)) {
+      if (payload.require && !requiredSeen.has(payload.index)) {
+        requiredSeen.add(payload.index);
+        required.push(payload.credential.name);
+      }
       if (seen.has(payload.index)) continue;
+      if (route) {
+        const covers = scopeCovers(payload.scope, route);
+        if (!covers.ok || !covers.value) continue;
+      }
       seen.add(payload.index);
-      if (payload.require) required.push(payload.credential.name);
       if (payload.agents === undefined || payload.agents.has(agent)) swaps.push(payload.credential);
     }
     return { swaps, required, reals: this.#reals };

@@ -6,6 +6,7 @@
 import { urlDecodings } from "../http/percent.ts";
 import { type InlinePattern, InlineReplacer } from "../matcher/inline.ts";
 import type { PatternSpec } from "../matcher/types.ts";
+import type { RequestRoute } from "../policy/request-rule.ts";
 import type { BytePair } from "./basic-auth.ts";
 import { CredentialBindings, type SwapPair } from "./bindings.ts";
 import { redactionVariants, swapVariants, toPatternSpecs } from "./secret-variants.ts";
@@ -82,6 +83,7 @@ export class SecretState {
         require: c.require,
         inUrl: c.inUrl,
         surfaces: c.surfaces,
+        scopes: c.scopes,
       };
     });
     this.bindings = CredentialBindings.compile(inputs);
@@ -167,9 +169,12 @@ export class SecretState {
     return name.endsWith(`#${this.generation}`);
   }
 
-  /** The compiled plan for a request from `agent` to `host:port` (cached per swap set). */
-  plan(agent: string, host: string, port: number): RequestPlan {
-    return this.#compile(this.bindings.swapPlan(agent, host, port));
+  /**
+   * The compiled plan for a request from `agent` to `host:port` (cached per swap set); with
+   * `route`, bindings narrowed to methods and paths apply only where they cover it.
+   */
+  plan(agent: string, host: string, port: number, route?: RequestRoute): RequestPlan {
+    return this.#compile(this.bindings.swapPlan(agent, host, port, route));
   }
 
   /** The plan for a request that may have nothing swapped (plain http://): DLP only. */

@@ -34,11 +34,16 @@
 import { readFile } from "node:fs/promises";
 import { inspect } from "node:util";
 import { ConfigError } from "../config/config-error.ts";
-import { hostPatternField } from "../config/host-pattern-field.ts";
 import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../matcher/types.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
 import { sharedSuffixUnder } from "../policy/public-suffix.ts";
+import {
+  ANY_REQUEST,
+  parseRequestRule,
+  type RequestScope,
+  ruleText,
+} from "../policy/request-rule.ts";
 import { SecretValue } from "./secret-value.ts";
 import { DEFAULT_SURFACES, parseSurface, type Surface, surfaceText } from "./surfaces.ts";
 
@@ -88,6 +93,8 @@ export class Credential {
     readonly inUrl: InUrlRule,
     /** Where the dummy is swapped; anywhere else it travels unchanged. */
     readonly surfaces: readonly Surface[] = DEFAULT_SURFACES,
+    /** Per host pattern (same index): the methods and paths it is bound to. */
+    readonly scopes: readonly RequestScope[] = hosts.map(() => ANY_REQUEST),
   ) {
     Object.freeze(this);
   }
@@ -98,7 +105,7 @@ export class Credential {
       source: this.source,
       dummyLength: this.dummy.length,
       realLength: this.real.length,
-      hosts: this.hosts.map((h) => h.pattern),
+      hosts: this.hosts.map((h, i) => ruleText(h, this.scopes[i] ?? ANY_REQUEST, true)),
       agents: this.agents ?? "any",
       require: this.require,
       in: this.surfaces.map(surfaceText),
@@ -140,6 +147,7 @@ export interface CredentialDraft {
   readonly require: boolean;
   readonly inUrl: InUrlRule;
   readonly surfaces: readonly Surface[];
+  readonly scopes: readonly RequestScope[];
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -330,9 +338,13 @@ function draft(d: {
       d.fieldPath("hosts"),
     );
   }
+  const scopes: RequestScope[] = [];
   const hosts = d.hosts.map((h, i) => {
     const where = `${d.fieldPath("hosts")}[${i}]`;
-    const p = hostPatternField(h, where, { allowAny: false, allowPort: true });
+    const rule = parseRequestRule(h, { allowAny: false });
+    if (!rule.ok) throw new ConfigError("bad-host-pattern", rule.reason, where);
+    const p = rule.value.host;
+    scopes.push(rule.value.scope);
     const shared = p.kind === "wildcard" ? sharedSuffixUnder(p.host) : undefined;
     if (shared !== undefined && !d.sharedWildcard) {
       throw new ConfigError(
@@ -386,6 +398,7 @@ function draft(d: {
     require: d.require,
     inUrl,
     surfaces,
+    scopes: Object.freeze(scopes),
   };
 }
 
@@ -479,6 +492,7 @@ export function buildSecrets(drafts: readonly CredentialDraft[]): SecretsConfig 
           d.require,
           d.inUrl,
           d.surfaces,
+          d.scopes,
         ),
     ),
   );

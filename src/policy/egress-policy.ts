@@ -8,6 +8,13 @@ import { canonicalHost, formatAuthority } from "./host.ts";
 import { type HostPattern, parseHostPattern } from "./host-pattern.ts";
 import { HostPatternSet } from "./host-pattern-set.ts";
 import { PolicyError } from "./policy-error.ts";
+import {
+  ANY_REQUEST,
+  type RequestRoute,
+  type RequestScope,
+  ruleText,
+  scopeCovers,
+} from "./request-rule.ts";
 import { allow, refuse, type Verdict } from "./verdict.ts";
 
 export interface EgressRuleInput {
@@ -15,6 +22,8 @@ export interface EgressRuleInput {
   readonly host: string | HostPattern;
   /** Ports instead of a `:port` suffix; "any" for every port. */
   readonly ports?: readonly number[] | "any";
+  /** Methods and path the rule is narrowed to (request-rule.ts); default every request. */
+  readonly scope?: RequestScope;
 }
 
 /** A pattern as written, one already parsed (its port, or 443), or a pattern with a port list. */
@@ -36,6 +45,11 @@ export interface EgressRequest {
   readonly host: string;
   readonly port: number;
   readonly scheme: "http" | "https";
+  /**
+   * The request's method and path; absent for a CONNECT, which any rule for the host admits
+   * (the requests inside the tunnel are decided one by one).
+   */
+  readonly route?: RequestRoute;
 }
 
 /** Allowed: the rule that allowed it, `allow[2] *.example.com`. */
@@ -48,7 +62,9 @@ export interface EgressPolicy {
 }
 
 interface RulePayload {
+  /** Where the rule was written (`allow[2]`). */
   readonly path: string;
+  readonly scope: RequestScope;
 }
 
 export function compileEgressPolicy(input: EgressPolicyInput): EgressPolicy {
@@ -69,8 +85,9 @@ export function compileEgressPolicy(input: EgressPolicyInput): EgressPolicy {
       }
       const p = parsed.value;
       const ports = input?.ports;
+      const scope = input?.scope ?? ANY_REQUEST;
       if (ports === undefined) {
-        out.push({ pattern: p, payload: { path } });
+        out.push({ pattern: p, payload: { path, scope } });
         return;
       }
       if (p.port !== undefined) {
@@ -81,7 +98,7 @@ export function compileEgressPolicy(input: EgressPolicyInput): EgressPolicy {
         );
       }
       if (ports === "any") {
-        out.push({ pattern: { ...p, port: "any" }, payload: { path } });
+        out.push({ pattern: { ...p, port: "any" }, payload: { path, scope } });
         return;
       }
       if (!Array.isArray(ports) || ports.length === 0) {
@@ -91,7 +108,7 @@ export function compileEgressPolicy(input: EgressPolicyInput): EgressPolicy {
         if (!Number.isInteger(port) || port < 1 || port > 65535) {
           throw new PolicyError("bad-rule", path, "ports must be integers 1..65535");
         }
-        out.push({ pattern: { ...p, port }, payload: { path } });
+        out.push({ pattern: { ...p, port }, payload: { path, scope } });
       }
     });
     return out;
@@ -121,13 +138,30 @@ export function compileEgressPolicy(input: EgressPolicyInput): EgressPolicy {
       }
       const target = formatAuthority(c.value, request.port);
       const set = perAgent.get(request.agent) ?? globalSet;
-      const hit = set.match(c.value, request.port)[0];
-      if (!hit)
+      const hits = set.match(c.value, request.port);
+      if (hits.length === 0)
         return refuse("policy-denied", `no allow rule matches ${request.scheme}://${target}`);
-      const rule = `${hit.payload.path} ${hit.pattern.written}`;
-      return allow({ rule }, `${request.scheme}://${target} allowed by ${rule}`);
+      const route = request.route;
+      const named = (h: (typeof hits)[number]) =>
+        `${h.payload.path} ${ruleText(h.pattern, h.payload.scope)}`;
+      for (const h of hits) {
+        if (!route) return allowedBy(request, target, named(h));
+        const covers = scopeCovers(h.payload.scope, route);
+        if (!covers.ok) return covers;
+        if (covers.value) return allowedBy(request, target, named(h));
+      }
+      // The host is allowed, this request on it is not: name the rule it missed.
+      const where = route?.path.ok ? route.path.value : "";
+      return refuse(
+        "policy-denied",
+        `${route?.method} ${request.scheme}://${target}${where} is outside ${named(hits[0]!)}`,
+      );
     },
   });
+}
+
+function allowedBy(r: EgressRequest, target: string, rule: string): EgressVerdict {
+  return allow({ rule }, `${r.scheme}://${target} allowed by ${rule}`);
 }
 
 function isParsed(x: unknown): x is HostPattern {

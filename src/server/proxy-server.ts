@@ -93,7 +93,10 @@ export interface StartOptions {
 }
 
 function egressFrom(live: LivePolicy): EgressPolicy {
-  const rule = (r: LivePolicy["allow"][number]): EgressRuleSpec => r.pattern;
+  const rule = (r: LivePolicy["allow"][number]): EgressRuleSpec => ({
+    host: r.pattern,
+    scope: r.scope,
+  });
   const agents: Record<string, EgressRuleSpec[]> = {};
   for (const [agent, rules] of live.agentAllow) agents[agent] = rules.map(rule);
   return compileEgressPolicy({ allow: live.allow.map(rule), agents });

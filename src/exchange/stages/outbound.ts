@@ -21,6 +21,7 @@ import type { RequestPlan, SecretState } from "../../credentials/secret-state.ts
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
 import type { PatternSpec } from "../../matcher/types.ts";
+import { canonicalPath } from "../../policy/request-rule.ts";
 import { allow, refuse, type Verdict } from "../../policy/verdict.ts";
 import { type Body, discard, type Exchange, type Stage } from "../exchange.ts";
 import { planOutboundHead } from "../outbound-head.ts";
@@ -44,8 +45,11 @@ export function outbound(deps: OutboundDeps): Stage {
       const state = ex.secrets;
       const { target, scheme } = ex.destination;
       // Never inject into plain http://: only DLP and redaction apply there.
+      const route = { method: ex.head.method, path: canonicalPath(out.target) };
       const plan =
-        scheme === "https" ? state.plan(ex.agent, target.host, target.port) : state.noSwapPlan();
+        scheme === "https"
+          ? state.plan(ex.agent, target.host, target.port, route)
+          : state.noSwapPlan();
       const head = planOutboundHead(ex.head, ex.destination, state, plan);
       if (!head.ok) {
         discard(out.body);
