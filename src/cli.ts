@@ -10,6 +10,7 @@ import { loadProxyConfig, type ProxyConfig } from "./config/proxy-config.ts";
 import { loadSecretsFile } from "./credentials/secrets.ts";
 import { AGENT_DEFAULT_DAYS, EmbeddedCa } from "./pki/embedded-ca.ts";
 import { PkiError } from "./pki/pki-error.ts";
+import { AGENT_NAME_RE } from "./policy/agent-name.ts";
 
 export const USAGE = `usage: bun run slapenir -- <command>
 
@@ -17,8 +18,11 @@ export const USAGE = `usage: bun run slapenir -- <command>
   agent issue NAME [--days N] [--out DIR] issue an agent client certificate (default ${AGENT_DEFAULT_DAYS} days)
   ca bundle                              print the CA bundle PEM an agent must trust
   secrets check FILE                     validate a secrets file and print its log-safe summary
+  quarantine list                        the agents in quarantine (asks the running proxy)
+  quarantine release NAME                let an agent out of quarantine
 
-environment: SLAPENIR_HOME (default ./.slapenir), SLAPENIR_LISTEN, SLAPENIR_SERVER_NAMES, CERT_PATH`;
+environment: SLAPENIR_HOME (default ./.slapenir), SLAPENIR_LISTEN, SLAPENIR_SERVER_NAMES, CERT_PATH,
+SLAPENIR_ADMIN_LISTEN (where the running proxy's admin API is)`;
 
 export interface CliIo {
   readonly out: (line: string) => void;
@@ -45,6 +49,7 @@ export async function runCli(
     if (cmd === "init" && sub === undefined) return await init(config, io);
     if (cmd === "ca" && sub === "bundle" && rest.length === 0) return await caBundle(config, io);
     if (cmd === "agent" && sub === "issue") return await agentIssue(rest, config, io, cwd);
+    if (cmd === "quarantine") return await quarantineCommand(sub, rest, config, io);
     throw new UsageError(`unknown command '${args.join(" ")}'`);
   } catch (err) {
     if (err instanceof UsageError) {
@@ -76,6 +81,51 @@ async function secretsCheck(rest: readonly string[], io: CliIo, cwd: string): Pr
     );
   }
   return 0;
+}
+
+/** Asks the running proxy's admin API: its quarantine is in its memory (and its file). */
+async function quarantineCommand(
+  sub: string | undefined,
+  rest: readonly string[],
+  config: ProxyConfig,
+  io: CliIo,
+): Promise<number> {
+  const { host, port } = config.adminListen;
+  const base = `http://${host.includes(":") ? `[${host}]` : host}:${port}/quarantine`;
+  const ask = async (url: string, method: string) => {
+    try {
+      return await fetch(url, { method });
+    } catch {
+      io.err(`error: no proxy answers at ${base} (SLAPENIR_ADMIN_LISTEN)`);
+      return null;
+    }
+  };
+  if (sub === "list" && rest.length === 0) {
+    const res = await ask(base, "GET");
+    if (!res) return 1;
+    if (res.status === 404) {
+      io.err("error: quarantine is off in the running proxy");
+      return 1;
+    }
+    const { agents } = (await res.json()) as {
+      agents: { agent: string; kind: string; since: number }[];
+    };
+    io.out(`${agents.length} agent${agents.length === 1 ? "" : "s"} in quarantine`);
+    for (const a of agents)
+      io.out(`  ${a.agent}: ${a.kind} since ${new Date(a.since).toISOString()}`);
+    return 0;
+  }
+  if (sub === "release" && rest.length === 1 && AGENT_NAME_RE.test(rest[0]!)) {
+    const res = await ask(`${base}/${rest[0]}/release`, "POST");
+    if (!res) return 1;
+    if (!res.ok) {
+      io.err(`error: ${rest[0]} is not in quarantine`);
+      return 1;
+    }
+    io.out(`released ${rest[0]}`);
+    return 0;
+  }
+  throw new UsageError("quarantine takes 'list' or 'release NAME'");
 }
 
 async function openCa(config: ProxyConfig): Promise<EmbeddedCa> {

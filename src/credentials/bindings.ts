@@ -64,16 +64,23 @@ interface Bound {
 export class CredentialBindings {
   readonly #set: HostPatternSet<Bound>;
   readonly #reals: readonly SwapPair[];
+  readonly #bound: readonly Bound[];
   static readonly EMPTY_PLAN: SwapPlan = Object.freeze({ swaps: [], required: [], reals: [] });
 
-  private constructor(set: HostPatternSet<Bound>, reals: readonly SwapPair[]) {
+  private constructor(
+    set: HostPatternSet<Bound>,
+    reals: readonly SwapPair[],
+    bound: readonly Bound[],
+  ) {
     this.#set = set;
     this.#reals = reals;
+    this.#bound = bound;
   }
 
   /** Validate and compile; throws PolicyError naming the credential by index and name. */
   static compile(credentials: readonly CredentialInput[]): CredentialBindings {
     const entries: { pattern: HostPattern; payload: Bound }[] = [];
+    const all: Bound[] = [];
     const reals: SwapPair[] = [];
     const names = new Set<string>();
     credentials.forEach((c, i) => {
@@ -116,21 +123,36 @@ export class CredentialBindings {
         require: c.require === true,
       };
       c.hosts.forEach((h, j) => {
-        entries.push({
-          pattern: expectPattern(h, `${path}.hosts[${j}]`),
-          payload: { ...bound, scope: c.scopes?.[j] ?? ANY_REQUEST },
-        });
+        const payload = { ...bound, scope: c.scopes?.[j] ?? ANY_REQUEST };
+        if (j === 0) all.push(payload);
+        entries.push({ pattern: expectPattern(h, `${path}.hosts[${j}]`), payload });
       });
     });
     return new CredentialBindings(
       new HostPatternSet(entries, BINDING_DEFAULT_PORT),
       Object.freeze(reals),
+      all,
     );
   }
 
   /** Every real value (for DLP and redaction), whatever the host. */
   get reals(): readonly SwapPair[] {
     return this.#reals;
+  }
+
+  /** Whether any credential is bound to `host:port` (for any agent, method or path). */
+  boundAt(host: string, port: number): boolean {
+    const c = canonicalHost(host);
+    return c.ok && this.#set.match(c.value, port).length > 0;
+  }
+
+  /** Credentials restricted to agents other than `agent`: their dummies are not its to use. */
+  foreignTo(agent: string): readonly SwapPair[] {
+    const out = new Map<string, SwapPair>();
+    for (const b of this.#bound) {
+      if (b.agents !== undefined && !b.agents.has(agent)) out.set(b.credential.name, b.credential);
+    }
+    return [...out.values()];
   }
 
   /**

@@ -31,6 +31,12 @@ export interface RequestPlan {
   readonly querySwap: ReadonlyMap<string, InlineReplacer>;
   /** Pairs for `Authorization: Basic`, swapped inside the decoded credentials. */
   readonly basicPairs: readonly BytePair[];
+  /** Dummy → real in named fields of a form body (`form:NAME`), by field name. */
+  readonly formSwap: ReadonlyMap<string, InlineReplacer>;
+  /** Dummy → real in JSON strings at pointers (`json:/POINTER`), by pointer. */
+  readonly jsonSwap: ReadonlyMap<string, InlineReplacer>;
+  /** The most a field swap can lengthen a body, as a factor (1: never). */
+  readonly fieldGrowth: number;
   /** Pattern set for request bodies: credentials with a `body` surface (null: none). */
   readonly bodySpecs: readonly PatternSpec[] | null;
   /** True when every body swap keeps the body's length (Content-Length stays valid). */
@@ -65,6 +71,7 @@ export class SecretState {
   #onUnused: (() => void) | null = null;
   readonly #replaced = new AbortController();
   readonly #plans = new Map<string, RequestPlan>();
+  readonly #foreign = new Map<string, InlineReplacer | null>();
   readonly #owned: Uint8Array[] = [];
 
   private constructor(secrets: SecretsConfig) {
@@ -177,6 +184,25 @@ export class SecretState {
     return this.#compile(this.bindings.swapPlan(agent, host, port, route));
   }
 
+  /**
+   * The dummies (any text encoding) of credentials restricted to other agents: seen in this
+   * agent's request, they are a violation (it read them somewhere it shares with them).
+   */
+  foreignDummies(agent: string): InlineReplacer | null {
+    const hit = this.#foreign.get(agent);
+    if (hit !== undefined) return hit;
+    const patterns: InlinePattern[] = [];
+    for (const c of this.bindings.foreignTo(agent)) {
+      for (const v of swapVariants(c.dummy, c.real, "text").variants) {
+        this.#owned.push(v.pattern, v.replacement);
+        patterns.push({ name: c.name, from: v.pattern, to: v.pattern });
+      }
+    }
+    const r = patterns.length > 0 ? new InlineReplacer(patterns) : null;
+    if (this.#foreign.size < 1024) this.#foreign.set(agent, r);
+    return r;
+  }
+
   /** The plan for a request that may have nothing swapped (plain http://): DLP only. */
   noSwapPlan(): RequestPlan {
     return this.#compile({ swaps: [], required: [] });
@@ -195,6 +221,9 @@ export class SecretState {
     if (hit) return hit;
     const headers = new Map<string, InlinePattern[]>();
     const queries = new Map<string, InlinePattern[]>();
+    const forms = new Map<string, InlinePattern[]>();
+    const jsons = new Map<string, InlinePattern[]>();
+    let fieldGrowth = 1;
     const bodySets = [];
     const basicPairs: SwapPair[] = [];
     let lengthPreserving = true;
@@ -213,6 +242,12 @@ export class SecretState {
           if (surface.name === "authorization") basicPairs.push(s);
         } else if (surface.kind === "query") {
           into(queries, surface.name, pairs(url));
+        } else if (surface.kind === "form" || surface.kind === "json") {
+          const set = surface.kind === "form" ? url : text;
+          into(surface.kind === "form" ? forms : jsons, surface.name, pairs(set));
+          for (const v of set.variants) {
+            fieldGrowth = Math.max(fieldGrowth, v.replacement.length / v.pattern.length);
+          }
         } else {
           bodySets.push(text);
           for (const v of text.variants) {
@@ -230,6 +265,9 @@ export class SecretState {
       headerSwap: compiled(headers),
       querySwap: compiled(queries),
       basicPairs,
+      formSwap: compiled(forms),
+      jsonSwap: compiled(jsons),
+      fieldGrowth,
       bodySpecs: bodySets.length > 0 ? toPatternSpecs(bodySets) : null,
       lengthPreserving,
     };
@@ -292,6 +330,7 @@ export class SecretState {
     this.#owned.length = 0;
     this.#plans.clear();
     this.#outbound.clear();
+    this.#foreign.clear();
     this.dlpMarker.fill(0);
   }
 }

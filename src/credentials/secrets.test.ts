@@ -259,6 +259,20 @@ describe("invalid configuration: errors name the entry and field, never a value"
       "credentials[0] (openai).sharedWildcard: must be true or false",
     ],
     [
+      "a body field on a host not narrowed to endpoints",
+      {
+        credentials: [
+          {
+            ...OPENAI,
+            hosts: ["POST api.openai.com/oauth/token", "api.openai.com"],
+            in: ["form:client_secret"],
+          },
+        ],
+      },
+      "conflict",
+      "credentials[0] (openai).hosts[1]: form:client_secret needs every host narrowed to its endpoints",
+    ],
+    [
       "surfaces not a list",
       { credentials: [{ ...OPENAI, in: "header:x-api-key" }] },
       "bad-value",
@@ -274,7 +288,7 @@ describe("invalid configuration: errors name the entry and field, never a value"
       "an unknown surface",
       { credentials: [{ ...OPENAI, in: ["header:authorization", "path"] }] },
       "bad-value",
-      'credentials[0] (openai).in[1]: must be "header:NAME", "query:NAME" or "body"',
+      'credentials[0] (openai).in[1]: must be "header:NAME", "query:NAME", "form:NAME", "json:/POINTER" or "body"',
     ],
     [
       "a surface twice",

@@ -380,6 +380,17 @@ function draft(d: {
     throw new ConfigError("bad-value", 'must be "allow" or "deny"', d.fieldPath("inUrl"));
   }
   const surfaces = surfacesField(d.in, d.fieldPath("in"));
+  // A field of a body is a surface only on endpoints: a form or JSON field named anywhere on a
+  // host would swap into whatever the agent posts there (a gist, a prompt).
+  const field = surfaces.find((s) => s.kind === "form" || s.kind === "json");
+  const open = scopes.findIndex((s) => s.path === null);
+  if (field && open >= 0) {
+    throw new ConfigError(
+      "conflict",
+      `${surfaceText(field)} needs every host narrowed to its endpoints (METHOD host/path)`,
+      `${d.fieldPath("hosts")}[${open}]`,
+    );
+  }
   if (inUrl === "deny" && surfaces.some((s) => s.kind === "query")) {
     throw new ConfigError(
       "conflict",
@@ -407,7 +418,7 @@ function surfacesField(value: unknown, where: string): readonly Surface[] {
   if (!Array.isArray(value) || value.length === 0) {
     throw new ConfigError(
       "bad-value",
-      'must be a non-empty list of surfaces ("header:NAME", "query:NAME", "body")',
+      'must be a non-empty list of surfaces ("header:NAME", "query:NAME", "form:NAME", "json:/POINTER", "body")',
       where,
     );
   }

@@ -7,6 +7,8 @@ describe("parseSurface", () => {
     ["header:x-api-key", { kind: "header", name: "x-api-key" }],
     ["query:access_token", { kind: "query", name: "access_token" }],
     ["query:key[0]", { kind: "query", name: "key[0]" }],
+    ["form:client_secret", { kind: "form", name: "client_secret" }],
+    ["json:/auth/0/key", { kind: "json", name: "/auth/0/key" }],
     ["body", { kind: "body" }],
   ])("%s", (text, surface) => {
     expect(parseSurface(text)).toEqual({ ok: true, value: surface as never });
@@ -25,6 +27,9 @@ describe("parseSurface", () => {
     ["query:a&b", "needs a parameter name"],
     ["path", 'must be "header:NAME"'],
     ["body:json", 'must be "header:NAME"'],
+    ["json:client_secret", "needs a JSON pointer"],
+    ["json:/a~2b", "needs a JSON pointer"],
+    ["form:", "needs a parameter name"],
   ])("%p is refused", (text, reason) => {
     const p = parseSurface(text);
     expect(p.ok).toBe(false);

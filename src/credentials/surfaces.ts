@@ -7,6 +7,9 @@
 //   header:NAME   the value of header NAME; `header:authorization` also swaps inside Basic
 //                 (basic-auth.ts). The default, when a credential names no surface.
 //   query:NAME    the value of query parameter NAME (its name compared percent-decoded)
+//   form:NAME     the value of field NAME of a form-encoded body, on the endpoints the
+//                 credential's hosts name (an OAuth token endpoint's `client_secret`)
+//   json:POINTER  the string at a JSON pointer (`json:/client_secret`), likewise
 //   body          anywhere in the request body, in any encoding the swap knows: the old model,
 //                 opt-in, for upstreams that take a credential in a body (it reopens the class
 //                 above on that credential's hosts; SECURITY.md says so)
@@ -18,6 +21,8 @@ import { HOP_BY_HOP, PROTECTED_FROM_CONNECTION } from "../http/hop-by-hop.ts";
 export type Surface =
   | { readonly kind: "header"; readonly name: string }
   | { readonly kind: "query"; readonly name: string }
+  | { readonly kind: "form"; readonly name: string }
+  | { readonly kind: "json"; readonly name: string }
   | { readonly kind: "body" };
 
 export const DEFAULT_SURFACES: readonly Surface[] = Object.freeze([
@@ -49,13 +54,22 @@ export function parseSurface(text: unknown): SurfaceParse {
     }
     return { ok: true, value: { kind: "header", name: lower } };
   }
-  if (kind === "query") {
+  if (kind === "query" || kind === "form") {
     if (!QUERY_NAME_RE.test(name)) {
-      return { ok: false, reason: "query: needs a parameter name (letters, digits, ._~-[])" };
+      return { ok: false, reason: `${kind}: needs a parameter name (letters, digits, ._~-[])` };
     }
-    return { ok: true, value: { kind: "query", name } };
+    return { ok: true, value: { kind, name } };
   }
-  return { ok: false, reason: 'must be "header:NAME", "query:NAME" or "body"' };
+  if (kind === "json") {
+    if (!/^(\/[^/]{1,64}){1,8}$/.test(name) || /~[^01]/.test(name)) {
+      return { ok: false, reason: "json: needs a JSON pointer (/client_secret, /auth/0/key)" };
+    }
+    return { ok: true, value: { kind: "json", name } };
+  }
+  return {
+    ok: false,
+    reason: 'must be "header:NAME", "query:NAME", "form:NAME", "json:/POINTER" or "body"',
+  };
 }
 
 export function surfaceText(s: Surface): string {

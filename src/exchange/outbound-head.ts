@@ -16,6 +16,7 @@ import type { RequestPlan, SecretState } from "../credentials/secret-state.ts";
 import { swapQueryValues } from "../credentials/surfaces.ts";
 import { forwardableRequestFields } from "../http/hop-by-hop.ts";
 import type { RequestHead } from "../http/request-parser.ts";
+import type { InlineReplacer } from "../matcher/inline.ts";
 import type { Destination } from "../policy/host-agreement.ts";
 import { allow, refuse, type Verdict } from "../policy/verdict.ts";
 
@@ -26,6 +27,8 @@ export interface OutboundHead {
   readonly swaps: number;
   /** Names of the credentials swapped in the head. */
   readonly swapped: ReadonlySet<string>;
+  /** Dummies of credentials the agent may not use, seen in the head (a violation). */
+  readonly foreign: number;
 }
 
 export function planOutboundHead(
@@ -33,6 +36,8 @@ export function planOutboundHead(
   destination: Destination,
   secrets: SecretState,
   plan: RequestPlan,
+  /** Dummies the agent may not use (secrets.foreignDummies), counted, never swapped. */
+  foreignDummies: InlineReplacer | null = null,
 ): Verdict<OutboundHead> {
   const targetText = originForm(head);
   if (secrets.carriesReal(head.method) || secrets.carriesReal(targetText)) return dlpRefusal();
@@ -80,7 +85,12 @@ export function planOutboundHead(
   headers.push(["accept-encoding", filterAcceptEncoding(head.headers.get("accept-encoding"))]);
   // The upstream leg is HTTP/1.1, which requires Host; an HTTP/1.0 agent may have sent none.
   if (!head.headers.has("host")) headers.unshift(["host", hostField(destination)]);
-  return allow({ target, headers, swaps, swapped });
+  let foreign = 0;
+  if (foreignDummies) {
+    foreign += foreignDummies.applyLatin1(targetText).count;
+    for (const [, value] of head.headers.fields) foreign += foreignDummies.applyLatin1(value).count;
+  }
+  return allow({ target, headers, swaps, swapped, foreign });
 }
 
 function dlpRefusal() {

@@ -55,6 +55,12 @@ export class ProxyMetrics {
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
+  readonly violations = new Counter({
+    name: "slapenir_violations_total",
+    help: "Requests that broke the credential rules, by agent and kind (dlp, rules, foreign-dummy)",
+    labelNames: ["agent", "kind"] as const,
+    registers: [this.registry],
+  });
   readonly connections = new Gauge({
     name: "slapenir_connections_open",
     help: "Agent connections currently open",

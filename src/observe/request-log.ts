@@ -52,8 +52,8 @@ export function digestKind(method: string, outcome: TraceOutcome): string | unde
 export interface RequestLogOptions {
   /** The digest's window and clock (tests). */
   readonly digest?: { readonly windowMs?: number; readonly now?: () => number };
-  /** Told every request's outcome once it is written (violations: guard/quarantine.ts). */
-  readonly onOutcome?: (agent: string, outcome: TraceOutcome) => void;
+  /** Told every request's outcome once it is written (violations, reflections: server/). */
+  readonly onOutcome?: (facts: RequestFacts, outcome: TraceOutcome, trace: Trace) => void;
 }
 
 export class RequestLog {
@@ -124,7 +124,7 @@ export class RequestLog {
     m.bytes.inc({ agent, direction: "in" }, trace.bytesIn);
     m.bytes.inc({ agent, direction: "out" }, trace.bytesOut);
     m.latency.observe({ agent }, durationMs / 1000);
-    this.#onOutcome?.(agent, outcome);
+    this.#onOutcome?.(facts, outcome, trace);
   }
 }
 

@@ -30,6 +30,8 @@ export class Trace {
   swaps = 0;
   /** Real values redacted from the answer, head and body. */
   redactions = 0;
+  /** Dummies of credentials this agent may not use, seen in its request's head. */
+  foreignDummies = 0;
   /** Body bytes the agent sent, and the agent was sent. */
   bytesIn = 0;
   bytesOut = 0;

@@ -23,6 +23,7 @@ import { MemoryGuard } from "../guard/memory-guard.ts";
 import { Quarantine } from "../guard/quarantine.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
 import { StallRegistry } from "../guard/stall-registry.ts";
+import { type ViolationKind, violationsOf } from "../guard/violations.ts";
 import { MatcherPool } from "../matcher/pool/pool.ts";
 import { listenAdmin } from "../net/admin-listener.ts";
 import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
@@ -31,7 +32,9 @@ import { type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
 import { createAdminApp } from "../observe/admin-app.ts";
 import { AuditLog } from "../observe/audit.ts";
 import { ProxyMetrics } from "../observe/metrics.ts";
-import { RequestLog } from "../observe/request-log.ts";
+import { RefusalDigest } from "../observe/refusal-digest.ts";
+import { type RequestFacts, RequestLog } from "../observe/request-log.ts";
+import type { Trace, TraceOutcome } from "../observe/trace.ts";
 import {
   AgentIdentityCache,
   denylistSets,
@@ -237,19 +240,46 @@ export async function startProxy(
   const quarantine = config.quarantine
     ? Quarantine.load(config.quarantine.file, config.quarantine.holdMs)
     : null;
-  const log = new RequestLog(audit, metrics, () => state, {
-    onOutcome: (agent, outcome) => {
-      if (!quarantine || outcome.code !== "dlp-blocked" || agent === "-") return;
-      if (!quarantine.add(agent, "dlp")) return;
-      metrics.refused.inc({ reason: "quarantined" });
-      audit.event(
-        "quarantine",
-        { agent, kind: "dlp" },
-        "agent quarantined: a real credential in its request; its connections are closed",
-      );
-      front.closeAgent(agent);
-    },
-  });
+  // Violations and reflections are audited one line per kind, agent and host per window (an
+  // agent or an echoing upstream can repeat them at full speed); the metrics count each.
+  const notices = new RefusalDigest<{
+    evt: string;
+    fields: Record<string, string | number | boolean>;
+    msg: string;
+  }>((r, repeated) => audit.event(r.evt, repeated ? { ...r.fields, repeated } : r.fields, r.msg));
+  const onOutcome = (facts: RequestFacts, outcome: TraceOutcome, trace: Trace) => {
+    const { agent, host, port } = facts;
+    if (agent === "-") return;
+    const where = `${agent}\n${host}:${port}`;
+    const kinds = violationsOf(outcome, {
+      foreignDummies: trace.foreignDummies,
+      boundHost: host !== "-" && state.bindings.boundAt(host, port),
+    });
+    for (const kind of kinds) {
+      metrics.violations.inc({ agent, kind });
+      notices.refuse(`violation ${kind}`, where, {
+        evt: "violation",
+        fields: { agent, kind, host: state.scrub(host), port },
+        msg: VIOLATION_TEXT[kind],
+      });
+    }
+    if (trace.redactions > 0) {
+      notices.refuse("reflection", where, {
+        evt: "reflection",
+        fields: { agent, host: state.scrub(host), port, redactions: trace.redactions },
+        msg: "the upstream sent real values back; they were redacted",
+      });
+    }
+    if (!quarantine || !kinds.includes("dlp") || !quarantine.add(agent, "dlp")) return;
+    metrics.refused.inc({ reason: "quarantined" });
+    audit.event(
+      "quarantine",
+      { agent, kind: "dlp" },
+      "agent quarantined: a real credential in its request; its connections are closed",
+    );
+    front.closeAgent(agent);
+  };
+  const log = new RequestLog(audit, metrics, () => state, { onOutcome });
   // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
   // on their address's (before TLS), leaf mints on the agent's.
   const bucket = (r: Rate | undefined) =>
@@ -458,6 +488,7 @@ export async function startProxy(
       clearInterval(recheck);
       await front.close(config.limits.shutdownGraceMs);
       log.close();
+      notices.close();
       upstream.close();
       adminServer.stop();
       for (const r of [...retiring]) r();
@@ -477,6 +508,12 @@ export async function startProxy(
  * may take no bytes before its connection may be shed below the critical level, and how many
  * of an agent's connections must be waiting on it for it to be refused new ones under pressure.
  */
+const VIOLATION_TEXT: Record<ViolationKind, string> = {
+  dlp: "a real credential in the agent's request",
+  rules: "a request the rules deny, on a host a credential is bound to",
+  "foreign-dummy": "another agent's dummy in the agent's request",
+};
+
 const GUARD_INTERVAL_MS = 50;
 const LEAF_CACHE_CAPACITY = 1000;
 

@@ -19,6 +19,8 @@ const DUMMY = "ghp_dummy000000000000000000000000000001";
 const REAL = "ghp_R3aLt0k3nAbCdEfGh1jKlMn0pQrStUv2wX";
 const KEY_DUMMY = "key-dummy-00000000000000000002";
 const KEY_REAL = "key-R3aL-9f8e7d6c5b4a39281700";
+const SECRET_DUMMY = "oauth-dummy-000000000000000003";
+const SECRET_REAL = "oauth-R3aL-5e4d3c2b1a0f9e8d7c";
 
 let h: Harness;
 let up: HostileUpstream;
@@ -63,6 +65,14 @@ beforeAll(async () => {
         hosts: ["localhost:*"],
         in: ["header:x-api-key", "query:key"],
       },
+      // An OAuth client secret: presented in a form field, or a JSON member, of one endpoint.
+      {
+        name: "oauth",
+        dummy: SECRET_DUMMY,
+        real: SECRET_REAL,
+        hosts: ["POST localhost:*/login/oauth/access_token"],
+        in: ["form:client_secret", "json:/client_secret"],
+      },
     ],
     env: { SLAPENIR_RATE_LIMIT: "off" },
   });
@@ -86,6 +96,19 @@ beforeAll(async () => {
       return sendLength(w, [], part, 0, 206);
     }
     return sendLength(w, [], data);
+  });
+  up.on("/login/oauth/access_token", async (r, w) => {
+    const body = r.body.toString("latin1");
+    const ok =
+      body.includes(`client_secret=${SECRET_REAL}`) ||
+      body.includes(`"client_secret":"${SECRET_REAL}"`);
+    return sendLength(
+      w,
+      [],
+      Buffer.from(ok ? "access_token=t0k" : "bad client"),
+      0,
+      ok ? 200 : 401,
+    );
   });
   up.on("/echo", async (r, w) => {
     // Echoes what it was sent, as an httpbin-style API does.
@@ -183,5 +206,44 @@ describe("where a credential is presented, it is swapped", () => {
   test("a dummy in the URL of a credential with no query surface travels unchanged (it would be in access logs)", async () => {
     const echoed = await h.curl([url(`/echo?access_token=${DUMMY}`)]);
     expect(JSON.parse(echoed.body.toString()).target).toBe(`/echo?access_token=${DUMMY}`);
+  });
+});
+
+describe("a credential presented in a body field, on its endpoint", () => {
+  const token = (type: string, body: string, path = "/login/oauth/access_token") =>
+    h.curl(["-H", `Content-Type: ${type}`, "--data-binary", body, url(path)]);
+
+  test("form and JSON: the named field is swapped; the same dummy in another field is not", async () => {
+    const before = up.received.length;
+    const form = await token(
+      "application/x-www-form-urlencoded",
+      `client_id=app&client_secret=${SECRET_DUMMY}&note=${SECRET_DUMMY}`,
+    );
+    expect(form.status).toBe(200);
+    const json = await token(
+      "application/json",
+      JSON.stringify({ client_id: "app", client_secret: SECRET_DUMMY, note: SECRET_DUMMY }),
+    );
+    expect(json.status).toBe(200);
+    const [f, j] = up.received.slice(before);
+    expect(f!.body.toString()).toBe(
+      `client_id=app&client_secret=${SECRET_REAL}&note=${SECRET_DUMMY}`,
+    );
+    expect(JSON.parse(j!.body.toString())).toEqual({
+      client_id: "app",
+      client_secret: SECRET_REAL,
+      note: SECRET_DUMMY,
+    });
+  });
+
+  test("the field on another endpoint of the host, or another content type: not swapped", async () => {
+    const store = await token(
+      "application/x-www-form-urlencoded",
+      `client_secret=${SECRET_DUMMY}`,
+      "/echo",
+    );
+    expect(store.body.toString()).not.toContain("[REDACTED]");
+    const plain = await token("text/plain", `client_secret=${SECRET_DUMMY}`);
+    expect(plain.status).toBe(401);
   });
 });

@@ -121,3 +121,40 @@ test("a violation closes and refuses only the violating agent's connections", as
   held.destroy();
   expect(await tunnelAnswer("agent-b")).toBe("403 quarantined");
 });
+
+test("the CLI lists and releases through the running proxy's admin API", async () => {
+  const cli = async (...args: string[]) => {
+    await using proc = Bun.spawn(
+      [process.execPath, join(import.meta.dir, "../../src/cli.ts"), ...args],
+      {
+        env: {
+          PATH: process.env.PATH ?? "",
+          SLAPENIR_HOME: join(h.dir, "home"),
+          SLAPENIR_ADMIN_LISTEN: `127.0.0.1:${h.proxy.adminPort}`,
+        },
+        stdout: "pipe",
+        stderr: "pipe",
+      },
+    );
+    const [out, err, code] = await Promise.all([
+      new Response(proc.stdout).text(),
+      new Response(proc.stderr).text(),
+      proc.exited,
+    ]);
+    return { out, err, code };
+  };
+  // agent-b went in above.
+  const listed = await cli("quarantine", "list");
+  expect(listed.code).toBe(0);
+  expect(listed.out).toMatch(/^1 agent in quarantine\n {2}agent-b: dlp since \d{4}-/);
+  expect(await cli("quarantine", "release", "agent-b")).toMatchObject({
+    code: 0,
+    out: "released agent-b\n",
+  });
+  expect(await cli("quarantine", "release", "agent-b")).toMatchObject({
+    code: 1,
+    err: "error: agent-b is not in quarantine\n",
+  });
+  expect((await cli("quarantine", "release", "../x")).code).toBe(2);
+  expect(await tunnelAnswer("agent-b")).toStartWith("200 ");
+});

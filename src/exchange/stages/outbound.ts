@@ -17,6 +17,7 @@ import { allocWithHeadroom } from "../../body/held-buffers.ts";
 import type { InlineScanner } from "../../body/inline-scanner.ts";
 import { type BodyScanner, outboundBody } from "../../body/scan-pipelines.ts";
 import { checkRequired } from "../../credentials/bindings.ts";
+import { swapFormFields, swapJsonStrings } from "../../credentials/body-fields.ts";
 import type { RequestPlan, SecretState } from "../../credentials/secret-state.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
@@ -50,11 +51,18 @@ export function outbound(deps: OutboundDeps): Stage {
         scheme === "https"
           ? state.plan(ex.agent, target.host, target.port, route)
           : state.noSwapPlan();
-      const head = planOutboundHead(ex.head, ex.destination, state, plan);
+      const head = planOutboundHead(
+        ex.head,
+        ex.destination,
+        state,
+        plan,
+        state.foreignDummies(ex.agent),
+      );
       if (!head.ok) {
         discard(out.body);
         return head;
       }
+      ex.trace.foreignDummies += head.value.foreign;
       const swapped = new Set(head.value.swapped);
       let swaps = head.value.swaps;
       let body: Body = null;
@@ -65,6 +73,8 @@ export function outbound(deps: OutboundDeps): Stage {
         const whole =
           input.kind === "held" ||
           (deps.inline && input.length !== null && input.length <= deps.inline.maxBytes);
+        // Body fields (form:, json:) are swapped in bodies held whole only; a larger one goes
+        // out with the dummy as sent.
         if (whole) {
           const v = await scanWhole(ex, deps, state, plan, input);
           if (!v.ok) return v;
@@ -120,7 +130,7 @@ async function scanWhole(
           deps.held,
           ex.agent,
           input.stream,
-          Math.ceil((input.length ?? 0) * growthOf(plan.bodySpecs)),
+          Math.ceil((input.length ?? 0) * Math.max(growthOf(plan.bodySpecs), plan.fieldGrowth)),
           inline.maxBytes,
         );
   ex.trace.bytesIn = held.length;
@@ -131,6 +141,11 @@ async function scanWhole(
         held.release();
         return refuse("dlp-blocked", DLP_IN_BODY);
       }
+    }
+    const fields = swapFields(ex, plan, held.bytes);
+    if (fields) {
+      held = held.replace(fields.bytes);
+      swaps += fields.swaps;
     }
     if (plan.bodySpecs) {
       const r = inline.rewrite(
@@ -218,6 +233,31 @@ async function scanStreamed(
     return { kind: "stream", stream: scanned, length: null };
   }
   return { kind: "stream", stream: scanned, length: declared };
+}
+
+/** The body with its declared form or JSON fields swapped; null when nothing changed. */
+function swapFields(
+  ex: Exchange,
+  plan: RequestPlan,
+  bytes: Uint8Array,
+): { bytes: Uint8Array; swaps: number } | null {
+  if (plan.formSwap.size === 0 && plan.jsonSwap.size === 0) return null;
+  const type = (ex.head.headers.get("content-type") ?? "").toLowerCase().split(";")[0]!.trim();
+  const form = type === "application/x-www-form-urlencoded";
+  const json = type === "application/json" || type.endsWith("+json");
+  if (!form && !json) return null;
+  let swaps = 0;
+  const fns = new Map<string, (value: string) => string>();
+  for (const [name, replacer] of form ? plan.formSwap : plan.jsonSwap) {
+    fns.set(name, (value) => {
+      const r = replacer.applyLatin1(value);
+      swaps += r.count;
+      return r.value;
+    });
+  }
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("latin1");
+  const out = form ? swapFormFields(text, fns) : swapJsonStrings(text, fns);
+  return swaps > 0 ? { bytes: new Uint8Array(Buffer.from(out, "latin1")), swaps } : null;
 }
 
 /** The most a swap with `specs` can lengthen a body, as a factor (1: never longer). */

@@ -1,0 +1,21 @@
+// What counts as a violation of the credential rules (issue 15, class 3), decided from a
+// request's outcome: a real value in it (`dlp`: the agent held what it must not, and DLP's
+// answers are an oracle), a request the rules deny on a host a credential is bound to
+// (`rules`: probing a credential's host beyond its endpoints), another agent's dummy in it
+// (`foreign-dummy`: read from a store they share). Each is audited and counted per agent; the
+// first `dlp` quarantines the agent (quarantine.ts). Pure.
+
+import type { TraceOutcome } from "../observe/trace.ts";
+
+export type ViolationKind = "dlp" | "rules" | "foreign-dummy";
+
+export function violationsOf(
+  outcome: TraceOutcome,
+  facts: { readonly foreignDummies: number; readonly boundHost: boolean },
+): ViolationKind[] {
+  const out: ViolationKind[] = [];
+  if (outcome.code === "dlp-blocked") out.push("dlp");
+  if (outcome.code === "policy-denied" && facts.boundHost) out.push("rules");
+  if (facts.foreignDummies > 0) out.push("foreign-dummy");
+  return out;
+}
