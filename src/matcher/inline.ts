@@ -23,6 +23,7 @@ export class InlineReplacer {
   /** Patterns by first byte, longest first. */
   readonly #byFirst: (InlinePattern[] | undefined)[] = new Array(256);
   readonly #empty: boolean;
+  readonly #longest: number;
 
   constructor(patterns: readonly InlinePattern[]) {
     for (const p of patterns) {
@@ -33,11 +34,32 @@ export class InlineReplacer {
       this.#byFirst[b] = list;
     }
     for (const list of this.#byFirst) list?.sort((a, b) => b.from.length - a.from.length);
+    this.#longest = patterns.reduce((m, p) => Math.max(m, p.from.length), 0);
     this.#empty = patterns.length === 0;
   }
 
   get empty(): boolean {
     return this.#empty;
+  }
+
+  /**
+   * The length of the longest end of `input` that some pattern begins with (and is longer
+   * than): bytes that a following piece could complete into a match, so must be held back.
+   */
+  pendingPrefix(input: Uint8Array): number {
+    const n = input.length;
+    for (let s = Math.max(0, n - this.#longest + 1); s < n; s++) {
+      const list = this.#byFirst[input[s]!];
+      if (!list) continue;
+      for (const p of list) {
+        const f = p.from;
+        if (f.length <= n - s) continue;
+        let k = 1;
+        while (s + k < n && input[s + k] === f[k]) k++;
+        if (s + k === n) return n - s;
+      }
+    }
+    return 0;
   }
 
   apply(input: Uint8Array): InlineResult {

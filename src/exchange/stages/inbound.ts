@@ -15,6 +15,7 @@ import { HeldBody } from "../../body/held-body.ts";
 import { allocWithHeadroom, releaseHeld } from "../../body/held-buffers.ts";
 import type { InlineScanner } from "../../body/inline-scanner.ts";
 import { type BodyScanner, redactBody } from "../../body/scan-pipelines.ts";
+import { sseDeltaStream } from "../../body/sse-deltas.ts";
 import type { SecretState } from "../../credentials/secret-state.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { HeaderPairs } from "../../http/serialize.ts";
@@ -55,9 +56,13 @@ export function inbound(deps: InboundDeps): Stage {
         headers = h.headers;
       }
       let body: Body = res.body;
+      // An event stream (a streaming LLM's tokens) is also redacted on the joined text of its
+      // deltas (body/sse-deltas.ts): it streams, never held.
+      const events = isEventStream(headers);
       if (stream) {
         const whole =
           !decode &&
+          !events &&
           deps.inline &&
           states.some((s) => s.redactSpecs.length > 0) &&
           stream.length !== null &&
@@ -73,6 +78,17 @@ export function inbound(deps: InboundDeps): Stage {
         } else {
           let s = stream.stream;
           if (decode) s = await primeStream(decodeBody(s, codings, deps.decodeLimits));
+          // Before the byte-level pass: events reach it as soon as they are whole, and its
+          // held-back tail never holds an event's end from this reader.
+          if (events && states.some((st) => !st.redactInline.empty)) {
+            s = sseDeltaStream(
+              s,
+              states.map((st) => st.redactInline),
+              (n) => {
+                ex.trace.redactions += n;
+              },
+            );
+          }
           for (const state of states) {
             if (state.redactSpecs.length === 0) continue;
             const scan = await deps.scanner
@@ -137,6 +153,11 @@ async function redactWhole(
     deps.held.release(length, ex.agent);
   }
   return new HeldBody(whole);
+}
+
+function isEventStream(headers: HeaderPairs): boolean {
+  const type = headers.find(([n]) => n.toLowerCase() === "content-type")?.[1] ?? "";
+  return type.split(";")[0]!.trim().toLowerCase() === "text/event-stream";
 }
 
 const RELOADED = "the proxy's secrets were reloaded while this answer was on its way; retry";

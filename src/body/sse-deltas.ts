@@ -1,0 +1,260 @@
+// Defence in depth for LLM token streams (issue 15, item 5). A streaming LLM API sends its text
+// one token per server-sent event; a real value the model was made to repeat arrives in pieces,
+// none of which the byte-level redactor can recognise. This reads the events, joins the text of
+// their deltas per channel — an OpenAI choice (`delta.content`, `logprobs` tokens, tool-call
+// arguments), a Responses API `*.delta` item, an Anthropic content block (`text`,
+// `partial_json`, `thinking`) — and redacts that text: a value spanning events is rewritten
+// in the events that carry it (the whole redacted text in the first, the others emptied).
+// An event whose channel ends with what could be the start of a value is held back until the
+// next piece decides; events leave in the order they came. Other events pass untouched.
+// Pure: text in, text out (the stream wrapper is `sseDeltaStream`).
+
+import type { InlineReplacer } from "../matcher/inline.ts";
+
+interface Delta {
+  readonly channel: string;
+  get(): string;
+  set(text: string): void;
+  pending: boolean;
+}
+
+interface SseEvent {
+  /** The event as received (its separator included), emitted as is unless changed. */
+  readonly raw: string;
+  readonly separator: string;
+  /** Its parsed `data` (JSON), when it has deltas. */
+  readonly data: Record<string, unknown> | null;
+  readonly deltas: Delta[];
+  changed: boolean;
+}
+
+const SEPARATOR = /\r\n\r\n|\n\n|\r\r/;
+const MAX_EVENT = 256 * 1024;
+
+export class SseDeltaRedactor {
+  readonly #replacers: readonly InlineReplacer[];
+  readonly #onRedact: (n: number) => void;
+  #rest = "";
+  readonly #queue: SseEvent[] = [];
+  readonly #channels = new Map<string, Delta[]>();
+
+  constructor(replacers: readonly InlineReplacer[], onRedact: (n: number) => void = () => {}) {
+    this.#replacers = replacers.filter((r) => !r.empty);
+    this.#onRedact = onRedact;
+  }
+
+  /** More of the stream's text; returns what may leave now. */
+  push(text: string): string {
+    this.#rest += text;
+    for (;;) {
+      const m = SEPARATOR.exec(this.#rest);
+      if (!m) break;
+      const end = m.index + m[0].length;
+      this.#add(this.#rest.slice(0, end), m[0]);
+      this.#rest = this.#rest.slice(end);
+    }
+    // No event is this long: what is not an event passes on to the byte-level redactor (it
+    // runs after this), so an upstream that never ends one cannot make the proxy hold it all.
+    if (this.#rest.length > MAX_EVENT) {
+      this.#queue.push({ raw: this.#rest, separator: "", data: null, deltas: [], changed: false });
+      this.#rest = "";
+    }
+    return this.#release();
+  }
+
+  /** The end of the stream: everything left leaves (a held start of a value was not one). */
+  end(): string {
+    for (const list of this.#channels.values()) for (const d of list) d.pending = false;
+    this.#channels.clear();
+    const out = this.#release() + this.#rest;
+    this.#rest = "";
+    return out;
+  }
+
+  #add(raw: string, separator: string): void {
+    const data = dataOf(raw.slice(0, raw.length - separator.length));
+    const deltas = data ? deltasOf(data) : [];
+    const ev: SseEvent = {
+      raw,
+      separator,
+      data: deltas.length > 0 ? data : null,
+      deltas,
+      changed: false,
+    };
+    this.#queue.push(ev);
+    const touched = new Set<string>();
+    for (const d of deltas) {
+      const list = this.#channels.get(d.channel) ?? [];
+      list.push(d);
+      this.#channels.set(d.channel, list);
+      touched.add(d.channel);
+    }
+    for (const channel of touched) this.#scan(channel);
+  }
+
+  /** Redacts the channel's held text, then keeps held only what could begin a value. */
+  #scan(channel: string): void {
+    const list = this.#channels.get(channel)!;
+    const enc = new TextEncoder();
+    let bytes: Uint8Array = enc.encode(list.map((d) => d.get()).join(""));
+    let count = 0;
+    for (const r of this.#replacers) {
+      const out = r.apply(bytes);
+      count += out.count;
+      bytes = out.output;
+    }
+    if (count > 0) {
+      this.#onRedact(count);
+      const text = new TextDecoder().decode(bytes);
+      list.forEach((d, i) => {
+        d.set(i === 0 ? text : "");
+      });
+      for (const ev of this.#queue) if (ev.deltas.some((d) => list.includes(d))) ev.changed = true;
+    }
+    let hold = 0;
+    for (const r of this.#replacers) hold = Math.max(hold, r.pendingPrefix(bytes));
+    // Deltas wholly before the held end leave the channel.
+    let at = 0;
+    const keep: Delta[] = [];
+    for (const d of list) {
+      const len = enc.encode(d.get()).length;
+      if (keep.length > 0 || at + len > bytes.length - hold) keep.push(d);
+      else d.pending = false;
+      at += len;
+    }
+    if (keep.length === 0) this.#channels.delete(channel);
+    else this.#channels.set(channel, keep);
+  }
+
+  #release(): string {
+    let out = "";
+    while (this.#queue.length > 0 && this.#queue[0]!.deltas.every((d) => !d.pending)) {
+      const ev = this.#queue.shift()!;
+      out += ev.changed && ev.data ? rewrite(ev) : ev.raw;
+    }
+    return out;
+  }
+}
+
+/** The event's data lines, joined, as a JSON object; null when they are not one. */
+function dataOf(block: string): Record<string, unknown> | null {
+  const lines = block.split(/\r\n|\n|\r/).filter((l) => l.startsWith("data:"));
+  if (lines.length === 0) return null;
+  const text = lines.map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+  if (!text.startsWith("{")) return null;
+  try {
+    const v: unknown = JSON.parse(text);
+    return typeof v === "object" && v !== null && !Array.isArray(v)
+      ? (v as Record<string, unknown>)
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The event with its data lines replaced by the (rewritten) JSON; other lines kept. */
+function rewrite(ev: SseEvent): string {
+  const block = ev.raw.slice(0, ev.raw.length - ev.separator.length);
+  const eol = /\r\n/.test(block) ? "\r\n" : /\r/.test(block) && !/\n/.test(block) ? "\r" : "\n";
+  const kept = block.split(/\r\n|\n|\r/).filter((l) => !l.startsWith("data:"));
+  return [...kept, `data: ${JSON.stringify(ev.data)}`].join(eol) + ev.separator;
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** A string field as a delta: read and written in place. */
+function field(channel: string, o: Obj, key: string): Delta[] {
+  if (typeof o[key] !== "string") return [];
+  return [
+    {
+      channel,
+      get: () => o[key] as string,
+      set: (t) => {
+        o[key] = t;
+      },
+      pending: true,
+    },
+  ];
+}
+
+/** The text-carrying deltas of one event's data, each with its channel. */
+export function deltasOf(data: Obj): Delta[] {
+  const out: Delta[] = [];
+  // OpenAI chat completions (and legacy completions).
+  if (Array.isArray(data.choices)) {
+    data.choices.forEach((c: unknown, i) => {
+      if (!isObj(c)) return;
+      const idx = typeof c.index === "number" ? c.index : i;
+      if (isObj(c.delta)) {
+        for (const key of ["content", "reasoning_content", "refusal"]) {
+          out.push(...field(`chat:${idx}:${key}`, c.delta, key));
+        }
+        if (Array.isArray(c.delta.tool_calls)) {
+          c.delta.tool_calls.forEach((t: unknown, j) => {
+            if (isObj(t) && isObj(t.function)) {
+              const k = typeof t.index === "number" ? t.index : j;
+              out.push(...field(`tool:${idx}:${k}`, t.function, "arguments"));
+            }
+          });
+        }
+      }
+      out.push(...field(`text:${idx}`, c, "text"));
+      const lp = isObj(c.logprobs) ? c.logprobs.content : undefined;
+      if (Array.isArray(lp)) {
+        const tokens = lp.filter(isObj).filter((t) => typeof t.token === "string");
+        if (tokens.length > 0) {
+          out.push({
+            channel: `logprobs:${idx}`,
+            get: () => tokens.map((t) => t.token as string).join(""),
+            set: (text) => {
+              // The bytes and the alternatives spell the old tokens: they go with them.
+              tokens.forEach((t, j) => {
+                t.token = j === 0 ? text : "";
+                t.bytes = null;
+                t.top_logprobs = [];
+              });
+            },
+            pending: true,
+          });
+        }
+      }
+    });
+  }
+  // OpenAI Responses API: `response.output_text.delta`, `response.function_call_arguments.delta`, …
+  if (typeof data.type === "string" && data.type.endsWith(".delta")) {
+    const item = String(data.item_id ?? data.output_index ?? "");
+    out.push(...field(`${data.type}:${item}:${String(data.content_index ?? "")}`, data, "delta"));
+  }
+  // Anthropic Messages: content_block_delta with text, partial_json or thinking.
+  if (data.type === "content_block_delta" && isObj(data.delta)) {
+    const idx = String(data.index ?? "");
+    for (const key of ["text", "partial_json", "thinking"]) {
+      out.push(...field(`block:${idx}:${key}`, data.delta, key));
+    }
+  }
+  return out;
+}
+
+/** The redactor over a stream of bytes (UTF-8 text). */
+export function sseDeltaStream(
+  input: ReadableStream<Uint8Array>,
+  replacers: readonly InlineReplacer[],
+  onRedact: (n: number) => void,
+): ReadableStream<Uint8Array> {
+  const sse = new SseDeltaRedactor(replacers, onRedact);
+  const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
+  return input.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, c) {
+        const out = sse.push(decoder.decode(chunk, { stream: true }));
+        if (out) c.enqueue(encoder.encode(out));
+      },
+      flush(c) {
+        const out = sse.push(decoder.decode()) + sse.end();
+        if (out) c.enqueue(encoder.encode(out));
+      },
+    }),
+  );
+}
