@@ -59,7 +59,11 @@ test("embedded defaults", () => {
     rateLimit: { perSecond: 50, burst: 100 },
     handshakeRate: { perSecond: 50, burst: 100 },
     mintRate: { perSecond: 10, burst: 50 },
-    quarantine: { holdMs: null, file: "/srv/app/.slapenir/quarantine.json" },
+    quarantine: {
+      holdMs: null,
+      file: "/srv/app/.slapenir/quarantine.json",
+      on: ["dlp", "reflection"],
+    },
     logLevel: "info",
   });
 });
@@ -138,13 +142,18 @@ test("values from the environment", () => {
   expect(loadProxyConfig({}, "/srv").quarantine).toEqual({
     holdMs: null,
     file: "/srv/.slapenir/quarantine.json",
+    on: ["dlp", "reflection"],
   });
   expect(
     loadProxyConfig(
       { SLAPENIR_QUARANTINE: "30m", SLAPENIR_QUARANTINE_FILE: "state/q.json" },
       "/srv",
     ).quarantine,
-  ).toEqual({ holdMs: 1_800_000, file: "/srv/state/q.json" });
+  ).toEqual({ holdMs: 1_800_000, file: "/srv/state/q.json", on: ["dlp", "reflection"] });
+  expect(loadProxyConfig({ SLAPENIR_QUARANTINE_ON: "dlp, rules" }).quarantine?.on).toEqual([
+    "dlp",
+    "rules",
+  ]);
   expect(loadProxyConfig({ SLAPENIR_QUARANTINE: "off" }).quarantine).toBeUndefined();
 });
 
@@ -208,6 +217,7 @@ const bad: [Record<string, string>, string][] = [
   [{ SLAPENIR_MINT_RATE: "1/h" }, "SLAPENIR_MINT_RATE: must be 'off' or like"],
   [{ SLAPENIR_QUARANTINE: "0s" }, "SLAPENIR_QUARANTINE: must be 'on' (until released), 'off'"],
   [{ SLAPENIR_QUARANTINE: "1d" }, "SLAPENIR_QUARANTINE: must be 'on' (until released), 'off'"],
+  [{ SLAPENIR_QUARANTINE_ON: "dlp,typo" }, "SLAPENIR_QUARANTINE_ON[1]: must be kinds among"],
   [{ SLAPENIR_LOG_LEVEL: "loud" }, "SLAPENIR_LOG_LEVEL: must be one of fatal, error"],
   [
     { SLAPENIR_AGENT_DENYLIST: "0abc" },

@@ -158,7 +158,14 @@ export interface ProxyConfig {
    * Quarantine on a violation (a real value in a request): `holdMs` null keeps an agent in until
    * an operator releases it; undefined when off (`SLAPENIR_QUARANTINE=off`).
    */
-  readonly quarantine: { readonly holdMs: number | null; readonly file: string } | undefined;
+  readonly quarantine:
+    | {
+        readonly holdMs: number | null;
+        readonly file: string;
+        /** The violation kinds that quarantine (`SLAPENIR_QUARANTINE_ON`). */
+        readonly on: readonly QuarantineKind[];
+      }
+    | undefined;
   readonly logLevel: LogLevel;
 }
 
@@ -563,12 +570,25 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError("bad-value", "must be true or false", name);
 }
 
+export type QuarantineKind = "dlp" | "reflection" | "rules" | "foreign-dummy";
+const QUARANTINE_KINDS: readonly QuarantineKind[] = ["dlp", "reflection", "rules", "foreign-dummy"];
+
 /** `on` (until released), `off`, or how long it lasts: `900s`, `30m`, `12h`. */
 function quarantine(env: Env, inHome: string, cwd: string): ProxyConfig["quarantine"] {
   const text = nonEmpty(env, "SLAPENIR_QUARANTINE") ?? "on";
   const named = nonEmpty(env, "SLAPENIR_QUARANTINE_FILE");
   const file = named ? resolve(cwd, named) : inHome;
-  if (/^on$/i.test(text)) return { holdMs: null, file };
+  const on = splitList(nonEmpty(env, "SLAPENIR_QUARANTINE_ON") ?? "dlp,reflection").map((k, i) => {
+    if (!(QUARANTINE_KINDS as readonly string[]).includes(k)) {
+      throw new ConfigError(
+        "bad-value",
+        `must be kinds among ${QUARANTINE_KINDS.join(", ")}`,
+        `SLAPENIR_QUARANTINE_ON[${i}]`,
+      );
+    }
+    return k as QuarantineKind;
+  });
+  if (/^on$/i.test(text)) return { holdMs: null, file, on };
   if (/^off$/i.test(text)) return undefined;
   const m = /^([0-9]{1,6})(s|m|h)$/.exec(text);
   if (!m || Number(m[1]) === 0) {
@@ -579,7 +599,7 @@ function quarantine(env: Env, inHome: string, cwd: string): ProxyConfig["quarant
     );
   }
   const unit = { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "s" | "m" | "h"];
-  return { holdMs: Number(m[1]) * unit, file };
+  return { holdMs: Number(m[1]) * unit, file, on };
 }
 
 /** `off`, or `N/s` / `N/m` with an optional burst `N/s,burst=M` (burst defaults to 2×N/s, at least 1). */

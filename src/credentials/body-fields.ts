@@ -1,46 +1,48 @@
 // Swaps inside one field of a request body, for credentials presented in a body (issue 15): an
-// OAuth token endpoint's `client_secret` form field, a JSON member named by a pointer. Only
-// that field's value is touched; the same dummy anywhere else in the body goes out as sent.
-// Pure, on latin1 text (one char per byte). A body that does not parse is left whole: nothing
-// is swapped, so nothing real leaves.
+// OAuth token endpoint's `client_secret` form field (surfaces.ts `swapParams`), a JSON member
+// named by a pointer (here). Only a field whose whole value is the dummy is touched; the same
+// dummy anywhere else in the body goes out as sent. Pure, on latin1 text (one char per byte).
+// A body that does not parse is left whole: nothing is swapped, so nothing real leaves.
 
-/** `application/x-www-form-urlencoded`: the values of the named fields (names form-decoded). */
-export function swapFormFields(
-  body: string,
-  swaps: ReadonlyMap<string, (value: string) => string>,
-): string {
-  if (swaps.size === 0) return body;
-  return body
-    .split("&")
-    .map((pair) => {
-      const eq = pair.indexOf("=");
-      if (eq < 0) return pair;
-      const f = swaps.get(formDecode(pair.slice(0, eq)));
-      return f ? `${pair.slice(0, eq + 1)}${f(pair.slice(eq + 1))}` : pair;
-    })
-    .join("&");
-}
+import type { SwapPair } from "./bindings.ts";
+import { presented } from "./surfaces.ts";
 
 /**
- * JSON: the string members at the given pointers (RFC 6901, `/client_secret`, `/auth/0/key`),
- * each replaced by `swap(literal)` where literal is the raw text between its quotes.
+ * JSON: a string at one of the pointers (RFC 6901, `/client_secret`, `/auth/0/key`) that is,
+ * decoded, exactly a dummy gets its real value. A body that is not strictly JSON is left whole.
  */
 export function swapJsonStrings(
   body: string,
-  swaps: ReadonlyMap<string, (literal: string) => string>,
-): string {
-  if (swaps.size === 0) return body;
+  pointers: ReadonlyMap<string, readonly SwapPair[]>,
+): { text: string; swapped: string[] } {
+  const swapped: string[] = [];
+  if (pointers.size === 0) return { text: body, swapped };
+  try {
+    JSON.parse(body);
+  } catch {
+    return { text: body, swapped };
+  }
   const spans = jsonStringSpans(body);
-  if (!spans) return body;
+  if (!spans) return { text: body, swapped };
   let out = "";
   let at = 0;
   for (const s of spans) {
-    const f = swaps.get(s.pointer);
-    if (!f) continue;
-    out += body.slice(at, s.start) + f(body.slice(s.start, s.end));
+    const pairs = pointers.get(s.pointer);
+    if (!pairs) continue;
+    let decoded: string;
+    try {
+      decoded = JSON.parse(`"${body.slice(s.start, s.end)}"`);
+    } catch {
+      continue;
+    }
+    const pair = presented(decoded, pairs);
+    if (!pair) continue;
+    const real = Buffer.from(pair.real.buffer, pair.real.byteOffset, pair.real.length);
+    out += body.slice(at, s.start) + JSON.stringify(real.toString("latin1")).slice(1, -1);
     at = s.end;
+    swapped.push(pair.name);
   }
-  return at === 0 ? body : out + body.slice(at);
+  return { text: at === 0 ? body : out + body.slice(at), swapped };
 }
 
 interface Frame {
@@ -112,12 +114,4 @@ export function jsonStringSpans(
     i++;
   }
   return stack.length === 0 ? out : null;
-}
-
-function formDecode(raw: string): string {
-  try {
-    return decodeURIComponent(raw.replace(/\+/g, " "));
-  } catch {
-    return raw;
-  }
 }

@@ -20,21 +20,18 @@ export interface RequestPlan {
   /** Credentials whose `require` flag binds them to this destination. */
   readonly required: readonly string[];
   /**
-   * Dummy → real in the values of the header fields credentials are presented in, by
-   * lower-case field name (text encodings). Other fields are not swapped.
+   * The credentials presented in each header field, by lower-case field name: a value that is
+   * a dummy (alone or after an auth scheme) becomes its real value. Other fields are not touched.
    */
-  readonly headerSwap: ReadonlyMap<string, InlineReplacer>;
-  /**
-   * Dummy → real in the values of query parameters declared as surfaces, by parameter name
-   * (a raw dummy becomes the percent-encoded real). The rest of the target is not swapped.
-   */
-  readonly querySwap: ReadonlyMap<string, InlineReplacer>;
+  readonly headerSwap: ReadonlyMap<string, readonly SwapPair[]>;
+  /** Likewise for query parameters (`query:NAME`), by parameter name. */
+  readonly querySwap: ReadonlyMap<string, readonly SwapPair[]>;
   /** Pairs for `Authorization: Basic`, swapped inside the decoded credentials. */
   readonly basicPairs: readonly BytePair[];
-  /** Dummy → real in named fields of a form body (`form:NAME`), by field name. */
-  readonly formSwap: ReadonlyMap<string, InlineReplacer>;
-  /** Dummy → real in JSON strings at pointers (`json:/POINTER`), by pointer. */
-  readonly jsonSwap: ReadonlyMap<string, InlineReplacer>;
+  /** Likewise for the fields of a form body (`form:NAME`), by field name. */
+  readonly formSwap: ReadonlyMap<string, readonly SwapPair[]>;
+  /** Likewise for JSON strings at pointers (`json:/POINTER`), by pointer. */
+  readonly jsonSwap: ReadonlyMap<string, readonly SwapPair[]>;
   /** The most a field swap can lengthen a body, as a factor (1: never). */
   readonly fieldGrowth: number;
   /** Pattern set for request bodies: credentials with a `body` surface (null: none). */
@@ -219,36 +216,30 @@ export class SecretState {
     const cacheKey = `${key}\u0001${p.required.join("\u0000")}`;
     const hit = this.#plans.get(cacheKey);
     if (hit) return hit;
-    const headers = new Map<string, InlinePattern[]>();
-    const queries = new Map<string, InlinePattern[]>();
-    const forms = new Map<string, InlinePattern[]>();
-    const jsons = new Map<string, InlinePattern[]>();
+    const headers = new Map<string, SwapPair[]>();
+    const queries = new Map<string, SwapPair[]>();
+    const forms = new Map<string, SwapPair[]>();
+    const jsons = new Map<string, SwapPair[]>();
     let fieldGrowth = 1;
     const bodySets = [];
     const basicPairs: SwapPair[] = [];
     let lengthPreserving = true;
-    const into = (m: Map<string, InlinePattern[]>, k: string, ps: InlinePattern[]) =>
-      m.set(k, [...(m.get(k) ?? []), ...ps]);
+    const into = (m: Map<string, SwapPair[]>, k: string, pair: SwapPair) =>
+      m.set(k, [...(m.get(k) ?? []), pair]);
     for (const s of p.swaps) {
-      const text = swapVariants(s.dummy, s.real, "text");
-      const url = swapVariants(s.dummy, s.real, "url");
-      for (const v of [...text.variants, ...url.variants])
-        this.#owned.push(v.pattern, v.replacement);
-      const pairs = (set: typeof text) =>
-        set.variants.map((v) => ({ name: s.name, from: v.pattern, to: v.replacement }));
       for (const surface of s.surfaces) {
         if (surface.kind === "header") {
-          into(headers, surface.name, pairs(text));
+          into(headers, surface.name, s);
           if (surface.name === "authorization") basicPairs.push(s);
         } else if (surface.kind === "query") {
-          into(queries, surface.name, pairs(url));
+          into(queries, surface.name, s);
         } else if (surface.kind === "form" || surface.kind === "json") {
-          const set = surface.kind === "form" ? url : text;
-          into(surface.kind === "form" ? forms : jsons, surface.name, pairs(set));
-          for (const v of set.variants) {
-            fieldGrowth = Math.max(fieldGrowth, v.replacement.length / v.pattern.length);
-          }
+          into(surface.kind === "form" ? forms : jsons, surface.name, s);
+          // Percent-encoded, a printable byte takes at most three (JSON escapes take two).
+          fieldGrowth = Math.max(fieldGrowth, (3 * s.real.length) / s.dummy.length);
         } else {
+          const text = swapVariants(s.dummy, s.real, "text");
+          for (const v of text.variants) this.#owned.push(v.pattern, v.replacement);
           bodySets.push(text);
           for (const v of text.variants) {
             if (v.pattern.length !== v.replacement.length) lengthPreserving = false;
@@ -256,17 +247,15 @@ export class SecretState {
         }
       }
     }
-    const compiled = (m: Map<string, InlinePattern[]>) =>
-      new Map([...m].map(([k, ps]) => [k, new InlineReplacer(ps)] as const));
     const plan: RequestPlan = {
       key,
       swaps: p.swaps,
       required: p.required,
-      headerSwap: compiled(headers),
-      querySwap: compiled(queries),
+      headerSwap: headers,
+      querySwap: queries,
       basicPairs,
-      formSwap: compiled(forms),
-      jsonSwap: compiled(jsons),
+      formSwap: forms,
+      jsonSwap: jsons,
       fieldGrowth,
       bodySpecs: bodySets.length > 0 ? toPatternSpecs(bodySets) : null,
       lengthPreserving,

@@ -273,6 +273,22 @@ describe("invalid configuration: errors name the entry and field, never a value"
       "credentials[0] (openai).hosts[1]: form:client_secret needs every host narrowed to its endpoints",
     ],
     [
+      "a body field on a host narrowed only by **",
+      {
+        credentials: [
+          { ...OPENAI, hosts: ["POST api.openai.com/**"], in: ["json:/client_secret"] },
+        ],
+      },
+      "conflict",
+      "credentials[0] (openai).hosts[0]: json:/client_secret needs every host narrowed to its endpoints",
+    ],
+    [
+      "an internationalised public suffix",
+      { credentials: [{ ...OPENAI, hosts: ["*.公司.cn"] }] },
+      "conflict",
+      "*.xn--55qx5d.cn spans the public suffix xn--55qx5d.cn",
+    ],
+    [
       "surfaces not a list",
       { credentials: [{ ...OPENAI, in: "header:x-api-key" }] },
       "bad-value",

@@ -383,11 +383,12 @@ function draft(d: {
   // A field of a body is a surface only on endpoints: a form or JSON field named anywhere on a
   // host would swap into whatever the agent posts there (a gist, a prompt).
   const field = surfaces.find((s) => s.kind === "form" || s.kind === "json");
-  const open = scopes.findIndex((s) => s.path === null);
+  // `**` covers any path below it: that is a host, not an endpoint.
+  const open = scopes.findIndex((s) => s.path === null || s.path.includes("**"));
   if (field && open >= 0) {
     throw new ConfigError(
       "conflict",
-      `${surfaceText(field)} needs every host narrowed to its endpoints (METHOD host/path)`,
+      `${surfaceText(field)} needs every host narrowed to its endpoints (METHOD host/path, no **)`,
       `${d.fieldPath("hosts")}[${open}]`,
     );
   }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { parseSurface, swapQueryValues } from "./surfaces.ts";
+import type { SwapPair } from "./bindings.ts";
+import { parseSurface, swapHeaderValue, swapParams, swapQueryValues } from "./surfaces.ts";
 
 describe("parseSurface", () => {
   test.each([
@@ -37,24 +38,69 @@ describe("parseSurface", () => {
   });
 });
 
-describe("swapQueryValues", () => {
-  const upper = new Map([["key", (v: string) => v.toUpperCase()]]);
+const enc = new TextEncoder();
+const DUMMY = "key-dummy-000001";
+const REAL = "R3aL+key/01";
+const PAIR: SwapPair = {
+  name: "k",
+  dummy: enc.encode(DUMMY),
+  real: enc.encode(REAL),
+  surfaces: [],
+};
+const named = (...names: string[]) => new Map(names.map((n) => [n, [PAIR]] as const));
+const REAL_Q = encodeURIComponent(REAL);
 
-  test("only the named parameters' values change; names and the rest stay as sent", () => {
-    expect(swapQueryValues("/p/key?key=ab&other=cd&key=ef", upper)).toBe(
-      "/p/key?key=AB&other=cd&key=EF",
+describe("swapQueryValues and swapParams: exactly the dummy, in a named parameter", () => {
+  test("only the named parameters' values; names compared decoded; the path untouched", () => {
+    expect(
+      swapQueryValues(`/p/${DUMMY}?key=${DUMMY}&other=${DUMMY}&key=${DUMMY}`, named("key")),
+    ).toEqual({
+      target: `/p/${DUMMY}?key=${REAL_Q}&other=${DUMMY}&key=${REAL_Q}`,
+      swapped: ["k", "k"],
+    });
+    expect(swapQueryValues(`/p?%6Bey=${DUMMY}&k+y=${DUMMY}`, named("key", "k y")).target).toBe(
+      `/p?%6Bey=${REAL_Q}&k+y=${REAL_Q}`,
     );
+    // A percent-encoded spelling of the dummy is the dummy.
+    const pct = [...DUMMY].map((c) => `%${c.charCodeAt(0).toString(16)}`).join("");
+    expect(swapQueryValues(`/p?key=${pct}`, named("key")).target).toBe(`/p?key=${REAL_Q}`);
   });
 
-  test("names are compared percent- and form-decoded", () => {
-    expect(swapQueryValues("/p?%6Bey=ab&k%20y=x&k+y=z", upper)).toBe("/p?%6Bey=AB&k%20y=x&k+y=z");
-    const spaced = new Map([["k y", (v: string) => v.toUpperCase()]]);
-    expect(swapQueryValues("/p?k%20y=ab&k+y=cd&ky=ef", spaced)).toBe("/p?k%20y=AB&k+y=CD&ky=ef");
+  test("a value holding the dummy among other text is content, not a presentation", () => {
+    for (const v of [
+      `${DUMMY};note=${DUMMY}`,
+      `x%26note%3D${DUMMY}`,
+      `note:${DUMMY}:end`,
+      `${DUMMY}%20`,
+      `${DUMMY}${DUMMY}`,
+    ]) {
+      expect(swapQueryValues(`/p?key=${v}`, named("key"))).toEqual({
+        target: `/p?key=${v}`,
+        swapped: [],
+      });
+    }
+    expect(swapParams(`client_secret=x;note=${DUMMY}`, named("client_secret")).swapped).toEqual([]);
+    // A JSON body labelled as a form: no field of it is exactly the dummy.
+    const json = `{"x":"&api_key=","api_key":"${DUMMY}","prompt":"&api_key=${DUMMY}"}`;
+    expect(swapParams(json, named("api_key"))).toEqual({ text: json, swapped: [] });
   });
 
   test("a parameter without a value, a bad escape, no query: left alone", () => {
-    expect(swapQueryValues("/p?key&key=%zz=a", upper)).toBe("/p?key&key=%ZZ=A");
-    expect(swapQueryValues("/p?%zz=ab", upper)).toBe("/p?%zz=ab");
-    expect(swapQueryValues("/key=ab", upper)).toBe("/key=ab");
+    expect(swapQueryValues("/p?key&key=%zz", named("key")).target).toBe("/p?key&key=%zz");
+    expect(swapQueryValues(`/key=${DUMMY}`, named("key")).target).toBe(`/key=${DUMMY}`);
+  });
+});
+
+describe("swapHeaderValue: the dummy alone, or after an auth scheme", () => {
+  test.each([
+    [DUMMY, REAL],
+    [`Bearer ${DUMMY}`, `Bearer ${REAL}`],
+    [`token ${DUMMY}`, `token ${REAL}`],
+    [`Bearer ${DUMMY} x`, `Bearer ${DUMMY} x`],
+    [`note ${DUMMY};x`, `note ${DUMMY};x`],
+    [`Bearer x${DUMMY}`, `Bearer x${DUMMY}`],
+    [`${DUMMY},${DUMMY}`, `${DUMMY},${DUMMY}`],
+  ])("%s → %s", (value, out) => {
+    expect(swapHeaderValue(value, [PAIR]).value).toBe(out);
   });
 });

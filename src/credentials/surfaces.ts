@@ -4,12 +4,14 @@
 // (the store-and-read-back class). Agents quote their own dummies legitimately, so such a
 // request is not refused either.
 //
-//   header:NAME   the value of header NAME; `header:authorization` also swaps inside Basic
+//   header:NAME   the value of header NAME when it is the dummy, alone or after an auth scheme
+//                 (`Bearer DUMMY`); `header:authorization` also swaps inside Basic
 //                 (basic-auth.ts). The default, when a credential names no surface.
-//   query:NAME    the value of query parameter NAME (its name compared percent-decoded)
-//   form:NAME     the value of field NAME of a form-encoded body, on the endpoints the
-//                 credential's hosts name (an OAuth token endpoint's `client_secret`)
-//   json:POINTER  the string at a JSON pointer (`json:/client_secret`), likewise
+//   query:NAME    the value of query parameter NAME when it is, decoded, exactly the dummy
+//   form:NAME     the value of field NAME of a form-encoded body when it is exactly the dummy,
+//                 on the endpoints the credential's hosts name (an OAuth `client_secret`)
+//   json:POINTER  the string at a JSON pointer (`json:/client_secret`) that is exactly the
+//                 dummy, likewise
 //   body          anywhere in the request body, in any encoding the swap knows: the old model,
 //                 opt-in, for upstreams that take a credential in a body (it reopens the class
 //                 above on that credential's hosts; SECURITY.md says so)
@@ -17,6 +19,7 @@
 // Pure: text in, surfaces or a reason out; the config loader names the field.
 
 import { HOP_BY_HOP, PROTECTED_FROM_CONNECTION } from "../http/hop-by-hop.ts";
+import type { SwapPair } from "./bindings.ts";
 
 export type Surface =
   | { readonly kind: "header"; readonly name: string }
@@ -76,34 +79,71 @@ export function surfaceText(s: Surface): string {
   return s.kind === "body" ? "body" : `${s.kind}:${s.name}`;
 }
 
+/** Whether `text` (latin1) is exactly `bytes`. */
+function equalsBytes(text: string, bytes: Uint8Array): boolean {
+  if (text.length !== bytes.length) return false;
+  for (let i = 0; i < bytes.length; i++) if (text.charCodeAt(i) !== bytes[i]) return false;
+  return true;
+}
+
+/** The pair whose dummy `text` is, whole; undefined when it is anything else. */
+export function presented(text: string, pairs: readonly SwapPair[]): SwapPair | undefined {
+  return pairs.find((p) => equalsBytes(text, p.dummy));
+}
+
+const latin1 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString("latin1");
+
 /**
- * The query string of `target` with `swap` applied to the values of the parameters it names
- * (compared after percent- and form-decoding), and nothing else touched.
+ * A header value that presents a dummy — the dummy alone, or after an auth scheme (`Bearer`,
+ * `token`) — with the real value in its place; any other value is left as it is.
  */
-export function swapQueryValues(
-  target: string,
-  swap: ReadonlyMap<string, (value: string) => string>,
-): string {
-  const q = target.indexOf("?");
-  if (q < 0 || swap.size === 0) return target;
-  const params = target.slice(q + 1).split("&");
-  let changed = false;
+export function swapHeaderValue(
+  value: string,
+  pairs: readonly SwapPair[],
+): { value: string; swapped?: string } {
+  const m = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+ +)?([^ ]+)$/.exec(value);
+  const p = m ? presented(m[2]!, pairs) : undefined;
+  return p ? { value: `${m![1] ?? ""}${latin1(p.real)}`, swapped: p.name } : { value };
+}
+
+/**
+ * `name=value&…` (a query string or a form body): a named parameter whose value, form-decoded,
+ * is exactly a dummy gets its real value, percent-encoded. Anything else is left as sent — a
+ * value that holds a dummy among other text (`x;note=DUMMY`) is content, not a presentation.
+ */
+export function swapParams(
+  text: string,
+  names: ReadonlyMap<string, readonly SwapPair[]>,
+): { text: string; swapped: string[] } {
+  const swapped: string[] = [];
+  if (names.size === 0) return { text, swapped };
+  const params = text.split("&");
   for (let i = 0; i < params.length; i++) {
     const p = params[i]!;
     const eq = p.indexOf("=");
     if (eq < 0) continue;
-    const f = swap.get(decodeName(p.slice(0, eq)));
-    if (!f) continue;
-    const value = f(p.slice(eq + 1));
-    if (value !== p.slice(eq + 1)) {
-      params[i] = `${p.slice(0, eq + 1)}${value}`;
-      changed = true;
-    }
+    const pairs = names.get(formDecode(p.slice(0, eq)));
+    const pair = pairs ? presented(formDecode(p.slice(eq + 1)), pairs) : undefined;
+    if (!pair) continue;
+    params[i] = `${p.slice(0, eq + 1)}${encodeURIComponent(latin1(pair.real))}`;
+    swapped.push(pair.name);
   }
-  return changed ? `${target.slice(0, q + 1)}${params.join("&")}` : target;
+  return { text: swapped.length > 0 ? params.join("&") : text, swapped };
 }
 
-function decodeName(raw: string): string {
+/** The target with its query's named parameters swapped (swapParams); the path untouched. */
+export function swapQueryValues(
+  target: string,
+  names: ReadonlyMap<string, readonly SwapPair[]>,
+): { target: string; swapped: string[] } {
+  const q = target.indexOf("?");
+  if (q < 0 || names.size === 0) return { target, swapped: [] };
+  const r = swapParams(target.slice(q + 1), names);
+  return { target: `${target.slice(0, q + 1)}${r.text}`, swapped: r.swapped };
+}
+
+/** Form decoding; a value that does not decode is compared as written (so it is no dummy). */
+export function formDecode(raw: string): string {
   try {
     return decodeURIComponent(raw.replace(/\+/g, " "));
   } catch {

@@ -4,16 +4,17 @@
 //      (in any case: DNS folds it), refuses the request before anything leaves.
 //   2. A credential marked `inUrl: deny` may not appear in the URL, even as its dummy.
 //   3. Dummies are swapped for real values only where their credential is presented
-//      (credentials/surfaces.ts): the values of the header fields it names (inside
-//      `Authorization: Basic` too), the values of the query parameters it names (as the
-//      percent-encoded real value). A dummy anywhere else goes out as it came.
+//      (credentials/surfaces.ts): a header field it names whose value is the dummy (alone or
+//      after an auth scheme; inside `Authorization: Basic` too), a query parameter it names
+//      whose value is, decoded, exactly the dummy (as the percent-encoded real value). A dummy
+//      anywhere else goes out as it came.
 //   4. Fields the proxy owns are dropped (hop-by-hop.ts), `Accept-Encoding` narrowed to what
 //      the proxy can decode, `Host` added for an HTTP/1.0 agent that sent none.
 
 import { filterAcceptEncoding } from "../body/content-coding.ts";
 import { swapBasicAuth } from "../credentials/basic-auth.ts";
 import type { RequestPlan, SecretState } from "../credentials/secret-state.ts";
-import { swapQueryValues } from "../credentials/surfaces.ts";
+import { swapHeaderValue, swapQueryValues } from "../credentials/surfaces.ts";
 import { forwardableRequestFields } from "../http/hop-by-hop.ts";
 import type { RequestHead } from "../http/request-parser.ts";
 import type { InlineReplacer } from "../matcher/inline.ts";
@@ -52,34 +53,32 @@ export function planOutboundHead(
 
   const swapped = new Set<string>();
   let swaps = 0;
-  const querySwaps = new Map<string, (value: string) => string>();
-  for (const [param, replacer] of plan.querySwap) {
-    querySwaps.set(param, (value) => {
-      const r = replacer.applyLatin1(value);
-      swaps += r.count;
-      for (const n of r.names) swapped.add(n);
-      return r.value;
-    });
-  }
-  const target = swapQueryValues(targetText, querySwaps);
+  const q = swapQueryValues(targetText, plan.querySwap);
+  const target = q.target;
+  swaps += q.swapped.length;
+  for (const n of q.swapped) swapped.add(n);
   const headers: [string, string][] = [];
   for (const [name, value] of forwardableRequestFields(head.headers.fields)) {
     const field = name.toLowerCase();
-    const replacer = plan.headerSwap.get(field);
-    if (!replacer) {
+    const pairs = plan.headerSwap.get(field);
+    if (!pairs) {
       headers.push([name, value]);
       continue;
     }
-    let v = value;
     if (plan.basicPairs.length > 0 && field === "authorization") {
-      const b = swapBasicAuth(v, plan.basicPairs);
-      swaps += b.swapped.length;
-      for (const n of b.swapped) swapped.add(n);
-      v = b.value;
+      const b = swapBasicAuth(value, plan.basicPairs);
+      if (b.swapped.length > 0) {
+        swaps += b.swapped.length;
+        for (const n of b.swapped) swapped.add(n);
+        headers.push([name, b.value]);
+        continue;
+      }
     }
-    const r = replacer.applyLatin1(v);
-    swaps += r.count;
-    for (const n of r.names) swapped.add(n);
+    const r = swapHeaderValue(value, pairs);
+    if (r.swapped !== undefined) {
+      swaps++;
+      swapped.add(r.swapped);
+    }
     headers.push([name, r.value]);
   }
   headers.push(["accept-encoding", filterAcceptEncoding(head.headers.get("accept-encoding"))]);

@@ -2,20 +2,28 @@
 // request's outcome: a real value in it (`dlp`: the agent held what it must not, and DLP's
 // answers are an oracle), a request the rules deny on a host a credential is bound to
 // (`rules`: probing a credential's host beyond its endpoints), another agent's dummy in it
-// (`foreign-dummy`: read from a store they share). Each is audited and counted per agent; the
-// first `dlp` quarantines the agent (quarantine.ts). Pure.
+// (`foreign-dummy`: read from a store they share), a real value in its answer (`reflection`:
+// an upstream echoing a credential — or an agent using one that transforms what it is sent,
+// a reversing LLM, to turn the redactor into an oracle). Each is audited and counted per
+// agent; the first of the kinds configured (default `dlp` and `reflection`) quarantines the
+// agent (quarantine.ts). Pure.
 
 import type { TraceOutcome } from "../observe/trace.ts";
 
-export type ViolationKind = "dlp" | "rules" | "foreign-dummy";
+export type ViolationKind = "dlp" | "rules" | "foreign-dummy" | "reflection";
 
 export function violationsOf(
   outcome: TraceOutcome,
-  facts: { readonly foreignDummies: number; readonly boundHost: boolean },
+  facts: {
+    readonly foreignDummies: number;
+    readonly boundHost: boolean;
+    readonly redactions: number;
+  },
 ): ViolationKind[] {
   const out: ViolationKind[] = [];
   if (outcome.code === "dlp-blocked") out.push("dlp");
   if (outcome.code === "policy-denied" && facts.boundHost) out.push("rules");
   if (facts.foreignDummies > 0) out.push("foreign-dummy");
+  if (facts.redactions > 0) out.push("reflection");
   return out;
 }

@@ -11,6 +11,9 @@ describe("sharedSuffixUnder: is a wildcard's suffix shared by strangers?", () =>
     ["com", "com"],
     ["co.uk", "co.uk"],
     ["GitHub.IO.", "github.io"],
+    // Internationalised suffixes, as hosts reach the check: in their ASCII form.
+    ["xn--55qx5d.cn", "xn--55qx5d.cn"],
+    ["xn--1lqs71d.jp", "xn--1lqs71d.jp"],
   ])("%s → %s", (suffix, found) => {
     expect(sharedSuffixUnder(suffix)).toBe(found);
   });

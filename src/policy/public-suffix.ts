@@ -6,7 +6,7 @@
 // under S: then at or below S, names belong to different owners.
 
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { domainToASCII, fileURLToPath } from "node:url";
 
 /** Each rule's name (wildcard and exception marks dropped), once loaded. */
 let names: readonly string[] | null = null;
@@ -15,7 +15,11 @@ let under: ReadonlySet<string> | null = null;
 
 function load(): { names: readonly string[]; under: ReadonlySet<string> } {
   if (names && under) return { names, under };
-  names = loadRules().map((r) => r.replace(/^!/, "").replace(/^\*\./, ""));
+  // Rules are written in Unicode (`公司.cn`); hosts reach here as ASCII (`xn--55qx5d.cn`).
+  names = loadRules().map((r) => {
+    const name = r.replace(/^!/, "").replace(/^\*\./, "");
+    return /^[\x00-\x7f]*$/.test(name) ? name : domainToASCII(name) || name;
+  });
   const out = new Set<string>();
   for (const name of names) {
     const labels = name.split(".");

@@ -254,28 +254,24 @@ export async function startProxy(
     const kinds = violationsOf(outcome, {
       foreignDummies: trace.foreignDummies,
       boundHost: host !== "-" && state.bindings.boundAt(host, port),
+      redactions: trace.redactions,
     });
     for (const kind of kinds) {
       metrics.violations.inc({ agent, kind });
+      const fields = { agent, kind, host: state.scrub(host), port };
       notices.refuse(`violation ${kind}`, where, {
         evt: "violation",
-        fields: { agent, kind, host: state.scrub(host), port },
+        fields: kind === "reflection" ? { ...fields, redactions: trace.redactions } : fields,
         msg: VIOLATION_TEXT[kind],
       });
     }
-    if (trace.redactions > 0) {
-      notices.refuse("reflection", where, {
-        evt: "reflection",
-        fields: { agent, host: state.scrub(host), port, redactions: trace.redactions },
-        msg: "the upstream sent real values back; they were redacted",
-      });
-    }
-    if (!quarantine || !kinds.includes("dlp") || !quarantine.add(agent, "dlp")) return;
+    const kind = kinds.find((k) => config.quarantine?.on.includes(k));
+    if (!quarantine || kind === undefined || !quarantine.add(agent, kind)) return;
     metrics.refused.inc({ reason: "quarantined" });
     audit.event(
       "quarantine",
-      { agent, kind: "dlp" },
-      "agent quarantined: a real credential in its request; its connections are closed",
+      { agent, kind },
+      `agent quarantined: ${VIOLATION_TEXT[kind]}; its connections are closed`,
     );
     front.closeAgent(agent);
   };
@@ -512,6 +508,7 @@ const VIOLATION_TEXT: Record<ViolationKind, string> = {
   dlp: "a real credential in the agent's request",
   rules: "a request the rules deny, on a host a credential is bound to",
   "foreign-dummy": "another agent's dummy in the agent's request",
+  reflection: "a real value in the answer to the agent's request (redacted)",
 };
 
 const GUARD_INTERVAL_MS = 50;

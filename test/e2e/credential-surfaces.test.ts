@@ -246,4 +246,33 @@ describe("a credential presented in a body field, on its endpoint", () => {
     const plain = await token("text/plain", `client_secret=${SECRET_DUMMY}`);
     expect(plain.status).toBe(401);
   });
+
+  test("a declared field or parameter holding the dummy among other text is content (found by an attacker's review)", async () => {
+    // Rack and CGI split a query on `;` too: `note` would have stored the real value.
+    const echoed = await h.curl([url(`/echo?key=${KEY_DUMMY};note=${KEY_DUMMY}`)]);
+    expect(JSON.parse(echoed.body.toString()).target).toBe(
+      `/echo?key=${KEY_DUMMY};note=${KEY_DUMMY}`,
+    );
+    // A JSON body labelled as a form, and a form with two Content-Type fields: not swapped.
+    const before = up.received.length;
+    const json = JSON.stringify({
+      x: "&client_secret=",
+      client_secret: SECRET_DUMMY,
+      prompt: `&client_secret=${SECRET_DUMMY}`,
+    });
+    expect((await token("application/x-www-form-urlencoded", json)).status).toBe(401);
+    const twice = await h.curl([
+      "-H",
+      "Content-Type: application/x-www-form-urlencoded",
+      "-H",
+      "Content-Type: text/plain",
+      "--data-binary",
+      `client_secret=${SECRET_DUMMY}`,
+      url("/login/oauth/access_token"),
+    ]);
+    expect(twice.status).toBe(401);
+    const sent = up.received.at(-1)!.headers.filter(([k]) => k.toLowerCase() === "content-type");
+    expect(sent).toHaveLength(2);
+    for (const r of up.received.slice(before)) expect(r.raw.includes(SECRET_REAL)).toBe(false);
+  });
 });

@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { sendLength, startHostileUpstream } from "../support/hostile-upstream.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { exchangeRaw, openProxyConnection, openTunnel, readAnswers } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
@@ -19,7 +20,7 @@ let up: EchoServer;
 
 beforeAll(async () => {
   h = await startHarness({
-    agents: ["agent-a", "agent-b"],
+    agents: ["agent-a", "agent-b", "agent-c"],
     credentials: [{ name: "gh", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
     env: { SLAPENIR_RATE_LIMIT: "off", SLAPENIR_QUARANTINE: "on" },
   });
@@ -157,4 +158,29 @@ test("the CLI lists and releases through the running proxy's admin API", async (
   });
   expect((await cli("quarantine", "release", "../x")).code).toBe(2);
   expect(await tunnelAnswer("agent-b")).toStartWith("200 ");
+});
+
+test("the redactor is no oracle either: a reflection quarantines (an upstream that reverses what it is sent)", async () => {
+  // An upstream that transforms content — an LLM asked to reverse or spell a string — turns the
+  // guess the agent sent (reversed, so DLP cannot see it) into the real value only when the
+  // guess is right; the answer's redaction would say so. The first reflection ends it.
+  const rev = await startHostileUpstream(await h.upstreamCa.issue(["localhost"]));
+  rev.on("/reverse", (r, w) =>
+    sendLength(w, [], Buffer.from([...r.body.toString("latin1")].reverse().join(""), "latin1")),
+  );
+  const reversed = (s: string) => [...s].reverse().join("");
+  const ask = (guess: string) =>
+    h.curl(["--data-binary", reversed(guess), `https://localhost:${rev.port}/reverse`], "agent-c");
+  try {
+    expect((await ask(lastChar("a"))).body.toString()).toBe(lastChar("a"));
+    const hit = await ask(REAL);
+    expect(hit.body.toString()).toBe("[REDACTED]");
+    const after = await ask(lastChar("b"));
+    expect(after.status).not.toBe(200);
+    expect(await tunnelAnswer("agent-c")).toBe("403 quarantined");
+    const [line] = await h.auditWhere((l) => l.evt === "quarantine" && l.agent === "agent-c");
+    expect(line).toMatchObject({ kind: "reflection" });
+  } finally {
+    await rev.stop();
+  }
 });

@@ -67,14 +67,17 @@ describe("violations", () => {
 });
 
 describe("reflections", () => {
-  test("an upstream echoing the real value: redacted for the agent, audited as a reflection", async () => {
+  test("an upstream echoing the real value: redacted for the agent, audited and counted as a reflection", async () => {
+    const reflected = `slapenir_violations_total{agent="agent-a",kind="reflection"}`;
+    const before = await metric(reflected);
     const r = await h.curl(["-H", `Authorization: Bearer ${A_DUMMY}`, url("/api/echo")], "agent-a");
     expect(r.status).toBe(200);
     expect(r.body.toString()).not.toContain(A_REAL);
     expect(r.body.toString()).toContain("[REDACTED]");
-    const [line] = await h.auditWhere((l) => l.evt === "reflection");
+    const [line] = await h.auditWhere((l) => l.evt === "violation" && l.kind === "reflection");
     expect(line).toMatchObject({ agent: "agent-a", host: "localhost", port: up.port });
     expect(line!.redactions).toBeGreaterThan(0);
+    expect(await metric(reflected)).toBe(before + 1);
     expect(JSON.stringify(h.auditLines)).not.toContain(A_REAL);
   });
 });

@@ -335,6 +335,9 @@ async function setup(): Promise<void> {
     SLAPENIR_UPSTREAM_CONNECT_TIMEOUT_MS: "1500",
     SLAPENIR_UPSTREAM_RESPONSE_TIMEOUT_MS: "4000",
     SLAPENIR_LOG_LEVEL: "info",
+    // The echo upstream hands back the credential it was given, which these tests look at: a
+    // reflection must not quarantine the agent here (a real value in a request still does).
+    SLAPENIR_QUARANTINE_ON: "dlp",
   };
   proxy = startDaemon("proxy", topo.exec("gateway", [BUN, join(REPO, "src", "main.ts")]), {
     env: proxyEnv,

@@ -17,8 +17,9 @@ import { allocWithHeadroom } from "../../body/held-buffers.ts";
 import type { InlineScanner } from "../../body/inline-scanner.ts";
 import { type BodyScanner, outboundBody } from "../../body/scan-pipelines.ts";
 import { checkRequired } from "../../credentials/bindings.ts";
-import { swapFormFields, swapJsonStrings } from "../../credentials/body-fields.ts";
+import { swapJsonStrings } from "../../credentials/body-fields.ts";
 import type { RequestPlan, SecretState } from "../../credentials/secret-state.ts";
+import { swapParams } from "../../credentials/surfaces.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
 import type { PatternSpec } from "../../matcher/types.ts";
@@ -242,22 +243,18 @@ function swapFields(
   bytes: Uint8Array,
 ): { bytes: Uint8Array; swaps: number } | null {
   if (plan.formSwap.size === 0 && plan.jsonSwap.size === 0) return null;
-  const type = (ex.head.headers.get("content-type") ?? "").toLowerCase().split(";")[0]!.trim();
+  // One label, read one way: with two Content-Type fields the upstream may read the body as
+  // either (or as their join), so neither is trusted.
+  const types = ex.head.headers.fields.filter(([n]) => n.toLowerCase() === "content-type");
+  if (types.length !== 1) return null;
+  const type = types[0]![1].toLowerCase().split(";")[0]!.trim();
   const form = type === "application/x-www-form-urlencoded";
   const json = type === "application/json" || type.endsWith("+json");
   if (!form && !json) return null;
-  let swaps = 0;
-  const fns = new Map<string, (value: string) => string>();
-  for (const [name, replacer] of form ? plan.formSwap : plan.jsonSwap) {
-    fns.set(name, (value) => {
-      const r = replacer.applyLatin1(value);
-      swaps += r.count;
-      return r.value;
-    });
-  }
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("latin1");
-  const out = form ? swapFormFields(text, fns) : swapJsonStrings(text, fns);
-  return swaps > 0 ? { bytes: new Uint8Array(Buffer.from(out, "latin1")), swaps } : null;
+  const r = form ? swapParams(text, plan.formSwap) : swapJsonStrings(text, plan.jsonSwap);
+  if (r.swapped.length === 0) return null;
+  return { bytes: new Uint8Array(Buffer.from(r.text, "latin1")), swaps: r.swapped.length };
 }
 
 /** The most a swap with `specs` can lengthen a body, as a factor (1: never longer). */
