@@ -217,7 +217,10 @@ class MatcherWorker {
       return;
     }
     const shipped = this.ship(out, buf, live.gen);
-    post({ t: "out", sid, buf: shipped.buf, len: shipped.len, consumed: len }, [shipped.buf]);
+    const replacements = live.stream.replacements;
+    post({ t: "out", sid, buf: shipped.buf, len: shipped.len, consumed: len, replacements }, [
+      shipped.buf,
+    ]);
   }
 
   private end(sid: number): void {

@@ -4,7 +4,7 @@
 // the outbound pipeline holds the body's last chunk until DLP has ruled on the whole body.
 
 import { ProxyError } from "../http/proxy-error.ts";
-import type { MatcherPool, ScanResult, ScanStream } from "../matcher/pool/pool.ts";
+import type { MatcherPool, ScanStream } from "../matcher/pool/pool.ts";
 import type { PatternSpec } from "../matcher/types.ts";
 
 export interface BodyScanner {
@@ -48,16 +48,32 @@ export function scanFailure(e: unknown): ProxyError {
 }
 
 /**
- * Response direction: every real value (and its encodings) → [REDACTED]. `onResult` receives
- * the replacement count once the stream finished cleanly.
+ * Response direction: every real value (and its encodings) → [REDACTED]. `onRedacted` is told
+ * of replacements as the output carrying them passes, before the reader gets it: an answer the
+ * agent abandons once it has seen a redaction is still known to have had one.
  */
 export function redactBody(
   body: ReadableStream<Uint8Array>,
   scan: ScanStream,
-  onResult: (r: ScanResult) => void,
+  onRedacted: (n: number) => void,
 ): ReadableStream<Uint8Array> {
-  scan.result.then(onResult, () => {});
-  return guard(body.pipeThrough(scan));
+  let told = 0;
+  const tell = (total: number) => {
+    if (total > told) onRedacted(total - told);
+    told = Math.max(told, total);
+  };
+  scan.result.then(
+    (r) => tell(r.replacements),
+    () => {},
+  );
+  return guard(body.pipeThrough(scan)).pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, c) {
+        tell(scan.replacedSoFar());
+        c.enqueue(chunk);
+      },
+    }),
+  );
 }
 
 /**

@@ -42,24 +42,9 @@ export class InlineReplacer {
     return this.#empty;
   }
 
-  /**
-   * The length of the longest end of `input` that some pattern begins with (and is longer
-   * than): bytes that a following piece could complete into a match, so must be held back.
-   */
-  pendingPrefix(input: Uint8Array): number {
-    const n = input.length;
-    for (let s = Math.max(0, n - this.#longest + 1); s < n; s++) {
-      const list = this.#byFirst[input[s]!];
-      if (!list) continue;
-      for (const p of list) {
-        const f = p.from;
-        if (f.length <= n - s) continue;
-        let k = 1;
-        while (s + k < n && input[s + k] === f[k]) k++;
-        if (s + k === n) return n - s;
-      }
-    }
-    return 0;
+  /** The longest pattern's length (what a streaming reader must hold back, less one). */
+  get longest(): number {
+    return this.#longest;
   }
 
   apply(input: Uint8Array): InlineResult {

@@ -5,8 +5,11 @@
 
 /** Where a stream core delivers output and failures. */
 export interface ScanSink {
-  /** An output chunk; ownership passes to the consumer. */
-  output(chunk: Uint8Array): void;
+  /**
+   * An output chunk; ownership passes to the consumer. `replaced`: the replacements made in
+   * all output so far, this chunk's included (when the core knows it).
+   */
+  output(chunk: Uint8Array, replaced?: number): void;
   /** The stream failed: the readable side errors, the writable side rejects further writes. */
   error(reason: unknown): void;
 }
@@ -32,6 +35,11 @@ export interface ScanResult {
 export interface ScanStream extends TransformStream<Uint8Array, Uint8Array> {
   /** Resolves after a clean end; rejects if the stream failed or was aborted. */
   readonly result: Promise<ScanResult>;
+  /**
+   * Replacements in the output enqueued so far: known before the consumer reads it, so a
+   * stream the consumer abandons half-way still says what it was shown.
+   */
+  replacedSoFar(): number;
 }
 
 export interface ScanStreamOptions {
@@ -48,8 +56,10 @@ export function createScanStream(
   options: ScanStreamOptions,
 ): ScanStream {
   let controller: TransformStreamDefaultController<Uint8Array> | undefined;
+  let replaced = 0;
   const sink: ScanSink = {
-    output(chunk) {
+    output(chunk, soFar) {
+      if (soFar !== undefined) replaced = Math.max(replaced, soFar);
       try {
         controller!.enqueue(chunk);
       } catch {
@@ -94,5 +104,11 @@ export function createScanStream(
   core = attached.core;
   // Callers that never look at the result must not see an unhandled rejection.
   attached.result.catch(() => {});
-  return Object.assign(stream, { result: attached.result });
+  attached.result.then(
+    (r) => {
+      replaced = Math.max(replaced, r.replacements);
+    },
+    () => {},
+  );
+  return Object.assign(stream, { result: attached.result, replacedSoFar: () => replaced });
 }

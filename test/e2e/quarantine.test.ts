@@ -7,9 +7,15 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { sendLength, startHostileUpstream } from "../support/hostile-upstream.ts";
+import { chunk, headBytes, sendLength, startHostileUpstream } from "../support/hostile-upstream.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { exchangeRaw, openProxyConnection, openTunnel, readAnswers } from "../support/raw-agent.ts";
+import {
+  closeTunnel,
+  exchangeRaw,
+  openProxyConnection,
+  openTunnel,
+  readAnswers,
+} from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "ghp_dummy000000000000000000000000000003";
@@ -20,7 +26,7 @@ let up: EchoServer;
 
 beforeAll(async () => {
   h = await startHarness({
-    agents: ["agent-a", "agent-b", "agent-c"],
+    agents: ["agent-a", "agent-b", "agent-c", "agent-d"],
     credentials: [{ name: "gh", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
     env: { SLAPENIR_RATE_LIMIT: "off", SLAPENIR_QUARANTINE: "on" },
   });
@@ -182,5 +188,39 @@ test("the redactor is no oracle either: a reflection quarantines (an upstream th
     expect(line).toMatchObject({ kind: "reflection" });
   } finally {
     await rev.stop();
+  }
+});
+
+test("a reflection counts as soon as the agent is shown it: leaving the answer half-way does not escape", async () => {
+  // Streamed through the worker pool (unknown length), the real value in its first part, then
+  // a long pause; the agent leaves as soon as it has seen the redaction.
+  const slow = await startHostileUpstream(await h.upstreamCa.issue(["localhost"]));
+  slow.on("/drip", async (_r, w) => {
+    await w.write(headBytes(200, "OK", [["transfer-encoding", "chunked"]]));
+    await w.write(chunk(`${"x".repeat(300)} ${REAL} ${"y".repeat(300)}`));
+    await w.write(chunk("z".repeat(64 * 1024)));
+    await w.sleep(5_000);
+    await w.end();
+  });
+  try {
+    const t = await openTunnel(
+      { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-d"]! },
+      { connect: `localhost:${slow.port}` },
+    );
+    const seen = new Promise<void>((resolve) => {
+      let text = "";
+      t.on("data", (d: Buffer) => {
+        text += d.toString("latin1");
+        if (text.includes("[REDACTED]")) resolve();
+      });
+    });
+    t.write(`GET /drip HTTP/1.1\r\nHost: localhost:${slow.port}\r\n\r\n`);
+    await seen;
+    closeTunnel(t);
+    const [line] = await h.auditWhere((l) => l.evt === "quarantine" && l.agent === "agent-d");
+    expect(line).toMatchObject({ kind: "reflection" });
+    expect(await tunnelAnswer("agent-d")).toBe("403 quarantined");
+  } finally {
+    await slow.stop();
   }
 });

@@ -97,8 +97,8 @@ export function inbound(deps: InboundDeps): Stage {
                 await s.cancel().catch(() => {});
                 throw e;
               });
-            s = redactBody(s, scan, (r) => {
-              ex.trace.redactions += r.replacements;
+            s = redactBody(s, scan, (n) => {
+              ex.trace.redactions += n;
             });
           }
           body = { kind: "stream", stream: cutWhenReplaced(s, newest.replaced), length: null };

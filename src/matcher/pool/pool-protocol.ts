@@ -50,6 +50,8 @@ export type FromWorker =
       readonly buf: ArrayBuffer;
       readonly len: number;
       readonly consumed: number;
+      /** Replacements made in the stream's output so far, this piece's included. */
+      readonly replacements: number;
     }
   | {
       readonly t: "ended";

@@ -301,7 +301,7 @@ class WorkerSlot {
         return;
       case "out": {
         const stream = this.streams.get(msg.sid);
-        if (stream) stream.onOutput(msg.buf, msg.len, msg.consumed);
+        if (stream) stream.onOutput(msg.buf, msg.len, msg.consumed, msg.replacements);
         else zeroOrphan(msg.buf, msg.len);
         return;
       }
@@ -582,11 +582,11 @@ class PoolStream implements ScanStreamCore {
     this.pool.inFlightBytes -= consumed;
   }
 
-  onOutput(buf: ArrayBuffer, len: number, consumed: number): void {
+  onOutput(buf: ArrayBuffer, len: number, consumed: number, replacements: number): void {
     this.settleInFlight(consumed);
     if (len > 0) {
       this.bytesOut += len;
-      this.sink.output(new Uint8Array(buf, 0, len));
+      this.sink.output(new Uint8Array(buf, 0, len), replacements);
     }
     this.pool.capacityFreed(this);
   }
@@ -596,7 +596,7 @@ class PoolStream implements ScanStreamCore {
     this.slot.queueDepth--;
     if (len > 0) {
       this.bytesOut += len;
-      this.sink.output(new Uint8Array(buf, 0, len));
+      this.sink.output(new Uint8Array(buf, 0, len), replacements);
     }
     this.state = "ended";
     this.detach();
