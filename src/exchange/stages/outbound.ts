@@ -12,6 +12,12 @@
 // it was scanned) in the body.
 
 import { countBytes } from "../../body/collect.ts";
+import {
+  type Coding,
+  DEFAULT_DECODE_LIMITS,
+  decodeBody,
+  parseContentEncoding,
+} from "../../body/content-coding.ts";
 import { HeldBody, type HeldBudget, holdWhole } from "../../body/held-body.ts";
 import { allocWithHeadroom } from "../../body/held-buffers.ts";
 import type { InlineScanner } from "../../body/inline-scanner.ts";
@@ -68,9 +74,21 @@ export function outbound(deps: OutboundDeps): Stage {
       let swaps = head.value.swaps;
       let body: Body = null;
       let requireChecked = false;
-      const input = out.body;
+      let input = out.body;
       if (input) {
         if (input.kind === "stream") await ex.sendContinue();
+        // A body with its own Content-Encoding is scanned as what it decodes to as well: held
+        // (bounded), decoded (with the answers' bomb caps) into the DLP set, sent as it came.
+        const codings = requestCodings(ex.head.headers.fields);
+        if (!codings.ok) {
+          discard(input);
+          return codings;
+        }
+        if (codings.value.length > 0) {
+          const v = await scanDecoded(ex, deps, state, input, codings.value);
+          if (!v.ok) return v;
+          input = v.value;
+        }
         const whole =
           input.kind === "held" ||
           (deps.inline && input.length !== null && input.length <= deps.inline.maxBytes);
@@ -83,7 +101,7 @@ export function outbound(deps: OutboundDeps): Stage {
           swaps += v.value.swaps;
           // Like the streamed path: a body swap counts for the host's required credentials.
           if (v.value.swaps > 0) for (const n of plan.required) swapped.add(n);
-        } else {
+        } else if (input.kind === "stream") {
           body = await scanStreamed(ex, deps, state, plan, input, swapped);
           requireChecked = true;
         }
@@ -234,6 +252,77 @@ async function scanStreamed(
     return { kind: "stream", stream: scanned, length: null };
   }
   return { kind: "stream", stream: scanned, length: declared };
+}
+
+/** The request's content codings, or a refusal when one is not a coding the proxy can read. */
+function requestCodings(fields: readonly (readonly [string, string])[]): Verdict<Coding[]> {
+  try {
+    return allow(
+      parseContentEncoding(
+        fields.filter(([n]) => n.toLowerCase() === "content-encoding").map(([, v]) => v),
+      ),
+    );
+  } catch {
+    return refuse(
+      "bad-request",
+      "request Content-Encoding is not one the proxy can scan (gzip, deflate, br, zstd)",
+    );
+  }
+}
+
+/**
+ * A coded request body, held whole (up to the held-body cap) and its decoded form run through
+ * the DLP set; it leaves as it came. One that cannot be decoded within the caps is refused:
+ * what cannot be read cannot be let out.
+ */
+async function scanDecoded(
+  ex: Exchange,
+  deps: OutboundDeps,
+  state: SecretState,
+  input: NonNullable<Body>,
+  codings: readonly Coding[],
+): Promise<Verdict<HeldBody>> {
+  const held =
+    input instanceof HeldBody
+      ? input
+      : await holdWhole(
+          deps.held,
+          ex.agent,
+          input.stream,
+          input.length ?? deps.maxHeldBodyBytes,
+          deps.maxHeldBodyBytes,
+        );
+  if (state.redactSpecs.length === 0) return allow(held);
+  let hits: number;
+  let copy: Uint8Array | null = null;
+  try {
+    const scan = await deps.scanner.open(state.setName("redact"), () => state.redactSpecs);
+    // A copy: the decoder takes what it is given, and the held bytes are what leaves.
+    copy = held.bytes.slice();
+    const source = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(copy!);
+        c.close();
+      },
+    });
+    const reader = decodeBody(source, codings, DEFAULT_DECODE_LIMITS).pipeThrough(scan).getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      value.fill(0);
+    }
+    hits = (await scan.result).replacements;
+  } catch {
+    held.release();
+    return refuse("bad-request", "request body could not be decoded to be scanned");
+  } finally {
+    copy?.fill(0);
+  }
+  if (hits > 0) {
+    held.release();
+    return refuse("dlp-blocked", DLP_IN_BODY);
+  }
+  return allow(held);
 }
 
 /** The body with its declared form or JSON fields swapped; null when nothing changed. */
