@@ -62,7 +62,7 @@ test("embedded defaults", () => {
     quarantine: {
       holdMs: null,
       file: "/srv/app/.slapenir/quarantine.json",
-      on: ["dlp", "reflection"],
+      on: ["dlp"],
     },
     logLevel: "info",
   });
@@ -142,14 +142,14 @@ test("values from the environment", () => {
   expect(loadProxyConfig({}, "/srv").quarantine).toEqual({
     holdMs: null,
     file: "/srv/.slapenir/quarantine.json",
-    on: ["dlp", "reflection"],
+    on: ["dlp"],
   });
   expect(
     loadProxyConfig(
       { SLAPENIR_QUARANTINE: "30m", SLAPENIR_QUARANTINE_FILE: "state/q.json" },
       "/srv",
     ).quarantine,
-  ).toEqual({ holdMs: 1_800_000, file: "/srv/state/q.json", on: ["dlp", "reflection"] });
+  ).toEqual({ holdMs: 1_800_000, file: "/srv/state/q.json", on: ["dlp"] });
   expect(loadProxyConfig({ SLAPENIR_QUARANTINE_ON: "dlp, rules" }).quarantine?.on).toEqual([
     "dlp",
     "rules",

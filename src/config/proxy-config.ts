@@ -578,7 +578,9 @@ function quarantine(env: Env, inHome: string, cwd: string): ProxyConfig["quarant
   const text = nonEmpty(env, "SLAPENIR_QUARANTINE") ?? "on";
   const named = nonEmpty(env, "SLAPENIR_QUARANTINE_FILE");
   const file = named ? resolve(cwd, named) : inHome;
-  const on = splitList(nonEmpty(env, "SLAPENIR_QUARANTINE_ON") ?? "dlp,reflection").map((k, i) => {
+  // `reflection` is opt-in: it closes the redactor as an oracle, but an upstream that stores a
+  // presented credential (a request log) then lets one agent get its readers quarantined.
+  const on = splitList(nonEmpty(env, "SLAPENIR_QUARANTINE_ON") ?? "dlp").map((k, i) => {
     if (!(QUARANTINE_KINDS as readonly string[]).includes(k)) {
       throw new ConfigError(
         "bad-value",

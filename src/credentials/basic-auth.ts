@@ -1,5 +1,5 @@
 // `Authorization: Basic base64(user:password)` handling for the dummy → real swap: the header
-// is decoded, dummies are replaced in the decoded bytes, and it is re-encoded — base64 is not
+// is decoded, a user or password that is exactly a dummy is replaced, and it is re-encoded — base64 is not
 // substring-stable, so a byte-level swap on the encoded text cannot work (secret-variants.ts
 // explains why). It must never change a header it cannot decode exactly (strict base64 that
 // re-encodes to the same text), and never report which value it swapped, only credential names.
@@ -30,62 +30,31 @@ export function decodeBasicAuth(value: string): Uint8Array | null {
   return new Uint8Array(bytes);
 }
 
-/** Swap dummies inside a Basic header; other schemes and undecodable values pass unchanged. */
+/**
+ * Swap a dummy that is the whole user or the whole password of a Basic header (GitHub takes a
+ * token as either); a dummy among other text there is content, like anywhere else, and other
+ * schemes and undecodable values pass unchanged.
+ */
 export function swapBasicAuth(value: string, pairs: readonly BytePair[]): BasicSwapResult {
   const decoded = decodeBasicAuth(value);
   if (!decoded || pairs.length === 0) return { value, swapped: [] };
-  const { output, matched } = replaceBytes(decoded, pairs);
+  const colon = decoded.indexOf(0x3a);
+  const parts = colon < 0 ? [decoded] : [decoded.subarray(0, colon), decoded.subarray(colon + 1)];
+  const swapped: string[] = [];
+  const out = parts.map((part) => {
+    const p = pairs.find((x) => Buffer.from(part).equals(Buffer.from(x.dummy)));
+    if (!p) return part;
+    swapped.push(p.name);
+    return p.real;
+  });
+  if (swapped.length === 0) {
+    decoded.fill(0);
+    return { value, swapped };
+  }
+  const joined = Buffer.concat(colon < 0 ? out : [out[0]!, Buffer.from(":"), out[1]!]);
   decoded.fill(0);
-  if (matched.length === 0) {
-    output.fill(0);
-    return { value, swapped: [] };
-  }
   const scheme = BASIC_RE.exec(value)![1]!;
-  const swappedValue = `${scheme} ${Buffer.from(output).toString("base64")}`;
-  output.fill(0);
-  return { value: swappedValue, swapped: matched };
-}
-
-/**
- * Replace every occurrence of each pair's dummy with its real: leftmost first, longest first
- * at one position, no overlaps (the matcher's semantics, for small inputs like one header).
- */
-export function replaceBytes(
-  input: Uint8Array,
-  pairs: readonly BytePair[],
-): { output: Uint8Array; matched: string[] } {
-  const parts: Uint8Array[] = [];
-  const matched = new Set<string>();
-  let last = 0;
-  let i = 0;
-  while (i < input.length) {
-    let best: BytePair | undefined;
-    for (const p of pairs) {
-      const d = p.dummy;
-      if (d.length === 0 || i + d.length > input.length) continue;
-      if (best && d.length <= best.dummy.length) continue;
-      let ok = true;
-      for (let j = 0; j < d.length; j++) {
-        if (input[i + j] !== d[j]) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok) best = p;
-    }
-    if (best) {
-      parts.push(input.subarray(last, i), best.real);
-      matched.add(best.name);
-      i += best.dummy.length;
-      last = i;
-    } else i++;
-  }
-  parts.push(input.subarray(last));
-  const output = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    output.set(p, at);
-    at += p.length;
-  }
-  return { output, matched: [...matched] };
+  const swappedValue = `${scheme} ${joined.toString("base64")}`;
+  joined.fill(0);
+  return { value: swappedValue, swapped };
 }

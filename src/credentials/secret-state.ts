@@ -21,7 +21,8 @@ export interface RequestPlan {
   readonly required: readonly string[];
   /**
    * The credentials presented in each header field, by lower-case field name: a value that is
-   * a dummy (alone or after an auth scheme) becomes its real value. Other fields are not touched.
+   * the dummy (in Authorization also after Bearer or token) becomes its real value. Other
+   * fields are not touched.
    */
   readonly headerSwap: ReadonlyMap<string, readonly SwapPair[]>;
   /** Likewise for query parameters (`query:NAME`), by parameter name. */

@@ -91,16 +91,24 @@ describe("swapQueryValues and swapParams: exactly the dummy, in a named paramete
   });
 });
 
-describe("swapHeaderValue: the dummy alone, or after an auth scheme", () => {
+describe("swapHeaderValue: the dummy alone; in Authorization after Bearer or token", () => {
   test.each([
-    [DUMMY, REAL],
-    [`Bearer ${DUMMY}`, `Bearer ${REAL}`],
-    [`token ${DUMMY}`, `token ${REAL}`],
-    [`Bearer ${DUMMY} x`, `Bearer ${DUMMY} x`],
-    [`note ${DUMMY};x`, `note ${DUMMY};x`],
-    [`Bearer x${DUMMY}`, `Bearer x${DUMMY}`],
-    [`${DUMMY},${DUMMY}`, `${DUMMY},${DUMMY}`],
-  ])("%s → %s", (value, out) => {
-    expect(swapHeaderValue(value, [PAIR]).value).toBe(out);
+    ["x-api-key", DUMMY, REAL],
+    ["authorization", DUMMY, REAL],
+    ["authorization", `Bearer ${DUMMY}`, `Bearer ${REAL}`],
+    ["authorization", `token ${DUMMY}`, `token ${REAL}`],
+    ["authorization", `BEARER ${DUMMY}`, `BEARER ${REAL}`],
+    // Other schemes, or any scheme in another field: left as sent.
+    ["authorization", `Basic ${DUMMY}`, `Basic ${DUMMY}`],
+    ["authorization", `Digest ${DUMMY}`, `Digest ${DUMMY}`],
+    ["authorization", `note ${DUMMY}`, `note ${DUMMY}`],
+    ["authorization", `Bearer  ${DUMMY}`, `Bearer  ${DUMMY}`],
+    ["x-api-key", `note ${DUMMY}`, `note ${DUMMY}`],
+    ["x-api-key", `Bearer ${DUMMY}`, `Bearer ${DUMMY}`],
+    ["authorization", `Bearer ${DUMMY} x`, `Bearer ${DUMMY} x`],
+    ["authorization", `Bearer x${DUMMY}`, `Bearer x${DUMMY}`],
+    ["x-api-key", `${DUMMY},${DUMMY}`, `${DUMMY},${DUMMY}`],
+  ])("%s: %s → %s", (field, value, out) => {
+    expect(swapHeaderValue(value, [PAIR], field).value).toBe(out);
   });
 });

@@ -4,9 +4,9 @@
 // (the store-and-read-back class). Agents quote their own dummies legitimately, so such a
 // request is not refused either.
 //
-//   header:NAME   the value of header NAME when it is the dummy, alone or after an auth scheme
-//                 (`Bearer DUMMY`); `header:authorization` also swaps inside Basic
-//                 (basic-auth.ts). The default, when a credential names no surface.
+//   header:NAME   the value of header NAME when it is the dummy; in `Authorization` also
+//                 `Bearer DUMMY` and `token DUMMY`, and a Basic user or password that is the
+//                 dummy (basic-auth.ts). The default, when a credential names no surface.
 //   query:NAME    the value of query parameter NAME when it is, decoded, exactly the dummy
 //   form:NAME     the value of field NAME of a form-encoded body when it is exactly the dummy,
 //                 on the endpoints the credential's hosts name (an OAuth `client_secret`)
@@ -94,16 +94,21 @@ export function presented(text: string, pairs: readonly SwapPair[]): SwapPair | 
 const latin1 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString("latin1");
 
 /**
- * A header value that presents a dummy — the dummy alone, or after an auth scheme (`Bearer`,
- * `token`) — with the real value in its place; any other value is left as it is.
+ * A header value that presents a dummy, with the real value in its place: the dummy alone, or
+ * in `Authorization` after the bearer schemes `Bearer` or `token` (Basic is basic-auth.ts's).
+ * Any other value is left as it is — another scheme could make the upstream decode the real
+ * value into something the redactor does not know (`Basic REAL` read as base64), or quote it
+ * back as an invalid key.
  */
 export function swapHeaderValue(
   value: string,
   pairs: readonly SwapPair[],
+  field = "",
 ): { value: string; swapped?: string } {
-  const m = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+ +)?([^ ]+)$/.exec(value);
-  const p = m ? presented(m[2]!, pairs) : undefined;
-  return p ? { value: `${m![1] ?? ""}${latin1(p.real)}`, swapped: p.name } : { value };
+  const m = field === "authorization" ? /^((?:bearer|token) )?([^ ]+)$/i.exec(value) : null;
+  const token = m ? m[2]! : value;
+  const p = presented(token, pairs);
+  return p ? { value: `${m?.[1] ?? ""}${latin1(p.real)}`, swapped: p.name } : { value };
 }
 
 /**

@@ -4,10 +4,10 @@
 //      (in any case: DNS folds it), refuses the request before anything leaves.
 //   2. A credential marked `inUrl: deny` may not appear in the URL, even as its dummy.
 //   3. Dummies are swapped for real values only where their credential is presented
-//      (credentials/surfaces.ts): a header field it names whose value is the dummy (alone or
-//      after an auth scheme; inside `Authorization: Basic` too), a query parameter it names
-//      whose value is, decoded, exactly the dummy (as the percent-encoded real value). A dummy
-//      anywhere else goes out as it came.
+//      (credentials/surfaces.ts): a header field it names whose value is the dummy (alone, or
+//      in Authorization after Bearer or token, or as a Basic user or password); a query
+//      parameter it names whose value is, decoded, exactly the dummy (as the percent-encoded
+//      real value). A dummy anywhere else goes out as it came.
 //   4. Fields the proxy owns are dropped (hop-by-hop.ts), `Accept-Encoding` narrowed to what
 //      the proxy can decode, `Host` added for an HTTP/1.0 agent that sent none.
 
@@ -74,7 +74,7 @@ export function planOutboundHead(
         continue;
       }
     }
-    const r = swapHeaderValue(value, pairs);
+    const r = swapHeaderValue(value, pairs, field);
     if (r.swapped !== undefined) {
       swaps++;
       swapped.add(r.swapped);

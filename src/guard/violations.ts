@@ -5,8 +5,8 @@
 // (`foreign-dummy`: read from a store they share), a real value in its answer (`reflection`:
 // an upstream echoing a credential — or an agent using one that transforms what it is sent,
 // a reversing LLM, to turn the redactor into an oracle). Each is audited and counted per
-// agent; the first of the kinds configured (default `dlp` and `reflection`) quarantines the
-// agent (quarantine.ts). Pure.
+// agent; the first of the kinds configured (default `dlp`; `reflection` opt-in) quarantines
+// the agent (quarantine.ts). Pure.
 
 import type { TraceOutcome } from "../observe/trace.ts";
 

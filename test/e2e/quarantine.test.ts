@@ -28,7 +28,12 @@ beforeAll(async () => {
   h = await startHarness({
     agents: ["agent-a", "agent-b", "agent-c", "agent-d"],
     credentials: [{ name: "gh", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
-    env: { SLAPENIR_RATE_LIMIT: "off", SLAPENIR_QUARANTINE: "on" },
+    // Reflections quarantine too here (opt-in): the redactor's oracle is tried below.
+    env: {
+      SLAPENIR_RATE_LIMIT: "off",
+      SLAPENIR_QUARANTINE: "on",
+      SLAPENIR_QUARANTINE_ON: "dlp,reflection",
+    },
   });
   up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
 });
