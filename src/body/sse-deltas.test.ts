@@ -121,4 +121,34 @@ describe("SSE deltas: a value spread over events", () => {
     expect(r.push(`\n\n${chat("after")}`)).toBe("\n\n");
     expect(r.end()).toBe(chat("after"));
   });
+
+  test("top_logprobs: a value spelled by the second-ranked alternatives is redacted too", () => {
+    const ev = (token: string, alt: string) =>
+      `data: ${JSON.stringify({
+        choices: [
+          {
+            index: 0,
+            delta: { content: token },
+            logprobs: {
+              content: [
+                {
+                  token,
+                  bytes: [],
+                  top_logprobs: [
+                    { token, logprob: -0.1 },
+                    { token: alt, logprob: -2, bytes: [...enc.encode(alt)] },
+                  ],
+                },
+              ],
+            },
+          },
+        ],
+      })}\n\n`;
+    const alts = tokens(SECRET, 3);
+    const { out } = run(alts.map((a, i) => ev(`w${i} `, a)));
+    expect(out).not.toContain(SECRET.slice(3, 6));
+    expect(out).toContain('"token":"[REDACTED]"');
+    // The chosen tokens are untouched.
+    expect(chatText(out)).toBe(alts.map((_, i) => `w${i} `).join(""));
+  });
 });

@@ -1,7 +1,8 @@
 // Defence in depth for LLM token streams (issue 15, item 5). A streaming LLM API sends its text
 // one token per server-sent event; a real value the model was made to repeat arrives in pieces,
 // none of which the byte-level redactor can recognise. This reads the events, joins the text of
-// their deltas per channel — an OpenAI choice (`delta.content`, `logprobs` tokens, tool-call
+// their deltas per channel — an OpenAI choice (`delta.content`, `logprobs` tokens and each rank
+// of their `top_logprobs` alternatives, tool-call
 // arguments), a Responses API `*.delta` item, an Anthropic content block (`text`,
 // `partial_json`, `thinking`) — and redacts that text: a value spanning events is rewritten
 // in the events that carry it (the whole redacted text in the first, the others emptied).
@@ -219,6 +220,30 @@ export function deltasOf(data: Obj): Delta[] {
             },
             pending: true,
           });
+          // The alternatives at each position, rank by rank, are text a model can be steered
+          // to spell with too: each rank is a channel of its own.
+          const ranks = Math.max(
+            0,
+            ...tokens.map((t) => (Array.isArray(t.top_logprobs) ? t.top_logprobs.length : 0)),
+          );
+          for (let r = 0; r < Math.min(ranks, 20); r++) {
+            const alts = tokens
+              .map((t) => (Array.isArray(t.top_logprobs) ? t.top_logprobs[r] : undefined))
+              .filter(isObj)
+              .filter((a) => typeof a.token === "string");
+            if (alts.length === 0) continue;
+            out.push({
+              channel: `top_logprobs:${idx}:${r}`,
+              get: () => alts.map((a) => a.token as string).join(""),
+              set: (text) => {
+                alts.forEach((a, j) => {
+                  a.token = j === 0 ? text : "";
+                  a.bytes = null;
+                });
+              },
+              pending: true,
+            });
+          }
         }
       }
     });
