@@ -28,6 +28,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
+import { VIOLATION_KINDS, type ViolationKind } from "../guard/violations.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
 import { parseRequestRule, type RequestScope } from "../policy/request-rule.ts";
@@ -163,7 +164,7 @@ export interface ProxyConfig {
         readonly holdMs: number | null;
         readonly file: string;
         /** The violation kinds that quarantine (`SLAPENIR_QUARANTINE_ON`). */
-        readonly on: readonly QuarantineKind[];
+        readonly on: readonly ViolationKind[];
       }
     | undefined;
   readonly logLevel: LogLevel;
@@ -570,9 +571,6 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError("bad-value", "must be true or false", name);
 }
 
-export type QuarantineKind = "dlp" | "reflection" | "rules" | "foreign-dummy";
-const QUARANTINE_KINDS: readonly QuarantineKind[] = ["dlp", "reflection", "rules", "foreign-dummy"];
-
 /** `on` (until released), `off`, or how long it lasts: `900s`, `30m`, `12h`. */
 function quarantine(env: Env, inHome: string, cwd: string): ProxyConfig["quarantine"] {
   const text = nonEmpty(env, "SLAPENIR_QUARANTINE") ?? "on";
@@ -581,14 +579,14 @@ function quarantine(env: Env, inHome: string, cwd: string): ProxyConfig["quarant
   // `reflection` is opt-in: it closes the redactor as an oracle, but an upstream that stores a
   // presented credential (a request log) then lets one agent get its readers quarantined.
   const on = splitList(nonEmpty(env, "SLAPENIR_QUARANTINE_ON") ?? "dlp").map((k, i) => {
-    if (!(QUARANTINE_KINDS as readonly string[]).includes(k)) {
+    if (!(VIOLATION_KINDS as readonly string[]).includes(k)) {
       throw new ConfigError(
         "bad-value",
-        `must be kinds among ${QUARANTINE_KINDS.join(", ")}`,
+        `must be kinds among ${VIOLATION_KINDS.join(", ")}`,
         `SLAPENIR_QUARANTINE_ON[${i}]`,
       );
     }
-    return k as QuarantineKind;
+    return k as ViolationKind;
   });
   if (/^on$/i.test(text)) return { holdMs: null, file, on };
   if (/^off$/i.test(text)) return undefined;

@@ -5,7 +5,7 @@
 // A body that does not parse is left whole: nothing is swapped, so nothing real leaves.
 
 import type { SwapPair } from "./bindings.ts";
-import { presented } from "./surfaces.ts";
+import { latin1, presented } from "./surfaces.ts";
 
 /**
  * JSON: a string at one of the pointers (RFC 6901, `/client_secret`, `/auth/0/key`) that is,
@@ -37,8 +37,7 @@ export function swapJsonStrings(
     }
     const pair = presented(decoded, pairs);
     if (!pair) continue;
-    const real = Buffer.from(pair.real.buffer, pair.real.byteOffset, pair.real.length);
-    out += body.slice(at, s.start) + JSON.stringify(real.toString("latin1")).slice(1, -1);
+    out += body.slice(at, s.start) + JSON.stringify(latin1(pair.real)).slice(1, -1);
     at = s.end;
     swapped.push(pair.name);
   }

@@ -91,7 +91,9 @@ export function presented(text: string, pairs: readonly SwapPair[]): SwapPair | 
   return pairs.find((p) => equalsBytes(text, p.dummy));
 }
 
-const latin1 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString("latin1");
+/** Bytes as latin1 text (one char per byte), as heads and the swapped fields are handled. */
+export const latin1 = (b: Uint8Array) =>
+  Buffer.from(b.buffer, b.byteOffset, b.length).toString("latin1");
 
 /**
  * A header value that presents a dummy, with the real value in its place: the dummy alone, or

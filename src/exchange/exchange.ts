@@ -12,6 +12,7 @@ import type { RequestHead } from "../http/request-parser.ts";
 import type { HeaderPairs } from "../http/serialize.ts";
 import type { Trace } from "../observe/trace.ts";
 import type { Destination } from "../policy/host-agreement.ts";
+import type { RequestRoute } from "../policy/request-rule.ts";
 import type { Verdict } from "../policy/verdict.ts";
 
 /** A body on its way: streaming (with its length when known), or held whole. */
@@ -30,6 +31,8 @@ export interface Exchange {
   /** The head as the agent sent it (what the audit log names). */
   readonly head: RequestHead;
   readonly destination: Destination;
+  /** Method and canonical path, as request rules read them (allow rules, bindings). */
+  readonly route: RequestRoute;
   /** The credentials this exchange is served with, start to end (a reload does not change them). */
   readonly secrets: SecretState;
   readonly trace: Trace;

@@ -20,6 +20,7 @@ import type { RequestFacts, RequestLog } from "../observe/request-log.ts";
 import { Trace } from "../observe/trace.ts";
 import { admitRequest, type TunnelFacts } from "../policy/admission.ts";
 import type { Destination } from "../policy/host-agreement.ts";
+import { canonicalPath } from "../policy/request-rule.ts";
 import { allow, type Verdict } from "../policy/verdict.ts";
 import {
   type Body,
@@ -84,6 +85,7 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
       agent: conn.agent,
       head,
       destination: admitted.value,
+      route: { method: head.method, path: canonicalPath(originForm(head)) },
       secrets,
       trace,
       signal: req.signal,

@@ -10,7 +10,8 @@
 
 import type { TraceOutcome } from "../observe/trace.ts";
 
-export type ViolationKind = "dlp" | "rules" | "foreign-dummy" | "reflection";
+export const VIOLATION_KINDS = ["dlp", "rules", "foreign-dummy", "reflection"] as const;
+export type ViolationKind = (typeof VIOLATION_KINDS)[number];
 
 export function violationsOf(
   outcome: TraceOutcome,

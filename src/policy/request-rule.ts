@@ -77,14 +77,14 @@ export function parseRequestRule(
         return bad(`path segment ${JSON.stringify(s)}: a literal, * or ** (no empty, . or ..)`);
       }
     }
-    const canonical = canonicalPath(`/${segments.join("/")}`.replace(/\*/g, "x"));
+    // The pattern in the form paths are matched in (`*` and `**` are kept as they are).
+    const canonical = canonicalPath(`/${segments.join("/")}`);
     if (!canonical.ok) return bad(`path pattern: ${canonical.reason}`);
-    path = segments.map((s) => (s === "*" || s === "**" ? s : decodeUnreserved(s)));
+    path = canonical.value.split("/").slice(1);
   }
   return allow({ host: host.value, scope: Object.freeze({ methods, path }), written });
 }
 
-/** Whether `scope` covers the request; a path it needs but cannot read is a refusal. */
 /** The rule as it reads in a reason (`GET,POST api.github.com/repos/**`), its host as written or canonical. */
 export function ruleText(host: HostPattern, scope: RequestScope, canonical = false): string {
   const methods = scope.methods === "any" ? "" : `${[...scope.methods].join(",")} `;
@@ -92,6 +92,7 @@ export function ruleText(host: HostPattern, scope: RequestScope, canonical = fal
   return `${methods}${h}${scope.path ? `/${scope.path.join("/")}` : ""}`;
 }
 
+/** Whether `scope` covers the request; a path it needs but cannot read is a refusal. */
 export function scopeCovers(
   scope: RequestScope,
   route: RequestRoute,
@@ -149,11 +150,4 @@ export function canonicalPath(target: string): Verdict<string, "bad-request"> {
     if (s === "" && i < segments.length - 1) return no("an empty segment (//)");
   }
   return allow(out);
-}
-
-function decodeUnreserved(segment: string): string {
-  return segment.replace(/%([0-9A-Fa-f]{2})/g, (m, hex: string) => {
-    const ch = String.fromCharCode(Number.parseInt(hex, 16));
-    return /[A-Za-z0-9_~-]/.test(ch) ? ch : m.toUpperCase();
-  });
 }

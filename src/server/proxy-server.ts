@@ -253,7 +253,9 @@ export async function startProxy(
     const where = `${agent}\n${host}:${port}`;
     const kinds = violationsOf(outcome, {
       foreignDummies: trace.foreignDummies,
-      boundHost: host !== "-" && state.bindings.boundAt(host, port),
+      // Asked only when it decides (a denied request), not for every request.
+      boundHost:
+        outcome.code === "policy-denied" && host !== "-" && state.bindings.boundAt(host, port),
       redactions: trace.redactions,
     });
     for (const kind of kinds) {

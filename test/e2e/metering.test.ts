@@ -9,7 +9,13 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import type tls from "node:tls";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { closeTunnel, exchangeRaw, openProxyConnection, openTunnel } from "../support/raw-agent.ts";
+import {
+  closeTunnel,
+  connectAnswer,
+  exchangeRaw,
+  openProxyConnection,
+  openTunnel,
+} from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const REQUEST_BURST = 12;
@@ -53,25 +59,8 @@ const peer = (agent: string, localAddress: string) => ({
 });
 
 /** A CONNECT on a new connection: the status line and error code of the answer. */
-async function connect(
-  agent: string,
-  from: string,
-  target: string,
-): Promise<{ status: number; error: string | undefined }> {
-  const s = await openProxyConnection(peer(agent, from));
-  try {
-    const reply = await exchangeRaw(s, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`, [
-      "CONNECT",
-    ]);
-    const head = reply.toString("latin1");
-    return {
-      status: Number(head.split(" ")[1]),
-      error: /^x-slapenir-error: (.+)$/im.exec(head)?.[1]?.trim(),
-    };
-  } finally {
-    s.destroy();
-  }
-}
+const connect = (agent: string, from: string, target: string) =>
+  connectAnswer(peer(agent, from), target);
 
 /** Whether a TLS connection to the proxy from `from` completes its handshake. */
 async function handshakes(agent: string, from: string): Promise<boolean> {
@@ -88,11 +77,7 @@ async function get(t: tls.TLSSocket, path: string): Promise<string> {
   return reply.toString("latin1").split("\r\n")[0]!;
 }
 
-async function metric(line: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/metrics`)).text();
-  const found = text.split("\n").find((l) => l.startsWith(`${line} `));
-  return found === undefined ? 0 : Number(found.slice(line.length + 1));
-}
+const metric = (line: string) => h.metric(line);
 
 const audit = () => h.auditLines.map((l) => JSON.parse(l) as Record<string, unknown>);
 

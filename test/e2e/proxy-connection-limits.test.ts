@@ -60,11 +60,7 @@ const raw = (agent: string, localAddress = "127.0.0.1") => ({
 });
 const target = () => `localhost:${up.port}`;
 
-async function metric(line: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/metrics`)).text();
-  const found = text.split("\n").find((l) => l.startsWith(`${line} `));
-  return found === undefined ? 0 : Number(found.slice(line.length + 1));
-}
+const metric = (line: string) => h.metric(line);
 
 /** Waits until the proxy has seen `n` authenticated connections close and counts what is open. */
 async function untilOpen(n: number): Promise<void> {

@@ -9,13 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chunk, headBytes, sendLength, startHostileUpstream } from "../support/hostile-upstream.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import {
-  closeTunnel,
-  exchangeRaw,
-  openProxyConnection,
-  openTunnel,
-  readAnswers,
-} from "../support/raw-agent.ts";
+import { closeTunnel, connectAnswer, openTunnel, readAnswers } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "ghp_dummy000000000000000000000000000003";
@@ -53,17 +47,11 @@ const lastChar = (c: string) => `${REAL.slice(0, -1)}${c}`;
 
 /** What a new connection of `agent` is told when it asks for a tunnel: its status and code. */
 async function tunnelAnswer(agent: string): Promise<string> {
-  const s = await openProxyConnection({
-    port: h.port,
-    caBundlePath: h.caBundlePath,
-    agent: h.agents[agent]!,
-  });
-  const target = `localhost:${up.port}`;
-  const head = (
-    await exchangeRaw(s, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`, ["CONNECT"])
-  ).toString("latin1");
-  s.destroy();
-  return `${head.split(" ")[1]} ${/^x-slapenir-error: (.+)$/im.exec(head)?.[1]?.trim()}`;
+  const a = await connectAnswer(
+    { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents[agent]! },
+    `localhost:${up.port}`,
+  );
+  return `${a.status} ${a.error}`;
 }
 
 describe("the DLP oracle", () => {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { openTunnel, readAnswers } from "../support/raw-agent.ts";
+import { openTunnel, proxyErrorCode, readAnswers } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "sk-dummy-coding-0000000000000001";
@@ -42,7 +42,7 @@ async function post(coding: string, body: Buffer): Promise<{ status: string; err
   t.destroy();
   return {
     status: head.split(" ")[1]!,
-    error: /^x-slapenir-error: (.+)$/im.exec(head)?.[1]?.trim(),
+    error: proxyErrorCode(head),
   };
 }
 

@@ -6,6 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { proxyErrorCode } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "sk-dummy-rules-00000000000000000001";
@@ -37,7 +38,7 @@ afterAll(async () => {
 });
 
 const url = (path: string) => `https://localhost:${up.port}${path}`;
-const errorOf = (headers: string) => /^x-slapenir-error: (.+)$/im.exec(headers)?.[1]?.trim();
+const errorOf = proxyErrorCode;
 
 describe("allow rules with methods and paths", () => {
   test("inside a rule: served; outside: 403 naming the rule missed, never forwarded", async () => {

@@ -33,11 +33,7 @@ afterAll(async () => {
 
 const url = (path: string) => `https://localhost:${up.port}${path}`;
 
-async function metric(line: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/metrics`)).text();
-  const found = text.split("\n").find((l) => l.startsWith(`${line} `));
-  return found === undefined ? 0 : Number(found.slice(line.length + 1));
-}
+const metric = (line: string) => h.metric(line);
 
 describe("violations", () => {
   test("another agent's dummy: it travels as the dummy, and is audited once per window, counted each time", async () => {

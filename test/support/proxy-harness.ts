@@ -67,6 +67,8 @@ export interface Harness extends AsyncDisposable {
     match: (line: Record<string, unknown>) => boolean,
     count?: number,
   ): Promise<Record<string, unknown>[]>;
+  /** The value of one metric line from /metrics (`name{labels}`), 0 when it is not there. */
+  metric(line: string): Promise<number>;
   /** Every name the proxy asked to resolve, in order (DNS-exfiltration tests). */
   readonly lookups: string[];
   readonly ca: EmbeddedCa;
@@ -164,6 +166,11 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
         if (found.length >= count) return found;
         await Bun.sleep(10);
       }
+    },
+    async metric(line) {
+      const text = await (await fetch(`http://127.0.0.1:${proxy.adminPort}/metrics`)).text();
+      const found = text.split("\n").find((l) => l.startsWith(`${line} `));
+      return found === undefined ? 0 : Number(found.slice(line.length + 1));
     },
     lookups,
     ca,

@@ -205,3 +205,25 @@ export function readUntilClosed(t: tls.TLSSocket, timeoutMs?: number): Promise<n
 function carrierOf(t: net.Socket): tls.TLSSocket | undefined {
   return (t as unknown as { _parent?: tls.TLSSocket })._parent;
 }
+
+/** The code of the proxy's own answer (`x-slapenir-error`), undefined for an upstream's. */
+export function proxyErrorCode(head: string): string | undefined {
+  return /^x-slapenir-error: (.+)$/im.exec(head)?.[1]?.trim();
+}
+
+/** A CONNECT to `target` on a new connection: the answer's status and the proxy's code. */
+export async function connectAnswer(
+  o: RawAgentOptions,
+  target: string,
+): Promise<{ status: number; error: string | undefined }> {
+  const s = await connectOuter(o);
+  try {
+    const reply = await exchangeRaw(s, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`, [
+      "CONNECT",
+    ]);
+    const head = reply.toString("latin1");
+    return { status: Number(head.split(" ")[1]), error: proxyErrorCode(head) };
+  } finally {
+    s.destroy();
+  }
+}

@@ -2,7 +2,6 @@
 // resolved or dialled for a request it refuses.
 
 import type { EgressPolicy } from "../../policy/egress-policy.ts";
-import { canonicalPath } from "../../policy/request-rule.ts";
 import { allow } from "../../policy/verdict.ts";
 import type { Stage } from "../exchange.ts";
 
@@ -12,13 +11,12 @@ export function egress(policy: () => EgressPolicy): Stage {
     name: "egress",
     request: function egressPolicy(ex, out) {
       const { target, scheme } = ex.destination;
-      const route = { method: ex.head.method, path: canonicalPath(out.target) };
       const v = policy().decide({
         agent: ex.agent,
         host: target.host,
         port: target.port,
         scheme,
-        route,
+        route: ex.route,
       });
       return v.ok ? allow(out, `allowed by ${v.value.rule}`) : v;
     },

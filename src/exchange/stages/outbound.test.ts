@@ -9,6 +9,7 @@ import { InlineScanner } from "../../body/inline-scanner.ts";
 import type { BodyScanner } from "../../body/scan-pipelines.ts";
 import { ByteBudget } from "../../guard/byte-budget.ts";
 import { Trace } from "../../observe/trace.ts";
+import { canonicalPath } from "../../policy/request-rule.ts";
 import type { Exchange, Outbound } from "../exchange.ts";
 import { outbound } from "./outbound.ts";
 
@@ -40,11 +41,13 @@ const noPool: BodyScanner = {
 };
 
 function exchange(raw: string, host = "api.example.com"): Exchange {
+  const head = parsedHead(raw);
   return {
     conn: 1,
     agent: "agent-a",
-    head: parsedHead(raw),
+    head,
     destination: { target: { host, kind: "dns", port: 443 }, scheme: "https" },
+    route: { method: head.method, path: canonicalPath(head.target) },
     secrets,
     trace: new Trace(),
     signal: new AbortController().signal,

@@ -29,7 +29,6 @@ import { swapParams } from "../../credentials/surfaces.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
 import type { PatternSpec } from "../../matcher/types.ts";
-import { canonicalPath } from "../../policy/request-rule.ts";
 import { allow, refuse, type Verdict } from "../../policy/verdict.ts";
 import { type Body, discard, type Exchange, type Stage } from "../exchange.ts";
 import { planOutboundHead } from "../outbound-head.ts";
@@ -53,10 +52,9 @@ export function outbound(deps: OutboundDeps): Stage {
       const state = ex.secrets;
       const { target, scheme } = ex.destination;
       // Never inject into plain http://: only DLP and redaction apply there.
-      const route = { method: ex.head.method, path: canonicalPath(out.target) };
       const plan =
         scheme === "https"
-          ? state.plan(ex.agent, target.host, target.port, route)
+          ? state.plan(ex.agent, target.host, target.port, ex.route)
           : state.noSwapPlan();
       const head = planOutboundHead(
         ex.head,
