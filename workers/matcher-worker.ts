@@ -152,7 +152,8 @@ class MatcherWorker {
     try {
       if (!this.factory) throw new MatcherError("engine-failure", "worker engine not loaded");
       instance = this.factory();
-      const set = instance.engine.compile(unpackSpecs(packed));
+      const { specs, options } = unpackSpecs(packed);
+      const set = instance.engine.compile(specs, options);
       this.sets.set(gen, { instance, set, streams: 0, retired: false });
       post({ t: "compiled", gen });
     } catch (e) {

@@ -6,7 +6,7 @@
 // used for a body of unknown or large length (those stream through the pool).
 
 import { ProxyError } from "../http/proxy-error.ts";
-import type { CompiledSet, PatternSpec } from "../matcher/types.ts";
+import type { CompiledSet, CompileOptions, PatternSpec } from "../matcher/types.ts";
 import { createWasmEngine, type WasmEngine } from "../matcher/wasm-engine.ts";
 
 /** Bodies up to this size with a known length are scanned inline (whole). */
@@ -37,8 +37,9 @@ export class InlineScanner {
     specs: readonly PatternSpec[],
     input: Uint8Array,
     alloc: (length: number) => Uint8Array = (n) => new Uint8Array(n),
+    options: CompileOptions = {},
   ): { output: Uint8Array; replacements: number } {
-    const r = this.#into(name, specs, input);
+    const r = this.#into(name, specs, input, options);
     try {
       if (r.replacements === 0) return { output: input, replacements: 0 };
       if (r.output.length === input.length) {
@@ -54,8 +55,13 @@ export class InlineScanner {
   }
 
   /** Count the matches of the named set in `input` (no output is kept, nothing allocated). */
-  count(name: string, specs: readonly PatternSpec[], input: Uint8Array): number {
-    const r = this.#into(name, specs, input);
+  count(
+    name: string,
+    specs: readonly PatternSpec[],
+    input: Uint8Array,
+    options: CompileOptions = {},
+  ): number {
+    const r = this.#into(name, specs, input, options);
     r.output.fill(0);
     return r.replacements;
   }
@@ -65,9 +71,10 @@ export class InlineScanner {
     name: string,
     specs: readonly PatternSpec[],
     input: Uint8Array,
+    options: CompileOptions,
   ): { output: Uint8Array; replacements: number } {
     try {
-      const set = this.#set(name, specs);
+      const set = this.#set(name, specs, options);
       if (this.#scratch.length < input.length * 2 + 1024) {
         this.#scratch.fill(0);
         this.#scratch = new Uint8Array(Math.max(input.length * 2 + 1024, 64 * 1024));
@@ -79,10 +86,11 @@ export class InlineScanner {
     }
   }
 
-  #set(name: string, specs: readonly PatternSpec[]): CompiledSet {
+  /** The named set, compiled on first use (a name always comes with the same specs and options). */
+  #set(name: string, specs: readonly PatternSpec[], options: CompileOptions): CompiledSet {
     let set = this.#sets.get(name);
     if (!set) {
-      set = this.#engine.compile(specs);
+      set = this.#engine.compile(specs, options);
       this.#sets.set(name, set);
     }
     return set;

@@ -5,11 +5,15 @@
 
 import { ProxyError } from "../http/proxy-error.ts";
 import type { MatcherPool, ScanStream } from "../matcher/pool/pool.ts";
-import type { PatternSpec } from "../matcher/types.ts";
+import type { CompileOptions, PatternSpec } from "../matcher/types.ts";
 
 export interface BodyScanner {
   /** Open a stream on the named set, compiling it from `specs` on first use. */
-  open(name: string, specs: () => readonly PatternSpec[]): Promise<ScanStream>;
+  open(
+    name: string,
+    specs: () => readonly PatternSpec[],
+    options?: CompileOptions,
+  ): Promise<ScanStream>;
 }
 
 /** Named sets on one shared worker pool. */
@@ -17,10 +21,14 @@ export class PoolScanner implements BodyScanner {
   readonly #loaded = new Map<string, Promise<void>>();
   constructor(private readonly pool: MatcherPool) {}
 
-  async open(name: string, specs: () => readonly PatternSpec[]): Promise<ScanStream> {
+  async open(
+    name: string,
+    specs: () => readonly PatternSpec[],
+    options: CompileOptions = {},
+  ): Promise<ScanStream> {
     let ready = this.#loaded.get(name);
     if (!ready) {
-      ready = this.pool.setPatterns(specs(), name);
+      ready = this.pool.setPatterns(specs(), name, options);
       this.#loaded.set(name, ready);
       ready.catch(() => this.#loaded.delete(name));
     }

@@ -6,9 +6,10 @@
 // arguments), a Responses API `*.delta` item, an Anthropic content block (`text`,
 // `partial_json`, `thinking`) — and redacts that text: a value spanning events is rewritten
 // in the events that carry it (the whole redacted text in the first, the others emptied).
-// Each channel's last (longest pattern − 1) bytes are held back, whatever they are — an event
-// leaves once its channel has that much text after it, or the stream ends — so when an event
-// leaves says nothing about its content (holding only what could begin a value would time out
+// Each channel's last (longest pattern − 1) bytes are held back, whatever they are (with the
+// redactor's decoded view, as many as spell that many view bytes, InlineReplacer.holdFor) — an
+// event leaves once its channel has that much text after it, or the stream ends — so when an
+// event leaves says nothing about the values (holding only what could begin a value would time out
 // a prefix oracle); events leave in the order they came. Other events pass untouched.
 // Pure: text in, text out (the stream wrapper is `sseDeltaStream`).
 
@@ -115,7 +116,7 @@ export class SseDeltaRedactor {
       for (const ev of this.#queue) if (ev.deltas.some((d) => list.includes(d))) ev.changed = true;
     }
     let hold = 0;
-    for (const r of this.#replacers) hold = Math.max(hold, r.longest - 1);
+    for (const r of this.#replacers) hold = Math.max(hold, r.holdFor(bytes));
     // Deltas wholly before the held end leave the channel.
     let at = 0;
     const keep: Delta[] = [];

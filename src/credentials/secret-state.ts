@@ -5,7 +5,7 @@
 
 import { urlDecodings } from "../http/percent.ts";
 import { type InlinePattern, InlineReplacer } from "../matcher/inline.ts";
-import type { PatternSpec } from "../matcher/types.ts";
+import type { CompileOptions, PatternSpec } from "../matcher/types.ts";
 import type { RequestRoute } from "../policy/request-rule.ts";
 import type { BytePair } from "./basic-auth.ts";
 import { CredentialBindings, type SwapPair } from "./bindings.ts";
@@ -42,6 +42,9 @@ export interface RequestPlan {
 }
 
 let nextGeneration = 1;
+
+/** How the redaction set (redactSpecs) is compiled: real values are also found in decoded views. */
+export const REDACT_COMPILE: CompileOptions = { views: true };
 
 export class SecretState {
   /** Distinguishes this state's pattern sets from those of earlier or later reloads. */
@@ -101,7 +104,7 @@ export class SecretState {
       }
       return set;
     });
-    this.redactInline = new InlineReplacer(redact);
+    this.redactInline = new InlineReplacer(redact, { views: true });
     const folded = new Map<string, InlinePattern>();
     for (const r of redact) {
       const from = Buffer.from(Buffer.from(r.from).toString("latin1").toLowerCase(), "latin1");

@@ -1,8 +1,18 @@
 // Small-input find-and-replace for header values and request targets, on the main thread: the
 // same leftmost-longest, non-overlapping semantics as the matcher (src/matcher/types.ts), with
 // an index on the first byte so a header costs one table lookup per byte when nothing matches.
-// Bodies never come here (they stream through the worker pool). It must never format its
-// inputs or patterns into a string other than the returned value.
+// Bodies never come here (they stream through the worker pool). With `views` it also matches
+// the decoded view (./views.ts) first, as the engines do. It must never format its inputs or
+// patterns into a string other than the returned value.
+
+import {
+  decodeView,
+  MAX_VIEW_TOKEN,
+  rawStartOf,
+  replaceViewMatches,
+  type ViewMatch,
+  viewPatterns,
+} from "./views.ts";
 
 export interface InlinePattern {
   /** Credential name, reported when this pattern matched (names are not secret). */
@@ -24,8 +34,18 @@ export class InlineReplacer {
   readonly #byFirst: (InlinePattern[] | undefined)[] = new Array(256);
   readonly #empty: boolean;
   readonly #longest: number;
+  /** The view's patterns (views on), matched before the raw ones. */
+  readonly #view: InlineReplacer | null;
 
-  constructor(patterns: readonly InlinePattern[]) {
+  constructor(patterns: readonly InlinePattern[], options: { views?: boolean } = {}) {
+    this.#view = options.views
+      ? new InlineReplacer(
+          viewPatterns(patterns.map((p) => p.from)).map(({ pattern, source }) => ({
+            ...patterns[source]!,
+            from: pattern,
+          })),
+        )
+      : null;
     for (const p of patterns) {
       if (p.from.length === 0) continue;
       const b = p.from[0]!;
@@ -47,8 +67,64 @@ export class InlineReplacer {
     return this.#longest;
   }
 
+  /**
+   * How many trailing bytes of `text` a streaming reader must still hold: the longest
+   * pattern's length less one, or with views as many as spell that many view bytes, and a
+   * token that may not have ended. Depends on the decoding of the text, never on a pattern.
+   */
+  holdFor(text: Uint8Array): number {
+    const raw = Math.min(text.length, Math.max(0, this.#longest - 1));
+    if (!this.#view) return raw;
+    const d = decodeView(text, true);
+    const from = rawStartOf(d, Math.max(0, d.view.length - Math.max(0, this.#view.#longest - 1)));
+    if (d.view !== text) d.view.fill(0);
+    return Math.min(text.length, Math.max(raw, text.length - from) + MAX_VIEW_TOKEN);
+  }
+
   apply(input: Uint8Array): InlineResult {
     if (this.#empty) return { output: input, count: 0, names: NONE };
+    if (!this.#view) return this.#applyRaw(input);
+    const d = decodeView(input, true);
+    const found = this.#view.#find(d.view);
+    const first = replaceViewMatches(input, d, found);
+    if (d.view !== input) d.view.fill(0);
+    const second = this.#applyRaw(first);
+    if (first !== input && second.output !== first) first.fill(0);
+    if (found.length === 0) return second;
+    const names = new Set(second.names);
+    for (const m of found) names.add(m.name);
+    return { output: second.output, count: found.length + second.count, names };
+  }
+
+  /** Leftmost-longest, non-overlapping matches in `input`. */
+  #find(input: Uint8Array): (ViewMatch & { name: string })[] {
+    const found: (ViewMatch & { name: string })[] = [];
+    let i = 0;
+    const n = input.length;
+    while (i < n) {
+      const hit = this.#hitAt(input, i);
+      if (hit) {
+        found.push({ start: i, end: i + hit.from.length, replacement: hit.to, name: hit.name });
+        i += hit.from.length;
+      } else i++;
+    }
+    return found;
+  }
+
+  #hitAt(input: Uint8Array, i: number): InlinePattern | undefined {
+    const list = this.#byFirst[input[i]!];
+    if (!list) return undefined;
+    for (const p of list) {
+      const f = p.from;
+      if (i + f.length > input.length) continue;
+      let k = 1;
+      while (k < f.length && input[i + k] === f[k]) k++;
+      if (k === f.length) return p;
+    }
+    return undefined;
+  }
+
+  #applyRaw(input: Uint8Array): InlineResult {
     let parts: Uint8Array[] | null = null;
     let names: Set<string> | null = null;
     let count = 0;
@@ -56,20 +132,7 @@ export class InlineReplacer {
     let i = 0;
     const n = input.length;
     while (i < n) {
-      const list = this.#byFirst[input[i]!];
-      let hit: InlinePattern | undefined;
-      if (list) {
-        for (const p of list) {
-          const f = p.from;
-          if (i + f.length > n) continue;
-          let k = 1;
-          while (k < f.length && input[i + k] === f[k]) k++;
-          if (k === f.length) {
-            hit = p;
-            break;
-          }
-        }
-      }
+      const hit = this.#hitAt(input, i);
       if (hit) {
         parts ??= [];
         names ??= new Set();

@@ -4,12 +4,14 @@
 
 import {
   type CompiledSet,
+  type CompileOptions,
   type MatcherEngine,
   MatcherError,
   type MatchStream,
   type PatternSpec,
   validatePatternSpecs,
 } from "./types.ts";
+import { decodeView, replaceViewMatches, type ViewMatch, viewCount, viewSpecs } from "./views.ts";
 
 class ReferenceSet implements CompiledSet {
   disposed = false;
@@ -17,16 +19,22 @@ class ReferenceSet implements CompiledSet {
     /** Sorted longest first, so the first hit at a position is the longest. */
     readonly specs: { pattern: Uint8Array; replacement: Uint8Array }[],
     readonly maxPatternLength: number,
+    /** With views: the view's patterns (./views.ts), longest first; else null. */
+    readonly viewSpecs: { pattern: Uint8Array; replacement: Uint8Array }[] | null,
   ) {}
+  get views(): boolean {
+    return this.viewSpecs !== null;
+  }
   get patternCount(): number {
     return this.specs.length;
   }
   dispose(): void {
-    for (const s of this.specs) {
+    for (const s of [...this.specs, ...(this.viewSpecs ?? [])]) {
       s.pattern.fill(0);
       s.replacement.fill(0);
     }
     this.specs.length = 0;
+    if (this.viewSpecs) this.viewSpecs.length = 0;
     this.disposed = true;
   }
 }
@@ -71,8 +79,34 @@ class ReferenceStream implements MatchStream {
     if (this.set.disposed) throw new MatcherError("set-disposed", "pattern set was disposed");
   }
 
-  /** Decide every position whose longest possible match lies wholly inside `pending`. */
+  /**
+   * Decide every position whose longest possible match lies wholly inside `pending`. With
+   * views the reference simply holds everything to the end: first the view's matches, mapped
+   * back and replaced, then the result as written.
+   */
   private drain(final: boolean): Uint8Array {
+    const views = this.set.viewSpecs;
+    if (views === null) return this.drainRaw(final);
+    if (!final) return new Uint8Array(0);
+    const raw = this.pending;
+    const d = decodeView(raw, true);
+    const matches: ViewMatch[] = [];
+    let i = 0;
+    while (i < d.view.length) {
+      const hit = views.find((s) => matchesAt(d.view, i, s.pattern));
+      if (hit) {
+        matches.push({ start: i, end: i + hit.pattern.length, replacement: hit.replacement });
+        i += hit.pattern.length;
+      } else i++;
+    }
+    this.replacements += matches.length;
+    this.pending = Uint8Array.from(replaceViewMatches(raw, d, matches));
+    raw.fill(0);
+    d.view.fill(0);
+    return this.drainRaw(true);
+  }
+
+  private drainRaw(final: boolean): Uint8Array {
     const buf = this.pending;
     const maxLen = this.set.maxPatternLength;
     const out: number[] = [];
@@ -95,14 +129,17 @@ class ReferenceStream implements MatchStream {
 }
 
 export const referenceEngine: MatcherEngine = {
-  compile(specs: readonly PatternSpec[]): CompiledSet {
+  compile(specs: readonly PatternSpec[], options: CompileOptions = {}): CompiledSet {
     const maxLen = validatePatternSpecs(specs);
-    const copies = specs.map((s) => ({
-      pattern: Uint8Array.from(s.pattern),
-      replacement: Uint8Array.from(s.replacement),
-    }));
-    copies.sort((a, b) => b.pattern.length - a.pattern.length);
-    return new ReferenceSet(copies, maxLen);
+    const copy = (list: readonly PatternSpec[]) =>
+      list
+        .map((s) => ({
+          pattern: Uint8Array.from(s.pattern),
+          replacement: Uint8Array.from(s.replacement),
+        }))
+        .sort((a, b) => b.pattern.length - a.pattern.length);
+    const n = viewCount(options.views, specs.length);
+    return new ReferenceSet(copy(specs), maxLen, n > 0 ? copy(viewSpecs(specs, n)) : null);
   },
   openStream(set: CompiledSet): MatchStream {
     if (!(set instanceof ReferenceSet)) throw new TypeError("not a reference pattern set");

@@ -7,7 +7,12 @@
 // - Overlaps resolve leftmost-first, then longest at the same start; matching resumes at the
 //   end of the chosen match (no match overlaps another).
 // - Output equals what replacing those matches in the whole concatenated input gives,
-//   whatever the chunking. A stream holds back at most `maxPatternLength - 1` input bytes.
+//   whatever the chunking. A stream holds back at most `maxPatternLength - 1` input bytes
+//   (`heldBackBound`: more for a set matched on decoded views, whose tokens are longer).
+// - A set compiled with `views` first replaces the matches of its decoded view (./views.ts),
+//   mapped back to raw bytes, then matches the result as written.
+
+import { MAX_RAW_PER_VIEW_BYTE, MAX_VIEW_TOKEN } from "./views.ts";
 
 /** Limits every engine enforces when a pattern set is compiled. */
 export const PATTERN_MIN_LENGTH = 8;
@@ -48,10 +53,23 @@ export class MatcherError extends Error {
   }
 }
 
+/** How a set is compiled. */
+export interface CompileOptions {
+  /**
+   * Also match on the decoded view of the input (./views.ts): JSON escapes and HTML character
+   * references decoded, line breaks dropped, each match mapped back to the raw bytes that
+   * spell it. For redaction and DLP patterns; never for swaps (a dummy is swapped as written):
+   * a number says only that many leading patterns take part (a set that also swaps).
+   */
+  readonly views?: boolean | number;
+}
+
 /** A compiled, immutable pattern set. */
 export interface CompiledSet {
   readonly patternCount: number;
   readonly maxPatternLength: number;
+  /** Compiled with `views` (see CompileOptions). */
+  readonly views: boolean;
   /** Zero every table and byte the set holds; the set is unusable afterwards. */
   dispose(): void;
 }
@@ -70,10 +88,16 @@ export interface MatchStream {
 
 export interface MatcherEngine {
   /** Validate and compile; throws MatcherError naming the bad pattern by index. */
-  compile(specs: readonly PatternSpec[]): CompiledSet;
+  compile(specs: readonly PatternSpec[], options?: CompileOptions): CompiledSet;
   openStream(set: CompiledSet): MatchStream;
   /** Whole-buffer convenience: identical to one push + end. */
   replaceAll(set: CompiledSet, input: Uint8Array): { output: Uint8Array; replacements: number };
+}
+
+/** The most input bytes a stream on `set` may hold back (see ./views.ts for the view term). */
+export function heldBackBound(set: CompiledSet): number {
+  const raw = set.maxPatternLength - 1;
+  return set.views ? raw * MAX_RAW_PER_VIEW_BYTE + MAX_VIEW_TOKEN + raw : raw;
 }
 
 /** Validation shared by every engine, so they reject exactly the same inputs. */

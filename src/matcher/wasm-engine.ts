@@ -8,12 +8,14 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type CompiledSet,
+  type CompileOptions,
   type MatcherEngine,
   MatcherError,
   type MatchStream,
   type PatternSpec,
   validatePatternSpecs,
 } from "./types.ts";
+import { packNamedReferences, viewCount, viewSpecs } from "./views.ts";
 
 export interface WasmEngine extends MatcherEngine {
   /** Zero every byte of linear memory that ever held a pattern, replacement or stream data. */
@@ -61,7 +63,22 @@ interface MatcherExports {
   wipe_all(): void;
   set_tuning(bits: number): void;
   heap_start(): number;
+  viewPiece(): number;
+  view_stream_new(viewSet: number): number;
+  view_stream_free(vs: number): void;
+  view_begin(vs: number): number;
+  view_decode(vs: number, added: number, final: number): number;
+  view_scan(vs: number, added: number, final: number): number;
+  view_decided(vs: number): number;
+  view_save(vs: number): number;
+  raw_work_ptr(): number;
+  raw_clear(bytes: number): void;
+  refs_alloc(len: number): number;
+  refs_build(): void;
 }
+
+const NAMED_REFERENCES = packNamedReferences();
+const EMPTY = new Uint8Array(0);
 
 /**
  * Test knobs: no dense rows below the root (sibling-list walk), no skip prefilter, or make
@@ -121,7 +138,12 @@ class WasmCompiledSet implements CompiledSet {
     readonly ptr: number,
     readonly patternCount: number,
     readonly maxPatternLength: number,
+    /** The view's set (./views.ts viewSpecs) when compiled with views; may be `ptr`; else 0. */
+    readonly viewPtr: number,
   ) {}
+  get views(): boolean {
+    return this.viewPtr !== 0;
+  }
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
@@ -135,28 +157,58 @@ class WasmCompiledSet implements CompiledSet {
 class WasmMatchStream implements MatchStream {
   private closed = false;
   private ptr: number;
+  /** The view stream (stage one) when the set has views; its output feeds `ptr`. */
+  private vptr = 0;
   replacements = 0;
   constructor(
     private readonly engine: WasmEngineImpl,
     readonly set: WasmCompiledSet,
   ) {
-    this.ptr = engine.newStream(set);
+    this.ptr = engine.newStream(set.ptr);
+    if (set.viewPtr !== 0) {
+      try {
+        this.vptr = engine.newViewStream(set.viewPtr);
+      } catch (e) {
+        this.release();
+        throw e;
+      }
+    }
     set.streams.add(this);
   }
 
   push(chunk: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(chunk.length + this.set.maxPatternLength);
-    this.replacements += this.failClosed(() => this.engine.pushInto(this.ptr, chunk, out));
+    this.replacements += this.failClosed(() => this.pushTo(chunk, out, false));
     return out.take();
   }
 
   end(): Uint8Array {
     this.check();
     const out = new OutputBuilder(this.set.maxPatternLength);
-    this.replacements += this.failClosed(() => this.engine.endInto(this.ptr, out));
+    this.replacements += this.failClosed(() => this.endTo(out));
     this.close();
     return out.take();
+  }
+
+  /** Stage one (the view, when there is one) and then the bytes as written. */
+  private pushTo(chunk: Uint8Array, out: OutputBuilder, final: boolean): number {
+    if (this.vptr === 0) return this.engine.pushInto(this.ptr, chunk, out);
+    if (chunk.length === 0 && !final) return 0;
+    const mid = new OutputBuilder(chunk.length + 64);
+    let n = this.engine.viewPushInto(this.vptr, chunk, final, mid);
+    const m = mid.take();
+    try {
+      n += this.engine.pushInto(this.ptr, m, out);
+    } finally {
+      m.fill(0);
+    }
+    return n;
+  }
+
+  private endTo(out: OutputBuilder): number {
+    const n = this.vptr === 0 ? 0 : this.pushTo(EMPTY, out, true);
+    return n + this.engine.endInto(this.ptr, out);
   }
 
   /** A scan that throws leaves no half-scanned state behind: the stream is wiped and closed. */
@@ -178,7 +230,7 @@ class WasmMatchStream implements MatchStream {
   runWhole(input: Uint8Array, into?: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(input.length + 16, into);
-    this.replacements += this.failClosed(() => this.engine.pushInto(this.ptr, input, out));
+    this.replacements += this.failClosed(() => this.pushTo(input, out, true));
     this.replacements += this.failClosed(() => this.engine.endInto(this.ptr, out));
     this.close();
     return out.take();
@@ -189,6 +241,10 @@ class WasmMatchStream implements MatchStream {
     if (this.ptr !== 0) {
       this.engine.freeStream(this.ptr);
       this.ptr = 0;
+    }
+    if (this.vptr !== 0) {
+      this.engine.freeViewStream(this.vptr);
+      this.vptr = 0;
     }
   }
 
@@ -208,6 +264,7 @@ class WasmMatchStream implements MatchStream {
 class WasmEngineImpl implements WasmEngine {
   private readonly x: MatcherExports;
   private readonly piece: number;
+  private readonly viewPiece: number;
   private mem: Uint8Array;
   private i32: Int32Array;
   private readonly sets = new Set<WasmCompiledSet>();
@@ -223,6 +280,7 @@ class WasmEngineImpl implements WasmEngine {
     });
     this.x = instance.exports as unknown as MatcherExports;
     this.piece = this.x.pieceSize();
+    this.viewPiece = this.x.viewPiece();
     this.x.set_tuning(
       (options.forceTrieWalk ? 1 : 0) |
         (options.disableSkip ? 2 : 0) |
@@ -230,6 +288,21 @@ class WasmEngineImpl implements WasmEngine {
     );
     this.mem = new Uint8Array(this.x.memory.buffer);
     this.i32 = new Int32Array(this.x.memory.buffer);
+  }
+
+  /**
+   * The decoder's table of HTML named references (not secret), loaded with the first view
+   * stream and again after each wipe (a wiped heap is all zeros).
+   */
+  private refsLoaded = false;
+  private loadNamedReferences(): void {
+    if (this.refsLoaded) return;
+    const at = this.x.refs_alloc(NAMED_REFERENCES.length);
+    if (at === 0) throw new MatcherError("engine-failure", "out of matcher memory");
+    this.views();
+    this.mem.set(NAMED_REFERENCES, at);
+    this.x.refs_build();
+    this.refsLoaded = true;
   }
 
   get memory(): WebAssembly.Memory {
@@ -244,8 +317,28 @@ class WasmEngineImpl implements WasmEngine {
     }
   }
 
-  compile(specs: readonly PatternSpec[]): CompiledSet {
+  compile(specs: readonly PatternSpec[], options: CompileOptions = {}): CompiledSet {
     const maxLen = validatePatternSpecs(specs);
+    const ptr = this.build(specs);
+    let viewPtr = 0;
+    const n = viewCount(options.views, specs.length);
+    if (n > 0) {
+      const vspecs = viewSpecs(specs, n);
+      // All patterns and no decoded spelling added: the same set serves both stages.
+      try {
+        viewPtr = n === specs.length && vspecs.length === n ? ptr : this.build(vspecs);
+      } catch (e) {
+        this.x.set_free(ptr);
+        throw e;
+      }
+    }
+    const set = new WasmCompiledSet(this, ptr, specs.length, maxLen, viewPtr);
+    this.sets.add(set);
+    return set;
+  }
+
+  /** Write a validated set into linear memory and build its tables; returns its pointer. */
+  private build(specs: readonly PatternSpec[]): number {
     let dataLen = 0;
     for (const s of specs) dataLen += s.pattern.length + s.replacement.length;
     if (dataLen > 0x7fff_0000) {
@@ -269,9 +362,7 @@ class WasmEngineImpl implements WasmEngine {
       throw new MatcherError("engine-failure", "out of matcher memory");
     }
     this.views();
-    const set = new WasmCompiledSet(this, ptr, specs.length, maxLen);
-    this.sets.add(set);
-    return set;
+    return ptr;
   }
 
   openStream(set: CompiledSet): MatchStream {
@@ -305,6 +396,7 @@ class WasmEngineImpl implements WasmEngine {
     this.sets.clear();
     this.x.wipe_all();
     this.views();
+    this.refsLoaded = false;
   }
 
   /** For tests: the first byte of the heap (below it: static data only, never a secret). */
@@ -328,10 +420,11 @@ class WasmEngineImpl implements WasmEngine {
   releaseSet(set: WasmCompiledSet): void {
     if (!this.sets.delete(set)) return;
     this.x.set_free(set.ptr);
+    if (set.viewPtr !== 0 && set.viewPtr !== set.ptr) this.x.set_free(set.viewPtr);
   }
 
-  newStream(set: WasmCompiledSet): number {
-    const ptr = this.x.stream_new(set.ptr);
+  newStream(setPtr: number): number {
+    const ptr = this.x.stream_new(setPtr);
     if (ptr === 0) throw new MatcherError("engine-failure", "out of matcher memory");
     this.views();
     return ptr;
@@ -339,6 +432,58 @@ class WasmEngineImpl implements WasmEngine {
 
   freeStream(ptr: number): void {
     this.x.stream_free(ptr);
+  }
+
+  newViewStream(viewSetPtr: number): number {
+    this.loadNamedReferences();
+    const ptr = this.x.view_stream_new(viewSetPtr);
+    if (ptr === 0) throw new MatcherError("engine-failure", "out of matcher memory");
+    this.views();
+    return ptr;
+  }
+
+  freeViewStream(ptr: number): void {
+    this.x.view_stream_free(ptr);
+  }
+
+  /**
+   * Stage one of a view set: decode, match the view, replace the raw bytes behind each match.
+   * Appends what is decided to `out` (raw bytes, replacements in); returns the matches.
+   */
+  viewPushInto(vs: number, chunk: Uint8Array, final: boolean, out: OutputBuilder): number {
+    const x = this.x;
+    let rawUsed = 0;
+    let viewUsed = 0;
+    let count = 0;
+    try {
+      let off = 0;
+      do {
+        this.views();
+        const n = Math.min(this.viewPiece, chunk.length - off);
+        const last = final && off + n >= chunk.length ? 1 : 0;
+        const raw = x.raw_work_ptr();
+        const carry = x.view_begin(vs);
+        this.mem.set(chunk.subarray(off, off + n), raw + carry);
+        rawUsed = Math.max(rawUsed, carry + n);
+        const v = x.view_decode(vs, n, last);
+        viewUsed = Math.max(viewUsed, v);
+        count += this.drain(
+          x.view_scan(vs, v, last),
+          () => x.view_scan(vs, 0, last),
+          raw,
+          () => x.view_decided(vs),
+          out,
+        );
+        if (x.view_save(vs) !== 0)
+          throw new MatcherError("engine-failure", "out of matcher memory");
+        off += n;
+      } while (off < chunk.length);
+    } finally {
+      // Both buffers held body bytes: wipe them even if the scan failed.
+      x.raw_clear(rawUsed);
+      x.work_clear(viewUsed);
+    }
+    return count;
   }
 
   /** Scan `chunk` piece by piece; returns the number of replacements made. */
@@ -378,12 +523,34 @@ class WasmEngineImpl implements WasmEngine {
 
   private scan(st: number, work: number, added: number, final: number, out: OutputBuilder) {
     const x = this.x;
+    return this.drain(
+      x.stream_scan(st, added, final),
+      () => x.stream_scan(st, 0, final),
+      work,
+      () => x.last_decided(),
+      out,
+    );
+  }
+
+  /**
+   * Copy out a scan's result: the bytes from `base` between match records, each record's
+   * replacement, calling `again` while the record buffer was full, then up to `decided()`.
+   */
+  private drain(
+    first: number,
+    again: () => number,
+    base: number,
+    decided: () => number,
+    out: OutputBuilder,
+  ): number {
+    const x = this.x;
     const mem = this.mem;
     const i32 = this.i32;
+    const work = base;
     const rec = x.record_ptr() >> 2;
     let emitFrom = 0;
     let count = 0;
-    let r = x.stream_scan(st, added, final);
+    let r = first;
     for (;;) {
       const n = r >>> 2;
       for (let k = 0; k < n; k++) {
@@ -401,11 +568,11 @@ class WasmEngineImpl implements WasmEngine {
       const status = r & 3;
       if (status === SCAN_DONE) break;
       if (status !== SCAN_FULL) throw new MatcherError("engine-failure", "matcher scan failed");
-      r = x.stream_scan(st, 0, final);
+      r = again();
     }
-    // The tail is already saved as the carry; the work buffer still holds the decided bytes.
-    const decided = x.last_decided();
-    if (decided > emitFrom) out.append(mem.subarray(work + emitFrom, work + decided));
+    // The tail is already saved as the carry; the buffer still holds the decided bytes.
+    const upTo = decided();
+    if (upTo > emitFrom) out.append(mem.subarray(work + emitFrom, work + upTo));
     return count;
   }
 }

@@ -10,6 +10,8 @@ export interface MatcherVector {
   readonly input: Uint8Array;
   readonly output: Uint8Array;
   readonly replacements_made: number;
+  /** Compiled with views (src/matcher/views.ts): the decoded view is matched too. */
+  readonly views?: true;
 }
 
 const enc = new TextEncoder();
@@ -260,4 +262,96 @@ export const matcherVectors: readonly MatcherVector[] = [
   ),
   longPattern(),
   manyPatterns(),
+];
+
+// With views: the same value spelled as real servers write it. Each expected output is written
+// out by hand from the rules in src/matcher/views.ts.
+const V = "ghp_Ab+c_D.eF01";
+const vv = (
+  name: string,
+  input: Bytes,
+  output: Bytes,
+  count: number,
+  pairs: [Bytes, Bytes][] = [[V, "[R]"]],
+): MatcherVector => ({ ...vec(name, pairs, input, output, count), views: true });
+
+export const viewVectors: readonly MatcherVector[] = [
+  vv("views: as written", `a ${V} b`, "a [R] b", 1),
+  vv(
+    "views: some characters JSON-escaped, either hex case (.NET escapes +)",
+    '{"t":"gh\\u0070_Ab\\u002Bc_D.eF01","u":"\\u0067hp_Ab\\u002bc\\u005fD.eF01"}',
+    '{"t":"[R]","u":"[R]"}',
+    2,
+  ),
+  vv(
+    "views: short JSON escapes (\\/ and a surrogate pair decode, a lone surrogate does not)",
+    '"ghp_Ab+c_D.eF01" \\/ \\ud83d\\ude00 \\ud83d ghp_Ab+c_D.eF01',
+    '"[R]" \\/ \\ud83d\\ude00 \\ud83d [R]',
+    2,
+  ),
+  vv(
+    "views: some characters HTML references (decimal, hex in either case, named)",
+    "<p>ghp_Ab&#43;c&lowbar;D&period;eF01</p><p>&#x67;hp_Ab&#X2B;c_D.eF&#048;1</p>",
+    "<p>[R]</p><p>[R]</p>",
+    2,
+  ),
+  vv(
+    "views: references that are not (no semicolon, unknown name, zero, too many digits)",
+    "ghp_Ab&#43c_D.eF01 ghp_Ab&plusx;c_D.eF01 ghp_Ab&#0;c_D.eF01 ghp_Ab&#00000000043;c_D.eF01",
+    "ghp_Ab&#43c_D.eF01 ghp_Ab&plusx;c_D.eF01 ghp_Ab&#0;c_D.eF01 ghp_Ab&#00000000043;c_D.eF01",
+    0,
+  ),
+  vv(
+    "views: line breaks inside (LF, CRLF, JSON \\n and \\r\\n)",
+    "ghp_Ab\n+c_D\r\n.eF01|ghp_\\nAb+c_D.e\\r\\nF01",
+    "[R]|[R]",
+    2,
+  ),
+  vv(
+    "views: three line breaks in a row stand for themselves",
+    "ghp_Ab\n\n\n+c_D.eF01|ghp_Ab\n\n+c_D.eF01",
+    "ghp_Ab\n\n\n+c_D.eF01|[R]",
+    1,
+  ),
+  vv("views: line breaks around a match stay", "\n\nghp_Ab+c_D.eF01\r\n", "\n\n[R]\r\n", 1),
+  vv(
+    "views: base64 wrapped at 8 columns, with JSON line breaks",
+    '"Z2hwX0Fi\\nK2NfRC5l\\nRjAx"',
+    '"[B]"',
+    1,
+    [["Z2hwX0FiK2NfRC5lRjAx", "[B]"]],
+  ),
+  vv(
+    "views: an escaped backslash is not an escape",
+    "gh\\\\u0070_Ab+c_D.eF01 \\\\n",
+    "gh\\\\u0070_Ab+c_D.eF01 \\\\n",
+    0,
+  ),
+  vv(
+    "views: a pattern holding an escape matches as written and as decoded",
+    "k&amp;ey-0001 k&ey-0001 k&amp;amp;ey-0001",
+    "[K] [K] [K]",
+    3,
+    [["k&amp;ey-0001", "[K]"]],
+  ),
+  vv(
+    "views: a backslash or ampersand before a value that is no escape",
+    "\\ughp_Ab+c_D.eF01 &ghp_Ab+c_D.eF01",
+    "\\u[R] &[R]",
+    2,
+  ),
+  vv(
+    "views: an escape reaching into a value does not hide it (matched as written)",
+    "\\uabcd-efgh-0001",
+    "\\u[A]",
+    1,
+    [["abcd-efgh-0001", "[A]"]],
+  ),
+  vv(
+    "views: non-ASCII from references and escapes",
+    "pass-&eacute;t&#xE9;-\\u00e9-word",
+    "[P]",
+    1,
+    [["pass-été-é-word", "[P]"]],
+  ),
 ];

@@ -18,6 +18,21 @@ import {
   workClear,
   workPtr,
 } from "./stream";
+import {
+  freeViewStream,
+  newViewStream,
+  rawClear,
+  rawWorkPtr,
+  refsAlloc,
+  refsBuild,
+  resetViewShared,
+  VIEW_PIECE,
+  viewBegin,
+  viewDecided,
+  viewDecode,
+  viewSave,
+  viewScan,
+} from "./view";
 
 export function pieceSize(): i32 {
   return PIECE;
@@ -90,10 +105,52 @@ export function record_count(): i32 {
   return recordCountNow();
 }
 
+// View streams (view.ts): matching on the decoded view, records in raw offsets.
+export function viewPiece(): i32 {
+  return VIEW_PIECE;
+}
+export function view_stream_new(viewSet: usize): usize {
+  return newViewStream(viewSet);
+}
+export function view_stream_free(vs: usize): void {
+  freeViewStream(vs);
+}
+export function view_begin(vs: usize): i32 {
+  return viewBegin(vs);
+}
+/** Returns the view's length (the work buffer holds it). */
+export function view_decode(vs: usize, added: i32, final: i32): i32 {
+  return viewDecode(vs, added, final != 0);
+}
+export function view_scan(vs: usize, added: i32, final: i32): i32 {
+  return viewScan(vs, added, final != 0);
+}
+export function view_decided(vs: usize): i32 {
+  return viewDecided(vs);
+}
+/** 0 = saved; 1 = out of memory. */
+export function view_save(vs: usize): i32 {
+  return viewSave(vs);
+}
+export function raw_work_ptr(): usize {
+  return rawWorkPtr();
+}
+export function raw_clear(bytes: i32): void {
+  rawClear(bytes);
+}
+/** The named-reference table: write `len` bytes at the pointer, then refs_build. */
+export function refs_alloc(len: i32): usize {
+  return refsAlloc(len);
+}
+export function refs_build(): void {
+  refsBuild();
+}
+
 /** Zero the whole heap: every set and stream of this instance is gone. */
 export function wipe_all(): void {
   wipeHeap();
   resetShared();
+  resetViewShared();
 }
 
 /** Test knobs only (see pattern-set.ts `tuning`); applies to sets built afterwards. */

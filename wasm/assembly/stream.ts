@@ -109,6 +109,24 @@ export function newStream(setPtr: usize): usize {
   return ptr;
 }
 
+/** Back to a fresh scan on the same set (the carry zeroed): for a view stream's inner scan. */
+export function resetStream(ptr: usize): void {
+  const st = changetype<Stream>(ptr);
+  const set = changetype<PatternSet>(st.set);
+  memory.fill(st.carry, 0, <usize>set.maxLen);
+  st.carryLen = 0;
+  st.len = 0;
+  st.mode = set.useSkip != 0 ? MODE_SKIP : MODE_AUTO;
+  st.pos = 0;
+  st.state = 0;
+  st.best = -1;
+  st.bestStart = 0;
+  st.autoUntil = 0x7fffffff;
+  st.skipStart = 0;
+  st.work = 0;
+  st.decided = 0;
+}
+
 /** Zero and release the carry and the state. */
 export function freeStream(ptr: usize): void {
   if (ptr == 0) return;

@@ -16,7 +16,7 @@ import { allocWithHeadroom, releaseHeld } from "../../body/held-buffers.ts";
 import type { InlineScanner } from "../../body/inline-scanner.ts";
 import { type BodyScanner, redactBody } from "../../body/scan-pipelines.ts";
 import { sseDeltaStream } from "../../body/sse-deltas.ts";
-import type { SecretState } from "../../credentials/secret-state.ts";
+import { REDACT_COMPILE, type SecretState } from "../../credentials/secret-state.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { HeaderPairs } from "../../http/serialize.ts";
 import { allow, refuse } from "../../policy/verdict.ts";
@@ -92,7 +92,7 @@ export function inbound(deps: InboundDeps): Stage {
           for (const state of states) {
             if (state.redactSpecs.length === 0) continue;
             const scan = await deps.scanner
-              .open(state.setName("redact"), () => state.redactSpecs)
+              .open(state.setName("redact"), () => state.redactSpecs, REDACT_COMPILE)
               .catch(async (e) => {
                 await s.cancel().catch(() => {});
                 throw e;
@@ -138,7 +138,13 @@ async function redactWhole(
       if (state.redactSpecs.length === 0) continue;
       let r: { output: Uint8Array; replacements: number };
       try {
-        r = inline.rewrite(state.setName("redact"), state.redactSpecs, whole, allocWithHeadroom);
+        r = inline.rewrite(
+          state.setName("redact"),
+          state.redactSpecs,
+          whole,
+          allocWithHeadroom,
+          REDACT_COMPILE,
+        );
       } catch (e) {
         releaseHeld(whole);
         throw e;

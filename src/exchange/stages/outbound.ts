@@ -24,7 +24,11 @@ import type { InlineScanner } from "../../body/inline-scanner.ts";
 import { type BodyScanner, outboundBody } from "../../body/scan-pipelines.ts";
 import { checkRequired } from "../../credentials/bindings.ts";
 import { swapJsonStrings } from "../../credentials/body-fields.ts";
-import type { RequestPlan, SecretState } from "../../credentials/secret-state.ts";
+import {
+  REDACT_COMPILE,
+  type RequestPlan,
+  type SecretState,
+} from "../../credentials/secret-state.ts";
 import { swapParams } from "../../credentials/surfaces.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
@@ -154,7 +158,9 @@ async function scanWhole(
   let swaps = 0;
   try {
     if (state.redactSpecs.length > 0) {
-      if (inline.count(state.setName("redact"), state.redactSpecs, held.bytes) > 0) {
+      if (
+        inline.count(state.setName("redact"), state.redactSpecs, held.bytes, REDACT_COMPILE) > 0
+      ) {
         held.release();
         return refuse("dlp-blocked", DLP_IN_BODY);
       }
@@ -205,12 +211,19 @@ async function scanStreamed(
   let marker: Uint8Array | undefined;
   try {
     if (bodySpecs && hasReals) {
-      sw = await deps.scanner.open(state.setName(`out:${plan.key}`), () =>
-        state.outboundSpecs(plan),
+      // Only the real values (first in the set) are matched on the decoded view too.
+      sw = await deps.scanner.open(
+        state.setName(`out:${plan.key}`),
+        () => state.outboundSpecs(plan),
+        { views: state.redactSpecs.length },
       );
       marker = state.dlpMarker;
     } else if (hasReals) {
-      dlp = await deps.scanner.open(state.setName("redact"), () => state.redactSpecs);
+      dlp = await deps.scanner.open(
+        state.setName("redact"),
+        () => state.redactSpecs,
+        REDACT_COMPILE,
+      );
     } else if (bodySpecs) {
       sw = await deps.scanner.open(state.setName(`swap:${plan.key}`), () => bodySpecs);
     }
@@ -294,7 +307,11 @@ async function scanDecoded(
   let hits: number;
   let copy: Uint8Array | null = null;
   try {
-    const scan = await deps.scanner.open(state.setName("redact"), () => state.redactSpecs);
+    const scan = await deps.scanner.open(
+      state.setName("redact"),
+      () => state.redactSpecs,
+      REDACT_COMPILE,
+    );
     // A copy: the decoder takes what it is given, and the held bytes are what leaves.
     copy = held.bytes.slice();
     const source = new ReadableStream<Uint8Array>({

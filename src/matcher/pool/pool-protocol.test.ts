@@ -12,8 +12,11 @@ test("a packed set unpacks to the same specs, as views into the packed buffer", 
     { pattern: enc.encode("second-secret-longer"), replacement: new Uint8Array(0) },
   ];
   const packed = packSpecs(specs);
-  const back = unpackSpecs(packed);
+  const { specs: back, options } = unpackSpecs(packed);
   expect(back).toEqual(specs);
+  expect(options).toEqual({});
+  expect(unpackSpecs(packSpecs(specs, { views: true })).options).toEqual({ views: 2 });
+  expect(unpackSpecs(packSpecs(specs, { views: 1 })).options).toEqual({ views: 1 });
   // Zeroing the packed buffer zeroes every unpacked view: one fill wipes the set.
   new Uint8Array(packed).fill(0);
   for (const s of back) {
@@ -30,6 +33,11 @@ test("malformed packed sets are refused without quoting their bytes", () => {
     (() => {
       const b = good.slice(0);
       new DataView(b).setUint32(0, 2, true);
+      return b;
+    })(),
+    (() => {
+      const b = good.slice(0);
+      new DataView(b).setUint32(4, 2, true); // more view patterns than patterns
       return b;
     })(),
     (() => {

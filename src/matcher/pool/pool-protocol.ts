@@ -3,7 +3,13 @@
 // It must never put pattern or replacement bytes anywhere but a packed ArrayBuffer that is
 // transferred (never cloned into a string, a log line or an error message).
 
-import { MatcherError, type MatcherErrorCode, type PatternSpec } from "../types.ts";
+import {
+  type CompileOptions,
+  MatcherError,
+  type MatcherErrorCode,
+  type PatternSpec,
+} from "../types.ts";
+import { viewCount } from "../views.ts";
 
 /** Which engine a worker runs: the WebAssembly engine, or the pure-TypeScript oracle. */
 export type EngineName = "wasm" | "reference";
@@ -79,18 +85,23 @@ export interface WorkerState {
 }
 
 /**
- * Packs a pattern set into one ArrayBuffer: u32 count, then per spec u32 pattern length,
+ * Packs a pattern set into one ArrayBuffer: u32 count, u32 how many leading patterns take part
+ * in the decoded view (CompileOptions.views; 0 = none), then per spec u32 pattern length,
  * u32 replacement length, pattern bytes, replacement bytes (little-endian). One buffer can be
  * transferred to a worker and zeroed in one call, which a list of arrays cannot.
  */
-export function packSpecs(specs: readonly PatternSpec[]): ArrayBuffer {
-  let size = 4;
+export function packSpecs(
+  specs: readonly PatternSpec[],
+  options: CompileOptions = {},
+): ArrayBuffer {
+  let size = 8;
   for (const s of specs) size += 8 + s.pattern.length + s.replacement.length;
   const buf = new ArrayBuffer(size);
   const view = new DataView(buf);
   const bytes = new Uint8Array(buf);
   view.setUint32(0, specs.length, true);
-  let at = 4;
+  view.setUint32(4, viewCount(options.views, specs.length), true);
+  let at = 8;
   for (const s of specs) {
     view.setUint32(at, s.pattern.length, true);
     view.setUint32(at + 4, s.replacement.length, true);
@@ -104,17 +115,20 @@ export function packSpecs(specs: readonly PatternSpec[]): ArrayBuffer {
 }
 
 /**
- * The specs inside a packed set, as views into `buf` (no copy, so zeroing `buf` zeroes them).
- * Throws MatcherError("engine-failure") on a malformed buffer; the message holds lengths only.
+ * The specs inside a packed set, as views into `buf` (no copy, so zeroing `buf` zeroes them),
+ * and how to compile them. Throws MatcherError("engine-failure") on a malformed buffer; the
+ * message holds lengths only.
  */
-export function unpackSpecs(buf: ArrayBuffer): PatternSpec[] {
+export function unpackSpecs(buf: ArrayBuffer): { specs: PatternSpec[]; options: CompileOptions } {
   const malformed = (): MatcherError =>
     new MatcherError("engine-failure", `packed pattern set is malformed (${buf.byteLength} bytes)`);
-  if (buf.byteLength < 4) throw malformed();
+  if (buf.byteLength < 8) throw malformed();
   const view = new DataView(buf);
   const count = view.getUint32(0, true);
+  const views = view.getUint32(4, true);
+  if (views > count) throw malformed();
   const specs: PatternSpec[] = [];
-  let at = 4;
+  let at = 8;
   for (let i = 0; i < count; i++) {
     if (at + 8 > buf.byteLength) throw malformed();
     const pl = view.getUint32(at, true);
@@ -128,5 +142,5 @@ export function unpackSpecs(buf: ArrayBuffer): PatternSpec[] {
     at += pl + rl;
   }
   if (at !== buf.byteLength) throw malformed();
-  return specs;
+  return { specs, options: views > 0 ? { views } : {} };
 }

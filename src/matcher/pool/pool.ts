@@ -36,7 +36,7 @@ import {
   type ScanStream,
   type ScanStreamCore,
 } from "../scan-stream.ts";
-import { MatcherError, type PatternSpec } from "../types.ts";
+import { type CompileOptions, MatcherError, type PatternSpec } from "../types.ts";
 import {
   type CrashMode,
   type EngineName,
@@ -782,8 +782,12 @@ export class MatcherPool {
    * worker zeroes once its last stream ends. Rejects with the engine's MatcherError (same code
    * and message) on an invalid set, leaving the name's current set in place.
    */
-  setPatterns(specs: readonly PatternSpec[], name: string = DEFAULT_SET): Promise<void> {
-    return this.serially(() => this.swapSet(specs, name));
+  setPatterns(
+    specs: readonly PatternSpec[],
+    name: string = DEFAULT_SET,
+    options: CompileOptions = {},
+  ): Promise<void> {
+    return this.serially(() => this.swapSet(specs, name, options));
   }
 
   /**
@@ -815,10 +819,14 @@ export class MatcherPool {
     return run;
   }
 
-  private async swapSet(specs: readonly PatternSpec[], name: string): Promise<void> {
+  private async swapSet(
+    specs: readonly PatternSpec[],
+    name: string,
+    options: CompileOptions,
+  ): Promise<void> {
     this.assertOpen();
     const gen = this.nextGen++;
-    const packed = packSpecs(specs);
+    const packed = packSpecs(specs, options);
     const slots = this.slots.filter((s) => s.worker);
     if (slots.length === 0) {
       new Uint8Array(packed).fill(0);

@@ -1,0 +1,460 @@
+// A view stream: matching on the decoded view of a body (src/matcher/views.ts is the
+// specification this decoder follows byte for byte). Each push decodes the raw carry and the
+// new bytes into the shared work buffer, runs a fresh scan of the view set over it, maps every
+// decided match back to the raw bytes that spell it, and keeps the raw bytes from the first
+// undecided view byte on as the next carry. Restarting from a decided point gives the same
+// matches as one scan over everything (every rule looks only forward), so the inner scan needs
+// no state between pushes. It must never keep a body byte past a push except in the carry.
+//
+// Protocol for one push (driven by src/matcher/wasm-engine.ts):
+//   carry = viewBegin(vs)            -> the raw carry is copied to rawWork at 0
+//   host writes n new raw bytes at rawWorkPtr() + carry
+//   v = viewDecode(vs, n, final)     -> the view is in the work buffer, [0, v)
+//   viewScan(vs, v, final), then viewScan(vs, 0, final) while FULL: records in raw offsets
+//   viewDecided()                    -> output covers rawWork up to here
+//   viewSave(vs)                     -> the rest becomes the carry; host wipes rawWork
+
+import { alloc, blockSize, free } from "./heap";
+import { PatternSet } from "./pattern-set";
+import {
+  DONE,
+  freeStream,
+  lastDecidedNow,
+  newStream,
+  recordCountNow,
+  recordPtr,
+  resetStream,
+  streamBegin,
+  streamScan,
+  workPtr,
+} from "./stream";
+
+/** Raw bytes per push piece: its view (at most 1.2× as long) fits the work buffer. */
+export const VIEW_PIECE: i32 = 64 * 1024;
+const MAX_TOKEN: i32 = 34;
+const MAX_NAME: i32 = 32;
+const MAX_DIGITS: i32 = 10;
+/** The longest raw carry: 511 view bytes of at most 38 raw bytes each, and a token. */
+const CARRY_MAX: i32 = 511 * (MAX_TOKEN + 4) + MAX_TOKEN;
+const RAW_CAP: i32 = VIEW_PIECE + CARRY_MAX;
+const REF_SLOTS: i32 = 8192;
+
+@unmanaged
+export class ViewStream {
+  inner: usize;
+  carry: usize;
+  carryLen: i32;
+  rawLen: i32;
+  viewLen: i32;
+  consumed: i32;
+  lastEnd: i32;
+}
+
+let rawWork: usize = 0;
+let tokens: usize = 0; // i32 × 4 per token: view start, raw start, raw end, view length
+let tokenCount: i32 = 0;
+let refSlots: usize = 0; // u32 per slot: entry offset + 1 in refData, 0 = empty
+let refData: usize = 0;
+let refLen: i32 = 0;
+
+export function resetViewShared(): void {
+  rawWork = 0;
+  tokens = 0;
+  tokenCount = 0;
+  refSlots = 0;
+  refData = 0;
+  refLen = 0;
+}
+
+export function rawWorkPtr(): usize {
+  return rawWork;
+}
+
+export function rawClear(bytes: i32): void {
+  if (rawWork != 0) memory.fill(rawWork, 0, <usize>bytes);
+}
+
+/** Where the host writes the named-reference table (see packNamedReferences); 0 = no memory. */
+export function refsAlloc(len: i32): usize {
+  if (refData != 0) free(refData);
+  if (refSlots == 0) refSlots = alloc(<usize>REF_SLOTS * 4);
+  refData = alloc(<usize>len);
+  refLen = len;
+  return refSlots == 0 ? 0 : refData;
+}
+
+@inline
+function nameHash(p: usize, n: i32): u32 {
+  let h: u32 = 2166136261;
+  for (let k = 0; k < n; k++) h = (h ^ load<u8>(p + <usize>k)) * 16777619;
+  return h;
+}
+
+export function refsBuild(): void {
+  memory.fill(refSlots, 0, <usize>REF_SLOTS * 4);
+  let at: i32 = 0;
+  while (at < refLen) {
+    const n = <i32>load<u8>(refData + <usize>at);
+    let slot = nameHash(refData + <usize>at + 1, n) & <u32>(REF_SLOTS - 1);
+    while (load<u32>(refSlots + (<usize>slot << 2)) != 0) slot = (slot + 1) & <u32>(REF_SLOTS - 1);
+    store<u32>(refSlots + (<usize>slot << 2), <u32>at + 1);
+    at += 1 + n;
+    at += 1 + <i32>load<u8>(refData + <usize>at);
+  }
+}
+
+/** The entry of the reference named by [p, p+n), or -1. */
+function refFind(p: usize, n: i32): i32 {
+  if (refSlots == 0) return -1;
+  let slot = nameHash(p, n) & <u32>(REF_SLOTS - 1);
+  while (true) {
+    const e = <i32>load<u32>(refSlots + (<usize>slot << 2));
+    if (e == 0) return -1;
+    const at = e - 1;
+    if (<i32>load<u8>(refData + <usize>at) == n && memory.compare(refData + <usize>at + 1, p, n) == 0) {
+      return at;
+    }
+    slot = (slot + 1) & <u32>(REF_SLOTS - 1);
+  }
+}
+
+function ensureViewShared(): bool {
+  if (rawWork == 0) rawWork = alloc(<usize>RAW_CAP + 16);
+  if (tokens == 0) tokens = alloc(<usize>RAW_CAP * 16 + 16);
+  return rawWork != 0 && tokens != 0;
+}
+
+export function newViewStream(viewSet: usize): usize {
+  if (!ensureViewShared()) return 0;
+  const ptr = alloc(offsetof<ViewStream>());
+  if (ptr == 0) return 0;
+  const vs = changetype<ViewStream>(ptr);
+  vs.inner = newStream(viewSet);
+  vs.carry = alloc(<usize>changetype<PatternSet>(viewSet).maxLen + 64);
+  if (vs.inner == 0 || vs.carry == 0) {
+    freeViewStream(ptr);
+    return 0;
+  }
+  return ptr;
+}
+
+export function freeViewStream(ptr: usize): void {
+  if (ptr == 0) return;
+  const vs = changetype<ViewStream>(ptr);
+  if (vs.inner != 0) freeStream(vs.inner);
+  free(vs.carry);
+  free(ptr);
+}
+
+export function viewBegin(ptr: usize): i32 {
+  const vs = changetype<ViewStream>(ptr);
+  memory.copy(rawWork, vs.carry, <usize>vs.carryLen);
+  return vs.carryLen;
+}
+
+// ---- the decoder (src/matcher/views.ts, byte for byte) ----
+
+@inline
+function isHex(c: u32): bool {
+  return (c - 0x30 < 10) || ((c | 0x20) - 0x61 < 6);
+}
+@inline
+function hexValue(c: u32): u32 {
+  return c <= 0x39 ? c - 0x30 : (c | 0x20) - 0x57;
+}
+@inline
+function isAlpha(c: u32): bool {
+  return (c | 0x20) - 0x61 < 26;
+}
+@inline
+function isDigit(c: u32): bool {
+  return c - 0x30 < 10;
+}
+
+let out: usize = 0; // next view byte
+let vlen: i32 = 0;
+
+@inline
+function emit(b: u32): void {
+  store<u8>(out + <usize>vlen, <u8>b);
+  vlen++;
+}
+
+function emitUtf8(cp: u32): void {
+  if (cp < 0x80) emit(cp);
+  else if (cp < 0x800) {
+    emit(0xc0 | (cp >> 6));
+    emit(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    emit(0xe0 | (cp >> 12));
+    emit(0x80 | ((cp >> 6) & 0x3f));
+    emit(0x80 | (cp & 0x3f));
+  } else {
+    emit(0xf0 | (cp >> 18));
+    emit(0x80 | ((cp >> 12) & 0x3f));
+    emit(0x80 | ((cp >> 6) & 0x3f));
+    emit(0x80 | (cp & 0x3f));
+  }
+}
+
+@inline
+function byteAt(b: usize, i: i32): u32 {
+  return <u32>load<u8>(b + <usize>i);
+}
+
+function hex4(b: usize, at: i32, end: i32): i32 {
+  if (at + 4 > end) return -1;
+  let v: i32 = 0;
+  for (let k = 0; k < 4; k++) {
+    const c = byteAt(b, at + k);
+    if (!isHex(c)) return -1;
+    v = (v << 4) | <i32>hexValue(c);
+  }
+  return v;
+}
+
+function lineBreakAt(b: usize, at: i32, end: i32): i32 {
+  if (at >= end) return 0;
+  const c = byteAt(b, at);
+  if (c == 0x0d || c == 0x0a) return 1;
+  if (c == 0x5c && at + 1 < end) {
+    const d = byteAt(b, at + 1);
+    if (d == 0x6e || d == 0x72) return 2;
+  }
+  return 0;
+}
+
+/** Decode a `\` token at i: its raw length (bytes emitted), or 0 = the byte is itself. */
+function backslashToken(b: usize, i: i32, end: i32): i32 {
+  if (i + 1 >= end) return 0;
+  const d = byteAt(b, i + 1);
+  if (d == 0x22 || d == 0x5c || d == 0x2f) {
+    emit(d);
+    return 2;
+  }
+  if (d == 0x62) {
+    emit(0x08);
+    return 2;
+  }
+  if (d == 0x66) {
+    emit(0x0c);
+    return 2;
+  }
+  if (d == 0x74) {
+    emit(0x09);
+    return 2;
+  }
+  if (d == 0x6e) {
+    emit(0x0a);
+    return 2;
+  }
+  if (d == 0x72) {
+    emit(0x0d);
+    return 2;
+  }
+  if (d != 0x75) return 0;
+  const u = hex4(b, i + 2, end);
+  if (u < 0) return 0;
+  if (u >= 0xdc00 && u < 0xe000) return 0;
+  if (u < 0xd800) {
+    emitUtf8(<u32>u);
+    return 6;
+  }
+  if (i + 12 > end || byteAt(b, i + 6) != 0x5c || byteAt(b, i + 7) != 0x75) return 0;
+  const lo = hex4(b, i + 8, end);
+  if (lo < 0xdc00 || lo >= 0xe000) return 0;
+  emitUtf8(0x10000 + ((<u32>u - 0xd800) << 10) + (<u32>lo - 0xdc00));
+  return 12;
+}
+
+/** Decode a `&` token at i: its raw length (bytes emitted), or 0 = the byte is itself. */
+function ampersandToken(b: usize, i: i32, end: i32): i32 {
+  let j = i + 1;
+  if (j < end && byteAt(b, j) == 0x23) {
+    j++;
+    const hex = j < end && (byteAt(b, j) | 0x20) == 0x78;
+    if (hex) j++;
+    const from = j;
+    let cp: u64 = 0;
+    while (j < end && j - from < MAX_DIGITS) {
+      const c = byteAt(b, j);
+      if (hex ? !isHex(c) : !isDigit(c)) break;
+      cp = cp * (hex ? 16 : 10) + <u64>(hex ? hexValue(c) : c - 0x30);
+      j++;
+    }
+    if (j == from || j >= end || byteAt(b, j) != 0x3b) return 0;
+    if (cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return 0;
+    emitUtf8(<u32>cp);
+    return j + 1 - i;
+  }
+  if (j >= end || !isAlpha(byteAt(b, j))) return 0;
+  const from = j;
+  while (j < end && j - from < MAX_NAME) {
+    const c = byteAt(b, j);
+    if (!isAlpha(c) && !isDigit(c)) break;
+    j++;
+  }
+  if (j >= end || byteAt(b, j) != 0x3b) return 0;
+  const e = refFind(b + <usize>from, j - from);
+  if (e < 0) return 0;
+  const vp = refData + <usize>e + 1 + <usize>(j - from);
+  const n = <i32>load<u8>(vp);
+  for (let k = 0; k < n; k++) emit(<u32>load<u8>(vp + 1 + <usize>k));
+  return j + 1 - i;
+}
+
+@inline
+function pushToken(vStart: i32, rStart: i32, rEnd: i32, vLen: i32): void {
+  const t = tokens + (<usize>tokenCount << 4);
+  store<i32>(t, vStart);
+  store<i32>(t, rStart, 4);
+  store<i32>(t, rEnd, 8);
+  store<i32>(t, vLen, 12);
+  tokenCount++;
+}
+
+/** Bytes that may start a token; every other byte is copied as itself. */
+@inline
+function isTrigger(c: u32): bool {
+  return c == 0x5c || c == 0x26 || c == 0x0d || c == 0x0a;
+}
+
+/** Decode rawWork[0, end) into the work buffer; returns the view length. */
+function decode(end: i32, final: bool): i32 {
+  const b = rawWork;
+  out = workPtr();
+  vlen = 0;
+  tokenCount = 0;
+  let i: i32 = 0;
+  while (i < end) {
+    // Copy the run of ordinary bytes in one go.
+    let j = i;
+    while (j < end && !isTrigger(byteAt(b, j))) j++;
+    if (j > i) {
+      memory.copy(out + <usize>vlen, b + <usize>i, <usize>(j - i));
+      vlen += j - i;
+      i = j;
+      if (i >= end) break;
+    }
+    const c = byteAt(b, i);
+    if (!final && i + MAX_TOKEN > end) break;
+    const br = lineBreakAt(b, i, end);
+    if (br > 0) {
+      const next = lineBreakAt(b, i + br, end);
+      const kept = next > 0 && lineBreakAt(b, i + br + next, end) > 0;
+      if (!kept) {
+        pushToken(vlen, i, i + br, 0);
+        i += br;
+        continue;
+      }
+      if (br == 1) {
+        emit(c);
+        i++;
+        continue;
+      }
+    }
+    const v0 = vlen;
+    const len = c == 0x5c ? backslashToken(b, i, end) : ampersandToken(b, i, end);
+    if (len == 0) {
+      emit(c);
+      i++;
+      continue;
+    }
+    pushToken(v0, i, i + len, vlen - v0);
+    i += len;
+  }
+  return i;
+}
+
+/** Index of the last token whose view start is ≤ v, or -1. */
+function lastTokenAt(v: i32): i32 {
+  let lo: i32 = 0;
+  let hi: i32 = tokenCount - 1;
+  let found: i32 = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (load<i32>(tokens + (<usize>mid << 4)) <= v) {
+      found = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  return found;
+}
+
+function rawStartOf(vs: ViewStream, v: i32): i32 {
+  if (v >= vs.viewLen) return vs.consumed;
+  const k = lastTokenAt(v);
+  if (k < 0) return v;
+  const t = tokens + (<usize>k << 4);
+  const s = load<i32>(t);
+  const l = load<i32>(t, 12);
+  return v < s + l ? load<i32>(t, 4) : load<i32>(t, 8) + (v - s - l);
+}
+
+function rawEndOf(vs: ViewStream, v: i32): i32 {
+  const k = lastTokenAt(v);
+  if (k >= 0) {
+    const t = tokens + (<usize>k << 4);
+    if (v < load<i32>(t) + load<i32>(t, 12)) return load<i32>(t, 8);
+  }
+  return rawStartOf(vs, v) + 1;
+}
+
+/** Decode the raw carry and `added` new bytes; returns the view's length. */
+export function viewDecode(ptr: usize, added: i32, final: bool): i32 {
+  const vs = changetype<ViewStream>(ptr);
+  vs.rawLen = vs.carryLen + added;
+  resetStream(vs.inner);
+  streamBegin(vs.inner);
+  vs.consumed = decode(vs.rawLen, final);
+  vs.viewLen = vlen;
+  vs.lastEnd = 0;
+  return vlen;
+}
+
+/** The inner scan; its records are rewritten to raw offsets. Same result as streamScan. */
+export function viewScan(ptr: usize, added: i32, final: bool): i32 {
+  const vs = changetype<ViewStream>(ptr);
+  const r = streamScan(vs.inner, added, final);
+  const n = recordCountNow();
+  const rec = recordPtr();
+  for (let k = 0; k < n; k++) {
+    const row = rec + (<usize>k << 4);
+    let rs = rawStartOf(vs, load<i32>(row));
+    if (rs < vs.lastEnd) rs = vs.lastEnd;
+    let re = rawEndOf(vs, load<i32>(row, 4) - 1);
+    if (re < rs) re = rs;
+    store<i32>(row, rs);
+    store<i32>(row, re, 4);
+    vs.lastEnd = re;
+  }
+  return r;
+}
+
+/** After DONE: output covers rawWork up to here. */
+export function viewDecided(ptr: usize): i32 {
+  const vs = changetype<ViewStream>(ptr);
+  const dv = lastDecidedNow();
+  return rawStartOf(vs, dv);
+}
+
+/** Keep rawWork[decided, rawLen) as the carry; 1 = no memory for it. */
+export function viewSave(ptr: usize): i32 {
+  const vs = changetype<ViewStream>(ptr);
+  const d = viewDecided(ptr);
+  const keep = vs.rawLen - d;
+  if (<usize>keep > blockSize(vs.carry)) {
+    free(vs.carry);
+    vs.carry = alloc(<usize>keep);
+    vs.carryLen = 0;
+    if (vs.carry == 0) return 1;
+  }
+  memory.copy(vs.carry, rawWork + <usize>d, <usize>keep);
+  if (keep < vs.carryLen) memory.fill(vs.carry + <usize>keep, 0, <usize>(vs.carryLen - keep));
+  vs.carryLen = keep;
+  // The inner scan's carry held view bytes: nothing of it is needed any more.
+  resetStream(vs.inner);
+  return 0;
+}
+
+export { DONE };
