@@ -185,14 +185,18 @@ describe("outbound matrix: the agent tries to get real values out", () => {
       for (const real of REALS) {
         for (const p of plantings(real)) {
           const enc = p.text.toString("latin1");
-          const inHeader = await rec(
-            agent.request(`${host}:${port}`, "GET", "/", [["x-data", enc]]),
-          );
+          // A field value cannot hold a line break (the rest would be a new request, refused
+          // as malformed); such spellings travel in the query and the body.
+          if (!/[\r\n]/.test(enc)) {
+            const inHeader = await rec(
+              agent.request(`${host}:${port}`, "GET", "/", [["x-data", enc]]),
+            );
+            expect(inHeader.status).toBe(403);
+          }
           const inQuery = await rec(
             agent.request(`${host}:${port}`, "GET", `/?q=${encodeURIComponent(enc)}`),
           );
           const inBody = await rec(agent.request(`${host}:${port}`, "POST", "/", [], `..${enc}..`));
-          expect(inHeader.status).toBe(403);
           expect(inQuery.status).toBe(403);
           expect(inBody.status === 403 || !inBody.complete).toBe(true);
         }

@@ -6,6 +6,8 @@
 // detector is deliberately broader than the proxy's matcher: a leak the proxy misses shows up
 // here. Test-only; it must never print a secret (findings name the encoding, not the bytes).
 
+import { characterEntities } from "character-entities";
+
 /** Two credentials: one plain token, one with bytes every encoding treats specially. */
 export const SECRETS = {
   alpha: {
@@ -73,14 +75,78 @@ export function plantings(real: Buffer): Planting[] {
   );
   add("html-decimal", `<p>${units.map((u) => `&#${u};`).join("")}</p>`);
   add("html-hex", `<p>${units.map((u) => `&#x${u.toString(16)};`).join("")}</p>`);
+  // As real servers write them (issue 15, class 2): some characters escaped, others not.
+  const chars = Array.from(real.toString("latin1"));
+  const some = (f: (ch: string, i: number) => string | null) =>
+    chars.map((ch, i) => f(ch, i) ?? ch).join("");
+  const u4 = (ch: string, upper: boolean) => {
+    const h = ch.charCodeAt(0).toString(16).padStart(4, "0");
+    return `\\u${upper ? h.toUpperCase() : h}`;
+  };
+  // .NET's System.Text.Json: `+`, `<`, `>`, `&`, `'` and `"` as \u00XX (upper case), the rest raw.
+  add(
+    "json-dotnet",
+    `{"k":"${some((ch) => ("+<>&'\"".includes(ch) ? u4(ch, true) : ch === "\\" ? "\\\\" : null))}"}`,
+  );
+  // Every third character \u-escaped, alternating hex case.
+  add(
+    "json-partial",
+    `{"k":"${some((ch, i) => (i % 3 === 1 ? u4(ch, i % 2 === 0) : JSON.stringify(ch).slice(1, -1)))}"}`,
+  );
+  // Go html/template: `+` as &#43;, `"` as &#34;, `&` `<` `>` named, the rest raw.
+  const goHtml: Record<string, string> = {
+    "+": "&#43;",
+    '"': "&#34;",
+    "'": "&#39;",
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+  };
+  add("html-go", `<p>${some((ch) => goHtml[ch] ?? null)}</p>`);
+  // PHP htmlentities(ENT_HTML5): every character with a name, by its name (the first one).
+  add("html5-named", `<p>${some((ch) => HTML5_NAME.get(ch) ?? null)}</p>`);
+  // Mixed decimal and hex references, upper-case hex, on every other character.
+  add(
+    "html-mixed",
+    `<p>${some((ch, i) => (i % 2 ? null : i % 4 ? `&#X${ch.charCodeAt(0).toString(16).toUpperCase()};` : `&#${ch.charCodeAt(0)};`))}</p>`,
+  );
+  // GitHub's contents API: base64 of the file wrapped at 60 columns, the breaks as JSON \n.
+  const file = Buffer.concat([Buffer.from("# config\ntoken = "), real, Buffer.from("\n")]);
+  add(
+    "github-contents",
+    `{"encoding":"base64","content":"${wrap(file.toString("base64"), 60, "\\n")}\\n"}`,
+  );
+  // MIME: base64 at 76 columns, CRLF.
+  add(
+    "mime-base64",
+    `Content-Transfer-Encoding: base64\r\n\r\n${wrap(Buffer.concat([Buffer.from("x".repeat(50)), real]).toString("base64"), 76, "\r\n")}\r\n`,
+  );
+  // PEM-like: LF every 16 characters of base64url.
+  add(
+    "base64url-wrapped",
+    `${wrap(Buffer.concat([Buffer.from("ab"), real]).toString("base64url"), 16, "\n")}`,
+  );
   return out;
 }
+
+const wrap = (s: string, width: number, br: string) =>
+  (s.match(new RegExp(`.{1,${width}}`, "g")) ?? []).join(br);
+
+/** A name for each character that has one (the first in the HTML5 list), e.g. `_` → &lowbar;. */
+const HTML5_NAME: ReadonlyMap<string, string> = (() => {
+  const m = new Map<string, string>();
+  for (const [name, value] of Object.entries(characterEntities as Record<string, string>)) {
+    if (value.length === 1 && value.charCodeAt(0) < 0x80 && !m.has(value))
+      m.set(value, `&${name};`);
+  }
+  return m;
+})();
 
 function decodeAt(run: string, off: number, url: boolean): Buffer {
   let s = run.slice(off);
   if (url) s = s.replaceAll("-", "+").replaceAll("_", "/");
   s = s.replace(/=+$/, "");
-  s = s.slice(0, s.length - (s.length % 4));
+  // A last partial group still decodes its whole bytes (Node's decoder takes unpadded text).
   return Buffer.from(s, "base64");
 }
 
@@ -105,20 +171,35 @@ function binaryViews(text: string): { scheme: string; bytes: Buffer }[] {
   ];
 }
 
-/** Text-level decodings: percent, form, JSON escapes, HTML character references. */
+/**
+ * Text-level decodings: percent, form, JSON escapes, HTML character references (numeric and
+ * every HTML5 name); each also with its line breaks (raw, or as JSON escapes) taken out.
+ */
 function textViews(text: string): { scheme: string; text: string }[] {
+  const views = textViewsOnce(text);
+  const unbroken = (t: string) => t.replace(/\r|\n|\\r|\\n/g, "");
+  return [
+    ...views,
+    ...views.map((v) => ({ scheme: `${v.scheme} unwrapped`, text: unbroken(v.text) })),
+    { scheme: "unwrapped", text: unbroken(text) },
+  ];
+}
+
+function textViewsOnce(text: string): { scheme: string; text: string }[] {
   const pct = (t: string) =>
     t.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
   const json = text
     .replace(/\\u([0-9a-fA-F]{4})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)))
     .replace(/\\(["\\/])/g, "$1");
   const html = text
-    .replace(/&#x([0-9a-fA-F]+);?/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)))
+    .replace(/&#[xX]([0-9a-fA-F]+);?/g, (_, h: string) =>
+      String.fromCharCode(Number.parseInt(h, 16)),
+    )
     .replace(/&#(\d+);?/g, (_, d: string) => String.fromCharCode(Number(d)))
-    .replaceAll("&quot;", '"')
-    .replaceAll("&amp;", "&")
-    .replaceAll("&lt;", "<")
-    .replaceAll("&gt;", ">");
+    .replace(/&([A-Za-z][A-Za-z0-9]*);/g, (all, name: string) => {
+      const v = (characterEntities as Record<string, string>)[name];
+      return v ?? all;
+    });
   return [
     { scheme: "percent", text: pct(text) },
     { scheme: "form", text: pct(text.replaceAll("+", " ")) },
