@@ -10,7 +10,8 @@
 // number of segments, none included). It matches the request's path in one canonical form
 // (`canonicalPath`): the query dropped, escapes of unreserved characters decoded, other escapes
 // upper-cased. A path that could be read two ways is refused instead of matched — an encoded
-// `/`, `\` or `.`, a `.`/`..` segment, an empty segment, `;` parameters, a NUL, a bad escape —
+// `/`, `\` or `.` (once or twice), a `.`/`..` segment, an empty segment, `;` parameters, a NUL,
+// a bad escape, escapes that are not UTF-8 (overlong forms) —
 // since path confusion between the proxy and the upstream is how rules like these are bypassed.
 // Pure: text in, verdicts out.
 
@@ -115,6 +116,20 @@ function matchSegments(pattern: readonly string[], path: readonly string[]): boo
   return matchSegments(rest, path.slice(1));
 }
 
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+/** The bytes a path with only well-formed %-escapes stands for. */
+function decodeURIComponentBytes(path: string): number[] {
+  const bytes: number[] = [];
+  for (let i = 0; i < path.length; i++) {
+    if (path[i] === "%") {
+      bytes.push(Number.parseInt(path.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else bytes.push(path.charCodeAt(i) & 0xff);
+  }
+  return bytes;
+}
+
 /**
  * The path of an origin-form target in the one form rules match on, or why it cannot be read
  * one way. `*` (OPTIONS *) is its own path.
@@ -140,8 +155,19 @@ export function canonicalPath(target: string): Verdict<string, "bad-request"> {
     const ch = String.fromCharCode(byte);
     if (byte === 0) return no("an encoded NUL");
     if (ch === "/" || ch === "\\" || ch === ".") return no(`an encoded ${ch}`);
+    // `%252e` is `%2e` to a server that decodes once and `.` to one that decodes twice.
+    if (byte === 0x25 && /^(2[EeFf]|5[Cc]|00|25)$/.test(raw.slice(i + 3, i + 5))) {
+      return no("a doubly encoded . / \\ % or NUL");
+    }
     out += /[A-Za-z0-9_~-]/.test(ch) ? ch : `%${hex.toUpperCase()}`;
     i += 2;
+  }
+  // Escapes must spell UTF-8: an overlong `.` (%C0%AE) or `/` (%C0%AF) is a dot or a slash to
+  // a lenient decoder and nothing to a strict one.
+  try {
+    utf8Strict.decode(Buffer.from(decodeURIComponentBytes(out)));
+  } catch {
+    return no("an escape that is not UTF-8 (overlong or invalid)");
   }
   const segments = out.split("/").slice(1);
   for (let i = 0; i < segments.length; i++) {
