@@ -68,6 +68,26 @@ export function jsonHaystack(size: number, seed: number): Uint8Array {
 }
 
 /**
+ * JSON lines as a server that escapes much writes them: every space a `\u0020`, every `_` an
+ * `&lowbar;`, every `.` a `&#46;`, a `\n` every 60 characters — a decoded view's worst
+ * realistic case (a token every few bytes).
+ */
+export function escapedHaystack(size: number, seed: number): Uint8Array {
+  const plain = Buffer.from(jsonHaystack(size, seed)).toString("latin1");
+  let text = "";
+  let line = 0;
+  for (const ch of plain) {
+    text += ch === " " ? "\\u0020" : ch === "_" ? "&lowbar;" : ch === "." ? "&#46;" : ch;
+    if (++line === 60) {
+      text += "\\n";
+      line = 0;
+    }
+    if (text.length >= size) break;
+  }
+  return Buffer.from(text.slice(0, size), "latin1");
+}
+
+/**
  * Adversarial text: pattern prefixes cut one byte short, back to back, so the automaton walks
  * deep states all the time and the prefilter sees a candidate at nearly every window.
  */

@@ -1,7 +1,8 @@
 // Benchmark of the WebAssembly matcher engine on the main thread (no worker pool): a 64 MiB
 // JSON-like haystack that almost never matches, 1/10/100/1000 random 20-64-byte token-like
-// patterns, whole-buffer and streamed (16 KiB, 64 KiB chunks), and adversarial text dense with
-// near-matches; beside them, in the same run, memcpy (Uint8Array.prototype.set into a reused
+// patterns, whole-buffer and streamed (16 KiB, 64 KiB chunks), with decoded views on (plain
+// JSON lines, and JSON whose strings escape a third of their characters), and adversarial
+// text dense with near-matches; beside them, in the same run, memcpy (Uint8Array.prototype.set into a reused
 // buffer), a fresh copy (slice), Buffer.indexOf per pattern and a RegExp alternation.
 // Run: `bun bench/matcher.bench.ts` (BENCH_MIB=16 for a quicker run). Results: bench/README.md.
 // It must never print pattern bytes: only names, sizes and speeds.
@@ -9,7 +10,12 @@
 import { do_not_optimize, measure } from "mitata";
 import type { CompiledSet, PatternSpec } from "../src/matcher/types.ts";
 import { createWasmEngine } from "../src/matcher/wasm-engine.ts";
-import { adversarialHaystack, jsonHaystack, randomPatterns } from "./matcher-fixtures.ts";
+import {
+  adversarialHaystack,
+  escapedHaystack,
+  jsonHaystack,
+  randomPatterns,
+} from "./matcher-fixtures.ts";
 
 const MIB = 1 << 20;
 const SIZE = Number(process.env.BENCH_MIB ?? 64) * MIB;
@@ -60,6 +66,7 @@ function streamed(engine: ReturnType<typeof createWasmEngine>, set: CompiledSet,
 const t0 = performance.now();
 process.stderr.write(`building a ${SIZE / MIB} MiB JSON-like haystack...\n`);
 const hay = jsonHaystack(SIZE, 7);
+const escaped = escapedHaystack(SIZE, 7);
 const haySlow = hay.subarray(0, SLOW_SIZE);
 const hayString = Buffer.from(haySlow).toString("latin1");
 const reused = new Uint8Array(SIZE + 4096);
@@ -83,6 +90,17 @@ for (const n of COUNTS) {
   const s64 = streamed(engine, set, 64 * 1024);
   await time(`engine streamed 16 KiB       n=${n}`, SIZE, () => s16(hay));
   await time(`engine streamed 64 KiB       n=${n}`, SIZE, () => s64(hay));
+  // Decoded views on (as the proxy compiles its redaction set): every line break is a token.
+  const setV = engine.compile(specs, { views: true });
+  await time(`views: whole, reused output  n=${n}`, SIZE, () =>
+    engine.replaceAllInto(setV, hay, reused),
+  );
+  const v64 = streamed(engine, setV, 64 * 1024);
+  await time(`views: streamed 64 KiB       n=${n}`, SIZE, () => v64(hay));
+  if (n === 100) {
+    await time(`views: escape-dense, 64 KiB  n=${n}`, SIZE, () => v64(escaped));
+  }
+  setV.dispose();
   const adversarial = adversarialHaystack(SIZE, patterns, 3);
   await time(`engine adversarial whole     n=${n}`, SIZE, () =>
     engine.replaceAll(set, adversarial),

@@ -422,3 +422,89 @@ test("engines are independent instances", () => {
   expect(() => b.openStream(set)).toThrow(TypeError);
   set.dispose();
 });
+
+describe("decoded views", () => {
+  const enc = new TextEncoder();
+  const escaped = (p: Uint8Array) =>
+    enc.encode(Array.from(p, (b) => `\\u${b.toString(16).padStart(4, "0")}`).join(""));
+
+  test("the raw carry, the view and the work buffers hold no body byte after end or abort", () => {
+    const engine = createWasmEngine();
+    const value = enc.encode("tok-Q7f3Zp9Lx2Vb8Nc4");
+    const set = engine.compile([{ pattern: value, replacement: enc.encode("[R]") }], {
+      views: true,
+    });
+    const marker = enc.encode("marker-never-a-match-0123456789");
+    // A body ending in an escaped, unfinished value: held as the raw carry.
+    const body = concat([enc.encode("x".repeat(5000)), marker, escaped(value.subarray(0, 10))]);
+    const s = engine.openStream(set);
+    const out = s.push(body);
+    expect(inMemory(engine, escaped(value.subarray(0, 10)).subarray(0, 40))).toBe(true);
+    expect(inMemory(engine, marker)).toBe(false);
+    s.abort();
+    expect(inMemory(engine, escaped(value.subarray(0, 10)).subarray(0, 40))).toBe(false);
+    out.fill(0);
+    const whole = engine.replaceAll(set, concat([body, escaped(value.subarray(10))]));
+    expect(whole.replacements).toBe(1);
+    expect(inMemory(engine, marker)).toBe(false);
+    set.dispose();
+    expect(inMemory(engine, value)).toBe(false);
+  });
+
+  test("replacements much longer than what they replace (more than a piece of output)", () => {
+    const engine = createWasmEngine();
+    const specs = [{ pattern: enc.encode("short-pat"), replacement: randomBytes(4096) }];
+    const input = concat(
+      Array.from({ length: 60 }, (_, i) =>
+        concat([randomBytes(50 + i), i % 2 ? escaped(specs[0]!.pattern) : specs[0]!.pattern]),
+      ),
+    );
+    const want = referenceEngine.replaceAll(referenceEngine.compile(specs, { views: true }), input);
+    expect(want.replacements).toBe(60);
+    const set = engine.compile(specs, { views: true });
+    expect(engine.replaceAll(set, input)).toEqual(want);
+    expect(streamAll(engine, set, input, 7000)).toEqual(want);
+    set.dispose();
+  });
+
+  test("a megabyte of line breaks is not held (two at most are dropped in a row)", () => {
+    const engine = createWasmEngine();
+    const set = engine.compile(
+      [{ pattern: enc.encode("abcdefghij"), replacement: enc.encode("") }],
+      {
+        views: true,
+      },
+    );
+    const s = engine.openStream(set);
+    let emitted = s.push(enc.encode("abcdefghi")).length;
+    const breaks = new Uint8Array(1 << 20).fill(0x0a);
+    for (let i = 0; i < 4; i++) emitted += s.push(breaks).length;
+    expect(emitted).toBeGreaterThan(4 * breaks.length - 1024);
+    const rest = s.end();
+    expect(emitted + rest.length).toBe(9 + 4 * breaks.length);
+    set.dispose();
+  });
+
+  test("linear memory does not grow with view streams", () => {
+    const engine = createWasmEngine();
+    const cycle = () => {
+      const set = engine.compile(secretSpecs(50), { views: true });
+      const streams = Array.from({ length: 20 }, () => engine.openStream(set));
+      for (const st of streams) st.push(randomBytes(1000));
+      for (const st of streams) st.end();
+      set.dispose();
+    };
+    const first = engine.compile(secretSpecs(50), { views: true });
+    const s = engine.openStream(first);
+    s.push(randomBytes(300_000));
+    // Sets differ in size (random patterns holding escapes gain decoded spellings): let the
+    // size classes fill once, then nothing may grow.
+    for (let i = 0; i < 20; i++) cycle();
+    const settled = engine.memory.buffer.byteLength;
+    for (let i = 0; i < 16; i++) s.push(randomBytes(1 << 20));
+    s.end();
+    first.dispose();
+    for (let i = 0; i < 50; i++) cycle();
+    expect(engine.memory.buffer.byteLength).toBe(settled);
+  });
+});

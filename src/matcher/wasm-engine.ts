@@ -195,15 +195,7 @@ class WasmMatchStream implements MatchStream {
   private pushTo(chunk: Uint8Array, out: OutputBuilder, final: boolean): number {
     if (this.vptr === 0) return this.engine.pushInto(this.ptr, chunk, out);
     if (chunk.length === 0 && !final) return 0;
-    const mid = new OutputBuilder(chunk.length + 64);
-    let n = this.engine.viewPushInto(this.vptr, chunk, final, mid);
-    const m = mid.take();
-    try {
-      n += this.engine.pushInto(this.ptr, m, out);
-    } finally {
-      m.fill(0);
-    }
-    return n;
+    return this.engine.viewPushInto(this.vptr, this.ptr, chunk, final, out);
   }
 
   private endTo(out: OutputBuilder): number {
@@ -447,13 +439,21 @@ class WasmEngineImpl implements WasmEngine {
   }
 
   /**
-   * Stage one of a view set: decode, match the view, replace the raw bytes behind each match.
-   * Appends what is decided to `out` (raw bytes, replacements in); returns the matches.
+   * Both stages of a view set, piece by piece: decode and match the view (stage one), then
+   * write its decided output — raw bytes with the raw spelling of each match replaced —
+   * straight into the work buffer of the bytes-as-written stream and scan it (stage two).
+   * Returns the replacements of both.
    */
-  viewPushInto(vs: number, chunk: Uint8Array, final: boolean, out: OutputBuilder): number {
+  viewPushInto(
+    vs: number,
+    st: number,
+    chunk: Uint8Array,
+    final: boolean,
+    out: OutputBuilder,
+  ): number {
     const x = this.x;
     let rawUsed = 0;
-    let viewUsed = 0;
+    let workUsed = 0;
     let count = 0;
     try {
       let off = 0;
@@ -466,24 +466,77 @@ class WasmEngineImpl implements WasmEngine {
         this.mem.set(chunk.subarray(off, off + n), raw + carry);
         rawUsed = Math.max(rawUsed, carry + n);
         const v = x.view_decode(vs, n, last);
-        viewUsed = Math.max(viewUsed, v);
-        count += this.drain(
-          x.view_scan(vs, v, last),
-          () => x.view_scan(vs, 0, last),
-          raw,
-          () => x.view_decided(vs),
-          out,
-        );
+        workUsed = Math.max(workUsed, v);
+        // Stage one's matches, kept until its scan is over (the view is in the work buffer).
+        const recs = this.records;
+        recs.length = 0;
+        this.collect(x.view_scan(vs, v, last), () => x.view_scan(vs, 0, last), recs);
+        const decided = x.view_decided(vs);
         if (x.view_save(vs) !== 0)
           throw new MatcherError("engine-failure", "out of matcher memory");
+        count += recs.length / 4;
+        this.views();
+        let size = decided;
+        for (let k = 0; k < recs.length; k += 4) size += recs[k + 3]! - (recs[k + 1]! - recs[k]!);
+        const work = x.work_ptr();
+        const at = x.stream_begin(st);
+        if (at + size <= this.piece + 1024) {
+          this.assemble(raw, decided, recs, work + at);
+          workUsed = Math.max(workUsed, at + size);
+          count += this.scan(st, work, size, 0, out);
+        } else {
+          // Replacements much longer than what they replace: through a copy, piece by piece.
+          const tmp = new Uint8Array(size);
+          this.assemble(raw, decided, recs, -1, tmp);
+          count += this.pushInto(st, tmp, out);
+          tmp.fill(0);
+        }
         off += n;
       } while (off < chunk.length);
     } finally {
-      // Both buffers held body bytes: wipe them even if the scan failed.
+      // Both buffers held body bytes: wipe them even if a scan failed.
       x.raw_clear(rawUsed);
-      x.work_clear(viewUsed);
+      x.work_clear(workUsed);
     }
     return count;
+  }
+
+  /** Records of a scan (start, end, replacement pointer, length), draining while FULL. */
+  private readonly records: number[] = [];
+  private collect(first: number, again: () => number, into: number[]): void {
+    const i32 = this.i32;
+    const rec = this.x.record_ptr() >> 2;
+    let r = first;
+    for (;;) {
+      const n = r >>> 2;
+      for (let k = 0; k < n; k++) {
+        const at = rec + k * 4;
+        into.push(i32[at]!, i32[at + 1]!, i32[at + 2]! >>> 0, i32[at + 3]!);
+      }
+      const status = r & 3;
+      if (status === SCAN_DONE) return;
+      if (status !== SCAN_FULL) throw new MatcherError("engine-failure", "matcher scan failed");
+      r = again();
+    }
+  }
+
+  /** rawWork[0, decided) with each record's span replaced, written at `dst` (or into `to`). */
+  private assemble(raw: number, decided: number, recs: number[], dst: number, to?: Uint8Array) {
+    const mem = this.mem;
+    let w = 0;
+    const put = (from: number, end: number) => {
+      if (end <= from) return;
+      if (to) to.set(mem.subarray(from, end), w);
+      else mem.copyWithin(dst + w, from, end);
+      w += end - from;
+    };
+    let from = 0;
+    for (let k = 0; k < recs.length; k += 4) {
+      put(raw + from, raw + recs[k]!);
+      put(recs[k + 2]!, recs[k + 2]! + recs[k + 3]!);
+      from = recs[k + 1]!;
+    }
+    put(raw + from, raw + decided);
   }
 
   /** Scan `chunk` piece by piece; returns the number of replacements made. */
