@@ -70,6 +70,8 @@ describe("allow rules with methods and paths", () => {
       "/repos/acme//x",
       "/repos/acme/..;/..;/orgs",
       "/repos/acme/%5c..%5corgs",
+      "/repos/acme/%252e%252e/%252e%252e/orgs/evil",
+      "/repos/acme/%c0%ae%c0%ae/%c0%ae%c0%ae/orgs",
     ]) {
       const r = await h.curl(["--path-as-is", url(path)]);
       expect([path, r.status, errorOf(r.headers)]).toEqual([path, 400, "bad-request"]);
