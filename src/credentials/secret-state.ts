@@ -5,7 +5,7 @@
 
 import { urlDecodings } from "../http/percent.ts";
 import { type InlinePattern, InlineReplacer } from "../matcher/inline.ts";
-import type { CompileOptions, PatternSpec } from "../matcher/types.ts";
+import { type CompileOptions, PATTERN_MIN_LENGTH, type PatternSpec } from "../matcher/types.ts";
 import type { RequestRoute } from "../policy/request-rule.ts";
 import type { BytePair } from "./basic-auth.ts";
 import { CredentialBindings, type SwapPair } from "./bindings.ts";
@@ -43,6 +43,11 @@ export interface RequestPlan {
 
 let nextGeneration = 1;
 
+interface Foreign {
+  readonly replacer: InlineReplacer;
+  readonly specs: readonly PatternSpec[] | null;
+}
+
 /** How the redaction set (redactSpecs) is compiled: real values are also found in decoded views. */
 export const REDACT_COMPILE: CompileOptions = { views: true };
 
@@ -72,7 +77,7 @@ export class SecretState {
   #onUnused: (() => void) | null = null;
   readonly #replaced = new AbortController();
   readonly #plans = new Map<string, RequestPlan>();
-  readonly #foreign = new Map<string, InlineReplacer | null>();
+  readonly #foreign = new Map<string, Foreign | null>();
   readonly #owned: Uint8Array[] = [];
 
   private constructor(secrets: SecretsConfig) {
@@ -187,19 +192,38 @@ export class SecretState {
 
   /**
    * The dummies (any text encoding) of credentials restricted to other agents: seen in this
-   * agent's request, they are a violation (it read them somewhere it shares with them).
+   * agent's request, they are a violation (it read them somewhere it shares with them). The
+   * replacer counts them in a head; the specs (each kept as itself) in a held body.
    */
   foreignDummies(agent: string): InlineReplacer | null {
+    return this.#foreignOf(agent)?.replacer ?? null;
+  }
+
+  foreignSpecs(agent: string): readonly PatternSpec[] | null {
+    return this.#foreignOf(agent)?.specs ?? null;
+  }
+
+  #foreignOf(agent: string): Foreign | null {
     const hit = this.#foreign.get(agent);
     if (hit !== undefined) return hit;
     const patterns: InlinePattern[] = [];
+    const seen = new Set<string>();
+    const specs: PatternSpec[] = [];
     for (const c of this.bindings.foreignTo(agent)) {
       for (const v of swapVariants(c.dummy, c.real, "text").variants) {
         this.#owned.push(v.pattern, v.replacement);
         patterns.push({ name: c.name, from: v.pattern, to: v.pattern });
+        const key = Buffer.from(v.pattern).toString("latin1");
+        if (v.pattern.length >= PATTERN_MIN_LENGTH && !seen.has(key)) {
+          seen.add(key);
+          specs.push({ pattern: v.pattern, replacement: v.pattern });
+        }
       }
     }
-    const r = patterns.length > 0 ? new InlineReplacer(patterns) : null;
+    const r =
+      patterns.length > 0
+        ? { replacer: new InlineReplacer(patterns), specs: specs.length > 0 ? specs : null }
+        : null;
     if (this.#foreign.size < 1024) this.#foreign.set(agent, r);
     return r;
   }

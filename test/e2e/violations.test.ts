@@ -48,6 +48,19 @@ describe("violations", () => {
     expect(lines[0]).toMatchObject({ agent: "agent-b", host: "localhost", port: up.port });
   });
 
+  test("another agent's dummy in a request body: forwarded as written, counted", async () => {
+    const counter = `slapenir_violations_total{agent="agent-b",kind="foreign-dummy"}`;
+    const before = await metric(counter);
+    const body = JSON.stringify({ note: `pasted from a shared file: ${A_DUMMY}` });
+    const r = await h.curl(
+      ["-H", "content-type: application/json", "--data-binary", body, url("/api/notes")],
+      "agent-b",
+    );
+    expect(r.status).toBe(200);
+    expect(Buffer.from(up.received.at(-1)!.body).toString()).toBe(body);
+    expect(await metric(counter)).toBe(before + 1);
+  });
+
   test("a request the rules deny on a bound host", async () => {
     const r = await h.curl(["-X", "DELETE", url("/api/x")], "agent-b");
     expect(r.status).toBe(403);

@@ -165,6 +165,15 @@ async function scanWhole(
         return refuse("dlp-blocked", DLP_IN_BODY);
       }
     }
+    // Another agent's dummy travels as it is (it is never swapped) but is a violation.
+    const foreign = state.foreignSpecs(ex.agent);
+    if (foreign) {
+      ex.trace.foreignDummies += inline.count(
+        state.setName(`foreign:${ex.agent}`),
+        foreign,
+        held.bytes,
+      );
+    }
     const fields = swapFields(ex, plan, held.bytes);
     if (fields) {
       held = held.replace(fields.bytes);
