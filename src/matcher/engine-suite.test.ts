@@ -428,11 +428,30 @@ const spelling = (p: Uint8Array) =>
         .join(""),
     );
 
-const VIEW_BITS = ["\\", "&", "\\u00", "&#", "&#x", "&amp", ";", "\n", "\\n", "\r\n", "\\\\", "x"];
+// Fragments that start escapes, and tokens that stand for two characters (`&fjlig;` is "fj",
+// `&nGt;` two code points, `\u00e9` two UTF-8 bytes): a match may end inside one.
+const VIEW_BITS = [
+  "\\",
+  "&",
+  "\\u00",
+  "&#",
+  "&#x",
+  "&amp",
+  ";",
+  "\n",
+  "\\n",
+  "\r\n",
+  "\\\\",
+  "x",
+  "&fjlig;",
+  "&nGt;",
+  "\\u00e9",
+  "&eacute;",
+];
 
 const viewScenario = fc
   .record({
-    alphabet: fc.constantFrom("ab_", "ab.+", "a&;b", "ab\\n"),
+    alphabet: fc.constantFrom("ab_", "ab.+", "a&;b", "ab\\n", "fjB", "jf\u00e9"),
     patternCount: fc.integer({ min: 1, max: 4 }),
   })
   .chain(({ alphabet, patternCount }) =>
@@ -454,6 +473,14 @@ const viewScenario = fc
                 .chain(([k, cut]) =>
                   spelling(pats[k % pats.length]!).map((t) => t.slice(0, cut % (t.length + 1))),
                 ),
+              // A value whose last (or first) character is half of a two-character token:
+              // the match ends (or starts) inside the token.
+              fc.nat().map((k) => {
+                const t = new TextDecoder().decode(pats[k % pats.length]!);
+                if (t.endsWith("f")) return `${t.slice(0, -1)}&fjlig;`;
+                if (t.startsWith("j")) return `&fjlig;${t.slice(1)}`;
+                return t;
+              }),
             ),
             { maxLength: 10 },
           ),

@@ -70,6 +70,7 @@ interface MatcherExports {
   view_decode(vs: number, added: number, final: number): number;
   view_scan(vs: number, added: number, final: number): number;
   view_decided(vs: number): number;
+  view_emitted(vs: number): number;
   view_save(vs: number): number;
   raw_work_ptr(): number;
   raw_clear(bytes: number): void;
@@ -463,6 +464,7 @@ class WasmEngineImpl implements WasmEngine {
         const last = final && off + n >= chunk.length ? 1 : 0;
         const raw = x.raw_work_ptr();
         const carry = x.view_begin(vs);
+        const from = x.view_emitted(vs);
         this.mem.set(chunk.subarray(off, off + n), raw + carry);
         rawUsed = Math.max(rawUsed, carry + n);
         const v = x.view_decode(vs, n, last);
@@ -476,18 +478,18 @@ class WasmEngineImpl implements WasmEngine {
           throw new MatcherError("engine-failure", "out of matcher memory");
         count += recs.length / 4;
         this.views();
-        let size = decided;
+        let size = decided - from;
         for (let k = 0; k < recs.length; k += 4) size += recs[k + 3]! - (recs[k + 1]! - recs[k]!);
         const work = x.work_ptr();
         const at = x.stream_begin(st);
         if (at + size <= this.piece + 1024) {
-          this.assemble(raw, decided, recs, work + at);
+          this.assemble(raw, from, decided, recs, work + at);
           workUsed = Math.max(workUsed, at + size);
           count += this.scan(st, work, size, 0, out);
         } else {
           // Replacements much longer than what they replace: through a copy, piece by piece.
           const tmp = new Uint8Array(size);
-          this.assemble(raw, decided, recs, -1, tmp);
+          this.assemble(raw, from, decided, recs, -1, tmp);
           count += this.pushInto(st, tmp, out);
           tmp.fill(0);
         }
@@ -520,8 +522,15 @@ class WasmEngineImpl implements WasmEngine {
     }
   }
 
-  /** rawWork[0, decided) with each record's span replaced, written at `dst` (or into `to`). */
-  private assemble(raw: number, decided: number, recs: number[], dst: number, to?: Uint8Array) {
+  /** rawWork[from, decided) with each record's span replaced, written at `dst` (or into `to`). */
+  private assemble(
+    raw: number,
+    start: number,
+    decided: number,
+    recs: number[],
+    dst: number,
+    to?: Uint8Array,
+  ) {
     const mem = this.mem;
     let w = 0;
     const put = (from: number, end: number) => {
@@ -530,7 +539,7 @@ class WasmEngineImpl implements WasmEngine {
       else mem.copyWithin(dst + w, from, end);
       w += end - from;
     };
-    let from = 0;
+    let from = start;
     for (let k = 0; k < recs.length; k += 4) {
       put(raw + from, raw + recs[k]!);
       put(recs[k + 2]!, recs[k + 2]! + recs[k + 3]!);

@@ -348,6 +348,20 @@ export const viewVectors: readonly MatcherVector[] = [
     [["abcd-efgh-0001", "[A]"]],
   ),
   vv(
+    "views: a match ending inside a two-character token takes the whole token",
+    "jBBBBBB&fjlig;BBBB",
+    "[R]BBBB",
+    1,
+    [["jBBBBBBf", "[R]"]],
+  ),
+  vv(
+    "views: a match starting inside a two-character token starts after it",
+    "xx&fjlig;BBBBBBB yy",
+    "xx[R] yy",
+    1,
+    [["jBBBBBBB", "[R]"]],
+  ),
+  vv(
     "views: non-ASCII from references and escapes",
     "pass-&eacute;t&#xE9;-\\u00e9-word",
     "[P]",

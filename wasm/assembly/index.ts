@@ -30,6 +30,7 @@ import {
   viewBegin,
   viewDecided,
   viewDecode,
+  viewEmitted,
   viewSave,
   viewScan,
 } from "./view";
@@ -124,6 +125,10 @@ export function view_decode(vs: usize, added: i32, final: i32): i32 {
 }
 export function view_scan(vs: usize, added: i32, final: i32): i32 {
   return viewScan(vs, added, final != 0);
+}
+/** Raw bytes at the start of this push the previous one already output. */
+export function view_emitted(vs: usize): i32 {
+  return viewEmitted(vs);
 }
 export function view_decided(vs: usize): i32 {
   return viewDecided(vs);

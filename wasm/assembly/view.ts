@@ -19,6 +19,7 @@ import { PatternSet } from "./pattern-set";
 import {
   DONE,
   freeStream,
+  Stream,
   lastDecidedNow,
   newStream,
   recordCountNow,
@@ -48,6 +49,10 @@ export class ViewStream {
   viewLen: i32;
   consumed: i32;
   lastEnd: i32;
+  /** View bytes at the carry's start already decided (a token a match ended inside). */
+  skipView: i32;
+  /** Raw bytes at the carry's start already output (that token, replaced). */
+  emitted: i32;
 }
 
 let rawWork: usize = 0;
@@ -425,10 +430,12 @@ export function viewDecode(ptr: usize, added: i32, final: bool): i32 {
   const vs = changetype<ViewStream>(ptr);
   vs.rawLen = vs.carryLen + added;
   resetStream(vs.inner);
+  // Resume after the view bytes already decided (the scan restarts there, as it would have).
+  changetype<Stream>(vs.inner).pos = vs.skipView;
   streamBegin(vs.inner);
   vs.consumed = decode(vs.rawLen, final);
   vs.viewLen = vlen;
-  vs.lastEnd = 0;
+  vs.lastEnd = vs.emitted;
   return vlen;
 }
 
@@ -451,17 +458,43 @@ export function viewScan(ptr: usize, added: i32, final: bool): i32 {
   return r;
 }
 
-/** After DONE: output covers rawWork up to here. */
-export function viewDecided(ptr: usize): i32 {
-  const vs = changetype<ViewStream>(ptr);
+/** The first undecided view byte (never before those the push began with decided). */
+function decidedView(vs: ViewStream): i32 {
   const dv = lastDecidedNow();
-  return rawStartOf(vs, dv);
+  return dv < vs.skipView ? vs.skipView : dv;
 }
 
-/** Keep rawWork[decided, rawLen) as the carry; 1 = no memory for it. */
+/** Raw bytes at the start of this push already output by the previous one. */
+export function viewEmitted(ptr: usize): i32 {
+  return changetype<ViewStream>(ptr).emitted;
+}
+
+/**
+ * After DONE: output covers rawWork up to here — the token of the first undecided view byte,
+ * or past it when a match ended inside that token (its raw bytes were replaced whole).
+ */
+export function viewDecided(ptr: usize): i32 {
+  const vs = changetype<ViewStream>(ptr);
+  const d = rawStartOf(vs, decidedView(vs));
+  return vs.lastEnd > d ? vs.lastEnd : d;
+}
+
+/**
+ * Keep rawWork from the token of the first undecided view byte as the carry, with how many of
+ * its view bytes and raw bytes are already done; 1 = no memory for it.
+ */
 export function viewSave(ptr: usize): i32 {
   const vs = changetype<ViewStream>(ptr);
-  const d = viewDecided(ptr);
+  const dv = decidedView(vs);
+  const d = rawStartOf(vs, dv);
+  let skip: i32 = 0;
+  const k = lastTokenAt(dv);
+  if (k >= 0 && dv < vs.viewLen) {
+    const t = tokens + (<usize>k << 4);
+    const s = load<i32>(t);
+    if (dv < s + load<i32>(t, 12)) skip = dv - s;
+  }
+  const done = viewDecided(ptr) - d;
   const keep = vs.rawLen - d;
   if (<usize>keep > blockSize(vs.carry)) {
     free(vs.carry);
@@ -472,6 +505,8 @@ export function viewSave(ptr: usize): i32 {
   memory.copy(vs.carry, rawWork + <usize>d, <usize>keep);
   if (keep < vs.carryLen) memory.fill(vs.carry + <usize>keep, 0, <usize>(vs.carryLen - keep));
   vs.carryLen = keep;
+  vs.skipView = skip;
+  vs.emitted = done;
   // The inner scan's carry held view bytes: nothing of it is needed any more.
   resetStream(vs.inner);
   return 0;
