@@ -155,13 +155,12 @@ export function canonicalPath(target: string): Verdict<string, "bad-request"> {
     const ch = String.fromCharCode(byte);
     if (byte === 0) return no("an encoded NUL");
     if (ch === "/" || ch === "\\" || ch === ".") return no(`an encoded ${ch}`);
-    // `%252e` is `%2e` to a server that decodes once and `.` to one that decodes twice.
-    if (byte === 0x25 && /^(2[EeFf]|5[Cc]|00|25)$/.test(raw.slice(i + 3, i + 5))) {
-      return no("a doubly encoded . / \\ % or NUL");
-    }
     out += /[A-Za-z0-9_~-]/.test(ch) ? ch : `%${hex.toUpperCase()}`;
     i += 2;
   }
+  // `%252e` (or `%25%32%65`) is `%2e` to a server that decodes once and `.` to one that decodes
+  // twice: judged on the path decoded once, where every unreserved escape is already a letter.
+  if (/%25(2E|2F|5C|00|25)/i.test(out)) return no("a doubly encoded . / \\ % or NUL");
   // Escapes must spell UTF-8: an overlong `.` (%C0%AE) or `/` (%C0%AF) is a dot or a slash to
   // a lenient decoder and nothing to a strict one.
   try {

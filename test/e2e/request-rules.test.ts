@@ -71,6 +71,7 @@ describe("allow rules with methods and paths", () => {
       "/repos/acme/..;/..;/orgs",
       "/repos/acme/%5c..%5corgs",
       "/repos/acme/%252e%252e/%252e%252e/orgs/evil",
+      "/repos/acme/%25%32%65%25%32%65/%25%32%65%25%32%65/orgs/evil",
       "/repos/acme/%c0%ae%c0%ae/%c0%ae%c0%ae/orgs",
     ]) {
       const r = await h.curl(["--path-as-is", url(path)]);
