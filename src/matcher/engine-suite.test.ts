@@ -390,7 +390,7 @@ const NAMED: Record<number, string[]> = {
 };
 function spell(byte: number, how: number): string {
   const hex = byte.toString(16).padStart(4, "0");
-  switch (how % 7) {
+  switch (how % 10) {
     case 0:
       return `\\u${hex}`;
     case 1:
@@ -405,11 +405,17 @@ function spell(byte: number, how: number): string {
       const names = NAMED[byte];
       return names ? names[how % names.length]! : String.fromCharCode(byte);
     }
+    case 6:
+      return `%${byte.toString(16).padStart(2, "0").toUpperCase()}`;
+    case 7:
+      return `\\x${byte.toString(16).padStart(2, "0")}`;
+    case 8:
+      return `\\u0026#${byte};`;
     default:
       return String.fromCharCode(byte);
   }
 }
-const BREAKS = ["\n", "\r\n", "\\n", "\\r\\n", "\r"];
+const BREAKS = ["\n", "\r\n", "\\n", "\\r\\n", "\r", "\n    ", "\r\n\t"];
 
 /** A pattern (bytes under 0x80) in a random spelling: some bytes escaped, line breaks inside. */
 const spelling = (p: Uint8Array) =>
@@ -447,6 +453,13 @@ const VIEW_BITS = [
   "&nGt;",
   "\\u00e9",
   "&eacute;",
+  "%",
+  "%5C",
+  "%2",
+  "\\x2",
+  "\\u0026",
+  "&#43",
+  "  ",
 ];
 
 const viewScenario = fc

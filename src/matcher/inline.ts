@@ -83,17 +83,18 @@ export class InlineReplacer {
 
   apply(input: Uint8Array): InlineResult {
     if (this.#empty) return { output: input, count: 0, names: NONE };
-    if (!this.#view) return this.#applyRaw(input);
-    const d = decodeView(input, true);
+    const first = this.#applyRaw(input);
+    if (!this.#view) return first;
+    // Then the decoded view of what the bytes as written left (as the engines do).
+    const d = decodeView(first.output, true);
     const found = this.#view.#find(d.view);
-    const first = replaceViewMatches(input, d, found);
-    if (d.view !== input) d.view.fill(0);
-    const second = this.#applyRaw(first);
-    if (first !== input && second.output !== first) first.fill(0);
-    if (found.length === 0) return second;
-    const names = new Set(second.names);
+    if (d.view !== first.output) d.view.fill(0);
+    if (found.length === 0) return first;
+    const output = replaceViewMatches(first.output, d, found);
+    if (first.output !== input) first.output.fill(0);
+    const names = new Set(first.names);
     for (const m of found) names.add(m.name);
-    return { output: second.output, count: found.length + second.count, names };
+    return { output, count: first.count + found.length, names };
   }
 
   /** Leftmost-longest, non-overlapping matches in `input`. */

@@ -81,15 +81,15 @@ class ReferenceStream implements MatchStream {
 
   /**
    * Decide every position whose longest possible match lies wholly inside `pending`. With
-   * views the reference simply holds everything to the end: first the view's matches, mapped
-   * back and replaced, then the result as written.
+   * views the reference simply holds everything to the end: first the bytes as written, then
+   * the view of what that left, its matches mapped back and replaced.
    */
   private drain(final: boolean): Uint8Array {
     const views = this.set.viewSpecs;
     if (views === null) return this.drainRaw(final);
     if (!final) return new Uint8Array(0);
-    const raw = this.pending;
-    const d = decodeView(raw, true);
+    const written = this.drainRaw(true);
+    const d = decodeView(written, true);
     const matches: ViewMatch[] = [];
     let i = 0;
     while (i < d.view.length) {
@@ -100,10 +100,10 @@ class ReferenceStream implements MatchStream {
       } else i++;
     }
     this.replacements += matches.length;
-    this.pending = Uint8Array.from(replaceViewMatches(raw, d, matches));
-    raw.fill(0);
+    const out = Uint8Array.from(replaceViewMatches(written, d, matches));
+    written.fill(0);
     d.view.fill(0);
-    return this.drainRaw(true);
+    return out;
   }
 
   private drainRaw(final: boolean): Uint8Array {

@@ -9,27 +9,34 @@
 // and the shared suite checks both against the reference built from these functions.
 //
 // Tokens, read left to right (the first rule that applies):
-//   CR, LF, \n, \r (line breaks)          dropped, unless two more line breaks follow it
-//                                        (then it stands for itself: CR or LF), so one view
-//                                        byte never stands for more than a few raw bytes
+//   CR, LF, \n, \r (line breaks), with     dropped, unless two more line breaks follow it
+//   up to 16 spaces or tabs after them   (then it stands for itself: CR or LF), so one view
+//   (indentation, as in YAML)            byte never stands for more than a few raw bytes
 //   \"  \\  \/  \b  \f  \t               the character
 //   \uXXXX (either hex case)             the code point in UTF-8; a surrogate pair when both
 //                                        halves are there, a lone surrogate is not decoded
-//   &#DIGITS;  &#xHEX; &#XHEX;           1–10 digits, a Unicode scalar value other than 0
+//   \xHH (JavaScript)                    the code point in UTF-8
+//   &#DIGITS;  &#xHEX; &#XHEX;           1–10 digits, a Unicode scalar value other than 0;
+//                                        the `;` may be missing (browsers decode `&#43` too)
 //   &NAME;                               an HTML5 named reference (case-sensitive, with `;`)
+//   %HH (either hex case)                the byte (percent-encoding of any subset)
 //   any other byte                       itself
+// A token that stands for `&`, `\` or `%` is read once more with the bytes after it, so one
+// level of nesting decodes too (`\u0026#43;` is `+`, `&amp;lowbar;` is `_`, `%5Cu002B` is `+`).
 // A token is never longer than MAX_VIEW_TOKEN bytes, so a stream decides a token once it has
 // that many bytes after its start (or the input ended): decoding is the same for any chunking.
 
 import { characterEntities } from "character-entities";
 import type { PatternSpec } from "./types.ts";
 
-/** The longest token: `&` + a 32-byte name + `;` (names are at most 31 bytes today). */
-export const MAX_VIEW_TOKEN = 34;
+/** The longest token: a nested one (`&#x0000000026;` then `&` + a 32-byte name + `;`). */
+export const MAX_VIEW_TOKEN = 64;
+const MAX_INDENT = 16;
 /** Raw bytes behind one view byte at most: its token and two dropped line breaks before it. */
-export const MAX_RAW_PER_VIEW_BYTE = MAX_VIEW_TOKEN + 4;
+export const MAX_RAW_PER_VIEW_BYTE = MAX_VIEW_TOKEN + 2 * (2 + MAX_INDENT);
 const MAX_NAME = 32;
 const MAX_DIGITS = 10;
+const PERCENT = 0x25;
 
 const BACKSLASH = 0x5c;
 const AMP = 0x26;
@@ -121,6 +128,11 @@ function backslashToken(b: Uint8Array, i: number, end: number): Token {
       return { len: 2, bytes: [LF] };
     case 0x72: // r
       return { len: 2, bytes: [CR] };
+    case 0x78: {
+      // x
+      if (i + 4 > end || !isHex(b[i + 2]!) || !isHex(b[i + 3]!)) return null;
+      return { len: 4, bytes: utf8Bytes((hexValue(b[i + 2]!) << 4) | hexValue(b[i + 3]!)) };
+    }
     case 0x75: {
       // u
       const u = hex4(b, i + 2, end);
@@ -150,9 +162,12 @@ function ampersandToken(b: Uint8Array, i: number, end: number): Token {
       cp = cp * (hex ? 16 : 10) + (hex ? hexValue(b[j]!) : b[j]! - 0x30);
       j++;
     }
-    if (j === from || j >= end || b[j] !== 0x3b) return null;
+    if (j === from) return null;
+    // Ended by `;` (taken), or by any byte that is not another digit (left).
+    const semi = j < end && b[j] === 0x3b;
+    if (!semi && j < end && (hex ? isHex(b[j]!) : isDigit(b[j]!))) return null;
     if (cp === 0 || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return null;
-    return { len: j + 1 - i, bytes: utf8Bytes(cp) };
+    return { len: j + (semi ? 1 : 0) - i, bytes: utf8Bytes(cp) };
   }
   if (j >= end || !isAlpha(b[j]!)) return null;
   const from = j;
@@ -163,15 +178,55 @@ function ampersandToken(b: Uint8Array, i: number, end: number): Token {
 }
 
 const NO_TOKENS = new Int32Array(0);
-const isTrigger = (c: number) => c === BACKSLASH || c === AMP || c === CR || c === LF;
+const isTrigger = (c: number) =>
+  c === BACKSLASH || c === AMP || c === CR || c === LF || c === PERCENT;
 
-/** The raw length of a line break at `at` (CR, LF, `\n`, `\r`), or 0. */
-function lineBreakAt(b: Uint8Array, at: number, end: number): number {
+/** The raw length of a line break at `at` (CR, LF, `\n`, `\r`), without indentation, or 0. */
+function breakAt(b: Uint8Array, at: number, end: number): number {
   if (at >= end) return 0;
   const c = b[at]!;
   if (c === CR || c === LF) return 1;
   if (c === BACKSLASH && at + 1 < end && (b[at + 1] === 0x6e || b[at + 1] === 0x72)) return 2;
   return 0;
+}
+
+/** The raw length of a line break at `at` with the indentation after it, or 0. */
+function lineBreakAt(b: Uint8Array, at: number, end: number): number {
+  const n = breakAt(b, at, end);
+  if (n === 0) return 0;
+  let j = at + n;
+  while (j < end && j - at - n < MAX_INDENT && (b[j] === 0x20 || b[j] === 0x09)) j++;
+  return j - at;
+}
+
+function percentToken(b: Uint8Array, i: number, end: number): Token {
+  if (i + 3 > end || !isHex(b[i + 1]!) || !isHex(b[i + 2]!)) return null;
+  return { len: 3, bytes: [(hexValue(b[i + 1]!) << 4) | hexValue(b[i + 2]!)] };
+}
+
+function tokenAt(b: Uint8Array, i: number, end: number): Token {
+  const c = b[i]!;
+  return c === BACKSLASH
+    ? backslashToken(b, i, end)
+    : c === AMP
+      ? ampersandToken(b, i, end)
+      : percentToken(b, i, end);
+}
+
+/**
+ * The token at `i`, read once more when it stands for `&`, `\` or `%` and that character with
+ * the bytes after it makes a token (one level of nesting, never longer than MAX_VIEW_TOKEN).
+ */
+function nestedTokenAt(b: Uint8Array, i: number, end: number): Token {
+  const t = tokenAt(b, i, end);
+  if (t === null || t.bytes.length !== 1 || !isTrigger(t.bytes[0]!)) return t;
+  const c = t.bytes[0]!;
+  if (c === CR || c === LF) return t;
+  const stop = Math.min(end, i + MAX_VIEW_TOKEN);
+  const again = Uint8Array.of(c, ...b.subarray(i + t.len, stop));
+  const inner = tokenAt(again, 0, again.length);
+  if (inner === null || t.len + inner.len - 1 > MAX_VIEW_TOKEN) return t;
+  return { len: t.len + inner.len - 1, bytes: inner.bytes };
 }
 
 /**
@@ -188,7 +243,7 @@ export function decodeView(input: Uint8Array, final: boolean): ViewDecoding {
   let i = 0;
   while (i < end) {
     const c = input[i]!;
-    if (c !== BACKSLASH && c !== AMP && c !== CR && c !== LF) {
+    if (!isTrigger(c)) {
       view.push(c);
       i++;
       continue;
@@ -203,13 +258,13 @@ export function decodeView(input: Uint8Array, final: boolean): ViewDecoding {
         i += br;
         continue;
       }
-      if (br === 1) {
+      if (breakAt(input, i, end) === 1) {
         view.push(c);
         i++;
         continue;
       }
     }
-    const t = c === BACKSLASH ? backslashToken(input, i, end) : ampersandToken(input, i, end);
+    const t = nestedTokenAt(input, i, end);
     if (t === null) {
       view.push(c);
       i++;

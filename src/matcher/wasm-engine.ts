@@ -180,7 +180,7 @@ class WasmMatchStream implements MatchStream {
   push(chunk: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(chunk.length + this.set.maxPatternLength);
-    this.replacements += this.failClosed(() => this.pushTo(chunk, out, false));
+    this.replacements += this.failClosed(() => this.pushTo(chunk, out));
     return out.take();
   }
 
@@ -192,16 +192,27 @@ class WasmMatchStream implements MatchStream {
     return out.take();
   }
 
-  /** Stage one (the view, when there is one) and then the bytes as written. */
-  private pushTo(chunk: Uint8Array, out: OutputBuilder, final: boolean): number {
+  /**
+   * The bytes as written, then (a view set) the decoded view of what that left: an exact
+   * spelling is replaced as its own encoding (`%5BREDACTED%5D` in a percent-encoded text), a
+   * spelling only the view finds as the raw value's replacement.
+   */
+  private pushTo(chunk: Uint8Array, out: OutputBuilder): number {
     if (this.vptr === 0) return this.engine.pushInto(this.ptr, chunk, out);
-    if (chunk.length === 0 && !final) return 0;
-    return this.engine.viewPushInto(this.vptr, this.ptr, chunk, final, out);
+    return this.engine.throughMid(
+      chunk.length + this.set.maxPatternLength,
+      (mid) => this.engine.pushInto(this.ptr, chunk, mid),
+      (m) => this.engine.viewPushInto(this.vptr, m, false, out),
+    );
   }
 
   private endTo(out: OutputBuilder): number {
-    const n = this.vptr === 0 ? 0 : this.pushTo(EMPTY, out, true);
-    return n + this.engine.endInto(this.ptr, out);
+    if (this.vptr === 0) return this.engine.endInto(this.ptr, out);
+    return this.engine.throughMid(
+      this.set.maxPatternLength,
+      (mid) => this.engine.endInto(this.ptr, mid),
+      (m) => this.engine.viewPushInto(this.vptr, m, true, out),
+    );
   }
 
   /** A scan that throws leaves no half-scanned state behind: the stream is wiped and closed. */
@@ -223,8 +234,8 @@ class WasmMatchStream implements MatchStream {
   runWhole(input: Uint8Array, into?: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(input.length + 16, into);
-    this.replacements += this.failClosed(() => this.pushTo(input, out, true));
-    this.replacements += this.failClosed(() => this.engine.endInto(this.ptr, out));
+    this.replacements += this.failClosed(() => this.pushTo(input, out));
+    this.replacements += this.failClosed(() => this.endTo(out));
     this.close();
     return out.take();
   }
@@ -439,22 +450,38 @@ class WasmEngineImpl implements WasmEngine {
     this.x.view_stream_free(ptr);
   }
 
-  /**
-   * Both stages of a view set, piece by piece: decode and match the view (stage one), then
-   * write its decided output — raw bytes with the raw spelling of each match replaced —
-   * straight into the work buffer of the bytes-as-written stream and scan it (stage two).
-   * Returns the replacements of both.
-   */
-  viewPushInto(
-    vs: number,
-    st: number,
-    chunk: Uint8Array,
-    final: boolean,
-    out: OutputBuilder,
+  /** A reused buffer for the bytes between a view set's two stages (no fresh pages). */
+  private mid = new Uint8Array(64 * 1024);
+
+  /** Run `first` into the reused buffer, hand what it wrote to `second`, wipe it. */
+  throughMid(
+    capacity: number,
+    first: (mid: OutputBuilder) => number,
+    second: (bytes: Uint8Array) => number,
   ): number {
+    if (this.mid.length < capacity)
+      this.mid = new Uint8Array(Math.max(capacity, this.mid.length * 2));
+    const builder = new OutputBuilder(capacity, this.mid);
+    let bytes: Uint8Array | null = null;
+    try {
+      const n = first(builder);
+      bytes = builder.take();
+      return n + second(bytes);
+    } finally {
+      (bytes ?? this.mid).fill(0);
+      if (bytes && bytes.buffer !== this.mid.buffer) this.mid.fill(0);
+    }
+  }
+
+  /**
+   * The view stage of a view set, piece by piece: decode, match the view, and copy out the raw
+   * bytes with the raw spelling of each match replaced. Returns the matches.
+   */
+  viewPushInto(vs: number, chunk: Uint8Array, final: boolean, out: OutputBuilder): number {
+    if (chunk.length === 0 && !final) return 0;
     const x = this.x;
     let rawUsed = 0;
-    let workUsed = 0;
+    let viewUsed = 0;
     let count = 0;
     try {
       let off = 0;
@@ -468,84 +495,25 @@ class WasmEngineImpl implements WasmEngine {
         this.mem.set(chunk.subarray(off, off + n), raw + carry);
         rawUsed = Math.max(rawUsed, carry + n);
         const v = x.view_decode(vs, n, last);
-        workUsed = Math.max(workUsed, v);
-        // Stage one's matches, kept until its scan is over (the view is in the work buffer).
-        const recs = this.records;
-        recs.length = 0;
-        this.collect(x.view_scan(vs, v, last), () => x.view_scan(vs, 0, last), recs);
-        const decided = x.view_decided(vs);
+        viewUsed = Math.max(viewUsed, v);
+        count += this.drain(
+          x.view_scan(vs, v, last),
+          () => x.view_scan(vs, 0, last),
+          raw,
+          () => x.view_decided(vs),
+          out,
+          from,
+        );
         if (x.view_save(vs) !== 0)
           throw new MatcherError("engine-failure", "out of matcher memory");
-        count += recs.length / 4;
-        this.views();
-        let size = decided - from;
-        for (let k = 0; k < recs.length; k += 4) size += recs[k + 3]! - (recs[k + 1]! - recs[k]!);
-        const work = x.work_ptr();
-        const at = x.stream_begin(st);
-        if (at + size <= this.piece + 1024) {
-          this.assemble(raw, from, decided, recs, work + at);
-          workUsed = Math.max(workUsed, at + size);
-          count += this.scan(st, work, size, 0, out);
-        } else {
-          // Replacements much longer than what they replace: through a copy, piece by piece.
-          const tmp = new Uint8Array(size);
-          this.assemble(raw, from, decided, recs, -1, tmp);
-          count += this.pushInto(st, tmp, out);
-          tmp.fill(0);
-        }
         off += n;
       } while (off < chunk.length);
     } finally {
-      // Both buffers held body bytes: wipe them even if a scan failed.
+      // Both buffers held body bytes: wipe them even if the scan failed.
       x.raw_clear(rawUsed);
-      x.work_clear(workUsed);
+      x.work_clear(viewUsed);
     }
     return count;
-  }
-
-  /** Records of a scan (start, end, replacement pointer, length), draining while FULL. */
-  private readonly records: number[] = [];
-  private collect(first: number, again: () => number, into: number[]): void {
-    const i32 = this.i32;
-    const rec = this.x.record_ptr() >> 2;
-    let r = first;
-    for (;;) {
-      const n = r >>> 2;
-      for (let k = 0; k < n; k++) {
-        const at = rec + k * 4;
-        into.push(i32[at]!, i32[at + 1]!, i32[at + 2]! >>> 0, i32[at + 3]!);
-      }
-      const status = r & 3;
-      if (status === SCAN_DONE) return;
-      if (status !== SCAN_FULL) throw new MatcherError("engine-failure", "matcher scan failed");
-      r = again();
-    }
-  }
-
-  /** rawWork[from, decided) with each record's span replaced, written at `dst` (or into `to`). */
-  private assemble(
-    raw: number,
-    start: number,
-    decided: number,
-    recs: number[],
-    dst: number,
-    to?: Uint8Array,
-  ) {
-    const mem = this.mem;
-    let w = 0;
-    const put = (from: number, end: number) => {
-      if (end <= from) return;
-      if (to) to.set(mem.subarray(from, end), w);
-      else mem.copyWithin(dst + w, from, end);
-      w += end - from;
-    };
-    let from = start;
-    for (let k = 0; k < recs.length; k += 4) {
-      put(raw + from, raw + recs[k]!);
-      put(recs[k + 2]!, recs[k + 2]! + recs[k + 3]!);
-      from = recs[k + 1]!;
-    }
-    put(raw + from, raw + decided);
   }
 
   /** Scan `chunk` piece by piece; returns the number of replacements made. */
@@ -604,13 +572,14 @@ class WasmEngineImpl implements WasmEngine {
     base: number,
     decided: () => number,
     out: OutputBuilder,
+    start = 0,
   ): number {
     const x = this.x;
     const mem = this.mem;
     const i32 = this.i32;
     const work = base;
     const rec = x.record_ptr() >> 2;
-    let emitFrom = 0;
+    let emitFrom = start;
     let count = 0;
     let r = first;
     for (;;) {

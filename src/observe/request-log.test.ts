@@ -59,9 +59,9 @@ test("a real value is kept out of every agent-chosen field, in any case", () => 
   });
 });
 
-test("a path that carries a real value percent-encoded is withheld whole", () => {
+test("a path that carries a real value partly percent-encoded has it redacted in place", () => {
   const encoded = `${REAL.slice(0, -2)}%${REAL.charCodeAt(REAL.length - 2).toString(16)}%${REAL.charCodeAt(REAL.length - 1).toString(16)}`;
-  expect(logged({ target: `/x/${encoded}` }).path).toBe("[REDACTED]");
+  expect(logged({ target: `/x/${encoded}/y` }).path).toBe("/x/[REDACTED]/y");
 });
 
 test("a real value across the 256-character clip is redacted before the path is clipped", () => {

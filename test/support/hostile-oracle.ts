@@ -121,6 +121,42 @@ export function plantings(real: Buffer): Planting[] {
     "mime-base64",
     `Content-Transfer-Encoding: base64\r\n\r\n${wrap(Buffer.concat([Buffer.from("x".repeat(50)), real]).toString("base64"), 76, "\r\n")}\r\n`,
   );
+  // Python's urllib.parse.quote (keeps `/`), Go's url.PathEscape (keeps `+` `=`, escapes `/`).
+  add(
+    "python-quote",
+    `u=${some((ch) => (/[A-Za-z0-9_.~/-]/.test(ch) ? null : `%${ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`))}`,
+  );
+  add(
+    "go-path-escape",
+    `/p/${some((ch) => (ch === "/" || ch === "?" || ch === "#" || ch === "%" || ch === '"' || ch === "<" || ch === ">" || ch === " " ? `%${ch.charCodeAt(0).toString(16).toUpperCase()}` : null))}`,
+  );
+  // Go's encoding/json around html/template output: `&` of each reference as \u0026.
+  add(
+    "go-json-html",
+    `{"html":"<p>${some((ch) => (goHtml[ch] ? goHtml[ch]!.replace("&", "\\u0026") : ch === "\\" ? "\\\\" : null))}</p>"}`,
+  );
+  // JSON inside JSON, the inner string .NET-escaped.
+  add(
+    "json-in-json",
+    JSON.stringify({
+      input: `{"k":"${some((ch) => ("+<>&'\"".includes(ch) ? u4(ch, true) : ch === "\\" ? "\\\\" : null))}"}`,
+    }),
+  );
+  // JavaScript \xHH on every other character; HTML numeric references without `;`.
+  add(
+    "js-hex",
+    `var k = "${some((ch, i) => (i % 2 ? `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}` : ch === '"' || ch === "\\" ? `\\${ch}` : null))}";`,
+  );
+  add(
+    "html-no-semicolon",
+    // (a `;` only where a digit follows, as a browser would otherwise read on)
+    `<p>${some((ch, i) => (i % 3 === 0 ? `&#${ch.charCodeAt(0)}${/[0-9]/.test(chars[i + 1] ?? "") ? ";" : ""}` : null))} </p>`,
+  );
+  // YAML block scalar: base64 in lines, indented.
+  add(
+    "yaml-indented-base64",
+    `key: |\n  ${wrap(Buffer.concat([Buffer.from("yy"), real]).toString("base64"), 20, "\n  ")}\n`,
+  );
   // PEM-like: LF every 16 characters of base64url.
   add(
     "base64url-wrapped",
@@ -177,7 +213,13 @@ function binaryViews(text: string): { scheme: string; bytes: Buffer }[] {
  */
 function textViews(text: string): { scheme: string; text: string }[] {
   const views = textViewsOnce(text);
-  const unbroken = (t: string) => t.replace(/\r|\n|\\r|\\n/g, "");
+  // Composed: JSON then HTML, JSON twice (JSON in JSON, HTML in JSON).
+  for (const v of [...views]) {
+    if (v.scheme !== "json") continue;
+    for (const w of textViewsOnce(v.text))
+      views.push({ scheme: `${w.scheme} in json`, text: w.text });
+  }
+  const unbroken = (t: string) => t.replace(/(\r|\n|\\r|\\n)[ \t]*/g, "");
   return [
     ...views,
     ...views.map((v) => ({ scheme: `${v.scheme} unwrapped`, text: unbroken(v.text) })),
@@ -188,9 +230,11 @@ function textViews(text: string): { scheme: string; text: string }[] {
 function textViewsOnce(text: string): { scheme: string; text: string }[] {
   const pct = (t: string) =>
     t.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
-  const json = text
-    .replace(/\\u([0-9a-fA-F]{4})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)))
-    .replace(/\\(["\\/])/g, "$1");
+  // One left-to-right pass, as a JSON (or JavaScript) reader does: `\\\\u0041` is `\\u0041`.
+  const short: Record<string, string> = { b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
+  const json = text.replace(/\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|["\\/bfnrt])/g, (_, e: string) =>
+    e.length > 1 ? String.fromCharCode(Number.parseInt(e.slice(1), 16)) : (short[e] ?? e),
+  );
   const html = text
     .replace(/&#[xX]([0-9a-fA-F]+);?/g, (_, h: string) =>
       String.fromCharCode(Number.parseInt(h, 16)),

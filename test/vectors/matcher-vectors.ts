@@ -296,9 +296,9 @@ export const viewVectors: readonly MatcherVector[] = [
     2,
   ),
   vv(
-    "views: references that are not (no semicolon, unknown name, zero, too many digits)",
-    "ghp_Ab&#43c_D.eF01 ghp_Ab&plusx;c_D.eF01 ghp_Ab&#0;c_D.eF01 ghp_Ab&#00000000043;c_D.eF01",
-    "ghp_Ab&#43c_D.eF01 ghp_Ab&plusx;c_D.eF01 ghp_Ab&#0;c_D.eF01 ghp_Ab&#00000000043;c_D.eF01",
+    "views: references that are not (unknown name, zero, too many digits, no digits)",
+    "ghp_Ab&plusx;c_D.eF01 ghp_Ab&#0;c_D.eF01 ghp_Ab&#00000000043;c_D.eF01 ghp_Ab&#;c_D.eF01",
+    "ghp_Ab&plusx;c_D.eF01 ghp_Ab&#0;c_D.eF01 ghp_Ab&#00000000043;c_D.eF01 ghp_Ab&#;c_D.eF01",
     0,
   ),
   vv(
@@ -322,10 +322,29 @@ export const viewVectors: readonly MatcherVector[] = [
     [["Z2hwX0FiK2NfRC5lRjAx", "[B]"]],
   ),
   vv(
-    "views: an escaped backslash is not an escape",
-    "gh\\\\u0070_Ab+c_D.eF01 \\\\n",
-    "gh\\\\u0070_Ab+c_D.eF01 \\\\n",
+    "views: one level of nesting decodes (JSON in JSON, HTML in JSON, double escapes)",
+    "gh\\\\u0070_Ab+c_D.eF01|ghp_Ab\\u0026#43;c_D.eF01|ghp_Ab+c&amp;lowbar;D.eF01|ghp%5Cu005FAb+c_D.eF01",
+    "[R]|[R]|[R]|[R]",
+    4,
+  ),
+  vv(
+    "views: two levels of nesting do not",
+    "ghp_Ab\\u0026amp;#43;c_D.eF01",
+    "ghp_Ab\\u0026amp;#43;c_D.eF01",
     0,
+  ),
+  vv(
+    "views: percent-encoding of any subset, JavaScript \\x, references without a semicolon",
+    "ghp_Ab%2Bc_D.eF01|gh%70_Ab+c%5fD.eF01|ghp_Ab\\x2bc_D.eF01|ghp_Ab&#43c_D.eF01|ghp_Ab&#x2Bc",
+    "[R]|[R]|[R]|[R]|ghp_Ab&#x2Bc",
+    4,
+  ),
+  vv(
+    "views: indented base64 (YAML), the indentation dropped with the line break",
+    "key: |\n  Z2hwX0Fi\n  K2NfRC5l\n  RjAx\n",
+    "key: |\n  [B]\n",
+    1,
+    [["Z2hwX0FiK2NfRC5lRjAx", "[B]"]],
   ),
   vv(
     "views: a pattern holding an escape matches as written and as decoded",

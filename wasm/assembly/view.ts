@@ -30,13 +30,14 @@ import {
   workPtr,
 } from "./stream";
 
-/** Raw bytes per push piece: its view (at most 1.2× as long) fits the work buffer. */
-export const VIEW_PIECE: i32 = 64 * 1024;
-const MAX_TOKEN: i32 = 34;
+/** Raw bytes per push piece: with the longest carry, its view (at most 1.2× as long) fits. */
+export const VIEW_PIECE: i32 = 48 * 1024;
+const MAX_TOKEN: i32 = 64;
+const MAX_INDENT: i32 = 16;
 const MAX_NAME: i32 = 32;
 const MAX_DIGITS: i32 = 10;
-/** The longest raw carry: 511 view bytes of at most 38 raw bytes each, and a token. */
-const CARRY_MAX: i32 = 511 * (MAX_TOKEN + 4) + MAX_TOKEN;
+/** The longest raw carry: 511 view bytes of at most 100 raw bytes each, and a token. */
+const CARRY_MAX: i32 = 511 * (MAX_TOKEN + 2 * (2 + MAX_INDENT)) + MAX_TOKEN;
 const RAW_CAP: i32 = VIEW_PIECE + CARRY_MAX;
 const REF_SLOTS: i32 = 8192;
 
@@ -64,6 +65,7 @@ let refLen: i32 = 0;
 
 export function resetViewShared(): void {
   rawWork = 0;
+  nestBuf = 0;
   tokens = 0;
   tokenCount = 0;
   refSlots = 0;
@@ -126,7 +128,8 @@ function refFind(p: usize, n: i32): i32 {
 function ensureViewShared(): bool {
   if (rawWork == 0) rawWork = alloc(<usize>RAW_CAP + 16);
   if (tokens == 0) tokens = alloc(<usize>RAW_CAP * 16 + 16);
-  return rawWork != 0 && tokens != 0;
+  if (nestBuf == 0) nestBuf = alloc(<usize>MAX_TOKEN + 16);
+  return rawWork != 0 && tokens != 0 && nestBuf != 0;
 }
 
 export function newViewStream(viewSet: usize): usize {
@@ -218,7 +221,8 @@ function hex4(b: usize, at: i32, end: i32): i32 {
   return v;
 }
 
-function lineBreakAt(b: usize, at: i32, end: i32): i32 {
+/** A line break at `at` (CR, LF, `\n`, `\r`), without indentation: its raw length, or 0. */
+function breakAt(b: usize, at: i32, end: i32): i32 {
   if (at >= end) return 0;
   const c = byteAt(b, at);
   if (c == 0x0d || c == 0x0a) return 1;
@@ -227,6 +231,70 @@ function lineBreakAt(b: usize, at: i32, end: i32): i32 {
     if (d == 0x6e || d == 0x72) return 2;
   }
   return 0;
+}
+
+/** A line break with the indentation after it: its raw length, or 0. */
+function lineBreakAt(b: usize, at: i32, end: i32): i32 {
+  const n = breakAt(b, at, end);
+  if (n == 0) return 0;
+  let j = at + n;
+  while (j < end && j - at - n < MAX_INDENT) {
+    const c = byteAt(b, j);
+    if (c != 0x20 && c != 0x09) break;
+    j++;
+  }
+  return j - at;
+}
+
+/** Decode a `%` token at i: 3 (the byte emitted), or 0 = the byte is itself. */
+function percentToken(b: usize, i: i32, end: i32): i32 {
+  if (i + 3 > end) return 0;
+  const h = byteAt(b, i + 1);
+  const l = byteAt(b, i + 2);
+  if (!isHex(h) || !isHex(l)) return 0;
+  emit((hexValue(h) << 4) | hexValue(l));
+  return 3;
+}
+
+function tokenAt(b: usize, i: i32, end: i32): i32 {
+  const c = byteAt(b, i);
+  return c == 0x5c
+    ? backslashToken(b, i, end)
+    : c == 0x26
+      ? ampersandToken(b, i, end)
+      : percentToken(b, i, end);
+}
+
+let nestBuf: usize = 0; // MAX_TOKEN + 16 bytes: a decoded `&`, `\` or `%` and the bytes after it
+
+/**
+ * The token at i (its bytes emitted), read once more when it stands for `&`, `\` or `%` and
+ * that character with the bytes after it makes a token: its raw length, or 0.
+ */
+function nestedTokenAt(b: usize, i: i32, end: i32): i32 {
+  const v0 = vlen;
+  const len = tokenAt(b, i, end);
+  if (len == 0 || vlen - v0 != 1) return len;
+  const c = <u32>load<u8>(out + <usize>v0);
+  if (c != 0x26 && c != 0x5c && c != 0x25) return len;
+  // The window ends MAX_TOKEN bytes after the outer token's start, as in views.ts.
+  const stop = end < i + MAX_TOKEN ? end : i + MAX_TOKEN;
+  const n = stop - (i + len);
+  store<u8>(nestBuf, <u8>c);
+  memory.copy(nestBuf + 1, b + <usize>(i + len), <usize>n);
+  const v1 = vlen;
+  const inner = tokenAt(nestBuf, 0, n + 1);
+  memory.fill(nestBuf, 0, <usize>(n + 1));
+  if (inner == 0) return len;
+  if (len + inner - 1 > MAX_TOKEN) {
+    memory.fill(out + <usize>v1, 0, <usize>(vlen - v1));
+    vlen = v1;
+    return len;
+  }
+  // The inner token's bytes replace the one the outer token stood for.
+  memory.copy(out + <usize>v0, out + <usize>v1, <usize>(vlen - v1));
+  vlen = v0 + (vlen - v1);
+  return len + inner - 1;
 }
 
 /** Decode a `\` token at i: its raw length (bytes emitted), or 0 = the byte is itself. */
@@ -256,6 +324,14 @@ function backslashToken(b: usize, i: i32, end: i32): i32 {
   if (d == 0x72) {
     emit(0x0d);
     return 2;
+  }
+  if (d == 0x78) {
+    if (i + 4 > end) return 0;
+    const h = byteAt(b, i + 2);
+    const l = byteAt(b, i + 3);
+    if (!isHex(h) || !isHex(l)) return 0;
+    emitUtf8((hexValue(h) << 4) | hexValue(l));
+    return 4;
   }
   if (d != 0x75) return 0;
   const u = hex4(b, i + 2, end);
@@ -287,10 +363,13 @@ function ampersandToken(b: usize, i: i32, end: i32): i32 {
       cp = cp * (hex ? 16 : 10) + <u64>(hex ? hexValue(c) : c - 0x30);
       j++;
     }
-    if (j == from || j >= end || byteAt(b, j) != 0x3b) return 0;
+    if (j == from) return 0;
+    // Ended by `;` (taken), or by any byte that is not another digit (left).
+    const semi = j < end && byteAt(b, j) == 0x3b;
+    if (!semi && j < end && (hex ? isHex(byteAt(b, j)) : isDigit(byteAt(b, j)))) return 0;
     if (cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return 0;
     emitUtf8(<u32>cp);
-    return j + 1 - i;
+    return j + (semi ? 1 : 0) - i;
   }
   if (j >= end || !isAlpha(byteAt(b, j))) return 0;
   const from = j;
@@ -321,7 +400,7 @@ function pushToken(vStart: i32, rStart: i32, rEnd: i32, vLen: i32): void {
 /** Bytes that may start a token; every other byte is copied as itself. */
 @inline
 function isTrigger(c: u32): bool {
-  return c == 0x5c || c == 0x26 || c == 0x0d || c == 0x0a;
+  return c == 0x5c || c == 0x26 || c == 0x0d || c == 0x0a || c == 0x25;
 }
 
 /** The first trigger byte at or after i, or end. */
@@ -330,11 +409,12 @@ function nextTrigger(b: usize, i: i32, end: i32): i32 {
   const amp = i8x16.splat(0x26);
   const cr = i8x16.splat(0x0d);
   const lf = i8x16.splat(0x0a);
+  const pct = i8x16.splat(0x25);
   let j = i;
   while (j + 16 <= end) {
     const v = v128.load(b + <usize>j);
     const hit = v128.or(
-      v128.or(i8x16.eq(v, bs), i8x16.eq(v, amp)),
+      v128.or(v128.or(i8x16.eq(v, bs), i8x16.eq(v, amp)), i8x16.eq(v, pct)),
       v128.or(i8x16.eq(v, cr), i8x16.eq(v, lf)),
     );
     const bits = i8x16.bitmask(hit);
@@ -372,14 +452,14 @@ function decode(end: i32, final: bool): i32 {
         i += br;
         continue;
       }
-      if (br == 1) {
+      if (breakAt(b, i, end) == 1) {
         emit(c);
         i++;
         continue;
       }
     }
     const v0 = vlen;
-    const len = c == 0x5c ? backslashToken(b, i, end) : ampersandToken(b, i, end);
+    const len = nestedTokenAt(b, i, end);
     if (len == 0) {
       emit(c);
       i++;
