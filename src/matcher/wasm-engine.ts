@@ -79,7 +79,6 @@ interface MatcherExports {
 }
 
 const NAMED_REFERENCES = packNamedReferences();
-const EMPTY = new Uint8Array(0);
 
 /**
  * Test knobs: no dense rows below the root (sibling-list walk), no skip prefilter, or make
