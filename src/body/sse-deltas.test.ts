@@ -114,6 +114,35 @@ describe("SSE deltas: a value spread over events", () => {
     expect(out).toContain('"content":"[REDACTED]"');
   });
 
+  test("every blank line ends an event: LF CRLF, CR CR, CRLF LF; a CR at a chunk's end waits", () => {
+    const data = (c: string) =>
+      `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: c } }] })}`;
+    for (const sep of ["\n\r\n", "\r\r", "\r\n\n", "\n\n", "\r\n\r\n"]) {
+      const stream = tokens(SECRET, 4).map((t) => `${data(t)}${sep}`);
+      // Cut every event right after its first line end, so a CR may arrive without its LF.
+      const pieces = stream.flatMap((e) => {
+        const at = e.indexOf(sep) + 1;
+        return [e.slice(0, at), e.slice(at)];
+      });
+      const { out, redacted } = run(pieces);
+      expect([sep, out.includes(SECRET.slice(4, 10))]).toEqual([sep, false]);
+      expect(redacted).toBe(1);
+      expect(out).toContain('"content":"[REDACTED]"');
+    }
+  });
+
+  test("Gemini candidates' parts and Cohere content deltas are channels too", () => {
+    const gemini = (text: string) =>
+      `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text }] }, index: 0 }] })}\n\n`;
+    const cohere = (text: string) =>
+      `event: content-delta\ndata: ${JSON.stringify({ type: "content-delta", index: 0, delta: { message: { content: { text } } } })}\n\n`;
+    for (const shape of [gemini, cohere]) {
+      const { out, redacted } = run(tokens(`key: ${SECRET}!`, 3).map(shape));
+      expect(out).not.toContain(SECRET.slice(3, 9));
+      expect(redacted).toBe(1);
+    }
+  });
+
   test("an event that never ends is passed on, not held", () => {
     const r = new SseDeltaRedactor([replacer]);
     const big = `data: ${"x".repeat(300 * 1024)}`;

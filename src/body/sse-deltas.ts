@@ -4,7 +4,8 @@
 // their deltas per channel — an OpenAI choice (`delta.content`, `logprobs` tokens and each rank
 // of their `top_logprobs` alternatives, tool-call
 // arguments), a Responses API `*.delta` item, an Anthropic content block (`text`,
-// `partial_json`, `thinking`) — and redacts that text: a value spanning events is rewritten
+// `partial_json`, `thinking`), a Gemini candidate's parts, a Cohere content delta — and redacts
+// that text: a value spanning events is rewritten
 // in the events that carry it (the whole redacted text in the first, the others emptied).
 // Each channel's last (longest pattern − 1) bytes are held back, whatever they are (with the
 // redactor's decoded view, as many as spell that many view bytes, InlineReplacer.holdFor) — an
@@ -32,7 +33,8 @@ interface SseEvent {
   changed: boolean;
 }
 
-const SEPARATOR = /\r\n\r\n|\n\n|\r\r/;
+/** A blank line: two line ends, each CRLF, LF or a CR not followed by LF (`\n\r\n` too). */
+const SEPARATOR = /(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)/;
 const MAX_EVENT = 256 * 1024;
 
 export class SseDeltaRedactor {
@@ -50,13 +52,7 @@ export class SseDeltaRedactor {
   /** More of the stream's text; returns what may leave now. */
   push(text: string): string {
     this.#rest += text;
-    for (;;) {
-      const m = SEPARATOR.exec(this.#rest);
-      if (!m) break;
-      const end = m.index + m[0].length;
-      this.#add(this.#rest.slice(0, end), m[0]);
-      this.#rest = this.#rest.slice(end);
-    }
+    this.#events(false);
     // No event is this long: what is not an event passes on to the byte-level redactor (it
     // runs after this), so an upstream that never ends one cannot make the proxy hold it all.
     if (this.#rest.length > MAX_EVENT) {
@@ -66,8 +62,22 @@ export class SseDeltaRedactor {
     return this.#release();
   }
 
+  /** Take every complete event off `#rest` (at the end, a last CR ends a line too). */
+  #events(atEnd: boolean): void {
+    for (;;) {
+      const m = SEPARATOR.exec(this.#rest);
+      if (!m) break;
+      const end = m.index + m[0].length;
+      // A CR that ends what has come may be the first half of a CRLF still on its way.
+      if (!atEnd && end === this.#rest.length && m[0].endsWith("\r")) break;
+      this.#add(this.#rest.slice(0, end), m[0]);
+      this.#rest = this.#rest.slice(end);
+    }
+  }
+
   /** The end of the stream: everything left leaves (a held start of a value was not one). */
   end(): string {
+    this.#events(true);
     for (const list of this.#channels.values()) for (const d of list) d.pending = false;
     this.#channels.clear();
     const out = this.#release() + this.#rest;
@@ -253,6 +263,21 @@ export function deltasOf(data: Obj): Delta[] {
   if (typeof data.type === "string" && data.type.endsWith(".delta")) {
     const item = String(data.item_id ?? data.output_index ?? "");
     out.push(...field(`${data.type}:${item}:${String(data.content_index ?? "")}`, data, "delta"));
+  }
+  // Google Gemini (`alt=sse`): each candidate's content parts.
+  if (Array.isArray(data.candidates)) {
+    data.candidates.forEach((c: unknown, i) => {
+      if (!isObj(c) || !isObj(c.content) || !Array.isArray(c.content.parts)) return;
+      const idx = typeof c.index === "number" ? c.index : i;
+      c.content.parts.forEach((part: unknown, j) => {
+        if (isObj(part)) out.push(...field(`gemini:${idx}:${j}`, part, "text"));
+      });
+    });
+  }
+  // Cohere v2 chat: content-delta events.
+  if (data.type === "content-delta" && isObj(data.delta) && isObj(data.delta.message)) {
+    const content = data.delta.message.content;
+    if (isObj(content)) out.push(...field(`cohere:${String(data.index ?? "")}`, content, "text"));
   }
   // Anthropic Messages: content_block_delta with text, partial_json or thinking.
   if (data.type === "content_block_delta" && isObj(data.delta)) {

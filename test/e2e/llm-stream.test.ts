@@ -1,7 +1,7 @@
 // A streaming LLM that repeats what it was given (issue 15, item 5): it holds the real key (it
 // came in Authorization, where the credential is presented) and streams it back a token per
-// server-sent event, as OpenAI's chat completions (with logprobs), the Responses API and
-// Anthropic's Messages do. No event holds the whole value, so the byte-level redactor alone
+// server-sent event, as OpenAI's chat completions (with logprobs), the Responses API,
+// Anthropic's Messages, Google's Gemini and Cohere's chat do. No event holds the whole value, so the byte-level redactor alone
 // cannot see it; the joined text of the deltas is redacted instead. Through the real proxy.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -66,6 +66,32 @@ beforeAll(async () => {
     );
     await sendChunked(w, headers, events, [], 1);
   });
+  // Google Gemini (`alt=sse`) and Cohere v2 chat stream the same way in their own shapes.
+  up.on("/v1beta/models/gemini:streamGenerateContent", async (r, w) => {
+    const events = tokensOf(r).map((text) =>
+      sse({ candidates: [{ content: { parts: [{ text }], role: "model" }, index: 0 }] }),
+    );
+    await sendChunked(w, headers, events, [], 1);
+  });
+  up.on("/v2/chat", async (r, w) => {
+    const events = tokensOf(r).map((text) =>
+      sse(
+        { type: "content-delta", index: 0, delta: { message: { content: { text } } } },
+        "content-delta",
+      ),
+    );
+    await sendChunked(w, headers, events, [], 1);
+  });
+  // Events ended by LF then CRLF (a blank line all the same), each token HTML-escaped where
+  // it can be: the joined text is read through the decoded view too.
+  up.on("/v1/odd/chat/completions", async (r, w) => {
+    const events = tokensOf(r).map((t) =>
+      Buffer.from(
+        `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: t.replace(/-/g, "&#45;") } }] })}\n\r\n`,
+      ),
+    );
+    await sendChunked(w, headers, events, [], 1);
+  });
   up.on("/v1/messages", async (r, w) => {
     const events = tokensOf(r).map((text) =>
       sse(
@@ -91,12 +117,14 @@ afterAll(async () => {
 /** Every delta's text, joined, as a client would show it. */
 function joined(stream: string): string {
   let out = "";
-  for (const block of stream.split("\n\n")) {
+  for (const block of stream.split(/\n\r?\n/)) {
     const line = block.split("\n").find((l) => l.startsWith("data: {"));
     if (!line) continue;
     const d = JSON.parse(line.slice(6));
     out +=
       d.choices?.[0]?.delta?.content ??
+      d.candidates?.[0]?.content?.parts?.[0]?.text ??
+      d.delta?.message?.content?.text ??
       d.delta?.text ??
       (typeof d.delta === "string" ? d.delta : "");
   }
@@ -104,7 +132,14 @@ function joined(stream: string): string {
 }
 
 describe("a streaming LLM repeating the real key, a token per event", () => {
-  for (const path of ["/v1/chat/completions", "/v1/responses", "/v1/messages"]) {
+  for (const path of [
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1beta/models/gemini:streamGenerateContent",
+    "/v2/chat",
+    "/v1/odd/chat/completions",
+  ]) {
     test(path, async () => {
       const r = await h.curl([
         "-N",
@@ -116,7 +151,9 @@ describe("a streaming LLM repeating the real key, a token per event", () => {
       ]);
       expect(r.status).toBe(200);
       const text = r.body.toString();
-      expect(joined(text)).toBe("Sure! Your key is [REDACTED]. Anything else?");
+      expect(joined(text).replace(/&#45;/g, "-")).toBe(
+        "Sure! Your key is [REDACTED]. Anything else?",
+      );
       // Not in the logprobs' tokens or bytes either, nor in pieces of any length.
       for (let i = 0; i + 6 <= REAL.length; i++) expect(text).not.toContain(REAL.slice(i, i + 6));
       expect(text).not.toContain(JSON.stringify([...Buffer.from(REAL.slice(0, 4))]).slice(1, -1));
