@@ -44,6 +44,50 @@ export function countBytes(
   );
 }
 
+/** Something that counts matches in the chunks it is shown (InlineScanner.counter). */
+export interface MatchCounter {
+  push(chunk: Uint8Array): void;
+  /** The matches in everything pushed. */
+  end(): number;
+  abort(): void;
+}
+
+/**
+ * Shows every chunk of a stream to `counter` as it passes (the chunks are not changed) and
+ * reports its count at the end; nothing on a failure or a cancel.
+ */
+export function countMatches(
+  body: ReadableStream<Uint8Array>,
+  counter: MatchCounter,
+  onDone: (matches: number) => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) {
+            onDone(counter.end());
+            c.close();
+            return;
+          }
+          counter.push(value);
+          c.enqueue(value);
+        } catch (e) {
+          counter.abort();
+          c.error(e);
+        }
+      },
+      cancel(reason) {
+        counter.abort();
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
 /** Read a whole (bounded) body; used when a length-changing swap needs a new Content-Length. */
 export async function collectBounded(
   body: ReadableStream<Uint8Array>,

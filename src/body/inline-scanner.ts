@@ -6,8 +6,9 @@
 // used for a body of unknown or large length (those stream through the pool).
 
 import { ProxyError } from "../http/proxy-error.ts";
-import type { CompiledSet, CompileOptions, PatternSpec } from "../matcher/types.ts";
+import type { CompiledSet, CompileOptions, MatchStream, PatternSpec } from "../matcher/types.ts";
 import { createWasmEngine, type WasmEngine } from "../matcher/wasm-engine.ts";
+import type { MatchCounter } from "./collect.ts";
 
 /** Bodies up to this size with a known length are scanned inline (whole). */
 export const INLINE_SCAN_MAX_BYTES = 256 * 1024;
@@ -64,6 +65,50 @@ export class InlineScanner {
     const r = this.#into(name, specs, input, options);
     r.output.fill(0);
     return r.replacements;
+  }
+
+  /**
+   * A count of the named set's matches over a stream of chunks, on the main thread (for sets
+   * whose replacements are the patterns themselves: only the count matters). Each chunk's
+   * output is wiped at once.
+   */
+  counter(name: string, specs: readonly PatternSpec[]): MatchCounter {
+    let stream: MatchStream | null;
+    try {
+      stream = this.#engine.openStream(this.#set(name, specs, {}));
+    } catch {
+      throw new ProxyError("scan-failed", "body scan failed");
+    }
+    const fail = () => {
+      stream?.abort();
+      stream = null;
+      return new ProxyError("scan-failed", "body scan failed");
+    };
+    return {
+      push(chunk) {
+        if (!stream) throw fail();
+        try {
+          stream.push(chunk).fill(0);
+        } catch {
+          throw fail();
+        }
+      },
+      end() {
+        if (!stream) throw fail();
+        try {
+          stream.end().fill(0);
+          return stream.replacements;
+        } catch {
+          throw fail();
+        } finally {
+          stream = null;
+        }
+      },
+      abort() {
+        stream?.abort();
+        stream = null;
+      },
+    };
   }
 
   /** One engine pass of `input` into the scratch buffer (grown when too small). */

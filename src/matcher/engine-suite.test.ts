@@ -536,6 +536,26 @@ describe("property: decoded views agree with the reference whatever the chunking
   }
 });
 
+describe("property: a set that also swaps (views on its first pattern only) agrees too", () => {
+  // The outbound pass: real values (matched on the view, first) and dummies swapped as written.
+  const views = { views: 1 } as const;
+  for (const [engineName, engine] of fastEngines.filter(
+    ([n]) => n === "wasm" || n === "wasm switching",
+  )) {
+    test(engineName, () => {
+      fc.assert(
+        fc.property(viewScenario, ({ specs, input, cutSeed, maxPiece }) => {
+          const want = whole(referenceEngine, specs, input, views);
+          expect(whole(engine, specs, input, views)).toEqual(want);
+          const cuts = randomCuts(input.length, cutSeed, maxPiece);
+          expect(streamed(engine, specs, input, cuts, views)).toEqual(want);
+        }),
+        { numRuns: 400 },
+      );
+    });
+  }
+});
+
 describe("property: any spelling of a value is redacted", () => {
   // The reference itself, against the promise: a token-shaped value with any subset of its
   // characters JSON- or HTML-escaped and up to two line breaks anywhere, between text that

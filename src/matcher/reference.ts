@@ -21,6 +21,8 @@ class ReferenceSet implements CompiledSet {
     readonly maxPatternLength: number,
     /** With views: the view's patterns (./views.ts), longest first; else null. */
     readonly viewSpecs: { pattern: Uint8Array; replacement: Uint8Array }[] | null,
+    /** Views on the first patterns only (the rest swap): the view stage runs first. */
+    readonly viewsFirst = false,
   ) {}
   get views(): boolean {
     return this.viewSpecs !== null;
@@ -81,15 +83,32 @@ class ReferenceStream implements MatchStream {
 
   /**
    * Decide every position whose longest possible match lies wholly inside `pending`. With
-   * views the reference simply holds everything to the end: first the bytes as written, then
-   * the view of what that left, its matches mapped back and replaced.
+   * views the reference simply holds everything to the end and runs both stages on it: the
+   * bytes as written, then the view of what that left (its matches mapped back and replaced) —
+   * or, for a set that also swaps, the view first.
    */
   private drain(final: boolean): Uint8Array {
     const views = this.set.viewSpecs;
     if (views === null) return this.drainRaw(final);
     if (!final) return new Uint8Array(0);
+    if (this.set.viewsFirst) {
+      const viewed = this.viewStage(this.pending, views);
+      this.pending.fill(0);
+      this.pending = viewed;
+      return this.drainRaw(true);
+    }
     const written = this.drainRaw(true);
-    const d = decodeView(written, true);
+    const out = this.viewStage(written, views);
+    written.fill(0);
+    return out;
+  }
+
+  /** `input` with the raw spelling of each match of its decoded view replaced. */
+  private viewStage(
+    input: Uint8Array,
+    views: { pattern: Uint8Array; replacement: Uint8Array }[],
+  ): Uint8Array {
+    const d = decodeView(input, true);
     const matches: ViewMatch[] = [];
     let i = 0;
     while (i < d.view.length) {
@@ -100,9 +119,8 @@ class ReferenceStream implements MatchStream {
       } else i++;
     }
     this.replacements += matches.length;
-    const out = Uint8Array.from(replaceViewMatches(written, d, matches));
-    written.fill(0);
-    d.view.fill(0);
+    const out = Uint8Array.from(replaceViewMatches(input, d, matches));
+    if (d.view !== input) d.view.fill(0);
     return out;
   }
 
@@ -139,7 +157,12 @@ export const referenceEngine: MatcherEngine = {
         }))
         .sort((a, b) => b.pattern.length - a.pattern.length);
     const n = viewCount(options.views, specs.length);
-    return new ReferenceSet(copy(specs), maxLen, n > 0 ? copy(viewSpecs(specs, n)) : null);
+    return new ReferenceSet(
+      copy(specs),
+      maxLen,
+      n > 0 ? copy(viewSpecs(specs, n)) : null,
+      n > 0 && n < specs.length,
+    );
   },
   openStream(set: CompiledSet): MatchStream {
     if (!(set instanceof ReferenceSet)) throw new TypeError("not a reference pattern set");

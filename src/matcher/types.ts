@@ -9,8 +9,9 @@
 // - Output equals what replacing those matches in the whole concatenated input gives,
 //   whatever the chunking. A stream holds back at most `maxPatternLength - 1` input bytes
 //   (`heldBackBound`: more for a set matched on decoded views, whose tokens are longer).
-// - A set compiled with `views` first replaces the matches of its decoded view (./views.ts),
-//   mapped back to raw bytes, then matches the result as written.
+// - A set compiled with `views` also replaces the matches of its decoded view (./views.ts),
+//   mapped back to raw bytes: after the bytes as written are matched, or — views on its first
+//   patterns only, a set whose other patterns swap — before.
 
 import { MAX_RAW_PER_VIEW_BYTE, MAX_VIEW_TOKEN } from "./views.ts";
 

@@ -140,6 +140,8 @@ class WasmCompiledSet implements CompiledSet {
     readonly maxPatternLength: number,
     /** The view's set (./views.ts viewSpecs) when compiled with views; may be `ptr`; else 0. */
     readonly viewPtr: number,
+    /** Views on the first patterns only (the rest swap): the view stage runs first. */
+    readonly viewsFirst: boolean,
   ) {}
   get views(): boolean {
     return this.viewPtr !== 0;
@@ -192,25 +194,40 @@ class WasmMatchStream implements MatchStream {
   }
 
   /**
-   * The bytes as written, then (a view set) the decoded view of what that left: an exact
-   * spelling is replaced as its own encoding (`%5BREDACTED%5D` in a percent-encoded text), a
-   * spelling only the view finds as the raw value's replacement.
+   * A view set runs two stages. Redaction: the bytes as written, then the decoded view of what
+   * that left (an exact spelling keeps its own replacement, `%5BREDACTED%5D` in a URL). A set
+   * that also swaps (views on its first patterns only): the view first, on what the agent
+   * sent, then the bytes as written — the view must never see a real value a swap wrote.
    */
   private pushTo(chunk: Uint8Array, out: OutputBuilder): number {
     if (this.vptr === 0) return this.engine.pushInto(this.ptr, chunk, out);
-    return this.engine.throughMid(
+    const e = this.engine;
+    const raw = (c: Uint8Array, o: OutputBuilder) => e.pushInto(this.ptr, c, o);
+    const view = (c: Uint8Array, o: OutputBuilder) => e.viewPushInto(this.vptr, c, false, o);
+    const [first, second] = this.set.viewsFirst ? [view, raw] : [raw, view];
+    return e.throughMid(
       chunk.length + this.set.maxPatternLength,
-      (mid) => this.engine.pushInto(this.ptr, chunk, mid),
-      (m) => this.engine.viewPushInto(this.vptr, m, false, out),
+      (mid) => first(chunk, mid),
+      (m) => second(m, out),
     );
   }
 
   private endTo(out: OutputBuilder): number {
     if (this.vptr === 0) return this.engine.endInto(this.ptr, out);
-    return this.engine.throughMid(
-      this.set.maxPatternLength,
-      (mid) => this.engine.endInto(this.ptr, mid),
-      (m) => this.engine.viewPushInto(this.vptr, m, true, out),
+    const e = this.engine;
+    const cap = this.set.maxPatternLength * 64;
+    if (this.set.viewsFirst) {
+      const n = e.throughMid(
+        cap,
+        (mid) => e.viewPushInto(this.vptr, new Uint8Array(0), true, mid),
+        (m) => e.pushInto(this.ptr, m, out),
+      );
+      return n + e.endInto(this.ptr, out);
+    }
+    return e.throughMid(
+      cap,
+      (mid) => e.endInto(this.ptr, mid),
+      (m) => e.viewPushInto(this.vptr, m, true, out),
     );
   }
 
@@ -335,7 +352,14 @@ class WasmEngineImpl implements WasmEngine {
         throw e;
       }
     }
-    const set = new WasmCompiledSet(this, ptr, specs.length, maxLen, viewPtr);
+    const set = new WasmCompiledSet(
+      this,
+      ptr,
+      specs.length,
+      maxLen,
+      viewPtr,
+      n > 0 && n < specs.length,
+    );
     this.sets.add(set);
     return set;
   }

@@ -5,6 +5,7 @@
 // kinds are signals, and the DLP kind's quarantine has its own test (quarantine.test.ts).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
@@ -54,6 +55,21 @@ describe("violations", () => {
     const body = JSON.stringify({ note: `pasted from a shared file: ${A_DUMMY}` });
     const r = await h.curl(
       ["-H", "content-type: application/json", "--data-binary", body, url("/api/notes")],
+      "agent-b",
+    );
+    expect(r.status).toBe(200);
+    expect(Buffer.from(up.received.at(-1)!.body).toString()).toBe(body);
+    expect(await metric(counter)).toBe(before + 1);
+  });
+
+  test("another agent's dummy in a streamed request body (chunked, 300 KB): forwarded as written, counted", async () => {
+    const counter = `slapenir_violations_total{agent="agent-b",kind="foreign-dummy"}`;
+    const before = await metric(counter);
+    const body = `${"x".repeat(150_000)} ${A_DUMMY} ${"y".repeat(150_000)}`;
+    const file = join(h.dir, "streamed-body.txt");
+    await Bun.write(file, body);
+    const r = await h.curl(
+      ["-H", "transfer-encoding: chunked", "--data-binary", `@${file}`, url("/api/upload")],
       "agent-b",
     );
     expect(r.status).toBe(200);

@@ -11,7 +11,7 @@
 // `require`: a bound host only receives requests that carried the dummy, in the head or (once
 // it was scanned) in the body.
 
-import { countBytes } from "../../body/collect.ts";
+import { countBytes, countMatches } from "../../body/collect.ts";
 import {
   type Coding,
   DEFAULT_DECODE_LIMITS,
@@ -210,9 +210,20 @@ async function scanStreamed(
   body: { readonly stream: ReadableStream<Uint8Array>; readonly length: number | null },
   headSwapped: ReadonlySet<string>,
 ): Promise<Body> {
-  const counted = countBytes(body.stream, (n) => {
+  let counted = countBytes(body.stream, (n) => {
     ex.trace.bytesIn = n;
   });
+  // Another agent's dummy travels as it is but is a violation: counted as the body passes.
+  const foreign = state.foreignSpecs(ex.agent);
+  if (foreign && deps.inline) {
+    counted = countMatches(
+      counted,
+      deps.inline.counter(state.setName(`foreign:${ex.agent}`), foreign),
+      (n) => {
+        ex.trace.foreignDummies += n;
+      },
+    );
+  }
   const bodySpecs = plan.bodySpecs;
   const hasReals = state.redactSpecs.length > 0;
   let dlp: ScanStream | null = null;
