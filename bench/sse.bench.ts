@@ -1,7 +1,8 @@
 // The cost of reading an LLM's event stream for values spread over its deltas
 // (src/body/sse-deltas.ts), against the floor of any event-aware reader in the same run:
 // splitting the stream into events and JSON-parsing each. A 2,000-token chat completion with
-// logprobs, one token per event, fed in 16 KiB pieces; one credential's redaction variants.
+// logprobs, one token per event, fed in 16 KiB pieces; one credential's redaction variants
+// with the decoded view on, as the proxy runs it.
 // Run: `bun bench/sse.bench.ts`.
 
 import { bench, group, run } from "mitata";
@@ -10,12 +11,14 @@ import { redactionVariants } from "../src/credentials/secret-variants.ts";
 import { InlineReplacer } from "../src/matcher/inline.ts";
 
 const secret = new TextEncoder().encode("sk-bench-R3aL-0123456789abcdef");
+// As the proxy builds it: the credential's variants, matched on the decoded view too.
 const replacer = new InlineReplacer(
   redactionVariants(secret).variants.map((v) => ({
     name: "b",
     from: v.pattern,
     to: v.replacement,
   })),
+  { views: true },
 );
 const words = "the quick brown fox jumps over a lazy dog while streaming tokens".split(" ");
 let stream = "";

@@ -1,0 +1,245 @@
+// AWS Signature Version 4 for headers-signed requests (issue 16, item 1, first part): reading
+// an `Authorization: AWS4-HMAC-SHA256 …` header, rebuilding the canonical request exactly as
+// AWS clients compute it, verifying the agent's signature with its dummy secret and signing
+// the same request again with the real key. Pure: a request head and keys in, a verdict out;
+// nothing here holds a socket, logs, or formats a key into a string it returns (the one real
+// value that leaves is the access key id, in the new Authorization header, by design).
+//
+// Canonical request (the AWS signing spec, as botocore and the JS SDK build it):
+//   METHOD \n CANONICAL-URI \n CANONICAL-QUERY \n CANONICAL-HEADERS \n \n SIGNED-HEADERS \n PAYLOAD-HASH
+// - URI: for S3 the path as sent; for every other service the path with dot segments removed
+//   and encoded once more (a `%` becomes `%25`), as the clients do.
+// - query: the pairs as sent, each `key=value` (`key=` without a value), sorted by key then
+//   value; the clients sign the encoding they send.
+// - headers: each signed name (lower-case), the values of every field with that name, trimmed,
+//   runs of spaces collapsed, joined with `,`.
+// - payload hash: `x-amz-content-sha256` when the request carries it (S3 always does; it may be
+//   `UNSIGNED-PAYLOAD` or a streaming mode), else the SHA-256 of the body.
+
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { allow, refuse, type Verdict } from "../policy/verdict.ts";
+
+export const SIGV4_ALGORITHM = "AWS4-HMAC-SHA256";
+
+export interface SigV4Head {
+  readonly method: string;
+  /** Origin-form target as sent: path and query. */
+  readonly target: string;
+  readonly headers: readonly (readonly [string, string])[];
+}
+
+export interface SigV4Authorization {
+  readonly accessKeyId: string;
+  /** YYYYMMDD of the credential scope. */
+  readonly date: string;
+  readonly region: string;
+  readonly service: string;
+  /** Lower-case names, in the order signed. */
+  readonly signedHeaders: readonly string[];
+  /** 64 lower-case hex digits. */
+  readonly signature: string;
+}
+
+export type SigV4Refusal = "bad-signature";
+
+const bad = (reason: string) => refuse("bad-signature" as const, reason);
+
+const AUTH_RE =
+  /^AWS4-HMAC-SHA256\s+Credential\s*=\s*([^/,\s]+)\/(\d{8})\/([a-z0-9-]+)\/([a-z0-9-]+)\/aws4_request\s*,\s*SignedHeaders\s*=\s*([a-z0-9;-]+)\s*,\s*Signature\s*=\s*([0-9a-f]{64})\s*$/;
+
+/** An Authorization value of the SigV4 scheme, or why it is not one (never quoting it). */
+export function parseSigV4Authorization(value: string): Verdict<SigV4Authorization, SigV4Refusal> {
+  const m = AUTH_RE.exec(value);
+  if (!m) return bad("Authorization is not an AWS4-HMAC-SHA256 signature this proxy can read");
+  const signedHeaders = m[5]!.split(";");
+  if (signedHeaders.some((h) => h === "") || !signedHeaders.includes("host")) {
+    return bad("the signature's SignedHeaders must name host");
+  }
+  return allow({
+    accessKeyId: m[1]!,
+    date: m[2]!,
+    region: m[3]!,
+    service: m[4]!,
+    signedHeaders,
+    signature: m[6]!,
+  });
+}
+
+const sha256Hex = (data: string | Uint8Array) => createHash("sha256").update(data).digest("hex");
+
+/** RFC 3986 unreserved characters stay; every other byte as %XX (upper-case). */
+function uriEncode(s: string): string {
+  let out = "";
+  for (const b of Buffer.from(s, "utf8")) {
+    const c = String.fromCharCode(b);
+    out += /[A-Za-z0-9\-._~/]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
+/**
+ * RFC 3986 §5.2.4 as the AWS clients apply it before encoding the path again: `.` and empty
+ * segments dropped (services want `//` collapsed), `..` removes the one before; a leading `/`
+ * kept, a trailing one kept when a segment is left.
+ */
+function removeDotSegments(path: string): string {
+  const out: string[] = [];
+  for (const seg of path.split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") out.pop();
+    else out.push(seg);
+  }
+  const first = path.startsWith("/") ? "/" : "";
+  const last = path.endsWith("/") && out.length > 0 ? "/" : "";
+  return `${first}${out.join("/")}${last}`;
+}
+
+function canonicalUri(path: string, service: string): string {
+  if (path === "") return "/";
+  if (service === "s3") return path;
+  return uriEncode(removeDotSegments(path));
+}
+
+function canonicalQuery(query: string): string {
+  if (query === "") return "";
+  const pairs = query.split("&").map((p) => {
+    const eq = p.indexOf("=");
+    return eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1)];
+  }) as [string, string][];
+  pairs.sort(([ak, av], [bk, bv]) => (ak < bk ? -1 : ak > bk ? 1 : av < bv ? -1 : av > bv ? 1 : 0));
+  return pairs.map(([k, v]) => `${k}=${v}`).join("&");
+}
+
+function headerValues(head: SigV4Head, name: string): string[] {
+  return head.headers
+    .filter(([k]) => k.toLowerCase() === name)
+    .map(([, v]) => v.trim().replace(/\s+/g, " "));
+}
+
+/** The canonical request for `head` as `auth` signed it, with its payload hash. */
+export function canonicalRequest(
+  head: SigV4Head,
+  auth: SigV4Authorization,
+  payloadHash: string,
+): Verdict<string, SigV4Refusal> {
+  const q = head.target.indexOf("?");
+  const path = q < 0 ? head.target : head.target.slice(0, q);
+  const query = q < 0 ? "" : head.target.slice(q + 1);
+  const lines: string[] = [];
+  for (const name of auth.signedHeaders) {
+    const values = headerValues(head, name);
+    if (values.length === 0) return bad(`the signed header ${name} is not in the request`);
+    lines.push(`${name}:${values.join(",")}\n`);
+  }
+  return allow(
+    [
+      head.method.toUpperCase(),
+      canonicalUri(path, auth.service),
+      canonicalQuery(query),
+      lines.join(""),
+      auth.signedHeaders.join(";"),
+      payloadHash,
+    ].join("\n"),
+  );
+}
+
+/** The request's `x-amz-date` (or `date`), the signed time. */
+function amzDate(head: SigV4Head): string | undefined {
+  return headerValues(head, "x-amz-date")[0] ?? headerValues(head, "date")[0];
+}
+
+/** The signature of `canonical` with `secret` in `auth`'s scope. */
+export function sigV4Signature(
+  secret: Uint8Array,
+  auth: Pick<SigV4Authorization, "date" | "region" | "service">,
+  when: string,
+  canonical: string,
+): string {
+  const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
+  const toSign = `${SIGV4_ALGORITHM}\n${when}\n${scope}\n${sha256Hex(canonical)}`;
+  const kSecret = Buffer.concat([Buffer.from("AWS4"), secret]);
+  try {
+    const kDate = createHmac("sha256", kSecret).update(auth.date).digest();
+    const kRegion = createHmac("sha256", kDate).update(auth.region).digest();
+    const kService = createHmac("sha256", kRegion).update(auth.service).digest();
+    const kSigning = createHmac("sha256", kService).update("aws4_request").digest();
+    const sig = createHmac("sha256", kSigning).update(toSign).digest("hex");
+    kDate.fill(0);
+    kRegion.fill(0);
+    kService.fill(0);
+    kSigning.fill(0);
+    return sig;
+  } finally {
+    kSecret.fill(0);
+  }
+}
+
+/** The keys one side of a SigV4 credential holds. */
+export interface SigV4Keys {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: Uint8Array;
+  readonly sessionToken?: string;
+}
+
+export interface ResignedHead {
+  /** The new Authorization value. */
+  readonly authorization: string;
+  /** The session token to send in place of the agent's (when the agent sent one). */
+  readonly sessionToken?: string;
+}
+
+/**
+ * Verify that `head` was signed with the agent's dummy keys, then sign it again with the real
+ * ones over exactly the headers the agent signed (its session token, if it sent one, replaced
+ * by the real token first). The payload hash is the request's `x-amz-content-sha256`, or
+ * `bodyHash` (the SHA-256 of the body) when it has none.
+ */
+export function resignSigV4(
+  head: SigV4Head,
+  dummy: SigV4Keys,
+  real: SigV4Keys,
+  bodyHash?: string,
+): Verdict<ResignedHead, SigV4Refusal> {
+  const authValues = headerValues(head, "authorization");
+  if (authValues.length !== 1) return bad("a signed request needs exactly one Authorization");
+  const parsed = parseSigV4Authorization(authValues[0]!);
+  if (!parsed.ok) return parsed;
+  const auth = parsed.value;
+  if (auth.accessKeyId !== dummy.accessKeyId) {
+    return bad("the signature's access key id is not this credential's dummy");
+  }
+  const when = amzDate(head);
+  if (!when || !when.startsWith(auth.date)) {
+    return bad("x-amz-date is missing or not on the credential scope's date");
+  }
+  const payload = headerValues(head, "x-amz-content-sha256")[0] ?? bodyHash;
+  if (payload === undefined) return bad("the payload hash is unknown (no x-amz-content-sha256)");
+  const tokens = headerValues(head, "x-amz-security-token");
+  if (tokens.length > 1) return bad("more than one x-amz-security-token");
+  if (tokens.length === 1 && tokens[0] !== dummy.sessionToken) {
+    return bad("x-amz-security-token is not this credential's dummy token");
+  }
+  const mine = canonicalRequest(head, auth, payload);
+  if (!mine.ok) return mine;
+  const expected = sigV4Signature(dummy.secretAccessKey, auth, when, mine.value);
+  if (!timingSafeEqual(Buffer.from(expected), Buffer.from(auth.signature))) {
+    return bad("the request is not signed with the agent's key");
+  }
+  const swapToken = tokens.length === 1 && real.sessionToken !== undefined;
+  const realHead: SigV4Head = swapToken
+    ? {
+        ...head,
+        headers: head.headers.map(([k, v]) =>
+          k.toLowerCase() === "x-amz-security-token" ? [k, real.sessionToken!] : [k, v],
+        ),
+      }
+    : head;
+  const theirs = canonicalRequest(realHead, auth, payload);
+  if (!theirs.ok) return theirs;
+  const signature = sigV4Signature(real.secretAccessKey, auth, when, theirs.value);
+  const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
+  return allow({
+    authorization: `${SIGV4_ALGORITHM} Credential=${real.accessKeyId}/${scope}, SignedHeaders=${auth.signedHeaders.join(";")}, Signature=${signature}`,
+    ...(swapToken ? { sessionToken: real.sessionToken! } : {}),
+  });
+}
