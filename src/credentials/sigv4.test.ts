@@ -60,7 +60,7 @@ async function sdkSign(
     protocol: "https:",
     hostname: "bucket.s3.test",
     // The SDK's serializers encode each segment of the path before it is signed and sent.
-    path: r.path.split("/").map(escape).join("/"),
+    path: r.path.split("/").map(rfc3986).join("/"),
     query: r.query,
     headers: {
       host: "bucket.s3.test",
@@ -72,7 +72,7 @@ async function sdkSign(
   const signed = await signer.sign(req, { signingDate: WHEN });
   const q = Object.entries(signed.query ?? {})
     .flatMap(([k2, v]) => (Array.isArray(v) ? v : [v]).map((x) => [k2, x] as const))
-    .map(([k2, v]) => `${escape(k2)}=${escape(v ?? "")}`)
+    .map(([k2, v]) => `${rfc3986(k2)}=${rfc3986(v ?? "")}`)
     .join("&");
   return {
     method: signed.method,
@@ -82,7 +82,7 @@ async function sdkSign(
 }
 
 /** The SDK's query encoding (strict RFC 3986). */
-const escape = (s: string) =>
+const rfc3986 = (s: string) =>
   encodeURIComponent(s).replace(
     /[!'()*]/g,
     (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,

@@ -209,7 +209,7 @@ export function resignSigV4(
     return bad("the signature's access key id is not this credential's dummy");
   }
   const when = amzDate(head);
-  if (!when || !when.startsWith(auth.date)) {
+  if (!when?.startsWith(auth.date)) {
     return bad("x-amz-date is missing or not on the credential scope's date");
   }
   const payload = headerValues(head, "x-amz-content-sha256")[0] ?? bodyHash;
