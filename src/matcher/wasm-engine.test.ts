@@ -487,6 +487,24 @@ describe("decoded views", () => {
     set.dispose();
   });
 
+  test("the longest carry (a 512-byte value's prefix spelled with long tokens) fits and agrees", () => {
+    const engine = createWasmEngine();
+    const value = new Uint8Array(512).fill(0x6b); // "kkk…"
+    const specs = [{ pattern: value, replacement: enc.encode("[K]") }];
+    const spelled =
+      "\n                \n                &#x0000000026;CounterClockwiseContourIntegral;&#x000000006B;";
+    // 511 characters of the value, each behind two indented line breaks and long tokens: the
+    // view holds a 511-byte partial match, so the raw carry is as long as it can be.
+    const unit = "\n                \n                &#x000000006B;";
+    const input = enc.encode(`${spelled.repeat(3)}${unit.repeat(511)}`);
+    const set = engine.compile(specs, { views: true });
+    const want = referenceEngine.replaceAll(referenceEngine.compile(specs, { views: true }), input);
+    expect(engine.replaceAll(set, input)).toEqual(want);
+    expect(streamAll(engine, set, input, 4096)).toEqual(want);
+    expect(streamAll(engine, set, concat([input, enc.encode("k")]), 50_000).replacements).toBe(1);
+    set.dispose();
+  });
+
   test("linear memory does not grow with view streams", () => {
     const engine = createWasmEngine();
     const cycle = () => {

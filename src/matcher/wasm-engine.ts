@@ -73,6 +73,7 @@ interface MatcherExports {
   view_emitted(vs: number): number;
   view_save(vs: number): number;
   raw_work_ptr(): number;
+  raw_cap(): number;
   raw_clear(bytes: number): void;
   refs_alloc(len: number): number;
   refs_build(): void;
@@ -285,6 +286,7 @@ class WasmEngineImpl implements WasmEngine {
   private readonly x: MatcherExports;
   private readonly piece: number;
   private readonly viewPiece: number;
+  private readonly rawCap: number;
   private mem: Uint8Array;
   private i32: Int32Array;
   private readonly sets = new Set<WasmCompiledSet>();
@@ -301,6 +303,7 @@ class WasmEngineImpl implements WasmEngine {
     this.x = instance.exports as unknown as MatcherExports;
     this.piece = this.x.pieceSize();
     this.viewPiece = this.x.viewPiece();
+    this.rawCap = this.x.raw_cap();
     this.x.set_tuning(
       (options.forceTrieWalk ? 1 : 0) |
         (options.disableSkip ? 2 : 0) |
@@ -515,9 +518,12 @@ class WasmEngineImpl implements WasmEngine {
         const raw = x.raw_work_ptr();
         const carry = x.view_begin(vs);
         const from = x.view_emitted(vs);
+        if (carry + n > this.rawCap)
+          throw new MatcherError("engine-failure", "view carry overflow");
         this.mem.set(chunk.subarray(off, off + n), raw + carry);
         rawUsed = Math.max(rawUsed, carry + n);
         const v = x.view_decode(vs, n, last);
+        if (v < 0) throw new MatcherError("engine-failure", "view carry overflow");
         viewUsed = Math.max(viewUsed, v);
         count += this.drain(
           x.view_scan(vs, v, last),

@@ -22,6 +22,7 @@ import {
   freeViewStream,
   newViewStream,
   rawClear,
+  RAW_CAP,
   rawWorkPtr,
   refsAlloc,
   refsBuild,
@@ -139,6 +140,10 @@ export function view_save(vs: usize): i32 {
 }
 export function raw_work_ptr(): usize {
   return rawWorkPtr();
+}
+/** Bytes the raw work buffer holds: the carry and a piece. */
+export function raw_cap(): i32 {
+  return RAW_CAP;
 }
 export function raw_clear(bytes: i32): void {
   rawClear(bytes);

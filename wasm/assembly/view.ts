@@ -36,9 +36,13 @@ const MAX_TOKEN: i32 = 64;
 const MAX_INDENT: i32 = 16;
 const MAX_NAME: i32 = 32;
 const MAX_DIGITS: i32 = 10;
-/** The longest raw carry: 511 view bytes of at most 100 raw bytes each, and a token. */
-const CARRY_MAX: i32 = 511 * (MAX_TOKEN + 2 * (2 + MAX_INDENT)) + MAX_TOKEN;
-const RAW_CAP: i32 = VIEW_PIECE + CARRY_MAX;
+/**
+ * The longest raw carry: 511 view bytes of at most 100 raw bytes each (a token and two
+ * dropped line breaks with their indentation), two more dropped line breaks after the last,
+ * and an unfinished token.
+ */
+const CARRY_MAX: i32 = 511 * (MAX_TOKEN + 2 * (2 + MAX_INDENT)) + 2 * (2 + MAX_INDENT) + MAX_TOKEN;
+export const RAW_CAP: i32 = VIEW_PIECE + CARRY_MAX;
 const REF_SLOTS: i32 = 8192;
 
 @unmanaged
@@ -509,6 +513,8 @@ function rawEndOf(vs: ViewStream, v: i32): i32 {
 export function viewDecode(ptr: usize, added: i32, final: bool): i32 {
   const vs = changetype<ViewStream>(ptr);
   vs.rawLen = vs.carryLen + added;
+  // Never past the raw work buffer (the bounds above make this unreachable; fail, not write).
+  if (vs.rawLen > RAW_CAP || added > VIEW_PIECE) return -1;
   resetStream(vs.inner);
   // Resume after the view bytes already decided (the scan restarts there, as it would have).
   changetype<Stream>(vs.inner).pos = vs.skipView;
