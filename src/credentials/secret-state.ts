@@ -10,7 +10,8 @@ import type { RequestRoute } from "../policy/request-rule.ts";
 import type { BytePair } from "./basic-auth.ts";
 import { CredentialBindings, type SwapPair } from "./bindings.ts";
 import { redactionVariants, swapVariants, toPatternSpecs } from "./secret-variants.ts";
-import type { SecretsConfig } from "./secrets.ts";
+import type { SecretsConfig, SigV4Part } from "./secrets.ts";
+import type { SigV4Keys } from "./sigv4.ts";
 
 /** What one (agent, destination) may have swapped, compiled for the request path. */
 export interface RequestPlan {
@@ -42,6 +43,13 @@ export interface RequestPlan {
 }
 
 let nextGeneration = 1;
+
+/** One AWS credential's keys for a request: the agent's (dummy) and the real ones. */
+export interface SigV4Pair {
+  readonly name: string;
+  readonly dummy: SigV4Keys;
+  readonly real: SigV4Keys;
+}
 
 interface Foreign {
   readonly replacer: InlineReplacer;
@@ -78,11 +86,14 @@ export class SecretState {
   readonly #replaced = new AbortController();
   readonly #plans = new Map<string, RequestPlan>();
   readonly #foreign = new Map<string, Foreign | null>();
+  /** Credential name → its place in an AWS credential. */
+  readonly #sigv4 = new Map<string, { readonly group: string; readonly part: SigV4Part }>();
   readonly #owned: Uint8Array[] = [];
 
   private constructor(secrets: SecretsConfig) {
     const creds = secrets.credentials;
     this.credentialCount = creds.length;
+    for (const c of creds) if (c.sigv4) this.#sigv4.set(c.name, c.sigv4);
     const inputs = creds.map((c) => {
       const dummy = c.dummy.revealBytes();
       const real = c.real.revealBytes();
@@ -188,6 +199,49 @@ export class SecretState {
    */
   plan(agent: string, host: string, port: number, route?: RequestRoute): RequestPlan {
     return this.#compile(this.bindings.swapPlan(agent, host, port, route));
+  }
+
+  /**
+   * The AWS credentials (`kind: "aws"`) bound for this agent and request, by their dummy
+   * access key id: the keys the agent signs with and the real ones to sign again with.
+   */
+  sigv4Keys(
+    agent: string,
+    host: string,
+    port: number,
+    route?: RequestRoute,
+  ): Map<string, SigV4Pair> {
+    const out = new Map<string, SigV4Pair>();
+    if (this.#sigv4.size === 0) return out;
+    const groups = new Map<string, Map<SigV4Part, SwapPair>>();
+    for (const pair of this.bindings.swapPlan(agent, host, port, route).swaps) {
+      const at = this.#sigv4.get(pair.name);
+      if (!at) continue;
+      const g = groups.get(at.group) ?? new Map<SigV4Part, SwapPair>();
+      g.set(at.part, pair);
+      groups.set(at.group, g);
+    }
+    const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
+    for (const [name, g] of groups) {
+      const id = g.get("accessKeyId");
+      const secret = g.get("secretAccessKey");
+      if (!id || !secret) continue;
+      const token = g.get("sessionToken");
+      out.set(text(id.dummy), {
+        name,
+        dummy: {
+          accessKeyId: text(id.dummy),
+          secretAccessKey: secret.dummy,
+          ...(token ? { sessionToken: text(token.dummy) } : {}),
+        },
+        real: {
+          accessKeyId: text(id.real),
+          secretAccessKey: secret.real,
+          ...(token ? { sessionToken: text(token.real) } : {}),
+        },
+      });
+    }
+    return out;
   }
 
   /**

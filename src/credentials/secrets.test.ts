@@ -534,3 +534,53 @@ describe("invalid configuration: errors name the entry and field, never a value"
     );
   });
 });
+
+describe("AWS credentials (kind: aws)", () => {
+  const AWS = {
+    name: "aws",
+    kind: "aws",
+    accessKeyId: { dummy: "AKIADUMMY00000000001", real: "AKIAREALKEY000000009" },
+    secretAccessKey: { dummy: "DUMMY-aws-secret-0000", real: "REAL-aws-secret-99998888" },
+    hosts: ["s3.eu-west-3.amazonaws.com"],
+  };
+
+  test("load as one credential per key, never swapped where presented", () => {
+    const s = parse({ credentials: [AWS] });
+    expect(s.credentials.map((c) => [c.name, c.sigv4?.part, c.surfaces.length])).toEqual([
+      ["aws.accessKeyId", "accessKeyId", 0],
+      ["aws.secretAccessKey", "secretAccessKey", 0],
+    ]);
+    const t = parse({
+      credentials: [
+        { ...AWS, sessionToken: { dummy: "DUMMY-tok-000000", real: "REAL-tok-77776666" } },
+      ],
+    });
+    expect(t.credentials.map((c) => c.sigv4?.group)).toEqual(["aws", "aws", "aws"]);
+    expectNoValues(JSON.stringify(t.redacted()));
+  });
+
+  test.each([
+    [
+      "no secret key",
+      { ...AWS, secretAccessKey: undefined },
+      "credentials[0] (aws).secretAccessKey: is required",
+    ],
+    [
+      "a key as a string",
+      { ...AWS, accessKeyId: "AKIA" },
+      "credentials[0] (aws).accessKeyId: must be an object",
+    ],
+    ["a field of another kind", { ...AWS, dummy: "x" }, "credentials[0]: unknown field 'dummy'"],
+    ["an unknown kind", { ...AWS, kind: "gcp" }, 'credentials[0].kind: must be "aws" (or absent)'],
+    [
+      "dummy and real the same",
+      { ...AWS, secretAccessKey: { dummy: "same-value-00", real: "same-value-00" } },
+      "dummy and real are the same value",
+    ],
+    ["no hosts", { ...AWS, hosts: "s3" }, "credentials[0] (aws).hosts: must be an array"],
+  ])("%s", (_name, entry, message) => {
+    const e = errorOf(() => parse({ credentials: [JSON.parse(JSON.stringify(entry))] }));
+    expect(e.message).toContain(message);
+    expect(e.message).not.toContain("REAL-aws");
+  });
+});

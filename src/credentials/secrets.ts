@@ -22,6 +22,12 @@
 //       "inUrl": "deny",                         // optional ("allow"): refuse the dummy in URLs
 //       "sharedWildcard": true                   // optional (false): accept a host wildcard
 //                                                //   spanning a public suffix (*.github.io)
+//   }, {
+//       "name": "aws", "kind": "aws",            // AWS keys: requests to its hosts must be
+//       "accessKeyId": { "dummy": "AKIA…", "real": "AKIA…" },   // signed (SigV4) with the
+//       "secretAccessKey": { "dummy": "…", "real": "…" },       // dummy keys; the proxy
+//       "sessionToken": { "dummy": "…", "real": "…" },          // verifies and signs again
+//       "hosts": ["s3.eu-west-3.amazonaws.com"], "agents": […]  // (sigv4.ts); optional token
 //   } ] }
 // Environment (merged with the file; a name may not appear in both):
 //   SLAPENIR_CRED_<NAME>_DUMMY, _REAL, _HOSTS (comma list) — required;
@@ -51,6 +57,19 @@ export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ENV_PREFIX = "SLAPENIR_CRED_";
 const ENV_KEY_RE =
   /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN|IN_URL|SHARED_WILDCARD)$/;
+const AWS_FIELDS = new Set([
+  "name",
+  "kind",
+  "accessKeyId",
+  "secretAccessKey",
+  "sessionToken",
+  "hosts",
+  "agents",
+  "sharedWildcard",
+]);
+/** The parts of an AWS credential, each loaded as a credential of its own (`NAME.part`). */
+export const SIGV4_PARTS = ["accessKeyId", "secretAccessKey", "sessionToken"] as const;
+export type SigV4Part = (typeof SIGV4_PARTS)[number];
 const FILE_FIELDS = new Set([
   "name",
   "dummy",
@@ -95,6 +114,8 @@ export class Credential {
     readonly surfaces: readonly Surface[] = DEFAULT_SURFACES,
     /** Per host pattern (same index): the methods and paths it is bound to. */
     readonly scopes: readonly RequestScope[] = hosts.map(() => ANY_REQUEST),
+    /** Part of an AWS credential (`kind: "aws"`): which, and the credential's name. */
+    readonly sigv4?: { readonly group: string; readonly part: SigV4Part },
   ) {
     Object.freeze(this);
   }
@@ -148,6 +169,7 @@ export interface CredentialDraft {
   readonly inUrl: InUrlRule;
   readonly surfaces: readonly Surface[];
   readonly scopes: readonly RequestScope[];
+  readonly sigv4?: { readonly group: string; readonly part: SigV4Part };
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -200,11 +222,15 @@ export function parseSecretsJson(text: string, label: string): CredentialDraft[]
     if (key !== "credentials")
       throw new ConfigError("bad-shape", `unknown field ${safeKey(key)}`, label);
   }
-  return doc.credentials.map((entry: unknown, i: number) => {
+  return doc.credentials.flatMap((entry: unknown, i: number) => {
     const where = `${label}: credentials[${i}]`;
     if (!isPlainObject(entry)) throw new ConfigError("bad-shape", "must be an object", where);
+    if (entry.kind !== undefined && entry.kind !== "aws") {
+      throw new ConfigError("bad-value", 'must be "aws" (or absent)', `${where}.kind`);
+    }
+    const fields = entry.kind === "aws" ? AWS_FIELDS : FILE_FIELDS;
     for (const key of Object.keys(entry)) {
-      if (!FILE_FIELDS.has(key))
+      if (!fields.has(key))
         throw new ConfigError("bad-shape", `unknown field ${safeKey(key)}`, where);
     }
     const name = entry.name;
@@ -228,22 +254,72 @@ export function parseSecretsJson(text: string, label: string): CredentialDraft[]
         throw new ConfigError("bad-value", "must be true or false", `${named}.${flag}`);
       }
     }
-    return draft({
-      name,
-      where: named,
-      source: `${label} credentials[${i}]`,
-      dummy: entry.dummy,
-      real: entry.real,
-      hosts: hostsRaw,
-      agents: agents as unknown[] | undefined,
-      require: entry.require === true,
-      sharedWildcard: entry.sharedWildcard === true,
-      in: entry.in,
-      inUrl: entry.inUrl,
-      fieldPath: (f) => `${named}.${f}`,
-    });
+    if (entry.kind === "aws") return awsDrafts(entry, name, named, `${label} credentials[${i}]`);
+    return [
+      draft({
+        name,
+        where: named,
+        source: `${label} credentials[${i}]`,
+        dummy: entry.dummy,
+        real: entry.real,
+        hosts: hostsRaw,
+        agents: agents as unknown[] | undefined,
+        require: entry.require === true,
+        sharedWildcard: entry.sharedWildcard === true,
+        in: entry.in,
+        inUrl: entry.inUrl,
+        fieldPath: (f) => `${named}.${f}`,
+      }),
+    ];
   });
 }
+
+/**
+ * An AWS credential as its parts, each a credential of its own named `NAME.part`: never
+ * swapped where it is presented (`in` is empty: the sign stage verifies and signs instead),
+ * redacted and blocked like any real value.
+ */
+function awsDrafts(
+  entry: Record<string, unknown>,
+  name: string,
+  named: string,
+  source: string,
+): CredentialDraft[] {
+  if (!Array.isArray(entry.hosts)) {
+    throw new ConfigError("bad-shape", "must be an array of host patterns", `${named}.hosts`);
+  }
+  for (const part of ["accessKeyId", "secretAccessKey"]) {
+    if (entry[part] === undefined)
+      throw new ConfigError("missing", "is required", `${named}.${part}`);
+  }
+  const out: CredentialDraft[] = [];
+  for (const part of SIGV4_PARTS) {
+    const value = entry[part];
+    if (value === undefined && part === "sessionToken") continue;
+    const where = `${named}.${part}`;
+    if (!isPlainObject(value) || Object.keys(value).some((k) => k !== "dummy" && k !== "real")) {
+      throw new ConfigError("bad-shape", 'must be an object { "dummy": …, "real": … }', where);
+    }
+    const d = draft({
+      name: `${name}.${part}`,
+      where,
+      source,
+      dummy: value.dummy,
+      real: value.real,
+      hosts: entry.hosts as unknown[],
+      agents: entry.agents as unknown[] | undefined,
+      require: false,
+      sharedWildcard: entry.sharedWildcard === true,
+      in: undefined,
+      inUrl: undefined,
+      fieldPath: (f) => (f === "dummy" || f === "real" ? `${where}.${f}` : `${named}.${f}`),
+    });
+    out.push({ ...d, surfaces: NO_SURFACES, sigv4: { group: name, part } });
+  }
+  return out;
+}
+
+const NO_SURFACES: readonly Surface[] = Object.freeze([]);
 
 /** Collects `SLAPENIR_CRED_<NAME>_<FIELD>` variables into credentials. */
 export function parseSecretsEnv(env: Env): CredentialDraft[] {
@@ -505,6 +581,7 @@ export function buildSecrets(drafts: readonly CredentialDraft[]): SecretsConfig 
           d.inUrl,
           d.surfaces,
           d.scopes,
+          d.sigv4,
         ),
     ),
   );

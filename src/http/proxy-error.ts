@@ -17,6 +17,8 @@ const CODES = {
   "dlp-blocked": [403, true],
   quarantined: [403, true],
   "required-dummy-missing": [403, true],
+  // A request to an AWS credential's host not signed with the agent's (dummy) key.
+  "bad-signature": [403, true],
   "upgrade-refused": [501, true],
   "rate-limited": [429, true],
   "connection-limit": [429, true],

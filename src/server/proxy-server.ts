@@ -16,6 +16,7 @@ import { egress } from "../exchange/stages/egress.ts";
 import { inbound } from "../exchange/stages/inbound.ts";
 import { outbound } from "../exchange/stages/outbound.ts";
 import { rateLimit } from "../exchange/stages/rate-limit.ts";
+import { signAws } from "../exchange/stages/sign.ts";
 import { refuseUpgrades } from "../exchange/stages/upgrade.ts";
 import { ByteBudget } from "../guard/byte-budget.ts";
 import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-probe.ts";
@@ -291,6 +292,7 @@ export async function startProxy(
     egress(() => policy),
     refuseUpgrades(),
     outbound({ scanner, inline, held, maxHeldBodyBytes: config.limits.maxHeldBodyBytes }),
+    signAws(),
     inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS, secrets: () => state }),
   );
   const exchange = createPipeline({ stages, upstream, log, secrets: () => state });

@@ -25,8 +25,19 @@ export interface CredentialSpec {
   readonly in?: readonly string[];
 }
 
+/** An AWS credential (`kind: "aws"`): SigV4 keys, each a dummy and a real value. */
+export interface AwsCredentialSpec {
+  readonly name: string;
+  readonly kind: "aws";
+  readonly accessKeyId: { readonly dummy: string; readonly real: string };
+  readonly secretAccessKey: { readonly dummy: string; readonly real: string };
+  readonly sessionToken?: { readonly dummy: string; readonly real: string };
+  readonly hosts: readonly string[];
+  readonly agents?: readonly string[];
+}
+
 export interface HarnessOptions {
-  readonly credentials?: readonly CredentialSpec[];
+  readonly credentials?: readonly (CredentialSpec | AwsCredentialSpec)[];
   readonly allow?: readonly string[];
   readonly agents?: readonly string[];
   readonly env?: Record<string, string>;

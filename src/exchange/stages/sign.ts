@@ -1,0 +1,60 @@
+// Stage: AWS Signature V4 (issue 16). A request to a host an AWS credential (`kind: "aws"`)
+// is bound to must be signed with the agent's dummy keys: the signature is verified and the
+// request signed again with the real keys over exactly the headers the agent signed, its
+// session token swapped (credentials/sigv4.ts). Anything else to that host is refused — an
+// unsigned request, a key the proxy does not know, a signature that does not verify, a
+// payload mode not supported yet — so no request reaches AWS half-signed. Runs after
+// `outbound`, which has already checked the head and body for real values.
+
+import { createHash } from "node:crypto";
+import { HeldBody } from "../../body/held-body.ts";
+import { parseSigV4Authorization, resignSigV4, type SigV4Head } from "../../credentials/sigv4.ts";
+import { allow, refuse } from "../../policy/verdict.ts";
+import type { Stage } from "../exchange.ts";
+
+const header = (h: SigV4Head["headers"], name: string) =>
+  h.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
+
+export function signAws(): Stage {
+  return {
+    name: "sign",
+    request: function resign(ex, out) {
+      const { target, scheme } = ex.destination;
+      if (scheme !== "https") return allow(out);
+      const keys = ex.secrets.sigv4Keys(ex.agent, target.host, target.port, ex.route);
+      if (keys.size === 0) return allow(out);
+      const no = (why: string) => refuse("bad-signature" as const, why);
+      const auth = header(out.headers, "authorization");
+      if (auth.length !== 1) {
+        return no("requests to this host must be signed (AWS Signature V4) with the agent's key");
+      }
+      const parsed = parseSigV4Authorization(auth[0]!);
+      if (!parsed.ok) return no(parsed.reason);
+      const pair = keys.get(parsed.value.accessKeyId);
+      if (!pair) return no("the signature's access key id is not one of the agent's dummy keys");
+      const payload = header(out.headers, "x-amz-content-sha256")[0];
+      if (payload?.startsWith("STREAMING-")) {
+        return no(`payload mode ${payload} is not supported yet`);
+      }
+      let bodyHash: string | undefined;
+      if (payload === undefined) {
+        if (out.body === null) bodyHash = createHash("sha256").digest("hex");
+        else if (out.body instanceof HeldBody) {
+          bodyHash = createHash("sha256").update(out.body.bytes).digest("hex");
+        } else return no("a streamed body needs x-amz-content-sha256 to be signed");
+      }
+      const head = { method: out.method, target: out.target, headers: out.headers };
+      const r = resignSigV4(head, pair.dummy, pair.real, bodyHash);
+      if (!r.ok) return no(r.reason);
+      const headers = out.headers.map(([k, v]): readonly [string, string] => {
+        const lower = k.toLowerCase();
+        if (lower === "authorization") return [k, r.value.authorization];
+        if (lower === "x-amz-security-token" && r.value.sessionToken)
+          return [k, r.value.sessionToken];
+        return [k, v];
+      });
+      ex.trace.swaps += 1;
+      return allow({ ...out, headers });
+    },
+  };
+}
