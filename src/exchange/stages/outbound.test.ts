@@ -22,11 +22,21 @@ const secrets = compiledSecrets([
     name: "api",
     dummy: DUMMY,
     real: REAL,
-    hosts: ["api.example.com", "vault.example.com"],
+    hosts: ["api.example.com", "vault.example.com", "token.example.com"],
     in: ["header:authorization", "body"],
   },
   // Presented in Authorization only (the default): its dummy in a body is content.
   { name: "plain", dummy: PLAIN_DUMMY, real: PLAIN_REAL, hosts: ["api.example.com"] },
+  // Required, presented in a JSON member of one endpoint of a host where "api" has a body
+  // surface.
+  {
+    name: "field",
+    dummy: "field-dummy-00000000001",
+    real: "field-real-R3aL00000001",
+    hosts: ["POST token.example.com/token"],
+    in: ["json:/t"],
+    require: true,
+  },
   {
     name: "vault",
     dummy: "vault-dummy-000000000001",
@@ -100,6 +110,24 @@ describe("a body an earlier stage holds is scanned like any other", () => {
     });
     expect(ex.trace.swaps).toBe(0);
   });
+});
+
+test("a required dummy swapped in a body field counts, whatever another credential's body surface swapped", async () => {
+  const text = JSON.stringify({ t: "field-dummy-00000000001" });
+  const head = `POST /token HTTP/1.1\r\nHost: token.example.com\r\nContent-Type: application/json\r\nContent-Length: ${text.length}\r\n\r\n`;
+  const ex = exchange(head, "token.example.com");
+  const v = await stage.request!(ex, {
+    method: "POST",
+    target: "/token",
+    headers: [["content-type", "application/json"]],
+    body: new HeldBody(enc.encode(text)),
+  });
+  expect(v.ok).toBe(true);
+  const body = v.ok ? v.value.body : null;
+  expect(body?.kind === "held" && new TextDecoder().decode(body.bytes)).toBe(
+    JSON.stringify({ t: "field-real-R3aL00000001" }),
+  );
+  expect(ex.trace.swaps).toBe(1);
 });
 
 test("a request refused for a missing required dummy counts no swaps, though its head had one", async () => {

@@ -187,7 +187,7 @@ async function scanWhole(
         allocWithHeadroom,
       );
       held = held.replace(r.output);
-      swaps = r.replacements;
+      swaps += r.replacements;
     }
   } catch (e) {
     // The scan failed: the agent's body (it may hold a real value) is wiped.
