@@ -143,6 +143,19 @@ describe("SSE deltas: a value spread over events", () => {
     }
   });
 
+  test("megabytes of other events behind a held delta cut the stream instead of being held", () => {
+    const r = new SseDeltaRedactor([replacer]);
+    r.push(chat("Hi"));
+    const ping = `event: ping\ndata: ${"p".repeat(200 * 1024)}\n\n`;
+    let failed: unknown;
+    try {
+      for (let i = 0; i < 40; i++) r.push(ping);
+    } catch (e) {
+      failed = e;
+    }
+    expect(String(failed)).toContain("event stream held too much");
+  });
+
   test("an event that never ends is passed on, not held", () => {
     const r = new SseDeltaRedactor([replacer]);
     const big = `data: ${"x".repeat(300 * 1024)}`;

@@ -14,6 +14,7 @@
 // a prefix oracle); events leave in the order they came. Other events pass untouched.
 // Pure: text in, text out (the stream wrapper is `sseDeltaStream`).
 
+import { ProxyError } from "../http/proxy-error.ts";
 import type { InlineReplacer } from "../matcher/inline.ts";
 
 interface Delta {
@@ -36,6 +37,12 @@ interface SseEvent {
 /** A blank line: two line ends, each CRLF, LF or a CR not followed by LF (`\n\r\n` too). */
 const SEPARATOR = /(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)/;
 const MAX_EVENT = 256 * 1024;
+/**
+ * Most text that may wait behind a held delta (later events leave in order, after it). An
+ * upstream that sends more than this while a channel's tail is held — megabytes of other
+ * events — gets its stream cut rather than held without bound.
+ */
+export const MAX_QUEUED = 4 * 1024 * 1024;
 
 export class SseDeltaRedactor {
   readonly #replacers: readonly InlineReplacer[];
@@ -59,7 +66,16 @@ export class SseDeltaRedactor {
       this.#queue.push({ raw: this.#rest, separator: "", data: null, deltas: [], changed: false });
       this.#rest = "";
     }
-    return this.#release();
+    const out = this.#release();
+    let queued = this.#rest.length;
+    for (const ev of this.#queue) queued += ev.raw.length;
+    if (queued > MAX_QUEUED) {
+      throw new ProxyError(
+        "scan-failed",
+        "an event stream held too much behind an unfinished delta",
+      );
+    }
+    return out;
   }
 
   /** Take every complete event off `#rest` (at the end, a last CR ends a line too). */
