@@ -75,26 +75,37 @@ export class InlineReplacer {
   holdFor(text: Uint8Array): number {
     const raw = Math.min(text.length, Math.max(0, this.#longest - 1));
     if (!this.#view) return raw;
-    const d = decodeView(text, true);
-    const from = rawStartOf(d, Math.max(0, d.view.length - Math.max(0, this.#view.#longest - 1)));
-    if (d.view !== text) d.view.fill(0);
-    return Math.min(text.length, Math.max(raw, text.length - from) + MAX_VIEW_TOKEN);
+    let hold = raw;
+    for (const flat of [false, true]) {
+      const d = decodeView(text, true, flat);
+      const v = Math.max(0, d.view.length - Math.max(0, this.#view.#longest - 1));
+      hold = Math.max(hold, text.length - rawStartOf(d, v));
+      if (d.view !== text) d.view.fill(0);
+    }
+    return Math.min(text.length, hold + MAX_VIEW_TOKEN);
   }
 
   apply(input: Uint8Array): InlineResult {
     if (this.#empty) return { output: input, count: 0, names: NONE };
     const first = this.#applyRaw(input);
     if (!this.#view) return first;
-    // Then the decoded view of what the bytes as written left (as the engines do).
-    const d = decodeView(first.output, true);
-    const found = this.#view.#find(d.view);
-    if (d.view !== first.output) d.view.fill(0);
-    if (found.length === 0) return first;
-    const output = replaceViewMatches(first.output, d, found);
-    if (first.output !== input) first.output.fill(0);
-    const names = new Set(first.names);
-    for (const m of found) names.add(m.name);
-    return { output, count: first.count + found.length, names };
+    // Then the nested and the flat decoded views of what was left (as the engines do).
+    let output = first.output;
+    let count = first.count;
+    let names: Set<string> | null = null;
+    for (const flat of [false, true]) {
+      const d = decodeView(output, true, flat);
+      const found = this.#view.#find(d.view);
+      if (d.view !== output) d.view.fill(0);
+      if (found.length === 0) continue;
+      const next = replaceViewMatches(output, d, found);
+      if (output !== input) output.fill(0);
+      output = next;
+      count += found.length;
+      names ??= new Set(first.names);
+      for (const m of found) names.add(m.name);
+    }
+    return names ? { output, count, names } : first;
   }
 
   /** Leftmost-longest, non-overlapping matches in `input`. */

@@ -83,22 +83,29 @@ class ReferenceStream implements MatchStream {
 
   /**
    * Decide every position whose longest possible match lies wholly inside `pending`. With
-   * views the reference simply holds everything to the end and runs both stages on it: the
-   * bytes as written, then the view of what that left (its matches mapped back and replaced) —
-   * or, for a set that also swaps, the view first.
+   * views the reference simply holds everything to the end and runs the stages on it: the
+   * bytes as written, then the nested view of what that left, then the flat view of what that
+   * left (each view's matches mapped back and replaced) — or, for a set that also swaps, the
+   * two views first.
    */
   private drain(final: boolean): Uint8Array {
     const views = this.set.viewSpecs;
     if (views === null) return this.drainRaw(final);
     if (!final) return new Uint8Array(0);
+    const bothViews = (input: Uint8Array) => {
+      const nested = this.viewStage(input, views, false);
+      const flat = this.viewStage(nested, views, true);
+      nested.fill(0);
+      return flat;
+    };
     if (this.set.viewsFirst) {
-      const viewed = this.viewStage(this.pending, views);
+      const viewed = bothViews(this.pending);
       this.pending.fill(0);
       this.pending = viewed;
       return this.drainRaw(true);
     }
     const written = this.drainRaw(true);
-    const out = this.viewStage(written, views);
+    const out = bothViews(written);
     written.fill(0);
     return out;
   }
@@ -107,8 +114,9 @@ class ReferenceStream implements MatchStream {
   private viewStage(
     input: Uint8Array,
     views: { pattern: Uint8Array; replacement: Uint8Array }[],
+    flat: boolean,
   ): Uint8Array {
-    const d = decodeView(input, true);
+    const d = decodeView(input, true, flat);
     const matches: ViewMatch[] = [];
     let i = 0;
     while (i < d.view.length) {

@@ -98,7 +98,8 @@ export interface MatcherEngine {
 /** The most input bytes a stream on `set` may hold back (see ./views.ts for the view term). */
 export function heldBackBound(set: CompiledSet): number {
   const raw = set.maxPatternLength - 1;
-  return set.views ? raw * MAX_RAW_PER_VIEW_BYTE + MAX_VIEW_TOKEN + raw : raw;
+  // The bytes as written, then two decoded views (nested and flat), each holding its own.
+  return set.views ? raw + 2 * (raw * MAX_RAW_PER_VIEW_BYTE + MAX_VIEW_TOKEN) : raw;
 }
 
 /** Validation shared by every engine, so they reject exactly the same inputs. */

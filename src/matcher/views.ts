@@ -23,6 +23,10 @@
 //   any other byte                       itself
 // A token that stands for `&`, `\` or `%` is read once more with the bytes after it, so one
 // level of nesting decodes too (`\u0026#43;` is `+`, `&amp;lowbar;` is `_`, `%5Cu002B` is `+`).
+// Reading on is ambiguous: the bytes after a `%25` or `&#x` may be the value itself
+// (`100%25ab9Z%2B…` is Python's quote of "100%" and a value starting "ab"). So there are two
+// views, each matched: the nested one above, and a flat one — no nesting, references only with
+// their `;` — in which a token never reaches past what its own syntax closes.
 // A token is never longer than MAX_VIEW_TOKEN bytes, so a stream decides a token once it has
 // that many bytes after its start (or the input ended): decoding is the same for any chunking.
 
@@ -149,7 +153,7 @@ function backslashToken(b: Uint8Array, i: number, end: number): Token {
   }
 }
 
-function ampersandToken(b: Uint8Array, i: number, end: number): Token {
+function ampersandToken(b: Uint8Array, i: number, end: number, flat = false): Token {
   let j = i + 1;
   if (j < end && b[j] === 0x23) {
     // &#
@@ -165,7 +169,7 @@ function ampersandToken(b: Uint8Array, i: number, end: number): Token {
     if (j === from) return null;
     // Ended by `;` (taken), or by any byte that is not another digit (left).
     const semi = j < end && b[j] === 0x3b;
-    if (!semi && j < end && (hex ? isHex(b[j]!) : isDigit(b[j]!))) return null;
+    if (!semi && (flat || (j < end && (hex ? isHex(b[j]!) : isDigit(b[j]!))))) return null;
     if (cp === 0 || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return null;
     return { len: j + (semi ? 1 : 0) - i, bytes: utf8Bytes(cp) };
   }
@@ -204,12 +208,12 @@ function percentToken(b: Uint8Array, i: number, end: number): Token {
   return { len: 3, bytes: [(hexValue(b[i + 1]!) << 4) | hexValue(b[i + 2]!)] };
 }
 
-function tokenAt(b: Uint8Array, i: number, end: number): Token {
+function tokenAt(b: Uint8Array, i: number, end: number, flat = false): Token {
   const c = b[i]!;
   return c === BACKSLASH
     ? backslashToken(b, i, end)
     : c === AMP
-      ? ampersandToken(b, i, end)
+      ? ampersandToken(b, i, end, flat)
       : percentToken(b, i, end);
 }
 
@@ -234,7 +238,7 @@ function nestedTokenAt(b: Uint8Array, i: number, end: number): Token {
  * fewer than MAX_VIEW_TOKEN bytes after it (the token, or the line breaks after it, might
  * still grow): `consumed` says where.
  */
-export function decodeView(input: Uint8Array, final: boolean): ViewDecoding {
+export function decodeView(input: Uint8Array, final: boolean, flat = false): ViewDecoding {
   const end = input.length;
   if (!input.some(isTrigger))
     return { view: input, tokens: NO_TOKENS, tokenCount: 0, consumed: end };
@@ -264,7 +268,7 @@ export function decodeView(input: Uint8Array, final: boolean): ViewDecoding {
         continue;
       }
     }
-    const t = nestedTokenAt(input, i, end);
+    const t = flat ? tokenAt(input, i, end, true) : nestedTokenAt(input, i, end);
     if (t === null) {
       view.push(c);
       i++;
@@ -337,9 +341,11 @@ export function viewPatterns(
     out.push({ pattern, source });
   };
   for (let i = 0; i < count; i++) add(patterns[i]!, i);
-  for (let i = 0; i < count; i++) {
-    const d = decodeView(patterns[i]!, true);
-    if (d.tokenCount > 0 && d.view.length >= 8) add(d.view, i);
+  for (const flat of [false, true]) {
+    for (let i = 0; i < count; i++) {
+      const d = decodeView(patterns[i]!, true, flat);
+      if (d.tokenCount > 0 && d.view.length >= 8) add(d.view, i);
+    }
   }
   seen.clear();
   return out;

@@ -64,7 +64,7 @@ interface MatcherExports {
   set_tuning(bits: number): void;
   heap_start(): number;
   viewPiece(): number;
-  view_stream_new(viewSet: number): number;
+  view_stream_new(viewSet: number, flat: number): number;
   view_stream_free(vs: number): void;
   view_begin(vs: number): number;
   view_decode(vs: number, added: number, final: number): number;
@@ -157,24 +157,50 @@ class WasmCompiledSet implements CompiledSet {
   }
 }
 
+/** One scan of a stream: bytes in, decided output appended; `end` flushes what it held. */
+interface Stage {
+  push(chunk: Uint8Array, out: OutputBuilder): number;
+  end(out: OutputBuilder): number;
+}
+
 class WasmMatchStream implements MatchStream {
   private closed = false;
   private ptr: number;
-  /** The view stream (stage one) when the set has views; its output feeds `ptr`. */
+  /** The nested and the flat view streams when the set has views. */
   private vptr = 0;
+  private fptr = 0;
+  /** The scans in order (one without views; three with). */
+  private readonly stages: Stage[];
   replacements = 0;
   constructor(
     private readonly engine: WasmEngineImpl,
     readonly set: WasmCompiledSet,
   ) {
     this.ptr = engine.newStream(set.ptr);
+    const e = engine;
+    const raw: Stage = {
+      push: (c, o) => e.pushInto(this.ptr, c, o),
+      end: (o) => e.endInto(this.ptr, o),
+    };
+    this.stages = [raw];
     if (set.viewPtr !== 0) {
       try {
-        this.vptr = engine.newViewStream(set.viewPtr);
+        this.vptr = engine.newViewStream(set.viewPtr, false);
+        this.fptr = engine.newViewStream(set.viewPtr, true);
       } catch (e) {
         this.release();
         throw e;
       }
+      const view = (ptr: () => number): Stage => ({
+        push: (c, o) => e.viewPushInto(ptr(), c, false, o),
+        end: (o) => e.viewPushInto(ptr(), new Uint8Array(0), true, o),
+      });
+      const views = [view(() => this.vptr), view(() => this.fptr)];
+      // Redaction: the bytes as written, then the nested view of what that left, then the flat
+      // one (an exact spelling keeps its own replacement, `%5BREDACTED%5D` in a URL). A set
+      // that also swaps (views on its first patterns only): the views first, on what the agent
+      // sent — a view must never see a real value a swap wrote.
+      this.stages = set.viewsFirst ? [...views, raw] : [raw, ...views];
     }
     set.streams.add(this);
   }
@@ -182,54 +208,41 @@ class WasmMatchStream implements MatchStream {
   push(chunk: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(chunk.length + this.set.maxPatternLength);
-    this.replacements += this.failClosed(() => this.pushTo(chunk, out));
+    this.replacements += this.failClosed(() => this.pushFrom(0, chunk, out));
     return out.take();
   }
 
   end(): Uint8Array {
     this.check();
     const out = new OutputBuilder(this.set.maxPatternLength);
-    this.replacements += this.failClosed(() => this.endTo(out));
+    this.replacements += this.failClosed(() => this.endFrom(0, out));
     this.close();
     return out.take();
   }
 
-  /**
-   * A view set runs two stages. Redaction: the bytes as written, then the decoded view of what
-   * that left (an exact spelling keeps its own replacement, `%5BREDACTED%5D` in a URL). A set
-   * that also swaps (views on its first patterns only): the view first, on what the agent
-   * sent, then the bytes as written — the view must never see a real value a swap wrote.
-   */
-  private pushTo(chunk: Uint8Array, out: OutputBuilder): number {
-    if (this.vptr === 0) return this.engine.pushInto(this.ptr, chunk, out);
-    const e = this.engine;
-    const raw = (c: Uint8Array, o: OutputBuilder) => e.pushInto(this.ptr, c, o);
-    const view = (c: Uint8Array, o: OutputBuilder) => e.viewPushInto(this.vptr, c, false, o);
-    const [first, second] = this.set.viewsFirst ? [view, raw] : [raw, view];
-    return e.throughMid(
+  /** `chunk` through stage `i` and every one after it (the bytes between in reused buffers). */
+  private pushFrom(i: number, chunk: Uint8Array, out: OutputBuilder): number {
+    const stage = this.stages[i]!;
+    if (i === this.stages.length - 1) return stage.push(chunk, out);
+    return this.engine.throughMid(
+      i,
       chunk.length + this.set.maxPatternLength,
-      (mid) => first(chunk, mid),
-      (m) => second(m, out),
+      (mid) => stage.push(chunk, mid),
+      (m) => this.pushFrom(i + 1, m, out),
     );
   }
 
-  private endTo(out: OutputBuilder): number {
-    if (this.vptr === 0) return this.engine.endInto(this.ptr, out);
-    const e = this.engine;
-    const cap = this.set.maxPatternLength * 64;
-    if (this.set.viewsFirst) {
-      const n = e.throughMid(
-        cap,
-        (mid) => e.viewPushInto(this.vptr, new Uint8Array(0), true, mid),
-        (m) => e.pushInto(this.ptr, m, out),
-      );
-      return n + e.endInto(this.ptr, out);
-    }
-    return e.throughMid(
-      cap,
-      (mid) => e.endInto(this.ptr, mid),
-      (m) => e.viewPushInto(this.vptr, m, true, out),
+  /** Stage `i`'s end: what it held goes through the later stages, which then end too. */
+  private endFrom(i: number, out: OutputBuilder): number {
+    const stage = this.stages[i]!;
+    if (i === this.stages.length - 1) return stage.end(out);
+    const n = this.engine.throughMid(
+      i,
+      this.set.maxPatternLength * 64,
+      (mid) => stage.end(mid),
+      (m) => this.pushFrom(i + 1, m, out),
     );
+    return n + this.endFrom(i + 1, out);
   }
 
   /** A scan that throws leaves no half-scanned state behind: the stream is wiped and closed. */
@@ -251,8 +264,8 @@ class WasmMatchStream implements MatchStream {
   runWhole(input: Uint8Array, into?: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(input.length + 16, into);
-    this.replacements += this.failClosed(() => this.pushTo(input, out));
-    this.replacements += this.failClosed(() => this.endTo(out));
+    this.replacements += this.failClosed(() => this.pushFrom(0, input, out));
+    this.replacements += this.failClosed(() => this.endFrom(0, out));
     this.close();
     return out.take();
   }
@@ -266,6 +279,10 @@ class WasmMatchStream implements MatchStream {
     if (this.vptr !== 0) {
       this.engine.freeViewStream(this.vptr);
       this.vptr = 0;
+    }
+    if (this.fptr !== 0) {
+      this.engine.freeViewStream(this.fptr);
+      this.fptr = 0;
     }
   }
 
@@ -464,9 +481,9 @@ class WasmEngineImpl implements WasmEngine {
     this.x.stream_free(ptr);
   }
 
-  newViewStream(viewSetPtr: number): number {
+  newViewStream(viewSetPtr: number, flat: boolean): number {
     this.loadNamedReferences();
-    const ptr = this.x.view_stream_new(viewSetPtr);
+    const ptr = this.x.view_stream_new(viewSetPtr, flat ? 1 : 0);
     if (ptr === 0) throw new MatcherError("engine-failure", "out of matcher memory");
     this.views();
     return ptr;
@@ -476,26 +493,30 @@ class WasmEngineImpl implements WasmEngine {
     this.x.view_stream_free(ptr);
   }
 
-  /** A reused buffer for the bytes between a view set's two stages (no fresh pages). */
-  private mid = new Uint8Array(64 * 1024);
+  /** Reused buffers for the bytes between a view set's stages (no fresh pages). */
+  private readonly mids = [new Uint8Array(64 * 1024), new Uint8Array(64 * 1024)];
 
-  /** Run `first` into the reused buffer, hand what it wrote to `second`, wipe it. */
+  /** Run `first` into reused buffer `slot`, hand what it wrote to `second`, wipe it. */
   throughMid(
+    slot: number,
     capacity: number,
     first: (mid: OutputBuilder) => number,
     second: (bytes: Uint8Array) => number,
   ): number {
-    if (this.mid.length < capacity)
-      this.mid = new Uint8Array(Math.max(capacity, this.mid.length * 2));
-    const builder = new OutputBuilder(capacity, this.mid);
+    let mid = this.mids[slot]!;
+    if (mid.length < capacity) {
+      mid = new Uint8Array(Math.max(capacity, mid.length * 2));
+      this.mids[slot] = mid;
+    }
+    const builder = new OutputBuilder(capacity, mid);
     let bytes: Uint8Array | null = null;
     try {
       const n = first(builder);
       bytes = builder.take();
       return n + second(bytes);
     } finally {
-      (bytes ?? this.mid).fill(0);
-      if (bytes && bytes.buffer !== this.mid.buffer) this.mid.fill(0);
+      (bytes ?? mid).fill(0);
+      if (bytes && bytes.buffer !== mid.buffer) mid.fill(0);
     }
   }
 

@@ -228,13 +228,14 @@ describe("content codings", () => {
 });
 
 describe("server-sent events", () => {
-  // What a redaction stream holds back of text with few escapes: the decoded view's window
-  // (the longest pattern less one, and a token that may not have ended), then the window of
-  // the bytes as written after it (src/matcher/types.ts heldBackBound is the worst case).
+  // What a redaction stream holds back of text with few escapes: the window of the bytes as
+  // written (the longest pattern less one), then that of each decoded view, nested and flat
+  // (the same, and a token that may not have ended; src/matcher/types.ts heldBackBound is the
+  // worst case).
   const longest = Math.max(
     ...REALS.flatMap((s) => redactionVariants(s).variants.map((v) => v.pattern.length)),
   );
-  const window = 2 * (longest - 1) + MAX_VIEW_TOKEN;
+  const window = 3 * (longest - 1) + 2 * MAX_VIEW_TOKEN;
 
   test("events arrive as they are sent (no buffering beyond the held-back window), redacted", async () => {
     let agentGot = 0;

@@ -152,6 +152,16 @@ export function plantings(real: Buffer): Planting[] {
     // (a `;` only where a digit follows, as a browser would otherwise read on)
     `<p>${some((ch, i) => (i % 3 === 0 ? `&#${ch.charCodeAt(0)}${/[0-9]/.test(chars[i + 1] ?? "") ? ";" : ""}` : null))} </p>`,
   );
+  // Something before the value that escaping turns into the start of a token reaching into
+  // it: Python's quote of "100%" + value, .NET's JSON of "&#x" + value (every other character
+  // of the value escaped, so only a decoded view can find it).
+  const dotnetEvery2 = (ch: string, i: number) =>
+    i % 2 ? u4(ch, true) : ch === '"' ? '\\"' : ch === "\\" ? "\\\\" : ch;
+  add(
+    "prefix-percent",
+    `q=100%25${some((ch, i) => (i % 2 ? `%${ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}` : /[A-Za-z0-9_.~-]/.test(ch) ? null : `%${ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`))}`,
+  );
+  add("prefix-amp-hex", `{"k":"\\u0026#x${chars.map((ch, i) => dotnetEvery2(ch, i)).join("")}"}`);
   // YAML block scalar: base64 in lines, indented.
   add(
     "yaml-indented-base64",

@@ -328,6 +328,18 @@ export const viewVectors: readonly MatcherVector[] = [
     4,
   ),
   vv(
+    "views: what comes before a value cannot read its first characters into a token",
+    // Python's quote of "100%" + value; .NET JSON and Go html/template of "&#x" + value; .NET
+    // JSON of "C:\\" + value: nesting reads on into the value; the flat view does not.
+    "100%25ab9Z%2Bq/Wx7mK|\\u0026#xab9Z\\u002Bq/Wx7mK|&amp;#xab9Z&#43;q/Wx7mK|C:\\\\nQ3\\u002BLp0/Zx8",
+    "100%25[R]|\\u0026#x[R]|&amp;#x[R]|C:\\\\[N]",
+    4,
+    [
+      ["ab9Z+q/Wx7mK", "[R]"],
+      ["nQ3+Lp0/Zx8", "[N]"],
+    ],
+  ),
+  vv(
     "views: two levels of nesting do not",
     "ghp_Ab\\u0026amp;#43;c_D.eF01",
     "ghp_Ab\\u0026amp;#43;c_D.eF01",

@@ -111,8 +111,9 @@ export function record_count(): i32 {
 export function viewPiece(): i32 {
   return VIEW_PIECE;
 }
-export function view_stream_new(viewSet: usize): usize {
-  return newViewStream(viewSet);
+/** flat: 1 = the flat view (no nesting, references only with `;`), 0 = the nested one. */
+export function view_stream_new(viewSet: usize, flat: i32): usize {
+  return newViewStream(viewSet, flat != 0);
 }
 export function view_stream_free(vs: usize): void {
   freeViewStream(vs);

@@ -58,6 +58,8 @@ export class ViewStream {
   skipView: i32;
   /** Raw bytes at the carry's start already output (that token, replaced). */
   emitted: i32;
+  /** 1: the flat view (no nesting, references only with `;`); 0: the nested one. */
+  flat: i32;
 }
 
 let rawWork: usize = 0;
@@ -136,11 +138,12 @@ function ensureViewShared(): bool {
   return rawWork != 0 && tokens != 0 && nestBuf != 0;
 }
 
-export function newViewStream(viewSet: usize): usize {
+export function newViewStream(viewSet: usize, flat: bool): usize {
   if (!ensureViewShared()) return 0;
   const ptr = alloc(offsetof<ViewStream>());
   if (ptr == 0) return 0;
   const vs = changetype<ViewStream>(ptr);
+  vs.flat = flat ? 1 : 0;
   vs.inner = newStream(viewSet);
   vs.carry = alloc(<usize>changetype<PatternSet>(viewSet).maxLen + 64);
   if (vs.inner == 0 || vs.carry == 0) {
@@ -184,6 +187,7 @@ function isDigit(c: u32): bool {
 }
 
 let out: usize = 0; // next view byte
+let flatMode: bool = false; // the stream being decoded reads the flat view
 let vlen: i32 = 0;
 
 @inline
@@ -278,7 +282,7 @@ let nestBuf: usize = 0; // MAX_TOKEN + 16 bytes: a decoded `&`, `\` or `%` and t
 function nestedTokenAt(b: usize, i: i32, end: i32): i32 {
   const v0 = vlen;
   const len = tokenAt(b, i, end);
-  if (len == 0 || vlen - v0 != 1) return len;
+  if (flatMode || len == 0 || vlen - v0 != 1) return len;
   const c = <u32>load<u8>(out + <usize>v0);
   if (c != 0x26 && c != 0x5c && c != 0x25) return len;
   // The window ends MAX_TOKEN bytes after the outer token's start, as in views.ts.
@@ -368,9 +372,10 @@ function ampersandToken(b: usize, i: i32, end: i32): i32 {
       j++;
     }
     if (j == from) return 0;
-    // Ended by `;` (taken), or by any byte that is not another digit (left).
+    // Ended by `;` (taken), or — not in the flat view — by any byte that is not another digit.
     const semi = j < end && byteAt(b, j) == 0x3b;
-    if (!semi && j < end && (hex ? isHex(byteAt(b, j)) : isDigit(byteAt(b, j)))) return 0;
+    if (!semi && (flatMode || (j < end && (hex ? isHex(byteAt(b, j)) : isDigit(byteAt(b, j))))))
+      return 0;
     if (cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return 0;
     emitUtf8(<u32>cp);
     return j + (semi ? 1 : 0) - i;
@@ -519,6 +524,7 @@ export function viewDecode(ptr: usize, added: i32, final: bool): i32 {
   // Resume after the view bytes already decided (the scan restarts there, as it would have).
   changetype<Stream>(vs.inner).pos = vs.skipView;
   streamBegin(vs.inner);
+  flatMode = vs.flat != 0;
   vs.consumed = decode(vs.rawLen, final);
   vs.viewLen = vlen;
   vs.lastEnd = vs.emitted;
