@@ -83,8 +83,12 @@ beforeAll(async () => {
     stdout: "ignore",
     stderr: "ignore",
   });
-  // The forwarder is ready when it accepts a connection (an observable condition, no sleep).
-  while (!(await connects(fwdPort))) await Bun.sleep(20);
+  // The forwarder is ready when it accepts a connection (an observable condition, no sleep);
+  // one that exited (socat missing) fails the setup at once.
+  while (!(await connects(fwdPort))) {
+    if (fwd.exitCode !== null) throw new Error(`the forwarder exited (${fwd.exitCode})`);
+    await Bun.sleep(20);
+  }
 });
 
 afterAll(async () => {
