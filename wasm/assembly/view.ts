@@ -133,7 +133,9 @@ function refFind(p: usize, n: i32): i32 {
 
 function ensureViewShared(): bool {
   if (rawWork == 0) rawWork = alloc(<usize>RAW_CAP + 16);
-  if (tokens == 0) tokens = alloc(<usize>RAW_CAP * 16 + 16);
+  // A token is at least 2 raw bytes, unless it is a dropped line break, and at most two of
+  // those come in a row before a view byte: never more than 3 tokens per 4 raw bytes.
+  if (tokens == 0) tokens = alloc(<usize>((RAW_CAP / 4) * 3 + 4) * 16 + 16);
   if (nestBuf == 0) nestBuf = alloc(<usize>MAX_TOKEN + 16);
   return rawWork != 0 && tokens != 0 && nestBuf != 0;
 }
