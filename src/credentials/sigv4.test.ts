@@ -7,7 +7,13 @@ import { Sha256 } from "@aws-crypto/sha256-js";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import fc from "fast-check";
-import { parseSigV4Authorization, resignSigV4, type SigV4Head, type SigV4Keys } from "./sigv4.ts";
+import {
+  parseSigV4Authorization,
+  resignSigV4,
+  resignSigV4Query,
+  type SigV4Head,
+  type SigV4Keys,
+} from "./sigv4.ts";
 
 const enc = new TextEncoder();
 const DUMMY = {
@@ -260,5 +266,82 @@ describe("SigV4: refusals (fail closed, no value quoted)", () => {
         `AWS4-HMAC-SHA256 Credential=AKIA/20261205/us-east-1/s3/aws4_request, SignedHeaders=x-amz-date, Signature=${"0".repeat(64)}`,
       ),
     ).toMatchObject({ ok: false, reason: "the signature's SignedHeaders must name host" });
+  });
+});
+
+describe("SigV4 presigned (query-signed) S3 requests", () => {
+  const presign = async (k: typeof DUMMY, withToken: boolean, path: string) => {
+    const signer = new SignatureV4({
+      credentials: {
+        accessKeyId: k.accessKeyId,
+        secretAccessKey: k.secretAccessKey,
+        ...(withToken ? { sessionToken: k.sessionToken } : {}),
+      },
+      region: "eu-west-3",
+      service: "s3",
+      sha256: Sha256,
+      uriEscapePath: false,
+    });
+    const req = new HttpRequest({
+      method: "GET",
+      protocol: "https:",
+      hostname: "bucket.s3.test",
+      path: path.split("/").map(rfc3986).join("/"),
+      query: { "response-content-type": "text/plain" },
+      headers: { host: "bucket.s3.test", "x-amz-content-sha256": "UNSIGNED-PAYLOAD" },
+    });
+    const signed = await signer.presign(req, {
+      signingDate: WHEN,
+      expiresIn: 300,
+      unhoistableHeaders: new Set(["x-amz-content-sha256"]),
+      unsignableHeaders: new Set(["x-amz-content-sha256"]),
+    });
+    const q = Object.entries(signed.query ?? {})
+      .map(([k2, v]) => `${rfc3986(k2)}=${rfc3986(String(v))}`)
+      .join("&");
+    return {
+      target: `${signed.path}?${q}`,
+      headers: [["host", "bucket.s3.test"]] as [string, string][],
+    };
+  };
+  const sigOf = (target: string) => /X-Amz-Signature=([0-9a-f]{64})/.exec(target)![1];
+
+  for (const withToken of [false, true]) {
+    test(`verified with the dummy key, signed again with the real one${withToken ? ", with a session token" : ""}`, async () => {
+      const agent = await presign(DUMMY, withToken, "/photos/a b+c.jpg");
+      const want = await presign(REAL, withToken, "/photos/a b+c.jpg");
+      const r = resignSigV4Query(
+        { method: "GET", ...agent },
+        keys(DUMMY, withToken),
+        keys(REAL, withToken),
+      );
+      expect(r.ok).toBe(true);
+      if (!r.ok) return;
+      expect(sigOf(r.value.target)).toBe(sigOf(want.target));
+      expect(r.value.target).toContain(`X-Amz-Credential=${REAL.accessKeyId}%2F20261205%2F`);
+      expect(r.value.target.includes(DUMMY.accessKeyId)).toBe(false);
+    });
+  }
+
+  test("a presigned URL made with another key, tampered, or with two signatures is refused", async () => {
+    const good = await presign(DUMMY, false, "/k");
+    const other = await presign(
+      { ...DUMMY, secretAccessKey: "not-the-dummy-secret-000000000000000" },
+      false,
+      "/k",
+    );
+    const k = [keys(DUMMY, false), keys(REAL, false)] as const;
+    expect(resignSigV4Query({ method: "GET", ...other }, ...k).ok).toBe(false);
+    expect(resignSigV4Query({ method: "PUT", ...good }, ...k).ok).toBe(false);
+    expect(
+      resignSigV4Query({ method: "GET", ...good, target: good.target.replace("/k?", "/j?") }, ...k)
+        .ok,
+    ).toBe(false);
+    expect(
+      resignSigV4Query(
+        { method: "GET", ...good, target: `${good.target}&X-Amz-Signature=${"0".repeat(64)}` },
+        ...k,
+      ).ok,
+    ).toBe(false);
   });
 });

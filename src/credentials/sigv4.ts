@@ -243,3 +243,112 @@ export function resignSigV4(
     ...(swapToken ? { sessionToken: real.sessionToken! } : {}),
   });
 }
+
+/** RFC 3986 strict: every byte but the unreserved characters as %XX (a query value). */
+function queryEncode(s: string): string {
+  return uriEncode(s).replace(/\//g, "%2F");
+}
+
+const decodeParam = (v: string): string | undefined => {
+  try {
+    return decodeURIComponent(v.replace(/\+/g, "%20"));
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * A presigned (query-signed) request: verify that its `X-Amz-Signature` was made with the
+ * agent's dummy keys, then sign it again with the real ones — the credential and the session
+ * token in the query replaced first — and return the new target. S3 only (its presigned
+ * payload is `UNSIGNED-PAYLOAD`).
+ */
+export function resignSigV4Query(
+  head: SigV4Head,
+  dummy: SigV4Keys,
+  real: SigV4Keys,
+): Verdict<{ readonly target: string }, SigV4Refusal> {
+  const q = head.target.indexOf("?");
+  if (q < 0) return bad("the request carries no query signature");
+  const path = head.target.slice(0, q);
+  const pairs = head.target
+    .slice(q + 1)
+    .split("&")
+    .map((p) => {
+      const eq = p.indexOf("=");
+      return eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1)];
+    }) as [string, string][];
+  const one = (name: string): string | undefined => {
+    const found = pairs.filter(([k]) => k === name);
+    return found.length === 1 ? decodeParam(found[0]![1]) : undefined;
+  };
+  if (pairs.filter(([k]) => k.toLowerCase().startsWith("x-amz-signature")).length !== 1) {
+    return bad("a query signature needs exactly one X-Amz-Signature");
+  }
+  if (one("X-Amz-Algorithm") !== SIGV4_ALGORITHM)
+    return bad("X-Amz-Algorithm is not AWS4-HMAC-SHA256");
+  const cred = /^([^/]+)\/(\d{8})\/([a-z0-9-]+)\/([a-z0-9-]+)\/aws4_request$/.exec(
+    one("X-Amz-Credential") ?? "",
+  );
+  const when = one("X-Amz-Date");
+  const signedHeaders = (one("X-Amz-SignedHeaders") ?? "").split(";");
+  const signature = one("X-Amz-Signature") ?? "";
+  if (!cred || !when || !/^[0-9a-f]{64}$/.test(signature) || !signedHeaders.includes("host")) {
+    return bad("the query signature is incomplete (credential, date, signed headers, signature)");
+  }
+  const auth: SigV4Authorization = {
+    accessKeyId: cred[1]!,
+    date: cred[2]!,
+    region: cred[3]!,
+    service: cred[4]!,
+    signedHeaders,
+    signature,
+  };
+  if (auth.service !== "s3") return bad("presigned requests are signed again for S3 only");
+  if (auth.accessKeyId !== dummy.accessKeyId) {
+    return bad("the signature's access key id is not this credential's dummy");
+  }
+  if (!when.startsWith(auth.date)) return bad("X-Amz-Date is not on the credential scope's date");
+  const tokenPairs = pairs.filter(([k]) => k === "X-Amz-Security-Token");
+  if (tokenPairs.length > 1) return bad("more than one X-Amz-Security-Token");
+  if (tokenPairs.length === 1 && one("X-Amz-Security-Token") !== dummy.sessionToken) {
+    return bad("X-Amz-Security-Token is not this credential's dummy token");
+  }
+  if (headerValues(head, "authorization").length > 0) {
+    return bad("a request signed in its query carries no Authorization");
+  }
+  const payload = headerValues(head, "x-amz-content-sha256")[0] ?? "UNSIGNED-PAYLOAD";
+  const targetOf = (list: readonly [string, string][]) =>
+    `${path}?${list.map(([k, v]) => `${k}=${v}`).join("&")}`;
+  const unsigned = (list: readonly [string, string][]) =>
+    list.filter(([k]) => k !== "X-Amz-Signature");
+  const mine = canonicalRequest({ ...head, target: targetOf(unsigned(pairs)) }, auth, payload);
+  if (!mine.ok) return mine;
+  const expected = sigV4Signature(dummy.secretAccessKey, auth, when, mine.value);
+  if (!timingSafeEqual(Buffer.from(expected), Buffer.from(signature))) {
+    return bad("the request is not signed with the agent's key");
+  }
+  const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
+  if (tokenPairs.length === 1 && real.sessionToken === undefined) {
+    return bad("the credential has no real session token for the agent's");
+  }
+  const realPairs = pairs.map(([k, v]): [string, string] =>
+    k === "X-Amz-Credential"
+      ? [k, queryEncode(`${real.accessKeyId}/${scope}`)]
+      : k === "X-Amz-Security-Token"
+        ? [k, queryEncode(real.sessionToken!)]
+        : [k, v],
+  );
+  const theirs = canonicalRequest(
+    { ...head, target: targetOf(unsigned(realPairs)) },
+    auth,
+    payload,
+  );
+  if (!theirs.ok) return theirs;
+  const sig = sigV4Signature(real.secretAccessKey, auth, when, theirs.value);
+  return allow({
+    target: targetOf(
+      realPairs.map(([k, v]): [string, string] => (k === "X-Amz-Signature" ? [k, sig] : [k, v])),
+    ),
+  });
+}

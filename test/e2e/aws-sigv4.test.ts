@@ -196,6 +196,43 @@ describe("the AWS CLI with dummy keys", () => {
   );
 });
 
+describe("a presigned URL made with the dummy keys", () => {
+  test.skipIf(!haveAws)(
+    "aws s3 presign, fetched through the proxy: signed again, served",
+    async () => {
+      const endpoint = `https://s3.test:${s3.port}`;
+      s3.objects.set("b/pre/signed.txt", new TextEncoder().encode("presigned content"));
+      const made = await run([
+        "aws",
+        "--endpoint-url",
+        endpoint,
+        "s3",
+        "presign",
+        "s3://b/pre/signed.txt",
+        "--expires-in",
+        "300",
+      ]);
+      expect(made.code).toBe(0);
+      const url = made.out.trim();
+      expect(url).toContain(`X-Amz-Credential=${KEYS.accessKeyId.dummy}`);
+      const before = s3.requests.length;
+      const r = await h.curl([url]);
+      expect(r.status).toBe(200);
+      expect(r.body.toString()).toBe("presigned content");
+      const seen = s3.requests.slice(before);
+      expect(seen.map((x) => x.verified)).toEqual([true]);
+      expect(seen[0]!.target).toContain(`X-Amz-Credential=${KEYS.accessKeyId.real}`);
+      noReal(r.body);
+      noReal(r.headers);
+      // The same URL with its signature changed is refused before the store.
+      const forged = url.replace(/X-Amz-Signature=[0-9a-f]{4}/, "X-Amz-Signature=0000");
+      const f = await h.curl([forged]);
+      expect(f.status).toBe(403);
+      expect(s3.requests.length).toBe(before + 1);
+    },
+  );
+});
+
 describe("boto3 with dummy keys", () => {
   const script = `
 import boto3, json, sys

@@ -35,8 +35,62 @@ export interface S3Upstream extends AsyncDisposable {
 const AUTH_RE =
   /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/;
 
+const QUERY_AUTH = [
+  "X-Amz-Algorithm",
+  "X-Amz-Credential",
+  "X-Amz-Date",
+  "X-Amz-Expires",
+  "X-Amz-SignedHeaders",
+  "X-Amz-Signature",
+  "X-Amz-Security-Token",
+];
+
+/** A presigned URL: whether the SDK, presigning the same request with `keys`, agrees. */
+async function verifyQuery(req: Request, url: URL, keys: S3Keys): Promise<boolean> {
+  const p = url.searchParams;
+  const cred = /^([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request$/.exec(
+    p.get("X-Amz-Credential") ?? "",
+  );
+  const t = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(p.get("X-Amz-Date") ?? "");
+  if (!cred || !t || cred[1] !== keys.accessKeyId) return false;
+  if ((p.get("X-Amz-Security-Token") ?? undefined) !== keys.sessionToken) return false;
+  const query: Record<string, string> = {};
+  for (const [k, v] of p) if (!QUERY_AUTH.includes(k)) query[k] = v;
+  const signed = new Set((p.get("X-Amz-SignedHeaders") ?? "").split(";"));
+  const headers: Record<string, string> = { "x-amz-content-sha256": "UNSIGNED-PAYLOAD" };
+  for (const [k, v] of req.headers) if (signed.has(k)) headers[k] = v;
+  const signer = new SignatureV4({
+    credentials: keys,
+    region: cred[3]!,
+    service: cred[4]!,
+    sha256: Sha256,
+    uriEscapePath: false,
+  });
+  const out = await signer.presign(
+    new HttpRequest({
+      method: req.method,
+      protocol: "https:",
+      hostname: url.hostname,
+      path: url.pathname,
+      query,
+      headers,
+    }),
+    {
+      signingDate: new Date(Date.UTC(+t[1]!, +t[2]! - 1, +t[3]!, +t[4]!, +t[5]!, +t[6]!)),
+      expiresIn: Number(p.get("X-Amz-Expires") ?? "900"),
+      signableHeaders: signed,
+      unhoistableHeaders: new Set(["x-amz-content-sha256"]),
+      unsignableHeaders: new Set(["x-amz-content-sha256"]),
+    },
+  );
+  return out.query?.["X-Amz-Signature"] === p.get("X-Amz-Signature");
+}
+
 /** Whether the SDK, signing the same request with `keys`, produces the same Authorization. */
 async function verify(req: Request, url: URL, keys: S3Keys): Promise<boolean> {
+  if (!req.headers.has("authorization") && url.searchParams.has("X-Amz-Signature")) {
+    return verifyQuery(req, url, keys);
+  }
   const auth = req.headers.get("authorization") ?? "";
   const m = AUTH_RE.exec(auth);
   if (!m || m[1] !== keys.accessKeyId) return false;

@@ -1,14 +1,20 @@
 // Stage: AWS Signature V4 (issue 16). A request to a host an AWS credential (`kind: "aws"`)
-// is bound to must be signed with the agent's dummy keys: the signature is verified and the
-// request signed again with the real keys over exactly the headers the agent signed, its
-// session token swapped (credentials/sigv4.ts). Anything else to that host is refused — an
+// is bound to must be signed with the agent's dummy keys — in its Authorization, or in its
+// query (a presigned S3 URL): the signature is verified and the request signed again with the
+// real keys over exactly what the agent signed, its session token swapped
+// (credentials/sigv4.ts). Anything else to that host is refused — an
 // unsigned request, a key the proxy does not know, a signature that does not verify, a
 // payload mode not supported yet — so no request reaches AWS half-signed. Runs after
 // `outbound`, which has already checked the head and body for real values.
 
 import { createHash } from "node:crypto";
 import { HeldBody } from "../../body/held-body.ts";
-import { parseSigV4Authorization, resignSigV4, type SigV4Head } from "../../credentials/sigv4.ts";
+import {
+  parseSigV4Authorization,
+  resignSigV4,
+  resignSigV4Query,
+  type SigV4Head,
+} from "../../credentials/sigv4.ts";
 import { allow, refuse } from "../../policy/verdict.ts";
 import type { Stage } from "../exchange.ts";
 
@@ -25,6 +31,17 @@ export function signAws(): Stage {
       if (keys.size === 0) return allow(out);
       const no = (why: string) => refuse("bad-signature" as const, why);
       const auth = header(out.headers, "authorization");
+      // A presigned URL: signed in its query, with no Authorization.
+      if (auth.length === 0 && /[?&]X-Amz-Signature=/.test(out.target)) {
+        const cred = /[?&]X-Amz-Credential=([^&/%]+)(?:%2F|\/)/i.exec(out.target);
+        const pair = cred ? keys.get(decodeURIComponent(cred[1]!)) : undefined;
+        if (!pair) return no("the signature's access key id is not one of the agent's dummy keys");
+        const head = { method: out.method, target: out.target, headers: out.headers };
+        const r = resignSigV4Query(head, pair.dummy, pair.real);
+        if (!r.ok) return no(r.reason);
+        ex.trace.swaps += 1;
+        return allow({ ...out, target: r.value.target });
+      }
       if (auth.length !== 1) {
         return no("requests to this host must be signed (AWS Signature V4) with the agent's key");
       }
