@@ -10,7 +10,7 @@ import type { RequestRoute } from "../policy/request-rule.ts";
 import type { BytePair } from "./basic-auth.ts";
 import { CredentialBindings, type SwapPair } from "./bindings.ts";
 import { redactionVariants, swapVariants, toPatternSpecs } from "./secret-variants.ts";
-import type { SecretsConfig, SigV4Part } from "./secrets.ts";
+import type { SecretsConfig, SigV4Marker, SigV4Part } from "./secrets.ts";
 import type { SigV4Keys } from "./sigv4.ts";
 
 /** What one (agent, destination) may have swapped, compiled for the request path. */
@@ -47,6 +47,9 @@ let nextGeneration = 1;
 /** One AWS credential's keys for a request: the agent's (dummy) and the real ones. */
 export interface SigV4Pair {
   readonly name: string;
+  /** Absent: any. */
+  readonly regions?: readonly string[];
+  readonly services?: readonly string[];
   readonly dummy: SigV4Keys;
   readonly real: SigV4Keys;
 }
@@ -87,7 +90,7 @@ export class SecretState {
   readonly #plans = new Map<string, RequestPlan>();
   readonly #foreign = new Map<string, Foreign | null>();
   /** Credential name → its place in an AWS credential. */
-  readonly #sigv4 = new Map<string, { readonly group: string; readonly part: SigV4Part }>();
+  readonly #sigv4 = new Map<string, SigV4Marker>();
   readonly #owned: Uint8Array[] = [];
 
   private constructor(secrets: SecretsConfig) {
@@ -214,12 +217,14 @@ export class SecretState {
     const out = new Map<string, SigV4Pair>();
     if (this.#sigv4.size === 0) return out;
     const groups = new Map<string, Map<SigV4Part, SwapPair>>();
+    const limits = new Map<string, SigV4Marker>();
     for (const pair of this.bindings.swapPlan(agent, host, port, route).swaps) {
       const at = this.#sigv4.get(pair.name);
       if (!at) continue;
       const g = groups.get(at.group) ?? new Map<SigV4Part, SwapPair>();
       g.set(at.part, pair);
       groups.set(at.group, g);
+      limits.set(at.group, at);
     }
     const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
     for (const [name, g] of groups) {
@@ -227,8 +232,11 @@ export class SecretState {
       const secret = g.get("secretAccessKey");
       if (!id || !secret) continue;
       const token = g.get("sessionToken");
+      const at = limits.get(name)!;
       out.set(text(id.dummy), {
         name,
+        ...(at.regions ? { regions: at.regions } : {}),
+        ...(at.services ? { services: at.services } : {}),
         dummy: {
           accessKeyId: text(id.dummy),
           secretAccessKey: secret.dummy,

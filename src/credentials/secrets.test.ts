@@ -578,6 +578,11 @@ describe("AWS credentials (kind: aws)", () => {
       "dummy and real are the same value",
     ],
     ["no hosts", { ...AWS, hosts: "s3" }, "credentials[0] (aws).hosts: must be an array"],
+    [
+      "regions not names",
+      { ...AWS, regions: ["EU WEST"] },
+      "credentials[0] (aws).regions: must be a non-empty list",
+    ],
   ])("%s", (_name, entry, message) => {
     const e = errorOf(() => parse({ credentials: [JSON.parse(JSON.stringify(entry))] }));
     expect(e.message).toContain(message);

@@ -27,7 +27,8 @@
 //       "accessKeyId": { "dummy": "AKIA…", "real": "AKIA…" },   // signed (SigV4) with the
 //       "secretAccessKey": { "dummy": "…", "real": "…" },       // dummy keys; the proxy
 //       "sessionToken": { "dummy": "…", "real": "…" },          // verifies and signs again
-//       "hosts": ["s3.eu-west-3.amazonaws.com"], "agents": […]  // (sigv4.ts); optional token
+//       "hosts": ["s3.eu-west-3.amazonaws.com"], "agents": […]  // (sigv4.ts); optional token;
+//       "regions": ["eu-west-3"], "services": ["s3"]            // optional: what it may sign
 //   } ] }
 // Environment (merged with the file; a name may not appear in both):
 //   SLAPENIR_CRED_<NAME>_DUMMY, _REAL, _HOSTS (comma list) — required;
@@ -60,6 +61,8 @@ const ENV_KEY_RE =
 const AWS_FIELDS = new Set([
   "name",
   "kind",
+  "regions",
+  "services",
   "accessKeyId",
   "secretAccessKey",
   "sessionToken",
@@ -114,8 +117,8 @@ export class Credential {
     readonly surfaces: readonly Surface[] = DEFAULT_SURFACES,
     /** Per host pattern (same index): the methods and paths it is bound to. */
     readonly scopes: readonly RequestScope[] = hosts.map(() => ANY_REQUEST),
-    /** Part of an AWS credential (`kind: "aws"`): which, and the credential's name. */
-    readonly sigv4?: { readonly group: string; readonly part: SigV4Part },
+    /** Part of an AWS credential (`kind: "aws"`): which, the credential's name, its limits. */
+    readonly sigv4?: SigV4Marker,
   ) {
     Object.freeze(this);
   }
@@ -169,7 +172,16 @@ export interface CredentialDraft {
   readonly inUrl: InUrlRule;
   readonly surfaces: readonly Surface[];
   readonly scopes: readonly RequestScope[];
-  readonly sigv4?: { readonly group: string; readonly part: SigV4Part };
+  readonly sigv4?: SigV4Marker;
+}
+
+/** Where a credential sits in an AWS credential, and the regions and services it may sign for. */
+export interface SigV4Marker {
+  readonly group: string;
+  readonly part: SigV4Part;
+  /** Absent: any. */
+  readonly regions?: readonly string[];
+  readonly services?: readonly string[];
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -292,6 +304,23 @@ function awsDrafts(
     if (entry[part] === undefined)
       throw new ConfigError("missing", "is required", `${named}.${part}`);
   }
+  const limits: { regions?: readonly string[]; services?: readonly string[] } = {};
+  for (const field of ["regions", "services"] as const) {
+    const v = entry[field];
+    if (v === undefined) continue;
+    if (
+      !Array.isArray(v) ||
+      v.length === 0 ||
+      !v.every((x) => typeof x === "string" && /^[a-z0-9-]{1,64}$/.test(x))
+    ) {
+      throw new ConfigError(
+        "bad-value",
+        "must be a non-empty list of lower-case names (eu-west-3, s3)",
+        `${named}.${field}`,
+      );
+    }
+    limits[field] = Object.freeze([...v]);
+  }
   const out: CredentialDraft[] = [];
   for (const part of SIGV4_PARTS) {
     const value = entry[part];
@@ -314,7 +343,7 @@ function awsDrafts(
       inUrl: undefined,
       fieldPath: (f) => (f === "dummy" || f === "real" ? `${where}.${f}` : `${named}.${f}`),
     });
-    out.push({ ...d, surfaces: NO_SURFACES, sigv4: { group: name, part } });
+    out.push({ ...d, surfaces: NO_SURFACES, sigv4: { group: name, part, ...limits } });
   }
   return out;
 }

@@ -55,7 +55,16 @@ const connects = (port: number) =>
 
 beforeAll(async () => {
   h = await startHarness({
-    credentials: [{ name: "aws", kind: "aws", ...KEYS, hosts: ["s3.test:*"] }],
+    credentials: [
+      {
+        name: "aws",
+        kind: "aws",
+        ...KEYS,
+        hosts: ["s3.test:*"],
+        regions: ["eu-west-3"],
+        services: ["s3"],
+      },
+    ],
     allow: ["s3.test:*"],
     names: ["s3.test"],
   });
@@ -286,6 +295,23 @@ describe("what the proxy refuses, and what it redacts", () => {
     expect(s3.requests.length).toBe(before);
     noReal(wrong.body);
     noReal(unsigned.body);
+  });
+
+  test("a signature for a region or service the credential does not sign for is refused", async () => {
+    const before = s3.requests.length;
+    for (const scope of ["aws:amz:us-east-1:s3", "aws:amz:eu-west-3:sqs"]) {
+      const r = await h.curl([
+        "--aws-sigv4",
+        scope,
+        "--user",
+        `${KEYS.accessKeyId.dummy}:${KEYS.secretAccessKey.dummy}`,
+        "-H",
+        `x-amz-security-token: ${KEYS.sessionToken.dummy}`,
+        `https://s3.test:${s3.port}/b/dir/hello.txt`,
+      ]);
+      expect(r.status).toBe(403);
+    }
+    expect(s3.requests.length).toBe(before);
   });
 
   test("an error body naming the real access key id reaches the agent redacted", async () => {

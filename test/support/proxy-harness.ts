@@ -34,6 +34,8 @@ export interface AwsCredentialSpec {
   readonly sessionToken?: { readonly dummy: string; readonly real: string };
   readonly hosts: readonly string[];
   readonly agents?: readonly string[];
+  readonly regions?: readonly string[];
+  readonly services?: readonly string[];
 }
 
 export interface HarnessOptions {

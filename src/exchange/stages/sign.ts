@@ -9,6 +9,7 @@
 
 import { createHash } from "node:crypto";
 import { HeldBody } from "../../body/held-body.ts";
+import type { SigV4Pair } from "../../credentials/secret-state.ts";
 import {
   parseSigV4Authorization,
   resignSigV4,
@@ -20,6 +21,20 @@ import type { Stage } from "../exchange.ts";
 
 const header = (h: SigV4Head["headers"], name: string) =>
   h.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
+
+/**
+ * Why a signature's region or service is not the credential's to sign for, or null (the
+ * agent's text is not quoted: a reason is shown and logged).
+ */
+function beyond(pair: SigV4Pair, region: string, service: string): string | null {
+  if (pair.regions && !pair.regions.includes(region)) {
+    return "the credential does not sign for the signature's region";
+  }
+  if (pair.services && !pair.services.includes(service)) {
+    return "the credential does not sign for the signature's service";
+  }
+  return null;
+}
 
 export function signAws(): Stage {
   return {
@@ -36,6 +51,12 @@ export function signAws(): Stage {
         const cred = /[?&]X-Amz-Credential=([^&/%]+)(?:%2F|\/)/i.exec(out.target);
         const pair = cred ? keys.get(decodeURIComponent(cred[1]!)) : undefined;
         if (!pair) return no("the signature's access key id is not one of the agent's dummy keys");
+        const scope =
+          /[?&]X-Amz-Credential=[^&]*?(?:%2F|\/)\d{8}(?:%2F|\/)([a-z0-9-]+)(?:%2F|\/)([a-z0-9-]+)(?:%2F|\/)/i.exec(
+            out.target,
+          );
+        const outside = beyond(pair, scope?.[1] ?? "", scope?.[2] ?? "");
+        if (outside) return no(outside);
         const head = { method: out.method, target: out.target, headers: out.headers };
         const r = resignSigV4Query(head, pair.dummy, pair.real);
         if (!r.ok) return no(r.reason);
@@ -49,6 +70,8 @@ export function signAws(): Stage {
       if (!parsed.ok) return no(parsed.reason);
       const pair = keys.get(parsed.value.accessKeyId);
       if (!pair) return no("the signature's access key id is not one of the agent's dummy keys");
+      const outside = beyond(pair, parsed.value.region, parsed.value.service);
+      if (outside) return no(outside);
       const payload = header(out.headers, "x-amz-content-sha256")[0];
       if (payload?.startsWith("STREAMING-")) {
         return no(`payload mode ${payload} is not supported yet`);
