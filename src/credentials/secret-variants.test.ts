@@ -30,6 +30,8 @@ test("redaction variants of a typical API key (base64 checked by hand against Bu
       ["base64url-2", "zay1BYi85K3p-P", "W1JFREFDVEVEXQ"],
       ["hex-lower", "736b2d41622f392b7a7e3f", "5b52454441435445445d"],
       ["hex-upper", "736B2D41622F392B7A7E3F", "5B52454441435445445D"],
+      ["hex-spaced-lower", "73 6b 2d 41 62 2f 39 2b 7a 7e 3f", "5b 52 45 44 41 43 54 45 44 5d"],
+      ["hex-spaced-upper", "73 6B 2D 41 62 2F 39 2B 7A 7E 3F", "5B 52 45 44 41 43 54 45 44 5D"],
       ["percent-all-upper", "%73%6B%2D%41%62%2F%39%2B%7A%7E%3F", "%5BREDACTED%5D"],
       ["percent-all-lower", "%73%6b%2d%41%62%2f%39%2b%7a%7e%3f", "%5BREDACTED%5D"],
       ["percent-reserved-upper", "sk-Ab%2F9%2Bz~%3F", "%5BREDACTED%5D"],

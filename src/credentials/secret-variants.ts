@@ -43,6 +43,8 @@ export type VariantEncoding =
   | "base64url-2"
   | "hex-lower"
   | "hex-upper"
+  | "hex-spaced-lower"
+  | "hex-spaced-upper"
   | "percent-all-upper"
   | "percent-all-lower"
   | "percent-reserved-upper"
@@ -80,6 +82,10 @@ export const ENCODERS: Readonly<
   raw: (b) => String.fromCharCode(...b),
   "hex-lower": (b) => Buffer.from(b).toString("hex"),
   "hex-upper": (b) => Buffer.from(b).toString("hex").toUpperCase(),
+  // Bytes as hex pairs with spaces between: how AWS spells a canonical request in its
+  // SignatureDoesNotMatch errors (`CanonicalRequestBytes`), a real token included.
+  "hex-spaced-lower": (b) => Array.from(b, (c) => hex2(c, false)).join(" "),
+  "hex-spaced-upper": (b) => Array.from(b, (c) => hex2(c, true)).join(" "),
   "percent-all-upper": (b) => percent(b, () => true, true),
   "percent-all-lower": (b) => percent(b, () => true, false),
   "percent-reserved-upper": (b) => percent(b, (c) => !isUnreserved(c), true),
@@ -113,6 +119,10 @@ const REDACTION_REPLACEMENT: Readonly<Record<VariantEncoding, string>> = {
   "base64url-2": REDACTED_BASE64,
   "hex-lower": Buffer.from(REDACTED).toString("hex"),
   "hex-upper": Buffer.from(REDACTED).toString("hex").toUpperCase(),
+  "hex-spaced-lower": Array.from(Buffer.from(REDACTED), (c) => c.toString(16)).join(" "),
+  "hex-spaced-upper": Array.from(Buffer.from(REDACTED), (c) => c.toString(16).toUpperCase()).join(
+    " ",
+  ),
   "percent-all-upper": REDACTED_PERCENT,
   "percent-all-lower": REDACTED_PERCENT,
   "percent-reserved-upper": REDACTED_PERCENT,
@@ -150,6 +160,8 @@ const REDACTION_ORDER: readonly VariantEncoding[] = [
   "base64url-2",
   "hex-lower",
   "hex-upper",
+  "hex-spaced-lower",
+  "hex-spaced-upper",
   "percent-all-upper",
   "percent-all-lower",
   "percent-reserved-upper",

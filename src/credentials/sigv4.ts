@@ -100,14 +100,36 @@ function canonicalUri(path: string, service: string): string {
   return uriEncode(removeDotSegments(path));
 }
 
-function canonicalQuery(query: string): string {
+/**
+ * The canonical query, or null when the query as sent is not already in AWS's canonical
+ * spelling: AWS decodes and encodes each name and value again (strict RFC 3986), so a pair
+ * sent another way (`!`, `~` escaped, a `+`, a lower-case escape, `a==b`) would be signed here
+ * one way and checked there another — the request would fail at AWS with an error that spells
+ * out the canonical request, real token included. The clients send the canonical spelling.
+ */
+function canonicalQuery(query: string): string | null {
   if (query === "") return "";
-  const pairs = query.split("&").map((p) => {
+  const pairs: [string, string][] = [];
+  for (const p of query.split("&")) {
     const eq = p.indexOf("=");
-    return eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1)];
-  }) as [string, string][];
+    const [k, v] = eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1)];
+    if (!isCanonical(k) || !isCanonical(v)) return null;
+    pairs.push([k, v]);
+  }
   pairs.sort(([ak, av], [bk, bv]) => (ak < bk ? -1 : ak > bk ? 1 : av < bv ? -1 : av > bv ? 1 : 0));
   return pairs.map(([k, v]) => `${k}=${v}`).join("&");
+}
+
+/** Whether a query name or value is spelled exactly as strict RFC 3986 encodes what it means. */
+function isCanonical(text: string): boolean {
+  if (text.includes("+")) return false;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(text);
+  } catch {
+    return false;
+  }
+  return queryEncode(decoded) === text;
 }
 
 function headerValues(head: SigV4Head, name: string): string[] {
@@ -125,6 +147,8 @@ export function canonicalRequest(
   const q = head.target.indexOf("?");
   const path = q < 0 ? head.target : head.target.slice(0, q);
   const query = q < 0 ? "" : head.target.slice(q + 1);
+  const canonQuery = canonicalQuery(query);
+  if (canonQuery === null) return bad("the query is not in AWS's canonical spelling");
   const lines: string[] = [];
   for (const name of auth.signedHeaders) {
     const values = headerValues(head, name);
@@ -135,7 +159,7 @@ export function canonicalRequest(
     [
       head.method.toUpperCase(),
       canonicalUri(path, auth.service),
-      canonicalQuery(query),
+      canonQuery,
       lines.join(""),
       auth.signedHeaders.join(";"),
       payloadHash,
@@ -207,6 +231,13 @@ export function resignSigV4(
   const auth = parsed.value;
   if (auth.accessKeyId !== dummy.accessKeyId) {
     return bad("the signature's access key id is not this credential's dummy");
+  }
+  // One of each, or AWS and this proxy might read different ones.
+  for (const name of ["x-amz-date", "date", "x-amz-content-sha256", "host"]) {
+    if (headerValues(head, name).length > 1) return bad(`more than one ${name}`);
+  }
+  if (/[?&]X-Amz-(Signature|Credential|Algorithm)=/i.test(head.target)) {
+    return bad("a request signed in its Authorization carries no query signature");
   }
   const when = amzDate(head);
   if (!when?.startsWith(auth.date)) {

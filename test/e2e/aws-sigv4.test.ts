@@ -10,6 +10,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join, resolve } from "node:path";
+import { Sha256 } from "@aws-crypto/sha256-js";
+import { HttpRequest } from "@smithy/protocol-http";
+import { SignatureV4 } from "@smithy/signature-v4";
 import { carries } from "../support/hostile-oracle.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { type S3Upstream, startS3Upstream } from "../support/s3-upstream.ts";
@@ -311,6 +314,62 @@ describe("what the proxy refuses, and what it redacts", () => {
       ]);
       expect(r.status).toBe(403);
     }
+    expect(s3.requests.length).toBe(before);
+  });
+
+  test("signed as the AWS SDK for JavaScript signs (content-length among the signed headers): accepted", async () => {
+    const body = "from the JS SDK\n";
+    const signer = new SignatureV4({
+      credentials: {
+        accessKeyId: KEYS.accessKeyId.dummy,
+        secretAccessKey: KEYS.secretAccessKey.dummy,
+        sessionToken: KEYS.sessionToken.dummy,
+      },
+      region: "eu-west-3",
+      service: "s3",
+      sha256: Sha256,
+      uriEscapePath: false,
+      applyChecksum: true,
+    });
+    const signed = await signer.sign(
+      new HttpRequest({
+        method: "PUT",
+        protocol: "https:",
+        hostname: "s3.test",
+        port: s3.port,
+        path: "/b/js/object.txt",
+        headers: {
+          host: `s3.test:${s3.port}`,
+          "content-type": "text/plain",
+          "content-length": String(body.length),
+        },
+        body,
+      }),
+    );
+    expect(signed.headers.authorization).toContain("content-length");
+    const before = s3.requests.length;
+    const r = await h.curl([
+      "-X",
+      "PUT",
+      ...Object.entries(signed.headers)
+        .filter(([k]) => k !== "host" && k !== "content-length")
+        .flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
+      "--data-binary",
+      body,
+      `https://s3.test:${s3.port}/b/js/object.txt`,
+    ]);
+    expect(r.status).toBe(200);
+    expect(s3.requests.slice(before).map((x) => x.verified)).toEqual([true]);
+    expect(new TextDecoder().decode(s3.objects.get("b/js/object.txt"))).toBe(body);
+  });
+
+  test("a query not in AWS's canonical spelling is refused before the store", async () => {
+    const before = s3.requests.length;
+    const r = await curlSigned(
+      `${KEYS.accessKeyId.dummy}:${KEYS.secretAccessKey.dummy}`,
+      "/b/x?a=b!c",
+    );
+    expect(r.status).toBe(403);
     expect(s3.requests.length).toBe(before);
   });
 

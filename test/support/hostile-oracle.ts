@@ -58,6 +58,10 @@ export function plantings(real: Buffer): Planting[] {
   }
   add("hex-lower", `h=${hex(real)}`);
   add("hex-upper", `H=${hex(real).toUpperCase()}`);
+  add(
+    "hex-spaced",
+    `<CanonicalRequestBytes>${Array.from(real, (c) => c.toString(16).padStart(2, "0")).join(" ")}</CanonicalRequestBytes>`,
+  );
   add("percent-all-upper", `p=${pct(real, true, true)}`);
   add("percent-all-lower", `p=${pct(real, true, false)}`);
   add("percent-reserved", `q=${encodeURIComponent(real.toString("latin1"))}`);
@@ -203,6 +207,10 @@ function binaryViews(text: string): { scheme: string; bytes: Buffer }[] {
     const r = m[0];
     hexParts.push(Buffer.from(r.slice(0, r.length - (r.length % 2)), "hex"));
     hexParts.push(Buffer.from(r.slice(1, r.length - ((r.length - 1) % 2)), "hex"));
+  }
+  // Hex pairs with spaces between (AWS's CanonicalRequestBytes).
+  for (const m of text.matchAll(/(?:[0-9a-fA-F]{2} ){7,}[0-9a-fA-F]{2}/g)) {
+    hexParts.push(Buffer.from(m[0].replaceAll(" ", ""), "hex"));
   }
   const b64Parts: Buffer[] = [];
   for (const m of text.matchAll(/[A-Za-z0-9+/_-]{12,}={0,2}/g)) {

@@ -73,7 +73,7 @@ export function signAws(): Stage {
       const outside = beyond(pair, parsed.value.region, parsed.value.service);
       if (outside) return no(outside);
       const payload = header(out.headers, "x-amz-content-sha256")[0];
-      if (payload?.startsWith("STREAMING-")) {
+      if (payload?.toUpperCase().startsWith("STREAMING-")) {
         return no(`payload mode ${payload} is not supported yet`);
       }
       let bodyHash: string | undefined;
@@ -83,7 +83,19 @@ export function signAws(): Stage {
           bodyHash = createHash("sha256").update(out.body.bytes).digest("hex");
         } else return no("a streamed body needs x-amz-content-sha256 to be signed");
       }
-      const head = { method: out.method, target: out.target, headers: out.headers };
+      // Content-Length is the upstream leg's to write (the body's length when it is known): a
+      // signature over it (the JS SDK signs it) is checked against the length that will go.
+      const length =
+        out.body === null ? 0 : out.body instanceof HeldBody ? out.body.length : out.body.length;
+      const signsLength = parsed.value.signedHeaders.includes("content-length");
+      if (signsLength && length === null) {
+        return no("a signed content-length needs a body of known length");
+      }
+      const headers0: SigV4Head["headers"] =
+        signsLength && header(out.headers, "content-length").length === 0
+          ? [...out.headers, ["content-length", String(length)]]
+          : out.headers;
+      const head = { method: out.method, target: out.target, headers: headers0 };
       const r = resignSigV4(head, pair.dummy, pair.real, bodyHash);
       if (!r.ok) return no(r.reason);
       const headers = out.headers.map(([k, v]): readonly [string, string] => {
