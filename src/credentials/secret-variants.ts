@@ -119,10 +119,8 @@ const REDACTION_REPLACEMENT: Readonly<Record<VariantEncoding, string>> = {
   "base64url-2": REDACTED_BASE64,
   "hex-lower": Buffer.from(REDACTED).toString("hex"),
   "hex-upper": Buffer.from(REDACTED).toString("hex").toUpperCase(),
-  "hex-spaced-lower": Array.from(Buffer.from(REDACTED), (c) => c.toString(16)).join(" "),
-  "hex-spaced-upper": Array.from(Buffer.from(REDACTED), (c) => c.toString(16).toUpperCase()).join(
-    " ",
-  ),
+  "hex-spaced-lower": ENCODERS["hex-spaced-lower"](ascii(REDACTED)),
+  "hex-spaced-upper": ENCODERS["hex-spaced-upper"](ascii(REDACTED)),
   "percent-all-upper": REDACTED_PERCENT,
   "percent-all-lower": REDACTED_PERCENT,
   "percent-reserved-upper": REDACTED_PERCENT,

@@ -109,15 +109,18 @@ function canonicalUri(path: string, service: string): string {
  */
 function canonicalQuery(query: string): string | null {
   if (query === "") return "";
-  const pairs: [string, string][] = [];
-  for (const p of query.split("&")) {
-    const eq = p.indexOf("=");
-    const [k, v] = eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1)];
-    if (!isCanonical(k) || !isCanonical(v)) return null;
-    pairs.push([k, v]);
-  }
+  const pairs = splitQuery(query);
+  if (pairs.some(([k, v]) => !isCanonical(k) || !isCanonical(v))) return null;
   pairs.sort(([ak, av], [bk, bv]) => (ak < bk ? -1 : ak > bk ? 1 : av < bv ? -1 : av > bv ? 1 : 0));
   return pairs.map(([k, v]) => `${k}=${v}`).join("&");
+}
+
+/** A query's `name=value` pairs as sent (`name` alone: an empty value). */
+function splitQuery(query: string): [string, string][] {
+  return query.split("&").map((p) => {
+    const eq = p.indexOf("=");
+    return eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1)];
+  });
 }
 
 /** Whether a query name or value is spelled exactly as strict RFC 3986 encodes what it means. */
@@ -132,8 +135,9 @@ function isCanonical(text: string): boolean {
   return queryEncode(decoded) === text;
 }
 
-function headerValues(head: SigV4Head, name: string): string[] {
-  return head.headers
+/** The values of every field named `name` (lower-case), trimmed, runs of spaces collapsed. */
+export function headerValues(headers: SigV4Head["headers"], name: string): string[] {
+  return headers
     .filter(([k]) => k.toLowerCase() === name)
     .map(([, v]) => v.trim().replace(/\s+/g, " "));
 }
@@ -151,7 +155,7 @@ export function canonicalRequest(
   if (canonQuery === null) return bad("the query is not in AWS's canonical spelling");
   const lines: string[] = [];
   for (const name of auth.signedHeaders) {
-    const values = headerValues(head, name);
+    const values = headerValues(head.headers, name);
     if (values.length === 0) return bad(`the signed header ${name} is not in the request`);
     lines.push(`${name}:${values.join(",")}\n`);
   }
@@ -169,7 +173,7 @@ export function canonicalRequest(
 
 /** The request's `x-amz-date` (or `date`), the signed time. */
 function amzDate(head: SigV4Head): string | undefined {
-  return headerValues(head, "x-amz-date")[0] ?? headerValues(head, "date")[0];
+  return headerValues(head.headers, "x-amz-date")[0] ?? headerValues(head.headers, "date")[0];
 }
 
 /** The signature of `canonical` with `secret` in `auth`'s scope. */
@@ -224,7 +228,7 @@ export function resignSigV4(
   real: SigV4Keys,
   bodyHash?: string,
 ): Verdict<ResignedHead, SigV4Refusal> {
-  const authValues = headerValues(head, "authorization");
+  const authValues = headerValues(head.headers, "authorization");
   if (authValues.length !== 1) return bad("a signed request needs exactly one Authorization");
   const parsed = parseSigV4Authorization(authValues[0]!);
   if (!parsed.ok) return parsed;
@@ -234,7 +238,7 @@ export function resignSigV4(
   }
   // One of each, or AWS and this proxy might read different ones.
   for (const name of ["x-amz-date", "date", "x-amz-content-sha256", "host"]) {
-    if (headerValues(head, name).length > 1) return bad(`more than one ${name}`);
+    if (headerValues(head.headers, name).length > 1) return bad(`more than one ${name}`);
   }
   if (/[?&]X-Amz-(Signature|Credential|Algorithm)=/i.test(head.target)) {
     return bad("a request signed in its Authorization carries no query signature");
@@ -243,9 +247,9 @@ export function resignSigV4(
   if (!when?.startsWith(auth.date)) {
     return bad("x-amz-date is missing or not on the credential scope's date");
   }
-  const payload = headerValues(head, "x-amz-content-sha256")[0] ?? bodyHash;
+  const payload = headerValues(head.headers, "x-amz-content-sha256")[0] ?? bodyHash;
   if (payload === undefined) return bad("the payload hash is unknown (no x-amz-content-sha256)");
-  const tokens = headerValues(head, "x-amz-security-token");
+  const tokens = headerValues(head.headers, "x-amz-security-token");
   if (tokens.length > 1) return bad("more than one x-amz-security-token");
   if (tokens.length === 1 && tokens[0] !== dummy.sessionToken) {
     return bad("x-amz-security-token is not this credential's dummy token");
@@ -288,27 +292,19 @@ const decodeParam = (v: string): string | undefined => {
   }
 };
 
-/**
- * A presigned (query-signed) request: verify that its `X-Amz-Signature` was made with the
- * agent's dummy keys, then sign it again with the real ones — the credential and the session
- * token in the query replaced first — and return the new target. S3 only (its presigned
- * payload is `UNSIGNED-PAYLOAD`).
- */
-export function resignSigV4Query(
-  head: SigV4Head,
-  dummy: SigV4Keys,
-  real: SigV4Keys,
-): Verdict<{ readonly target: string }, SigV4Refusal> {
-  const q = head.target.indexOf("?");
+/** A query signature read from a target: its pairs as sent, its scope, its signed time. */
+export interface SigV4Query {
+  readonly path: string;
+  readonly pairs: readonly [string, string][];
+  readonly auth: SigV4Authorization;
+  readonly when: string;
+}
+
+/** The signature a presigned (query-signed) target carries, or why it carries none. */
+export function readSigV4Query(target: string): Verdict<SigV4Query, SigV4Refusal> {
+  const q = target.indexOf("?");
   if (q < 0) return bad("the request carries no query signature");
-  const path = head.target.slice(0, q);
-  const pairs = head.target
-    .slice(q + 1)
-    .split("&")
-    .map((p) => {
-      const eq = p.indexOf("=");
-      return eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1)];
-    }) as [string, string][];
+  const pairs = splitQuery(target.slice(q + 1));
   const one = (name: string): string | undefined => {
     const found = pairs.filter(([k]) => k === name);
     return found.length === 1 ? decodeParam(found[0]![1]) : undefined;
@@ -327,14 +323,35 @@ export function resignSigV4Query(
   if (!cred || !when || !/^[0-9a-f]{64}$/.test(signature) || !signedHeaders.includes("host")) {
     return bad("the query signature is incomplete (credential, date, signed headers, signature)");
   }
-  const auth: SigV4Authorization = {
-    accessKeyId: cred[1]!,
-    date: cred[2]!,
-    region: cred[3]!,
-    service: cred[4]!,
-    signedHeaders,
-    signature,
-  };
+  return allow({
+    path: target.slice(0, q),
+    pairs,
+    auth: {
+      accessKeyId: cred[1]!,
+      date: cred[2]!,
+      region: cred[3]!,
+      service: cred[4]!,
+      signedHeaders,
+      signature,
+    },
+    when,
+  });
+}
+
+/**
+ * A presigned (query-signed) request: verify that its `X-Amz-Signature` was made with the
+ * agent's dummy keys, then sign it again with the real ones — the credential and the session
+ * token in the query replaced first — and return the new target. S3 only (its presigned
+ * payload is `UNSIGNED-PAYLOAD`).
+ */
+export function resignSigV4Query(
+  head: SigV4Head,
+  dummy: SigV4Keys,
+  real: SigV4Keys,
+): Verdict<{ readonly target: string }, SigV4Refusal> {
+  const read = readSigV4Query(head.target);
+  if (!read.ok) return read;
+  const { path, pairs, auth, when } = read.value;
   if (auth.service !== "s3") return bad("presigned requests are signed again for S3 only");
   if (auth.accessKeyId !== dummy.accessKeyId) {
     return bad("the signature's access key id is not this credential's dummy");
@@ -342,13 +359,13 @@ export function resignSigV4Query(
   if (!when.startsWith(auth.date)) return bad("X-Amz-Date is not on the credential scope's date");
   const tokenPairs = pairs.filter(([k]) => k === "X-Amz-Security-Token");
   if (tokenPairs.length > 1) return bad("more than one X-Amz-Security-Token");
-  if (tokenPairs.length === 1 && one("X-Amz-Security-Token") !== dummy.sessionToken) {
+  if (tokenPairs.length === 1 && decodeParam(tokenPairs[0]![1]) !== dummy.sessionToken) {
     return bad("X-Amz-Security-Token is not this credential's dummy token");
   }
-  if (headerValues(head, "authorization").length > 0) {
+  if (headerValues(head.headers, "authorization").length > 0) {
     return bad("a request signed in its query carries no Authorization");
   }
-  const payload = headerValues(head, "x-amz-content-sha256")[0] ?? "UNSIGNED-PAYLOAD";
+  const payload = headerValues(head.headers, "x-amz-content-sha256")[0] ?? "UNSIGNED-PAYLOAD";
   const targetOf = (list: readonly [string, string][]) =>
     `${path}?${list.map(([k, v]) => `${k}=${v}`).join("&")}`;
   const unsigned = (list: readonly [string, string][]) =>
@@ -356,7 +373,7 @@ export function resignSigV4Query(
   const mine = canonicalRequest({ ...head, target: targetOf(unsigned(pairs)) }, auth, payload);
   if (!mine.ok) return mine;
   const expected = sigV4Signature(dummy.secretAccessKey, auth, when, mine.value);
-  if (!timingSafeEqual(Buffer.from(expected), Buffer.from(signature))) {
+  if (!timingSafeEqual(Buffer.from(expected), Buffer.from(auth.signature))) {
     return bad("the request is not signed with the agent's key");
   }
   const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;

@@ -509,20 +509,23 @@ const viewScenario = fc
     maxPiece,
   }));
 
+/** Each engine against the reference on view scenarios, whole and in random chunkings. */
+function agreesOnViews(engine: MatcherEngine, views: CompileOptions, numRuns: number): void {
+  fc.assert(
+    fc.property(viewScenario, ({ specs, input, cutSeed, maxPiece }) => {
+      const want = whole(referenceEngine, specs, input, views);
+      expect(whole(engine, specs, input, views)).toEqual(want);
+      const cuts = randomCuts(input.length, cutSeed, maxPiece);
+      expect(streamed(engine, specs, input, cuts, views)).toEqual(want);
+    }),
+    { numRuns },
+  );
+}
+
 describe("property: decoded views agree with the reference whatever the chunking", () => {
   const views = { views: true } as const;
   for (const [engineName, engine] of fastEngines) {
-    test(engineName, () => {
-      fc.assert(
-        fc.property(viewScenario, ({ specs, input, cutSeed, maxPiece }) => {
-          const want = whole(referenceEngine, specs, input, views);
-          expect(whole(engine, specs, input, views)).toEqual(want);
-          const cuts = randomCuts(input.length, cutSeed, maxPiece);
-          expect(streamed(engine, specs, input, cuts, views)).toEqual(want);
-        }),
-        { numRuns: 800 },
-      );
-    });
+    test(engineName, () => agreesOnViews(engine, views, 800));
   }
   for (const [engineName, replace] of wholeOnly) {
     test(`${engineName} (whole buffers)`, () => {
@@ -538,21 +541,10 @@ describe("property: decoded views agree with the reference whatever the chunking
 
 describe("property: a set that also swaps (views on its first pattern only) agrees too", () => {
   // The outbound pass: real values (matched on the view, first) and dummies swapped as written.
-  const views = { views: 1 } as const;
   for (const [engineName, engine] of fastEngines.filter(
     ([n]) => n === "wasm" || n === "wasm switching",
   )) {
-    test(engineName, () => {
-      fc.assert(
-        fc.property(viewScenario, ({ specs, input, cutSeed, maxPiece }) => {
-          const want = whole(referenceEngine, specs, input, views);
-          expect(whole(engine, specs, input, views)).toEqual(want);
-          const cuts = randomCuts(input.length, cutSeed, maxPiece);
-          expect(streamed(engine, specs, input, cuts, views)).toEqual(want);
-        }),
-        { numRuns: 400 },
-      );
-    });
+    test(engineName, () => agreesOnViews(engine, { views: 1 }, 400));
   }
 });
 

@@ -99,11 +99,11 @@ function utf8Bytes(cp: number): number[] {
   ];
 }
 
-/** Four hex digits at `at` (inside `end`), or -1. */
-function hex4(b: Uint8Array, at: number, end: number): number {
-  if (at + 4 > end) return -1;
+/** `n` hex digits at `at` (inside `end`) as a number, or -1. */
+function hexN(b: Uint8Array, at: number, end: number, n: number): number {
+  if (at + n > end) return -1;
   let v = 0;
-  for (let k = 0; k < 4; k++) {
+  for (let k = 0; k < n; k++) {
     const c = b[at + k]!;
     if (!isHex(c)) return -1;
     v = (v << 4) | hexValue(c);
@@ -134,17 +134,17 @@ function backslashToken(b: Uint8Array, i: number, end: number): Token {
       return { len: 2, bytes: [CR] };
     case 0x78: {
       // x
-      if (i + 4 > end || !isHex(b[i + 2]!) || !isHex(b[i + 3]!)) return null;
-      return { len: 4, bytes: utf8Bytes((hexValue(b[i + 2]!) << 4) | hexValue(b[i + 3]!)) };
+      const x = hexN(b, i + 2, end, 2);
+      return x < 0 ? null : { len: 4, bytes: utf8Bytes(x) };
     }
     case 0x75: {
       // u
-      const u = hex4(b, i + 2, end);
+      const u = hexN(b, i + 2, end, 4);
       if (u < 0) return null;
       if (u >= 0xdc00 && u < 0xe000) return null;
       if (u < 0xd800) return { len: 6, bytes: utf8Bytes(u) };
       if (i + 12 > end || b[i + 6] !== BACKSLASH || b[i + 7] !== 0x75) return null;
-      const lo = hex4(b, i + 8, end);
+      const lo = hexN(b, i + 8, end, 4);
       if (lo < 0xdc00 || lo >= 0xe000) return null;
       return { len: 12, bytes: utf8Bytes(0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00)) };
     }
@@ -204,8 +204,8 @@ function lineBreakAt(b: Uint8Array, at: number, end: number): number {
 }
 
 function percentToken(b: Uint8Array, i: number, end: number): Token {
-  if (i + 3 > end || !isHex(b[i + 1]!) || !isHex(b[i + 2]!)) return null;
-  return { len: 3, bytes: [(hexValue(b[i + 1]!) << 4) | hexValue(b[i + 2]!)] };
+  const x = hexN(b, i + 1, end, 2);
+  return x < 0 ? null : { len: 3, bytes: [x] };
 }
 
 function tokenAt(b: Uint8Array, i: number, end: number, flat = false): Token {

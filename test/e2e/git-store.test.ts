@@ -164,17 +164,24 @@ describe("a git forge through the proxy, the agent holding only its dummy", () =
     "",
   ].join("\n");
 
-  test("push with compression off: the forge stores the dummy, never the real token", async () => {
-    const helper = `!f() { test "$1" = get && printf 'username=x-access-token\\npassword=${DUMMY}\\n'; }; f`;
-    const clone = join(work, "agent-clone");
+  // git asks this helper for the password: the dummy, as a forge token is presented.
+  const HELPER = `!f() { test "$1" = get && printf 'username=x-access-token\\npassword=${DUMMY}\\n'; }; f`;
+  /** The agent clones the forge's repository into `name` under the work directory. */
+  const cloneAs = async (name: string) => {
+    const dir = join(work, name);
     await agentGit([
       "-c",
-      `credential.helper=${helper}`,
+      `credential.helper=${HELPER}`,
       "clone",
       "-q",
       `https://git.test:${up.port}/project.git`,
-      clone,
+      dir,
     ]);
+    return dir;
+  };
+
+  test("push with compression off: the forge stores the dummy, never the real token", async () => {
+    const clone = await cloneAs("agent-clone");
     writeFileSync(join(clone, "notes.txt"), content);
     await agentGit(["add", "notes.txt"], clone);
     await agentGit(["commit", "-q", "-m", `notes ${DUMMY}`], clone);
@@ -185,7 +192,7 @@ describe("a git forge through the proxy, the agent holding only its dummy", () =
         "-c",
         "pack.compression=0",
         "-c",
-        `credential.helper=${helper}`,
+        `credential.helper=${HELPER}`,
         "push",
         "-q",
         "origin",
@@ -210,16 +217,7 @@ describe("a git forge through the proxy, the agent holding only its dummy", () =
   });
 
   test("clone back: the agent reads the dummy, and no byte of the real token", async () => {
-    const helper = `!f() { test "$1" = get && printf 'username=x-access-token\\npassword=${DUMMY}\\n'; }; f`;
-    const again = join(work, "agent-again");
-    await agentGit([
-      "-c",
-      `credential.helper=${helper}`,
-      "clone",
-      "-q",
-      `https://git.test:${up.port}/project.git`,
-      again,
-    ]);
+    const again = await cloneAs("agent-again");
     expect(readFileSync(join(again, "notes.txt"), "utf8")).toBe(content);
     expect(everyFile(again).some((f) => carries(f, REAL))).toBe(false);
     expect(carries(await everyObject(join(again, ".git")), REAL)).toBe(false);

@@ -35,6 +35,12 @@ export interface S3Upstream extends AsyncDisposable {
 const AUTH_RE =
   /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/;
 
+/** A `YYYYMMDDTHHMMSSZ` time, or null. */
+function amzDate(text: string | null): Date | null {
+  const t = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(text ?? "");
+  return t ? new Date(Date.UTC(+t[1]!, +t[2]! - 1, +t[3]!, +t[4]!, +t[5]!, +t[6]!)) : null;
+}
+
 const QUERY_AUTH = [
   "X-Amz-Algorithm",
   "X-Amz-Credential",
@@ -51,8 +57,8 @@ async function verifyQuery(req: Request, url: URL, keys: S3Keys): Promise<boolea
   const cred = /^([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request$/.exec(
     p.get("X-Amz-Credential") ?? "",
   );
-  const t = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(p.get("X-Amz-Date") ?? "");
-  if (!cred || !t || cred[1] !== keys.accessKeyId) return false;
+  const signingDate = amzDate(p.get("X-Amz-Date"));
+  if (!cred || !signingDate || cred[1] !== keys.accessKeyId) return false;
   if ((p.get("X-Amz-Security-Token") ?? undefined) !== keys.sessionToken) return false;
   const query: Record<string, string> = {};
   for (const [k, v] of p) if (!QUERY_AUTH.includes(k)) query[k] = v;
@@ -76,7 +82,7 @@ async function verifyQuery(req: Request, url: URL, keys: S3Keys): Promise<boolea
       headers,
     }),
     {
-      signingDate: new Date(Date.UTC(+t[1]!, +t[2]! - 1, +t[3]!, +t[4]!, +t[5]!, +t[6]!)),
+      signingDate,
       expiresIn: Number(p.get("X-Amz-Expires") ?? "900"),
       signableHeaders: signed,
       unhoistableHeaders: new Set(["x-amz-content-sha256"]),
@@ -94,10 +100,8 @@ async function verify(req: Request, url: URL, keys: S3Keys): Promise<boolean> {
   const auth = req.headers.get("authorization") ?? "";
   const m = AUTH_RE.exec(auth);
   if (!m || m[1] !== keys.accessKeyId) return false;
-  const when = req.headers.get("x-amz-date") ?? "";
-  const t = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(when);
-  if (!t) return false;
-  const signingDate = new Date(Date.UTC(+t[1]!, +t[2]! - 1, +t[3]!, +t[4]!, +t[5]!, +t[6]!));
+  const signingDate = amzDate(req.headers.get("x-amz-date"));
+  if (!signingDate) return false;
   const signed = new Set(m[5]!.split(";"));
   const headers: Record<string, string> = {};
   for (const [k, v] of req.headers) if (k !== "authorization") headers[k] = v;

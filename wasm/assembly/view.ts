@@ -220,10 +220,11 @@ function byteAt(b: usize, i: i32): u32 {
   return <u32>load<u8>(b + <usize>i);
 }
 
-function hex4(b: usize, at: i32, end: i32): i32 {
-  if (at + 4 > end) return -1;
+/** `n` hex digits at `at` (inside `end`) as a number, or -1. */
+function hexN(b: usize, at: i32, end: i32, n: i32): i32 {
+  if (at + n > end) return -1;
   let v: i32 = 0;
-  for (let k = 0; k < 4; k++) {
+  for (let k = 0; k < n; k++) {
     const c = byteAt(b, at + k);
     if (!isHex(c)) return -1;
     v = (v << 4) | <i32>hexValue(c);
@@ -258,11 +259,9 @@ function lineBreakAt(b: usize, at: i32, end: i32): i32 {
 
 /** Decode a `%` token at i: 3 (the byte emitted), or 0 = the byte is itself. */
 function percentToken(b: usize, i: i32, end: i32): i32 {
-  if (i + 3 > end) return 0;
-  const h = byteAt(b, i + 1);
-  const l = byteAt(b, i + 2);
-  if (!isHex(h) || !isHex(l)) return 0;
-  emit((hexValue(h) << 4) | hexValue(l));
+  const x = hexN(b, i + 1, end, 2);
+  if (x < 0) return 0;
+  emit(<u32>x);
   return 3;
 }
 
@@ -336,15 +335,13 @@ function backslashToken(b: usize, i: i32, end: i32): i32 {
     return 2;
   }
   if (d == 0x78) {
-    if (i + 4 > end) return 0;
-    const h = byteAt(b, i + 2);
-    const l = byteAt(b, i + 3);
-    if (!isHex(h) || !isHex(l)) return 0;
-    emitUtf8((hexValue(h) << 4) | hexValue(l));
+    const x = hexN(b, i + 2, end, 2);
+    if (x < 0) return 0;
+    emitUtf8(<u32>x);
     return 4;
   }
   if (d != 0x75) return 0;
-  const u = hex4(b, i + 2, end);
+  const u = hexN(b, i + 2, end, 4);
   if (u < 0) return 0;
   if (u >= 0xdc00 && u < 0xe000) return 0;
   if (u < 0xd800) {
@@ -352,7 +349,7 @@ function backslashToken(b: usize, i: i32, end: i32): i32 {
     return 6;
   }
   if (i + 12 > end || byteAt(b, i + 6) != 0x5c || byteAt(b, i + 7) != 0x75) return 0;
-  const lo = hex4(b, i + 8, end);
+  const lo = hexN(b, i + 8, end, 4);
   if (lo < 0xdc00 || lo >= 0xe000) return 0;
   emitUtf8(0x10000 + ((<u32>u - 0xd800) << 10) + (<u32>lo - 0xdc00));
   return 12;

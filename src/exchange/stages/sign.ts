@@ -11,16 +11,15 @@ import { createHash } from "node:crypto";
 import { HeldBody } from "../../body/held-body.ts";
 import type { SigV4Pair } from "../../credentials/secret-state.ts";
 import {
+  headerValues,
   parseSigV4Authorization,
+  readSigV4Query,
   resignSigV4,
   resignSigV4Query,
   type SigV4Head,
 } from "../../credentials/sigv4.ts";
 import { allow, refuse } from "../../policy/verdict.ts";
 import type { Stage } from "../exchange.ts";
-
-const header = (h: SigV4Head["headers"], name: string) =>
-  h.filter(([k]) => k.toLowerCase() === name).map(([, v]) => v);
 
 /**
  * Why a signature's region or service is not the credential's to sign for, or null (the
@@ -45,17 +44,14 @@ export function signAws(): Stage {
       const keys = ex.secrets.sigv4Keys(ex.agent, target.host, target.port, ex.route);
       if (keys.size === 0) return allow(out);
       const no = (why: string) => refuse("bad-signature" as const, why);
-      const auth = header(out.headers, "authorization");
+      const auth = headerValues(out.headers, "authorization");
       // A presigned URL: signed in its query, with no Authorization.
       if (auth.length === 0 && /[?&]X-Amz-Signature=/.test(out.target)) {
-        const cred = /[?&]X-Amz-Credential=([^&/%]+)(?:%2F|\/)/i.exec(out.target);
-        const pair = cred ? keys.get(decodeURIComponent(cred[1]!)) : undefined;
+        const read = readSigV4Query(out.target);
+        if (!read.ok) return no(read.reason);
+        const pair = keys.get(read.value.auth.accessKeyId);
         if (!pair) return no("the signature's access key id is not one of the agent's dummy keys");
-        const scope =
-          /[?&]X-Amz-Credential=[^&]*?(?:%2F|\/)\d{8}(?:%2F|\/)([a-z0-9-]+)(?:%2F|\/)([a-z0-9-]+)(?:%2F|\/)/i.exec(
-            out.target,
-          );
-        const outside = beyond(pair, scope?.[1] ?? "", scope?.[2] ?? "");
+        const outside = beyond(pair, read.value.auth.region, read.value.auth.service);
         if (outside) return no(outside);
         const head = { method: out.method, target: out.target, headers: out.headers };
         const r = resignSigV4Query(head, pair.dummy, pair.real);
@@ -72,7 +68,7 @@ export function signAws(): Stage {
       if (!pair) return no("the signature's access key id is not one of the agent's dummy keys");
       const outside = beyond(pair, parsed.value.region, parsed.value.service);
       if (outside) return no(outside);
-      const payload = header(out.headers, "x-amz-content-sha256")[0];
+      const payload = headerValues(out.headers, "x-amz-content-sha256")[0];
       if (payload?.toUpperCase().startsWith("STREAMING-")) {
         return no(`payload mode ${payload} is not supported yet`);
       }
@@ -92,7 +88,7 @@ export function signAws(): Stage {
         return no("a signed content-length needs a body of known length");
       }
       const headers0: SigV4Head["headers"] =
-        signsLength && header(out.headers, "content-length").length === 0
+        signsLength && headerValues(out.headers, "content-length").length === 0
           ? [...out.headers, ["content-length", String(length)]]
           : out.headers;
       const head = { method: out.method, target: out.target, headers: headers0 };
