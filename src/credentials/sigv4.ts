@@ -176,29 +176,42 @@ function amzDate(head: SigV4Head): string | undefined {
   return headerValues(head.headers, "x-amz-date")[0] ?? headerValues(head.headers, "date")[0];
 }
 
-/** The signature of `canonical` with `secret` in `auth`'s scope. */
-export function sigV4Signature(
-  secret: Uint8Array,
-  auth: Pick<SigV4Authorization, "date" | "region" | "service">,
-  when: string,
-  canonical: string,
-): string {
-  const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
-  const toSign = `${SIGV4_ALGORITHM}\n${when}\n${scope}\n${sha256Hex(canonical)}`;
+/** A credential scope's fields. */
+export type SigV4Scope = Pick<SigV4Authorization, "date" | "region" | "service">;
+
+export const scopeOf = (auth: SigV4Scope) =>
+  `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
+
+/** The scope's signing key, derived from `secret` (the caller wipes it when done). */
+export function signingKey(secret: Uint8Array, auth: SigV4Scope): Buffer {
   const kSecret = Buffer.concat([Buffer.from("AWS4"), secret]);
   try {
     const kDate = createHmac("sha256", kSecret).update(auth.date).digest();
     const kRegion = createHmac("sha256", kDate).update(auth.region).digest();
     const kService = createHmac("sha256", kRegion).update(auth.service).digest();
-    const kSigning = createHmac("sha256", kService).update("aws4_request").digest();
-    const sig = createHmac("sha256", kSigning).update(toSign).digest("hex");
     kDate.fill(0);
     kRegion.fill(0);
+    const kSigning = createHmac("sha256", kService).update("aws4_request").digest();
     kService.fill(0);
-    kSigning.fill(0);
-    return sig;
+    return kSigning;
   } finally {
     kSecret.fill(0);
+  }
+}
+
+/** The signature of `canonical` with `secret` in `auth`'s scope. */
+export function sigV4Signature(
+  secret: Uint8Array,
+  auth: SigV4Scope,
+  when: string,
+  canonical: string,
+): string {
+  const toSign = `${SIGV4_ALGORITHM}\n${when}\n${scopeOf(auth)}\n${sha256Hex(canonical)}`;
+  const key = signingKey(secret, auth);
+  try {
+    return createHmac("sha256", key).update(toSign).digest("hex");
+  } finally {
+    key.fill(0);
   }
 }
 
@@ -212,6 +225,10 @@ export interface SigV4Keys {
 export interface ResignedHead {
   /** The new Authorization value. */
   readonly authorization: string;
+  /** The agent's signature and the new one (the seeds of a chunk-signed body's chains). */
+  readonly seeds: { readonly agent: string; readonly real: string };
+  readonly auth: SigV4Authorization;
+  readonly when: string;
   /** The session token to send in place of the agent's (when the agent sent one). */
   readonly sessionToken?: string;
 }
@@ -272,9 +289,11 @@ export function resignSigV4(
   const theirs = canonicalRequest(realHead, auth, payload);
   if (!theirs.ok) return theirs;
   const signature = sigV4Signature(real.secretAccessKey, auth, when, theirs.value);
-  const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
   return allow({
-    authorization: `${SIGV4_ALGORITHM} Credential=${real.accessKeyId}/${scope}, SignedHeaders=${auth.signedHeaders.join(";")}, Signature=${signature}`,
+    authorization: `${SIGV4_ALGORITHM} Credential=${real.accessKeyId}/${scopeOf(auth)}, SignedHeaders=${auth.signedHeaders.join(";")}, Signature=${signature}`,
+    seeds: { agent: auth.signature, real: signature },
+    auth,
+    when,
     ...(swapToken ? { sessionToken: real.sessionToken! } : {}),
   });
 }
@@ -376,7 +395,7 @@ export function resignSigV4Query(
   if (!timingSafeEqual(Buffer.from(expected), Buffer.from(auth.signature))) {
     return bad("the request is not signed with the agent's key");
   }
-  const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
+  const scope = scopeOf(auth);
   if (tokenPairs.length === 1 && real.sessionToken === undefined) {
     return bad("the credential has no real session token for the agent's");
   }

@@ -5,6 +5,7 @@
 // or a rewritten one), or refuse. It never answers the agent and never writes the audit log:
 // the pipeline does both, from the trace.
 
+import type { AwsChunkedBody } from "../body/aws-chunked.ts";
 import type { HeldBody } from "../body/held-body.ts";
 import type { SecretState } from "../credentials/secret-state.ts";
 import type { IncomingResponse, OutgoingRequest } from "../http/message.ts";
@@ -53,6 +54,8 @@ export interface Outbound {
   readonly target: string;
   readonly headers: HeaderPairs;
   readonly body: Body;
+  /** An aws-chunked body's framing, which `sign` may sign again before the body is read. */
+  readonly awsChunked?: AwsChunkedBody;
 }
 
 /** The answer as it will be sent to the agent. */

@@ -18,11 +18,11 @@ export interface Transfer {
   readonly peakRss: number;
 }
 
-/** One curl run through `proxy` with `args`; `upload` is generated into its stdin. */
+/** One curl run through `proxy` with `args`; `upload` (a spec, or chunks) goes into its stdin. */
 export async function curlTransfer(
   proxy: ProxyProcess,
   args: readonly string[],
-  upload?: StreamSpec,
+  upload?: StreamSpec | Iterable<Uint8Array>,
   maxTimeSec = 60,
   agent: AgentFiles = proxy.agent,
 ): Promise<Transfer> {
@@ -42,7 +42,8 @@ export async function curlTransfer(
     ? (async () => {
         const sink = proc.stdin as FileSink;
         try {
-          for (const c of generateChunks(upload)) {
+          const chunks = Symbol.iterator in upload ? upload : generateChunks(upload);
+          for (const c of chunks) {
             sink.write(c);
             await sink.flush();
           }

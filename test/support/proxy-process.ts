@@ -8,11 +8,11 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
-import type { AgentFiles, CredentialSpec } from "./proxy-harness.ts";
+import type { AgentFiles, AwsCredentialSpec, CredentialSpec } from "./proxy-harness.ts";
 import { createTestCa, type TestCa } from "./test-pki.ts";
 
 export interface ProxyProcessOptions {
-  readonly credentials?: readonly CredentialSpec[];
+  readonly credentials?: readonly (CredentialSpec | AwsCredentialSpec)[];
   readonly allow?: readonly string[];
   readonly env?: Record<string, string>;
   /** Extra runtime flags before the entry point (e.g. `--smol`). */

@@ -139,3 +139,72 @@ test("a request refused for a missing required dummy counts no swaps, though its
   expect(v).toMatchObject({ ok: false, code: "required-dummy-missing" });
   expect(ex.trace.swaps).toBe(0);
 });
+
+describe("an aws-chunked body (a STREAMING- payload)", () => {
+  const framed = (payload: string) =>
+    `${payload.length.toString(16)}\r\n${payload}\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n`;
+  const put = (headers: string, body: string) => {
+    const ex = exchange(
+      `PUT /b/k HTTP/1.1\r\nHost: api.example.com\r\n${headers}Content-Length: ${body.length}\r\n\r\n`,
+    );
+    return stage.request!(ex, {
+      method: "PUT",
+      target: "/b/k",
+      headers: [],
+      body: new HeldBody(enc.encode(body)),
+    });
+  };
+  const TRAILER =
+    "x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-trailer: x-amz-checksum-crc32\r\n";
+
+  test("is scanned as its payload and leaves framed as it came, its dummy not swapped", async () => {
+    const payload = `{"key":"${DUMMY}"}`;
+    const v = await put(
+      `${TRAILER}Content-Encoding: aws-chunked\r\nx-amz-decoded-content-length: ${payload.length}\r\n`,
+      framed(payload),
+    );
+    if (!v.ok) throw new Error(v.reason);
+    const body = v.value.body;
+    expect(body?.kind).toBe("stream");
+    if (body?.kind !== "stream") return;
+    expect(body.length).toBe(framed(payload).length);
+    expect(await new Response(body.stream).text()).toBe(framed(payload));
+    expect(v.value.awsChunked).toBeDefined();
+  });
+
+  test("a real value in its payload, split by the framing, refuses it", async () => {
+    const payload = `{"leak":"${REAL}"}`;
+    const cut = 12;
+    const body = `${cut.toString(16)}\r\n${payload.slice(0, cut)}\r\n${(payload.length - cut).toString(16)}\r\n${payload.slice(cut)}\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n`;
+    const v = await put(`${TRAILER}x-amz-decoded-content-length: ${payload.length}\r\n`, body);
+    expect(v).toMatchObject({ ok: false, code: "dlp-blocked" });
+  });
+
+  test.each([
+    [
+      "aws-chunked with no streaming mode",
+      "Content-Encoding: aws-chunked\r\n",
+      "needs a STREAMING-",
+    ],
+    [
+      "a streaming mode the proxy does not read",
+      "x-amz-content-sha256: STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD\r\nx-amz-decoded-content-length: 1\r\n",
+      "not a streaming payload mode",
+    ],
+    ["no decoded length", TRAILER, "x-amz-decoded-content-length"],
+    [
+      "a trailer that is not a checksum",
+      "x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-trailer: x-evil\r\nx-amz-decoded-content-length: 1\r\n",
+      "x-amz-checksum",
+    ],
+    [
+      "aws-chunked before another coding",
+      `${TRAILER}x-amz-decoded-content-length: 1\r\nContent-Encoding: aws-chunked, gzip\r\n`,
+      "comes last",
+    ],
+  ])("refused: %s", async (_, headers, reason) => {
+    const v = await put(headers, framed("x"));
+    expect(v).toMatchObject({ ok: false, code: "bad-request" });
+    expect(v.ok ? "" : v.reason).toContain(reason);
+  });
+});

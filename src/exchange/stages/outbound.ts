@@ -11,6 +11,7 @@
 // `require`: a bound host only receives requests that carried the dummy, in the head or (once
 // it was scanned) in the body.
 
+import { AwsChunkedBody, type AwsChunkedOptions } from "../../body/aws-chunked.ts";
 import { countBytes, countMatches } from "../../body/collect.ts";
 import {
   type Coding,
@@ -29,6 +30,7 @@ import {
   type RequestPlan,
   type SecretState,
 } from "../../credentials/secret-state.ts";
+import { streamingMode } from "../../credentials/sigv4-chunked.ts";
 import { swapParams } from "../../credentials/surfaces.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
@@ -56,7 +58,7 @@ export function outbound(deps: OutboundDeps): Stage {
       const state = ex.secrets;
       const { target, scheme } = ex.destination;
       // Never inject into plain http://: only DLP and redaction apply there.
-      const plan =
+      let plan =
         scheme === "https"
           ? state.plan(ex.agent, target.host, target.port, ex.route)
           : state.noSwapPlan();
@@ -77,14 +79,36 @@ export function outbound(deps: OutboundDeps): Stage {
       let body: Body = null;
       let requireChecked = false;
       let input = out.body;
+      const fields = ex.head.headers.fields;
+      const framing = awsFraming(fields);
+      if (!framing.ok) {
+        discard(input);
+        return framing;
+      }
+      let chunked: AwsChunkedBody | null = null;
+      let framedLength: number | null = null;
       if (input) {
         if (input.kind === "stream") await ex.sendContinue();
         // A body with its own Content-Encoding is scanned as what it decodes to as well: held
         // (bounded), decoded (with the answers' bomb caps) into the DLP set, sent as it came.
-        const codings = requestCodings(ex.head.headers.fields);
+        const codings = requestCodings(fields, framing.value !== null);
         if (!codings.ok) {
           discard(input);
           return codings;
+        }
+        // An aws-chunked body is scanned as its payload and framed again on the way out
+        // (body/aws-chunked.ts); its fields are never swapped (the framing fixes its length).
+        if (framing.value) {
+          chunked = new AwsChunkedBody(framing.value, (e) =>
+            ex.trace.record("outbound", refuse(e.code, e.reason)),
+          );
+          framedLength = input.length;
+          input = {
+            kind: "stream",
+            stream: chunked.decode(streamOf(input)),
+            length: framing.value.decodedLength,
+          };
+          plan = scanOnly(plan);
         }
         if (codings.value.length > 0) {
           const v = await scanDecoded(ex, deps, state, input, codings.value);
@@ -117,11 +141,15 @@ export function outbound(deps: OutboundDeps): Stage {
       }
       // Counted once the request may leave (a streamed body's swaps: when it was scanned).
       ex.trace.swaps += swaps;
+      if (chunked && body) {
+        body = { kind: "stream", stream: chunked.frame(streamOf(body)), length: framedLength };
+      }
       return allow({
         method: out.method,
         target: head.value.target,
         headers: head.value.headers,
         body,
+        ...(chunked ? { awsChunked: chunked } : {}),
       });
     },
   };
@@ -285,14 +313,29 @@ async function scanStreamed(
   return { kind: "stream", stream: scanned, length: declared };
 }
 
-/** The request's content codings, or a refusal when one is not a coding the proxy can read. */
-function requestCodings(fields: readonly (readonly [string, string])[]): Verdict<Coding[]> {
-  try {
-    return allow(
-      parseContentEncoding(
-        fields.filter(([n]) => n.toLowerCase() === "content-encoding").map(([, v]) => v),
-      ),
+type Fields = readonly (readonly [string, string])[];
+
+const valuesOf = (fields: Fields, name: string) =>
+  fields.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v.trim());
+
+/**
+ * The request's content codings, or a refusal when one is not a coding the proxy can read.
+ * `aws-chunked` (the framing of a STREAMING- payload, taken off before this) may be the last.
+ */
+function requestCodings(fields: Fields, framed: boolean): Verdict<Coding[]> {
+  const tokens = valuesOf(fields, "content-encoding").flatMap((v) => v.split(","));
+  const last = tokens.findLastIndex((t) => t.trim() !== "");
+  if (framed && last >= 0 && tokens[last]!.trim().toLowerCase() === "aws-chunked") {
+    tokens.splice(last, 1);
+  }
+  if (tokens.some((t) => t.trim().toLowerCase() === "aws-chunked")) {
+    return refuse(
+      "bad-request",
+      "Content-Encoding aws-chunked needs a STREAMING- x-amz-content-sha256, and comes last",
     );
+  }
+  try {
+    return allow(parseContentEncoding(tokens));
   } catch {
     return refuse(
       "bad-request",
@@ -358,6 +401,59 @@ async function scanDecoded(
     return refuse("dlp-blocked", DLP_IN_BODY);
   }
   return allow(held);
+}
+
+/**
+ * How a request body is framed by AWS's chunked upload (its `x-amz-content-sha256` names a
+ * STREAMING- mode), null when it is not, or a refusal naming what the proxy cannot read.
+ */
+function awsFraming(fields: Fields): Verdict<AwsChunkedOptions | null> {
+  const payload = valuesOf(fields, "x-amz-content-sha256");
+  if (!payload.some((v) => v.toUpperCase().startsWith("STREAMING-"))) return allow(null);
+  const mode = payload.length === 1 ? streamingMode(payload[0]!) : null;
+  if (mode === null) {
+    return refuse(
+      "bad-request",
+      "x-amz-content-sha256 is not a streaming payload mode the proxy can read (STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER], STREAMING-UNSIGNED-PAYLOAD-TRAILER)",
+    );
+  }
+  const lengths = valuesOf(fields, "x-amz-decoded-content-length");
+  if (lengths.length !== 1 || !/^\d{1,15}$/.test(lengths[0]!)) {
+    return refuse("bad-request", "a streaming upload needs one x-amz-decoded-content-length");
+  }
+  const trailers = valuesOf(fields, "x-amz-trailer")
+    .flatMap((v) => v.split(","))
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== "");
+  if (trailers.some((t) => !/^x-amz-checksum-[a-z0-9]{1,16}$/.test(t))) {
+    return refuse("bad-request", "x-amz-trailer names something other than an x-amz-checksum");
+  }
+  return allow({ mode, decodedLength: Number(lengths[0]), trailers });
+}
+
+/** A plan that scans a body but changes none of it (the dummy in it travels as sent). */
+function scanOnly(plan: RequestPlan): RequestPlan {
+  return {
+    ...plan,
+    formSwap: new Map(),
+    jsonSwap: new Map(),
+    bodySpecs: null,
+    lengthPreserving: true,
+    fieldGrowth: 1,
+  };
+}
+
+/** A body as a stream; a held one is copied out and released (its hold is for whole bodies). */
+function streamOf(body: NonNullable<Body>): ReadableStream<Uint8Array> {
+  if (body.kind === "stream") return body.stream;
+  const bytes = body.bytes.slice();
+  body.release();
+  return new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(bytes);
+      c.close();
+    },
+  });
 }
 
 /** The body with its declared form or JSON fields swapped; null when nothing changed. */

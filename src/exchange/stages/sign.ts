@@ -2,9 +2,10 @@
 // is bound to must be signed with the agent's dummy keys — in its Authorization, or in its
 // query (a presigned S3 URL): the signature is verified and the request signed again with the
 // real keys over exactly what the agent signed, its session token swapped
-// (credentials/sigv4.ts). Anything else to that host is refused — an
-// unsigned request, a key the proxy does not know, a signature that does not verify, a
-// payload mode not supported yet — so no request reaches AWS half-signed. Runs after
+// (credentials/sigv4.ts); a chunk-signed body has each chunk's signature verified and
+// chained again (credentials/sigv4-chunked.ts) as it is framed again. Anything else to that
+// host is refused — an unsigned request, a key the proxy does not know, a signature that does
+// not verify — so no request reaches AWS half-signed. Runs after
 // `outbound`, which has already checked the head and body for real values.
 
 import { createHash } from "node:crypto";
@@ -18,6 +19,11 @@ import {
   resignSigV4Query,
   type SigV4Head,
 } from "../../credentials/sigv4.ts";
+import {
+  ChunkResigner,
+  STREAMING_MODES,
+  type StreamingMode,
+} from "../../credentials/sigv4-chunked.ts";
 import { allow, refuse } from "../../policy/verdict.ts";
 import type { Stage } from "../exchange.ts";
 
@@ -69,9 +75,9 @@ export function signAws(): Stage {
       const outside = beyond(pair, parsed.value.region, parsed.value.service);
       if (outside) return no(outside);
       const payload = headerValues(out.headers, "x-amz-content-sha256")[0];
-      if (payload?.toUpperCase().startsWith("STREAMING-")) {
-        return no(`payload mode ${payload} is not supported yet`);
-      }
+      const streaming = payload?.toUpperCase().startsWith("STREAMING-") ?? false;
+      // outbound took the framing off to scan the payload; it is framed again here.
+      if (streaming && !out.awsChunked) return no("a streaming upload needs its aws-chunked body");
       let bodyHash: string | undefined;
       if (payload === undefined) {
         if (out.body === null) bodyHash = createHash("sha256").digest("hex");
@@ -101,6 +107,17 @@ export function signAws(): Stage {
           return [k, r.value.sessionToken];
         return [k, v];
       });
+      if (streaming && STREAMING_MODES[payload as StreamingMode]?.signed) {
+        out.awsChunked!.resignWith(
+          new ChunkResigner({
+            dummySecret: pair.dummy.secretAccessKey,
+            realSecret: pair.real.secretAccessKey,
+            scope: r.value.auth,
+            when: r.value.when,
+            seeds: r.value.seeds,
+          }),
+        );
+      }
       ex.trace.swaps += 1;
       return allow({ ...out, headers });
     },
