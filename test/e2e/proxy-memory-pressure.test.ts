@@ -115,6 +115,17 @@ test("while memory is short, an agent with many stalled connections gets 503, an
     expect(metrics).toMatch(/^slapenir_connections_refused_total\{reason="overloaded"\} 2$/m);
     expect(metrics).toMatch(/^slapenir_connections_shed_total\{agent="agent-a"\} 8$/m);
     expect(metrics).toMatch(new RegExp(`^slapenir_memory_used_bytes ${85 * MiB}$`, "m"));
+  } catch (e) {
+    // What the guard saw and did, so a failure under CI can be read from its log.
+    console.error(
+      "memory-pressure state at failure:",
+      JSON.stringify({ clock, memory }),
+      h.auditLines.filter((l) => /"evt":"(shed|refuse|connect)"|overloaded/.test(l)).slice(-30),
+      (await h.proxy.metrics.registry.metrics())
+        .split("\n")
+        .filter((l) => /^slapenir_(connections|memory)/.test(l)),
+    );
+    throw e;
   } finally {
     memory.used = 10 * MiB;
     for (const t of tunnels) closeTunnel(t);
