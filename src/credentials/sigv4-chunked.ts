@@ -7,6 +7,7 @@
 //                        SHA-256("name:value\n" for each trailing checksum))
 // The proxy verifies the agent's chain with the dummy secret and computes the chain AWS
 // checks with the real one. The signing keys stay in this object and are wiped with it.
+// (An HMAC reveals nothing of its key: a real chain echoed back to the agent is no leak.)
 
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { allow, refuse, type Verdict } from "../policy/verdict.ts";
@@ -74,9 +75,10 @@ export interface ChunkSignerInput {
 }
 
 /**
- * Verifies a chunk-signed body's signatures against the agent's dummy chain and gives the real
- * chain's in their place, in order. A signature that does not verify is refused (the body then
- * never completes upstream).
+ * A chunk-signed body's two chains: the agent's, verified with the dummy secret as its chunks
+ * arrive (before anything reads them), and the real one, made as they leave. Each advances
+ * in order; a signature that does not verify is refused (the body then never completes
+ * upstream).
  */
 export class ChunkResigner {
   readonly #dummy: Chain;
@@ -93,16 +95,23 @@ export class ChunkResigner {
     return ok ? allow(null) : bad(`${what} is not signed with the agent's key`);
   }
 
-  /** The real signature of a chunk whose data hashes to `dataHash`, the agent's verified. */
-  chunk(dataHash: string, agentSignature: string): Verdict<string, "bad-signature"> {
-    const v = this.#check(this.#dummy.chunk(dataHash), agentSignature, "a chunk of the body");
-    return v.ok ? allow(this.#real.chunk(dataHash)) : v;
+  /** The agent's signature of the next chunk, whose data hashes to `dataHash`. */
+  verifyChunk(dataHash: string, agentSignature: string): Verdict<null, "bad-signature"> {
+    return this.#check(this.#dummy.chunk(dataHash), agentSignature, "a chunk of the body");
   }
 
-  /** The real trailer signature over `canonical` (each trailer `name:value\n`). */
-  trailer(canonical: string, agentSignature: string): Verdict<string, "bad-signature"> {
-    const v = this.#check(this.#dummy.trailer(canonical), agentSignature, "the body's trailer");
-    return v.ok ? allow(this.#real.trailer(canonical)) : v;
+  /** The real signature of the next chunk leaving. */
+  signChunk(dataHash: string): string {
+    return this.#real.chunk(dataHash);
+  }
+
+  /** The agent's trailer signature over `canonical` (each trailer `name:value\n`). */
+  verifyTrailer(canonical: string, agentSignature: string): Verdict<null, "bad-signature"> {
+    return this.#check(this.#dummy.trailer(canonical), agentSignature, "the body's trailer");
+  }
+
+  signTrailer(canonical: string): string {
+    return this.#real.trailer(canonical);
   }
 
   wipe(): void {

@@ -75,8 +75,8 @@ beforeAll(async () => {
         services: ["s3"],
       },
     ],
-    allow: ["s3.test:*"],
-    names: ["s3.test"],
+    allow: ["s3.test:*", "plain.test:*"],
+    names: ["s3.test", "plain.test"],
   });
   s3 = startS3Upstream(await h.upstreamCa.issue(["s3.test"]), {
     accessKeyId: KEYS.accessKeyId.real,
@@ -418,15 +418,129 @@ describe("streaming uploads (aws-chunked)", () => {
     expect(s3.requests.filter((x) => x.target.includes("tampered") && x.verified)).toEqual([]);
   });
 
-  test("a real value split across two chunks of a streamed upload is found (DLP reads the payload): refused, nothing stored", async () => {
-    const key = "chunked/leak.bin";
-    const payload = pattern(200_000);
-    const secret = Buffer.from(KEYS.secretAccessKey.real);
-    secret.copy(payload, 64 * 1024 - 10);
-    const r = await chunkSigned(key, payload, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
+  // Held whole (small) and streamed (over the inline limit): either way DLP, not the chain,
+  // decides — a chain check that failed first would answer a right guess differently.
+  for (const size of [200_000, 300_000]) {
+    test(`a real value split across two chunks of a ${size}-byte upload is found (DLP reads the payload): dlp-blocked, nothing stored`, async () => {
+      const key = `chunked/leak-${size}.bin`;
+      const payload = pattern(size);
+      const secret = Buffer.from(KEYS.secretAccessKey.real);
+      secret.copy(payload, 64 * 1024 - 10);
+      const r = await chunkSigned(key, payload, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
+      expect(r.status).toBe(403);
+      expect(r.headers).toContain("x-slapenir-error: dlp-blocked");
+      expect(s3.objects.has(`b/${key}`)).toBe(false);
+    });
+  }
+
+  /** A request signed by the SDK with the dummy keys (in its headers, or presigned). */
+  async function sendSigned(
+    url: string,
+    headers: Record<string, string>,
+    body: string,
+    how: "headers" | "query" = "headers",
+  ) {
+    const u = new URL(url);
+    const signer = new SignatureV4({
+      credentials: {
+        accessKeyId: KEYS.accessKeyId.dummy,
+        secretAccessKey: KEYS.secretAccessKey.dummy,
+        sessionToken: KEYS.sessionToken.dummy,
+      },
+      region: "eu-west-3",
+      service: "s3",
+      sha256: Sha256,
+      uriEscapePath: false,
+    });
+    const req = new HttpRequest({
+      method: "PUT",
+      protocol: "https:",
+      hostname: u.hostname,
+      port: Number(u.port),
+      path: u.pathname,
+      headers: { host: u.host, ...headers },
+    });
+    const file = join(home, "framed-body");
+    writeFileSync(file, body);
+    if (how === "query") {
+      const p = await signer.presign(req, { expiresIn: 300 });
+      const q = new URLSearchParams(p.query as Record<string, string>).toString();
+      return h.curl([
+        "-X",
+        "PUT",
+        ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
+        "-H",
+        "content-type:",
+        "--data-binary",
+        `@${file}`,
+        `${url}?${q}`,
+      ]);
+    }
+    const signed = await signer.sign(req);
+    return h.curl([
+      "-X",
+      "PUT",
+      ...Object.entries(signed.headers)
+        .filter(([k]) => k !== "host")
+        .flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
+      "-H",
+      "content-type:",
+      "--data-binary",
+      `@${file}`,
+      url,
+    ]);
+  }
+
+  const TRAILER_HEADERS = {
+    "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+    "content-encoding": "aws-chunked",
+    "x-amz-decoded-content-length": "5",
+    "x-amz-trailer": "x-amz-checksum-crc32",
+  };
+
+  test("a trailing checksum that is not the payload's (free text: here a real key) is refused before the store", async () => {
+    const before = s3.requests.length;
+    const r = await sendSigned(
+      `https://s3.test:${s3.port}/b/chunked/trailer.bin`,
+      TRAILER_HEADERS,
+      `5\r\nhello\r\n0\r\nx-amz-checksum-crc32:${KEYS.secretAccessKey.real}\r\n\r\n`,
+    );
+    expect(r.status).toBe(400);
+    expect(r.body.toString()).toContain("does not match the payload");
+    expect(s3.requests.length).toBe(before);
+    noReal(r.body);
+  });
+
+  test("chunk-signed uploads go only to a host an AWS credential is bound to: elsewhere their signatures are 64 free hex digits each", async () => {
+    const hexOfReal = Buffer.from(KEYS.secretAccessKey.real).toString("hex").slice(0, 64);
+    const r = await sendSigned(
+      `https://plain.test:${s3.port}/b/x`,
+      {
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "content-encoding": "aws-chunked",
+        "x-amz-decoded-content-length": "5",
+      },
+      `5;chunk-signature=${hexOfReal}\r\nhello\r\n0;chunk-signature=${"a".repeat(64)}\r\n\r\n`,
+    );
     expect(r.status).toBe(403);
-    expect(r.headers).toContain("dlp-blocked");
-    expect(s3.objects.has(`b/${key}`)).toBe(false);
+    expect(r.headers).toContain("x-slapenir-error: bad-signature");
+  });
+
+  test("a streaming upload signed in a presigned URL is refused (its chunk chain has no header signature to start from)", async () => {
+    const before = s3.requests.length;
+    const r = await sendSigned(
+      `https://s3.test:${s3.port}/b/chunked/presigned.bin`,
+      {
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "content-encoding": "aws-chunked",
+        "x-amz-decoded-content-length": "5",
+      },
+      `5;chunk-signature=${"b".repeat(64)}\r\nhello\r\n0;chunk-signature=${"a".repeat(64)}\r\n\r\n`,
+      "query",
+    );
+    expect(r.status).toBe(403);
+    expect(r.headers).toContain("x-slapenir-error: bad-signature");
+    expect(s3.requests.length).toBe(before);
   });
 });
 

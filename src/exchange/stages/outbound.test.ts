@@ -3,6 +3,7 @@
 // counted only for a request that may leave.
 
 import { describe, expect, test } from "bun:test";
+import zlib from "node:zlib";
 import { compiledSecrets, parsedHead } from "../../../test/support/request-fixtures.ts";
 import { HeldBody } from "../../body/held-body.ts";
 import { InlineScanner } from "../../body/inline-scanner.ts";
@@ -141,8 +142,13 @@ test("a request refused for a missing required dummy counts no swaps, though its
 });
 
 describe("an aws-chunked body (a STREAMING- payload)", () => {
+  const crc = (text: string) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(zlib.crc32(Buffer.from(text)) >>> 0);
+    return `x-amz-checksum-crc32:${b.toString("base64")}`;
+  };
   const framed = (payload: string) =>
-    `${payload.length.toString(16)}\r\n${payload}\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n`;
+    `${payload.length.toString(16)}\r\n${payload}\r\n0\r\n${crc(payload)}\r\n\r\n`;
   const put = (headers: string, body: string) => {
     const ex = exchange(
       `PUT /b/k HTTP/1.1\r\nHost: api.example.com\r\n${headers}Content-Length: ${body.length}\r\n\r\n`,
@@ -175,7 +181,7 @@ describe("an aws-chunked body (a STREAMING- payload)", () => {
   test("a real value in its payload, split by the framing, refuses it", async () => {
     const payload = `{"leak":"${REAL}"}`;
     const cut = 12;
-    const body = `${cut.toString(16)}\r\n${payload.slice(0, cut)}\r\n${(payload.length - cut).toString(16)}\r\n${payload.slice(cut)}\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n`;
+    const body = `${cut.toString(16)}\r\n${payload.slice(0, cut)}\r\n${(payload.length - cut).toString(16)}\r\n${payload.slice(cut)}\r\n0\r\n${crc(payload)}\r\n\r\n`;
     const v = await put(`${TRAILER}x-amz-decoded-content-length: ${payload.length}\r\n`, body);
     expect(v).toMatchObject({ ok: false, code: "dlp-blocked" });
   });

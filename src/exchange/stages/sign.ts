@@ -19,13 +19,9 @@ import {
   resignSigV4Query,
   type SigV4Head,
 } from "../../credentials/sigv4.ts";
-import {
-  ChunkResigner,
-  STREAMING_MODES,
-  type StreamingMode,
-} from "../../credentials/sigv4-chunked.ts";
+import { ChunkResigner } from "../../credentials/sigv4-chunked.ts";
 import { allow, refuse } from "../../policy/verdict.ts";
-import type { Stage } from "../exchange.ts";
+import { discard, type Stage } from "../exchange.ts";
 
 /**
  * Why a signature's region or service is not the credential's to sign for, or null (the
@@ -46,13 +42,23 @@ export function signAws(): Stage {
     name: "sign",
     request: function resign(ex, out) {
       const { target, scheme } = ex.destination;
-      if (scheme !== "https") return allow(out);
-      const keys = ex.secrets.sigv4Keys(ex.agent, target.host, target.port, ex.route);
-      if (keys.size === 0) return allow(out);
       const no = (why: string) => refuse("bad-signature" as const, why);
+      const keys =
+        scheme === "https"
+          ? ex.secrets.sigv4Keys(ex.agent, target.host, target.port, ex.route)
+          : new Map<string, SigV4Pair>();
+      // Chunk signatures the proxy cannot check would be 64 free hex digits per chunk.
+      if (out.awsChunked?.signed && keys.size === 0) {
+        return no(
+          "a chunk-signed upload goes only to a host an AWS credential is bound to (over https)",
+        );
+      }
+      if (keys.size === 0) return allow(out);
       const auth = headerValues(out.headers, "authorization");
       // A presigned URL: signed in its query, with no Authorization.
       if (auth.length === 0 && /[?&]X-Amz-Signature=/.test(out.target)) {
+        if (out.awsChunked)
+          return no("a streaming upload is signed in its Authorization, not its URL");
         const read = readSigV4Query(out.target);
         if (!read.ok) return no(read.reason);
         const pair = keys.get(read.value.auth.accessKeyId);
@@ -107,8 +113,8 @@ export function signAws(): Stage {
           return [k, r.value.sessionToken];
         return [k, v];
       });
-      if (streaming && STREAMING_MODES[payload as StreamingMode]?.signed) {
-        out.awsChunked!.resignWith(
+      if (out.awsChunked?.signed) {
+        const bad = out.awsChunked.resignWith(
           new ChunkResigner({
             dummySecret: pair.dummy.secretAccessKey,
             realSecret: pair.real.secretAccessKey,
@@ -117,6 +123,10 @@ export function signAws(): Stage {
             seeds: r.value.seeds,
           }),
         );
+        if (bad) {
+          discard(out.body);
+          return refuse("bad-signature", bad.reason);
+        }
       }
       ex.trace.swaps += 1;
       return allow({ ...out, headers });
