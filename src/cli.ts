@@ -7,7 +7,8 @@ import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
 import { loadProxyConfig, type ProxyConfig } from "./config/proxy-config.ts";
-import { loadSecretsFile } from "./credentials/secrets.ts";
+import { disposeSources, loadSecretsFile } from "./credentials/secrets.ts";
+import { fetcherFor, SourceError } from "./credentials/sources/fetch-source.ts";
 import { AGENT_DEFAULT_DAYS, EmbeddedCa } from "./pki/embedded-ca.ts";
 import { PkiError } from "./pki/pki-error.ts";
 import { AGENT_NAME_RE } from "./policy/agent-name.ts";
@@ -71,16 +72,41 @@ async function secretsCheck(rest: readonly string[], io: CliIo, cwd: string): Pr
   if (rest.length !== 1) throw new UsageError("secrets check takes exactly one FILE");
   const secrets = await loadSecretsFile(resolve(cwd, rest[0]!));
   const summary = secrets.redacted();
+  // Each source read once, as the proxy would at start: what it says, never what it gave.
+  const read = new Map<string, string>();
+  let failed = 0;
+  for (const src of secrets.sources) {
+    const fetcher = fetcherFor(src.spec, src.shape);
+    try {
+      const got = await fetcher.fetch();
+      for (const v of got.values.values()) v.dispose();
+      const left = got.expiresAt === null ? null : Math.round((got.expiresAt - Date.now()) / 1000);
+      read.set(src.name, left === null ? "read ok" : `read ok, expires in ${left} s`);
+    } catch (e) {
+      failed += 1;
+      read.set(src.name, `FAILED: ${e instanceof SourceError ? e.message : "the source failed"}`);
+    } finally {
+      fetcher.dispose();
+    }
+  }
+  disposeSources(secrets);
   secrets.dispose();
-  io.out(`ok: ${summary.length} credential${summary.length === 1 ? "" : "s"}`);
+  io.out(
+    `${failed === 0 ? "ok" : "error"}: ${summary.length} credential${summary.length === 1 ? "" : "s"}`,
+  );
   for (const c of summary) {
     const agents = c.agents === "any" ? "any agent" : `agents ${c.agents.join(",")}`;
+    const group = c.name.includes(".") ? c.name.slice(0, c.name.lastIndexOf(".")) : c.name;
+    const real =
+      c.from === "value"
+        ? `real ${c.realLength} B`
+        : `real from ${c.from} (${read.get(group) ?? read.get(c.name) ?? "not read"})`;
     io.out(
-      `  ${c.name}: dummy ${c.dummyLength} B, real ${c.realLength} B, hosts ${c.hosts.join(",")}, ${agents}` +
-        `, in ${c.in.join(",")}${c.require ? ", require" : ""}${c.inUrl === "deny" ? ", not in URLs" : ""}`,
+      `  ${c.name}: dummy ${c.dummyLength} B, ${real}, hosts ${c.hosts.join(",")}, ${agents}` +
+        `, in ${c.in.join(",") || "nothing (signed)"}${c.require ? ", require" : ""}${c.inUrl === "deny" ? ", not in URLs" : ""}`,
     );
   }
-  return 0;
+  return failed === 0 ? 0 : 1;
 }
 
 /** Asks the running proxy's admin API: its quarantine is in its memory (and its file). */

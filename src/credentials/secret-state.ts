@@ -92,6 +92,8 @@ export class SecretState {
   /** Credential name → its place in an AWS credential. */
   readonly #sigv4 = new Map<string, SigV4Marker>();
   readonly #owned: Uint8Array[] = [];
+  /** Credentials whose source has no value now, bound as they would be. */
+  readonly #unavailable: CredentialBindings;
 
   private constructor(secrets: SecretsConfig) {
     const creds = secrets.credentials;
@@ -123,6 +125,32 @@ export class SecretState {
       }
       return set;
     });
+    // Values a source replaced (or gave but not yet swapped): redacted and blocked the same way.
+    for (const r of secrets.retired) {
+      const real = r.value.revealBytes();
+      this.#owned.push(real);
+      const set = redactionVariants(real);
+      for (const v of set.variants) {
+        this.#owned.push(v.pattern);
+        redact.push({ name: r.name, from: v.pattern, to: v.replacement });
+      }
+      variantSets.push(set);
+    }
+    this.#unavailable = CredentialBindings.compile(
+      secrets.unavailable.map((c) => {
+        const dummy = c.dummy.revealBytes();
+        this.#owned.push(dummy);
+        return {
+          name: c.name,
+          dummy,
+          // Never sent: these bindings only say where the dummy would have been swapped.
+          real: new Uint8Array([0]),
+          hosts: c.hosts,
+          ...(c.agents ? { agents: c.agents } : {}),
+          scopes: c.scopes,
+        };
+      }),
+    );
     this.redactInline = new InlineReplacer(redact, { views: true });
     const folded = new Map<string, InlinePattern>();
     for (const r of redact) {
@@ -145,6 +173,25 @@ export class SecretState {
       }
     }
     this.urlDenied = new InlineReplacer(denied);
+  }
+
+  /**
+   * The credentials without a value now (their source failed or has not answered) whose dummy
+   * `text` (a request's target and field values) carries to a host they are bound to for
+   * `agent`: such a request is refused 503 naming them rather than sent with the dummy.
+   */
+  unavailableIn(
+    agent: string,
+    host: string,
+    port: number,
+    route: RequestRoute | undefined,
+    text: string,
+  ): string[] {
+    const out: string[] = [];
+    for (const p of this.#unavailable.swapPlan(agent, host, port, route).swaps) {
+      if (text.includes(Buffer.from(p.dummy).toString("latin1"))) out.push(p.name);
+    }
+    return out;
   }
 
   static compile(secrets: SecretsConfig): SecretState {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
 import { ConfigError } from "../config/config-error.ts";
+import { SecretValue } from "./secret-value.ts";
 import {
   buildSecrets,
   loadSecrets,
@@ -65,6 +66,7 @@ describe("valid configuration", () => {
         source: "secrets.json credentials[0]",
         dummyLength: OPENAI.dummy.length,
         realLength: OPENAI.real.length,
+        from: "value",
         hosts: ["api.openai.com"],
         agents: "any",
         require: false,
@@ -76,6 +78,7 @@ describe("valid configuration", () => {
         source: "secrets.json credentials[1]",
         dummyLength: GITHUB.dummy.length,
         realLength: GITHUB.real.length,
+        from: "value",
         hosts: ["*.github.com", "api.github.com:443"],
         agents: ["agent-a"],
         require: true,
@@ -587,5 +590,88 @@ describe("AWS credentials (kind: aws)", () => {
     const e = errorOf(() => parse({ credentials: [JSON.parse(JSON.stringify(entry))] }));
     expect(e.message).toContain(message);
     expect(e.message).not.toContain("REAL-aws");
+  });
+});
+
+describe("credentials with a source", () => {
+  const SOURCED = {
+    name: "sourced",
+    dummy: "DUMMY-sourced-000777",
+    source: { file: "/run/secrets/token" },
+    hosts: ["api.example.com"],
+  };
+  const value = (text: string) => SecretValue.fromText(text);
+
+  test("loaded without a value: unavailable, its source described, nothing to swap yet", () => {
+    const s = parse({ credentials: [OPENAI, SOURCED] });
+    expect(s.credentials.map((c) => c.name)).toEqual(["openai"]);
+    expect(s.unavailable.map((c) => c.name)).toEqual(["sourced"]);
+    expect(s.sources.map((x) => [x.name, x.shape, x.parts])).toEqual([
+      ["sourced", "token", ["real"]],
+    ]);
+    expect(s.redacted()[1]).toMatchObject({
+      name: "sourced",
+      realLength: null,
+      from: "file /run/secrets/token",
+    });
+  });
+
+  test("with values: the current one swapped, the others redacted only; copies, so either config may be disposed", () => {
+    const s = parse({ credentials: [OPENAI, SOURCED] });
+    const current = value("REAL-sourced-now-00001");
+    const older = value("REAL-sourced-old-00001");
+    const next = s.withValues(
+      new Map([["sourced", { current: new Map([["real", current]]), redactOnly: [older] }]]),
+    );
+    expect(next.credentials.map((c) => [c.name, c.real.revealText()])).toEqual([
+      ["openai", OPENAI.real],
+      ["sourced", "REAL-sourced-now-00001"],
+    ]);
+    expect(next.unavailable).toEqual([]);
+    expect(next.retired.map((r) => [r.name, r.value.revealText()])).toEqual([
+      ["sourced~retired", "REAL-sourced-old-00001"],
+    ]);
+    next.dispose();
+    expect(s.unavailable[0]!.dummy.revealText()).toBe(SOURCED.dummy);
+    expect(current.revealText()).toBe("REAL-sourced-now-00001");
+  });
+
+  test("a value that is another credential's real value is refused, naming both, showing neither", () => {
+    const s = parse({ credentials: [OPENAI, SOURCED] });
+    const e = errorOf(() =>
+      s.withValues(
+        new Map([
+          ["sourced", { current: new Map([["real", value(OPENAI.real)]]), redactOnly: [] }],
+        ]),
+      ),
+    );
+    expect(e.code).toBe("duplicate");
+    expect(e.message).toContain("(sourced)");
+    expectNoValues(e.message);
+  });
+
+  test("a source and a real value together, or a bad source, are refused naming the field", () => {
+    expect(
+      errorOf(() => parse({ credentials: [{ ...SOURCED, real: OPENAI.real }] })).message,
+    ).toContain("has a source; drop real");
+    expect(
+      errorOf(() => parse({ credentials: [{ ...SOURCED, source: { file: "relative" } }] })).message,
+    ).toContain("credentials[0] (sourced).source.file: must be an absolute path");
+    const aws = {
+      name: "aws",
+      kind: "aws",
+      accessKeyId: { dummy: "AKIADUMMY00000000099", real: "AKIAREAL000000000099" },
+      secretAccessKey: { dummy: "dummy/secret/0000000000000000000000000099" },
+      source: { command: ["aws", "configure", "export-credentials", "--format", "process"] },
+      hosts: ["s3.example.com"],
+    };
+    expect(errorOf(() => parse({ credentials: [aws] })).message).toContain(
+      "has a source; drop accessKeyId",
+    );
+    const { accessKeyId, ...rest } = aws;
+    const ok = parse({ credentials: [{ ...rest, accessKeyId: { dummy: accessKeyId.dummy } }] });
+    expect(ok.sources.map((x) => [x.name, x.shape, x.parts])).toEqual([
+      ["aws", "aws", ["accessKeyId", "secretAccessKey"]],
+    ]);
   });
 });

@@ -52,6 +52,13 @@ import {
   ruleText,
 } from "../policy/request-rule.ts";
 import { SecretValue } from "./secret-value.ts";
+import type { SourceShape } from "./sources/fetch-source.ts";
+import {
+  describeSource,
+  disposeSource,
+  parseSource,
+  type SourceSpec,
+} from "./sources/source-spec.ts";
 import { DEFAULT_SURFACES, parseSurface, type Surface, surfaceText } from "./surfaces.ts";
 
 export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -60,6 +67,7 @@ const ENV_KEY_RE =
   /^SLAPENIR_CRED_([A-Z0-9][A-Z0-9_]*)_(DUMMY|REAL|HOSTS|AGENTS|REQUIRE|IN|IN_URL|SHARED_WILDCARD)$/;
 const AWS_FIELDS = new Set([
   "name",
+  "source",
   "kind",
   "regions",
   "services",
@@ -77,6 +85,7 @@ const FILE_FIELDS = new Set([
   "name",
   "dummy",
   "real",
+  "source",
   "hosts",
   "agents",
   "require",
@@ -92,7 +101,10 @@ export interface RedactedCredential {
   readonly name: string;
   readonly source: string;
   readonly dummyLength: number;
-  readonly realLength: number;
+  /** Null: the value comes from a source that has none now. */
+  readonly realLength: number | null;
+  /** Where the real value comes from: `value` (written in), or the source (never a secret). */
+  readonly from: string;
   readonly hosts: readonly string[];
   readonly agents: readonly string[] | "any";
   readonly require: boolean;
@@ -129,6 +141,7 @@ export class Credential {
       source: this.source,
       dummyLength: this.dummy.length,
       realLength: this.real.length,
+      from: "value",
       hosts: this.hosts.map((h, i) => ruleText(h, this.scopes[i] ?? ANY_REQUEST, true)),
       agents: this.agents ?? "any",
       require: this.require,
@@ -152,11 +165,53 @@ export class Credential {
 }
 
 export interface SecretsConfig {
+  /** The credentials with a real value: swapped, signed, redacted. */
   readonly credentials: readonly Credential[];
+  /**
+   * Credentials whose source has no current value (not fetched yet, failed past its expiry):
+   * a request carrying one's dummy to its hosts is refused 503 naming it.
+   */
+  readonly unavailable: readonly UnavailableCredential[];
+  /** Values no longer (or not yet) swapped that are still redacted and blocked. */
+  readonly retired: readonly { readonly name: string; readonly value: SecretValue }[];
+  /** The sources to read, one per credential that has one (an AWS credential's parts share it). */
+  readonly sources: readonly SourcedCredential[];
+  /**
+   * The same configuration with the sources' values: `current` swapped (absent or null: the
+   * credential is unavailable), `redactOnly` redacted and blocked. The values are copied.
+   * Throws ConfigError when a value conflicts with another credential's.
+   */
+  withValues(values: ReadonlyMap<string, SourceValues>): SecretsConfig;
   /** Log-safe summary of every credential. */
   redacted(): readonly RedactedCredential[];
   /** Zero every value (on reload or shutdown). */
   dispose(): void;
+}
+
+/** A source's values for one credential, by part (`real`, or the AWS parts). */
+export interface SourceValues {
+  readonly current: ReadonlyMap<string, SecretValue> | null;
+  readonly redactOnly: readonly SecretValue[];
+}
+
+export interface SourcedCredential {
+  /** The credential's name (an AWS credential's, not its parts'). */
+  readonly name: string;
+  readonly where: string;
+  readonly spec: SourceSpec;
+  readonly shape: SourceShape;
+  /** The parts the configuration declares a dummy for. */
+  readonly parts: readonly string[];
+}
+
+/** A credential without a real value now: its dummy and where it is bound. */
+export interface UnavailableCredential {
+  readonly name: string;
+  readonly dummy: SecretValue;
+  readonly hosts: readonly HostPattern[];
+  readonly scopes: readonly RequestScope[];
+  readonly agents: readonly string[] | undefined;
+  readonly surfaces: readonly Surface[];
 }
 
 /** One credential before cross-validation. */
@@ -165,7 +220,14 @@ export interface CredentialDraft {
   readonly where: string;
   readonly source: string;
   readonly dummy: SecretValue;
-  readonly real: SecretValue;
+  /** Null: the value comes from `sourced`, and there is none now. */
+  readonly real: SecretValue | null;
+  readonly sourced?: {
+    readonly group: string;
+    readonly part: string;
+    readonly spec: SourceSpec;
+    readonly shape: SourceShape;
+  };
   readonly hosts: readonly HostPattern[];
   readonly agents: readonly string[] | undefined;
   readonly require: boolean;
@@ -266,24 +328,45 @@ export function parseSecretsJson(text: string, label: string): CredentialDraft[]
         throw new ConfigError("bad-value", "must be true or false", `${named}.${flag}`);
       }
     }
-    if (entry.kind === "aws") return awsDrafts(entry, name, named, `${label} credentials[${i}]`);
-    return [
-      draft({
-        name,
-        where: named,
-        source: `${label} credentials[${i}]`,
-        dummy: entry.dummy,
-        real: entry.real,
-        hosts: hostsRaw,
-        agents: agents as unknown[] | undefined,
-        require: entry.require === true,
-        sharedWildcard: entry.sharedWildcard === true,
-        in: entry.in,
-        inUrl: entry.inUrl,
-        fieldPath: (f) => `${named}.${f}`,
-      }),
-    ];
+    const spec = sourceOf(entry, named);
+    if (entry.kind === "aws") {
+      return awsDrafts(entry, name, named, `${label} credentials[${i}]`, spec);
+    }
+    const d = draft({
+      name,
+      where: named,
+      source: `${label} credentials[${i}]`,
+      dummy: entry.dummy,
+      real: spec ? null : entry.real,
+      hosts: hostsRaw,
+      agents: agents as unknown[] | undefined,
+      require: entry.require === true,
+      sharedWildcard: entry.sharedWildcard === true,
+      in: entry.in,
+      inUrl: entry.inUrl,
+      fieldPath: (f) => `${named}.${f}`,
+    });
+    return [spec ? { ...d, sourced: { group: name, part: "real", spec, shape: "token" } } : d];
   });
+}
+
+/** A credential's `source`, when it has one instead of a `real` value. */
+function sourceOf(entry: Record<string, unknown>, named: string): SourceSpec | undefined {
+  if (entry.source === undefined) return undefined;
+  const realFields =
+    entry.kind === "aws"
+      ? SIGV4_PARTS.filter((p) => isPlainObject(entry[p]) && entry[p].real !== undefined)
+      : entry.real !== undefined
+        ? ["real"]
+        : [];
+  if (realFields.length > 0) {
+    throw new ConfigError(
+      "conflict",
+      `has a source; drop ${realFields.join(", ")} (the source gives the real value)`,
+      named,
+    );
+  }
+  return parseSource(entry.source, `${named}.source`);
 }
 
 /**
@@ -296,6 +379,7 @@ function awsDrafts(
   name: string,
   named: string,
   source: string,
+  spec: SourceSpec | undefined,
 ): CredentialDraft[] {
   if (!Array.isArray(entry.hosts)) {
     throw new ConfigError("bad-shape", "must be an array of host patterns", `${named}.hosts`);
@@ -334,7 +418,7 @@ function awsDrafts(
       where,
       source,
       dummy: value.dummy,
-      real: value.real,
+      real: spec ? null : value.real,
       hosts: entry.hosts as unknown[],
       agents: entry.agents as unknown[] | undefined,
       require: false,
@@ -343,7 +427,12 @@ function awsDrafts(
       inUrl: undefined,
       fieldPath: (f) => (f === "dummy" || f === "real" ? `${where}.${f}` : `${named}.${f}`),
     });
-    out.push({ ...d, surfaces: NO_SURFACES, sigv4: { group: name, part, ...limits } });
+    out.push({
+      ...d,
+      surfaces: NO_SURFACES,
+      sigv4: { group: name, part, ...limits },
+      ...(spec ? { sourced: { group: name, part, spec, shape: "aws" as const } } : {}),
+    });
   }
   return out;
 }
@@ -433,8 +522,8 @@ function draft(d: {
   fieldPath: (field: string) => string;
 }): CredentialDraft {
   const dummy = secretField(d.dummy, d.fieldPath("dummy"));
-  const real = secretField(d.real, d.fieldPath("real"));
-  if (dummy.equals(real))
+  const real = d.real === null ? null : secretField(d.real, d.fieldPath("real"));
+  if (real && dummy.equals(real))
     throw new ConfigError("conflict", "dummy and real are the same value", d.where);
   if (d.hosts.length === 0) {
     throw new ConfigError(
@@ -564,8 +653,14 @@ function secretField(value: unknown, where: string): SecretValue {
   return SecretValue.fromText(value);
 }
 
-/** Cross-checks: unique names, unique dummies and reals, no dummy holding a real value. */
-export function buildSecrets(drafts: readonly CredentialDraft[]): SecretsConfig {
+/**
+ * Cross-checks: unique names, unique dummies and reals, no dummy holding a real value. A draft
+ * without a real value (its source has none now) is unavailable; `retired` values are redacted.
+ */
+export function buildSecrets(
+  drafts: readonly CredentialDraft[],
+  retired: readonly { readonly name: string; readonly value: SecretValue }[] = [],
+): SecretsConfig {
   const byName = new Map<string, CredentialDraft>();
   for (const d of drafts) {
     const key = d.name.toLowerCase();
@@ -585,45 +680,125 @@ export function buildSecrets(drafts: readonly CredentialDraft[]): SecretsConfig 
       if (j > i) {
         if (a.dummy.equals(b.dummy))
           throw new ConfigError("duplicate", `has the same dummy as ${a.where}`, b.where);
-        if (a.real.equals(b.real))
+        if (a.real && b.real && a.real.equals(b.real))
           throw new ConfigError("duplicate", `has the same real value as ${a.where}`, b.where);
       }
       // A dummy that holds a real value would be blocked by outbound DLP and could never be
       // used; equal is the worst case (the agent would hold a real secret).
-      if (a.dummy.contains(b.real)) {
+      const reals = [b.real, ...retired.filter((r) => r.name === b.name).map((r) => r.value)];
+      if (reals.some((r) => r && a.dummy.contains(r))) {
         const whose = i === j ? "its own real value" : `the real value of ${b.where}`;
         throw new ConfigError("conflict", `dummy contains ${whose}`, a.where);
       }
     }
   }
   const credentials = Object.freeze(
-    drafts.map(
-      (d) =>
-        new Credential(
-          d.name,
-          d.source,
-          d.dummy,
-          d.real,
-          d.hosts,
-          d.agents,
-          d.require,
-          d.inUrl,
-          d.surfaces,
-          d.scopes,
-          d.sigv4,
-        ),
-    ),
+    drafts
+      .filter((d) => d.real !== null)
+      .map(
+        (d) =>
+          new Credential(
+            d.name,
+            d.source,
+            d.dummy,
+            d.real!,
+            d.hosts,
+            d.agents,
+            d.require,
+            d.inUrl,
+            d.surfaces,
+            d.scopes,
+            d.sigv4,
+          ),
+      ),
   );
+  const unavailable: UnavailableCredential[] = drafts
+    .filter((d) => d.real === null)
+    .map((d) => ({
+      name: d.name,
+      dummy: d.dummy,
+      hosts: d.hosts,
+      scopes: d.scopes,
+      agents: d.agents,
+      surfaces: d.surfaces,
+    }));
+  const sources = new Map<string, SourcedCredential>();
+  for (const d of drafts) {
+    if (!d.sourced) continue;
+    const prior = sources.get(d.sourced.group);
+    sources.set(d.sourced.group, {
+      name: d.sourced.group,
+      where: d.where.replace(/\.[A-Za-z]+$/, ""),
+      spec: d.sourced.spec,
+      shape: d.sourced.shape,
+      parts: [...(prior?.parts ?? []), d.sourced.part],
+    });
+  }
   return Object.freeze({
     credentials,
-    redacted: () => credentials.map((c) => c.redacted()),
-    dispose: () => {
-      for (const c of credentials) {
-        c.dummy.dispose();
-        c.real.dispose();
+    unavailable: Object.freeze(unavailable),
+    retired: Object.freeze([...retired]),
+    sources: Object.freeze([...sources.values()]),
+    withValues: (values: ReadonlyMap<string, SourceValues>) => {
+      const next = drafts.map((d): CredentialDraft => {
+        const v = d.sourced ? values.get(d.sourced.group) : undefined;
+        const real = d.sourced ? (v?.current?.get(d.sourced.part) ?? null) : d.real;
+        return { ...d, dummy: copyOf(d.dummy), real: real && copyOf(real) };
+      });
+      const redactOnly = [...values.entries()].flatMap(([name, v]) =>
+        v.redactOnly.map((value) => ({ name: `${name}~retired`, value: copyOf(value) })),
+      );
+      try {
+        return buildSecrets(next, redactOnly);
+      } catch (e) {
+        for (const d of next) {
+          d.dummy.dispose();
+          d.real?.dispose();
+        }
+        for (const r of redactOnly) r.value.dispose();
+        throw e;
       }
     },
+    redacted: () =>
+      drafts.map((d): RedactedCredential => {
+        const built = credentials.find((c) => c.name === d.name);
+        const summary = built?.redacted() ?? {
+          name: d.name,
+          source: d.source,
+          dummyLength: d.dummy.length,
+          realLength: null,
+          from: "value",
+          hosts: d.hosts.map((h, i) => ruleText(h, d.scopes[i] ?? ANY_REQUEST, true)),
+          agents: d.agents ?? "any",
+          require: d.require,
+          in: d.surfaces.map(surfaceText),
+          inUrl: d.inUrl,
+        };
+        return d.sourced ? { ...summary, from: describeSource(d.sourced.spec) } : summary;
+      }),
+    dispose: () => {
+      for (const d of drafts) {
+        d.dummy.dispose();
+        d.real?.dispose();
+      }
+      for (const r of retired) r.value.dispose();
+    },
   });
+}
+
+/** A copy a new configuration owns (disposing one configuration leaves the other whole). */
+function copyOf(v: SecretValue): SecretValue {
+  const bytes = v.revealBytes();
+  try {
+    return SecretValue.fromBytes(bytes);
+  } finally {
+    bytes.fill(0);
+  }
+}
+
+/** Zeroes the secrets the sources of a configuration hold (client secrets, refresh tokens). */
+export function disposeSources(config: SecretsConfig): void {
+  for (const s of config.sources) disposeSource(s.spec);
 }
 
 function splitList(text: string): string[] {

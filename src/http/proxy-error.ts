@@ -37,6 +37,9 @@ const CODES = {
   "decode-failed": [502, false],
   "shutting-down": [503, false],
   overloaded: [503, false],
+  // A credential the request presents has no value now (its source failed past its expiry,
+  // or has not answered yet): named, retried later; everything else is served.
+  "credential-unavailable": [503, false],
   internal: [500, false],
 } as const satisfies Record<string, readonly [number, boolean]>;
 

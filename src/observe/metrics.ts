@@ -78,6 +78,12 @@ export class ProxyMetrics {
     labelNames: ["agent"] as const,
     registers: [this.registry],
   });
+  readonly sources = new Counter({
+    name: "slapenir_credential_source_total",
+    help: "Credential source readings, by credential and result (fetched, unchanged, failed, expired)",
+    labelNames: ["credential", "result"] as const,
+    registers: [this.registry],
+  });
   readonly certCache = new Counter({
     name: "slapenir_leaf_cert_cache_total",
     help: "Interception leaf certificate lookups by result",

@@ -9,7 +9,8 @@ import { InlineScanner } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
 import type { LivePolicy, ProxyConfig, Rate } from "../config/proxy-config.ts";
 import { SecretState } from "../credentials/secret-state.ts";
-import { loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
+import { disposeSources, loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
+import { CredentialSources, type SourceEvent } from "../credentials/sources/source-manager.ts";
 import type { Stage } from "../exchange/exchange.ts";
 import { createPipeline } from "../exchange/pipeline.ts";
 import { egress } from "../exchange/stages/egress.ts";
@@ -94,6 +95,12 @@ export interface StartOptions {
   readonly identityClock?: () => Date;
   /** The clock rate limits refill by, in ms (tests freeze it; default performance.now). */
   readonly rateClock?: () => number;
+  /**
+   * Longest wait, after a credential source gave a new value, for the answers that started
+   * before it (they cannot redact it) to end before it is swapped; those still streaming are
+   * then cut (default 30 s).
+   */
+  readonly sourceSwitchMs?: number;
 }
 
 function egressFrom(live: LivePolicy): EgressPolicy {
@@ -163,7 +170,21 @@ export async function startProxy(
 ): Promise<RunningProxy> {
   const env = options.env ?? process.env;
   const audit = new AuditLog(config.logLevel, options.auditDestination);
-  let secrets: SecretsConfig = await loadSecrets(env);
+  // Metrics exist once the pool does; a source reading before that is only audited.
+  const metricsRef: { current?: ProxyMetrics } = {};
+  /** As loaded: sourced credentials without values. Installed configs are copies. */
+  let template: SecretsConfig = await loadSecrets(env);
+  // A source's change before the request path below exists is handled once it does.
+  let switchReady = false;
+  let changedEarly = false;
+  const onSourceChange = () => {
+    if (switchReady) sourcesChanged();
+    else changedEarly = true;
+  };
+  let sources = await startSources(template, onSourceChange, (e) =>
+    sourceEvent(audit, metricsRef.current, e),
+  );
+  let secrets: SecretsConfig = template.withValues(sources?.snapshot() ?? new Map());
   let state = SecretState.compile(secrets);
   const pki = await loadPki(config);
   // One agent's mints hold at most a quarter of the cache: naming ever-new hosts under a
@@ -199,6 +220,102 @@ export async function startProxy(
     Math.min(heldBudget, Math.max(Math.floor(heldBudget / 2), config.limits.maxHeldBodyBytes)),
   );
   const retiring = new Set<() => void>();
+  /** States replaced but still used by exchanges, and when each stops being used. */
+  const draining = new Map<SecretState, Promise<void>>();
+
+  /**
+   * Put `next` in force for new exchanges. Exchanges that started on the old state swap and
+   * redact with it until they are over: once the last one is, its copies are zeroed and its
+   * sets retired (streams still open finish on them; the pool zeroes a set once its last
+   * stream ends). Returns the old state.
+   */
+  function install(next: SecretsConfig): SecretState {
+    const nextState = SecretState.compile(next);
+    const old = state;
+    const oldSecrets = secrets;
+    state = nextState;
+    secrets = next;
+    let retired = false;
+    let drained!: () => void;
+    draining.set(old, new Promise<void>((ok) => (drained = ok)));
+    const retire = () => {
+      if (retired) return;
+      retired = true;
+      scanner.drop((n) => old.ownsSet(n));
+      inline.drop((n) => old.ownsSet(n));
+      old.dispose();
+      oldSecrets.dispose();
+      retiring.delete(retire);
+      draining.delete(old);
+      drained();
+    };
+    retiring.add(retire);
+    old.whenUnused(retire);
+    return old;
+  }
+
+  // A source's new value: first redacted by every new exchange (pending), then — once every
+  // exchange older than that is over, or the switch deadline has passed and what still streams
+  // on an older state is cut — swapped (promoted). One switch at a time.
+  let switching: Promise<void> | null = null;
+  let switchAgain = false;
+  function sourcesChanged(): void {
+    if (switching) {
+      switchAgain = true;
+      return;
+    }
+    switching = switchSources()
+      .catch((e) =>
+        audit.event(
+          "source",
+          { result: "error" },
+          `credential source switch failed: ${String((e as Error)?.name)}`,
+        ),
+      )
+      .finally(() => {
+        switching = null;
+        if (switchAgain) {
+          switchAgain = false;
+          sourcesChanged();
+        }
+      });
+  }
+  async function switchSources(): Promise<void> {
+    const mgr = sources;
+    if (!mgr) return;
+    const withValues = (): SecretsConfig | null => {
+      try {
+        return template.withValues(mgr.snapshot());
+      } catch (e) {
+        // A value that conflicts with another credential's (never shown): not put in force.
+        audit.event(
+          "source",
+          { result: "rejected" },
+          `a credential source's value was not put in force: ${(e as Error).message}`,
+        );
+        return null;
+      }
+    };
+    const phase1 = withValues();
+    if (!phase1) return;
+    install(phase1);
+    if (!mgr.hasPending) return;
+    const older = [...draining.values()];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const drainedAll = await Promise.race([
+      Promise.all(older).then(() => true),
+      new Promise<boolean>((ok) => {
+        timer = setTimeout(() => ok(false), options.sourceSwitchMs ?? 30_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!drainedAll) {
+      for (const s of draining.keys()) if (s !== state) s.replace();
+    }
+    if (mgr !== sources || !mgr.promote()) return;
+    const phase2 = withValues();
+    if (phase2) install(phase2);
+  }
   const metrics = new ProxyMetrics(
     {
       stats: () => {
@@ -213,6 +330,7 @@ export async function startProxy(
     leaves,
     held,
   );
+  metricsRef.current = metrics;
   const extraCa: string[] = [];
   if (config.upstreamCaFile) extraCa.push(readFileSync(config.upstreamCaFile, "utf8"));
   if (config.nodeExtraCaCerts) {
@@ -383,6 +501,8 @@ export async function startProxy(
   recheck.unref?.();
   const startedAt = Date.now();
   let ready = true;
+  switchReady = true;
+  if (changedEarly) sourcesChanged();
   const admin = createAdminApp(metrics, {
     startedAt,
     version: VERSION,
@@ -436,29 +556,20 @@ export async function startProxy(
     metrics,
     pool,
     async reloadSecrets(e = env) {
-      const next = await loadSecrets(e);
-      const nextState = SecretState.compile(next);
-      const old = state;
-      const oldSecrets = secrets;
-      state = nextState;
-      secrets = next;
+      const nextTemplate = await loadSecrets(e);
+      const nextSources = await startSources(nextTemplate, onSourceChange, (ev) =>
+        sourceEvent(audit, metrics, ev),
+      );
+      const oldTemplate = template;
+      sources?.stop();
+      disposeSources(oldTemplate);
+      template = nextTemplate;
+      sources = nextSources;
+      // A reload is not a source refresh: what streams on the old secrets is cut at once.
+      const old = install(template.withValues(sources?.snapshot() ?? new Map()));
       old.replace();
-      audit.event("reload", { credentials: nextState.credentialCount }, "secrets reloaded");
-      // Exchanges that started on the old state swap and redact with it until they are over:
-      // once the last one is, its copies are zeroed and its sets retired (streams still open
-      // finish on them; the pool zeroes a set once its last stream ends).
-      let retired = false;
-      const retire = () => {
-        if (retired) return;
-        retired = true;
-        scanner.drop((n) => old.ownsSet(n));
-        inline.drop((n) => old.ownsSet(n));
-        old.dispose();
-        oldSecrets.dispose();
-        retiring.delete(retire);
-      };
-      retiring.add(retire);
-      old.whenUnused(retire);
+      oldTemplate.dispose();
+      audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
     },
     reloadPolicy(next) {
       deny = denylistSets(next.deny);
@@ -494,8 +605,11 @@ export async function startProxy(
       for (const r of [...retiring]) r();
       await pool.close();
       inline.reset();
+      sources?.stop();
       state.dispose();
       secrets.dispose();
+      disposeSources(template);
+      template.dispose();
       leaves.clear();
       audit.event("stop", {}, "proxy stopped");
       await audit.flush();
@@ -514,6 +628,44 @@ const VIOLATION_TEXT: Record<ViolationKind, string> = {
   "foreign-dummy": "another agent's dummy in the agent's request",
   reflection: "a real value in the answer to the agent's request (redacted)",
 };
+
+/**
+ * The sources of a configuration, read once (each bounded by its own timeout) with what they
+ * gave put in force at once — nothing is in flight yet; null when no credential has one.
+ */
+async function startSources(
+  config: SecretsConfig,
+  onChange: () => void,
+  onEvent: (e: SourceEvent) => void,
+): Promise<CredentialSources | null> {
+  if (config.sources.length === 0) return null;
+  let started = false;
+  const mgr = new CredentialSources(config.sources, {
+    onChange: () => {
+      if (started) onChange();
+    },
+    onEvent,
+  });
+  await mgr.start();
+  mgr.promote();
+  started = true;
+  return mgr;
+}
+
+/** A source's news: an audit event and a count (names and reasons, never a value). */
+function sourceEvent(audit: AuditLog, metrics: ProxyMetrics | undefined, e: SourceEvent): void {
+  metrics?.sources.inc({ credential: e.credential, result: e.result });
+  const fields: Record<string, string | number> = { credential: e.credential, result: e.result };
+  if (e.reason) fields.reason = e.reason;
+  if (e.expiresAt) fields.expiresAt = new Date(e.expiresAt).toISOString();
+  audit.event(
+    "source",
+    fields,
+    e.result === "failed"
+      ? `credential source for ${e.credential} failed: ${e.reason}`
+      : `credential source for ${e.credential}: ${e.result}`,
+  );
+}
 
 const GUARD_INTERVAL_MS = 50;
 const LEAF_CACHE_CAPACITY = 1000;

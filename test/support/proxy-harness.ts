@@ -38,8 +38,13 @@ export interface AwsCredentialSpec {
   readonly services?: readonly string[];
 }
 
+/** A credential whose real value comes from a source (`file`, `command`, `oauth`). */
+export interface SourcedCredentialSpec extends Omit<CredentialSpec, "real"> {
+  readonly source: Record<string, unknown>;
+}
+
 export interface HarnessOptions {
-  readonly credentials?: readonly (CredentialSpec | AwsCredentialSpec)[];
+  readonly credentials?: readonly (CredentialSpec | AwsCredentialSpec | SourcedCredentialSpec)[];
   readonly allow?: readonly string[];
   readonly agents?: readonly string[];
   readonly env?: Record<string, string>;
@@ -56,6 +61,8 @@ export interface HarnessOptions {
   readonly identityClock?: () => Date;
   /** The clock rate limits refill by (a frozen one makes a bucket's count exact). */
   readonly rateClock?: () => number;
+  /** How long a source's new value waits for older answers before they are cut. */
+  readonly sourceSwitchMs?: number;
 }
 
 export interface AgentFiles {
@@ -152,6 +159,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     ...(opts.guardClock ? { guardClock: opts.guardClock } : {}),
     ...(opts.identityClock ? { identityClock: opts.identityClock } : {}),
     ...(opts.rateClock ? { rateClock: opts.rateClock } : {}),
+    ...(opts.sourceSwitchMs !== undefined ? { sourceSwitchMs: opts.sourceSwitchMs } : {}),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);

@@ -74,6 +74,17 @@ export function outbound(deps: OutboundDeps): Stage {
         return head;
       }
       ex.trace.foreignDummies += head.value.foreign;
+      if (scheme === "https") {
+        const text = [ex.head.target, ...ex.head.headers.fields.map(([, v]) => v)].join("\n");
+        const missing = state.unavailableIn(ex.agent, target.host, target.port, ex.route, text);
+        if (missing.length > 0) {
+          discard(out.body);
+          return refuse(
+            "credential-unavailable",
+            `credential ${missing.join(", ")} has no current value (its source failed or has not answered yet); retry later`,
+          );
+        }
+      }
       const swapped = new Set(head.value.swapped);
       let swaps = head.value.swaps;
       let body: Body = null;
@@ -99,9 +110,15 @@ export function outbound(deps: OutboundDeps): Stage {
         // An aws-chunked body is scanned as its payload and framed again on the way out
         // (body/aws-chunked.ts); its fields are never swapped (the framing fixes its length).
         if (framing.value) {
-          chunked = new AwsChunkedBody(framing.value, (e) =>
-            ex.trace.record("outbound", refuse(e.code, e.reason)),
-          );
+          try {
+            chunked = new AwsChunkedBody(framing.value, (e) =>
+              ex.trace.record("outbound", refuse(e.code, e.reason)),
+            );
+          } catch (e) {
+            discard(input);
+            if (e instanceof ProxyError) return refuse(e.code, e.reason);
+            throw e;
+          }
           framedLength = input.length;
           input = {
             kind: "stream",

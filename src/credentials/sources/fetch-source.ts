@@ -1,0 +1,236 @@
+// Reading a source once: a file, a command's output, an OAuth token endpoint's answer. What it
+// gives is a credential's real value — one token, or an AWS key set in the credential_process
+// format (`{"Version":1,"AccessKeyId":…,"SecretAccessKey":…,"SessionToken":…,"Expiration":…}`)
+// — with the time it expires when the source says. A failure is a SourceError whose message is
+// log-safe: it names what went wrong (exit code, HTTP status, which field), never a value,
+// never the command's output or the endpoint's body.
+
+import { readFile } from "node:fs/promises";
+import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../../matcher/types.ts";
+import { SecretValue } from "../secret-value.ts";
+import type { CommandSource, FileSource, OAuthSource, SourceSpec } from "./source-spec.ts";
+
+export class SourceError extends Error {
+  override readonly name = "SourceError";
+}
+
+/** The parts a source fills: `real` for a token; the AWS parts for `kind: "aws"`. */
+export type SourceShape = "token" | "aws";
+
+export interface Fetched {
+  /** By part: `real`, or `accessKeyId`, `secretAccessKey`, `sessionToken`. */
+  readonly values: ReadonlyMap<string, SecretValue>;
+  /** ms since the epoch; null when the source does not say. */
+  readonly expiresAt: number | null;
+}
+
+export interface Fetcher {
+  fetch(): Promise<Fetched>;
+  dispose(): void;
+}
+
+const MAX_OUTPUT = 64 * 1024;
+
+/** A value as a credential takes it (the secrets file's rule), or a SourceError naming `what`. */
+function value(text: unknown, what: string): SecretValue {
+  if (typeof text !== "string") throw new SourceError(`${what} is missing or not a string`);
+  const length = Buffer.byteLength(text, "utf8");
+  if (length < PATTERN_MIN_LENGTH || length > PATTERN_MAX_LENGTH) {
+    throw new SourceError(
+      `${what} is ${length} bytes; it must be ${PATTERN_MIN_LENGTH}..${PATTERN_MAX_LENGTH}`,
+    );
+  }
+  if (!/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(text)) {
+    throw new SourceError(`${what} is not printable ASCII without spaces at its ends`);
+  }
+  return SecretValue.fromText(text);
+}
+
+/** One token (surrounding whitespace dropped), or an AWS key set in the process format. */
+function parseOutput(text: string, shape: SourceShape, what: string): Fetched {
+  if (shape === "token") {
+    return { values: new Map([["real", value(text.trim(), what)]]), expiresAt: null };
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new SourceError(`${what} is not JSON in the credential_process format`);
+  }
+  if (typeof doc !== "object" || doc === null || (doc as { Version?: unknown }).Version !== 1) {
+    throw new SourceError(`${what} is not the credential_process format (Version 1)`);
+  }
+  const d = doc as Record<string, unknown>;
+  const values = new Map<string, SecretValue>([
+    ["accessKeyId", value(d.AccessKeyId, `${what} AccessKeyId`)],
+    ["secretAccessKey", value(d.SecretAccessKey, `${what} SecretAccessKey`)],
+  ]);
+  if (d.SessionToken !== undefined) {
+    values.set("sessionToken", value(d.SessionToken, `${what} SessionToken`));
+  }
+  let expiresAt: number | null = null;
+  if (d.Expiration !== undefined) {
+    expiresAt = typeof d.Expiration === "string" ? Date.parse(d.Expiration) : Number.NaN;
+    if (!Number.isFinite(expiresAt)) throw new SourceError(`${what} Expiration is not a date`);
+  }
+  return { values, expiresAt };
+}
+
+function fileFetcher(spec: FileSource, shape: SourceShape): Fetcher {
+  return {
+    async fetch() {
+      let text: string;
+      try {
+        text = await readFile(spec.path, "utf8");
+      } catch (e) {
+        throw new SourceError(
+          `cannot read ${spec.path} (${(e as NodeJS.ErrnoException).code ?? "error"})`,
+        );
+      }
+      if (text.length > MAX_OUTPUT) throw new SourceError(`${spec.path} is larger than 64 KiB`);
+      return parseOutput(text, shape, `the content of ${spec.path}`);
+    },
+    dispose() {},
+  };
+}
+
+function commandFetcher(spec: CommandSource, shape: SourceShape): Fetcher {
+  const name = spec.argv[0]!;
+  return {
+    async fetch() {
+      let proc: ReturnType<typeof Bun.spawn>;
+      try {
+        proc = Bun.spawn([...spec.argv], { stdin: "ignore", stdout: "pipe", stderr: "ignore" });
+      } catch {
+        throw new SourceError(`command ${name} could not be started`);
+      }
+      const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
+      const chunks: Uint8Array[] = [];
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      // The deadline ends the reading too: a child the command left behind may hold its stdout.
+      const late = new Promise<never>((_, fail) => {
+        timer = setTimeout(() => {
+          proc.kill("SIGKILL");
+          reader.cancel().catch(() => {});
+          fail(new SourceError(`command ${name} did not finish within ${spec.timeoutMs} ms`));
+        }, spec.timeoutMs);
+      });
+      const read = async (): Promise<number> => {
+        let size = 0;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          size += value.length;
+          if (size > MAX_OUTPUT) {
+            proc.kill("SIGKILL");
+            throw new SourceError(`command ${name} wrote more than 64 KiB`);
+          }
+          chunks.push(value);
+        }
+        return await proc.exited;
+      };
+      try {
+        const code = await Promise.race([read(), late]);
+        if (code !== 0) throw new SourceError(`command ${name} exited with ${code}`);
+        const out = Buffer.concat(chunks);
+        try {
+          return parseOutput(out.toString("utf8"), shape, `the output of ${name}`);
+        } finally {
+          out.fill(0);
+        }
+      } finally {
+        clearTimeout(timer);
+        for (const c of chunks) c.fill(0);
+      }
+    },
+    dispose() {},
+  };
+}
+
+function oauthFetcher(spec: OAuthSource, shape: SourceShape, now: () => number): Fetcher {
+  if (shape !== "token") throw new SourceError("an OAuth source gives a token, not AWS keys");
+  // The refresh token the endpoint gave last (it may rotate it at each use).
+  let refresh: SecretValue | null = spec.refreshToken ? copy(spec.refreshToken) : null;
+  let ca: string | undefined;
+  return {
+    async fetch() {
+      if (spec.caFile !== undefined && ca === undefined) {
+        try {
+          ca = await readFile(spec.caFile, "utf8");
+        } catch {
+          throw new SourceError(`cannot read the token endpoint's CA file ${spec.caFile}`);
+        }
+      }
+      const form = new URLSearchParams({ grant_type: spec.grant, client_id: spec.clientId });
+      if (spec.clientSecret) form.set("client_secret", spec.clientSecret.revealText());
+      if (spec.grant === "refresh_token" && refresh)
+        form.set("refresh_token", refresh.revealText());
+      if (spec.scope) form.set("scope", spec.scope);
+      let res: Response;
+      try {
+        res = await fetch(spec.tokenUrl, {
+          method: "POST",
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            accept: "application/json",
+          },
+          body: form.toString(),
+          redirect: "error",
+          signal: AbortSignal.timeout(spec.timeoutMs),
+          ...(ca !== undefined ? { tls: { ca } } : {}),
+        } as RequestInit);
+      } catch {
+        throw new SourceError(`token endpoint ${spec.tokenUrl} could not be reached`);
+      }
+      const body = await res.text().catch(() => "");
+      if (!res.ok) throw new SourceError(`token endpoint ${spec.tokenUrl} answered ${res.status}`);
+      let doc: Record<string, unknown>;
+      try {
+        doc = JSON.parse(body);
+      } catch {
+        throw new SourceError(
+          `token endpoint ${spec.tokenUrl} answered with something other than JSON`,
+        );
+      }
+      const token = value(doc.access_token, "the endpoint's access_token");
+      if (typeof doc.refresh_token === "string" && spec.grant === "refresh_token") {
+        const next = value(doc.refresh_token, "the endpoint's refresh_token");
+        refresh?.dispose();
+        refresh = next;
+      }
+      const life = typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : null;
+      return {
+        values: new Map([["real", token]]),
+        expiresAt: life === null ? null : now() + life * 1000,
+      };
+    },
+    dispose() {
+      refresh?.dispose();
+      refresh = null;
+    },
+  };
+}
+
+function copy(v: SecretValue): SecretValue {
+  const b = v.revealBytes();
+  try {
+    return SecretValue.fromBytes(b);
+  } finally {
+    b.fill(0);
+  }
+}
+
+export function fetcherFor(
+  spec: SourceSpec,
+  shape: SourceShape,
+  now: () => number = Date.now,
+): Fetcher {
+  switch (spec.type) {
+    case "file":
+      return fileFetcher(spec, shape);
+    case "command":
+      return commandFetcher(spec, shape);
+    case "oauth":
+      return oauthFetcher(spec, shape, now);
+  }
+}
