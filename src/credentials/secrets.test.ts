@@ -668,6 +668,24 @@ describe("credentials with a source", () => {
     expect(errorOf(() => parse({ credentials: [aws] })).message).toContain(
       "has a source; drop accessKeyId",
     );
+    expect(
+      errorOf(() =>
+        parse({
+          credentials: [
+            {
+              ...SOURCED,
+              source: {
+                assumeRole: {
+                  roleArn: "arn:aws:iam::123456789012:role/a",
+                  accessKeyId: "AKIABASE000000000001",
+                  secretAccessKey: "base-secret-0001",
+                },
+              },
+            },
+          ],
+        }),
+      ).message,
+    ).toContain('an assumeRole source gives AWS keys: use it with "kind": "aws"');
     const { accessKeyId, ...rest } = aws;
     const ok = parse({ credentials: [{ ...rest, accessKeyId: { dummy: accessKeyId.dummy } }] });
     expect(ok.sources.map((x) => [x.name, x.shape, x.parts])).toEqual([

@@ -366,7 +366,23 @@ function sourceOf(entry: Record<string, unknown>, named: string): SourceSpec | u
       named,
     );
   }
-  return parseSource(entry.source, `${named}.source`);
+  const spec = parseSource(entry.source, `${named}.source`);
+  const aws = entry.kind === "aws";
+  if (spec.type === "assumeRole" && !aws) {
+    throw new ConfigError(
+      "conflict",
+      'an assumeRole source gives AWS keys: use it with "kind": "aws"',
+      `${named}.source`,
+    );
+  }
+  if (spec.type === "oauth" && aws) {
+    throw new ConfigError(
+      "conflict",
+      "an OAuth source gives a token, not AWS keys",
+      `${named}.source`,
+    );
+  }
+  return spec;
 }
 
 /**

@@ -255,7 +255,15 @@ const xml = (status: number, body: string) =>
     headers: { "content-type": "application/xml" },
   });
 
-export function startS3Upstream(cert: TestCert, keys: S3Keys): S3Upstream {
+/**
+ * `keys`: the one key set it accepts, or a function giving the sets it accepts now (keys that
+ * rotate, as STS-issued ones do); a request is verified with the set of its access key id.
+ */
+export function startS3Upstream(
+  cert: TestCert,
+  keys: S3Keys | (() => readonly S3Keys[]),
+): S3Upstream {
+  const accepted = typeof keys === "function" ? keys : () => [keys];
   const requests: S3Request[] = [];
   const objects = new Map<string, Uint8Array>();
   const uploads = new Map<string, Map<number, Uint8Array>>();
@@ -266,10 +274,14 @@ export function startS3Upstream(cert: TestCert, keys: S3Keys): S3Upstream {
     async fetch(req) {
       const url = new URL(req.url);
       let body: Uint8Array = new Uint8Array(await req.arrayBuffer());
-      let verified = await verify(req, url, keys);
+      const keyId =
+        /Credential=([^/]+)\//.exec(req.headers.get("authorization") ?? "")?.[1] ??
+        url.searchParams.get("X-Amz-Credential")?.split("/")[0];
+      const mine = accepted().find((k) => k.accessKeyId === keyId);
+      let verified = mine !== undefined && (await verify(req, url, mine));
       const payloadMode = req.headers.get("x-amz-content-sha256");
-      if (payloadMode?.startsWith("STREAMING-")) {
-        const read = await readChunked(req, body, payloadMode, keys);
+      if (mine && payloadMode?.startsWith("STREAMING-")) {
+        const read = await readChunked(req, body, payloadMode, mine);
         verified &&= read?.ok ?? false;
         if (read) body = read.payload;
       }
@@ -293,7 +305,7 @@ export function startS3Upstream(cert: TestCert, keys: S3Keys): S3Upstream {
         // As S3's AccessDenied does for a bucket policy: the caller's key id in the body.
         return xml(
           403,
-          `<Error><Code>AccessDenied</Code><Message>Access Denied</Message><AWSAccessKeyId>${keys.accessKeyId}</AWSAccessKeyId></Error>`,
+          `<Error><Code>AccessDenied</Code><Message>Access Denied</Message><AWSAccessKeyId>${mine!.accessKeyId}</AWSAccessKeyId></Error>`,
         );
       }
       const key = rest.join("/");

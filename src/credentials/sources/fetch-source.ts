@@ -5,10 +5,18 @@
 // log-safe: it names what went wrong (exit code, HTTP status, which field), never a value,
 // never the command's output or the endpoint's body.
 
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../../matcher/types.ts";
 import { SecretValue } from "../secret-value.ts";
-import type { CommandSource, FileSource, OAuthSource, SourceSpec } from "./source-spec.ts";
+import { canonicalRequest, SIGV4_ALGORITHM, scopeOf, sigV4Signature } from "../sigv4.ts";
+import type {
+  AssumeRoleSource,
+  CommandSource,
+  FileSource,
+  OAuthSource,
+  SourceSpec,
+} from "./source-spec.ts";
 
 export class SourceError extends Error {
   override readonly name = "SourceError";
@@ -211,6 +219,103 @@ function oauthFetcher(spec: OAuthSource, shape: SourceShape, now: () => number):
   };
 }
 
+/** The text of `<name>…</name>` in an STS answer (its values are base64 and ids: no entities). */
+function xmlField(xml: string, name: string): string | undefined {
+  return new RegExp(`<${name}>([^<]*)</${name}>`).exec(xml)?.[1];
+}
+
+function assumeRoleFetcher(spec: AssumeRoleSource, shape: SourceShape, now: () => number): Fetcher {
+  if (shape !== "aws") throw new SourceError("an assumeRole source gives AWS keys (kind aws only)");
+  let ca: string | undefined;
+  return {
+    async fetch() {
+      if (spec.caFile !== undefined && ca === undefined) {
+        try {
+          ca = await readFile(spec.caFile, "utf8");
+        } catch {
+          throw new SourceError(`cannot read the STS endpoint's CA file ${spec.caFile}`);
+        }
+      }
+      const url = new URL(spec.stsUrl);
+      const form = new URLSearchParams({
+        Action: "AssumeRole",
+        Version: "2011-06-15",
+        RoleArn: spec.roleArn,
+        RoleSessionName: spec.sessionName,
+        DurationSeconds: String(spec.durationSeconds),
+        ...(spec.externalId !== undefined ? { ExternalId: spec.externalId } : {}),
+      }).toString();
+      const when = new Date(now())
+        .toISOString()
+        .replace(/[-:]/g, "")
+        .replace(/\.\d{3}/, "");
+      const headers: [string, string][] = [
+        ["content-type", "application/x-www-form-urlencoded; charset=utf-8"],
+        ["host", url.host],
+        ["x-amz-date", when],
+      ];
+      if (spec.sessionToken) headers.push(["x-amz-security-token", spec.sessionToken.revealText()]);
+      const auth = {
+        accessKeyId: spec.accessKeyId.revealText(),
+        date: when.slice(0, 8),
+        region: spec.region,
+        service: "sts",
+        signedHeaders: headers.map(([k]) => k),
+        signature: "",
+      };
+      const payloadHash = createHash("sha256").update(form).digest("hex");
+      const canonical = canonicalRequest(
+        { method: "POST", target: `${url.pathname}${url.search}`, headers },
+        auth,
+        payloadHash,
+      );
+      if (!canonical.ok) throw new SourceError("the STS request could not be signed");
+      const secret = spec.secretAccessKey.revealBytes();
+      let signature: string;
+      try {
+        signature = sigV4Signature(secret, auth, when, canonical.value);
+      } finally {
+        secret.fill(0);
+      }
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          method: "POST",
+          headers: [
+            ...headers.filter(([k]) => k !== "host"),
+            [
+              "authorization",
+              `${SIGV4_ALGORITHM} Credential=${auth.accessKeyId}/${scopeOf(auth)}, SignedHeaders=${auth.signedHeaders.join(";")}, Signature=${signature}`,
+            ],
+          ],
+          body: form,
+          redirect: "error",
+          signal: AbortSignal.timeout(spec.timeoutMs),
+          ...(ca !== undefined ? { tls: { ca } } : {}),
+        } as RequestInit);
+      } catch {
+        throw new SourceError(`STS endpoint ${spec.stsUrl} could not be reached`);
+      }
+      const xml = await res.text().catch(() => "");
+      if (!res.ok) throw new SourceError(`STS endpoint ${spec.stsUrl} answered ${res.status}`);
+      const expiration = Date.parse(xmlField(xml, "Expiration") ?? "");
+      if (!Number.isFinite(expiration)) throw new SourceError("the STS answer has no Expiration");
+      return {
+        values: new Map([
+          ["accessKeyId", value(xmlField(xml, "AccessKeyId"), "the STS answer's AccessKeyId")],
+          [
+            "secretAccessKey",
+            value(xmlField(xml, "SecretAccessKey"), "the STS answer's SecretAccessKey"),
+          ],
+          ["sessionToken", value(xmlField(xml, "SessionToken"), "the STS answer's SessionToken")],
+        ]),
+        expiresAt: expiration,
+      };
+    },
+    dispose() {},
+  };
+}
+
 function copy(v: SecretValue): SecretValue {
   const b = v.revealBytes();
   try {
@@ -232,5 +337,7 @@ export function fetcherFor(
       return commandFetcher(spec, shape);
     case "oauth":
       return oauthFetcher(spec, shape, now);
+    case "assumeRole":
+      return assumeRoleFetcher(spec, shape, now);
   }
 }

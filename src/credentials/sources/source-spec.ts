@@ -12,13 +12,16 @@
 //               "grant": "client_credentials", "clientId": "…", "clientSecret": "…",
 //               "scope": "…", "caFile": "/path/ca.pem" } }
 //   "source": { "oauth": { …, "grant": "refresh_token", "refreshToken": "…" } }
+//   "source": { "assumeRole": { "roleArn": "arn:aws:iam::…:role/…", "accessKeyId": "…",
+//               "secretAccessKey": "…", "durationSeconds": 3600, "region": "us-east-1" } }
+//               (kind aws: STS temporary keys for the role, signed for with the base keys)
 //
 // Common: "retainRetiredSeconds" (3600): how long a replaced value stays in the redaction set.
 
 import { ConfigError } from "../../config/config-error.ts";
 import { SecretValue } from "../secret-value.ts";
 
-export type SourceSpec = FileSource | CommandSource | OAuthSource;
+export type SourceSpec = FileSource | CommandSource | OAuthSource | AssumeRoleSource;
 
 interface Common {
   /** How long a replaced value is still redacted and blocked. */
@@ -48,6 +51,23 @@ export interface OAuthSource extends Common {
   readonly refreshToken?: SecretValue;
   readonly scope?: string;
   /** PEM file of CAs to trust for the token endpoint (besides the system's). */
+  readonly caFile?: string;
+  readonly timeoutMs: number;
+}
+
+/** AWS STS AssumeRole: temporary keys for a role, signed for with base keys (kind aws only). */
+export interface AssumeRoleSource extends Common {
+  readonly type: "assumeRole";
+  readonly roleArn: string;
+  readonly sessionName: string;
+  readonly durationSeconds: number;
+  readonly externalId?: string;
+  /** The STS endpoint (default the global one) and the region its signature is scoped to. */
+  readonly stsUrl: string;
+  readonly region: string;
+  readonly accessKeyId: SecretValue;
+  readonly secretAccessKey: SecretValue;
+  readonly sessionToken?: SecretValue;
   readonly caFile?: string;
   readonly timeoutMs: number;
 }
@@ -121,9 +141,13 @@ export function parseSource(value: unknown, where: string): SourceSpec {
       where,
     );
   }
-  const kinds = ["file", "command", "oauth"].filter((k) => value[k] !== undefined);
+  const kinds = ["file", "command", "oauth", "assumeRole"].filter((k) => value[k] !== undefined);
   if (kinds.length !== 1) {
-    throw new ConfigError("bad-shape", 'needs exactly one of "file", "command", "oauth"', where);
+    throw new ConfigError(
+      "bad-shape",
+      'needs exactly one of "file", "command", "oauth", "assumeRole"',
+      where,
+    );
   }
   const retainRetiredMs = seconds(value, "retainRetiredSeconds", 3600, 0, 7 * 86400, where);
   if (kinds[0] === "file") {
@@ -162,6 +186,7 @@ export function parseSource(value: unknown, where: string): SourceSpec {
       retainRetiredMs,
     };
   }
+  if (kinds[0] === "assumeRole") return assumeRole(value, where, retainRetiredMs);
   fieldsOnly(value, ["oauth", ...COMMON], where);
   const o = value.oauth;
   const at = `${where}.oauth`;
@@ -234,6 +259,106 @@ export function parseSource(value: unknown, where: string): SourceSpec {
   };
 }
 
+function httpsUrl(o: Record<string, unknown>, key: string, at: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text(o, key, at));
+  } catch {
+    throw new ConfigError("bad-value", "must be an https URL", `${at}.${key}`);
+  }
+  if (url.protocol !== "https:" || url.username || url.password) {
+    throw new ConfigError(
+      "bad-value",
+      "must be an https URL without credentials in it",
+      `${at}.${key}`,
+    );
+  }
+  return url;
+}
+
+function assumeRole(
+  value: Record<string, unknown>,
+  where: string,
+  retainRetiredMs: number,
+): AssumeRoleSource {
+  fieldsOnly(value, ["assumeRole", ...COMMON], where);
+  const o = value.assumeRole;
+  const at = `${where}.assumeRole`;
+  if (!isObject(o)) throw new ConfigError("bad-shape", "must be an object", at);
+  fieldsOnly(
+    o,
+    [
+      "roleArn",
+      "sessionName",
+      "durationSeconds",
+      "externalId",
+      "stsUrl",
+      "region",
+      "accessKeyId",
+      "secretAccessKey",
+      "sessionToken",
+      "caFile",
+      "timeoutSeconds",
+    ],
+    at,
+  );
+  const roleArn = text(o, "roleArn", at, 2048);
+  if (!/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/.test(roleArn)) {
+    throw new ConfigError(
+      "bad-value",
+      "must be a role ARN (arn:aws:iam::123456789012:role/NAME)",
+      `${at}.roleArn`,
+    );
+  }
+  const sessionName = o.sessionName === undefined ? "slapenir" : text(o, "sessionName", at, 64);
+  if (!/^[\w+=,.@-]{2,64}$/.test(sessionName)) {
+    throw new ConfigError(
+      "bad-value",
+      "must be 2..64 of letters, digits and +=,.@_-",
+      `${at}.sessionName`,
+    );
+  }
+  const duration = o.durationSeconds ?? 3600;
+  if (
+    typeof duration !== "number" ||
+    !Number.isInteger(duration) ||
+    duration < 900 ||
+    duration > 43200
+  ) {
+    throw new ConfigError(
+      "bad-value",
+      "must be whole seconds, 900..43200",
+      `${at}.durationSeconds`,
+    );
+  }
+  const region = o.region === undefined ? "us-east-1" : text(o, "region", at, 64);
+  if (!/^[a-z0-9-]{1,64}$/.test(region)) {
+    throw new ConfigError("bad-value", "must be a region name (us-east-1)", `${at}.region`);
+  }
+  const caFile = o.caFile === undefined ? undefined : text(o, "caFile", at);
+  if (caFile !== undefined && !caFile.startsWith("/")) {
+    throw new ConfigError("bad-value", "must be an absolute path", `${at}.caFile`);
+  }
+  return {
+    type: "assumeRole",
+    roleArn,
+    sessionName,
+    durationSeconds: duration,
+    ...(o.externalId !== undefined ? { externalId: text(o, "externalId", at, 1224) } : {}),
+    stsUrl: (o.stsUrl === undefined
+      ? new URL("https://sts.amazonaws.com/")
+      : httpsUrl(o, "stsUrl", at)
+    ).href,
+    region,
+    accessKeyId: secret(o, "accessKeyId", at),
+    secretAccessKey: secret(o, "secretAccessKey", at),
+    ...(o.sessionToken !== undefined ? { sessionToken: secret(o, "sessionToken", at) } : {}),
+    ...(caFile !== undefined ? { caFile } : {}),
+    timeoutMs: seconds(o, "timeoutSeconds", 10, 0.1, 300, at),
+    retainRetiredMs,
+  };
+}
+
 /** What a source is, for logs and `secrets check`: never a secret. */
 export function describeSource(spec: SourceSpec): string {
   switch (spec.type) {
@@ -243,12 +368,19 @@ export function describeSource(spec: SourceSpec): string {
       return `command ${spec.argv[0]} (${spec.argv.length - 1} arguments)`;
     case "oauth":
       return `oauth ${spec.grant} ${spec.tokenUrl}`;
+    case "assumeRole":
+      return `assumeRole ${spec.roleArn} via ${spec.stsUrl}`;
   }
 }
 
 /** Zeroes a spec's own secrets (a client secret, a refresh token). */
 export function disposeSource(spec: SourceSpec): void {
-  if (spec.type !== "oauth") return;
-  spec.clientSecret?.dispose();
-  spec.refreshToken?.dispose();
+  if (spec.type === "oauth") {
+    spec.clientSecret?.dispose();
+    spec.refreshToken?.dispose();
+  } else if (spec.type === "assumeRole") {
+    spec.accessKeyId.dispose();
+    spec.secretAccessKey.dispose();
+    spec.sessionToken?.dispose();
+  }
 }

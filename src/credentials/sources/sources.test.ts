@@ -63,6 +63,65 @@ describe("the source field", () => {
     );
   });
 
+  test("assumeRole: the role, its defaults, base keys held as secrets", () => {
+    const a = parseSource(
+      {
+        assumeRole: {
+          roleArn: "arn:aws:iam::123456789012:role/agent",
+          accessKeyId: "AKIABASE000000000001",
+          secretAccessKey: "base-secret-R3aL-0001",
+        },
+      },
+      "w",
+    );
+    expect(a).toMatchObject({
+      type: "assumeRole",
+      sessionName: "slapenir",
+      durationSeconds: 3600,
+      stsUrl: "https://sts.amazonaws.com/",
+      region: "us-east-1",
+    });
+    expect(JSON.stringify(a)).not.toContain("base-secret-R3aL-0001");
+    expect(describeSource(a)).toBe(
+      "assumeRole arn:aws:iam::123456789012:role/agent via https://sts.amazonaws.com/",
+    );
+  });
+
+  test.each([
+    [
+      { assumeRole: { roleArn: "role/agent", accessKeyId: "a", secretAccessKey: "b" } },
+      "s.assumeRole.roleArn: must be a role ARN",
+    ],
+    [
+      { assumeRole: { roleArn: "arn:aws:iam::123456789012:role/a", secretAccessKey: "b" } },
+      "s.assumeRole.accessKeyId",
+    ],
+    [
+      {
+        assumeRole: {
+          roleArn: "arn:aws:iam::123456789012:role/a",
+          accessKeyId: "a",
+          secretAccessKey: "b",
+          durationSeconds: 60,
+        },
+      },
+      "s.assumeRole.durationSeconds: must be whole seconds, 900..43200",
+    ],
+    [
+      {
+        assumeRole: {
+          roleArn: "arn:aws:iam::123456789012:role/a",
+          accessKeyId: "a",
+          secretAccessKey: "b",
+          stsUrl: "http://sts",
+        },
+      },
+      "s.assumeRole.stsUrl: must be an https URL",
+    ],
+  ])("%j is refused: %s", (value, message) => {
+    expect(errorOf(() => parseSource(value, "s")).message).toContain(message);
+  });
+
   test.each([
     [[], "must be an object"],
     [{}, 'exactly one of "file", "command", "oauth"'],
