@@ -185,9 +185,37 @@ describe("secrets check", () => {
     const r = await cli(["secrets", "check", file]);
     expect(r).toEqual({
       code: 0,
-      stdout: `ok: 1 credential\n  openai: dummy ${DUMMY.length} B, real ${REAL.length} B, hosts api.openai.com, any agent, in header:authorization, require, not in URLs\n`,
+      stdout: `ok: 1 credential\n  openai (token): dummy ${DUMMY.length} B, real ${REAL.length} B, hosts api.openai.com, any agent, in header:authorization, require, not in URLs\n`,
       stderr: "",
     });
+  });
+
+  test("sources are read once and reported — what, when it expires, or why it failed — never their values", async () => {
+    const tokenFile = join(dir, "sourced-token");
+    await writeFile(tokenFile, REAL);
+    const file = join(dir, "sourced.json");
+    await writeFile(
+      file,
+      JSON.stringify({
+        credentials: [
+          { name: "fromfile", dummy: DUMMY, source: { file: tokenFile }, hosts: ["a.example"] },
+          {
+            name: "fromcmd",
+            dummy: `${DUMMY}-2`,
+            source: { command: ["sh", "-c", `echo ${REAL}-printed; exit 1`] },
+            hosts: ["b.example"],
+          },
+        ],
+      }),
+    );
+    const r = await cli(["secrets", "check", file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe(
+      "error: 2 credentials\n" +
+        `  fromfile (token): dummy ${DUMMY.length} B, real from file ${tokenFile} (read ok), hosts a.example, any agent, in header:authorization\n` +
+        `  fromcmd (token): dummy ${DUMMY.length + 2} B, real from command sh (2 arguments) (FAILED: command sh exited with 1), hosts b.example, any agent, in header:authorization\n`,
+    );
+    expect(r.stdout + r.stderr).not.toContain(REAL);
   });
 
   test("an invalid file: the error names the entry and field, exit 1, no value printed", async () => {

@@ -102,7 +102,7 @@ async function secretsCheck(rest: readonly string[], io: CliIo, cwd: string): Pr
         ? `real ${c.realLength} B`
         : `real from ${c.from} (${read.get(group) ?? read.get(c.name) ?? "not read"})`;
     io.out(
-      `  ${c.name}: dummy ${c.dummyLength} B, ${real}, hosts ${c.hosts.join(",")}, ${agents}` +
+      `  ${c.name} (${c.kind}): dummy ${c.dummyLength} B, ${real}, hosts ${c.hosts.join(",")}, ${agents}` +
         `, in ${c.in.join(",") || "nothing (signed)"}${c.require ? ", require" : ""}${c.inUrl === "deny" ? ", not in URLs" : ""}`,
     );
   }

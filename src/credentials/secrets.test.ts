@@ -63,6 +63,7 @@ describe("valid configuration", () => {
     expect(s.redacted()).toEqual([
       {
         name: "openai",
+        kind: "token",
         source: "secrets.json credentials[0]",
         dummyLength: OPENAI.dummy.length,
         realLength: OPENAI.real.length,
@@ -75,6 +76,7 @@ describe("valid configuration", () => {
       },
       {
         name: "github",
+        kind: "token",
         source: "secrets.json credentials[1]",
         dummyLength: GITHUB.dummy.length,
         realLength: GITHUB.real.length,

@@ -99,6 +99,8 @@ export type InUrlRule = "allow" | "deny";
 /** The log-safe view of a credential. */
 export interface RedactedCredential {
   readonly name: string;
+  /** `token` (swapped where presented) or `aws` (a part of an AWS key set: signed again). */
+  readonly kind: "token" | "aws";
   readonly source: string;
   readonly dummyLength: number;
   /** Null: the value comes from a source that has none now. */
@@ -138,6 +140,7 @@ export class Credential {
   redacted(): RedactedCredential {
     return {
       name: this.name,
+      kind: this.sigv4 ? "aws" : "token",
       source: this.source,
       dummyLength: this.dummy.length,
       realLength: this.real.length,
@@ -780,6 +783,7 @@ export function buildSecrets(
         const built = credentials.find((c) => c.name === d.name);
         const summary = built?.redacted() ?? {
           name: d.name,
+          kind: d.sigv4 ? ("aws" as const) : ("token" as const),
           source: d.source,
           dummyLength: d.dummy.length,
           realLength: null,
