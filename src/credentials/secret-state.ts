@@ -178,7 +178,8 @@ export class SecretState {
   /**
    * The credentials without a value now (their source failed or has not answered) whose dummy
    * `text` (a request's target and field values) carries to a host they are bound to for
-   * `agent`: such a request is refused 503 naming them rather than sent with the dummy.
+   * `agent` — as written, percent-decoded, or in Basic credentials: such a request is refused
+   * 503 naming them rather than sent with the dummy. (A dummy in a body is not looked for.)
    */
   unavailableIn(
     agent: string,
@@ -187,11 +188,19 @@ export class SecretState {
     route: RequestRoute | undefined,
     text: string,
   ): string[] {
-    const out: string[] = [];
-    for (const p of this.#unavailable.swapPlan(agent, host, port, route).swaps) {
-      if (text.includes(Buffer.from(p.dummy).toString("latin1"))) out.push(p.name);
+    const swaps = this.#unavailable.swapPlan(agent, host, port, route).swaps;
+    if (swaps.length === 0) return [];
+    // As written, percent- or form-decoded (a query), and inside Basic credentials.
+    const texts = [text, ...urlDecodings(text)];
+    for (const m of text.matchAll(/\bBasic\s+([A-Za-z0-9+/=_-]+)/gi)) {
+      texts.push(Buffer.from(m[1]!, "base64").toString("latin1"));
     }
-    return out;
+    return swaps
+      .filter((p) => {
+        const dummy = Buffer.from(p.dummy).toString("latin1");
+        return texts.some((t) => t.includes(dummy));
+      })
+      .map((p) => p.name);
   }
 
   static compile(secrets: SecretsConfig): SecretState {

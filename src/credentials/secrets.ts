@@ -704,11 +704,19 @@ export function buildSecrets(
       }
       // A dummy that holds a real value would be blocked by outbound DLP and could never be
       // used; equal is the worst case (the agent would hold a real secret).
-      const reals = [b.real, ...retired.filter((r) => r.name === b.name).map((r) => r.value)];
-      if (reals.some((r) => r && a.dummy.contains(r))) {
+      if (b.real && a.dummy.contains(b.real)) {
         const whose = i === j ? "its own real value" : `the real value of ${b.where}`;
         throw new ConfigError("conflict", `dummy contains ${whose}`, a.where);
       }
+    }
+    // Likewise a value a source gave (pending or replaced), still redacted and blocked.
+    const held = retired.find((r) => a.dummy.contains(r.value));
+    if (held) {
+      throw new ConfigError(
+        "conflict",
+        `dummy contains a value the source of ${held.name.replace(/~retired$/, "")} gave`,
+        a.where,
+      );
     }
   }
   const credentials = Object.freeze(

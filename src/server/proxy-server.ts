@@ -283,23 +283,24 @@ export async function startProxy(
   async function switchSources(): Promise<void> {
     const mgr = sources;
     if (!mgr) return;
-    const withValues = (): SecretsConfig | null => {
+    // The pending values this switch puts in the redaction set, and later swaps — only these:
+    // one that replaces them meanwhile starts a switch of its own.
+    const token = mgr.pendingToken();
+    const build = (promoted?: typeof token): SecretsConfig | null => {
       try {
-        return template.withValues(mgr.snapshot());
+        return template.withValues(mgr.snapshot(promoted));
       } catch (e) {
-        // A value that conflicts with another credential's (never shown): not put in force.
-        audit.event(
-          "source",
-          { result: "rejected" },
-          `a credential source's value was not put in force: ${(e as Error).message}`,
-        );
+        // A value that conflicts with another credential (never shown): dropped, and the
+        // configuration without it put in force.
+        mgr.reject(token, (e as Error).message);
+        switchAgain = true;
         return null;
       }
     };
-    const phase1 = withValues();
+    const phase1 = build();
     if (!phase1) return;
     install(phase1);
-    if (!mgr.hasPending) return;
+    if (token.size === 0) return;
     const older = [...draining.values()];
     let timer: ReturnType<typeof setTimeout> | undefined;
     const drainedAll = await Promise.race([
@@ -309,12 +310,14 @@ export async function startProxy(
       }),
     ]);
     clearTimeout(timer);
+    if (mgr !== sources) return;
     if (!drainedAll) {
       for (const s of draining.keys()) if (s !== state) s.replace();
     }
-    if (mgr !== sources || !mgr.promote()) return;
-    const phase2 = withValues();
-    if (phase2) install(phase2);
+    const phase2 = build(token);
+    if (!phase2) return;
+    if (mgr.promote(token)) install(phase2);
+    else phase2.dispose();
   }
   const metrics = new ProxyMetrics(
     {
@@ -561,13 +564,17 @@ export async function startProxy(
         sourceEvent(audit, metrics, ev),
       );
       const oldTemplate = template;
+      // What the old sources gave stays redacted under the new ones (a reload is no way to
+      // make a replaced value readable again).
+      if (sources && nextSources) sources.handOver(nextSources);
       sources?.stop();
       disposeSources(oldTemplate);
       template = nextTemplate;
       sources = nextSources;
-      // A reload is not a source refresh: what streams on the old secrets is cut at once.
-      const old = install(template.withValues(sources?.snapshot() ?? new Map()));
-      old.replace();
+      // A reload is not a source refresh: whatever streams on older secrets — the state in
+      // force, and any a source switch was waiting on — is cut at once.
+      install(template.withValues(sources?.snapshot() ?? new Map()));
+      for (const s of draining.keys()) s.replace();
       oldTemplate.dispose();
       audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
     },

@@ -116,6 +116,8 @@ beforeAll(async () => {
     ],
     allow: ["echo.test:*", "api.test:*", "cmd.test:*", "static.test:*"],
     names: ["echo.test", "api.test", "cmd.test", "static.test"],
+    // These tests wait for a refresh by asking again: the request rate is not what they try.
+    env: { SLAPENIR_RATE_LIMIT: "off" },
   });
   echo = startEchoServer(
     await h.upstreamCa.issue(["echo.test", "api.test", "cmd.test", "static.test"]),
@@ -260,6 +262,8 @@ describe("a new value waits for the answers that began before it", () => {
       allow: ["echo.test:*"],
       names: ["echo.test"],
       sourceSwitchMs: 300,
+      // These tests wait for a refresh by asking again: the request rate is not what they try.
+      env: { SLAPENIR_RATE_LIMIT: "off" },
     });
     // An upstream this proxy trusts (its own test CA), answering as the shared one does.
     await using up = startEchoServer(await quick.upstreamCa.issue(["echo.test"]), (req, r) =>

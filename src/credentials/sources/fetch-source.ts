@@ -6,7 +6,7 @@
 // never the command's output or the endpoint's body.
 
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../../matcher/types.ts";
 import { SecretValue } from "../secret-value.ts";
 import { canonicalRequest, SIGV4_ALGORITHM, scopeOf, sigV4Signature } from "../sigv4.ts";
@@ -54,6 +54,31 @@ function value(text: unknown, what: string): SecretValue {
   return SecretValue.fromText(text);
 }
 
+/** An endpoint's answer body, refused past 64 KiB (read no further). */
+async function bodyText(res: Response, what: string): Promise<string> {
+  const reader = res.body?.getReader();
+  if (!reader) return "";
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
+    if (done || !value) break;
+    size += value.length;
+    if (size > MAX_OUTPUT) {
+      await reader.cancel().catch(() => {});
+      throw new SourceError(`${what} answered with more than 64 KiB`);
+    }
+    parts.push(value);
+  }
+  const out = Buffer.concat(parts);
+  try {
+    return out.toString("utf8");
+  } finally {
+    out.fill(0);
+    for (const p of parts) p.fill(0);
+  }
+}
+
 /** One token (surrounding whitespace dropped), or an AWS key set in the process format. */
 function parseOutput(text: string, shape: SourceShape, what: string): Fetched {
   if (shape === "token") {
@@ -89,13 +114,23 @@ function fileFetcher(spec: FileSource, shape: SourceShape): Fetcher {
     async fetch() {
       let text: string;
       try {
-        text = await readFile(spec.path, "utf8");
+        // At most one byte past the cap is read: a huge file is refused, not loaded.
+        const f = await open(spec.path, "r");
+        try {
+          const buf = Buffer.alloc(MAX_OUTPUT + 1);
+          const { bytesRead } = await f.read(buf, 0, buf.length, 0);
+          text = buf.subarray(0, bytesRead).toString("utf8");
+          buf.fill(0);
+        } finally {
+          await f.close();
+        }
       } catch (e) {
-        throw new SourceError(
-          `cannot read ${spec.path} (${(e as NodeJS.ErrnoException).code ?? "error"})`,
-        );
+        const code = (e as NodeJS.ErrnoException).code ?? "error";
+        throw new SourceError(`cannot read ${spec.path} (${code})`);
       }
-      if (text.length > MAX_OUTPUT) throw new SourceError(`${spec.path} is larger than 64 KiB`);
+      if (Buffer.byteLength(text) > MAX_OUTPUT) {
+        throw new SourceError(`${spec.path} is larger than 64 KiB`);
+      }
       return parseOutput(text, shape, `the content of ${spec.path}`);
     },
     dispose() {},
@@ -190,8 +225,11 @@ function oauthFetcher(spec: OAuthSource, shape: SourceShape, now: () => number):
       } catch {
         throw new SourceError(`token endpoint ${spec.tokenUrl} could not be reached`);
       }
-      const body = await res.text().catch(() => "");
-      if (!res.ok) throw new SourceError(`token endpoint ${spec.tokenUrl} answered ${res.status}`);
+      if (!res.ok) {
+        await res.body?.cancel().catch(() => {});
+        throw new SourceError(`token endpoint ${spec.tokenUrl} answered ${res.status}`);
+      }
+      const body = await bodyText(res, `token endpoint ${spec.tokenUrl}`);
       let doc: Record<string, unknown>;
       try {
         doc = JSON.parse(body);
@@ -296,8 +334,11 @@ function assumeRoleFetcher(spec: AssumeRoleSource, shape: SourceShape, now: () =
       } catch {
         throw new SourceError(`STS endpoint ${spec.stsUrl} could not be reached`);
       }
-      const xml = await res.text().catch(() => "");
-      if (!res.ok) throw new SourceError(`STS endpoint ${spec.stsUrl} answered ${res.status}`);
+      if (!res.ok) {
+        await res.body?.cancel().catch(() => {});
+        throw new SourceError(`STS endpoint ${spec.stsUrl} answered ${res.status}`);
+      }
+      const xml = await bodyText(res, `STS endpoint ${spec.stsUrl}`);
       const expiration = Date.parse(xmlField(xml, "Expiration") ?? "");
       if (!Number.isFinite(expiration)) throw new SourceError("the STS answer has no Expiration");
       return {

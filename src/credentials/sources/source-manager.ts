@@ -13,7 +13,7 @@ import { type Fetched, type Fetcher, fetcherFor, SourceError } from "./fetch-sou
 
 export interface SourceEvent {
   readonly credential: string;
-  readonly result: "fetched" | "unchanged" | "failed" | "expired";
+  readonly result: "fetched" | "unchanged" | "failed" | "expired" | "rejected";
   /** Log-safe: what failed (never a value). */
   readonly reason?: string;
   /** When the value in force expires (ms since the epoch), when the source says. */
@@ -36,8 +36,16 @@ export interface SourceManagerOptions {
 }
 
 const MAX_BACKOFF_MS = 60_000;
+/** Longest a timer is set for (timers overflow past 2^31 ms); a later time is re-armed. */
+const MAX_TIMER_MS = 86_400_000;
 /** A value whose source gives no expiry is read again this often (OAuth without expires_in). */
 const DEFAULT_LIFETIME_MS = 3_600_000;
+
+/**
+ * The pending values a switch saw, by credential, compared by identity (a later reading of the
+ * same value keeps them: only its expiry is updated).
+ */
+export type PendingToken = ReadonlyMap<string, Fetched["values"]>;
 
 interface Slot {
   readonly source: SourcedCredential;
@@ -100,8 +108,11 @@ export class CredentialSources {
     await Promise.all(this.#slots.map((s) => this.#read(s)));
   }
 
-  /** Each credential's values now: current (swapped) and the ones only redacted. */
-  snapshot(): Map<string, SourceValues> {
+  /**
+   * Each credential's values now: current (swapped) and the ones only redacted. With
+   * `promoted`, as they will be once `promote(promoted)` has run.
+   */
+  snapshot(promoted?: PendingToken): Map<string, SourceValues> {
     const now = this.#now();
     const out = new Map<string, SourceValues>();
     for (const s of this.#slots) {
@@ -110,25 +121,34 @@ export class CredentialSources {
         for (const v of r.values) v.dispose();
         return false;
       });
+      const moves = s.pending !== null && promoted?.get(s.source.name) === s.pending.values;
+      const current = moves ? s.pending : s.current;
       const redactOnly = [
-        ...(s.pending ? [...s.pending.values.values()] : []),
+        ...(s.pending && !moves ? [...s.pending.values.values()] : []),
+        ...(moves && s.current ? [...s.current.values.values()] : []),
         ...s.retired.flatMap((r) => r.values),
       ];
-      out.set(s.source.name, { current: s.current?.values ?? null, redactOnly });
+      out.set(s.source.name, { current: current?.values ?? null, redactOnly });
     }
     return out;
   }
 
-  /** Whether any value is pending. */
-  get hasPending(): boolean {
-    return this.#slots.some((s) => s.pending !== null);
+  /** The values pending now: what a switch redacts first and may later promote. */
+  pendingToken(): PendingToken {
+    const out = new Map<string, Fetched["values"]>();
+    for (const s of this.#slots) if (s.pending) out.set(s.source.name, s.pending.values);
+    return out;
   }
 
-  /** Pending values become current; the ones they replace are retired. True if any moved. */
-  promote(): boolean {
+  /**
+   * The values of `token` that are still pending become current; the ones they replace are
+   * retired. A value that was replaced meanwhile is not promoted (the answers redacting it
+   * did not know its successor). True if any moved.
+   */
+  promote(token: PendingToken = this.pendingToken()): boolean {
     let moved = false;
     for (const s of this.#slots) {
-      if (!s.pending) continue;
+      if (!s.pending || token.get(s.source.name) !== s.pending.values) continue;
       this.#retire(s, s.current);
       s.current = s.pending;
       s.pending = null;
@@ -136,6 +156,45 @@ export class CredentialSources {
       moved = true;
     }
     return moved;
+  }
+
+  /**
+   * The values of `token` still pending are dropped (a value that conflicts with another
+   * credential, or holds a dummy): never swapped, and the source is read again as usual.
+   */
+  reject(token: PendingToken, reason: string): void {
+    for (const s of this.#slots) {
+      if (!s.pending || token.get(s.source.name) !== s.pending.values) continue;
+      dispose(s.pending);
+      s.pending = null;
+      this.#event({ credential: s.source.name, result: "rejected", reason });
+    }
+  }
+
+  /**
+   * On a reload: every value this manager holds for a credential `next` also sources — current,
+   * pending, retired — stays redacted there as retired (unless it is `next`'s current value).
+   * This manager gives them up.
+   */
+  handOver(next: CredentialSources): void {
+    const now = this.#now();
+    for (const s of this.#slots) {
+      const t = next.#slots.find((x) => x.source.name === s.source.name);
+      if (!t) continue;
+      const keep = (v: SecretValue) =>
+        ![...(t.current?.values.values() ?? [])].some((c) => c.equals(v));
+      const until = now + t.source.spec.retainRetiredMs;
+      const moved = [
+        ...[s.current, s.pending].map((f) => ({ values: [...(f?.values.values() ?? [])], until })),
+        ...s.retired,
+      ];
+      for (const r of moved) {
+        t.retired.push({ values: r.values.filter(keep), until: r.until });
+        for (const v of r.values) if (!keep(v)) v.dispose();
+      }
+      s.current = s.pending = null;
+      s.retired = [];
+    }
   }
 
   stop(): void {
@@ -224,9 +283,10 @@ export class CredentialSources {
     const left = got.expiresAt === null ? null : got.expiresAt - this.#now();
     // Ahead of expiry: with a quarter of the value's life left.
     const ahead = left === null ? null : Math.max(250, left * 0.75);
-    if (spec.type === "command")
-      return ahead === null ? spec.refreshMs : Math.min(spec.refreshMs, ahead);
-    return ahead ?? DEFAULT_LIFETIME_MS * 0.75;
+    if (spec.type === "command") {
+      return Math.min(spec.refreshMs, ahead ?? spec.refreshMs);
+    }
+    return Math.min(ahead ?? DEFAULT_LIFETIME_MS * 0.75, MAX_TIMER_MS);
   }
 
   #retryDelay(s: Slot): number {
@@ -237,10 +297,13 @@ export class CredentialSources {
   #schedule(s: Slot, ms: number): void {
     if (this.#stopped) return;
     this.#timers.clear(s.timer);
-    s.timer = this.#timers.set(() => {
-      s.timer = null;
-      void this.#read(s);
-    }, ms);
+    s.timer = this.#timers.set(
+      () => {
+        s.timer = null;
+        void this.#read(s);
+      },
+      Math.min(ms, MAX_TIMER_MS),
+    );
   }
 
   /** When the current value expires it is retired and the credential is unavailable. */
@@ -253,12 +316,17 @@ export class CredentialSources {
       () => {
         s.expiry = null;
         if (this.#stopped || !s.current || s.current.expiresAt !== at) return;
+        // A far expiry is waited for in steps a timer can hold.
+        if (at > this.#now()) {
+          this.#watchExpiry(s);
+          return;
+        }
         this.#retire(s, s.current);
         s.current = null;
         this.#event({ credential: s.source.name, result: "expired" });
         this.#opts.onChange();
       },
-      Math.max(0, at - this.#now()),
+      Math.min(MAX_TIMER_MS, Math.max(0, at - this.#now())),
     );
   }
 }

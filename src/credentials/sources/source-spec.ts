@@ -149,7 +149,8 @@ export function parseSource(value: unknown, where: string): SourceSpec {
       where,
     );
   }
-  const retainRetiredMs = seconds(value, "retainRetiredSeconds", 3600, 0, 7 * 86400, where);
+  // At least a minute: a replaced value an upstream echoes must still be redacted.
+  const retainRetiredMs = seconds(value, "retainRetiredSeconds", 3600, 60, 7 * 86400, where);
   if (kinds[0] === "file") {
     fieldsOnly(value, ["file", "pollSeconds", ...COMMON], where);
     const path = text(value, "file", where);

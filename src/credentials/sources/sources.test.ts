@@ -439,3 +439,117 @@ describe("the manager", () => {
     m.stop();
   });
 });
+
+describe("the manager, at its edges", () => {
+  const source = (name = "tok"): SourcedCredential => ({
+    name,
+    where: "test",
+    spec: {
+      type: "command",
+      argv: ["x"],
+      refreshMs: 100_000,
+      timeoutMs: 1,
+      retainRetiredMs: 60_000,
+    },
+    shape: "token",
+    parts: ["real"],
+  });
+  /** A manager whose source gives the values of `answers`, in turn, each living `lifeMs`. */
+  function scripted(answers: string[], lifeMs: number | null, t = manualTimers(), name = "tok") {
+    let i = 0;
+    const events: string[] = [];
+    const m = new CredentialSources([source(name)], {
+      now: t.now,
+      timers: t.timers,
+      onChange: () => {},
+      onEvent: (e) => events.push(e.result),
+      fetcher: () => ({
+        fetch: async () => ({
+          values: new Map([
+            ["real", SecretValue.fromText(answers[Math.min(i++, answers.length - 1)]!)],
+          ]),
+          expiresAt: lifeMs === null ? null : t.now() + lifeMs,
+        }),
+        dispose: () => {},
+      }),
+    });
+    return { m, t, events };
+  }
+  const view = (m: CredentialSources, name = "tok") => {
+    const s = m.snapshot().get(name)!;
+    return {
+      current: s.current?.get("real")?.revealText() ?? null,
+      redactOnly: s.redactOnly.map((v) => v.revealText()).sort(),
+    };
+  };
+
+  test("a switch promotes only the value it saw pending: one that replaced it waits for its own", async () => {
+    const { m, t } = scripted(["first-value-0001", "second-value-002", "third-value-0003"], null);
+    await m.start();
+    m.promote();
+    await t.step(); // the next reading: the second value, pending
+    const token = m.pendingToken();
+    await t.step(); // refresh again: the third replaces it while the switch waits
+    expect(m.promote(token)).toBe(false);
+    expect(view(m)).toEqual({
+      current: "first-value-0001",
+      redactOnly: ["second-value-002", "third-value-0003"],
+    });
+    expect(m.promote(m.pendingToken())).toBe(true);
+    expect(view(m).current).toBe("third-value-0003");
+    m.stop();
+  });
+
+  test("the same value read again while pending (a later expiry) is still the one the switch promotes", async () => {
+    const { m, t, events } = scripted(["first-value-0001", "second-value-002"], null);
+    await m.start();
+    m.promote();
+    await t.step(); // the second value, pending
+    const token = m.pendingToken();
+    await t.step(); // read again: unchanged
+    expect(events.at(-1)).toBe("unchanged");
+    expect(m.promote(token)).toBe(true);
+    expect(view(m).current).toBe("second-value-002");
+    m.stop();
+  });
+
+  test("a rejected value is dropped (not redacted, never swapped)", async () => {
+    const { m, t, events } = scripted(["first-value-0001", "conflicting-0002"], 8000);
+    await m.start();
+    m.promote();
+    await t.step();
+    m.reject(m.pendingToken(), "conflicts");
+    expect(view(m)).toEqual({ current: "first-value-0001", redactOnly: [] });
+    expect(events).toContain("rejected");
+    m.stop();
+  });
+
+  test("a far expiry (90 days) neither expires at once nor reads the source in a loop", async () => {
+    const { m, t, events } = scripted(["long-lived-00001"], 90 * 86_400_000);
+    await m.start();
+    m.promote();
+    // Every timer within what a timer can hold; stepping through a day changes nothing.
+    expect(Math.max(...t.pending())).toBeLessThanOrEqual(86_400_000);
+    await t.step();
+    await t.step();
+    expect(view(m).current).toBe("long-lived-00001");
+    expect(events.filter((e) => e === "fetched")).toHaveLength(1);
+    m.stop();
+  });
+
+  test("a reload's new manager keeps what the old one held redacted (but not its own current value)", async () => {
+    const t = manualTimers();
+    const old = scripted(["value-zero-00000", "value-one-000001"], 8000, t);
+    await old.m.start();
+    old.m.promote();
+    await t.step();
+    old.m.promote(); // current value-one, retired value-zero
+    const next = scripted(["value-one-000001"], 8000, t);
+    await next.m.start();
+    next.m.promote();
+    old.m.handOver(next.m);
+    old.m.stop();
+    expect(view(next.m)).toEqual({ current: "value-one-000001", redactOnly: ["value-zero-00000"] });
+    next.m.stop();
+  });
+});
