@@ -53,7 +53,15 @@ async function main(): Promise<void> {
     console.error(`slapenir: configuration error: ${(e as Error).message}`);
     process.exit(2);
   }
-  const proxy = await startProxy(config);
+  let proxy: RunningProxy;
+  try {
+    proxy = await startProxy(config);
+  } catch (e) {
+    // A listener that cannot open, a bad secrets file: the message names what and where.
+    if (!(e instanceof ConfigError)) throw e;
+    console.error(`slapenir: ${e.message}`);
+    process.exit(2);
+  }
   proxyRef.current = proxy;
   // One failing connection must not take every agent down. An error that escapes every
   // handler is audited by name only (its message could quote peer bytes) and the proxy keeps

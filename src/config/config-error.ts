@@ -10,7 +10,8 @@ export type ConfigErrorCode =
   | "missing"
   | "duplicate"
   | "conflict"
-  | "bad-host-pattern";
+  | "bad-host-pattern"
+  | "listen-failed";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";

@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
 import { InlineScanner } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
+import { ConfigError } from "../config/config-error.ts";
 import type { LivePolicy, ProxyConfig, Rate } from "../config/proxy-config.ts";
 import { SecretState } from "../credentials/secret-state.ts";
 import { disposeSources, loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
@@ -497,7 +498,9 @@ export async function startProxy(
     });
     guard.start();
   }
-  const port = await front.listen();
+  const port = await front
+    .listen()
+    .catch((e) => cannotListen(e, config.listen.host, config.listen.port, "SLAPENIR_LISTEN"));
   // A connection outlives the handshake that checked its certificate: without this, one opened
   // before the certificate expired would keep serving its agent after it did.
   const recheck = setInterval(() => front.recheck(), IDENTITY_RECHECK_MS);
@@ -535,7 +538,13 @@ export async function startProxy(
       "agents in quarantine": quarantine ? quarantine.list().length : "off",
     }),
   });
-  const adminServer = listenAdmin(config.adminListen.host, config.adminListen.port, admin.fetch);
+  let adminServer: ReturnType<typeof listenAdmin>;
+  try {
+    adminServer = listenAdmin(config.adminListen.host, config.adminListen.port, admin.fetch);
+  } catch (e) {
+    await front.close(0);
+    cannotListen(e, config.adminListen.host, config.adminListen.port, "SLAPENIR_ADMIN_LISTEN");
+  }
   selfPorts.add(port);
   selfPorts.add(adminServer.port);
   audit.event(
@@ -635,6 +644,24 @@ const VIOLATION_TEXT: Record<ViolationKind, string> = {
   "foreign-dummy": "another agent's dummy in the agent's request",
   reflection: "a real value in the answer to the agent's request (redacted)",
 };
+
+/** A listener that could not be opened: which address, why, and the variable that sets it. */
+function cannotListen(e: unknown, host: string, port: number, variable: string): never {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const why =
+    code === "EADDRINUSE"
+      ? "the address is already in use (another proxy? 9090 is also Prometheus's default)"
+      : code === "EACCES"
+        ? "permission denied (ports below 1024 need privileges)"
+        : code === "EADDRNOTAVAIL"
+          ? "no local interface has that address"
+          : (code ?? "the system refused it");
+  throw new ConfigError(
+    "listen-failed",
+    `cannot listen on ${host}:${port}: ${why}; choose another with ${variable}`,
+    variable,
+  );
+}
 
 /**
  * The sources of a configuration, read once (each bounded by its own timeout) with what they

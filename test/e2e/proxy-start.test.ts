@@ -91,6 +91,25 @@ describe("bun src/main.ts", () => {
     }
   }, 30_000);
 
+  for (const variable of ["SLAPENIR_LISTEN", "SLAPENIR_ADMIN_LISTEN"]) {
+    test(`a ${variable} address already in use: exits 2 naming the address, the cause and the variable`, async () => {
+      const home = await mkdtemp(join(tmpdir(), "slapenir-busy-"));
+      await using taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+      try {
+        await using proc = spawnMain(home, { [variable]: `127.0.0.1:${taken.port}` });
+        const code = await proc.exited;
+        const err = await new Response(proc.stderr).text();
+        expect(code).toBe(2);
+        expect(err).toContain(
+          `slapenir: ${variable}: cannot listen on 127.0.0.1:${taken.port}: the address is already in use`,
+        );
+        expect(err).toContain(`choose another with ${variable}`);
+      } finally {
+        await rm(home, { recursive: true, force: true });
+      }
+    }, 20_000);
+  }
+
   const bad: [string, Record<string, string>, string][] = [
     ["listen address", { SLAPENIR_LISTEN: "nonsense" }, "SLAPENIR_LISTEN"],
     ["allow rule", { SLAPENIR_ALLOW: "exa mple.com" }, "SLAPENIR_ALLOW[0]"],
