@@ -8,7 +8,7 @@
 import type { AwsChunkedBody } from "../body/aws-chunked.ts";
 import type { HeldBody } from "../body/held-body.ts";
 import type { SecretState } from "../credentials/secret-state.ts";
-import type { IncomingResponse, OutgoingRequest } from "../http/message.ts";
+import type { IncomingResponse, OutgoingRequest, SwitchedConnection } from "../http/message.ts";
 import type { RequestHead } from "../http/request-parser.ts";
 import type { HeaderPairs } from "../http/serialize.ts";
 import type { Trace } from "../observe/trace.ts";
@@ -56,6 +56,8 @@ export interface Outbound {
   readonly body: Body;
   /** An aws-chunked body's framing, which `sign` may sign again before the body is read. */
   readonly awsChunked?: AwsChunkedBody;
+  /** A WebSocket handshake (the upgrade stage allowed it). */
+  readonly upgrade?: "websocket";
 }
 
 /** The answer as it will be sent to the agent. */
@@ -64,6 +66,8 @@ export interface Inbound {
   readonly reason: string;
   readonly headers: HeaderPairs;
   readonly body: Body;
+  /** After a 101 to a WebSocket handshake: the upstream connection, no longer HTTP. */
+  readonly switched?: SwitchedConnection;
 }
 
 export type StageVerdict<T> = Verdict<T> | Promise<Verdict<T>>;

@@ -14,6 +14,7 @@ import type {
   IncomingResponse,
   OutgoingRequest,
   OutgoingResponse,
+  SwitchedConnection,
 } from "../http/message.ts";
 import { ProxyError, toProxyError } from "../http/proxy-error.ts";
 import type { RequestFacts, RequestLog } from "../observe/request-log.ts";
@@ -34,8 +35,17 @@ import {
 } from "./exchange.ts";
 import { originForm } from "./outbound-head.ts";
 
+/** Relays a WebSocket whose handshake this exchange made (net/ws-relay.ts). */
+export type WebSocketRelay = (
+  ex: Exchange,
+  agent: SwitchedConnection,
+  upstream: SwitchedConnection,
+) => void;
+
 export interface PipelineDeps {
   readonly stages: readonly Stage[];
+  /** Absent: a 101 is never taken (the handshake fails). */
+  readonly relay?: WebSocketRelay;
   readonly upstream: Upstream;
   readonly log: RequestLog;
   /** The credentials in force; each exchange keeps the ones it started with. */
@@ -130,14 +140,23 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
         reason: answer.head.reason,
         headers: answer.head.headers.fields,
         body: answer.body && streamBody(answer.body, answer.head.framing),
+        ...(answer.switched ? { switched: answer.switched } : {}),
       };
-      if (res.status < 200 || res.status > 599) {
+      const switched = res.status === 101 && out.upgrade !== undefined && deps.relay;
+      if ((res.status < 200 && !switched) || res.status > 599) {
         discard(res.body);
+        answer.switched?.socket.destroy();
         throw new ProxyError("upstream-protocol", "upstream answered with an unusable status");
       }
       const got = await through(responseSteps, (s, m) => s.response!(ex, m), res, trace, at);
-      if (!got.ok) return refusal(trace, finish);
-      return answerWith(ex, got.value, finish);
+      if (!got.ok) {
+        answer.switched?.socket.destroy();
+        return refusal(trace, finish);
+      }
+      const answered = answerWith(ex, got.value, finish);
+      const upstream = answer.switched;
+      if (!switched || !upstream) return answered;
+      return { ...answered, takeOver: (agent) => deps.relay!(ex, agent, upstream) };
     } catch (e) {
       trace.fail(at.stage, toProxyError(e));
       return refusal(trace, finish);
@@ -246,6 +265,7 @@ function outgoing(out: Outbound): OutgoingRequest {
     headers: out.headers,
     body: b === null ? null : b.kind === "held" ? b.bytes : b.stream,
     bodyLength: b?.kind === "stream" ? b.length : null,
+    ...(out.upgrade ? { upgrade: out.upgrade } : {}),
   };
 }
 

@@ -3,6 +3,7 @@
 // sends it. Heads are header pairs; a body is a stream (framed by the sending leg) or bytes the
 // proxy holds whole (sent with a Content-Length, in one write with the head).
 
+import type { Duplex } from "node:stream";
 import type { RequestHead } from "./request-parser.ts";
 import type { ResponseHead } from "./response-parser.ts";
 import type { HeaderPairs } from "./serialize.ts";
@@ -31,6 +32,14 @@ export interface OutgoingRequest {
   readonly body: MessageBody;
   /** Known body length (Content-Length) of a streamed body; null: chunked. */
   readonly bodyLength: number | null;
+  /** Ask the upstream to switch to this protocol (the leg writes Connection and Upgrade). */
+  readonly upgrade?: "websocket";
+}
+
+/** A connection that stopped being HTTP after a 101: its socket and the bytes read past it. */
+export interface SwitchedConnection {
+  readonly socket: Duplex;
+  readonly leftover: Uint8Array;
 }
 
 /** A response as the upstream leg parsed it. */
@@ -38,6 +47,8 @@ export interface IncomingResponse {
   readonly head: ResponseHead;
   /** null for bodiless responses (HEAD, 1xx, 204, 304). */
   readonly body: ReadableStream<Uint8Array> | null;
+  /** After a 101 to an upgrade request: the upstream connection, no longer HTTP. */
+  readonly switched?: SwitchedConnection;
 }
 
 /**
@@ -53,4 +64,9 @@ export interface OutgoingResponse {
   readonly close?: boolean;
   /** Told once whether the response (head and body) was handed to the socket whole. */
   readonly settled?: (ok: boolean) => void;
+  /**
+   * A 101: once its head is written the agent leg stops serving HTTP and hands its connection
+   * (and the bytes read past the request) here.
+   */
+  readonly takeOver?: (agent: SwitchedConnection) => void;
 }

@@ -78,6 +78,12 @@ export class ProxyMetrics {
     labelNames: ["agent"] as const,
     registers: [this.registry],
   });
+  readonly websockets = new Counter({
+    name: "slapenir_websockets_total",
+    help: "WebSockets relayed, by agent and event (opened, closed)",
+    labelNames: ["agent", "event"] as const,
+    registers: [this.registry],
+  });
   readonly sources = new Counter({
     name: "slapenir_credential_source_total",
     help: "Credential source readings, by credential and result (fetched, unchanged, failed, expired)",

@@ -13,13 +13,13 @@ import { SecretState } from "../credentials/secret-state.ts";
 import { disposeSources, loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
 import { CredentialSources, type SourceEvent } from "../credentials/sources/source-manager.ts";
 import type { Stage } from "../exchange/exchange.ts";
-import { createPipeline } from "../exchange/pipeline.ts";
+import { createPipeline, type WebSocketRelay } from "../exchange/pipeline.ts";
 import { egress } from "../exchange/stages/egress.ts";
 import { inbound } from "../exchange/stages/inbound.ts";
 import { outbound } from "../exchange/stages/outbound.ts";
 import { rateLimit } from "../exchange/stages/rate-limit.ts";
 import { signAws } from "../exchange/stages/sign.ts";
-import { refuseUpgrades } from "../exchange/stages/upgrade.ts";
+import { upgrades } from "../exchange/stages/upgrade.ts";
 import { ByteBudget } from "../guard/byte-budget.ts";
 import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-probe.ts";
 import { MemoryGuard } from "../guard/memory-guard.ts";
@@ -32,6 +32,7 @@ import { listenAdmin } from "../net/admin-listener.ts";
 import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
 import { UpstreamClient } from "../net/upstream/client.ts";
 import { type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
+import { relayWebSocket } from "../net/ws-relay.ts";
 import { createAdminApp } from "../observe/admin-app.ts";
 import { AuditLog } from "../observe/audit.ts";
 import { ProxyMetrics } from "../observe/metrics.ts";
@@ -373,7 +374,6 @@ export async function startProxy(
   const onOutcome = (facts: RequestFacts, outcome: TraceOutcome, trace: Trace) => {
     const { agent, host, port } = facts;
     if (agent === "-") return;
-    const where = `${agent}\n${host}:${port}`;
     const kinds = violationsOf(outcome, {
       foreignDummies: trace.foreignDummies,
       // Asked only when it decides (a denied request), not for every request.
@@ -381,12 +381,23 @@ export async function startProxy(
         outcome.code === "policy-denied" && host !== "-" && state.bindings.boundAt(host, port),
       redactions: trace.redactions,
     });
+    violated(agent, host, port, kinds, trace.redactions);
+  };
+  /** Violations of one agent's request (or WebSocket message): audited, counted, quarantined. */
+  const violated = (
+    agent: string,
+    host: string,
+    port: number,
+    kinds: readonly ViolationKind[],
+    redactions: number,
+  ) => {
+    const where = `${agent}\n${host}:${port}`;
     for (const kind of kinds) {
       metrics.violations.inc({ agent, kind });
       const fields = { agent, kind, host: state.scrub(host), port };
       notices.refuse(`violation ${kind}`, where, {
         evt: "violation",
-        fields: kind === "reflection" ? { ...fields, redactions: trace.redactions } : fields,
+        fields: kind === "reflection" ? { ...fields, redactions } : fields,
         msg: VIOLATION_TEXT[kind],
       });
     }
@@ -412,12 +423,44 @@ export async function startProxy(
   if (requestRate) stages.push(rateLimit(requestRate));
   stages.push(
     egress(() => policy),
-    refuseUpgrades(),
+    upgrades(),
     outbound({ scanner, inline, held, maxHeldBodyBytes: config.limits.maxHeldBodyBytes }),
     signAws(),
     inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS, secrets: () => state }),
   );
-  const exchange = createPipeline({ stages, upstream, log, secrets: () => state });
+  // A WebSocket is relayed frame by frame, scanned with its handshake's secrets; one audit
+  // line when it closes.
+  const relay: WebSocketRelay = (ex, agentSide, upstreamSide) => {
+    const { host, port } = ex.destination.target;
+    metrics.websockets.inc({ agent: ex.agent, event: "opened" });
+    relayWebSocket(ex.secrets, agentSide, upstreamSide, {
+      maxMessageBytes: WS_MAX_MESSAGE_BYTES,
+      idleMs: WS_IDLE_MS,
+      onViolation: () => violated(ex.agent, host, port, ["dlp"], 0),
+      onClose: (s) => {
+        metrics.websockets.inc({ agent: ex.agent, event: "closed" });
+        if (s.redactions > 0) metrics.redactions.inc({ agent: ex.agent }, s.redactions);
+        audit.event(
+          "websocket",
+          {
+            agent: ex.agent,
+            host: ex.secrets.scrub(host),
+            port,
+            framesIn: s.framesFromAgent,
+            framesOut: s.framesFromUpstream,
+            bytesIn: s.bytesFromAgent,
+            bytesOut: s.bytesFromUpstream,
+            redactions: s.redactions,
+            agentClose: s.agentClose ?? "none",
+            upstreamClose: s.upstreamClose ?? "none",
+            ...(s.reason ? { reason: s.reason } : {}),
+          },
+          "websocket closed",
+        );
+      },
+    });
+  };
+  const exchange = createPipeline({ stages, upstream, log, secrets: () => state, relay });
   const stalls = new StallRegistry(options.guardClock);
   const guard = memoryGuard(
     config,
@@ -702,6 +745,10 @@ function sourceEvent(audit: AuditLog, metrics: ProxyMetrics | undefined, e: Sour
 }
 
 const GUARD_INTERVAL_MS = 50;
+/** A WebSocket message (and frame) larger than this closes the socket with 1009. */
+const WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** A WebSocket with no frame either way for this long is closed (1001). */
+const WS_IDLE_MS = 300_000;
 const LEAF_CACHE_CAPACITY = 1000;
 
 function rated(ok: boolean, reason: string): Verdict {

@@ -54,7 +54,8 @@ function failsBeforeEof(bytes: Uint8Array): boolean {
 const REFUSED_IN_TUNNEL: readonly [RegExp, number, string][] = [
   [/^connect-/, 400, "CONNECT inside a tunnel is not supported"],
   [/absolute-form|absolute-http|scheme-case/, 421, "plain http:// authority inside a TLS tunnel"],
-  [/^upgrade-(websocket|h2c)/, 501, "protocol upgrades are refused (frames are not scanned)"],
+  [/^upgrade-h2c/, 501, "h2c upgrades are refused"],
+  [/^upgrade-websocket/, 400, "a WebSocket handshake needs its Sec-WebSocket-Key"],
 ];
 
 /** HTTP/1.0 answers are close-delimited: a kept-alive 1.0 connection serves one request. */

@@ -503,13 +503,16 @@ describe("protocol tricks", () => {
     expect(r.got.length).toBe(0);
   });
 
-  test("WebSocket upgrade is refused (frames are not scanned)", async () => {
+  test("a WebSocket handshake to an upstream that does not switch: its answer, no extension offered, the connection closed", async () => {
     const r = await through(
       `bound.test:${port}`,
       `GET /ws HTTP/1.1\r\nHost: bound.test:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n`,
     );
-    expect(r.answer.status).toBe(501);
-    expect(r.got.length).toBe(0);
+    expect(r.answer.status).toBe(200);
+    expect(r.got.length).toBe(1);
+    const fields = new Map(r.got[0]!.headers);
+    expect(fields.get("upgrade")).toBe("websocket");
+    expect(fields.has("sec-websocket-extensions")).toBe(false);
   });
 
   test("curl --http2 through the proxy still speaks HTTP/1.1 (ALPN offers http/1.1 only)", async () => {

@@ -164,9 +164,13 @@ export function outbound(deps: OutboundDeps): Stage {
       return allow({
         method: out.method,
         target: head.value.target,
-        headers: head.value.headers,
+        // A WebSocket handshake offers no extension upstream: the proxy must read every frame.
+        headers: out.upgrade
+          ? head.value.headers.filter(([n]) => n.toLowerCase() !== "sec-websocket-extensions")
+          : head.value.headers,
         body,
         ...(chunked ? { awsChunked: chunked } : {}),
+        ...(out.upgrade ? { upgrade: out.upgrade } : {}),
       });
     },
   };

@@ -292,6 +292,11 @@ export class HttpSession extends Http1Connection<RequestHead> {
           this.#queue.length = 0;
           return;
         }
+        if (result.response.takeOver && result.response.status === 101) {
+          await this.#switchProtocols(result.response);
+          this.#queue.length = 0;
+          return;
+        }
         const ok = await this.#respond(p, result.response);
         this.#queue.shift();
         if (!ok || this.#closed) break;
@@ -325,7 +330,15 @@ export class HttpSession extends Http1Connection<RequestHead> {
     const bodyComplete = p.req.body === null || (await settledNow(p.req.bodyDone)) === true;
     // A request whose body was not read whole cannot be followed by another on this
     // connection: its remaining bytes are still in the way.
-    let keepAlive = head.keepAlive && !res.close && bodyComplete && !this.#failure && !this.#closed;
+    // After an upgrade request the parser waits to be told what the bytes that follow are: an
+    // answer that did not switch protocols ends the connection.
+    let keepAlive =
+      head.keepAlive &&
+      !res.close &&
+      bodyComplete &&
+      !this.#failure &&
+      !this.#closed &&
+      head.upgrade === undefined;
     const headers = stripHopByHop(res.headers);
     // An answer to HEAD, and a 1xx, 204 or 304, never carries a body (RFC 9110 6.4.1), whoever
     // built it: its fields are sent as given.
@@ -379,6 +392,35 @@ export class HttpSession extends Http1Connection<RequestHead> {
     }
     res.settled?.(true);
     return keepAlive;
+  }
+
+  /**
+   * A 101: its head written with the fields that switch the connection, the session stops
+   * reading HTTP and the connection — with any bytes the agent sent past its request — goes
+   * to the answer's new owner (a WebSocket relay).
+   */
+  async #switchProtocols(res: OutgoingResponse): Promise<void> {
+    let head: Uint8Array;
+    try {
+      head = serializeResponseHead({
+        status: 101,
+        reason: res.reason ?? reasonPhrase(101),
+        headers: [
+          ...stripHopByHop(res.headers),
+          ["connection", "upgrade"],
+          ["upgrade", "websocket"],
+        ],
+      });
+      await this.write(head);
+    } catch {
+      res.settled?.(false);
+      this.destroy();
+      return;
+    }
+    res.settled?.(true);
+    this.socket.pause();
+    const leftover = this.detach();
+    res.takeOver!({ socket: this.socket, leftover });
   }
 
   #abandon(res: OutgoingResponse, stream: ReadableStream<Uint8Array> | null): false {

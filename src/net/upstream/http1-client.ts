@@ -65,6 +65,8 @@ interface Current {
   readonly method: string;
   /** The answer was one that carries no body by its status or method (HEAD, 204, 304). */
   noBody: boolean;
+  /** The request asked to switch protocols (a WebSocket handshake). */
+  readonly upgrade: boolean;
 }
 
 export class Http1Client extends Http1Connection<ResponseHead> {
@@ -128,6 +130,7 @@ export class Http1Client extends Http1Connection<ResponseHead> {
         waitingFor: req.body === null ? "head" : "upload",
         method: req.method,
         noBody: false,
+        upgrade: req.upgrade === "websocket",
       };
       this.#current = x;
       (this.parser as ResponseParser).expect(req.method);
@@ -157,7 +160,16 @@ export class Http1Client extends Http1Connection<ResponseHead> {
       head = serializeRequestHead({
         method: req.method,
         target: req.target,
-        headers: [...req.headers, ...framingFields(framing)],
+        headers: [
+          ...req.headers,
+          ...framingFields(framing),
+          ...(req.upgrade
+            ? ([
+                ["connection", "upgrade"],
+                ["upgrade", req.upgrade],
+              ] as const)
+            : []),
+        ],
       });
     } catch {
       this.#fail(x, new ProxyError("bad-request", "request head cannot be forwarded safely"));
@@ -260,7 +272,18 @@ export class Http1Client extends Http1Connection<ResponseHead> {
     if (!x || x.finished) return;
     if (head.interim) return; // 100 Continue and friends are not forwarded
     if (head.switchesProtocol) {
-      this.#fail(x, new ProxyError("upstream-protocol", "upstream switched protocols unasked"));
+      if (!x.upgrade || head.status !== 101 || !x.requestSent) {
+        this.#fail(x, new ProxyError("upstream-protocol", "upstream switched protocols unasked"));
+        return;
+      }
+      // The connection is the WebSocket's from here: never pooled, never read as HTTP again.
+      x.headSeen = true;
+      x.finished = true;
+      this.#cleanup(x);
+      this.socket.pause();
+      this.unlisten();
+      const leftover = (this.parser as ResponseParser).takeLeftover();
+      x.resolve({ head, body: null, switched: { socket: this.socket, leftover } });
       return;
     }
     x.headSeen = true;

@@ -1,0 +1,312 @@
+// A WebSocket between an agent and an upstream, after the handshake (exchange/stages/
+// upgrade.ts): every frame is read (http/ws-frames.ts), checked, and written again — never
+// passed as bytes. Messages are assembled (up to a cap) and scanned whole with the secrets
+// the handshake was made with: from the agent, a real value is a violation and closes both
+// sides with 1008; from the upstream, every real value is redacted (and a text message must
+// still be UTF-8). Control frames are scanned the same way and passed at once, between the
+// fragments of a message too. A frame that breaks the protocol closes both sides with the
+// RFC's code; nothing unscanned is ever forwarded. No extension is negotiated (the handshake
+// offers none upstream), so every payload is read as it was sent.
+
+import { randomBytes } from "node:crypto";
+import type { Duplex } from "node:stream";
+import type { SecretState } from "../credentials/secret-state.ts";
+import type { SwitchedConnection } from "../http/message.ts";
+import {
+  CLOSE,
+  closePayload,
+  encodeFrame,
+  FrameReader,
+  isControl,
+  OP,
+  readClose,
+  WsProtocolError,
+} from "../http/ws-frames.ts";
+
+export interface WsRelayOptions {
+  /** Largest message (and frame) either side may send; beyond: 1009. */
+  readonly maxMessageBytes: number;
+  /** No frame either way for this long: both sides are closed (1001). */
+  readonly idleMs: number;
+  /** The agent sent a real value (closed with 1008). */
+  readonly onViolation: () => void;
+  /** Once both sides are closed: what passed, for the audit line and metrics. */
+  readonly onClose: (stats: WsStats) => void;
+}
+
+export interface WsStats {
+  framesFromAgent: number;
+  framesFromUpstream: number;
+  bytesFromAgent: number;
+  bytesFromUpstream: number;
+  redactions: number;
+  /** Close codes as sent by each side (or by the proxy in its place); null: none. */
+  agentClose: number | null;
+  upstreamClose: number | null;
+  /** Why the proxy closed it, when it did. */
+  reason: string | null;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** After a close frame, how long the other side has to answer with its own. */
+const CLOSE_GRACE_MS = 5_000;
+
+interface Side {
+  readonly name: "agent" | "upstream";
+  readonly socket: Duplex;
+  readonly reader: FrameReader;
+  /** The data message being assembled, and the control frame being read. */
+  message: { opcode: number; parts: Uint8Array[]; size: number } | null;
+  control: { opcode: number; parts: Uint8Array[] } | null;
+  /** It sent its close frame; the proxy sent one to it. */
+  closed: boolean;
+  closeSent: boolean;
+}
+
+function join(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+export function relayWebSocket(
+  state: SecretState,
+  agent: SwitchedConnection,
+  upstream: SwitchedConnection,
+  opts: WsRelayOptions,
+): void {
+  // The secrets it scans with stay alive until it is over; a reload closes it (1012): a
+  // relay on the old secrets could not redact the new values.
+  const release = state.use();
+  const stats: WsStats = {
+    framesFromAgent: 0,
+    framesFromUpstream: 0,
+    bytesFromAgent: 0,
+    bytesFromUpstream: 0,
+    redactions: 0,
+    agentClose: null,
+    upstreamClose: null,
+    reason: null,
+  };
+  const side = (name: Side["name"], socket: Duplex): Side => ({
+    name,
+    socket,
+    reader: new FrameReader({
+      from: name === "agent" ? "client" : "server",
+      maxFrameBytes: opts.maxMessageBytes,
+      deflate: false,
+    }),
+    message: null,
+    control: null,
+    closed: false,
+    closeSent: false,
+  });
+  const a = side("agent", agent.socket);
+  const u = side("upstream", upstream.socket);
+  const other = (s: Side) => (s === a ? u : a);
+  let ended = false;
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  let grace: ReturnType<typeof setTimeout> | undefined;
+
+  /** A frame to `to`: masked toward the upstream (the proxy is its client), not toward the agent. */
+  const send = (to: Side, opcode: number, payload: Uint8Array): void => {
+    if (to.socket.destroyed || !to.socket.writable || to.closeSent) return;
+    if (opcode === OP.close) to.closeSent = true;
+    const frame = encodeFrame(
+      { fin: true, opcode },
+      payload,
+      to === u ? randomBytes(4) : undefined,
+    );
+    if (!to.socket.write(frame)) {
+      // Backpressure: the side that feeds `to` waits until it drained.
+      const from = other(to);
+      from.socket.pause();
+      to.socket.once("drain", () => {
+        if (!ended) from.socket.resume();
+      });
+    }
+  };
+
+  const end = (reason: string | null): void => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(idle);
+    clearTimeout(grace);
+    if (reason && stats.reason === null) stats.reason = reason;
+    for (const s of [a, u]) {
+      s.socket.off("data", s === a ? onAgent : onUpstream);
+      s.socket.end();
+      setTimeout(() => s.socket.destroy(), CLOSE_GRACE_MS).unref?.();
+    }
+    state.replaced.removeEventListener("abort", onReplaced);
+    release();
+    opts.onClose(stats);
+  };
+
+  /** The proxy closes both sides: `code` to each (the offender's own code to it). */
+  const closeBoth = (code: number, reason: string, toAgent = code, toUpstream = code): void => {
+    if (ended) return;
+    if (!a.closeSent) {
+      send(a, OP.close, closePayload(toAgent, reason));
+      stats.agentClose ??= toAgent;
+    }
+    if (!u.closeSent) {
+      send(u, OP.close, closePayload(toUpstream, reason));
+      stats.upstreamClose ??= toUpstream;
+    }
+    end(reason);
+  };
+
+  const resetIdle = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => closeBoth(CLOSE.goingAway, "idle"), opts.idleMs);
+    idle.unref?.();
+  };
+
+  /**
+   * A payload from `from` made fit for the other side: the agent's must carry no real value
+   * (null: a violation), the upstream's has every real value redacted.
+   */
+  const scanned = (from: Side, payload: Uint8Array): Uint8Array | null => {
+    const r = state.redactInline.apply(payload);
+    if (r.count === 0) return payload;
+    if (from === a) {
+      if (r.output !== payload) r.output.fill(0);
+      return null;
+    }
+    stats.redactions += r.count;
+    return r.output;
+  };
+
+  const onControl = (from: Side, opcode: number, payload: Uint8Array): void => {
+    const to = other(from);
+    if (opcode === OP.close) {
+      const { code, reason } = readClose(payload);
+      from.closed = true;
+      if (from === a) stats.agentClose = code ?? 1005;
+      else stats.upstreamClose = code ?? 1005;
+      const text =
+        reason === "" ? new Uint8Array(0) : scanned(from, new TextEncoder().encode(reason));
+      if (text === null) {
+        violation();
+        return;
+      }
+      const body =
+        code === null ? new Uint8Array(0) : closePayload(code, new TextDecoder().decode(text));
+      send(to, OP.close, body);
+      // Over once each side has sent its close and been sent one.
+      if (a.closed && u.closed && a.closeSent && u.closeSent) end(null);
+      else {
+        clearTimeout(grace);
+        grace = setTimeout(() => end("close not answered"), CLOSE_GRACE_MS);
+      }
+      return;
+    }
+    const out = scanned(from, payload);
+    if (out === null) {
+      violation();
+      return;
+    }
+    send(to, opcode, out);
+  };
+
+  const onMessage = (from: Side, opcode: number, payload: Uint8Array): void => {
+    const out = scanned(from, payload);
+    if (out === null) {
+      violation();
+      return;
+    }
+    if (opcode === OP.text) {
+      try {
+        utf8.decode(out);
+      } catch {
+        throw new WsProtocolError(CLOSE.invalidPayload, "text message not UTF-8");
+      }
+    }
+    send(other(from), opcode, out);
+  };
+
+  const violation = (): void => {
+    opts.onViolation();
+    closeBoth(CLOSE.policyViolation, "real credential in message");
+  };
+
+  const feed = (from: Side, bytes: Uint8Array): void => {
+    if (ended) return;
+    resetIdle();
+    if (from === a) stats.bytesFromAgent += bytes.length;
+    else stats.bytesFromUpstream += bytes.length;
+    try {
+      for (const e of from.reader.push(bytes)) {
+        if (ended) return;
+        if (from.closed) throw new WsProtocolError(CLOSE.protocolError, "frame after close");
+        if (e.type === "head") {
+          if (from === a) stats.framesFromAgent += 1;
+          else stats.framesFromUpstream += 1;
+          if (isControl(e.head.opcode)) from.control = { opcode: e.head.opcode, parts: [] };
+          else if (e.head.opcode !== OP.continuation) {
+            from.message = { opcode: e.head.opcode, parts: [], size: 0 };
+          }
+          continue;
+        }
+        if (e.type === "data") {
+          if (from.control) from.control.parts.push(e.bytes);
+          else {
+            const m = from.message!;
+            m.size += e.bytes.length;
+            if (m.size > opts.maxMessageBytes) {
+              throw new WsProtocolError(CLOSE.tooBig, "message too big");
+            }
+            m.parts.push(e.bytes);
+          }
+          continue;
+        }
+        // The end of a frame.
+        if (from.control) {
+          const c = from.control;
+          from.control = null;
+          onControl(from, c.opcode, join(c.parts));
+        } else if (e.head.fin) {
+          const m = from.message!;
+          from.message = null;
+          onMessage(from, m.opcode, join(m.parts));
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof WsProtocolError)) {
+        closeBoth(CLOSE.internalError, "internal error");
+        return;
+      }
+      // The offender gets the protocol's code; the other side hears that the peer went away.
+      const toAgent = from === a ? e.closeCode : CLOSE.goingAway;
+      const toUpstream = from === u ? e.closeCode : CLOSE.goingAway;
+      closeBoth(e.closeCode, e.reason, toAgent, toUpstream);
+    }
+  };
+
+  const onAgent = (d: Buffer) => feed(a, new Uint8Array(d.buffer, d.byteOffset, d.length));
+  const onUpstream = (d: Buffer) => feed(u, new Uint8Array(d.buffer, d.byteOffset, d.length));
+  const onReplaced = () => closeBoth(1012, "proxy secrets reloaded");
+  state.replaced.addEventListener("abort", onReplaced);
+
+  for (const s of [a, u]) {
+    s.socket.once("close", () => {
+      if (!ended) end(`${s.name} connection closed`);
+      other(s).socket.destroy();
+    });
+    s.socket.on("error", () => {});
+  }
+  a.socket.on("data", onAgent);
+  u.socket.on("data", onUpstream);
+  resetIdle();
+  if (agent.leftover.length > 0) feed(a, agent.leftover);
+  if (upstream.leftover.length > 0) feed(u, upstream.leftover);
+  a.socket.resume();
+  u.socket.resume();
+  if (state.replaced.aborted) onReplaced();
+}

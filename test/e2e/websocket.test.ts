@@ -1,0 +1,278 @@
+// WebSocket through the real proxy (issue 17, first part): the handshake goes on like any
+// request (its head scanned, the dummy swapped on the credential's surface, no extension
+// offered upstream), then every frame is read, scanned and written again. A WebSocket server
+// (Bun's, over TLS) echoes and, when asked, sends a real value; a raw agent drives frames by
+// hand so each rule is tried exactly.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import type tls from "node:tls";
+import {
+  CLOSE,
+  closePayload,
+  encodeFrame,
+  type FrameEvent,
+  FrameReader,
+  OP,
+  readClose,
+} from "../../src/http/ws-frames.ts";
+import { carries } from "../support/hostile-oracle.ts";
+import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { closeTunnel, openTunnel, readHead } from "../support/raw-agent.ts";
+
+const CRED = {
+  name: "wstok",
+  dummy: "ws-dummy-00000000000000001",
+  real: "ws-R3aL-secret-000000000001",
+};
+const MASK = new Uint8Array([1, 2, 3, 4]);
+const enc = new TextEncoder();
+
+let h: Harness;
+let server: ReturnType<typeof Bun.serve>;
+const handshakes: Headers[] = [];
+
+beforeAll(async () => {
+  h = await startHarness({
+    credentials: [{ ...CRED, hosts: ["ws.test:*"] }],
+    allow: ["ws.test:*"],
+    names: ["ws.test"],
+  });
+  const cert = await h.upstreamCa.issue(["ws.test"]);
+  server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert: cert.certPem, key: cert.keyPem },
+    fetch(req, srv) {
+      handshakes.push(req.headers);
+      if (srv.upgrade(req, { data: undefined })) return undefined;
+      return new Response("not a websocket", { status: 400 });
+    },
+    websocket: {
+      message(ws, m) {
+        const text = typeof m === "string" ? m : new TextDecoder().decode(m);
+        if (text === "plant") ws.send(`here it is: ${CRED.real} (again: ${CRED.real})`);
+        else if (text === "plant-binary") ws.send(enc.encode(`bin ${CRED.real}`));
+        else if (text === "ping-me") ws.ping(enc.encode(CRED.real));
+        else if (text === "close-me") ws.close(4000, `bye ${CRED.real}`);
+        else ws.send(m);
+      },
+      perMessageDeflate: true,
+    },
+  });
+});
+
+afterAll(async () => {
+  server?.stop(true);
+  await h?.close();
+});
+
+/** A tunnel with a completed handshake: the 101 head, a frame reader, and frame writers. */
+async function connect(extra = "") {
+  const t: tls.TLSSocket = await openTunnel(
+    { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
+    { connect: `ws.test:${server.port}` },
+  );
+  t.write(
+    `GET /chat HTTP/1.1\r\nHost: ws.test:${server.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nAuthorization: Bearer ${CRED.dummy}\r\n${extra}\r\n`,
+  );
+  const head = await readHead(t);
+  const reader = new FrameReader({ from: "server", maxFrameBytes: 1 << 20, deflate: false });
+  const frames: { opcode: number; fin: boolean; payload: Buffer }[] = [];
+  let parts: Uint8Array[] = [];
+  let closed = false;
+  const waiters: (() => void)[] = [];
+  t.on("data", (d: Buffer) => {
+    for (const e of reader.push(new Uint8Array(d)) as FrameEvent[]) {
+      if (e.type === "data") parts.push(e.bytes);
+      if (e.type === "end") {
+        frames.push({ opcode: e.head.opcode, fin: e.head.fin, payload: Buffer.concat(parts) });
+        parts = [];
+      }
+    }
+    for (const w of waiters.splice(0)) w();
+  });
+  t.on("close", () => {
+    closed = true;
+    for (const w of waiters.splice(0)) w();
+  });
+  let read = 0;
+  /** The next frame the agent has not looked at yet (undefined once the tunnel closed). */
+  const next = async () => {
+    while (frames.length <= read && !closed) await new Promise<void>((r) => waiters.push(r));
+    return frames[read++];
+  };
+  const send = (opcode: number, payload: string | Uint8Array, fin = true) =>
+    t.write(
+      encodeFrame(
+        { fin, opcode },
+        typeof payload === "string" ? enc.encode(payload) : payload,
+        MASK,
+      ),
+    );
+  const untilClosed = async () => {
+    while (!closed) await new Promise<void>((r) => waiters.push(r));
+  };
+  return { t, head, frames, next, send, untilClosed };
+}
+
+describe("the handshake", () => {
+  test("goes on as a request: 101, the dummy swapped on its surface, no extension offered upstream", async () => {
+    const before = handshakes.length;
+    const c = await connect();
+    try {
+      expect(c.head).toStartWith("HTTP/1.1 101");
+      expect(c.head.toLowerCase()).toContain("upgrade: websocket");
+      expect(c.head.toLowerCase()).toContain("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=");
+      expect(c.head.toLowerCase()).not.toContain("sec-websocket-extensions");
+      const seen = handshakes[before]!;
+      expect(seen.get("authorization")).toBe(`Bearer ${CRED.real}`);
+      expect(seen.get("sec-websocket-extensions")).toBeNull();
+      expect(carries(c.head, CRED.real)).toBe(false);
+    } finally {
+      closeTunnel(c.t);
+    }
+  });
+
+  test("h2c and other protocols are still refused; a handshake without a valid key is 400", async () => {
+    const t = await openTunnel(
+      { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
+      { connect: `ws.test:${server.port}` },
+    );
+    try {
+      t.write(
+        `GET / HTTP/1.1\r\nHost: ws.test:${server.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n`,
+      );
+      expect(await readHead(t)).toStartWith("HTTP/1.1 400");
+    } finally {
+      closeTunnel(t);
+    }
+  });
+});
+
+describe("frames", () => {
+  test("an echo, text and binary, fragmented with a ping between the fragments", async () => {
+    const c = await connect();
+    try {
+      c.send(OP.text, "hello ");
+      expect(new TextDecoder().decode((await c.next())!.payload)).toBe("hello ");
+      c.send(OP.binary, new Uint8Array([0, 1, 2, 255]));
+      expect([...(await c.next())!.payload]).toEqual([0, 1, 2, 255]);
+      c.send(OP.text, "frag", false);
+      c.send(OP.ping, "p?");
+      c.send(OP.continuation, "mented");
+      const pong = await c.next();
+      expect([pong?.opcode, new TextDecoder().decode(pong!.payload)]).toEqual([OP.pong, "p?"]);
+      const echo = await c.next();
+      expect([echo?.opcode, echo?.fin, new TextDecoder().decode(echo!.payload)]).toEqual([
+        OP.text,
+        true,
+        "fragmented",
+      ]);
+    } finally {
+      closeTunnel(c.t);
+    }
+  });
+
+  test("a real value the upstream sends — text, binary, ping payload, close reason — reaches the agent redacted", async () => {
+    const c = await connect();
+    try {
+      c.send(OP.text, "plant");
+      const text = await c.next();
+      expect(new TextDecoder().decode(text!.payload)).toBe(
+        "here it is: [REDACTED] (again: [REDACTED])",
+      );
+      c.send(OP.text, "plant-binary");
+      expect(new TextDecoder().decode((await c.next())!.payload)).toBe("bin [REDACTED]");
+      c.send(OP.text, "ping-me");
+      const ping = await c.next();
+      expect([ping?.opcode, new TextDecoder().decode(ping!.payload)]).toEqual([
+        OP.ping,
+        "[REDACTED]",
+      ]);
+      c.send(OP.text, "close-me");
+      const close = await c.next();
+      expect(close?.opcode).toBe(OP.close);
+      expect(readClose(close!.payload)).toEqual({ code: 4000, reason: "bye [REDACTED]" });
+      for (const f of c.frames) expect(carries(f.payload, CRED.real)).toBe(false);
+    } finally {
+      closeTunnel(c.t);
+    }
+  });
+
+  test("a real value the agent sends closes both sides with 1008 and is a violation", async () => {
+    const c = await connect();
+    try {
+      c.send(OP.text, `leak ${CRED.real}`);
+      const close = await c.next();
+      expect(close?.opcode).toBe(OP.close);
+      expect(readClose(close!.payload).code).toBe(CLOSE.policyViolation);
+      await c.untilClosed();
+      const v = await h.auditWhere((l) => l.evt === "violation" && l.kind === "dlp");
+      expect(v.length).toBeGreaterThan(0);
+    } finally {
+      closeTunnel(c.t);
+    }
+  });
+
+  test("an unmasked frame from the agent closes it with 1002; the close is audited", async () => {
+    const c = await connect();
+    try {
+      c.t.write(Buffer.from(encodeFrame({ fin: true, opcode: OP.text }, enc.encode("no mask"))));
+      const close = await c.next();
+      expect(readClose(close!.payload).code).toBe(CLOSE.protocolError);
+      await c.untilClosed();
+      const lines = await h.auditWhere(
+        (l) => l.evt === "websocket" && l.agentClose === CLOSE.protocolError,
+      );
+      expect(lines.length).toBeGreaterThan(0);
+    } finally {
+      closeTunnel(c.t);
+    }
+  });
+
+  test("a clean close from the agent is answered by the upstream's", async () => {
+    const c = await connect();
+    try {
+      c.send(OP.close, closePayload(1000, "done"));
+      const close = await c.next();
+      expect(readClose(close!.payload).code).toBe(1000);
+      await c.untilClosed();
+    } finally {
+      closeTunnel(c.t);
+    }
+  });
+});
+
+describe("real clients", () => {
+  test("Node with the ws package, permessage-deflate offered: a conversation, the real value redacted, deflate not negotiated", async () => {
+    const a = h.agents["agent-a"]!;
+    await using p = Bun.spawn(
+      [
+        "node",
+        join(import.meta.dir, "../fixtures/ws-node-client.mjs"),
+        `wss://ws.test:${server.port}/chat`,
+        `https://localhost:${h.port}`,
+        a.certPath,
+        a.keyPath,
+        h.caBundlePath,
+        `Bearer ${CRED.dummy}`,
+        "hello from node",
+        "plant",
+      ],
+      { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "" } },
+    );
+    const [out, err, code] = await Promise.all([
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+      p.exited,
+    ]);
+    expect({ code, err }).toEqual({ code: 0, err: "" });
+    expect(JSON.parse(out)).toEqual({
+      got: ["hello from node", "here it is: [REDACTED] (again: [REDACTED])"],
+      code: 1000,
+      extensions: "",
+    });
+    expect(carries(out, CRED.real)).toBe(false);
+  });
+});
