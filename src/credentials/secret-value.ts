@@ -45,6 +45,12 @@ export class SecretValue {
     return decoder.decode(this.#bytes);
   }
 
+  /** A value of its own with the same bytes (disposing one leaves the other whole). */
+  copy(): SecretValue {
+    this.#assertLive();
+    return new SecretValue(new Uint8Array(this.#bytes));
+  }
+
   /** Constant-time-ish equality without revealing either value. */
   equals(other: SecretValue): boolean {
     const a = this.#bytes;

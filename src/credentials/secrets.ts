@@ -770,10 +770,10 @@ export function buildSecrets(
       const next = drafts.map((d): CredentialDraft => {
         const v = d.sourced ? values.get(d.sourced.group) : undefined;
         const real = d.sourced ? (v?.current?.get(d.sourced.part) ?? null) : d.real;
-        return { ...d, dummy: copyOf(d.dummy), real: real && copyOf(real) };
+        return { ...d, dummy: d.dummy.copy(), real: real?.copy() ?? null };
       });
       const redactOnly = [...values.entries()].flatMap(([name, v]) =>
-        v.redactOnly.map((value) => ({ name: `${name}~retired`, value: copyOf(value) })),
+        v.redactOnly.map((value) => ({ name: `${name}~retired`, value: value.copy() })),
       );
       try {
         return buildSecrets(next, redactOnly);
@@ -812,16 +812,6 @@ export function buildSecrets(
       for (const r of retired) r.value.dispose();
     },
   });
-}
-
-/** A copy a new configuration owns (disposing one configuration leaves the other whole). */
-function copyOf(v: SecretValue): SecretValue {
-  const bytes = v.revealBytes();
-  try {
-    return SecretValue.fromBytes(bytes);
-  } finally {
-    bytes.fill(0);
-  }
 }
 
 /** Zeroes the secrets the sources of a configuration hold (client secrets, refresh tokens). */

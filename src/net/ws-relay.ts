@@ -63,17 +63,6 @@ interface Side {
   closeSent: boolean;
 }
 
-function join(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 export function relayWebSocket(
   state: SecretState,
   agent: SwitchedConnection,
@@ -270,11 +259,11 @@ export function relayWebSocket(
         if (from.control) {
           const c = from.control;
           from.control = null;
-          onControl(from, c.opcode, join(c.parts));
+          onControl(from, c.opcode, Buffer.concat(c.parts));
         } else if (e.head.fin) {
           const m = from.message!;
           from.message = null;
-          onMessage(from, m.opcode, join(m.parts));
+          onMessage(from, m.opcode, Buffer.concat(m.parts));
         }
       }
     } catch (e) {

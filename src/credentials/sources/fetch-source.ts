@@ -79,6 +79,41 @@ async function bodyText(res: Response, what: string): Promise<string> {
   }
 }
 
+/**
+ * An HTTPS endpoint a source posts a form to (a token endpoint, STS): its answer's body, or a
+ * SourceError naming `what` and what went wrong (unreachable, the status) — never the body.
+ */
+function endpoint(what: string, url: string, caFile: string | undefined, timeoutMs: number) {
+  let ca: string | undefined;
+  return async (headers: [string, string][], body: string): Promise<string> => {
+    if (caFile !== undefined && ca === undefined) {
+      try {
+        ca = await readFile(caFile, "utf8");
+      } catch {
+        throw new SourceError(`cannot read the CA file ${caFile} of ${what}`);
+      }
+    }
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method: "POST",
+        headers,
+        body,
+        redirect: "error",
+        signal: AbortSignal.timeout(timeoutMs),
+        ...(ca !== undefined ? { tls: { ca } } : {}),
+      } as RequestInit);
+    } catch {
+      throw new SourceError(`${what} could not be reached`);
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw new SourceError(`${what} answered ${res.status}`);
+    }
+    return bodyText(res, what);
+  };
+}
+
 /** One token (surrounding whitespace dropped), or an AWS key set in the process format. */
 function parseOutput(text: string, shape: SourceShape, what: string): Fetched {
   if (shape === "token") {
@@ -193,43 +228,27 @@ function commandFetcher(spec: CommandSource, shape: SourceShape): Fetcher {
 function oauthFetcher(spec: OAuthSource, shape: SourceShape, now: () => number): Fetcher {
   if (shape !== "token") throw new SourceError("an OAuth source gives a token, not AWS keys");
   // The refresh token the endpoint gave last (it may rotate it at each use).
-  let refresh: SecretValue | null = spec.refreshToken ? copy(spec.refreshToken) : null;
-  let ca: string | undefined;
+  let refresh: SecretValue | null = spec.refreshToken ? spec.refreshToken.copy() : null;
+  const post = endpoint(
+    `token endpoint ${spec.tokenUrl}`,
+    spec.tokenUrl,
+    spec.caFile,
+    spec.timeoutMs,
+  );
   return {
     async fetch() {
-      if (spec.caFile !== undefined && ca === undefined) {
-        try {
-          ca = await readFile(spec.caFile, "utf8");
-        } catch {
-          throw new SourceError(`cannot read the token endpoint's CA file ${spec.caFile}`);
-        }
-      }
       const form = new URLSearchParams({ grant_type: spec.grant, client_id: spec.clientId });
       if (spec.clientSecret) form.set("client_secret", spec.clientSecret.revealText());
       if (spec.grant === "refresh_token" && refresh)
         form.set("refresh_token", refresh.revealText());
       if (spec.scope) form.set("scope", spec.scope);
-      let res: Response;
-      try {
-        res = await fetch(spec.tokenUrl, {
-          method: "POST",
-          headers: {
-            "content-type": "application/x-www-form-urlencoded",
-            accept: "application/json",
-          },
-          body: form.toString(),
-          redirect: "error",
-          signal: AbortSignal.timeout(spec.timeoutMs),
-          ...(ca !== undefined ? { tls: { ca } } : {}),
-        } as RequestInit);
-      } catch {
-        throw new SourceError(`token endpoint ${spec.tokenUrl} could not be reached`);
-      }
-      if (!res.ok) {
-        await res.body?.cancel().catch(() => {});
-        throw new SourceError(`token endpoint ${spec.tokenUrl} answered ${res.status}`);
-      }
-      const body = await bodyText(res, `token endpoint ${spec.tokenUrl}`);
+      const body = await post(
+        [
+          ["content-type", "application/x-www-form-urlencoded"],
+          ["accept", "application/json"],
+        ],
+        form.toString(),
+      );
       let doc: Record<string, unknown>;
       try {
         doc = JSON.parse(body);
@@ -264,16 +283,9 @@ function xmlField(xml: string, name: string): string | undefined {
 
 function assumeRoleFetcher(spec: AssumeRoleSource, shape: SourceShape, now: () => number): Fetcher {
   if (shape !== "aws") throw new SourceError("an assumeRole source gives AWS keys (kind aws only)");
-  let ca: string | undefined;
+  const post = endpoint(`STS endpoint ${spec.stsUrl}`, spec.stsUrl, spec.caFile, spec.timeoutMs);
   return {
     async fetch() {
-      if (spec.caFile !== undefined && ca === undefined) {
-        try {
-          ca = await readFile(spec.caFile, "utf8");
-        } catch {
-          throw new SourceError(`cannot read the STS endpoint's CA file ${spec.caFile}`);
-        }
-      }
       const url = new URL(spec.stsUrl);
       const form = new URLSearchParams({
         Action: "AssumeRole",
@@ -315,30 +327,16 @@ function assumeRoleFetcher(spec: AssumeRoleSource, shape: SourceShape, now: () =
       } finally {
         secret.fill(0);
       }
-      let res: Response;
-      try {
-        res = await fetch(url, {
-          method: "POST",
-          headers: [
-            ...headers.filter(([k]) => k !== "host"),
-            [
-              "authorization",
-              `${SIGV4_ALGORITHM} Credential=${auth.accessKeyId}/${scopeOf(auth)}, SignedHeaders=${auth.signedHeaders.join(";")}, Signature=${signature}`,
-            ],
+      const xml = await post(
+        [
+          ...headers.filter(([k]) => k !== "host"),
+          [
+            "authorization",
+            `${SIGV4_ALGORITHM} Credential=${auth.accessKeyId}/${scopeOf(auth)}, SignedHeaders=${auth.signedHeaders.join(";")}, Signature=${signature}`,
           ],
-          body: form,
-          redirect: "error",
-          signal: AbortSignal.timeout(spec.timeoutMs),
-          ...(ca !== undefined ? { tls: { ca } } : {}),
-        } as RequestInit);
-      } catch {
-        throw new SourceError(`STS endpoint ${spec.stsUrl} could not be reached`);
-      }
-      if (!res.ok) {
-        await res.body?.cancel().catch(() => {});
-        throw new SourceError(`STS endpoint ${spec.stsUrl} answered ${res.status}`);
-      }
-      const xml = await bodyText(res, `STS endpoint ${spec.stsUrl}`);
+        ],
+        form,
+      );
       const expiration = Date.parse(xmlField(xml, "Expiration") ?? "");
       if (!Number.isFinite(expiration)) throw new SourceError("the STS answer has no Expiration");
       return {
@@ -355,15 +353,6 @@ function assumeRoleFetcher(spec: AssumeRoleSource, shape: SourceShape, now: () =
     },
     dispose() {},
   };
-}
-
-function copy(v: SecretValue): SecretValue {
-  const b = v.revealBytes();
-  try {
-    return SecretValue.fromBytes(b);
-  } finally {
-    b.fill(0);
-  }
 }
 
 export function fetcherFor(
