@@ -224,6 +224,35 @@ describe("the AWS CLI with dummy keys", () => {
   );
 });
 
+/** curl as the agent: PUT `file` to `url` with the signed headers (no Content-Type of its own). */
+const putFile = (headers: Record<string, string>, file: string, url: string) =>
+  h.curl([
+    "-X",
+    "PUT",
+    ...Object.entries(headers)
+      .filter(([k]) => k !== "host")
+      .flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
+    "-H",
+    "content-type:",
+    "--data-binary",
+    `@${file}`,
+    url,
+  ]);
+
+/** The AWS SDK's signer with the agent's dummy keys, as an S3 client makes it. */
+const agentSigner = () =>
+  new SignatureV4({
+    credentials: {
+      accessKeyId: KEYS.accessKeyId.dummy,
+      secretAccessKey: KEYS.secretAccessKey.dummy,
+      sessionToken: KEYS.sessionToken.dummy,
+    },
+    region: "eu-west-3",
+    service: "s3",
+    sha256: Sha256,
+    uriEscapePath: false,
+  });
+
 describe("streaming uploads (aws-chunked)", () => {
   const pattern = (n: number) =>
     Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + (i >> 11)) & 0xff));
@@ -322,17 +351,7 @@ describe("streaming uploads (aws-chunked)", () => {
       .replace(/[-:]/g, "")
       .replace(/\.\d{3}/, "");
     const trailer = mode.endsWith("-TRAILER");
-    const signer = new SignatureV4({
-      credentials: {
-        accessKeyId: KEYS.accessKeyId.dummy,
-        secretAccessKey: KEYS.secretAccessKey.dummy,
-        sessionToken: KEYS.sessionToken.dummy,
-      },
-      region: "eu-west-3",
-      service: "s3",
-      sha256: Sha256,
-      uriEscapePath: false,
-    });
+    const signer = agentSigner();
     const headers: Record<string, string> = {
       host: `s3.test:${s3.port}`,
       "x-amz-content-sha256": mode,
@@ -378,18 +397,7 @@ describe("streaming uploads (aws-chunked)", () => {
     out.push(Buffer.from("\r\n"));
     const file = join(home, `${key.replace(/\//g, "_")}.framed`);
     writeFileSync(file, Buffer.concat(out));
-    return h.curl([
-      "-X",
-      "PUT",
-      ...Object.entries(signed.headers)
-        .filter(([k]) => k !== "host")
-        .flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
-      "-H",
-      "content-type:",
-      "--data-binary",
-      `@${file}`,
-      `https://s3.test:${s3.port}/b/${key}`,
-    ]);
+    return putFile(signed.headers, file, `https://s3.test:${s3.port}/b/${key}`);
   }
 
   for (const mode of [
@@ -441,17 +449,7 @@ describe("streaming uploads (aws-chunked)", () => {
     how: "headers" | "query" = "headers",
   ) {
     const u = new URL(url);
-    const signer = new SignatureV4({
-      credentials: {
-        accessKeyId: KEYS.accessKeyId.dummy,
-        secretAccessKey: KEYS.secretAccessKey.dummy,
-        sessionToken: KEYS.sessionToken.dummy,
-      },
-      region: "eu-west-3",
-      service: "s3",
-      sha256: Sha256,
-      uriEscapePath: false,
-    });
+    const signer = agentSigner();
     const req = new HttpRequest({
       method: "PUT",
       protocol: "https:",
@@ -477,18 +475,7 @@ describe("streaming uploads (aws-chunked)", () => {
       ]);
     }
     const signed = await signer.sign(req);
-    return h.curl([
-      "-X",
-      "PUT",
-      ...Object.entries(signed.headers)
-        .filter(([k]) => k !== "host")
-        .flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
-      "-H",
-      "content-type:",
-      "--data-binary",
-      `@${file}`,
-      url,
-    ]);
+    return putFile(signed.headers, file, url);
   }
 
   const TRAILER_HEADERS = {
