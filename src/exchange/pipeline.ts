@@ -35,11 +35,16 @@ import {
 } from "./exchange.ts";
 import { originForm } from "./outbound-head.ts";
 
-/** Relays a WebSocket whose handshake this exchange made (net/ws-relay.ts). */
+/**
+ * Relays a WebSocket whose handshake this exchange made (net/ws-relay.ts). `hold` keeps the
+ * exchange's secrets alive for the relay (taken before the exchange lets go of them); the
+ * relay releases it.
+ */
 export type WebSocketRelay = (
   ex: Exchange,
   agent: SwitchedConnection,
   upstream: SwitchedConnection,
+  hold: () => void,
 ) => void;
 
 export interface PipelineDeps {
@@ -156,7 +161,20 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
       const answered = answerWith(ex, got.value, finish);
       const upstream = answer.switched;
       if (!switched || !upstream) return answered;
-      return { ...answered, takeOver: (agent) => deps.relay!(ex, agent, upstream) };
+      // The relay's hold on the secrets, taken now: the exchange lets go of them when the 101
+      // is written, and a reload meanwhile must not retire (zero) what the relay scans with.
+      const hold = ex.secrets.use();
+      return {
+        ...answered,
+        settled(ok) {
+          answered.settled?.(ok);
+          if (!ok) {
+            hold();
+            upstream.socket.destroy();
+          }
+        },
+        takeOver: (agent) => deps.relay!(ex, agent, upstream, hold),
+      };
     } catch (e) {
       trace.fail(at.stage, toProxyError(e));
       return refusal(trace, finish);

@@ -40,6 +40,11 @@ export interface OutgoingRequest {
 export interface SwitchedConnection {
   readonly socket: Duplex;
   readonly leftover: Uint8Array;
+  /**
+   * The connection a tunnel's TLS runs over: writes wait for it too (the runtime's
+   * TLS-over-a-stream layer does not honour its backpressure; see net/agent/session.ts).
+   */
+  readonly carrier?: Duplex;
 }
 
 /** A response as the upstream leg parsed it. */

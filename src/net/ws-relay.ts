@@ -28,8 +28,8 @@ export interface WsRelayOptions {
   readonly maxMessageBytes: number;
   /** No frame either way for this long: both sides are closed (1001). */
   readonly idleMs: number;
-  /** The agent sent a real value (closed with 1008). */
-  readonly onViolation: () => void;
+  /** The agent sent a real value (closed with 1008): `dlp`; the upstream did (redacted): `reflection`. */
+  readonly onViolation: (kind: "dlp" | "reflection", count: number) => void;
   /** Once both sides are closed: what passed, for the audit line and metrics. */
   readonly onClose: (stats: WsStats) => void;
 }
@@ -54,24 +54,32 @@ const CLOSE_GRACE_MS = 5_000;
 interface Side {
   readonly name: "agent" | "upstream";
   readonly socket: Duplex;
+  readonly carrier: Duplex | null;
   readonly reader: FrameReader;
-  /** The data message being assembled, and the control frame being read. */
-  message: { opcode: number; parts: Uint8Array[]; size: number } | null;
+  /** The data message being assembled (a buffer that grows), and the control frame being read. */
+  message: { opcode: number; buf: Uint8Array; size: number } | null;
   control: { opcode: number; parts: Uint8Array[] } | null;
   /** It sent its close frame; the proxy sent one to it. */
   closed: boolean;
   closeSent: boolean;
 }
 
+/** Bytes a tunnel's carrier may hold before the relay stops reading the other side. */
+const CARRIER_HIGH_WATER = 128 * 1024;
+const CARRIER_POLL_MS = 20;
+
+/**
+ * `release` lets go of the hold on `state` the caller took for the relay (it must be taken
+ * before the handshake's exchange let go of its own). A reload closes the relay (1012): on the
+ * old secrets it could not redact the new values.
+ */
 export function relayWebSocket(
   state: SecretState,
   agent: SwitchedConnection,
   upstream: SwitchedConnection,
+  release: () => void,
   opts: WsRelayOptions,
 ): void {
-  // The secrets it scans with stay alive until it is over; a reload closes it (1012): a
-  // relay on the old secrets could not redact the new values.
-  const release = state.use();
   const stats: WsStats = {
     framesFromAgent: 0,
     framesFromUpstream: 0,
@@ -82,9 +90,10 @@ export function relayWebSocket(
     upstreamClose: null,
     reason: null,
   };
-  const side = (name: Side["name"], socket: Duplex): Side => ({
+  const side = (name: Side["name"], conn: SwitchedConnection): Side => ({
     name,
-    socket,
+    socket: conn.socket,
+    carrier: conn.carrier ?? null,
     reader: new FrameReader({
       from: name === "agent" ? "client" : "server",
       maxFrameBytes: opts.maxMessageBytes,
@@ -95,8 +104,8 @@ export function relayWebSocket(
     closed: false,
     closeSent: false,
   });
-  const a = side("agent", agent.socket);
-  const u = side("upstream", upstream.socket);
+  const a = side("agent", agent);
+  const u = side("upstream", upstream);
   const other = (s: Side) => (s === a ? u : a);
   let ended = false;
   let idle: ReturnType<typeof setTimeout> | undefined;
@@ -111,14 +120,20 @@ export function relayWebSocket(
       payload,
       to === u ? randomBytes(4) : undefined,
     );
-    if (!to.socket.write(frame)) {
-      // Backpressure: the side that feeds `to` waits until it drained.
-      const from = other(to);
-      from.socket.pause();
-      to.socket.once("drain", () => {
-        if (!ended) from.socket.resume();
-      });
-    }
+    const ok = to.socket.write(frame);
+    const carrierFull = to.carrier !== null && to.carrier.writableLength > CARRIER_HIGH_WATER;
+    if (ok && !carrierFull) return;
+    // Backpressure: the side that feeds `to` waits until `to` (and its carrier) drained.
+    const from = other(to);
+    from.socket.pause();
+    const wait = () => {
+      if (ended) return;
+      const full = to.carrier !== null && to.carrier.writableLength > CARRIER_HIGH_WATER;
+      if (to.socket.writableNeedDrain || full) setTimeout(wait, CARRIER_POLL_MS).unref?.();
+      else from.socket.resume();
+    };
+    if (!ok) to.socket.once("drain", wait);
+    else setTimeout(wait, CARRIER_POLL_MS).unref?.();
   };
 
   const end = (reason: string | null): void => {
@@ -169,6 +184,7 @@ export function relayWebSocket(
       return null;
     }
     stats.redactions += r.count;
+    opts.onViolation("reflection", r.count);
     return r.output;
   };
 
@@ -221,7 +237,7 @@ export function relayWebSocket(
   };
 
   const violation = (): void => {
-    opts.onViolation();
+    opts.onViolation("dlp", 1);
     closeBoth(CLOSE.policyViolation, "real credential in message");
   };
 
@@ -239,7 +255,7 @@ export function relayWebSocket(
           else stats.framesFromUpstream += 1;
           if (isControl(e.head.opcode)) from.control = { opcode: e.head.opcode, parts: [] };
           else if (e.head.opcode !== OP.continuation) {
-            from.message = { opcode: e.head.opcode, parts: [], size: 0 };
+            from.message = { opcode: e.head.opcode, buf: new Uint8Array(1024), size: 0 };
           }
           continue;
         }
@@ -247,11 +263,21 @@ export function relayWebSocket(
           if (from.control) from.control.parts.push(e.bytes);
           else {
             const m = from.message!;
-            m.size += e.bytes.length;
-            if (m.size > opts.maxMessageBytes) {
+            const size = m.size + e.bytes.length;
+            if (size > opts.maxMessageBytes) {
               throw new WsProtocolError(CLOSE.tooBig, "message too big");
             }
-            m.parts.push(e.bytes);
+            // One buffer per message, doubled as it fills: many tiny fragments cost their bytes.
+            if (size > m.buf.length) {
+              const grown = new Uint8Array(
+                Math.min(opts.maxMessageBytes, Math.max(size, m.buf.length * 2)),
+              );
+              grown.set(m.buf.subarray(0, m.size));
+              m.buf.fill(0);
+              m.buf = grown;
+            }
+            m.buf.set(e.bytes, m.size);
+            m.size = size;
           }
           continue;
         }
@@ -263,7 +289,7 @@ export function relayWebSocket(
         } else if (e.head.fin) {
           const m = from.message!;
           from.message = null;
-          onMessage(from, m.opcode, Buffer.concat(m.parts));
+          onMessage(from, m.opcode, m.buf.subarray(0, m.size));
         }
       }
     } catch (e) {
@@ -290,6 +316,12 @@ export function relayWebSocket(
     });
     s.socket.on("error", () => {});
   }
+  // Replaced before it began (a reload while the 101 was on its way): nothing is relayed,
+  // not even the bytes that came with the 101.
+  if (state.replaced.aborted) {
+    onReplaced();
+    return;
+  }
   a.socket.on("data", onAgent);
   u.socket.on("data", onUpstream);
   resetIdle();
@@ -297,5 +329,4 @@ export function relayWebSocket(
   if (upstream.leftover.length > 0) feed(u, upstream.leftover);
   a.socket.resume();
   u.socket.resume();
-  if (state.replaced.aborted) onReplaced();
 }

@@ -430,13 +430,16 @@ export async function startProxy(
   );
   // A WebSocket is relayed frame by frame, scanned with its handshake's secrets; one audit
   // line when it closes.
-  const relay: WebSocketRelay = (ex, agentSide, upstreamSide) => {
+  const relay: WebSocketRelay = (ex, agentSide, upstreamSide, hold) => {
     const { host, port } = ex.destination.target;
     metrics.websockets.inc({ agent: ex.agent, event: "opened" });
-    relayWebSocket(ex.secrets, agentSide, upstreamSide, {
+    relayWebSocket(ex.secrets, agentSide, upstreamSide, hold, {
       maxMessageBytes: WS_MAX_MESSAGE_BYTES,
       idleMs: WS_IDLE_MS,
-      onViolation: () => violated(ex.agent, host, port, ["dlp"], 0),
+      // As on the HTTP path: a real value from the agent is `dlp`, one the upstream showed it
+      // (redacted) a `reflection` — quarantine decides which it acts on.
+      onViolation: (kind, count) =>
+        violated(ex.agent, host, port, [kind], kind === "reflection" ? count : 0),
       onClose: (s) => {
         metrics.websockets.inc({ agent: ex.agent, event: "closed" });
         if (s.redactions > 0) metrics.redactions.inc({ agent: ex.agent }, s.redactions);

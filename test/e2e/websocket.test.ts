@@ -7,6 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type tls from "node:tls";
+import { createServer as createTlsServer } from "node:tls";
+import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import {
   CLOSE,
   closePayload,
@@ -274,5 +276,97 @@ describe("real clients", () => {
       extensions: "",
     });
     expect(carries(out, CRED.real)).toBe(false);
+  });
+});
+
+describe("a hostile upstream, answering the handshake by hand", () => {
+  let raw: tls.Server;
+  let rawPort = 0;
+  let onHandshake: (s: tls.TLSSocket, key: string) => void = () => {};
+  const frameOf = (opcode: number, text: string) =>
+    Buffer.from(encodeFrame({ fin: true, opcode }, enc.encode(text)));
+  const ok101 = (key: string) =>
+    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`;
+
+  beforeAll(async () => {
+    const cert = await h.upstreamCa.issue(["ws.test"]);
+    raw = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
+      let buf = Buffer.alloc(0);
+      s.on("error", () => {});
+      const onData = (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        const i = buf.indexOf("\r\n\r\n");
+        if (i < 0) return;
+        s.off("data", onData);
+        onHandshake(s, /sec-websocket-key:\s*(\S+)/i.exec(buf.toString("latin1"))?.[1] ?? "");
+      };
+      s.on("data", onData);
+    });
+    await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
+    rawPort = (raw.address() as { port: number }).port;
+  });
+  afterAll(() => {
+    raw?.close();
+  });
+
+  /** A tunnel to the raw upstream with the handshake sent; every byte the agent got. */
+  async function rawAgent(extra = "") {
+    const t = await openTunnel(
+      { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
+      { connect: `ws.test:${rawPort}` },
+    );
+    const got: Buffer[] = [];
+    let closed = false;
+    t.on("data", (d: Buffer) => got.push(d));
+    t.on("close", () => {
+      closed = true;
+    });
+    t.on("error", () => {});
+    t.write(
+      `GET /chat HTTP/1.1\r\nHost: ws.test:${rawPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${CRED.dummy}\r\n${extra}\r\n`,
+    );
+    const untilClosed = async () => {
+      for (let i = 0; !closed; i++) {
+        expect(i).toBeLessThan(1000);
+        await Bun.sleep(10);
+      }
+    };
+    return { t, bytes: () => Buffer.concat(got), untilClosed };
+  }
+
+  test("a reload while the 101 is on its way: the frame that came with it is not relayed (1012), nothing real passes", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let arrived!: () => void;
+    const handshakeSeen = new Promise<void>((r) => {
+      arrived = r;
+    });
+    onHandshake = (s, key) => {
+      arrived();
+      gate.then(() =>
+        s.write(Buffer.concat([Buffer.from(ok101(key)), frameOf(OP.text, `x ${CRED.real} y`)])),
+      );
+    };
+    const a = await rawAgent();
+    await handshakeSeen;
+    await h.proxy.reloadSecrets();
+    release();
+    await a.untilClosed();
+    const bytes = a.bytes();
+    expect(carries(bytes, CRED.real)).toBe(false);
+    expect(bytes.toString("latin1")).toStartWith("HTTP/1.1 101");
+    closeTunnel(a.t);
+  });
+
+  test("a real value the upstream shows the agent is a reflection (as on the HTTP path); a handshake with Content-Length: 0 is one", async () => {
+    onHandshake = (s, key) =>
+      s.write(Buffer.concat([Buffer.from(ok101(key)), frameOf(OP.text, CRED.real)]));
+    const a = await rawAgent("Content-Length: 0\r\n");
+    const lines = await h.auditWhere((l) => l.evt === "violation" && l.kind === "reflection");
+    expect(lines.length).toBeGreaterThan(0);
+    expect(carries(a.bytes(), CRED.real)).toBe(false);
+    closeTunnel(a.t);
   });
 });

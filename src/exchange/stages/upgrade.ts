@@ -34,7 +34,7 @@ export function upgrades(): Stage {
       const key = keys.length === 1 ? Buffer.from(keys[0]!, "base64") : null;
       if (
         ex.head.method !== "GET" ||
-        out.body !== null ||
+        (out.body !== null && out.body.length !== 0) ||
         fieldValues(fields, "sec-websocket-version").join(",") !== "13" ||
         key?.length !== 16 ||
         key.toString("base64") !== keys[0]

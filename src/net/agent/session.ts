@@ -163,8 +163,11 @@ export class HttpSession extends Http1Connection<RequestHead> {
   }
 
   protected override afterFeed(): void {
-    // Pipelined requests beyond the one being served wait in the parser's input, not here.
-    if (this.#queue.length > 1) this.socket.pause();
+    // Pipelined requests beyond the one being served wait in the parser's input, not here;
+    // after an upgrade request nothing more is read until its answer says what follows.
+    const upgrading =
+      this.requestParser.state === "paused" && this.#queue.at(-1)?.req.head.upgrade !== undefined;
+    if (this.#queue.length > 1 || upgrading) this.socket.pause();
   }
 
   protected onHead(head: RequestHead): void {
@@ -420,7 +423,11 @@ export class HttpSession extends Http1Connection<RequestHead> {
     res.settled?.(true);
     this.socket.pause();
     const leftover = this.detach();
-    res.takeOver!({ socket: this.socket, leftover });
+    res.takeOver!({
+      socket: this.socket,
+      leftover,
+      ...(this.#carrier ? { carrier: this.#carrier } : {}),
+    });
   }
 
   #abandon(res: OutgoingResponse, stream: ReadableStream<Uint8Array> | null): false {
