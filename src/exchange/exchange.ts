@@ -68,6 +68,8 @@ export interface Inbound {
   readonly body: Body;
   /** After a 101 to a WebSocket handshake: the upstream connection, no longer HTTP. */
   readonly switched?: SwitchedConnection;
+  /** permessage-deflate as negotiated on each leg (the upgrade stage's answer). */
+  readonly deflate?: { readonly agent: boolean; readonly upstream: boolean };
 }
 
 export type StageVerdict<T> = Verdict<T> | Promise<Verdict<T>>;

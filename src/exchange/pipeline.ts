@@ -45,6 +45,7 @@ export type WebSocketRelay = (
   agent: SwitchedConnection,
   upstream: SwitchedConnection,
   hold: () => void,
+  deflate: { readonly agent: boolean; readonly upstream: boolean },
 ) => void;
 
 export interface PipelineDeps {
@@ -173,7 +174,14 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
             upstream.socket.destroy();
           }
         },
-        takeOver: (agent) => deps.relay!(ex, agent, upstream, hold),
+        takeOver: (agent) =>
+          deps.relay!(
+            ex,
+            agent,
+            upstream,
+            hold,
+            got.value.deflate ?? { agent: false, upstream: false },
+          ),
       };
     } catch (e) {
       trace.fail(at.stage, toProxyError(e));

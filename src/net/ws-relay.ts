@@ -10,6 +10,7 @@
 
 import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
+import { constants, inflateRawSync } from "node:zlib";
 import type { SecretState } from "../credentials/secret-state.ts";
 import type { SwitchedConnection } from "../http/message.ts";
 import {
@@ -24,8 +25,13 @@ import {
 } from "../http/ws-frames.ts";
 
 export interface WsRelayOptions {
-  /** Largest message (and frame) either side may send; beyond: 1009. */
+  /** Largest message (and frame) either side may send, inflated or not; beyond: 1009. */
   readonly maxMessageBytes: number;
+  /**
+   * permessage-deflate negotiated on each leg (without context takeover on the peer's side):
+   * a compressed message from that side is inflated on its own before it is scanned.
+   */
+  readonly deflate: { readonly agent: boolean; readonly upstream: boolean };
   /** No frame either way for this long: both sides are closed (1001). */
   readonly idleMs: number;
   /** The agent sent a real value (closed with 1008): `dlp`; the upstream did (redacted): `reflection`. */
@@ -48,6 +54,8 @@ export interface WsStats {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** What a deflated message's last block ends with, removed by the sender (RFC 7692 §7.2.1). */
+const DEFLATE_TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
 /** After a close frame, how long the other side has to answer with its own. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -57,7 +65,7 @@ interface Side {
   readonly carrier: Duplex | null;
   readonly reader: FrameReader;
   /** The data message being assembled (a buffer that grows), and the control frame being read. */
-  message: { opcode: number; buf: Uint8Array; size: number } | null;
+  message: { opcode: number; compressed: boolean; buf: Uint8Array; size: number } | null;
   control: { opcode: number; parts: Uint8Array[] } | null;
   /** It sent its close frame; the proxy sent one to it. */
   closed: boolean;
@@ -97,7 +105,7 @@ export function relayWebSocket(
     reader: new FrameReader({
       from: name === "agent" ? "client" : "server",
       maxFrameBytes: opts.maxMessageBytes,
-      deflate: false,
+      deflate: opts.deflate[name],
     }),
     message: null,
     control: null,
@@ -255,7 +263,12 @@ export function relayWebSocket(
           else stats.framesFromUpstream += 1;
           if (isControl(e.head.opcode)) from.control = { opcode: e.head.opcode, parts: [] };
           else if (e.head.opcode !== OP.continuation) {
-            from.message = { opcode: e.head.opcode, buf: new Uint8Array(1024), size: 0 };
+            from.message = {
+              opcode: e.head.opcode,
+              compressed: e.head.rsv1,
+              buf: new Uint8Array(1024),
+              size: 0,
+            };
           }
           continue;
         }
@@ -289,7 +302,8 @@ export function relayWebSocket(
         } else if (e.head.fin) {
           const m = from.message!;
           from.message = null;
-          onMessage(from, m.opcode, m.buf.subarray(0, m.size));
+          const payload = m.buf.subarray(0, m.size);
+          onMessage(from, m.opcode, m.compressed ? inflate(payload) : payload);
         }
       }
     } catch (e) {
@@ -301,6 +315,22 @@ export function relayWebSocket(
       const toAgent = from === a ? e.closeCode : CLOSE.goingAway;
       const toUpstream = from === u ? e.closeCode : CLOSE.goingAway;
       closeBoth(e.closeCode, e.reason, toAgent, toUpstream);
+    }
+  };
+
+  /** A compressed message, inflated on its own (RFC 7692 §7.2.2), within the message cap. */
+  const inflate = (payload: Uint8Array): Uint8Array => {
+    try {
+      // A message ends on a sync flush, not a final block: inflated up to it, not to an end.
+      return inflateRawSync(Buffer.concat([payload, DEFLATE_TAIL]), {
+        maxOutputLength: opts.maxMessageBytes,
+        finishFlush: constants.Z_SYNC_FLUSH,
+      });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+        throw new WsProtocolError(CLOSE.tooBig, "message too big once inflated");
+      }
+      throw new WsProtocolError(CLOSE.invalidPayload, "compressed message does not inflate");
     }
   };
 

@@ -430,11 +430,12 @@ export async function startProxy(
   );
   // A WebSocket is relayed frame by frame, scanned with its handshake's secrets; one audit
   // line when it closes.
-  const relay: WebSocketRelay = (ex, agentSide, upstreamSide, hold) => {
+  const relay: WebSocketRelay = (ex, agentSide, upstreamSide, hold, deflate) => {
     const { host, port } = ex.destination.target;
     metrics.websockets.inc({ agent: ex.agent, event: "opened" });
     relayWebSocket(ex.secrets, agentSide, upstreamSide, hold, {
       maxMessageBytes: WS_MAX_MESSAGE_BYTES,
+      deflate,
       idleMs: WS_IDLE_MS,
       // As on the HTTP path: a real value from the agent is `dlp`, one the upstream showed it
       // (redacted) a `reflection` — quarantine decides which it acts on.

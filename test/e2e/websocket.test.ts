@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type tls from "node:tls";
 import { createServer as createTlsServer } from "node:tls";
+import { constants, deflateRawSync } from "node:zlib";
 import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import {
   CLOSE,
@@ -119,17 +120,22 @@ async function connect(extra = "") {
 }
 
 describe("the handshake", () => {
-  test("goes on as a request: 101, the dummy swapped on its surface, no extension offered upstream", async () => {
+  test("goes on as a request: 101, the dummy swapped on its surface; permessage-deflate negotiated on each leg on the proxy's terms", async () => {
     const before = handshakes.length;
     const c = await connect();
     try {
       expect(c.head).toStartWith("HTTP/1.1 101");
       expect(c.head.toLowerCase()).toContain("upgrade: websocket");
       expect(c.head.toLowerCase()).toContain("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=");
-      expect(c.head.toLowerCase()).not.toContain("sec-websocket-extensions");
+      expect(c.head.toLowerCase()).toContain(
+        "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+      );
       const seen = handshakes[before]!;
       expect(seen.get("authorization")).toBe(`Bearer ${CRED.real}`);
-      expect(seen.get("sec-websocket-extensions")).toBeNull();
+      // The proxy's offer, not the agent's: no context kept between the upstream's messages.
+      expect(seen.get("sec-websocket-extensions")).toBe(
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+      );
       expect(carries(c.head, CRED.real)).toBe(false);
     } finally {
       closeTunnel(c.t);
@@ -247,7 +253,7 @@ describe("frames", () => {
 });
 
 describe("real clients", () => {
-  test("Node with the ws package, permessage-deflate offered: a conversation, the real value redacted, deflate not negotiated", async () => {
+  test("Node with the ws package, permessage-deflate on: a conversation with compressed messages both ways, the real value redacted", async () => {
     const a = h.agents["agent-a"]!;
     await using p = Bun.spawn(
       [
@@ -261,6 +267,7 @@ describe("real clients", () => {
         `Bearer ${CRED.dummy}`,
         "hello from node",
         "plant",
+        `big ${"x".repeat(20_000)}`,
       ],
       { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "" } },
     );
@@ -271,9 +278,13 @@ describe("real clients", () => {
     ]);
     expect({ code, err }).toEqual({ code: 0, err: "" });
     expect(JSON.parse(out)).toEqual({
-      got: ["hello from node", "here it is: [REDACTED] (again: [REDACTED])"],
+      got: [
+        "hello from node",
+        "here it is: [REDACTED] (again: [REDACTED])",
+        `big ${"x".repeat(20_000)}`,
+      ],
       code: 1000,
-      extensions: "",
+      extensions: "permessage-deflate",
     });
     expect(carries(out, CRED.real)).toBe(false);
   });
@@ -358,6 +369,56 @@ describe("a hostile upstream, answering the handshake by hand", () => {
     expect(carries(bytes, CRED.real)).toBe(false);
     expect(bytes.toString("latin1")).toStartWith("HTTP/1.1 101");
     closeTunnel(a.t);
+  });
+
+  const deflated = (text: string) => {
+    const d = deflateRawSync(Buffer.from(text), { finishFlush: constants.Z_SYNC_FLUSH });
+    return Buffer.from(
+      encodeFrame({ fin: true, rsv1: true, opcode: OP.text }, d.subarray(0, d.length - 4)),
+    );
+  };
+  const deflate101 = (key: string, params: string) =>
+    ok101(key).replace(
+      "\r\n\r\n",
+      `\r\nSec-WebSocket-Extensions: permessage-deflate${params}\r\n\r\n`,
+    );
+
+  test("a compressed message is inflated and scanned: a real value in it arrives redacted, uncompressed", async () => {
+    onHandshake = (s, key) =>
+      s.write(
+        Buffer.concat([
+          Buffer.from(deflate101(key, "; server_no_context_takeover")),
+          deflated(`zipped ${CRED.real} zipped`),
+        ]),
+      );
+    const a = await rawAgent();
+    for (let i = 0; !a.bytes().includes("zipped [REDACTED] zipped"); i++) {
+      expect(i).toBeLessThan(1000);
+      await Bun.sleep(10);
+    }
+    expect(carries(a.bytes(), CRED.real)).toBe(false);
+    closeTunnel(a.t);
+  });
+
+  test("an upstream keeping its compression context, or a message that inflates past the cap: refused, nothing relayed", async () => {
+    onHandshake = (s, key) => s.write(deflate101(key, ""));
+    const keeps = await rawAgent();
+    await keeps.untilClosed();
+    expect(keeps.bytes().toString("latin1")).toStartWith("HTTP/1.1 502");
+    // 8 MiB of one byte deflates to a few KiB: past the 4 MiB cap once inflated.
+    onHandshake = (s, key) =>
+      s.write(
+        Buffer.concat([
+          Buffer.from(deflate101(key, "; server_no_context_takeover")),
+          deflated("a".repeat(8 * 1024 * 1024)),
+        ]),
+      );
+    const bomb = await rawAgent();
+    await bomb.untilClosed();
+    const text = bomb.bytes().toString("latin1");
+    expect(text).toStartWith("HTTP/1.1 101");
+    expect(text).not.toContain("aaaaaaaa");
+    closeTunnel(bomb.t);
   });
 
   test("a real value the upstream shows the agent is a reflection (as on the HTTP path); a handshake with Content-Length: 0 is one", async () => {

@@ -38,6 +38,7 @@ import type { PatternSpec } from "../../matcher/types.ts";
 import { allow, refuse, type Verdict } from "../../policy/verdict.ts";
 import { type Body, discard, type Exchange, type Stage } from "../exchange.ts";
 import { planOutboundHead } from "../outbound-head.ts";
+import { DEFLATE_OFFER } from "./upgrade.ts";
 
 export interface OutboundDeps {
   readonly scanner: BodyScanner;
@@ -164,9 +165,13 @@ export function outbound(deps: OutboundDeps): Stage {
       return allow({
         method: out.method,
         target: head.value.target,
-        // A WebSocket handshake offers no extension upstream: the proxy must read every frame.
+        // A WebSocket handshake offers upstream only what the proxy reads: permessage-deflate
+        // with no context kept between messages (each one is inflated on its own).
         headers: out.upgrade
-          ? head.value.headers.filter(([n]) => n.toLowerCase() !== "sec-websocket-extensions")
+          ? [
+              ...head.value.headers.filter(([n]) => n.toLowerCase() !== "sec-websocket-extensions"),
+              ["sec-websocket-extensions", DEFLATE_OFFER],
+            ]
           : head.value.headers,
         body,
         ...(chunked ? { awsChunked: chunked } : {}),
