@@ -7,13 +7,13 @@
 // (socat, docker/agent/…/proxy-forwarder/run), as in production.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Sha256 } from "@aws-crypto/sha256-js";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { missingTools } from "../containers/tool-paths.ts";
+import { type Forwarder, startForwarder } from "../support/agent-forwarder.ts";
 import { carries } from "../support/hostile-oracle.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import {
@@ -37,31 +37,12 @@ const KEYS = {
 };
 const REALS = [KEYS.accessKeyId.real, KEYS.secretAccessKey.real, KEYS.sessionToken.real];
 const REPO = resolve(import.meta.dir, "../..");
-const FORWARDER = join(REPO, "docker/agent/rootfs/etc/s6-overlay/s6-rc.d/proxy-forwarder/run");
 
 let h: Harness;
 let s3: S3Upstream;
-let fwd: ReturnType<typeof Bun.spawn> | undefined;
+let fwd: Forwarder | undefined;
 let fwdPort = 0;
 let home = "";
-
-const freePort = () =>
-  new Promise<number>((ok) => {
-    const srv = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => ok(port));
-    });
-  });
-
-const connects = (port: number) =>
-  new Promise<boolean>((ok) => {
-    const s = net.connect(port, "127.0.0.1");
-    s.once("connect", () => {
-      s.destroy();
-      ok(true);
-    });
-    s.once("error", () => ok(false));
-  });
 
 beforeAll(async () => {
   h = await startHarness({
@@ -84,34 +65,14 @@ beforeAll(async () => {
     sessionToken: KEYS.sessionToken.real,
   });
   home = join(h.dir, "agent-home");
-  const certs = join(home, "certs");
-  mkdirSync(certs, { recursive: true });
-  copyFileSync(h.agents["agent-a"]!.certPath, join(certs, "agent.crt"));
-  copyFileSync(h.agents["agent-a"]!.keyPath, join(certs, "agent.key"));
-  copyFileSync(h.caBundlePath, join(certs, "root_ca.crt"));
+  mkdirSync(home, { recursive: true });
   writeFileSync(join(home, "aws-config"), "[default]\ns3 =\n    addressing_style = path\n");
-  fwdPort = await freePort();
-  fwd = Bun.spawn(["sh", FORWARDER], {
-    env: {
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      SLAPENIR_CERT_DIR: certs,
-      SLAPENIR_FORWARD_LISTEN: `127.0.0.1:${fwdPort}`,
-      SLAPENIR_PROXY_ADDR: `localhost:${h.port}`,
-      SLAPENIR_PROXY_NAME: "localhost",
-    },
-    stdout: "ignore",
-    stderr: "ignore",
-  });
-  // The forwarder is ready when it accepts a connection (an observable condition, no sleep);
-  // one that exited (socat missing) fails the setup at once.
-  while (!(await connects(fwdPort))) {
-    if (fwd.exitCode !== null) throw new Error(`the forwarder exited (${fwd.exitCode})`);
-    await Bun.sleep(20);
-  }
+  fwd = await startForwarder(h, home);
+  fwdPort = fwd.port;
 });
 
 afterAll(async () => {
-  fwd?.kill();
+  fwd?.stop();
   await s3?.stop();
   await h?.close();
 });

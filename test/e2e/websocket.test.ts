@@ -5,6 +5,8 @@
 // hand so each rule is tried exactly.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
 import { createServer as createTlsServer } from "node:tls";
@@ -19,6 +21,7 @@ import {
   OP,
   readClose,
 } from "../../src/http/ws-frames.ts";
+import { startForwarder } from "../support/agent-forwarder.ts";
 import { carries } from "../support/hostile-oracle.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readHead } from "../support/raw-agent.ts";
@@ -288,6 +291,59 @@ describe("real clients", () => {
     });
     expect(carries(out, CRED.real)).toBe(false);
   });
+});
+
+describe("Python", () => {
+  // Debian's python3-websockets (scripts/install-test-deps.sh), in the system interpreter.
+  const PYTHON = "/usr/bin/python3";
+  const have = Bun.spawnSync([PYTHON, "-c", "import websockets"]).exitCode === 0;
+  if (!have && process.env.CI) throw new Error("missing python3-websockets in CI");
+  if (!have) console.warn("SKIP: /usr/bin/python3 cannot import websockets");
+
+  test.skipIf(!have)(
+    "websockets through the agent's forwarder, deflate offered: a conversation, the real value redacted",
+    async () => {
+      const home = mkdtempSync(join(tmpdir(), "slapenir-wspy-"));
+      const fwd = await startForwarder(h, home);
+      try {
+        await using p = Bun.spawn(
+          [
+            PYTHON,
+            join(import.meta.dir, "../fixtures/ws-python-client.py"),
+            String(fwd.port),
+            "ws.test",
+            String(server.port),
+            h.caBundlePath,
+            `Bearer ${CRED.dummy}`,
+            "hello from python",
+            "plant",
+            `big ${"y".repeat(30_000)}`,
+          ],
+          { stdout: "pipe", stderr: "pipe", env: { PATH: "/usr/bin:/bin" } },
+        );
+        const [out, err, code] = await Promise.all([
+          new Response(p.stdout).text(),
+          new Response(p.stderr).text(),
+          p.exited,
+        ]);
+        expect({ code, err }).toEqual({ code: 0, err: "" });
+        expect(JSON.parse(out)).toEqual({
+          got: [
+            "hello from python",
+            "here it is: [REDACTED] (again: [REDACTED])",
+            `big ${"y".repeat(30_000)}`,
+          ],
+          code: 1000,
+          extensions: ["permessage-deflate"],
+        });
+        expect(carries(out, CRED.real)).toBe(false);
+      } finally {
+        fwd.stop();
+        rmSync(home, { recursive: true, force: true });
+      }
+    },
+    30_000,
+  );
 });
 
 describe("a hostile upstream, answering the handshake by hand", () => {
