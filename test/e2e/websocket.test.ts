@@ -5,7 +5,7 @@
 // hand so each rule is tried exactly.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
@@ -290,6 +290,39 @@ describe("real clients", () => {
       extensions: "permessage-deflate",
     });
     expect(carries(out, CRED.real)).toBe(false);
+  });
+});
+
+describe("Bun", () => {
+  test("Bun's own WebSocket through the proxy (an HTTPS proxy with a client certificate): a conversation, the real value redacted", async () => {
+    const a = h.agents["agent-a"]!;
+    const ca = readFileSync(h.caBundlePath, "utf8");
+    const ws = new WebSocket(`wss://ws.test:${server.port}/chat`, {
+      headers: { authorization: `Bearer ${CRED.dummy}` },
+      tls: { ca },
+      proxy: {
+        url: `https://localhost:${h.port}`,
+        headers: {},
+        tls: { ca, cert: readFileSync(a.certPath, "utf8"), key: readFileSync(a.keyPath, "utf8") },
+      },
+    } as unknown as string[]);
+    const got: string[] = [];
+    const closed = new Promise<number>((ok, fail) => {
+      ws.onmessage = (e) => {
+        got.push(String(e.data));
+        if (got.length === 2) ws.close(1000, "done");
+      };
+      ws.onclose = (e) => ok(e.code);
+      ws.onerror = () => fail(new Error("websocket error"));
+    });
+    await new Promise<void>((ok, fail) => {
+      ws.onopen = () => ok();
+      setTimeout(() => fail(new Error("not opened")), 10_000).unref?.();
+    });
+    ws.send("hello from bun");
+    ws.send("plant");
+    expect(await closed).toBe(1000);
+    expect(got).toEqual(["hello from bun", "here it is: [REDACTED] (again: [REDACTED])"]);
   });
 });
 
