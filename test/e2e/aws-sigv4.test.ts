@@ -602,18 +602,8 @@ describe("what the proxy refuses, and what it redacts", () => {
 
   test("signed as the AWS SDK for JavaScript signs (content-length among the signed headers): accepted", async () => {
     const body = "from the JS SDK\n";
-    const signer = new SignatureV4({
-      credentials: {
-        accessKeyId: KEYS.accessKeyId.dummy,
-        secretAccessKey: KEYS.secretAccessKey.dummy,
-        sessionToken: KEYS.sessionToken.dummy,
-      },
-      region: "eu-west-3",
-      service: "s3",
-      sha256: Sha256,
-      uriEscapePath: false,
-      applyChecksum: true,
-    });
+    // The SDK's default: applyChecksum on (it signs the body's hash and content-length).
+    const signer = agentSigner();
     const signed = await signer.sign(
       new HttpRequest({
         method: "PUT",

@@ -122,6 +122,17 @@ async function connect(extra = "") {
   return { t, head, frames, next, send, untilClosed };
 }
 
+/** A client program run as the agent: its exit code, stderr and one JSON line of output. */
+async function runClient(cmd: string[], env: Record<string, string>) {
+  await using p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", env });
+  const [out, err, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { out, err, code };
+}
+
 describe("the handshake", () => {
   test("goes on as a request: 101, the dummy swapped on its surface; permessage-deflate negotiated on each leg on the proxy's terms", async () => {
     const before = handshakes.length;
@@ -258,7 +269,7 @@ describe("frames", () => {
 describe("real clients", () => {
   test("Node with the ws package, permessage-deflate on: a conversation with compressed messages both ways, the real value redacted", async () => {
     const a = h.agents["agent-a"]!;
-    await using p = Bun.spawn(
+    const { out, err, code } = await runClient(
       [
         "node",
         join(import.meta.dir, "../fixtures/ws-node-client.mjs"),
@@ -272,13 +283,8 @@ describe("real clients", () => {
         "plant",
         `big ${"x".repeat(20_000)}`,
       ],
-      { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "" } },
+      { PATH: process.env.PATH ?? "" },
     );
-    const [out, err, code] = await Promise.all([
-      new Response(p.stdout).text(),
-      new Response(p.stderr).text(),
-      p.exited,
-    ]);
     expect({ code, err }).toEqual({ code: 0, err: "" });
     expect(JSON.parse(out)).toEqual({
       got: [
@@ -339,7 +345,7 @@ describe("Python", () => {
       const home = mkdtempSync(join(tmpdir(), "slapenir-wspy-"));
       const fwd = await startForwarder(h, home);
       try {
-        await using p = Bun.spawn(
+        const { out, err, code } = await runClient(
           [
             PYTHON,
             join(import.meta.dir, "../fixtures/ws-python-client.py"),
@@ -352,13 +358,8 @@ describe("Python", () => {
             "plant",
             `big ${"y".repeat(30_000)}`,
           ],
-          { stdout: "pipe", stderr: "pipe", env: { PATH: "/usr/bin:/bin" } },
+          { PATH: "/usr/bin:/bin" },
         );
-        const [out, err, code] = await Promise.all([
-          new Response(p.stdout).text(),
-          new Response(p.stderr).text(),
-          p.exited,
-        ]);
         expect({ code, err }).toEqual({ code: 0, err: "" });
         expect(JSON.parse(out)).toEqual({
           got: [
