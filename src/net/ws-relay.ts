@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
 import { constants, inflateRawSync } from "node:zlib";
 import type { SecretState } from "../credentials/secret-state.ts";
+import type { Stall } from "../guard/stall-registry.ts";
 import type { SwitchedConnection } from "../http/message.ts";
 import {
   CLOSE,
@@ -38,6 +39,8 @@ export interface WsRelayOptions {
   readonly onViolation: (kind: "dlp" | "reflection", count: number) => void;
   /** Once both sides are closed: what passed, for the audit line and metrics. */
   readonly onClose: (stats: WsStats) => void;
+  /** A side stopped taking bytes: `shed` closes the WebSocket (guard/stall-registry.ts). */
+  readonly stalled?: (shed: () => void) => Stall;
 }
 
 /** Messages a side may have waiting to be scanned before the relay stops reading it. */
@@ -73,9 +76,11 @@ interface Side {
   /** It sent its close frame; the proxy sent one to it. */
   closed: boolean;
   closeSent: boolean;
-  /** What it sent, scanned and passed on in order (a large message is scanned off-thread). */
+  /** What it sent, scanned and passed on in order. */
   queue: Promise<void>;
   queued: number;
+  /** It is not taking bytes: registered with the memory guard until it does again. */
+  stall: Stall | null;
 }
 
 /** Bytes a tunnel's carrier may hold before the relay stops reading the other side. */
@@ -119,6 +124,7 @@ export function relayWebSocket(
     closeSent: false,
     queue: Promise.resolve(),
     queued: 0,
+    stall: null,
   });
   const a = side("agent", agent);
   const u = side("upstream", upstream);
@@ -139,14 +145,32 @@ export function relayWebSocket(
     const ok = to.socket.write(frame);
     const carrierFull = to.carrier !== null && to.carrier.writableLength > CARRIER_HIGH_WATER;
     if (ok && !carrierFull) return;
-    // Backpressure: the side that feeds `to` waits until `to` (and its carrier) drained.
+    // Backpressure: the side that feeds `to` waits until `to` (and its carrier) drained. A
+    // side that stops taking bytes is a stall the memory guard may shed (as the HTTP leg's).
     const from = other(to);
     from.socket.pause();
+    to.stall ??=
+      opts.stalled?.(() => {
+        closeBoth(CLOSE.goingAway, "shed under memory pressure");
+        to.socket.destroy();
+      }) ?? null;
+    let last = to.carrier?.writableLength ?? 0;
     const wait = () => {
-      if (ended) return;
-      const full = to.carrier !== null && to.carrier.writableLength > CARRIER_HIGH_WATER;
-      if (to.socket.writableNeedDrain || full) setTimeout(wait, CARRIER_POLL_MS).unref?.();
-      else from.socket.resume();
+      if (ended) {
+        to.stall?.end();
+        to.stall = null;
+        return;
+      }
+      const held = to.carrier?.writableLength ?? 0;
+      if (held < last) to.stall?.progress();
+      last = held;
+      if (to.socket.writableNeedDrain || held > CARRIER_HIGH_WATER) {
+        setTimeout(wait, CARRIER_POLL_MS).unref?.();
+        return;
+      }
+      to.stall?.end();
+      to.stall = null;
+      from.socket.resume();
     };
     if (!ok) to.socket.once("drain", wait);
     else setTimeout(wait, CARRIER_POLL_MS).unref?.();
@@ -159,6 +183,8 @@ export function relayWebSocket(
     clearTimeout(grace);
     if (reason && stats.reason === null) stats.reason = reason;
     for (const s of [a, u]) {
+      s.stall?.end();
+      s.stall = null;
       s.socket.off("data", s === a ? onAgent : onUpstream);
       s.socket.end();
       setTimeout(() => s.socket.destroy(), CLOSE_GRACE_MS).unref?.();

@@ -437,6 +437,7 @@ export async function startProxy(
       maxMessageBytes: WS_MAX_MESSAGE_BYTES,
       deflate,
       idleMs: WS_IDLE_MS,
+      stalled: (shed) => stalls.begin(ex.agent, shed),
       // As on the HTTP path: a real value from the agent is `dlp`, one the upstream showed it
       // (redacted) a `reflection` — quarantine decides which it acts on.
       onViolation: (kind, count) =>
