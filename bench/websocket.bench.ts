@@ -7,10 +7,10 @@
 // Run: `bun bench/websocket.bench.ts` (BENCH_WS_MIB=64 by default per run).
 
 import tls from "node:tls";
-import type { ServerWebSocket } from "bun";
 import { type FrameEvent, FrameReader } from "../src/http/ws-frames.ts";
 import { startProxyProcess } from "../test/support/proxy-process.ts";
 import { openTunnel, readHead } from "../test/support/raw-agent.ts";
+import { startWsFlood } from "../test/support/ws-flood.ts";
 
 const MESSAGE = 64 * 1024;
 const MIB = Number(process.env.BENCH_WS_MIB ?? 64);
@@ -30,33 +30,7 @@ const proxy = await startProxyProcess({
 });
 const cert = await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]);
 const payload = new Uint8Array(MESSAGE).map((_, i) => (i * 131) & 0xff);
-const server = Bun.serve<{ left: number }>({
-  hostname: "127.0.0.1",
-  port: 0,
-  tls: { cert: cert.certPem, key: cert.keyPem },
-  fetch(req, srv) {
-    return srv.upgrade(req, { data: { left: 0 } })
-      ? undefined
-      : new Response("websocket only", { status: 400 });
-  },
-  websocket: {
-    message(ws, m) {
-      ws.data.left = Number(String(m));
-      pump(ws);
-    },
-    drain(ws) {
-      pump(ws);
-    },
-  },
-});
-function pump(ws: ServerWebSocket<{ left: number }>): void {
-  const d = ws.data;
-  while (d.left > 0) {
-    const r = ws.send(payload);
-    d.left -= 1;
-    if (r === -1) return; // backpressure: `drain` continues
-  }
-}
+const server = startWsFlood(cert, payload);
 
 /** A WebSocket over `socket`: handshake, then `COUNT` messages asked for and counted. */
 async function run(socket: tls.TLSSocket): Promise<number> {

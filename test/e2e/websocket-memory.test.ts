@@ -10,6 +10,7 @@ import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { encodeFrame, OP } from "../../src/http/ws-frames.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readHead, readUntilClosed } from "../support/raw-agent.ts";
+import { startWsFlood } from "../support/ws-flood.ts";
 
 const MiB = 1024 * 1024;
 const memory = { used: 10 * MiB, limit: 100 * MiB };
@@ -26,26 +27,9 @@ beforeAll(async () => {
     guardClock: () => clock,
   });
   const cert = await h.upstreamCa.issue(["ws.test"]);
+  // 4096 of them asked for: 256 MiB, far more than any buffer on the way holds.
   const chunk = new Uint8Array(64 * 1024).fill(0x61);
-  server = Bun.serve<{ left: number }>({
-    hostname: "127.0.0.1",
-    port: 0,
-    tls: { cert: cert.certPem, key: cert.keyPem },
-    fetch(req, srv) {
-      return srv.upgrade(req, { data: { left: 0 } })
-        ? undefined
-        : new Response("no", { status: 400 });
-    },
-    websocket: {
-      message(ws) {
-        ws.data.left = 4096; // 256 MiB: far more than any buffer on the way holds
-        while (ws.data.left > 0 && ws.send(chunk) !== -1) ws.data.left -= 1;
-      },
-      drain(ws) {
-        while (ws.data.left > 0 && ws.send(chunk) !== -1) ws.data.left -= 1;
-      },
-    },
-  });
+  server = startWsFlood(cert, chunk);
 });
 
 afterAll(async () => {
@@ -74,7 +58,7 @@ test("an agent that stops reading a WebSocket stalls it; short of memory past th
       Buffer.from(
         encodeFrame(
           { fin: true, opcode: OP.text },
-          new TextEncoder().encode("go"),
+          new TextEncoder().encode("4096"),
           new Uint8Array([9, 9, 9, 9]),
         ),
       ),
