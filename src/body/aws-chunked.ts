@@ -108,7 +108,7 @@ function checksumFor(trailer: string): Checksum | null {
 }
 
 /** The trailers whose checksums the proxy computes (others are refused: they would be free). */
-export const CHECKED_TRAILERS = [
+const CHECKED_TRAILERS = [
   "x-amz-checksum-crc32",
   "x-amz-checksum-crc32c",
   "x-amz-checksum-sha1",
@@ -406,12 +406,7 @@ export class AwsChunkedBody {
               const digest = hash.digest("hex");
               if (digest !== frame.hash)
                 return fail(c, frame.hash === null ? mismatch() : changed());
-              const data = new Uint8Array(heldLength);
-              let o = 0;
-              for (const h of held) {
-                data.set(h, o);
-                o += h.length;
-              }
+              const data = Buffer.concat(held, heldLength);
               held = [];
               heldLength = 0;
               c.enqueue(header(frame, self.#signer!.signChunk(digest)));

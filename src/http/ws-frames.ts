@@ -85,11 +85,6 @@ export class FrameReader {
 
   constructor(private readonly opts: FrameReaderOptions) {}
 
-  /** Whether a data message is open (its last fragment not yet read). */
-  get inMessage(): boolean {
-    return this.#fragmented;
-  }
-
   push(bytes: Uint8Array): FrameEvent[] {
     const out: FrameEvent[] = [];
     let i = 0;

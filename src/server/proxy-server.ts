@@ -221,39 +221,35 @@ export async function startProxy(
     heldBudget,
     Math.min(heldBudget, Math.max(Math.floor(heldBudget / 2), config.limits.maxHeldBodyBytes)),
   );
-  const retiring = new Set<() => void>();
-  /** States replaced but still used by exchanges, and when each stops being used. */
-  const draining = new Map<SecretState, Promise<void>>();
+  /** States replaced but still used by exchanges: how to retire each now, and when it was. */
+  const draining = new Map<SecretState, { retire: () => void; drained: Promise<void> }>();
 
   /**
    * Put `next` in force for new exchanges. Exchanges that started on the old state swap and
    * redact with it until they are over: once the last one is, its copies are zeroed and its
    * sets retired (streams still open finish on them; the pool zeroes a set once its last
-   * stream ends). Returns the old state.
+   * stream ends).
    */
-  function install(next: SecretsConfig): SecretState {
+  function install(next: SecretsConfig): void {
     const nextState = SecretState.compile(next);
     const old = state;
     const oldSecrets = secrets;
     state = nextState;
     secrets = next;
-    let retired = false;
-    let drained!: () => void;
-    draining.set(old, new Promise<void>((ok) => (drained = ok)));
+    let done!: () => void;
+    const drained = new Promise<void>((ok) => {
+      done = ok;
+    });
     const retire = () => {
-      if (retired) return;
-      retired = true;
+      if (!draining.delete(old)) return;
       scanner.drop((n) => old.ownsSet(n));
       inline.drop((n) => old.ownsSet(n));
       old.dispose();
       oldSecrets.dispose();
-      retiring.delete(retire);
-      draining.delete(old);
-      drained();
+      done();
     };
-    retiring.add(retire);
+    draining.set(old, { retire, drained });
     old.whenUnused(retire);
-    return old;
   }
 
   // A source's new value: first redacted by every new exchange (pending), then — once every
@@ -303,7 +299,7 @@ export async function startProxy(
     if (!phase1) return;
     install(phase1);
     if (token.size === 0) return;
-    const older = [...draining.values()];
+    const older = [...draining.values()].map((d) => d.drained);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const drainedAll = await Promise.race([
       Promise.all(older).then(() => true),
@@ -666,7 +662,7 @@ export async function startProxy(
       notices.close();
       upstream.close();
       adminServer.stop();
-      for (const r of [...retiring]) r();
+      for (const d of [...draining.values()]) d.retire();
       await pool.close();
       inline.reset();
       sources?.stop();

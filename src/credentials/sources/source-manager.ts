@@ -99,10 +99,6 @@ export class CredentialSources {
     }));
   }
 
-  get size(): number {
-    return this.#slots.length;
-  }
-
   /** The first read of every source, in parallel; resolves when each has answered or failed. */
   async start(): Promise<void> {
     await Promise.all(this.#slots.map((s) => this.#read(s)));

@@ -206,20 +206,7 @@ export function parseSource(value: unknown, where: string): SourceSpec {
     ],
     at,
   );
-  const tokenUrl = text(o, "tokenUrl", at);
-  let url: URL;
-  try {
-    url = new URL(tokenUrl);
-  } catch {
-    throw new ConfigError("bad-value", "must be an https URL", `${at}.tokenUrl`);
-  }
-  if (url.protocol !== "https:" || url.username || url.password) {
-    throw new ConfigError(
-      "bad-value",
-      "must be an https URL without credentials in it",
-      `${at}.tokenUrl`,
-    );
-  }
+  const url = httpsUrl(o, "tokenUrl", at);
   const grant = o.grant;
   if (grant !== "client_credentials" && grant !== "refresh_token") {
     throw new ConfigError(

@@ -93,8 +93,7 @@ export function signAws(): Stage {
       }
       // Content-Length is the upstream leg's to write (the body's length when it is known): a
       // signature over it (the JS SDK signs it) is checked against the length that will go.
-      const length =
-        out.body === null ? 0 : out.body instanceof HeldBody ? out.body.length : out.body.length;
+      const length = out.body === null ? 0 : out.body.length;
       const signsLength = parsed.value.signedHeaders.includes("content-length");
       if (signsLength && length === null) {
         return no("a signed content-length needs a body of known length");
