@@ -1,8 +1,8 @@
 // Credentials only where they are presented (issue 15, class 1: store and read back). The
 // upstream is an ordinary storage API: it wants the real token where its clients present it
 // (Authorization, or `x-api-key` / `?key=` for the keyed credential) and stores whatever
-// content it is sent, then serves it back whole, as a zip, as base64, or a byte range at a
-// time. An agent that writes its dummy into content must get the dummy stored — so nothing it
+// content it is sent, then serves it back whole, as a zip or a tarball, as base64 (of gzip, or
+// wrapped at 60 columns as GitHub's blob API writes it), or a byte range at a time. An agent that writes its dummy into content must get the dummy stored — so nothing it
 // reads back, in any form, holds the real value — while its authenticated requests still work.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -53,6 +53,29 @@ function zipOf(name: string, data: Buffer): Buffer {
   return Buffer.concat([local, n, body]);
 }
 
+/** A gzipped ustar archive of one file (what a repository's tarball download is made of). */
+function tarGzOf(name: string, data: Buffer): Buffer {
+  const head = Buffer.alloc(512);
+  head.write(name, 0);
+  head.write("0000644\0", 100);
+  head.write(`${data.length.toString(8).padStart(11, "0")}\0`, 124);
+  head.write("00000000000\0", 136);
+  head.write("0", 156);
+  head.write("ustar\x0000", 257);
+  head.fill(" ", 148, 156);
+  let sum = 0;
+  for (const b of head) sum += b;
+  head.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
+  const pad = Buffer.alloc((512 - (data.length % 512)) % 512);
+  return gzipSync(Buffer.concat([head, data, pad, Buffer.alloc(1024)]));
+}
+
+/** GitHub's blob API: base64 wrapped at 60 columns, the breaks as JSON `\n` escapes. */
+function blobOf(data: Buffer): Buffer {
+  const lines = data.toString("base64").match(/.{1,60}/g) ?? [];
+  return Buffer.from(JSON.stringify({ encoding: "base64", content: `${lines.join("\n")}\n` }));
+}
+
 beforeAll(async () => {
   h = await startHarness({
     agents: ["agent-a", "agent-b"],
@@ -90,6 +113,8 @@ beforeAll(async () => {
     const data = store.get(key!) ?? Buffer.alloc(0);
     const range = /^bytes=(\d+)-(\d+)$/.exec(header(r, "range") ?? "");
     if (view === "zip") return sendLength(w, [], zipOf(`${key}.txt`, data));
+    if (view === "tgz") return sendLength(w, [], tarGzOf(`${key}.txt`, data));
+    if (view === "blob") return sendLength(w, [["content-type", "application/json"]], blobOf(data));
     if (view === "b64gz") return sendLength(w, [], Buffer.from(gzipSync(data).toString("base64")));
     if (range) {
       const part = data.subarray(Number(range[1]), Number(range[2]) + 1);
@@ -148,6 +173,8 @@ describe("a dummy in content is content: stored and read back as the dummy", () 
       ["/store/gist1", []],
       ["/store/gist1.zip", []],
       ["/store/gist1.b64gz", []],
+      ["/store/gist1.tgz", []],
+      ["/store/gist1.blob", []],
       ["/store/gist1", ["-H", "Range: bytes=0-40"]],
       ["/store/gist1", ["-H", "Range: bytes=41-200"]],
     ] as const) {
@@ -159,6 +186,13 @@ describe("a dummy in content is content: stored and read back as the dummy", () 
     const b64gz = await h.curl([...auth, url("/store/gist1.b64gz")]);
     const { gunzipSync } = await import("node:zlib");
     expect(gunzipSync(Buffer.from(b64gz.body.toString(), "base64")).toString()).toContain(DUMMY);
+    const tgz = await h.curl([...auth, url("/store/gist1.tgz")]);
+    const untarred = gunzipSync(tgz.body).toString("latin1");
+    expect(untarred).toContain(DUMMY);
+    expect(untarred).not.toContain(REAL);
+    const blob = await h.curl([...auth, url("/store/gist1.blob")]);
+    const wrapped = JSON.parse(blob.body.toString()).content as string;
+    expect(Buffer.from(wrapped.replaceAll("\n", ""), "base64").toString()).toContain(DUMMY);
     // Another agent reading the store gets the dummy too (it is not even its own).
     const b = await h.curl([...auth, url("/store/gist1")], "agent-b");
     expect(b.body.toString()).toContain(DUMMY);
