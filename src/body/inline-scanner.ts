@@ -111,6 +111,37 @@ export class InlineScanner {
     };
   }
 
+  /**
+   * A stream of the named set on the main thread, for input that comes in pieces too small to
+   * send to the pool one at a time (WebSocket messages): each push returns the output that is
+   * safe to pass on, the engine holding back only its carry. A failure is a ProxyError.
+   */
+  stream(name: string, specs: readonly PatternSpec[], options: CompileOptions = {}): MatchStream {
+    if (specs.length === 0) return passThrough();
+    let stream: MatchStream;
+    try {
+      stream = this.#engine.openStream(this.#set(name, specs, options));
+    } catch {
+      throw new ProxyError("scan-failed", "scan failed");
+    }
+    const guard = <T>(run: () => T): T => {
+      try {
+        return run();
+      } catch {
+        stream.abort();
+        throw new ProxyError("scan-failed", "scan failed");
+      }
+    };
+    return {
+      push: (chunk) => guard(() => stream.push(chunk)),
+      end: () => guard(() => stream.end()),
+      abort: () => stream.abort(),
+      get replacements() {
+        return stream.replacements;
+      },
+    };
+  }
+
   /** One engine pass of `input` into the scratch buffer (grown when too small). */
   #into(
     name: string,
@@ -157,4 +188,14 @@ export class InlineScanner {
     this.#sets.clear();
     this.#engine.wipeAll();
   }
+}
+
+/** A stream of an empty set: everything passes at once, nothing is replaced. */
+function passThrough(): MatchStream {
+  return {
+    push: (chunk) => chunk,
+    end: () => new Uint8Array(0),
+    abort: () => {},
+    replacements: 0,
+  };
 }

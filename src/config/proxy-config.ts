@@ -109,6 +109,12 @@ export interface ProxyLimits {
    */
   readonly memoryLimit: number | "auto" | "off";
   readonly memoryShedAt: number;
+  /** Largest WebSocket message, inflated (streamed through the matcher, never held whole). */
+  readonly wsMaxMessageBytes: number;
+  /** A WebSocket side silent this long is pinged, and closed if it does not answer as fast. */
+  readonly wsPingMs: number;
+  /** A WebSocket with no message either way for this long is closed. */
+  readonly wsIdleMs: number;
 }
 
 /** Who is refused outright: agents by name, certificates by serial or SHA-256 fingerprint. */
@@ -241,6 +247,15 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
       shutdownGraceMs: int(env, "SLAPENIR_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
       memoryLimit: memoryLimit(env),
       memoryShedAt: int(env, "SLAPENIR_MEMORY_SHED_PERCENT", 80, 50, 95) / 100,
+      wsMaxMessageBytes: int(
+        env,
+        "SLAPENIR_WS_MAX_MESSAGE_BYTES",
+        67_108_864,
+        1_024,
+        1_073_741_824,
+      ),
+      wsPingMs: int(env, "SLAPENIR_WS_PING_MS", 30_000, 100, 3_600_000),
+      wsIdleMs: int(env, "SLAPENIR_WS_IDLE_TIMEOUT_MS", 300_000, 100, 86_400_000),
     },
     rateLimit: rate(env, "SLAPENIR_RATE_LIMIT", "50/s"),
     handshakeRate: rate(env, "SLAPENIR_HANDSHAKE_RATE", "50/s"),

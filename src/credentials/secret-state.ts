@@ -34,6 +34,8 @@ export interface RequestPlan {
   readonly formSwap: ReadonlyMap<string, readonly SwapPair[]>;
   /** Likewise for JSON strings at pointers (`json:/POINTER`), by pointer. */
   readonly jsonSwap: ReadonlyMap<string, readonly SwapPair[]>;
+  /** JSON pointers in the agent's text WebSocket messages (`frame:`), on a handshake to this endpoint. */
+  readonly frameSwap: ReadonlyMap<string, readonly SwapPair[]>;
   /** The most a field swap can lengthen a body, as a factor (1: never). */
   readonly fieldGrowth: number;
   /** Pattern set for request bodies: credentials with a `body` surface (null: none). */
@@ -366,6 +368,7 @@ export class SecretState {
     const queries = new Map<string, SwapPair[]>();
     const forms = new Map<string, SwapPair[]>();
     const jsons = new Map<string, SwapPair[]>();
+    const frames = new Map<string, SwapPair[]>();
     let fieldGrowth = 1;
     const bodySets = [];
     const basicPairs: SwapPair[] = [];
@@ -383,6 +386,8 @@ export class SecretState {
           into(surface.kind === "form" ? forms : jsons, surface.name, s);
           // Percent-encoded, a printable byte takes at most three (JSON escapes take two).
           fieldGrowth = Math.max(fieldGrowth, (3 * s.real.length) / s.dummy.length);
+        } else if (surface.kind === "frame") {
+          into(frames, surface.name, s);
         } else {
           const text = swapVariants(s.dummy, s.real, "text");
           for (const v of text.variants) this.#owned.push(v.pattern, v.replacement);
@@ -402,6 +407,7 @@ export class SecretState {
       basicPairs,
       formSwap: forms,
       jsonSwap: jsons,
+      frameSwap: frames,
       fieldGrowth,
       bodySpecs: bodySets.length > 0 ? toPatternSpecs(bodySets) : null,
       lengthPreserving,

@@ -593,9 +593,9 @@ function draft(d: {
     throw new ConfigError("bad-value", 'must be "allow" or "deny"', d.fieldPath("inUrl"));
   }
   const surfaces = surfacesField(d.in, d.fieldPath("in"));
-  // A field of a body is a surface only on endpoints: a form or JSON field named anywhere on a
-  // host would swap into whatever the agent posts there (a gist, a prompt).
-  const field = surfaces.find((s) => s.kind === "form" || s.kind === "json");
+  // A field of a body or a message is a surface only on endpoints: a form or JSON field named
+  // anywhere on a host would swap into whatever the agent posts there (a gist, a prompt).
+  const field = surfaces.find((s) => s.kind === "form" || s.kind === "json" || s.kind === "frame");
   // `**` covers any path below it: that is a host, not an endpoint.
   const open = scopes.findIndex((s) => s.path === null || s.path.includes("**"));
   if (field && open >= 0) {

@@ -12,6 +12,9 @@
 //                 on the endpoints the credential's hosts name (an OAuth `client_secret`)
 //   json:POINTER  the string at a JSON pointer (`json:/client_secret`) that is exactly the
 //                 dummy, likewise
+//   frame:POINTER the string at a JSON pointer in a text WebSocket message the agent sends
+//                 (`frame:/access_token`, an auth message) that is exactly the dummy, in a
+//                 WebSocket to the credential's endpoints (net/ws-relay.ts)
 //   body          anywhere in the request body, in any encoding the swap knows: the old model,
 //                 opt-in, for upstreams that take a credential in a body (it reopens the class
 //                 above on that credential's hosts; SECURITY.md says so)
@@ -26,6 +29,7 @@ export type Surface =
   | { readonly kind: "query"; readonly name: string }
   | { readonly kind: "form"; readonly name: string }
   | { readonly kind: "json"; readonly name: string }
+  | { readonly kind: "frame"; readonly name: string }
   | { readonly kind: "body" };
 
 export const DEFAULT_SURFACES: readonly Surface[] = Object.freeze([
@@ -63,15 +67,16 @@ export function parseSurface(text: unknown): SurfaceParse {
     }
     return { ok: true, value: { kind, name } };
   }
-  if (kind === "json") {
+  if (kind === "json" || kind === "frame") {
     if (!/^(\/[^/]{1,64}){1,8}$/.test(name) || /~[^01]/.test(name)) {
-      return { ok: false, reason: "json: needs a JSON pointer (/client_secret, /auth/0/key)" };
+      return { ok: false, reason: `${kind}: needs a JSON pointer (/client_secret, /auth/0/key)` };
     }
-    return { ok: true, value: { kind: "json", name } };
+    return { ok: true, value: { kind, name } };
   }
   return {
     ok: false,
-    reason: 'must be "header:NAME", "query:NAME", "form:NAME", "json:/POINTER" or "body"',
+    reason:
+      'must be "header:NAME", "query:NAME", "form:NAME", "json:/POINTER", "frame:/POINTER" or "body"',
   };
 }
 

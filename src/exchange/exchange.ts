@@ -11,6 +11,7 @@ import type { SecretState } from "../credentials/secret-state.ts";
 import type { IncomingResponse, OutgoingRequest, SwitchedConnection } from "../http/message.ts";
 import type { RequestHead } from "../http/request-parser.ts";
 import type { HeaderPairs } from "../http/serialize.ts";
+import type { DeflateTerms } from "../http/ws-deflate.ts";
 import type { Trace } from "../observe/trace.ts";
 import type { Destination } from "../policy/host-agreement.ts";
 import type { RequestRoute } from "../policy/request-rule.ts";
@@ -69,7 +70,10 @@ export interface Inbound {
   /** After a 101 to a WebSocket handshake: the upstream connection, no longer HTTP. */
   readonly switched?: SwitchedConnection;
   /** permessage-deflate as negotiated on each leg (the upgrade stage's answer). */
-  readonly deflate?: { readonly agent: boolean; readonly upstream: boolean };
+  readonly deflate?: {
+    readonly agent: DeflateTerms | null;
+    readonly upstream: DeflateTerms | null;
+  };
 }
 
 export type StageVerdict<T> = Verdict<T> | Promise<Verdict<T>>;

@@ -17,6 +17,7 @@ import type {
   SwitchedConnection,
 } from "../http/message.ts";
 import { ProxyError, toProxyError } from "../http/proxy-error.ts";
+import type { DeflateTerms } from "../http/ws-deflate.ts";
 import type { RequestFacts, RequestLog } from "../observe/request-log.ts";
 import { Trace } from "../observe/trace.ts";
 import { admitRequest, type TunnelFacts } from "../policy/admission.ts";
@@ -45,7 +46,7 @@ export type WebSocketRelay = (
   agent: SwitchedConnection,
   upstream: SwitchedConnection,
   hold: () => void,
-  deflate: { readonly agent: boolean; readonly upstream: boolean },
+  deflate: { readonly agent: DeflateTerms | null; readonly upstream: DeflateTerms | null },
 ) => void;
 
 export interface PipelineDeps {
@@ -180,7 +181,7 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
             agent,
             upstream,
             hold,
-            got.value.deflate ?? { agent: false, upstream: false },
+            got.value.deflate ?? { agent: null, upstream: null },
           ),
       };
     } catch (e) {

@@ -1,19 +1,30 @@
 // A WebSocket between an agent and an upstream, after the handshake (exchange/stages/
 // upgrade.ts): every frame is read (http/ws-frames.ts), checked, and written again — never
-// passed as bytes. Messages are assembled (up to a cap) and scanned whole with the secrets
-// the handshake was made with: from the agent, a real value is a violation and closes both
-// sides with 1008; from the upstream, every real value is redacted (and a text message must
-// still be UTF-8). Control frames are scanned the same way and passed at once, between the
-// fragments of a message too. A frame that breaks the protocol closes both sides with the
-// RFC's code; nothing unscanned is ever forwarded. No extension is negotiated (the handshake
-// offers none upstream), so every payload is read as it was sent.
+// passed as bytes. A data message streams through the matcher (a stream of the redaction set,
+// its carry spanning fragments and frames) and leaves in fragments of up to 64 KiB as it is
+// scanned, so a large one is never held whole: from the agent, a real value is a violation and
+// closes both sides with 1008 (the fragments before it were clean); from the upstream, every
+// real value is redacted (a text message must still be UTF-8). A compressed message is inflated
+// as it comes (http/ws-deflate.ts) and a message the proxy sends in one frame is compressed
+// where the peer agreed. Control frames are scanned the same way and passed at once, between
+// fragments too. A frame that breaks the protocol closes both sides with the RFC's code;
+// nothing unscanned is ever forwarded. A side silent for `pingMs` is pinged by the proxy (its
+// pong is not relayed) and closed if it does not answer.
 
 import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
-import { constants, inflateRawSync } from "node:zlib";
+import type { MatchCounter } from "../body/collect.ts";
+import type { SwapPair } from "../credentials/bindings.ts";
+import { swapJsonStrings } from "../credentials/body-fields.ts";
 import type { SecretState } from "../credentials/secret-state.ts";
 import type { Stall } from "../guard/stall-registry.ts";
 import type { SwitchedConnection } from "../http/message.ts";
+import {
+  DEFLATE_THRESHOLD,
+  type DeflateTerms,
+  deflateMessage,
+  MessageInflater,
+} from "../http/ws-deflate.ts";
 import {
   CLOSE,
   closePayload,
@@ -24,27 +35,43 @@ import {
   readClose,
   WsProtocolError,
 } from "../http/ws-frames.ts";
+import type { MatchStream } from "../matcher/types.ts";
 
 export interface WsRelayOptions {
-  /** Largest message (and frame) either side may send, inflated or not; beyond: 1009. */
+  /** Largest message either side may send, inflated or not (streamed, never held); beyond: 1009. */
   readonly maxMessageBytes: number;
-  /**
-   * permessage-deflate negotiated on each leg (without context takeover on the peer's side):
-   * a compressed message from that side is inflated on its own before it is scanned.
-   */
-  readonly deflate: { readonly agent: boolean; readonly upstream: boolean };
-  /** No frame either way for this long: both sides are closed (1001). */
+  /** permessage-deflate as negotiated on each leg; null: off on that leg. */
+  readonly deflate: { readonly agent: DeflateTerms | null; readonly upstream: DeflateTerms | null };
+  /** No message either way for this long: both sides are closed (1001). */
   readonly idleMs: number;
-  /** The agent sent a real value (closed with 1008): `dlp`; the upstream did (redacted): `reflection`. */
-  readonly onViolation: (kind: "dlp" | "reflection", count: number) => void;
+  /** A side silent this long is pinged; one that does not answer within as long is closed. */
+  readonly pingMs: number;
+  /** A stream of the redaction set (every real value, decoded views on), for one payload. */
+  readonly scan: () => MatchStream;
+  /** Counts other agents' dummies in what this agent sends (never swapped); null: none. */
+  readonly foreign: (() => MatchCounter) | null;
+  /**
+   * The credential surfaces in the agent's text messages: JSON pointers whose string is the
+   * dummy get the real value (the handshake's host and path are the credential's endpoint).
+   */
+  readonly frameSwaps: ReadonlyMap<string, readonly SwapPair[]>;
+  /**
+   * The agent sent a real value (closed with 1008): `dlp`; another agent's dummy: `foreign-dummy`;
+   * the upstream sent a real value (redacted): `reflection`.
+   */
+  readonly onViolation: (kind: "dlp" | "reflection" | "foreign-dummy", count: number) => void;
   /** Once both sides are closed: what passed, for the audit line and metrics. */
   readonly onClose: (stats: WsStats) => void;
   /** A side stopped taking bytes: `shed` closes the WebSocket (guard/stall-registry.ts). */
   readonly stalled?: (shed: () => void) => Stall;
 }
 
-/** Messages a side may have waiting to be scanned before the relay stops reading it. */
+/** Jobs a side may have waiting before the relay stops reading it. */
 const MAX_QUEUED = 2;
+/** Scanned bytes of a message gathered before they leave as a fragment. */
+const FRAGMENT_BYTES = 64 * 1024;
+/** An agent's text message is held whole for its frame surfaces up to this size, else streamed unswapped. */
+const SURFACE_WINDOW = 64 * 1024;
 
 export interface WsStats {
   framesFromAgent: number;
@@ -52,6 +79,10 @@ export interface WsStats {
   bytesFromAgent: number;
   bytesFromUpstream: number;
   redactions: number;
+  /** Dummies swapped in the agent's messages (frame surfaces). */
+  swaps: number;
+  /** Other agents' dummies seen in the agent's messages. */
+  foreignDummies: number;
   /** Close codes as sent by each side (or by the proxy in its place); null: none. */
   agentClose: number | null;
   upstreamClose: number | null;
@@ -59,19 +90,39 @@ export interface WsStats {
   reason: string | null;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-/** What a deflated message's last block ends with, removed by the sender (RFC 7692 §7.2.1). */
-const DEFLATE_TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
 /** After a close frame, how long the other side has to answer with its own. */
 const CLOSE_GRACE_MS = 5_000;
+
+/** A data message on its way through the proxy. */
+interface Message {
+  readonly opcode: number;
+  /** Its payload is compressed: the side's inflater reads it. */
+  readonly compressed: boolean;
+  readonly scan: MatchStream;
+  readonly foreign: MatchCounter | null;
+  readonly utf8: TextDecoder | null;
+  /** Replacements already reported. */
+  reported: number;
+  /** Plaintext bytes so far (the cap); the inflater counts a compressed one's. */
+  size: number;
+  /** Scanned output not yet sent. */
+  pending: Uint8Array[];
+  pendingBytes: number;
+  /** A first fragment has been sent (the rest are continuations). */
+  started: boolean;
+  /** Held whole for the agent's frame surfaces (until it outgrows the window). */
+  hold: boolean;
+}
 
 interface Side {
   readonly name: "agent" | "upstream";
   readonly socket: Duplex;
   readonly carrier: Duplex | null;
   readonly reader: FrameReader;
-  /** The data message being assembled (a buffer that grows), and the control frame being read. */
-  message: { opcode: number; compressed: boolean; buf: Uint8Array; size: number } | null;
+  readonly inflater: MessageInflater | null;
+  /** How the proxy may compress toward this side. */
+  readonly terms: DeflateTerms | null;
+  message: Message | null;
   control: { opcode: number; parts: Uint8Array[] } | null;
   /** It sent its close frame; the proxy sent one to it. */
   closed: boolean;
@@ -81,11 +132,25 @@ interface Side {
   queued: number;
   /** It is not taking bytes: registered with the memory guard until it does again. */
   stall: Stall | null;
+  /** When it last sent anything; the proxy's ping awaiting its pong, and when it was sent. */
+  heard: number;
+  ping: { payload: Uint8Array; at: number } | null;
 }
 
 /** Bytes a tunnel's carrier may hold before the relay stops reading the other side. */
 const CARRIER_HIGH_WATER = 128 * 1024;
 const CARRIER_POLL_MS = 20;
+
+const concat = (parts: Uint8Array[], n: number): Uint8Array => {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+};
 
 /**
  * `release` lets go of the hold on `state` the caller took for the relay (it must be taken
@@ -105,86 +170,104 @@ export function relayWebSocket(
     bytesFromAgent: 0,
     bytesFromUpstream: 0,
     redactions: 0,
+    swaps: 0,
+    foreignDummies: 0,
     agentClose: null,
     upstreamClose: null,
     reason: null,
   };
-  const side = (name: Side["name"], conn: SwitchedConnection): Side => ({
-    name,
-    socket: conn.socket,
-    carrier: conn.carrier ?? null,
-    reader: new FrameReader({
-      from: name === "agent" ? "client" : "server",
-      maxFrameBytes: opts.maxMessageBytes,
-      deflate: opts.deflate[name],
-    }),
-    message: null,
-    control: null,
-    closed: false,
-    closeSent: false,
-    queue: Promise.resolve(),
-    queued: 0,
-    stall: null,
-  });
+  const side = (name: Side["name"], conn: SwitchedConnection): Side => {
+    const peer = opts.deflate[name];
+    return {
+      name,
+      socket: conn.socket,
+      carrier: conn.carrier ?? null,
+      reader: new FrameReader({
+        from: name === "agent" ? "client" : "server",
+        maxFrameBytes: opts.maxMessageBytes,
+        deflate: peer !== null,
+      }),
+      inflater: peer ? new MessageInflater(peer.peerTakeover, opts.maxMessageBytes) : null,
+      terms: peer,
+      message: null,
+      control: null,
+      closed: false,
+      closeSent: false,
+      queue: Promise.resolve(),
+      queued: 0,
+      stall: null,
+      heard: performance.now(),
+      ping: null,
+    };
+  };
   const a = side("agent", agent);
   const u = side("upstream", upstream);
   const other = (s: Side) => (s === a ? u : a);
   let ended = false;
-  let idle: ReturnType<typeof setTimeout> | undefined;
+  let active = performance.now();
+  let ticker: ReturnType<typeof setInterval> | undefined;
   let grace: ReturnType<typeof setTimeout> | undefined;
 
   /** A frame to `to`: masked toward the upstream (the proxy is its client), not toward the agent. */
-  const send = (to: Side, opcode: number, payload: Uint8Array): void => {
+  const send = (
+    to: Side,
+    head: { fin: boolean; opcode: number; rsv1?: boolean },
+    payload: Uint8Array,
+  ): void => {
     if (to.socket.destroyed || !to.socket.writable || to.closeSent) return;
-    if (opcode === OP.close) to.closeSent = true;
-    const frame = encodeFrame(
-      { fin: true, opcode },
-      payload,
-      to === u ? randomBytes(4) : undefined,
-    );
-    const ok = to.socket.write(frame);
-    const carrierFull = to.carrier !== null && to.carrier.writableLength > CARRIER_HIGH_WATER;
-    if (ok && !carrierFull) return;
-    // Backpressure: the side that feeds `to` waits until `to` (and its carrier) drained. A
-    // side that stops taking bytes is a stall the memory guard may shed (as the HTTP leg's).
-    const from = other(to);
-    from.socket.pause();
+    if (head.opcode === OP.close) to.closeSent = true;
+    to.socket.write(encodeFrame(head, payload, to === u ? randomBytes(4) : undefined));
+  };
+
+  const full = (to: Side) =>
+    to.socket.writableNeedDrain ||
+    (to.carrier !== null && to.carrier.writableLength > CARRIER_HIGH_WATER);
+
+  /**
+   * Resolves once `to` (and its tunnel's carrier) takes bytes again. Meanwhile `to` is a stall
+   * the memory guard may shed, as an HTTP answer's reader is.
+   */
+  const writable = (to: Side): Promise<void> | undefined => {
+    if (!full(to)) return undefined;
     to.stall ??=
       opts.stalled?.(() => {
         closeBoth(CLOSE.goingAway, "shed under memory pressure");
         to.socket.destroy();
       }) ?? null;
-    let last = to.carrier?.writableLength ?? 0;
-    const wait = () => {
-      if (ended) {
+    return new Promise<void>((done) => {
+      let last = to.carrier?.writableLength ?? 0;
+      const wait = () => {
+        const held = to.carrier?.writableLength ?? 0;
+        if (held < last) to.stall?.progress();
+        last = held;
+        if (!ended && !to.socket.destroyed && full(to)) {
+          if (!to.socket.writableNeedDrain) setTimeout(wait, CARRIER_POLL_MS).unref?.();
+          else to.socket.once("drain", wait);
+          return;
+        }
+        to.socket.off("drain", wait);
+        to.socket.off("close", wait);
         to.stall?.end();
         to.stall = null;
-        return;
-      }
-      const held = to.carrier?.writableLength ?? 0;
-      if (held < last) to.stall?.progress();
-      last = held;
-      if (to.socket.writableNeedDrain || held > CARRIER_HIGH_WATER) {
-        setTimeout(wait, CARRIER_POLL_MS).unref?.();
-        return;
-      }
-      to.stall?.end();
-      to.stall = null;
-      from.socket.resume();
-    };
-    if (!ok) to.socket.once("drain", wait);
-    else setTimeout(wait, CARRIER_POLL_MS).unref?.();
+        done();
+      };
+      to.socket.once("close", wait);
+      if (to.socket.writableNeedDrain) to.socket.once("drain", wait);
+      else setTimeout(wait, CARRIER_POLL_MS).unref?.();
+    });
   };
 
   const end = (reason: string | null): void => {
     if (ended) return;
     ended = true;
-    clearTimeout(idle);
+    clearInterval(ticker);
     clearTimeout(grace);
     if (reason && stats.reason === null) stats.reason = reason;
     for (const s of [a, u]) {
       s.stall?.end();
       s.stall = null;
+      if (s.message) drop(s.message);
+      s.message = null;
       s.socket.off("data", s === a ? onAgent : onUpstream);
       s.socket.end();
       setTimeout(() => s.socket.destroy(), CLOSE_GRACE_MS).unref?.();
@@ -198,59 +281,90 @@ export function relayWebSocket(
   const closeBoth = (code: number, reason: string, toAgent = code, toUpstream = code): void => {
     if (ended) return;
     if (!a.closeSent) {
-      send(a, OP.close, closePayload(toAgent, reason));
+      send(a, { fin: true, opcode: OP.close }, closePayload(toAgent, reason));
       stats.agentClose ??= toAgent;
     }
     if (!u.closeSent) {
-      send(u, OP.close, closePayload(toUpstream, reason));
+      send(u, { fin: true, opcode: OP.close }, closePayload(toUpstream, reason));
       stats.upstreamClose ??= toUpstream;
     }
     end(reason);
   };
 
-  const resetIdle = () => {
-    clearTimeout(idle);
-    idle = setTimeout(() => closeBoth(CLOSE.goingAway, "idle"), opts.idleMs);
-    idle.unref?.();
+  /** Idle (no message either way) and ping deadlines, checked a few times per period. */
+  const tick = () => {
+    if (ended) return;
+    const now = performance.now();
+    if (now - active >= opts.idleMs) {
+      closeBoth(CLOSE.goingAway, "idle");
+      return;
+    }
+    for (const s of [a, u]) {
+      // A side whose bytes the relay is still working through is not silent: it is not read
+      // while the other side is slow, and its answer may be among them.
+      if (s.queued > 0) {
+        s.heard = now;
+        if (s.ping) s.ping.at = now;
+        continue;
+      }
+      if (s.ping) {
+        if (now - s.ping.at >= opts.pingMs) {
+          closeBoth(CLOSE.goingAway, `${s.name} did not answer a ping`);
+          return;
+        }
+      } else if (now - s.heard >= opts.pingMs && !s.closeSent) {
+        s.ping = { payload: randomBytes(8), at: now };
+        send(s, { fin: true, opcode: OP.ping }, s.ping.payload);
+      }
+    }
+  };
+
+  /** A whole (control) payload through a stream of the redaction set. */
+  const scanWhole = (payload: Uint8Array): { output: Uint8Array; count: number } => {
+    const scan = opts.scan();
+    const head = scan.push(payload);
+    const tail = scan.end();
+    return { output: concat([head, tail], head.length + tail.length), count: scan.replacements };
   };
 
   /**
    * A payload from `from` made fit for the other side: the agent's must carry no real value
-   * (null: a violation), the upstream's has every real value redacted.
+   * (null: a violation, already acted on), the upstream's has every real value redacted.
    */
-  const scanned = async (from: Side, payload: Uint8Array): Promise<Uint8Array | null> => {
-    // On the main thread, with views, as the HTTP path's small bodies: 63 MB/s here. Through
-    // the worker pool a message per scan stream ran 2x faster but let garbage pile up (RSS
-    // 636 MiB for 256 MiB relayed): bench/README.md.
-    const r = state.redactInline.apply(payload);
-    if (ended) return null;
+  const fit = (from: Side, payload: Uint8Array): Uint8Array | null => {
+    const r = scanWhole(payload);
     if (r.count === 0) return payload;
     if (from === a) {
-      if (r.output !== payload) r.output.fill(0);
+      r.output.fill(0);
+      violation();
       return null;
     }
-    stats.redactions += r.count;
-    opts.onViolation("reflection", r.count);
+    reflected(r.count);
     return r.output;
   };
 
-  const onControl = async (from: Side, opcode: number, payload: Uint8Array): Promise<void> => {
+  const reflected = (count: number) => {
+    stats.redactions += count;
+    opts.onViolation("reflection", count);
+  };
+
+  const onControl = (from: Side, opcode: number, payload: Uint8Array): void => {
     const to = other(from);
+    if (opcode === OP.pong && from.ping && Buffer.from(payload).equals(from.ping.payload)) {
+      from.ping = null; // the answer to the proxy's own ping
+      return;
+    }
+    active = performance.now();
     if (opcode === OP.close) {
       const { code, reason } = readClose(payload);
       from.closed = true;
       if (from === a) stats.agentClose = code ?? 1005;
       else stats.upstreamClose = code ?? 1005;
-      const text =
-        reason === "" ? new Uint8Array(0) : await scanned(from, new TextEncoder().encode(reason));
-      if (ended) return;
-      if (text === null) {
-        violation();
-        return;
-      }
+      const text = reason === "" ? new Uint8Array(0) : fit(from, new TextEncoder().encode(reason));
+      if (text === null || ended) return;
       const body =
         code === null ? new Uint8Array(0) : closePayload(code, new TextDecoder().decode(text));
-      send(to, OP.close, body);
+      send(to, { fin: true, opcode: OP.close }, body);
       // Over once each side has sent its close and been sent one.
       if (a.closed && u.closed && a.closeSent && u.closeSent) end(null);
       else {
@@ -259,30 +373,124 @@ export function relayWebSocket(
       }
       return;
     }
-    const out = await scanned(from, payload);
-    if (ended) return;
-    if (out === null) {
-      violation();
-      return;
-    }
-    send(to, opcode, out);
+    const out = fit(from, payload);
+    if (out !== null && !ended) send(to, { fin: true, opcode }, out);
   };
 
-  const onMessage = async (from: Side, opcode: number, payload: Uint8Array): Promise<void> => {
-    const out = await scanned(from, payload);
-    if (ended) return;
-    if (out === null) {
-      violation();
-      return;
+  /** A message begins: its scan (and for the agent, its count of foreign dummies) opens. */
+  const begin = (from: Side, opcode: number, compressed: boolean): Message => ({
+    opcode,
+    compressed,
+    scan: opts.scan(),
+    foreign: from === a && opts.foreign ? opts.foreign() : null,
+    utf8: opcode === OP.text ? new TextDecoder("utf-8", { fatal: true }) : null,
+    reported: 0,
+    size: 0,
+    pending: [],
+    pendingBytes: 0,
+    started: false,
+    hold: from === a && opcode === OP.text && opts.frameSwaps.size > 0,
+  });
+
+  const drop = (m: Message): void => {
+    m.scan.abort();
+    m.foreign?.abort();
+    for (const p of m.pending) p.fill(0);
+    m.pending = [];
+  };
+
+  /** Plaintext of the message through its scan; what is safe leaves in fragments. */
+  const through = async (from: Side, m: Message, piece: Uint8Array): Promise<void> => {
+    if (!m.compressed) {
+      m.size += piece.length;
+      if (m.size > opts.maxMessageBytes) throw new WsProtocolError(CLOSE.tooBig, "message too big");
     }
-    if (opcode === OP.text) {
+    m.foreign?.push(piece);
+    const out = m.scan.push(piece);
+    if (!scanned(from, m, out)) return;
+    if (m.hold && m.pendingBytes > SURFACE_WINDOW) m.hold = false;
+    if (!m.hold && m.pendingBytes >= FRAGMENT_BYTES) await flush(from, m, false);
+  };
+
+  /** Takes a scan's output: false when the agent's message held a real value (acted on). */
+  const scanned = (from: Side, m: Message, out: Uint8Array): boolean => {
+    const found = m.scan.replacements - m.reported;
+    if (found > 0) {
+      m.reported = m.scan.replacements;
+      if (from === a) {
+        out.fill(0);
+        violation();
+        return false;
+      }
+      reflected(found);
+    }
+    if (out.length > 0) {
+      m.pending.push(out);
+      m.pendingBytes += out.length;
+    }
+    return true;
+  };
+
+  /** What the message has scanned leaves for the other side, as a fragment or its last frame. */
+  const flush = async (from: Side, m: Message, fin: boolean): Promise<void> => {
+    if (ended) return;
+    const to = other(from);
+    let payload = concat(m.pending, m.pendingBytes);
+    m.pending = [];
+    m.pendingBytes = 0;
+    if (m.utf8) {
       try {
-        utf8.decode(out);
+        m.utf8.decode(payload, { stream: !fin });
       } catch {
         throw new WsProtocolError(CLOSE.invalidPayload, "text message not UTF-8");
       }
     }
-    send(other(from), opcode, out);
+    if (fin && m.hold) payload = swapped(payload);
+    let rsv1 = false;
+    // A message that leaves in one frame is compressed where the peer agreed to it.
+    if (fin && !m.started && to.terms?.ownBits && payload.length >= DEFLATE_THRESHOLD) {
+      const z = deflateMessage(payload, to.terms.ownBits);
+      if (z) {
+        payload = z;
+        rsv1 = true;
+      }
+    }
+    send(to, { fin, opcode: m.started ? OP.continuation : m.opcode, rsv1 }, payload);
+    m.started = true;
+    await writable(to);
+  };
+
+  /** The agent's whole text message with its frame surfaces swapped (JSON pointers). */
+  const swapped = (payload: Uint8Array): Uint8Array => {
+    const text = Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString("latin1");
+    const r = swapJsonStrings(text, opts.frameSwaps);
+    if (r.swapped.length === 0) return payload;
+    stats.swaps += r.swapped.length;
+    return Buffer.from(r.text, "latin1");
+  };
+
+  const onData = async (from: Side, m: Message, bytes: Uint8Array): Promise<void> => {
+    if (!m.compressed) return through(from, m, bytes);
+    for (const piece of from.inflater!.push(bytes)) {
+      await through(from, m, piece);
+      if (ended) return;
+    }
+  };
+
+  const onEnd = async (from: Side, m: Message): Promise<void> => {
+    if (m.compressed) {
+      for (const piece of from.inflater!.end()) {
+        await through(from, m, piece);
+        if (ended) return;
+      }
+    }
+    if (!scanned(from, m, m.scan.end())) return;
+    const foreign = m.foreign?.end() ?? 0;
+    if (foreign > 0) {
+      stats.foreignDummies += foreign;
+      opts.onViolation("foreign-dummy", foreign);
+    }
+    await flush(from, m, true);
   };
 
   const violation = (): void => {
@@ -302,7 +510,7 @@ export function relayWebSocket(
   };
 
   /** Runs `job` after everything `from` sent before it; reading pauses while too much waits. */
-  const enqueue = (from: Side, job: () => Promise<void>): void => {
+  const enqueue = (from: Side, job: () => void | Promise<void>): void => {
     from.queued += 1;
     if (from.queued > MAX_QUEUED) from.socket.pause();
     from.queue = from.queue
@@ -316,7 +524,7 @@ export function relayWebSocket(
 
   const feed = (from: Side, bytes: Uint8Array): void => {
     if (ended) return;
-    resetIdle();
+    from.heard = performance.now();
     if (from === a) stats.bytesFromAgent += bytes.length;
     else stats.bytesFromUpstream += bytes.length;
     try {
@@ -326,14 +534,14 @@ export function relayWebSocket(
         if (e.type === "head") {
           if (from === a) stats.framesFromAgent += 1;
           else stats.framesFromUpstream += 1;
-          if (isControl(e.head.opcode)) from.control = { opcode: e.head.opcode, parts: [] };
-          else if (e.head.opcode !== OP.continuation) {
-            from.message = {
-              opcode: e.head.opcode,
-              compressed: e.head.rsv1,
-              buf: new Uint8Array(1024),
-              size: 0,
-            };
+          const op = e.head.opcode;
+          if (isControl(op)) from.control = { opcode: op, parts: [] };
+          else {
+            active = performance.now();
+            if (op !== OP.continuation) {
+              const m = begin(from, op, e.head.rsv1);
+              from.message = m;
+            }
           }
           continue;
         }
@@ -341,21 +549,7 @@ export function relayWebSocket(
           if (from.control) from.control.parts.push(e.bytes);
           else {
             const m = from.message!;
-            const size = m.size + e.bytes.length;
-            if (size > opts.maxMessageBytes) {
-              throw new WsProtocolError(CLOSE.tooBig, "message too big");
-            }
-            // One buffer per message, doubled as it fills: many tiny fragments cost their bytes.
-            if (size > m.buf.length) {
-              const grown = new Uint8Array(
-                Math.min(opts.maxMessageBytes, Math.max(size, m.buf.length * 2)),
-              );
-              grown.set(m.buf.subarray(0, m.size));
-              m.buf.fill(0);
-              m.buf = grown;
-            }
-            m.buf.set(e.bytes, m.size);
-            m.size = size;
+            enqueue(from, () => onData(from, m, e.bytes));
           }
           continue;
         }
@@ -368,28 +562,11 @@ export function relayWebSocket(
         } else if (e.head.fin) {
           const m = from.message!;
           from.message = null;
-          const payload = m.buf.subarray(0, m.size);
-          enqueue(from, () => onMessage(from, m.opcode, m.compressed ? inflate(payload) : payload));
+          enqueue(from, () => onEnd(from, m));
         }
       }
     } catch (e) {
       failed(from, e);
-    }
-  };
-
-  /** A compressed message, inflated on its own (RFC 7692 §7.2.2), within the message cap. */
-  const inflate = (payload: Uint8Array): Uint8Array => {
-    try {
-      // A message ends on a sync flush, not a final block: inflated up to it, not to an end.
-      return inflateRawSync(Buffer.concat([payload, DEFLATE_TAIL]), {
-        maxOutputLength: opts.maxMessageBytes,
-        finishFlush: constants.Z_SYNC_FLUSH,
-      });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
-        throw new WsProtocolError(CLOSE.tooBig, "message too big once inflated");
-      }
-      throw new WsProtocolError(CLOSE.invalidPayload, "compressed message does not inflate");
     }
   };
 
@@ -413,7 +590,8 @@ export function relayWebSocket(
   }
   a.socket.on("data", onAgent);
   u.socket.on("data", onUpstream);
-  resetIdle();
+  ticker = setInterval(tick, Math.max(10, Math.min(opts.idleMs, opts.pingMs) / 4));
+  ticker.unref?.();
   if (agent.leftover.length > 0) feed(a, agent.leftover);
   if (upstream.leftover.length > 0) feed(u, upstream.leftover);
   a.socket.resume();

@@ -9,7 +9,7 @@ import { InlineScanner } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
 import { ConfigError } from "../config/config-error.ts";
 import type { LivePolicy, ProxyConfig, Rate } from "../config/proxy-config.ts";
-import { SecretState } from "../credentials/secret-state.ts";
+import { REDACT_COMPILE, SecretState } from "../credentials/secret-state.ts";
 import { disposeSources, loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
 import { CredentialSources, type SourceEvent } from "../credentials/sources/source-manager.ts";
 import type { Stage } from "../exchange/exchange.ts";
@@ -429,10 +429,20 @@ export async function startProxy(
   const relay: WebSocketRelay = (ex, agentSide, upstreamSide, hold, deflate) => {
     const { host, port } = ex.destination.target;
     metrics.websockets.inc({ agent: ex.agent, event: "opened" });
-    relayWebSocket(ex.secrets, agentSide, upstreamSide, hold, {
-      maxMessageBytes: WS_MAX_MESSAGE_BYTES,
+    const secrets = ex.secrets;
+    const redact = secrets.setName("redact");
+    const foreign = secrets.foreignSpecs(ex.agent);
+    const plan = secrets.plan(ex.agent, host, port, ex.route);
+    relayWebSocket(secrets, agentSide, upstreamSide, hold, {
+      maxMessageBytes: config.limits.wsMaxMessageBytes,
       deflate,
-      idleMs: WS_IDLE_MS,
+      idleMs: config.limits.wsIdleMs,
+      pingMs: config.limits.wsPingMs,
+      scan: () => inline.stream(redact, secrets.redactSpecs, REDACT_COMPILE),
+      foreign: foreign
+        ? () => inline.counter(secrets.setName(`foreign:${ex.agent}`), foreign)
+        : null,
+      frameSwaps: plan.frameSwap,
       stalled: (shed) => stalls.begin(ex.agent, shed),
       // As on the HTTP path: a real value from the agent is `dlp`, one the upstream showed it
       // (redacted) a `reflection` — quarantine decides which it acts on.
@@ -452,6 +462,8 @@ export async function startProxy(
             bytesIn: s.bytesFromAgent,
             bytesOut: s.bytesFromUpstream,
             redactions: s.redactions,
+            swaps: s.swaps,
+            foreignDummies: s.foreignDummies,
             agentClose: s.agentClose ?? "none",
             upstreamClose: s.upstreamClose ?? "none",
             ...(s.reason ? { reason: s.reason } : {}),
@@ -746,10 +758,6 @@ function sourceEvent(audit: AuditLog, metrics: ProxyMetrics | undefined, e: Sour
 }
 
 const GUARD_INTERVAL_MS = 50;
-/** A WebSocket message (and frame) larger than this closes the socket with 1009. */
-const WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
-/** A WebSocket with no frame either way for this long is closed (1001). */
-const WS_IDLE_MS = 300_000;
 const LEAF_CACHE_CAPACITY = 1000;
 
 function rated(ok: boolean, reason: string): Verdict {

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
 import { createServer as createTlsServer } from "node:tls";
-import { constants, deflateRawSync } from "node:zlib";
+import { constants, createDeflateRaw, deflateRawSync, inflateRawSync } from "node:zlib";
 import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import {
   CLOSE,
@@ -32,6 +32,8 @@ const CRED = {
   real: "ws-R3aL-secret-000000000001",
 };
 const MASK = new Uint8Array([1, 2, 3, 4]);
+/** The sync-flush tail a permessage-deflate sender removes (RFC 7692 §7.2.1). */
+const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 const enc = new TextEncoder();
 
 let h: Harness;
@@ -43,6 +45,7 @@ beforeAll(async () => {
     credentials: [{ ...CRED, hosts: ["ws.test:*"] }],
     allow: ["ws.test:*"],
     names: ["ws.test"],
+    env: { SLAPENIR_WS_MAX_MESSAGE_BYTES: String(4 * 1024 * 1024) },
   });
   const cert = await h.upstreamCa.issue(["ws.test"]);
   server = Bun.serve({
@@ -83,16 +86,27 @@ async function connect(extra = "") {
     `GET /chat HTTP/1.1\r\nHost: ws.test:${server.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nAuthorization: Bearer ${CRED.dummy}\r\n${extra}\r\n`,
   );
   const head = await readHead(t);
-  const reader = new FrameReader({ from: "server", maxFrameBytes: 1 << 20, deflate: false });
-  const frames: { opcode: number; fin: boolean; payload: Buffer }[] = [];
+  const reader = new FrameReader({ from: "server", maxFrameBytes: 1 << 20, deflate: true });
+  const frames: { opcode: number; fin: boolean; payload: Buffer; compressed: boolean }[] = [];
   let parts: Uint8Array[] = [];
+  let compressed = false;
   let closed = false;
   const waiters: (() => void)[] = [];
   t.on("data", (d: Buffer) => {
     for (const e of reader.push(new Uint8Array(d)) as FrameEvent[]) {
+      if (e.type === "head" && e.head.opcode !== OP.continuation && e.head.opcode < 8) {
+        compressed = e.head.rsv1;
+      }
       if (e.type === "data") parts.push(e.bytes);
       if (e.type === "end") {
-        frames.push({ opcode: e.head.opcode, fin: e.head.fin, payload: Buffer.concat(parts) });
+        let payload = Buffer.concat(parts);
+        // The proxy compresses a message it sends whole, as the agent's offer allowed.
+        const inflated = e.head.opcode < 8 && compressed;
+        if (inflated)
+          payload = inflateRawSync(Buffer.concat([payload, TAIL]), {
+            finishFlush: constants.Z_SYNC_FLUSH,
+          });
+        frames.push({ opcode: e.head.opcode, fin: e.head.fin, payload, compressed: inflated });
         parts = [];
       }
     }
@@ -141,14 +155,15 @@ describe("the handshake", () => {
       expect(c.head).toStartWith("HTTP/1.1 101");
       expect(c.head.toLowerCase()).toContain("upgrade: websocket");
       expect(c.head.toLowerCase()).toContain("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=");
+      // The agent keeps its compression context if it likes; the proxy keeps none of its own.
       expect(c.head.toLowerCase()).toContain(
-        "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        "sec-websocket-extensions: permessage-deflate; server_no_context_takeover\r\n",
       );
       const seen = handshakes[before]!;
       expect(seen.get("authorization")).toBe(`Bearer ${CRED.real}`);
-      // The proxy's offer, not the agent's: no context kept between the upstream's messages.
+      // The proxy's offer, not the agent's: the upstream may keep its context.
       expect(seen.get("sec-websocket-extensions")).toBe(
-        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        "permessage-deflate; client_no_context_takeover",
       );
       expect(carries(c.head, CRED.real)).toBe(false);
     } finally {
@@ -490,12 +505,65 @@ describe("a hostile upstream, answering the handshake by hand", () => {
     closeTunnel(a.t);
   });
 
-  test("an upstream keeping its compression context, or a message that inflates past the cap: refused, nothing relayed", async () => {
-    onHandshake = (s, key) => s.write(deflate101(key, ""));
-    const keeps = await rawAgent();
-    await keeps.untilClosed();
-    expect(keeps.bytes().toString("latin1")).toStartWith("HTTP/1.1 502");
-    // 8 MiB of one byte deflates to a few KiB: past the 4 MiB cap once inflated.
+  /** Messages compressed with one context (each may refer back into the ones before). */
+  function contextDeflater(windowBits = 15) {
+    const z = createDeflateRaw({ windowBits });
+    return (text: string) =>
+      new Promise<Buffer>((done) => {
+        const out: Buffer[] = [];
+        const on = (b: Buffer) => out.push(b);
+        z.on("data", on);
+        z.write(Buffer.from(text));
+        z.flush(constants.Z_SYNC_FLUSH, () => {
+          z.off("data", on);
+          const d = Buffer.concat(out);
+          done(
+            Buffer.from(
+              encodeFrame({ fin: true, rsv1: true, opcode: OP.text }, d.subarray(0, d.length - 4)),
+            ),
+          );
+        });
+      });
+  }
+
+  test("an upstream keeping its compression context, with a small window: every message inflated in that context and scanned", async () => {
+    for (const [params, bits] of [
+      ["", 15],
+      ["; server_max_window_bits=10", 10],
+    ] as const) {
+      const compress = contextDeflater(bits);
+      // The second message is mostly a back-reference into the first: the real value in it
+      // is only there for an inflater that kept the first message's context.
+      const first = await compress(`one ${CRED.real} one`);
+      const second = await compress(`two ${CRED.real} one`);
+      onHandshake = (s, key) =>
+        s.write(Buffer.concat([Buffer.from(deflate101(key, params)), first, second]));
+      const a = await rawAgent();
+      for (let i = 0; !a.bytes().includes("two [REDACTED] one"); i++) {
+        expect(i).toBeLessThan(1000);
+        await Bun.sleep(10);
+      }
+      expect(a.bytes().toString("latin1")).toContain("one [REDACTED] one");
+      expect(carries(a.bytes(), CRED.real)).toBe(false);
+      closeTunnel(a.t);
+    }
+  });
+
+  test("an answer the offer did not allow (a client window not asked about, an unknown parameter): 502", async () => {
+    for (const params of [
+      "; client_max_window_bits=10",
+      "; x_unknown",
+      "; server_max_window_bits=7",
+    ]) {
+      onHandshake = (s, key) => s.write(deflate101(key, params));
+      const a = await rawAgent();
+      await a.untilClosed();
+      expect(a.bytes().toString("latin1")).toStartWith("HTTP/1.1 502");
+    }
+  });
+
+  test("a message that inflates past the cap: the upstream is closed with 1009, the agent with 1001, and it gets no more than the cap", async () => {
+    // 8 MiB of one byte deflates to a few KiB: past this proxy's 4 MiB cap once inflated.
     onHandshake = (s, key) =>
       s.write(
         Buffer.concat([
@@ -505,9 +573,14 @@ describe("a hostile upstream, answering the handshake by hand", () => {
       );
     const bomb = await rawAgent();
     await bomb.untilClosed();
-    const text = bomb.bytes().toString("latin1");
-    expect(text).toStartWith("HTTP/1.1 101");
-    expect(text).not.toContain("aaaaaaaa");
+    const bytes = bomb.bytes();
+    expect(bytes.toString("latin1")).toStartWith("HTTP/1.1 101");
+    expect(bytes.length).toBeLessThan(4 * 1024 * 1024 + 64 * 1024);
+    const ws = await h.auditWhere(
+      (l) => l.evt === "websocket" && l.reason === "message too big once inflated",
+    );
+    expect(ws.at(-1)?.upstreamClose).toBe(1009);
+    expect(ws.at(-1)?.agentClose).toBe(1001);
     closeTunnel(bomb.t);
   });
 

@@ -33,12 +33,12 @@ import {
 import { streamingMode } from "../../credentials/sigv4-chunked.ts";
 import { swapParams } from "../../credentials/surfaces.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
+import { DEFLATE_OFFER } from "../../http/ws-deflate.ts";
 import type { ScanStream } from "../../matcher/pool/pool.ts";
 import type { PatternSpec } from "../../matcher/types.ts";
 import { allow, refuse, type Verdict } from "../../policy/verdict.ts";
 import { type Body, discard, type Exchange, type Stage } from "../exchange.ts";
 import { planOutboundHead } from "../outbound-head.ts";
-import { DEFLATE_OFFER } from "./upgrade.ts";
 
 export interface OutboundDeps {
   readonly scanner: BodyScanner;

@@ -2,69 +2,17 @@
 // version 13, a 16-byte key) goes on like any request — its head scanned and swapped by
 // `outbound` — and, when the upstream switches, the connection becomes a frame relay that
 // scans every message (net/ws-relay.ts). permessage-deflate (RFC 7692) is negotiated on each
-// leg apart, always without context takeover on the peer's side, so the relay inflates every
-// compressed message on its own (and sends its own uncompressed, which the RFC allows). Any other upgrade (h2c
-// above all) is refused: the proxy reads HTTP/1.1 and WebSocket frames, nothing else, so a
+// leg apart (http/ws-deflate.ts): the relay inflates what either peer compresses, with or
+// without context takeover, and compresses on its own terms. Any other upgrade (h2c above all)
+// is refused: the proxy reads HTTP/1.1 and WebSocket frames, nothing else, so a
 // connection must never stop being one of them behind its back.
 
 import { createHash } from "node:crypto";
+import { agentTerms, upstreamTerms } from "../../http/ws-deflate.ts";
 import { allow, refuse } from "../../policy/verdict.ts";
 import type { Stage } from "../exchange.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/** What the proxy offers upstream, and answers an agent that offered permessage-deflate. */
-export const DEFLATE_OFFER =
-  "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
-const DEFLATE_TO_AGENT = DEFLATE_OFFER;
-
-/** The extensions of a Sec-WebSocket-Extensions list: names with their parameters. */
-function extensions(values: readonly string[]): { name: string; params: Map<string, string> }[] {
-  return values
-    .flatMap((v) => v.split(","))
-    .map((e) => e.trim())
-    .filter((e) => e !== "")
-    .map((e) => {
-      const [name, ...params] = e.split(";").map((p) => p.trim());
-      return {
-        name: name!.toLowerCase(),
-        params: new Map(
-          params.map((p) => {
-            const eq = p.indexOf("=");
-            return eq < 0
-              ? [p.toLowerCase(), ""]
-              : [
-                  p.slice(0, eq).trim().toLowerCase(),
-                  p
-                    .slice(eq + 1)
-                    .trim()
-                    .replace(/^"|"$/g, ""),
-                ];
-          }),
-        ),
-      };
-    });
-}
-
-/**
- * Whether an upstream's answer to the proxy's offer is one the relay can read: nothing, or
- * permessage-deflate with no context takeover on the server's side (its window size and the
- * client's settings do not matter to an inflater that starts afresh with a full window).
- */
-function upstreamDeflate(values: readonly string[]): boolean | null {
-  const ext = extensions(values);
-  if (ext.length === 0) return false;
-  if (ext.length !== 1 || ext[0]!.name !== "permessage-deflate") return null;
-  const known = [
-    "server_no_context_takeover",
-    "client_no_context_takeover",
-    "server_max_window_bits",
-    "client_max_window_bits",
-  ];
-  const p = ext[0]!.params;
-  if ([...p.keys()].some((k) => !known.includes(k))) return null;
-  return p.has("server_no_context_takeover") ? true : null;
-}
 
 const fieldValues = (fields: readonly (readonly [string, string])[], name: string) =>
   fields.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v.trim());
@@ -113,20 +61,23 @@ export function upgrades(): Stage {
           "upstream switched protocols without a valid WebSocket answer",
         );
       }
-      const upstream = upstreamDeflate(fieldValues(res.headers, "sec-websocket-extensions"));
+      const upstream = upstreamTerms(fieldValues(res.headers, "sec-websocket-extensions"));
       if (upstream === null) {
         return refuse(
           "upstream-protocol",
           "upstream answered with a WebSocket extension the proxy did not offer or cannot read",
         );
       }
-      // The agent's leg: permessage-deflate if it offered it, on the proxy's terms.
-      const agent = extensions(
-        fieldValues(ex.head.headers.fields, "sec-websocket-extensions"),
-      ).some((e) => e.name === "permessage-deflate");
+      // The agent's leg: permessage-deflate if it offered it in a form the RFC allows.
+      const offer = agentTerms(fieldValues(ex.head.headers.fields, "sec-websocket-extensions"));
       const headers = res.headers.filter(([n]) => n.toLowerCase() !== "sec-websocket-extensions");
-      if (agent) headers.push(["sec-websocket-extensions", DEFLATE_TO_AGENT]);
-      return allow({ ...res, headers, deflate: { agent, upstream } });
+      if (offer) headers.push(["sec-websocket-extensions", offer.answer]);
+      const agent = offer?.terms ?? null;
+      return allow({
+        ...res,
+        headers,
+        deflate: { agent, upstream: upstream === "off" ? null : upstream },
+      });
     },
   };
 }
