@@ -10,30 +10,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
 import { createServer as createTlsServer } from "node:tls";
-import { constants, createDeflateRaw, deflateRawSync, inflateRawSync } from "node:zlib";
+import { constants, createDeflateRaw, deflateRawSync } from "node:zlib";
 import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
-import {
-  CLOSE,
-  closePayload,
-  encodeFrame,
-  type FrameEvent,
-  FrameReader,
-  OP,
-  readClose,
-} from "../../src/http/ws-frames.ts";
+import { CLOSE, closePayload, encodeFrame, OP, readClose } from "../../src/http/ws-frames.ts";
 import { startForwarder } from "../support/agent-forwarder.ts";
 import { carries } from "../support/hostile-oracle.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readHead } from "../support/raw-agent.ts";
+import { wsAgent } from "../support/ws-agent.ts";
 
 const CRED = {
   name: "wstok",
   dummy: "ws-dummy-00000000000000001",
   real: "ws-R3aL-secret-000000000001",
 };
-const MASK = new Uint8Array([1, 2, 3, 4]);
-/** The sync-flush tail a permessage-deflate sender removes (RFC 7692 §7.2.1). */
-const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 const enc = new TextEncoder();
 
 let h: Harness;
@@ -76,65 +66,12 @@ afterAll(async () => {
   await h?.close();
 });
 
-/** A tunnel with a completed handshake: the 101 head, a frame reader, and frame writers. */
-async function connect(extra = "") {
-  const t: tls.TLSSocket = await openTunnel(
-    { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
-    { connect: `ws.test:${server.port}` },
-  );
-  t.write(
-    `GET /chat HTTP/1.1\r\nHost: ws.test:${server.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nAuthorization: Bearer ${CRED.dummy}\r\n${extra}\r\n`,
-  );
-  const head = await readHead(t);
-  const reader = new FrameReader({ from: "server", maxFrameBytes: 1 << 20, deflate: true });
-  const frames: { opcode: number; fin: boolean; payload: Buffer; compressed: boolean }[] = [];
-  let parts: Uint8Array[] = [];
-  let compressed = false;
-  let closed = false;
-  const waiters: (() => void)[] = [];
-  t.on("data", (d: Buffer) => {
-    for (const e of reader.push(new Uint8Array(d)) as FrameEvent[]) {
-      if (e.type === "head" && e.head.opcode !== OP.continuation && e.head.opcode < 8) {
-        compressed = e.head.rsv1;
-      }
-      if (e.type === "data") parts.push(e.bytes);
-      if (e.type === "end") {
-        let payload = Buffer.concat(parts);
-        // The proxy compresses a message it sends whole, as the agent's offer allowed.
-        const inflated = e.head.opcode < 8 && compressed;
-        if (inflated)
-          payload = inflateRawSync(Buffer.concat([payload, TAIL]), {
-            finishFlush: constants.Z_SYNC_FLUSH,
-          });
-        frames.push({ opcode: e.head.opcode, fin: e.head.fin, payload, compressed: inflated });
-        parts = [];
-      }
-    }
-    for (const w of waiters.splice(0)) w();
+/** A tunnel with a completed handshake to the echo server (test/support/ws-agent.ts). */
+const connect = (extra = "") =>
+  wsAgent(h, {
+    target: `ws.test:${server.port}`,
+    extra: `Authorization: Bearer ${CRED.dummy}\r\n${extra}`,
   });
-  t.on("close", () => {
-    closed = true;
-    for (const w of waiters.splice(0)) w();
-  });
-  let read = 0;
-  /** The next frame the agent has not looked at yet (undefined once the tunnel closed). */
-  const next = async () => {
-    while (frames.length <= read && !closed) await new Promise<void>((r) => waiters.push(r));
-    return frames[read++];
-  };
-  const send = (opcode: number, payload: string | Uint8Array, fin = true) =>
-    t.write(
-      encodeFrame(
-        { fin, opcode },
-        typeof payload === "string" ? enc.encode(payload) : payload,
-        MASK,
-      ),
-    );
-  const untilClosed = async () => {
-    while (!closed) await new Promise<void>((r) => waiters.push(r));
-  };
-  return { t, head, frames, next, send, untilClosed };
-}
 
 /** A client program run as the agent: its exit code, stderr and one JSON line of output. */
 async function runClient(cmd: string[], env: Record<string, string>) {
