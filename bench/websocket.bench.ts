@@ -2,8 +2,8 @@
 // the same run: an upstream (Bun's WebSocket server, in this process) streams binary messages
 // of 64 KiB one way as fast as its socket takes them; the client (the same code for both
 // routes: TLS, the handshake by hand, http/ws-frames.ts to read) counts them. Through the
-// proxy every message is assembled, scanned against the redaction set (a credential is
-// configured) and framed again; the proxy process's peak RSS is sampled from /proc.
+// proxy every message streams through a matcher stream of the redaction set (a credential is
+// configured) and is framed again; the proxy process's peak RSS is sampled from /proc.
 // Run: `bun bench/websocket.bench.ts` (BENCH_WS_MIB=64 by default per run).
 
 import tls from "node:tls";
