@@ -346,13 +346,13 @@ describe("deadlines and caps", () => {
   });
 });
 
-describe("idle", () => {
+describe("request rules and idle", () => {
   let idle: Harness;
   let server: tls.Server;
   let port = 0;
   beforeAll(async () => {
     idle = await startHarness({
-      allow: ["ws.test:*"],
+      allow: ["GET ws.test:*/chat"],
       names: ["ws.test"],
       env: { SLAPENIR_WS_IDLE_TIMEOUT_MS: "300" },
     });
@@ -371,5 +371,15 @@ describe("idle", () => {
     expect(readClose(c.frames.find((f) => f.opcode === OP.close)!.payload).code).toBe(1001);
     const lines = await idle.auditWhere((l) => l.evt === "websocket" && l.reason === "idle");
     expect(lines.length).toBe(1);
+  });
+
+  test("a handshake is a request under the request rules: outside the allowed path, 403", async () => {
+    onRaw = () => {};
+    const c = await wsAgent(idle, { target: `ws.test:${port}`, path: "/admin", offer: null });
+    expect(c.head).toStartWith("HTTP/1.1 403");
+    closeTunnel(c.t);
+    const ok = await wsAgent(idle, { target: `ws.test:${port}`, path: "/chat", offer: null });
+    expect(ok.head).toStartWith("HTTP/1.1 101");
+    closeTunnel(ok.t);
   });
 });

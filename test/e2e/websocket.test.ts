@@ -249,6 +249,59 @@ describe("real clients", () => {
     });
     expect(carries(out, CRED.real)).toBe(false);
   });
+  test("Node's ws on both ends, the server keeping its compression context: every message inflated in it, the real value redacted wherever it repeats", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ws-node-server-"));
+    const cert = await h.upstreamCa.issue(["ws.test"]);
+    await Bun.write(join(dir, "cert.pem"), cert.certPem);
+    await Bun.write(join(dir, "key.pem"), cert.keyPem);
+    await using upstream = Bun.spawn(
+      [
+        "node",
+        join(import.meta.dir, "../fixtures/ws-node-server.mjs"),
+        join(dir, "cert.pem"),
+        join(dir, "key.pem"),
+        CRED.real,
+      ],
+      { stdout: "pipe", stderr: "inherit", env: { PATH: process.env.PATH ?? "" } },
+    );
+    try {
+      const reader = upstream.stdout.getReader();
+      const first = await reader.read();
+      const port = Number(new TextDecoder().decode(first.value).trim());
+      reader.releaseLock();
+      const a = h.agents["agent-a"]!;
+      const { out, err, code } = await runClient(
+        [
+          "node",
+          join(import.meta.dir, "../fixtures/ws-node-client.mjs"),
+          `wss://ws.test:${port}/chat`,
+          `https://localhost:${h.port}`,
+          a.certPath,
+          a.keyPath,
+          h.caBundlePath,
+          `Bearer ${CRED.dummy}`,
+          "who",
+          "plant",
+          "x".repeat(5_000),
+        ],
+        { PATH: process.env.PATH ?? "", WS_EXPECT: "4" },
+      );
+      expect({ code, err }).toEqual({ code: 0, err: "" });
+      const got = JSON.parse(out);
+      // The proxy's offer reached the server: it may keep its context, the proxy keeps none.
+      expect(got.got[0]).toBe("extensions offered: permessage-deflate; client_no_context_takeover");
+      expect(got.got.slice(1)).toEqual([
+        "here it is: [REDACTED] (again: [REDACTED])",
+        "and once more: [REDACTED]",
+        "x".repeat(5_000),
+      ]);
+      expect(got.extensions).toBe("permessage-deflate");
+      expect(carries(out, CRED.real)).toBe(false);
+    } finally {
+      upstream.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("Bun", () => {
