@@ -117,7 +117,6 @@ export class InlineScanner {
    * safe to pass on, the engine holding back only its carry. A failure is a ProxyError.
    */
   stream(name: string, specs: readonly PatternSpec[], options: CompileOptions = {}): MatchStream {
-    if (specs.length === 0) return passThrough();
     let stream: MatchStream;
     try {
       stream = this.#engine.openStream(this.#set(name, specs, options));
@@ -191,7 +190,7 @@ export class InlineScanner {
 }
 
 /** A stream of an empty set: everything passes at once, nothing is replaced. */
-function passThrough(): MatchStream {
+export function passThroughStream(): MatchStream {
   return {
     push: (chunk) => chunk,
     end: () => new Uint8Array(0),

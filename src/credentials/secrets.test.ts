@@ -309,7 +309,13 @@ describe("invalid configuration: errors name the entry and field, never a value"
       "an unknown surface",
       { credentials: [{ ...OPENAI, in: ["header:authorization", "path"] }] },
       "bad-value",
-      'credentials[0] (openai).in[1]: must be "header:NAME", "query:NAME", "form:NAME", "json:/POINTER" or "body"',
+      'credentials[0] (openai).in[1]: must be "header:NAME", "query:NAME", "form:NAME", "json:/POINTER", "frame:/POINTER" or "body"',
+    ],
+    [
+      "a frame surface on a whole host",
+      { credentials: [{ ...OPENAI, in: ["frame:/access_token"] }] },
+      "conflict",
+      "credentials[0] (openai).hosts[0]: frame:/access_token needs every host narrowed to its endpoints (METHOD host/path, no **)",
     ],
     [
       "a surface twice",

@@ -10,6 +10,7 @@ describe("parseSurface", () => {
     ["query:key[0]", { kind: "query", name: "key[0]" }],
     ["form:client_secret", { kind: "form", name: "client_secret" }],
     ["json:/auth/0/key", { kind: "json", name: "/auth/0/key" }],
+    ["frame:/access_token", { kind: "frame", name: "/access_token" }],
     ["body", { kind: "body" }],
   ])("%s", (text, surface) => {
     expect(parseSurface(text)).toEqual({ ok: true, value: surface as never });
@@ -30,6 +31,7 @@ describe("parseSurface", () => {
     ["body:json", 'must be "header:NAME"'],
     ["json:client_secret", "needs a JSON pointer"],
     ["json:/a~2b", "needs a JSON pointer"],
+    ["frame:access_token", "frame: needs a JSON pointer"],
     ["form:", "needs a parameter name"],
   ])("%p is refused", (text, reason) => {
     const p = parseSurface(text);

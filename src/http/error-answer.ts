@@ -1,8 +1,10 @@
 // The one builder of the answers the proxy gives in its own name: a refusal or failure before
-// any byte of an upstream's answer was sent. Every such answer is `text/plain`, names its code
-// in `x-slapenir-error`, and closes the connection. The reason phrase table lives here too.
+// any byte of an upstream's answer was sent. Every such answer is `text/plain`, carries the
+// standard Proxy-Status field (RFC 9209: the error type and, in `details`, the code and the
+// reason — which clients that hide a refused CONNECT's body still show), names its code in
+// `x-slapenir-error`, and closes the connection. The reason phrase table lives here too.
 
-import type { ProxyError } from "./proxy-error.ts";
+import { type ProxyError, proxyStatusError } from "./proxy-error.ts";
 import { serializeResponseHead } from "./serialize.ts";
 
 /** A response the proxy writes itself: its body held whole, the connection closed after it. */
@@ -22,12 +24,24 @@ export function errorAnswer(err: ProxyError): ErrorAnswer {
     reason: reasonPhrase(err.status),
     headers: [
       ["content-type", "text/plain; charset=utf-8"],
+      ["proxy-status", proxyStatus(err)],
       ["x-slapenir-error", err.code],
       ["connection", "close"],
     ],
     body: encoder.encode(`slapenir: ${err.reason}\n`),
     close: true,
   };
+}
+
+/**
+ * `slapenir; error=TYPE; details="CODE: REASON"` — details as a structured-field string
+ * (RFC 8941: printable ASCII, `"` and `\` escaped; anything else dropped).
+ */
+export function proxyStatus(err: ProxyError): string {
+  const details = `${err.code}: ${err.reason}`
+    .replace(/[^\x20-\x7e]/g, "")
+    .replace(/["\\]/g, (c) => `\\${c}`);
+  return `slapenir; error=${proxyStatusError(err.code)}; details="${details}"`;
 }
 
 /** The answer as bytes, head and body, for a connection the proxy writes to directly. */

@@ -4,44 +4,47 @@
 // only place a code gets its status. A ProxyError's reason is shown to the agent and written to
 // the audit log, so it must never carry a secret, a substituted URL or upstream-provided text.
 
-/** Status, and whether the code is the proxy deciding not to serve (true) or a failure. */
+/**
+ * Status; whether the code is the proxy deciding not to serve (true) or a failure; and the
+ * RFC 9209 error type its Proxy-Status field names.
+ */
 const CODES = {
-  "bad-request": [400, true],
-  "uri-too-long": [414, true],
-  "headers-too-large": [431, true],
-  "not-implemented": [501, true],
-  "version-not-supported": [505, true],
-  misdirected: [421, true],
-  "policy-denied": [403, true],
-  "address-denied": [403, true],
-  "dlp-blocked": [403, true],
-  quarantined: [403, true],
-  "required-dummy-missing": [403, true],
+  "bad-request": [400, true, "http_request_error"],
+  "uri-too-long": [414, true, "http_request_error"],
+  "headers-too-large": [431, true, "http_request_error"],
+  "not-implemented": [501, true, "http_request_error"],
+  "version-not-supported": [505, true, "http_protocol_error"],
+  misdirected: [421, true, "http_request_denied"],
+  "policy-denied": [403, true, "http_request_denied"],
+  "address-denied": [403, true, "destination_ip_prohibited"],
+  "dlp-blocked": [403, true, "http_request_denied"],
+  quarantined: [403, true, "http_request_denied"],
+  "required-dummy-missing": [403, true, "http_request_denied"],
   // A request to an AWS credential's host not signed with the agent's (dummy) key.
-  "bad-signature": [403, true],
-  "upgrade-refused": [501, true],
-  "rate-limited": [429, true],
-  "connection-limit": [429, true],
-  "body-too-large": [413, true],
+  "bad-signature": [403, true, "http_request_denied"],
+  "upgrade-refused": [501, true, "http_upgrade_failed"],
+  "rate-limited": [429, true, "http_request_denied"],
+  "connection-limit": [429, true, "connection_limit_reached"],
+  "body-too-large": [413, true, "http_request_error"],
   // The agent left or stalled mid-request: a failure on its side, not a refusal.
-  "agent-gone": [400, false],
-  "agent-timeout": [408, false],
-  "dns-failed": [502, false],
-  "connect-failed": [502, false],
-  "connect-timeout": [504, false],
-  "upstream-tls": [502, false],
-  "upstream-protocol": [502, false],
-  "upstream-reset": [502, false],
-  "upstream-timeout": [504, false],
-  "scan-failed": [502, false],
-  "decode-failed": [502, false],
-  "shutting-down": [503, false],
-  overloaded: [503, false],
+  "agent-gone": [400, false, "http_request_error"],
+  "agent-timeout": [408, false, "http_request_error"],
+  "dns-failed": [502, false, "dns_error"],
+  "connect-failed": [502, false, "connection_refused"],
+  "connect-timeout": [504, false, "connection_timeout"],
+  "upstream-tls": [502, false, "tls_protocol_error"],
+  "upstream-protocol": [502, false, "http_protocol_error"],
+  "upstream-reset": [502, false, "connection_terminated"],
+  "upstream-timeout": [504, false, "http_response_timeout"],
+  "scan-failed": [502, false, "proxy_internal_error"],
+  "decode-failed": [502, false, "http_response_content_coding"],
+  "shutting-down": [503, false, "proxy_internal_response"],
+  overloaded: [503, false, "proxy_internal_response"],
   // A credential the request presents has no value now (its source failed past its expiry,
   // or has not answered yet): named, retried later; everything else is served.
-  "credential-unavailable": [503, false],
-  internal: [500, false],
-} as const satisfies Record<string, readonly [number, boolean]>;
+  "credential-unavailable": [503, false, "proxy_internal_response"],
+  internal: [500, false, "proxy_internal_error"],
+} as const satisfies Record<string, readonly [number, boolean, string]>;
 
 export type ProxyErrorCode = keyof typeof CODES;
 
@@ -61,6 +64,11 @@ export class ProxyError extends Error {
 /** The audit decision for a refusal or failure with this code. */
 export function decisionOf(code: ProxyErrorCode): "deny" | "error" {
   return CODES[code][1] ? "deny" : "error";
+}
+
+/** The RFC 9209 error type of a code (`Proxy-Status: slapenir; error=…`). */
+export function proxyStatusError(code: ProxyErrorCode): string {
+  return CODES[code][2];
 }
 
 /** The status a code is answered with. */

@@ -46,10 +46,8 @@ export interface WsRelayOptions {
   readonly idleMs: number;
   /** A side silent this long is pinged; one that does not answer within as long is closed. */
   readonly pingMs: number;
-  /** A stream of the redaction set (every real value, decoded views on), for one payload. */
-  readonly scan: () => MatchStream;
-  /** Counts other agents' dummies in what this agent sends (never swapped); null: none. */
-  readonly foreign: (() => MatchCounter) | null;
+  /** The redaction set (every real value, decoded views on) and other agents' dummies. */
+  readonly scanner: WsScanner;
   /**
    * The credential surfaces in the agent's text messages: JSON pointers whose string is the
    * dummy get the real value (the handshake's host and path are the credential's endpoint).
@@ -66,12 +64,27 @@ export interface WsRelayOptions {
   readonly stalled?: (shed: () => void) => Stall;
 }
 
+/**
+ * What the relay scans with. A message of up to 64 KiB is scanned whole (one engine call, no
+ * allocation when clean); a larger one through a stream, opened once it outgrows that.
+ */
+export interface WsScanner {
+  whole(payload: Uint8Array): { output: Uint8Array; replacements: number };
+  stream(): MatchStream;
+  /** Counts other agents' dummies in what this agent sends (never swapped); null: none. */
+  readonly foreign: {
+    whole(payload: Uint8Array): number;
+    stream(): MatchCounter;
+  } | null;
+}
+
 /** Jobs a side may have waiting before the relay stops reading it. */
 const MAX_QUEUED = 2;
-/** Scanned bytes of a message gathered before they leave as a fragment. */
-const FRAGMENT_BYTES = 64 * 1024;
-/** An agent's text message is held whole for its frame surfaces up to this size, else streamed unswapped. */
-const SURFACE_WINDOW = 64 * 1024;
+/**
+ * A message up to this size is held and scanned whole (and an agent's text message read for
+ * its frame surfaces); a larger one streams, its scanned bytes leaving in fragments of this size.
+ */
+const WHOLE_BYTES = 64 * 1024;
 
 export interface WsStats {
   framesFromAgent: number;
@@ -98,9 +111,14 @@ interface Message {
   readonly opcode: number;
   /** Its payload is compressed: the side's inflater reads it. */
   readonly compressed: boolean;
-  readonly scan: MatchStream;
-  readonly foreign: MatchCounter | null;
-  readonly utf8: TextDecoder | null;
+  /** Plaintext held while the message is small enough to scan whole. */
+  held: Uint8Array[];
+  heldBytes: number;
+  /** Opened once the message outgrows WHOLE_BYTES (never at its head: heads come faster than jobs run). */
+  scan: MatchStream | null;
+  foreign: MatchCounter | null;
+  /** A streamed text message's UTF-8 check, across its fragments. */
+  utf8: TextDecoder | null;
   /** Replacements already reported. */
   reported: number;
   /** Plaintext bytes so far (the cap); the inflater counts a compressed one's. */
@@ -110,8 +128,6 @@ interface Message {
   pendingBytes: number;
   /** A first fragment has been sent (the rest are continuations). */
   started: boolean;
-  /** Held whole for the agent's frame surfaces (until it outgrows the window). */
-  hold: boolean;
 }
 
 interface Side {
@@ -140,6 +156,7 @@ interface Side {
 /** Bytes a tunnel's carrier may hold before the relay stops reading the other side. */
 const CARRIER_HIGH_WATER = 128 * 1024;
 const CARRIER_POLL_MS = 20;
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 const concat = (parts: Uint8Array[], n: number): Uint8Array => {
   if (parts.length === 1) return parts[0]!;
@@ -266,12 +283,13 @@ export function relayWebSocket(
     for (const s of [a, u]) {
       s.stall?.end();
       s.stall = null;
-      if (s.message) drop(s.message);
       s.message = null;
       s.socket.off("data", s === a ? onAgent : onUpstream);
       s.socket.end();
       setTimeout(() => s.socket.destroy(), CLOSE_GRACE_MS).unref?.();
     }
+    // Every message still on its way — queued behind a slow side, or cut — lets go of its scan.
+    for (const m of [...live]) drop(m);
     state.replaced.removeEventListener("abort", onReplaced);
     release();
     opts.onClose(stats);
@@ -319,27 +337,20 @@ export function relayWebSocket(
     }
   };
 
-  /** A whole (control) payload through a stream of the redaction set. */
-  const scanWhole = (payload: Uint8Array): { output: Uint8Array; count: number } => {
-    const scan = opts.scan();
-    const head = scan.push(payload);
-    const tail = scan.end();
-    return { output: concat([head, tail], head.length + tail.length), count: scan.replacements };
-  };
-
   /**
    * A payload from `from` made fit for the other side: the agent's must carry no real value
    * (null: a violation, already acted on), the upstream's has every real value redacted.
    */
   const fit = (from: Side, payload: Uint8Array): Uint8Array | null => {
-    const r = scanWhole(payload);
-    if (r.count === 0) return payload;
+    if (payload.length === 0) return payload;
+    const r = opts.scanner.whole(payload);
+    if (r.replacements === 0) return r.output;
     if (from === a) {
       r.output.fill(0);
       violation();
       return null;
     }
-    reflected(r.count);
+    reflected(r.replacements);
     return r.output;
   };
 
@@ -377,46 +388,78 @@ export function relayWebSocket(
     if (out !== null && !ended) send(to, { fin: true, opcode }, out);
   };
 
-  /** A message begins: its scan (and for the agent, its count of foreign dummies) opens. */
-  const begin = (from: Side, opcode: number, compressed: boolean): Message => ({
-    opcode,
-    compressed,
-    scan: opts.scan(),
-    foreign: from === a && opts.foreign ? opts.foreign() : null,
-    utf8: opcode === OP.text ? new TextDecoder("utf-8", { fatal: true }) : null,
-    reported: 0,
-    size: 0,
-    pending: [],
-    pendingBytes: 0,
-    started: false,
-    hold: from === a && opcode === OP.text && opts.frameSwaps.size > 0,
-  });
+  /** Messages begun and not yet scanned to their end: each is let go of when the relay ends. */
+  const live = new Set<Message>();
 
-  const drop = (m: Message): void => {
-    m.scan.abort();
-    m.foreign?.abort();
-    for (const p of m.pending) p.fill(0);
-    m.pending = [];
+  const begin = (opcode: number, compressed: boolean): Message => {
+    const m: Message = {
+      opcode,
+      compressed,
+      held: [],
+      heldBytes: 0,
+      scan: null,
+      foreign: null,
+      utf8: null,
+      reported: 0,
+      size: 0,
+      pending: [],
+      pendingBytes: 0,
+      started: false,
+    };
+    live.add(m);
+    return m;
   };
 
-  /** Plaintext of the message through its scan; what is safe leaves in fragments. */
+  const drop = (m: Message): void => {
+    live.delete(m);
+    m.scan?.abort();
+    m.foreign?.abort();
+    for (const p of [...m.pending, ...m.held]) p.fill(0);
+    m.pending = [];
+    m.held = [];
+  };
+
+  /**
+   * Plaintext of the message: held while it is small, then through a stream of its own; what
+   * the stream has scanned leaves in fragments.
+   */
   const through = async (from: Side, m: Message, piece: Uint8Array): Promise<void> => {
     if (!m.compressed) {
       m.size += piece.length;
       if (m.size > opts.maxMessageBytes) throw new WsProtocolError(CLOSE.tooBig, "message too big");
     }
-    m.foreign?.push(piece);
-    const out = m.scan.push(piece);
-    if (!scanned(from, m, out)) return;
-    if (m.hold && m.pendingBytes > SURFACE_WINDOW) m.hold = false;
-    if (!m.hold && m.pendingBytes >= FRAGMENT_BYTES) await flush(from, m, false);
+    if (!m.scan) {
+      if (m.heldBytes + piece.length <= WHOLE_BYTES) {
+        m.held.push(piece);
+        m.heldBytes += piece.length;
+        return;
+      }
+      // Too large to hold: a stream from here on, shown what was held first.
+      m.scan = opts.scanner.stream();
+      m.foreign = from === a ? (opts.scanner.foreign?.stream() ?? null) : null;
+      const held = m.held;
+      m.held = [];
+      m.heldBytes = 0;
+      for (const p of held) if (!pushed(from, m, p)) return;
+    }
+    if (!pushed(from, m, piece)) return;
+    if (m.pendingBytes >= WHOLE_BYTES) await flush(from, m, false);
   };
 
-  /** Takes a scan's output: false when the agent's message held a real value (acted on). */
-  const scanned = (from: Side, m: Message, out: Uint8Array): boolean => {
-    const found = m.scan.replacements - m.reported;
+  const pushed = (from: Side, m: Message, piece: Uint8Array): boolean => {
+    m.foreign?.push(piece);
+    const out = m.scan!.push(piece);
+    return scanned(from, m, out, m.scan!.replacements);
+  };
+
+  /**
+   * Takes scanned output (`total`: the message's replacements so far): false when the agent's
+   * message held a real value (acted on).
+   */
+  const scanned = (from: Side, m: Message, out: Uint8Array, total: number): boolean => {
+    const found = total - m.reported;
     if (found > 0) {
-      m.reported = m.scan.replacements;
+      m.reported = total;
       if (from === a) {
         out.fill(0);
         violation();
@@ -438,14 +481,16 @@ export function relayWebSocket(
     let payload = concat(m.pending, m.pendingBytes);
     m.pending = [];
     m.pendingBytes = 0;
-    if (m.utf8) {
+    if (m.opcode === OP.text) {
       try {
-        m.utf8.decode(payload, { stream: !fin });
+        if (!fin) {
+          m.utf8 ??= new TextDecoder("utf-8", { fatal: true });
+          m.utf8.decode(payload, { stream: true });
+        } else (m.utf8 ?? UTF8).decode(payload);
       } catch {
         throw new WsProtocolError(CLOSE.invalidPayload, "text message not UTF-8");
       }
     }
-    if (fin && m.hold) payload = swapped(payload);
     let rsv1 = false;
     // A message that leaves in one frame is compressed where the peer agreed to it.
     if (fin && !m.started && to.terms?.ownBits && payload.length >= DEFLATE_THRESHOLD) {
@@ -484,8 +529,25 @@ export function relayWebSocket(
         if (ended) return;
       }
     }
-    if (!scanned(from, m, m.scan.end())) return;
-    const foreign = m.foreign?.end() ?? 0;
+    let foreign: number;
+    if (m.scan) {
+      if (!scanned(from, m, m.scan.end(), m.scan.replacements)) return;
+      foreign = m.foreign?.end() ?? 0;
+      m.foreign = null;
+    } else {
+      // Held whole: one engine pass; an agent's text message is read for its frame surfaces.
+      const payload = concat(m.held, m.heldBytes);
+      m.held = [];
+      foreign = from === a ? (opts.scanner.foreign?.whole(payload) ?? 0) : 0;
+      const r =
+        payload.length > 0 ? opts.scanner.whole(payload) : { output: payload, replacements: 0 };
+      if (!scanned(from, m, r.output, r.replacements)) return;
+      if (from === a && m.opcode === OP.text && opts.frameSwaps.size > 0 && m.pendingBytes > 0) {
+        m.pending = [swapped(concat(m.pending, m.pendingBytes))];
+        m.pendingBytes = m.pending[0]!.length;
+      }
+    }
+    live.delete(m);
     if (foreign > 0) {
       stats.foreignDummies += foreign;
       opts.onViolation("foreign-dummy", foreign);
@@ -539,7 +601,7 @@ export function relayWebSocket(
           else {
             active = performance.now();
             if (op !== OP.continuation) {
-              const m = begin(from, op, e.head.rsv1);
+              const m = begin(op, e.head.rsv1);
               from.message = m;
             }
           }

@@ -5,7 +5,7 @@
 
 import { readFileSync } from "node:fs";
 import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
-import { InlineScanner } from "../body/inline-scanner.ts";
+import { InlineScanner, passThroughStream } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
 import { ConfigError } from "../config/config-error.ts";
 import type { LivePolicy, ProxyConfig, Rate } from "../config/proxy-config.ts";
@@ -431,17 +431,28 @@ export async function startProxy(
     metrics.websockets.inc({ agent: ex.agent, event: "opened" });
     const secrets = ex.secrets;
     const redact = secrets.setName("redact");
+    const reals = secrets.redactSpecs.length > 0;
     const foreign = secrets.foreignSpecs(ex.agent);
+    const foreignSet = secrets.setName(`foreign:${ex.agent}`);
     const plan = secrets.plan(ex.agent, host, port, ex.route);
     relayWebSocket(secrets, agentSide, upstreamSide, hold, {
       maxMessageBytes: config.limits.wsMaxMessageBytes,
       deflate,
       idleMs: config.limits.wsIdleMs,
       pingMs: config.limits.wsPingMs,
-      scan: () => inline.stream(redact, secrets.redactSpecs, REDACT_COMPILE),
-      foreign: foreign
-        ? () => inline.counter(secrets.setName(`foreign:${ex.agent}`), foreign)
-        : null,
+      scanner: {
+        // No real value configured: nothing to find (an empty set does not compile).
+        whole: (p) =>
+          reals
+            ? inline.rewrite(redact, secrets.redactSpecs, p, undefined, REDACT_COMPILE)
+            : { output: p, replacements: 0 },
+        stream: () =>
+          reals ? inline.stream(redact, secrets.redactSpecs, REDACT_COMPILE) : passThroughStream(),
+        foreign: foreign && {
+          whole: (p) => inline.count(foreignSet, foreign, p),
+          stream: () => inline.counter(foreignSet, foreign),
+        },
+      },
       frameSwaps: plan.frameSwap,
       stalled: (shed) => stalls.begin(ex.agent, shed),
       // As on the HTTP path: a real value from the agent is `dlp`, one the upstream showed it

@@ -513,7 +513,7 @@ describe("protocol tricks", () => {
     const fields = new Map(r.got[0]!.headers);
     expect(fields.get("upgrade")).toBe("websocket");
     expect(fields.get("sec-websocket-extensions")).toBe(
-      "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+      "permessage-deflate; client_no_context_takeover",
     );
   });
 

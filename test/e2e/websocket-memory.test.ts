@@ -6,11 +6,50 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type tls from "node:tls";
+import { createServer as createTlsServer } from "node:tls";
+import { InlineScanner } from "../../src/body/inline-scanner.ts";
+import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { encodeFrame, OP } from "../../src/http/ws-frames.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readHead, readUntilClosed } from "../support/raw-agent.ts";
+import { wsAgent } from "../support/ws-agent.ts";
 import { startWsFlood } from "../support/ws-flood.ts";
+
+// Matcher streams the relay has open, counted where the relay opens them (the proxy runs in
+// this process): one per message being scanned, let go of when it is scanned or cut.
+let streamsOpen = 0;
+let streamsPeak = 0;
+const stream = InlineScanner.prototype.stream;
+InlineScanner.prototype.stream = function (
+  this: InlineScanner,
+  ...args: Parameters<typeof stream>
+) {
+  const s = stream.apply(this, args);
+  streamsPeak = Math.max(streamsPeak, ++streamsOpen);
+  let open = true;
+  const done = () => {
+    if (open) streamsOpen -= 1;
+    open = false;
+  };
+  return {
+    push: (c: Uint8Array) => s.push(c),
+    end: () => {
+      try {
+        return s.end();
+      } finally {
+        done();
+      }
+    },
+    abort: () => {
+      done();
+      s.abort();
+    },
+    get replacements() {
+      return s.replacements;
+    },
+  };
+};
 
 const MiB = 1024 * 1024;
 const memory = { used: 10 * MiB, limit: 100 * MiB };
@@ -25,6 +64,14 @@ beforeAll(async () => {
     names: ["ws.test"],
     memoryProbe: probe,
     guardClock: () => clock,
+    credentials: [
+      {
+        name: "t",
+        dummy: "mem-dummy-000000000000001",
+        real: "mem-R3aL-0000000000000001",
+        hosts: ["ws.test:*"],
+      },
+    ],
   });
   const cert = await h.upstreamCa.issue(["ws.test"]);
   // 4096 of them asked for: 256 MiB, far more than any buffer on the way holds.
@@ -88,5 +135,55 @@ test("an agent that stops reading a WebSocket stalls it; short of memory past th
   } finally {
     memory.used = 10 * MiB;
     closeTunnel(t);
+  }
+}, 60_000);
+
+test("messages queued behind a side that stopped reading hold no matcher stream; all let go when the WebSocket ends (found by an attacker's review)", async () => {
+  // An upstream that answers the handshake and then reads nothing.
+  const cert = await h.upstreamCa.issue(["ws.test"]);
+  const sockets: tls.TLSSocket[] = [];
+  const raw = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
+    sockets.push(s);
+    s.on("error", () => {});
+    s.once("data", (d: Buffer) => {
+      s.pause();
+      const key = /sec-websocket-key:\s*(\S+)/i.exec(d.toString("latin1"))?.[1] ?? "";
+      s.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`,
+      );
+    });
+  });
+  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
+  try {
+    const port = (raw.address() as { port: number }).port;
+    const mask = new Uint8Array([1, 2, 3, 4]);
+    const empty = Buffer.from(encodeFrame({ fin: true, opcode: OP.text }, new Uint8Array(0), mask));
+    const big = Buffer.from(
+      encodeFrame({ fin: true, opcode: OP.binary }, new Uint8Array(100_000), mask),
+    );
+    // A message too big to scan whole (a stream), then 900 empty ones: each TCP read holds
+    // hundreds of message heads.
+    const unit = Buffer.concat([big, ...Array<Buffer>(900).fill(empty)]);
+    const before = (await h.auditWhere(() => true, 0)).filter((l) => l.evt === "websocket").length;
+    const c = await wsAgent(h, { target: `ws.test:${port}`, offer: null });
+    expect(c.head).toStartWith("HTTP/1.1 101");
+    // Until the relay waits on the upstream (a stall) and the agent's bytes back up behind it.
+    for (let i = 0; (await gauge("slapenir_connections_stalled")) < 1; i++) {
+      expect(i).toBeLessThan(2000);
+      if (c.t.writableLength < 1 << 20) c.t.write(unit);
+      await Bun.sleep(5);
+    }
+    for (let k = 0; k < 20; k++) c.t.write(unit);
+    await Bun.sleep(50);
+    // A scan is open only for the message being passed on, one per side at most.
+    expect(streamsPeak).toBeLessThanOrEqual(2);
+    // Both go: the relay ends with hundreds of messages still queued.
+    closeTunnel(c.t);
+    for (const s of sockets) s.destroy();
+    await h.auditWhere((l) => l.evt === "websocket", before + 1);
+    expect(streamsOpen).toBe(0);
+  } finally {
+    for (const s of sockets) s.destroy();
+    raw.close();
   }
 }, 60_000);
