@@ -250,3 +250,98 @@ describe("secrets check", () => {
     expect(d.stdout + d.stderr).not.toContain("never-printed");
   });
 });
+
+describe("an operator's commands (issue 18)", () => {
+  test("--version, and help for every command and subcommand", async () => {
+    const v = await cli(["--version"]);
+    const pkg = JSON.parse(await readFile(join(import.meta.dir, "../package.json"), "utf8"));
+    expect(v).toEqual({ code: 0, stdout: `slapenir ${pkg.version}\n`, stderr: "" });
+    for (const words of [
+      ["init"],
+      ["check"],
+      ["agent", "issue"],
+      ["agent", "list"],
+      ["agent", "env"],
+      ["forward"],
+      ["ca", "bundle"],
+      ["secrets", "check"],
+      ["quarantine", "release"],
+    ]) {
+      const r = await cli([...words, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toStartWith(`usage: bun run slapenir -- ${words.join(" ")}`);
+    }
+    const unknown = await cli(["frobnicate", "--help"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("error: no command 'frobnicate'");
+  });
+
+  test("agent issue refuses to replace an agent's key without --force; agent list shows each agent's state", async () => {
+    expect((await cli(["agent", "issue", "ops-a"])).code).toBe(0);
+    const again = await cli(["agent", "issue", "ops-a"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain("ops-a already has a certificate");
+    const before = await readFile(join(home, "agents", "ops-a.crt"), "utf8");
+    expect((await cli(["agent", "issue", "ops-a", "--force"])).code).toBe(0);
+    expect(await readFile(join(home, "agents", "ops-a.crt"), "utf8")).not.toBe(before);
+    const list = await cli(["agent", "list"]);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(/^ {2}ops-a {2}serial [0-9a-f]+ {2}expires \S+Z {2}valid$/m);
+    const denied = await cli(["agent", "list"], { SLAPENIR_AGENT_DENYLIST: "agent:ops-a" });
+    expect(denied.stdout).toMatch(/^ {2}ops-a .* denied \(agent\)$/m);
+    const serial = /ops-a {2}serial ([0-9a-f]+)/.exec(list.stdout)![1]!;
+    const bySerial = await cli(["agent", "list"], { SLAPENIR_AGENT_DENYLIST: `serial:${serial}` });
+    expect(bySerial.stdout).toMatch(/^ {2}ops-a .* denied \(certificate\)$/m);
+    expect(list.stdout).not.toContain("PRIVATE KEY");
+  });
+
+  test("agent env prints the forwarder and the CA for each tool, quoted for a shell", async () => {
+    const r = await cli(["agent", "env", "ops-a", "--forward", "127.0.0.1:4000"]);
+    expect(r.code).toBe(0);
+    const ca = join(home, "agents", "ca-bundle.pem");
+    expect(r.stdout).toContain("export HTTPS_PROXY=http://127.0.0.1:4000 ");
+    for (const v of [
+      "SSL_CERT_FILE",
+      "CURL_CA_BUNDLE",
+      "GIT_SSL_CAINFO",
+      "REQUESTS_CA_BUNDLE",
+      "PIP_CERT",
+      "NODE_EXTRA_CA_CERTS",
+    ]) {
+      expect(r.stdout).toContain(`export ${v}='${ca}'`);
+    }
+    expect((await cli(["agent", "env", "../etc"])).code).toBe(2);
+  });
+
+  test("check reads the configuration as the proxy would at start, and names what is wrong", async () => {
+    const secrets = join(dir, "check-secrets.json");
+    await writeFile(
+      secrets,
+      JSON.stringify({
+        credentials: [
+          {
+            name: "gh",
+            dummy: "ghp_dummy0000000000000000001",
+            real: "ghp_R3aL0000000000000000001",
+            hosts: ["api.github.com"],
+          },
+        ],
+      }),
+    );
+    const ok = await cli(["check"], { TOKENS_JSON: secrets, SLAPENIR_ALLOW: "api.github.com" });
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain("ok: the proxy would start with this configuration");
+    expect(ok.stdout).toContain("1 credential from");
+    expect(ok.stdout).not.toContain("R3aL");
+    await writeFile(
+      secrets,
+      JSON.stringify({ credentials: [{ name: "gh", dummy: "x", hosts: [] }] }),
+    );
+    const bad = await cli(["check"], { TOKENS_JSON: secrets });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("check-secrets.json: credentials[0] (gh).dummy:");
+    const badEnv = await cli(["check"], { SLAPENIR_LISTEN: "nowhere" });
+    expect(badEnv.code).toBe(1);
+    expect(badEnv.stderr).toContain("SLAPENIR_LISTEN");
+  });
+});

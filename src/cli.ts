@@ -1,29 +1,68 @@
 // The operator's command line: `bun run slapenir -- <command>`. It creates the embedded PKI,
-// issues agent certificates, prints the CA bundle agents must trust and checks a secrets file.
+// issues and lists agent certificates, prints the CA bundle agents must trust and the
+// environment an agent's tools need, runs the local forwarder, and checks a configuration.
 // It must never print a credential value or key material (certificate and key files are
 // written to disk; only their paths are printed), and exits non-zero with a one-line reason.
 
-import { readFile } from "node:fs/promises";
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
 import { loadProxyConfig, type ProxyConfig } from "./config/proxy-config.ts";
 import { disposeSources, loadSecretsFile } from "./credentials/secrets.ts";
 import { fetcherFor, SourceError } from "./credentials/sources/fetch-source.ts";
-import { AGENT_DEFAULT_DAYS, EmbeddedCa } from "./pki/embedded-ca.ts";
+import { startForwarder } from "./net/forwarder.ts";
+import { AGENT_DEFAULT_DAYS, EMBEDDED_CA_FILES, EmbeddedCa } from "./pki/embedded-ca.ts";
 import { PkiError } from "./pki/pki-error.ts";
+import { x509 } from "./pki/x509.ts";
 import { AGENT_NAME_RE } from "./policy/agent-name.ts";
 
-export const USAGE = `usage: bun run slapenir -- <command>
+const COMMANDS: Record<string, string> = {
+  init: `init
+  Create (or check) the embedded PKI under SLAPENIR_HOME: the root CA agents and the proxy
+  trust, the interception CA, the proxy's server certificate.`,
+  check: `check
+  Validate the configuration as the proxy would read it at start (environment, policy file,
+  TOKENS_JSON) without starting it; prints a summary, or the first error and where it is.
+  Exit 0 when it would start.`,
+  "agent issue": `agent issue NAME [--days N] [--out DIR] [--force]
+  Issue an agent client certificate (default ${AGENT_DEFAULT_DAYS} days) into SLAPENIR_HOME/agents
+  (or DIR). An agent that already has one is refused unless --force: the old certificate stays
+  valid until it expires or is revoked (SLAPENIR_AGENT_DENYLIST serial:…).`,
+  "agent list": `agent list
+  The agents with a certificate under SLAPENIR_HOME/agents: name, serial, expiry and state
+  (valid, expired, or denied by SLAPENIR_AGENT_DENYLIST or the policy file).`,
+  "agent env": `agent env NAME [--forward HOST:PORT]
+  The environment an agent's tools need to go through the proxy by the local forwarder
+  (\`slapenir forward NAME\`, default 127.0.0.1:3128): curl, git, pip, Python requests, Node, Bun.`,
+  forward: `forward NAME [--listen HOST:PORT] [--proxy HOST:PORT] [--name SERVERNAME]
+  A local forwarder for tools that cannot present a client certificate to an HTTPS proxy: a
+  plain proxy address on loopback (default 127.0.0.1:3128) whose connections are wrapped in
+  NAME's mTLS to the proxy (default: SLAPENIR_LISTEN; the name checked: localhost).`,
+  "ca bundle": `ca bundle
+  Print the CA bundle PEM an agent must trust (the proxy's and the interception CA's roots).`,
+  "secrets check": `secrets check FILE
+  Validate a secrets file, read each credential source once, print a log-safe summary.`,
+  "quarantine list": `quarantine list
+  The agents in quarantine (asks the running proxy's admin API, SLAPENIR_ADMIN_LISTEN).`,
+  "quarantine release": `quarantine release NAME
+  Let an agent out of quarantine (asks the running proxy's admin API).`,
+};
 
-  init                                   create (or check) the embedded PKI under SLAPENIR_HOME
-  agent issue NAME [--days N] [--out DIR] issue an agent client certificate (default ${AGENT_DEFAULT_DAYS} days)
-  ca bundle                              print the CA bundle PEM an agent must trust
-  secrets check FILE                     validate a secrets file and print its log-safe summary
-  quarantine list                        the agents in quarantine (asks the running proxy)
-  quarantine release NAME                let an agent out of quarantine
+export const USAGE = `usage: bun run slapenir -- <command>   (--version; <command> --help)
+
+${Object.values(COMMANDS)
+  .map((c) => `  ${c.split("\n")[0]}`)
+  .join("\n")}
 
 environment: SLAPENIR_HOME (default ./.slapenir), SLAPENIR_LISTEN, SLAPENIR_SERVER_NAMES, CERT_PATH,
-SLAPENIR_ADMIN_LISTEN (where the running proxy's admin API is)`;
+SLAPENIR_ADMIN_LISTEN (where the running proxy's admin API is); docs/ARCHITECTURE.md lists all`;
+
+/** The help of the command `args` names (its first one or two words), if it names one. */
+function helpFor(args: readonly string[]): string | undefined {
+  const words = args.filter((a) => a !== "--help" && a !== "-h" && a !== "help");
+  return COMMANDS[words.slice(0, 2).join(" ")] ?? COMMANDS[words[0] ?? ""];
+}
 
 export interface CliIo {
   readonly out: (line: string) => void;
@@ -41,15 +80,36 @@ export async function runCli(
   const args = argv[0] === "--" ? argv.slice(1) : [...argv];
   try {
     const [cmd, sub, ...rest] = args;
-    if (cmd === undefined || cmd === "help" || cmd === "--help" || cmd === "-h") {
+    if (cmd === "--version" || cmd === "version") {
+      io.out(`slapenir ${await version()}`);
+      return 0;
+    }
+    const wantsHelp = args.some((a) => a === "--help" || a === "-h") || cmd === "help";
+    if (cmd === undefined || (wantsHelp && args.length === 1)) {
       io.out(USAGE);
       return cmd === undefined ? 2 : 0;
+    }
+    if (wantsHelp) {
+      const help = helpFor(args);
+      if (!help)
+        throw new UsageError(`no command '${args.filter((a) => !a.startsWith("-")).join(" ")}'`);
+      io.out(`usage: bun run slapenir -- ${help}`);
+      return 0;
     }
     if (cmd === "secrets" && sub === "check") return await secretsCheck(rest, io, cwd);
     const config = loadProxyConfig(env, cwd);
     if (cmd === "init" && sub === undefined) return await init(config, io);
     if (cmd === "ca" && sub === "bundle" && rest.length === 0) return await caBundle(config, io);
     if (cmd === "agent" && sub === "issue") return await agentIssue(rest, config, io, cwd);
+    if (cmd === "agent" && sub === "list" && rest.length === 0) return await agentList(config, io);
+    if (cmd === "agent" && sub === "env") return await agentEnv(rest, config, io);
+    if (cmd === "forward")
+      return await forward(
+        [sub, ...rest].filter((a) => a !== undefined),
+        config,
+        io,
+      );
+    if (cmd === "check" && sub === undefined) return await check(config, io, cwd);
     if (cmd === "quarantine") return await quarantineCommand(sub, rest, config, io);
     throw new UsageError(`unknown command '${args.join(" ")}'`);
   } catch (err) {
@@ -206,9 +266,11 @@ async function agentIssue(
   let name: string | undefined;
   let days: number | undefined;
   let outDir: string | undefined;
+  let force = false;
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
-    if (a === "--days" || a === "--out") {
+    if (a === "--force") force = true;
+    else if (a === "--days" || a === "--out") {
       const v = rest[++i];
       if (v === undefined) throw new UsageError(`${a} needs a value`);
       if (a === "--days") {
@@ -221,6 +283,13 @@ async function agentIssue(
   }
   if (name === undefined) throw new UsageError("agent issue needs a NAME");
   const ca = await openCa(config);
+  const existing = join(outDir ?? join(ca.home, EMBEDDED_CA_FILES.agentsDir), `${name}.crt`);
+  if (!force && existsSync(existing)) {
+    throw new ConfigError(
+      "conflict",
+      `${name} already has a certificate (${existing}); its key would be replaced while the old certificate stays valid — --force to issue anyway, and deny the old serial (agent list shows it)`,
+    );
+  }
   const issued = await ca.issueAgentCert(name, { days, outDir });
   const { host, port } = config.listen;
   const proxyHost =
@@ -238,6 +307,176 @@ async function agentIssue(
       `--proxy-cert ${issued.certPath} --proxy-key ${issued.keyPath} ` +
       `--cacert ${issued.caBundlePath} https://example.com/`,
   );
+  return 0;
+}
+
+async function version(): Promise<string> {
+  const pkg = JSON.parse(await readFile(resolve(import.meta.dir, "../package.json"), "utf8"));
+  return String(pkg.version);
+}
+
+/** `HOST:PORT` (IPv6 in brackets) read from a command-line option. */
+function hostPort(text: string, option: string, lowest = 1): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port < lowest || port > 65535) throw new UsageError(`${option} must be HOST:PORT`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** The name agents reach the proxy by: its listener, or localhost for a wildcard address. */
+function proxyAddress(config: ProxyConfig): { host: string; port: number } {
+  const { host, port } = config.listen;
+  return { host: host === "0.0.0.0" || host === "::" ? "localhost" : host, port };
+}
+
+/** Each agent certificate under SLAPENIR_HOME/agents: name, serial, expiry, state. */
+async function agentList(config: ProxyConfig, io: CliIo): Promise<number> {
+  const dir = join(config.certificates.home, EMBEDDED_CA_FILES.agentsDir);
+  const files = existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith(".crt")) : [];
+  const deny = config.policy.deny;
+  const now = Date.now();
+  io.out(`${files.length} agent${files.length === 1 ? "" : "s"} in ${dir}`);
+  for (const f of files.sort()) {
+    const cert = new x509.X509Certificate(await readFile(join(dir, f), "utf8"));
+    const name = f.slice(0, -".crt".length);
+    const serial = cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, "");
+    const fingerprint = Buffer.from(await cert.getThumbprint("SHA-256")).toString("hex");
+    const state = deny.agents.includes(name)
+      ? "denied (agent)"
+      : deny.serials.includes(serial) || deny.fingerprints.includes(fingerprint)
+        ? "denied (certificate)"
+        : cert.notAfter.getTime() < now
+          ? "expired"
+          : "valid";
+    io.out(`  ${name}  serial ${serial}  expires ${cert.notAfter.toISOString()}  ${state}`);
+  }
+  return 0;
+}
+
+/** Where `forward` and `agent env` find an agent's files (as `agent issue` wrote them). */
+function agentFiles(config: ProxyConfig, name: string) {
+  if (!AGENT_NAME_RE.test(name)) throw new UsageError(`not an agent name: ${name}`);
+  const home = config.certificates.home;
+  const agents = join(home, EMBEDDED_CA_FILES.agentsDir);
+  return {
+    cert: join(agents, `${name}.crt`),
+    key: join(agents, `${name}.key`),
+    ca: existsSync(join(agents, EMBEDDED_CA_FILES.caBundle))
+      ? join(agents, EMBEDDED_CA_FILES.caBundle)
+      : join(home, EMBEDDED_CA_FILES.caBundle),
+  };
+}
+
+const DEFAULT_FORWARD = "127.0.0.1:3128";
+
+/** Options of the form `--flag VALUE`, and the positional words. */
+function options(rest: readonly string[], known: readonly string[]) {
+  const opts = new Map<string, string>();
+  const words: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (known.includes(a)) {
+      const v = rest[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      opts.set(a, v);
+    } else if (a.startsWith("-")) throw new UsageError(`unknown option ${a}`);
+    else words.push(a);
+  }
+  return { opts, words };
+}
+
+async function agentEnv(rest: readonly string[], config: ProxyConfig, io: CliIo): Promise<number> {
+  const { opts, words } = options(rest, ["--forward"]);
+  if (words.length !== 1) throw new UsageError("agent env takes one NAME");
+  const files = agentFiles(config, words[0]!);
+  const fwd = hostPort(opts.get("--forward") ?? DEFAULT_FORWARD, "--forward");
+  const url = `http://${fwd.host.includes(":") ? `[${fwd.host}]` : fwd.host}:${fwd.port}`;
+  const q = (v: string) => `'${v.replaceAll("'", "'\\''")}'`;
+  io.out(
+    `# agent ${words[0]}: start the forwarder first — bun run slapenir -- forward ${words[0]}`,
+  );
+  io.out("# every tool: the proxy, through the forwarder");
+  io.out(`export HTTPS_PROXY=${url} HTTP_PROXY=${url} https_proxy=${url} http_proxy=${url}`);
+  io.out("# and the CA that signs the sites it intercepts");
+  io.out(`export SSL_CERT_FILE=${q(files.ca)}            # OpenSSL-based tools, Python's ssl`);
+  io.out(`export CURL_CA_BUNDLE=${q(files.ca)}           # curl`);
+  io.out(`export GIT_SSL_CAINFO=${q(files.ca)}           # git`);
+  io.out(`export REQUESTS_CA_BUNDLE=${q(files.ca)}       # Python requests`);
+  io.out(`export PIP_CERT=${q(files.ca)}                 # pip`);
+  io.out(`export NODE_EXTRA_CA_CERTS=${q(files.ca)}      # Node and Bun`);
+  io.out(
+    "export NODE_USE_ENV_PROXY=1                    # Node 24+: fetch and https honour HTTPS_PROXY",
+  );
+  return 0;
+}
+
+async function forward(rest: readonly string[], config: ProxyConfig, io: CliIo): Promise<number> {
+  const { opts, words } = options(rest, ["--listen", "--proxy", "--name"]);
+  if (words.length !== 1) throw new UsageError("forward takes one agent NAME");
+  const files = agentFiles(config, words[0]!);
+  for (const f of [files.cert, files.key, files.ca]) {
+    if (!existsSync(f)) {
+      throw new ConfigError("missing", `${f} does not exist (agent issue ${words[0]} writes it)`);
+    }
+  }
+  // Port 0: any free port (printed).
+  const listen = hostPort(opts.get("--listen") ?? DEFAULT_FORWARD, "--listen", 0);
+  const proxy = opts.has("--proxy")
+    ? hostPort(opts.get("--proxy")!, "--proxy")
+    : proxyAddress(config);
+  let running: Awaited<ReturnType<typeof startForwarder>>;
+  try {
+    running = await startForwarder({
+      listen,
+      proxy,
+      servername: opts.get("--name") ?? (/^[\d.:]+$/.test(proxy.host) ? "localhost" : proxy.host),
+      cert: await readFile(files.cert, "utf8"),
+      key: await readFile(files.key, "utf8"),
+      ca: await readFile(files.ca, "utf8"),
+      onError: (reason) => io.err(`forward: the proxy at ${reason}`),
+    });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(
+      "listen-failed",
+      code === "EADDRINUSE"
+        ? `${listen.host}:${listen.port} is in use (--listen another)`
+        : `cannot forward on ${listen.host}:${listen.port}: ${code ?? (e as Error).message}`,
+    );
+  }
+  io.out(
+    `forwarding http://${listen.host}:${running.port} → https://${proxy.host}:${proxy.port} as ${words[0]} (Ctrl-C stops)`,
+  );
+  io.out(`environment for the agent's tools: bun run slapenir -- agent env ${words[0]}`);
+  await new Promise<void>((done) => {
+    const stop = () => running.close().then(done);
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  return 0;
+}
+
+/** As the proxy reads its configuration at start, without starting it (nginx -t). */
+async function check(config: ProxyConfig, io: CliIo, cwd: string): Promise<number> {
+  let creds = "none (TOKENS_JSON unset)";
+  if (config.tokensJson) {
+    const secrets = await loadSecretsFile(resolve(cwd, config.tokensJson));
+    const n = secrets.redacted().length;
+    creds = `${n} credential${n === 1 ? "" : "s"} from ${config.tokensJson}`;
+    disposeSources(secrets);
+    secrets.dispose();
+  }
+  const rules = config.policy.allow.length;
+  io.out("ok: the proxy would start with this configuration");
+  io.out(
+    `  listen ${config.listen.host}:${config.listen.port}, admin ${config.adminListen.host}:${config.adminListen.port}`,
+  );
+  io.out(`  certificates: ${config.certificates.mode} (${config.certificates.home})`);
+  io.out(
+    `  egress: ${rules === 0 ? "no allow rule — every destination denied" : `${rules} allow rule(s)`}, ${config.policy.agentAllow.size} agent-specific`,
+  );
+  io.out(`  credentials: ${creds}`);
+  io.out(`  quarantine: ${config.quarantine ? `on ${config.quarantine.on.join(",")}` : "off"}`);
   return 0;
 }
 
