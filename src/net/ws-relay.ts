@@ -78,6 +78,10 @@ export interface WsScanner {
   } | null;
 }
 
+/** At most this many messages and control frames per side per window are read (20,000/s). */
+const PACE_MESSAGES = 2_000;
+const PACE_WINDOW_MS = 100;
+
 /** Jobs a side may have waiting before the relay stops reading it. */
 const MAX_QUEUED = 2;
 /**
@@ -112,8 +116,7 @@ interface Message {
   /** Its payload is compressed: the side's inflater reads it. */
   readonly compressed: boolean;
   /** Plaintext held while the message is small enough to scan whole. */
-  held: Uint8Array[];
-  heldBytes: number;
+  readonly held: Gather;
   /** Opened once the message outgrows WHOLE_BYTES (never at its head: heads come faster than jobs run). */
   scan: MatchStream | null;
   foreign: MatchCounter | null;
@@ -124,8 +127,7 @@ interface Message {
   /** Plaintext bytes so far (the cap); the inflater counts a compressed one's. */
   size: number;
   /** Scanned output not yet sent. */
-  pending: Uint8Array[];
-  pendingBytes: number;
+  readonly pending: Gather;
   /** A first fragment has been sent (the rest are continuations). */
   started: boolean;
 }
@@ -151,12 +153,50 @@ interface Side {
   /** When it last sent anything; the proxy's ping awaiting its pong, and when it was sent. */
   heard: number;
   ping: { payload: Uint8Array; at: number } | null;
+  /** Messages and control frames in the current pacing window; not read until `pacedUntil`. */
+  windowStart: number;
+  frames: number;
+  pacedUntil: number;
 }
 
 /** Bytes a tunnel's carrier may hold before the relay stops reading the other side. */
 const CARRIER_HIGH_WATER = 128 * 1024;
 const CARRIER_POLL_MS = 20;
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Bytes gathered into one buffer that doubles as it fills: a message sent a byte per frame
+ * costs its bytes, not an object per frame. `take` hands the bytes over; `wipe` zeroes them.
+ */
+class Gather {
+  #buf = new Uint8Array(0);
+  size = 0;
+
+  add(piece: Uint8Array): void {
+    const need = this.size + piece.length;
+    if (need > this.#buf.length) {
+      const grown = new Uint8Array(Math.max(need, this.#buf.length * 2, 1024));
+      grown.set(this.#buf.subarray(0, this.size));
+      this.#buf.fill(0);
+      this.#buf = grown;
+    }
+    this.#buf.set(piece, this.size);
+    this.size = need;
+  }
+
+  take(): Uint8Array {
+    const out = this.#buf.subarray(0, this.size);
+    this.#buf = new Uint8Array(0);
+    this.size = 0;
+    return out;
+  }
+
+  wipe(): void {
+    this.#buf.fill(0);
+    this.#buf = new Uint8Array(0);
+    this.size = 0;
+  }
+}
 
 const concat = (parts: Uint8Array[], n: number): Uint8Array => {
   if (parts.length === 1) return parts[0]!;
@@ -215,6 +255,9 @@ export function relayWebSocket(
       stall: null,
       heard: performance.now(),
       ping: null,
+      windowStart: 0,
+      frames: 0,
+      pacedUntil: 0,
     };
   };
   const a = side("agent", agent);
@@ -395,15 +438,13 @@ export function relayWebSocket(
     const m: Message = {
       opcode,
       compressed,
-      held: [],
-      heldBytes: 0,
+      held: new Gather(),
       scan: null,
       foreign: null,
       utf8: null,
       reported: 0,
       size: 0,
-      pending: [],
-      pendingBytes: 0,
+      pending: new Gather(),
       started: false,
     };
     live.add(m);
@@ -414,9 +455,8 @@ export function relayWebSocket(
     live.delete(m);
     m.scan?.abort();
     m.foreign?.abort();
-    for (const p of [...m.pending, ...m.held]) p.fill(0);
-    m.pending = [];
-    m.held = [];
+    m.pending.wipe();
+    m.held.wipe();
   };
 
   /**
@@ -429,21 +469,17 @@ export function relayWebSocket(
       if (m.size > opts.maxMessageBytes) throw new WsProtocolError(CLOSE.tooBig, "message too big");
     }
     if (!m.scan) {
-      if (m.heldBytes + piece.length <= WHOLE_BYTES) {
-        m.held.push(piece);
-        m.heldBytes += piece.length;
+      if (m.held.size + piece.length <= WHOLE_BYTES) {
+        m.held.add(piece);
         return;
       }
       // Too large to hold: a stream from here on, shown what was held first.
       m.scan = opts.scanner.stream();
       m.foreign = from === a ? (opts.scanner.foreign?.stream() ?? null) : null;
-      const held = m.held;
-      m.held = [];
-      m.heldBytes = 0;
-      for (const p of held) if (!pushed(from, m, p)) return;
+      if (m.held.size > 0 && !pushed(from, m, m.held.take())) return;
     }
     if (!pushed(from, m, piece)) return;
-    if (m.pendingBytes >= WHOLE_BYTES) await flush(from, m, false);
+    if (m.pending.size >= WHOLE_BYTES) await flush(from, m, false);
   };
 
   const pushed = (from: Side, m: Message, piece: Uint8Array): boolean => {
@@ -467,10 +503,7 @@ export function relayWebSocket(
       }
       reflected(found);
     }
-    if (out.length > 0) {
-      m.pending.push(out);
-      m.pendingBytes += out.length;
-    }
+    if (out.length > 0) m.pending.add(out);
     return true;
   };
 
@@ -478,9 +511,7 @@ export function relayWebSocket(
   const flush = async (from: Side, m: Message, fin: boolean): Promise<void> => {
     if (ended) return;
     const to = other(from);
-    let payload = concat(m.pending, m.pendingBytes);
-    m.pending = [];
-    m.pendingBytes = 0;
+    let payload = m.pending.take();
     if (m.opcode === OP.text) {
       try {
         if (!fin) {
@@ -536,15 +567,13 @@ export function relayWebSocket(
       m.foreign = null;
     } else {
       // Held whole: one engine pass; an agent's text message is read for its frame surfaces.
-      const payload = concat(m.held, m.heldBytes);
-      m.held = [];
+      const payload = m.held.take();
       foreign = from === a ? (opts.scanner.foreign?.whole(payload) ?? 0) : 0;
       const r =
         payload.length > 0 ? opts.scanner.whole(payload) : { output: payload, replacements: 0 };
       if (!scanned(from, m, r.output, r.replacements)) return;
-      if (from === a && m.opcode === OP.text && opts.frameSwaps.size > 0 && m.pendingBytes > 0) {
-        m.pending = [swapped(concat(m.pending, m.pendingBytes))];
-        m.pendingBytes = m.pending[0]!.length;
+      if (from === a && m.opcode === OP.text && opts.frameSwaps.size > 0 && m.pending.size > 0) {
+        m.pending.add(swapped(m.pending.take()));
       }
     }
     live.delete(m);
@@ -580,15 +609,48 @@ export function relayWebSocket(
       .catch((e) => failed(from, e))
       .finally(() => {
         from.queued -= 1;
-        if (from.queued <= MAX_QUEUED && !ended) from.socket.resume();
+        if (from.queued <= MAX_QUEUED && !ended && performance.now() >= from.pacedUntil) {
+          from.socket.resume();
+        }
       });
+  };
+
+  /**
+   * A side that sends more than PACE_MESSAGES messages and control frames in a PACE_WINDOW_MS
+   * is not read until the window ends: each costs a scan and a job, and one agent's flood of
+   * empty frames must not take the thread from the others.
+   */
+  const pace = (from: Side, now: number): void => {
+    if (now - from.windowStart >= PACE_WINDOW_MS) {
+      from.windowStart = now;
+      from.frames = 0;
+    }
+    if (++from.frames !== PACE_MESSAGES) return;
+    from.pacedUntil = from.windowStart + PACE_WINDOW_MS;
+    from.socket.pause();
+    setTimeout(
+      () => {
+        if (!ended && from.queued <= MAX_QUEUED) from.socket.resume();
+      },
+      Math.max(0, from.pacedUntil - now),
+    ).unref?.();
   };
 
   const feed = (from: Side, bytes: Uint8Array): void => {
     if (ended) return;
-    from.heard = performance.now();
+    const now = performance.now();
+    from.heard = now;
     if (from === a) stats.bytesFromAgent += bytes.length;
     else stats.bytesFromUpstream += bytes.length;
+    // The data of one message that came in this read, passed on as one job.
+    let batch = null as { m: Message; parts: Uint8Array[]; n: number } | null;
+    const release = () => {
+      if (!batch) return;
+      const { m, parts, n } = batch;
+      batch = null;
+      const bytes = concat(parts, n);
+      enqueue(from, () => onData(from, m, bytes));
+    };
     try {
       for (const e of from.reader.push(bytes)) {
         if (ended) return;
@@ -597,12 +659,14 @@ export function relayWebSocket(
           if (from === a) stats.framesFromAgent += 1;
           else stats.framesFromUpstream += 1;
           const op = e.head.opcode;
-          if (isControl(op)) from.control = { opcode: op, parts: [] };
-          else {
-            active = performance.now();
+          if (isControl(op)) {
+            from.control = { opcode: op, parts: [] };
+            pace(from, now);
+          } else {
+            active = now;
             if (op !== OP.continuation) {
-              const m = begin(op, e.head.rsv1);
-              from.message = m;
+              from.message = begin(op, e.head.rsv1);
+              pace(from, now);
             }
           }
           continue;
@@ -611,7 +675,12 @@ export function relayWebSocket(
           if (from.control) from.control.parts.push(e.bytes);
           else {
             const m = from.message!;
-            enqueue(from, () => onData(from, m, e.bytes));
+            if (batch?.m !== m) {
+              release();
+              batch = { m, parts: [], n: 0 };
+            }
+            batch.parts.push(e.bytes);
+            batch.n += e.bytes.length;
           }
           continue;
         }
@@ -620,13 +689,16 @@ export function relayWebSocket(
           const c = from.control;
           from.control = null;
           const payload = Buffer.concat(c.parts);
+          release();
           enqueue(from, () => onControl(from, c.opcode, payload));
         } else if (e.head.fin) {
           const m = from.message!;
           from.message = null;
+          release();
           enqueue(from, () => onEnd(from, m));
         }
       }
+      release();
     } catch (e) {
       failed(from, e);
     }

@@ -20,14 +20,14 @@ export class ProxyMetrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: "slapenir_requests_total",
-    help: "Requests handled, by agent, decision and status class",
-    labelNames: ["agent", "decision", "status"] as const,
+    help: "Requests handled, by agent, decision, status class and reason (the refusal's or failure's code; none when served)",
+    labelNames: ["agent", "decision", "status", "reason"] as const,
     registers: [this.registry],
   });
   readonly swaps = new Counter({
     name: "slapenir_swaps_total",
-    help: "Dummy credentials replaced by real ones in upstream requests",
-    labelNames: ["agent"] as const,
+    help: "Requests in which a credential's dummy was replaced by its real value (or its signature made again), by agent and credential",
+    labelNames: ["agent", "credential"] as const,
     registers: [this.registry],
   });
   readonly redactions = new Counter({
@@ -99,6 +99,11 @@ export class ProxyMetrics {
 
   constructor(pool?: PoolStatsSource, leaves?: LeafStatsSource, held?: HeldBudgetSource) {
     collectDefaultMetrics({ register: this.registry, prefix: "slapenir_" });
+    // prom-client names three gauges `_total`, which Prometheus reserves for counters
+    // (promtool check metrics refuses them): the process's handle counts are not kept.
+    for (const n of ["active_handles", "active_requests", "active_resources"]) {
+      this.registry.removeSingleMetric(`slapenir_nodejs_${n}_total`);
+    }
     if (held) {
       new Gauge({
         name: "slapenir_held_body_bytes",
@@ -121,17 +126,30 @@ export class ProxyMetrics {
     }
     if (leaves) {
       new Gauge({
-        name: "slapenir_leaf_cert_cache",
-        help: "Interception leaf certificate cache: entries, hits, misses, mints, evictions",
-        labelNames: ["figure"] as const,
+        name: "slapenir_leaf_cert_cache_entries",
+        help: "Interception leaf certificates cached",
         registers: [this.registry],
         collect() {
-          const s = leaves.stats();
-          for (const k of ["size", "hits", "misses", "mints", "evictions"] as const) {
-            this.set({ figure: k }, s[k]);
-          }
+          this.set(leaves.stats().size);
         },
       });
+      // Counts the cache keeps itself, exposed as counters (one type per name).
+      for (const [figure, help] of [
+        ["mints", "Interception leaf certificates minted"],
+        ["evictions", "Interception leaf certificates evicted from the cache"],
+      ] as const) {
+        let seen = 0;
+        new Counter({
+          name: `slapenir_leaf_cert_${figure}_total`,
+          help,
+          registers: [this.registry],
+          collect() {
+            const now = leaves.stats()[figure];
+            if (now > seen) this.inc(now - seen);
+            seen = now;
+          },
+        });
+      }
     }
     if (pool) {
       new Gauge({

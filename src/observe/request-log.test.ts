@@ -122,7 +122,7 @@ describe("refusals an agent can repeat at full speed are digested", () => {
     expect(lines.slice(7)).toMatchObject([{ host: "denied.example", repeated: 499 }]);
     // Every one is counted.
     expect(await metrics.registry.getSingleMetricAsString("slapenir_requests_total")).toContain(
-      'slapenir_requests_total{agent="a",decision="deny",status="4xx"} 504',
+      'slapenir_requests_total{agent="a",decision="deny",status="4xx",reason="policy-denied"} 504',
     );
   });
 

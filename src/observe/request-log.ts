@@ -118,8 +118,13 @@ export class RequestLog {
     else this.#digest.refuse(kind, `${facts.agent}\n${record.host}:${record.port}`, record);
     const m = this.#metrics;
     const agent = facts.agent;
-    m.requests.inc({ agent, decision, status: `${Math.floor(status / 100)}xx` });
-    if (trace.swaps) m.swaps.inc({ agent }, trace.swaps);
+    m.requests.inc({
+      agent,
+      decision,
+      status: `${Math.floor(status / 100)}xx`,
+      reason: outcome.code ?? "none",
+    });
+    for (const credential of trace.swapped) m.swaps.inc({ agent, credential });
     if (trace.redactions) m.redactions.inc({ agent }, trace.redactions);
     m.bytes.inc({ agent, direction: "in" }, trace.bytesIn);
     m.bytes.inc({ agent, direction: "out" }, trace.bytesOut);

@@ -28,6 +28,8 @@ export class Trace {
   readonly #entries: TraceEntry[] = [];
   /** Dummies swapped for real values, in the head and the body. */
   swaps = 0;
+  /** The credentials whose dummy was swapped (metrics count requests per credential). */
+  readonly swapped = new Set<string>();
   /** Real values redacted from the answer, head and body. */
   redactions = 0;
   /** Dummies of credentials this agent may not use, seen in its request's head. */

@@ -108,11 +108,14 @@ describe("a flood of denied CONNECTs", () => {
     expect(await get(b2, "/b-after")).toBe("HTTP/1.1 200 OK");
     closeTunnel(b2);
 
-    // Metrics count each refusal; the audit log has one line per kind (the rest are summed
-    // into it when its window ends).
-    expect(
-      await metric(`slapenir_requests_total{agent="agent-a",decision="deny",status="4xx"}`),
-    ).toBe(HANDSHAKE_BURST);
+    // Metrics count each refusal, by its reason; the audit log has one line per kind (the rest
+    // are summed into it when its window ends).
+    const refusedFor = (reason: string) =>
+      metric(
+        `slapenir_requests_total{agent="agent-a",decision="deny",status="4xx",reason="${reason}"}`,
+      );
+    expect(await refusedFor("policy-denied")).toBe(REQUEST_BURST);
+    expect(await refusedFor("rate-limited")).toBe(HANDSHAKE_BURST - REQUEST_BURST);
     expect(await metric(`slapenir_connections_refused_total{reason="handshake-rate"}`)).toBe(2);
     const lines = audit();
     const aConnects = lines.filter((l) => l.agent === "agent-a" && l.method === "CONNECT");

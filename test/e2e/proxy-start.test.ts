@@ -65,7 +65,7 @@ describe("bun src/main.ts", () => {
       const metrics = await (await fetch(`${admin}/metrics`)).text();
       expect(metrics).toContain("slapenir_requests_total");
       expect(metrics).toContain("slapenir_matcher_queue_depth");
-      expect(metrics).toContain('slapenir_leaf_cert_cache{figure="size"} 0');
+      expect(metrics).toContain("slapenir_leaf_cert_cache_entries 0");
       const status = await fetch(`${admin}/status`);
       expect(status.headers.get("content-type")).toContain("text/html");
       // The embedded defaults' connection caps, as an operator reads them.

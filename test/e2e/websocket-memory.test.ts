@@ -10,7 +10,7 @@ import { createServer as createTlsServer } from "node:tls";
 import { InlineScanner } from "../../src/body/inline-scanner.ts";
 import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
-import { encodeFrame, OP } from "../../src/http/ws-frames.ts";
+import { encodeFrame, FrameReader, OP } from "../../src/http/ws-frames.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readHead, readUntilClosed } from "../support/raw-agent.ts";
 import { wsAgent } from "../support/ws-agent.ts";
@@ -182,6 +182,62 @@ test("messages queued behind a side that stopped reading hold no matcher stream;
     for (const s of sockets) s.destroy();
     await h.auditWhere((l) => l.evt === "websocket", before + 1);
     expect(streamsOpen).toBe(0);
+  } finally {
+    for (const s of sockets) s.destroy();
+    raw.close();
+  }
+}, 60_000);
+
+test("a message sent a byte per frame costs its bytes, not an object per frame (found by an attacker's review)", async () => {
+  // An upstream that reads frames and says when the agent's ping, sent after them, arrived:
+  // by then the proxy has taken in every frame before it.
+  const cert = await h.upstreamCa.issue(["ws.test"]);
+  const pings: (() => void)[] = [];
+  const sockets: tls.TLSSocket[] = [];
+  const raw = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
+    sockets.push(s);
+    s.on("error", () => {});
+    s.once("data", (d: Buffer) => {
+      const key = /sec-websocket-key:\s*(\S+)/i.exec(d.toString("latin1"))?.[1] ?? "";
+      s.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`,
+      );
+      const reader = new FrameReader({ from: "client", maxFrameBytes: 1 << 20, deflate: false });
+      s.on("data", (x: Buffer) => {
+        for (const e of reader.push(new Uint8Array(x))) {
+          if (e.type === "end" && e.head.opcode === OP.ping) pings.shift()?.();
+        }
+      });
+    });
+  });
+  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
+  const SOCKETS = 20;
+  const BYTES = 64 * 1024 - 1;
+  const mask = new Uint8Array([1, 2, 3, 4]);
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < BYTES; i++) {
+    const op = i === 0 ? OP.binary : OP.continuation;
+    frames.push(encodeFrame({ fin: false, opcode: op }, new Uint8Array([0x61]), mask));
+  }
+  const trickle = Buffer.concat(frames);
+  const ping = Buffer.from(encodeFrame({ fin: true, opcode: OP.ping }, new Uint8Array(0), mask));
+  try {
+    const port = (raw.address() as { port: number }).port;
+    const agents = [];
+    for (let i = 0; i < SOCKETS; i++) {
+      agents.push(await wsAgent(h, { target: `ws.test:${port}`, offer: null }));
+    }
+    Bun.gc(true);
+    const before = process.memoryUsage().heapUsed;
+    const arrived = agents.map(() => new Promise<void>((r) => pings.push(r)));
+    for (const c of agents) c.t.write(Buffer.concat([trickle, ping]));
+    await Promise.all(arrived);
+    Bun.gc(true);
+    const grown = process.memoryUsage().heapUsed - before;
+    // Each socket holds its 64 KiB message (in a buffer of at most twice that): ~2.5 MiB in
+    // all. An object per frame held ~4.6 MiB per socket (93 MiB for these 20).
+    expect(grown).toBeLessThan(16 * MiB);
+    for (const c of agents) closeTunnel(c.t);
   } finally {
     for (const s of sockets) s.destroy();
     raw.close();

@@ -159,6 +159,8 @@ export function outbound(deps: OutboundDeps): Stage {
       }
       // Counted once the request may leave (a streamed body's swaps: when it was scanned).
       ex.trace.swaps += swaps;
+      for (const n of head.value.swapped) ex.trace.swapped.add(n);
+      if (swaps > head.value.swaps) for (const n of bodyCredentials(plan)) ex.trace.swapped.add(n);
       if (chunked && body) {
         body = { kind: "stream", stream: chunked.frame(streamOf(body)), length: framedLength };
       }
@@ -321,6 +323,7 @@ async function scanStreamed(
         );
       }
       ex.trace.swaps += r.swaps;
+      if (r.swaps > 0) for (const n of bodyCredentials(plan)) ex.trace.swapped.add(n);
     },
     requireInBody,
     marker,
@@ -455,6 +458,15 @@ function awsFraming(fields: Fields): Verdict<AwsChunkedOptions | null> {
     return refuse("bad-request", "x-amz-trailer names something other than an x-amz-checksum");
   }
   return allow({ mode, decodedLength: Number(lengths[0]), trailers });
+}
+
+/** The credentials a body swap can be for: those presented in a field, or anywhere in a body. */
+function bodyCredentials(plan: RequestPlan): string[] {
+  return plan.swaps
+    .filter((p) =>
+      p.surfaces.some((s) => s.kind === "body" || s.kind === "form" || s.kind === "json"),
+    )
+    .map((p) => p.name);
 }
 
 /** A plan that scans a body but changes none of it (the dummy in it travels as sent). */

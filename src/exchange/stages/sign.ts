@@ -69,6 +69,7 @@ export function signAws(): Stage {
         const r = resignSigV4Query(head, pair.dummy, pair.real);
         if (!r.ok) return no(r.reason);
         ex.trace.swaps += 1;
+        ex.trace.swapped.add(pair.name);
         return allow({ ...out, target: r.value.target });
       }
       if (auth.length !== 1) {
@@ -128,6 +129,7 @@ export function signAws(): Stage {
         }
       }
       ex.trace.swaps += 1;
+      ex.trace.swapped.add(pair.name);
       return allow({ ...out, headers });
     },
   };
