@@ -5,16 +5,21 @@
 // written to disk; only their paths are printed), and exits non-zero with a one-line reason.
 
 import { existsSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
-import { loadProxyConfig, type ProxyConfig } from "./config/proxy-config.ts";
+import {
+  loadProxyConfig,
+  type ProxyConfig,
+  readRevocationFile,
+  revocationsPath,
+} from "./config/proxy-config.ts";
 import { disposeSources, loadSecretsFile } from "./credentials/secrets.ts";
 import { fetcherFor, SourceError } from "./credentials/sources/fetch-source.ts";
 import { startForwarder } from "./net/forwarder.ts";
 import { AGENT_DEFAULT_DAYS, EMBEDDED_CA_FILES, EmbeddedCa } from "./pki/embedded-ca.ts";
 import { PkiError } from "./pki/pki-error.ts";
-import { x509 } from "./pki/x509.ts";
+import { normalizeSerialHex, x509 } from "./pki/x509.ts";
 import { AGENT_NAME_RE } from "./policy/agent-name.ts";
 
 const COMMANDS: Record<string, string> = {
@@ -31,7 +36,13 @@ const COMMANDS: Record<string, string> = {
   valid until it expires or is revoked (SLAPENIR_AGENT_DENYLIST serial:…).`,
   "agent list": `agent list
   The agents with a certificate under SLAPENIR_HOME/agents: name, serial, expiry and state
-  (valid, expired, or denied by SLAPENIR_AGENT_DENYLIST or the policy file).`,
+  (valid, expired, revoked, or denied by SLAPENIR_AGENT_DENYLIST or the policy file).`,
+  "agent revoke": `agent revoke NAME
+  Revoke NAME's current certificate: its serial is recorded in SLAPENIR_HOME/revoked.json
+  (SLAPENIR_REVOKED_FILE) and the running proxy reloads its policy at once (its connections
+  close, new ones are refused); a proxy started later reads the file.`,
+  "agent release": `agent release NAME
+  Let an agent out of quarantine (the same as quarantine release NAME).`,
   "agent env": `agent env NAME [--forward HOST:PORT]
   The environment an agent's tools need to go through the proxy by the local forwarder
   (\`slapenir forward NAME\`, default 127.0.0.1:3128): curl, git, pip, Python requests, Node, Bun.`,
@@ -101,8 +112,13 @@ export async function runCli(
     if (cmd === "init" && sub === undefined) return await init(config, io);
     if (cmd === "ca" && sub === "bundle" && rest.length === 0) return await caBundle(config, io);
     if (cmd === "agent" && sub === "issue") return await agentIssue(rest, config, io, cwd);
-    if (cmd === "agent" && sub === "list" && rest.length === 0) return await agentList(config, io);
+    if (cmd === "agent" && sub === "list" && rest.length === 0)
+      return await agentList(config, io, env, cwd);
     if (cmd === "agent" && sub === "env") return await agentEnv(rest, config, io);
+    if (cmd === "agent" && sub === "revoke") return await agentRevoke(rest, config, io, env, cwd);
+    if (cmd === "agent" && sub === "release") {
+      return await quarantineCommand("release", rest, config, io);
+    }
     if (cmd === "forward")
       return await forward(
         [sub, ...rest].filter((a) => a !== undefined),
@@ -330,26 +346,89 @@ function proxyAddress(config: ProxyConfig): { host: string; port: number } {
 }
 
 /** Each agent certificate under SLAPENIR_HOME/agents: name, serial, expiry, state. */
-async function agentList(config: ProxyConfig, io: CliIo): Promise<number> {
+async function agentList(
+  config: ProxyConfig,
+  io: CliIo,
+  env: Readonly<Record<string, string | undefined>>,
+  cwd: string,
+): Promise<number> {
   const dir = join(config.certificates.home, EMBEDDED_CA_FILES.agentsDir);
   const files = existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith(".crt")) : [];
   const deny = config.policy.deny;
+  const revoked = new Set(readRevocationFile(revocationsPath(env, cwd)).map((r) => r.serial));
   const now = Date.now();
   io.out(`${files.length} agent${files.length === 1 ? "" : "s"} in ${dir}`);
   for (const f of files.sort()) {
     const cert = new x509.X509Certificate(await readFile(join(dir, f), "utf8"));
     const name = f.slice(0, -".crt".length);
-    const serial = cert.serialNumber.toLowerCase().replace(/^0+(?=.)/, "");
+    const serial = normalizeSerialHex(cert.serialNumber);
     const fingerprint = Buffer.from(await cert.getThumbprint("SHA-256")).toString("hex");
-    const state = deny.agents.includes(name)
-      ? "denied (agent)"
-      : deny.serials.includes(serial) || deny.fingerprints.includes(fingerprint)
-        ? "denied (certificate)"
-        : cert.notAfter.getTime() < now
-          ? "expired"
-          : "valid";
+    const state = revoked.has(serial)
+      ? "revoked"
+      : deny.agents.includes(name)
+        ? "denied (agent)"
+        : deny.serials.includes(serial) || deny.fingerprints.includes(fingerprint)
+          ? "denied (certificate)"
+          : cert.notAfter.getTime() < now
+            ? "expired"
+            : "valid";
     io.out(`  ${name}  serial ${serial}  expires ${cert.notAfter.toISOString()}  ${state}`);
   }
+  return 0;
+}
+
+/** The admin API of the running proxy, or null (with the reason printed) when none answers. */
+async function askProxy(config: ProxyConfig, io: CliIo, path: string, method = "POST") {
+  const { host, port } = config.adminListen;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}${path}`;
+  try {
+    return await fetch(url, { method });
+  } catch {
+    io.err(`note: no proxy answers at ${url} (SLAPENIR_ADMIN_LISTEN)`);
+    return null;
+  }
+}
+
+async function agentRevoke(
+  rest: readonly string[],
+  config: ProxyConfig,
+  io: CliIo,
+  env: Readonly<Record<string, string | undefined>>,
+  cwd: string,
+): Promise<number> {
+  if (rest.length !== 1) throw new UsageError("agent revoke takes one NAME");
+  const files = agentFiles(config, rest[0]!);
+  if (!existsSync(files.cert)) {
+    throw new ConfigError(
+      "missing",
+      `${files.cert} does not exist: no certificate of ${rest[0]} to revoke`,
+    );
+  }
+  const cert = new x509.X509Certificate(await readFile(files.cert, "utf8"));
+  const serial = normalizeSerialHex(cert.serialNumber);
+  const path = revocationsPath(env, cwd);
+  const list = readRevocationFile(path);
+  if (list.some((r) => r.serial === serial))
+    io.out(`${rest[0]} (serial ${serial}) was already revoked`);
+  else {
+    list.push({ agent: rest[0]!, serial, revokedAt: new Date().toISOString() });
+    await mkdir(dirname(path), { recursive: true });
+    const tmp = `${path}.${process.pid}.tmp`;
+    await writeFile(tmp, `${JSON.stringify({ revoked: list }, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, path);
+    io.out(`revoked ${rest[0]} (serial ${serial}) in ${path}`);
+  }
+  const res = await askProxy(config, io, "/policy/reload");
+  if (!res) {
+    io.out("the proxy is not running here: it refuses the certificate when it starts");
+    return 0;
+  }
+  const body = (await res.json()) as { closed?: number; error?: string };
+  if (!res.ok) {
+    io.err(`error: the running proxy kept its policy: ${body.error ?? res.status}`);
+    return 1;
+  }
+  io.out(`in force in the running proxy: ${body.closed ?? 0} connection(s) closed`);
   return 0;
 }
 

@@ -273,6 +273,7 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
  */
 export function loadLivePolicy(env: Env = process.env, cwd: string = process.cwd()): LivePolicy {
   const file = readPolicyFile(env, cwd);
+  const revoked = readRevocations(revocationsPath(env, cwd));
   const allow: AllowRule[] = [];
   const allowEnv = nonEmpty(env, "SLAPENIR_ALLOW");
   if (allowEnv !== undefined) {
@@ -288,11 +289,61 @@ export function loadLivePolicy(env: Env = process.env, cwd: string = process.cwd
     agentAllow: file.agentAllow,
     deny: {
       agents: unique(denyEnv.agents, file.deny.agents),
-      serials: unique(denyEnv.serials, file.deny.serials),
+      serials: unique(unique(denyEnv.serials, file.deny.serials), revoked),
       fingerprints: unique(denyEnv.fingerprints, file.deny.fingerprints),
     },
   });
 }
+
+/** Where `slapenir agent revoke` records revoked certificates (SLAPENIR_REVOKED_FILE). */
+export function revocationsPath(env: Env, cwd: string): string {
+  const home = resolve(cwd, nonEmpty(env, "SLAPENIR_HOME") ?? ".slapenir");
+  return resolve(cwd, nonEmpty(env, "SLAPENIR_REVOKED_FILE") ?? join(home, "revoked.json"));
+}
+
+export interface Revocation {
+  readonly agent: string;
+  /** Lower-case hex, no leading zeros. */
+  readonly serial: string;
+  readonly revokedAt: string;
+}
+
+/** The revocations file: `{"revoked": [{agent, serial, revokedAt}]}`; none when it is absent. */
+export function readRevocationFile(path: string): Revocation[] {
+  if (!existsSync(path)) return [];
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(
+      code ? "file-unreadable" : "bad-json",
+      code ? `${path} cannot be read (${code})` : `${path} is not valid JSON`,
+      "SLAPENIR_REVOKED_FILE",
+    );
+  }
+  const list = isObject(doc) ? doc.revoked : undefined;
+  if (!Array.isArray(list)) {
+    throw new ConfigError(
+      "bad-shape",
+      'must be {"revoked": [...]}',
+      `SLAPENIR_REVOKED_FILE ${path}`,
+    );
+  }
+  return list.map((r, i) => {
+    const where = `SLAPENIR_REVOKED_FILE ${path}: revoked[${i}]`;
+    if (!isObject(r) || typeof r.serial !== "string" || !/^[0-9a-f]{1,40}$/.test(r.serial)) {
+      throw new ConfigError("bad-value", "needs a serial in lower-case hex", where);
+    }
+    return {
+      agent: typeof r.agent === "string" ? r.agent : "",
+      serial: r.serial,
+      revokedAt: typeof r.revokedAt === "string" ? r.revokedAt : "",
+    };
+  });
+}
+
+const readRevocations = (path: string): string[] => readRevocationFile(path).map((r) => r.serial);
 
 function stepCaSource(dir: string, home: string): CertificateSource {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {

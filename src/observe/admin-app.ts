@@ -3,12 +3,15 @@
 // shows a credential value — only names, counts and the log-safe views of configuration.
 
 import { Hono } from "hono";
+import { ConfigError } from "../config/config-error.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 
 export interface AdminState {
   readonly startedAt: number;
   readonly version: string;
+  /** Reads the live policy again and puts it in force; how many connections it closed. */
+  readonly reloadPolicy?: () => number;
   /** Readiness: false while starting or draining. */
   ready(): boolean;
   /** Log-safe facts for the status page (names and counts only). */
@@ -66,6 +69,17 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
     return state.quarantine.release(agent)
       ? c.json({ released: agent })
       : c.json({ error: "not in quarantine" }, 404);
+  });
+
+  // A revocation (`slapenir agent revoke`) or a policy edit, in force at once: a bad file is
+  // refused with its error and the running policy stays.
+  app.post("/policy/reload", (c) => {
+    if (!state.reloadPolicy) return c.json({ error: "not available" }, 404);
+    try {
+      return c.json({ reloaded: true, closed: state.reloadPolicy() });
+    } catch (e) {
+      return c.json({ error: e instanceof ConfigError ? e.message : "policy reload failed" }, 400);
+    }
   });
 
   app.notFound((c) => c.text("not found\n", 404));

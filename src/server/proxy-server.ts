@@ -8,7 +8,12 @@ import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
 import { InlineScanner, passThroughStream } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
 import { ConfigError } from "../config/config-error.ts";
-import type { LivePolicy, ProxyConfig, Rate } from "../config/proxy-config.ts";
+import {
+  type LivePolicy,
+  loadLivePolicy,
+  type ProxyConfig,
+  type Rate,
+} from "../config/proxy-config.ts";
 import { REDACT_COMPILE, SecretState } from "../credentials/secret-state.ts";
 import { disposeSources, loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
 import { CredentialSources, type SourceEvent } from "../credentials/sources/source-manager.ts";
@@ -103,6 +108,11 @@ export interface StartOptions {
    * then cut (default 30 s).
    */
   readonly sourceSwitchMs?: number;
+  /**
+   * Reads the live policy again (allowlists, denylist, revocations), for the admin API's
+   * reload; default: from `env` and the working directory, as SIGHUP reads it.
+   */
+  readonly policySource?: () => LivePolicy;
 }
 
 function egressFrom(live: LivePolicy): EgressPolicy {
@@ -576,10 +586,30 @@ export async function startProxy(
   let ready = true;
   switchReady = true;
   if (changedEarly) sourcesChanged();
+  /** Put a new policy in force; connections it no longer admits are closed (how many). */
+  const reloadPolicy = (next: LivePolicy): number => {
+    deny = denylistSets(next.deny);
+    policy = egressFrom(next);
+    const closed = front.recheck();
+    audit.event(
+      "reload",
+      {
+        what: "policy",
+        rules: policy.ruleCount,
+        deniedAgents: next.deny.agents.length,
+        deniedCertificates: next.deny.serials.length + next.deny.fingerprints.length,
+        closed,
+      },
+      "policy reloaded",
+    );
+    return closed;
+  };
   const admin = createAdminApp(metrics, {
     startedAt,
     version: VERSION,
     ready: () => ready,
+    reloadPolicy: () =>
+      reloadPolicy((options.policySource ?? (() => loadLivePolicy(options.env ?? process.env)))()),
     ...(quarantine
       ? {
           quarantine: {
@@ -654,23 +684,7 @@ export async function startProxy(
       oldTemplate.dispose();
       audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
     },
-    reloadPolicy(next) {
-      deny = denylistSets(next.deny);
-      policy = egressFrom(next);
-      const closed = front.recheck();
-      audit.event(
-        "reload",
-        {
-          what: "policy",
-          rules: policy.ruleCount,
-          deniedAgents: next.deny.agents.length,
-          deniedCertificates: next.deny.serials.length + next.deny.fingerprints.length,
-          closed,
-        },
-        "policy reloaded",
-      );
-      return closed;
-    },
+    reloadPolicy,
     reloadCredentials(c) {
       front.reloadCredentials(c);
       serverNotAfter = notAfterOf(c.certPem);

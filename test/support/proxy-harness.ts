@@ -160,6 +160,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     ...(opts.identityClock ? { identityClock: opts.identityClock } : {}),
     ...(opts.rateClock ? { rateClock: opts.rateClock } : {}),
     ...(opts.sourceSwitchMs !== undefined ? { sourceSwitchMs: opts.sourceSwitchMs } : {}),
+    policySource: () => loadLivePolicy(env, dir),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);
