@@ -50,6 +50,10 @@ const COMMANDS: Record<string, string> = {
   A local forwarder for tools that cannot present a client certificate to an HTTPS proxy: a
   plain proxy address on loopback (default 127.0.0.1:3128) whose connections are wrapped in
   NAME's mTLS to the proxy (default: SLAPENIR_LISTEN; the name checked: localhost).`,
+  reload: `reload
+  Ask the running proxy to read its policy, revocations and secrets again (what SIGHUP does,
+  for a proxy started with npm start, which does not pass SIGHUP on). A file that does not
+  read is refused with its error and the proxy keeps what it had.`,
   "ca bundle": `ca bundle
   Print the CA bundle PEM an agent must trust (the proxy's and the interception CA's roots).`,
   "secrets check": `secrets check FILE
@@ -126,6 +130,7 @@ export async function runCli(
         io,
       );
     if (cmd === "check" && sub === undefined) return await check(config, io, cwd);
+    if (cmd === "reload" && sub === undefined) return await reload(config, io);
     if (cmd === "quarantine") return await quarantineCommand(sub, rest, config, io);
     throw new UsageError(`unknown command '${args.join(" ")}'`);
   } catch (err) {
@@ -429,6 +434,20 @@ async function agentRevoke(
     return 1;
   }
   io.out(`in force in the running proxy: ${body.closed ?? 0} connection(s) closed`);
+  return 0;
+}
+
+async function reload(config: ProxyConfig, io: CliIo): Promise<number> {
+  const res = await askProxy(config, io, "/reload");
+  if (!res) return 1;
+  const body = (await res.json()) as { closed?: number; error?: string };
+  if (!res.ok) {
+    io.err(`error: the proxy kept what it had: ${body.error ?? res.status}`);
+    return 1;
+  }
+  io.out(
+    `reloaded: policy and secrets; ${body.closed ?? 0} connection(s) the policy no longer admits closed`,
+  );
   return 0;
 }
 

@@ -12,6 +12,8 @@ export interface AdminState {
   readonly version: string;
   /** Reads the live policy again and puts it in force; how many connections it closed. */
   readonly reloadPolicy?: () => number;
+  /** Reads the secrets file again and puts it in force (as SIGHUP does). */
+  readonly reloadSecrets?: () => Promise<void>;
   /** Readiness: false while starting or draining. */
   ready(): boolean;
   /** Log-safe facts for the status page (names and counts only). */
@@ -79,6 +81,19 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
       return c.json({ reloaded: true, closed: state.reloadPolicy() });
     } catch (e) {
       return c.json({ error: e instanceof ConfigError ? e.message : "policy reload failed" }, 400);
+    }
+  });
+
+  // Everything SIGHUP reloads, for an operator who cannot signal the process (`npm start`
+  // runs it under npm, which does not pass SIGHUP on): the policy, then the secrets.
+  app.post("/reload", async (c) => {
+    if (!state.reloadPolicy || !state.reloadSecrets) return c.json({ error: "not available" }, 404);
+    try {
+      const closed = state.reloadPolicy();
+      await state.reloadSecrets();
+      return c.json({ reloaded: true, closed });
+    } catch (e) {
+      return c.json({ error: e instanceof ConfigError ? e.message : "reload failed" }, 400);
     }
   });
 

@@ -586,6 +586,8 @@ export async function startProxy(
   let ready = true;
   switchReady = true;
   if (changedEarly) sourcesChanged();
+  /** The running proxy, for admin actions that call its reloads (set once it is built). */
+  let self: RunningProxy | undefined;
   /** Put a new policy in force; connections it no longer admits are closed (how many). */
   const reloadPolicy = (next: LivePolicy): number => {
     deny = denylistSets(next.deny);
@@ -610,6 +612,10 @@ export async function startProxy(
     ready: () => ready,
     reloadPolicy: () =>
       reloadPolicy((options.policySource ?? (() => loadLivePolicy(options.env ?? process.env)))()),
+    reloadSecrets: async () => {
+      if (!self) throw new Error("not started");
+      await self.reloadSecrets();
+    },
     ...(quarantine
       ? {
           quarantine: {
@@ -655,7 +661,7 @@ export async function startProxy(
     "proxy started",
   );
 
-  return {
+  const running: RunningProxy = {
     port,
     adminPort: adminServer.port,
     config,
@@ -712,6 +718,8 @@ export async function startProxy(
       await audit.flush();
     },
   };
+  self = running;
+  return running;
 }
 
 /**

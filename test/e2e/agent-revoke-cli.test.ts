@@ -84,3 +84,21 @@ test("a revocations file that does not read: the reload is refused with its erro
   expect((await h.curl([`https://localhost:${up.port}/b2`], "agent-b")).status).toBe(200);
   expect((await h.curl([`https://localhost:${up.port}/a2`], "agent-a")).status).not.toBe(200);
 });
+
+test("reload: what SIGHUP reloads, through the admin API (for npm start, which does not pass SIGHUP on)", async () => {
+  const file = join(dirname(h.caBundlePath), "revoked.json");
+  await writeFile(file, "{not json");
+  const bad = await cli(["reload"]);
+  expect(bad.code).toBe(1);
+  // Named with its file (the CLI reads the configuration as the proxy would, first).
+  expect(bad.err).toContain("revoked.json is not valid JSON");
+  await writeFile(file, JSON.stringify({ revoked: [] }));
+  const before = (await h.auditWhere((l) => l.evt === "reload", 0)).length;
+  const ok = await cli(["reload"]);
+  expect(ok).toMatchObject({ code: 0, err: "" });
+  expect(ok.out).toContain("reloaded: policy and secrets");
+  // Both reloaded: the policy (agent-a no longer revoked) and the secrets.
+  const lines = await h.auditWhere((l) => l.evt === "reload", before + 2);
+  expect(lines.some((l) => l.msg === "secrets reloaded")).toBe(true);
+  expect((await h.curl([`https://localhost:${up.port}/a3`], "agent-a")).status).toBe(200);
+});
