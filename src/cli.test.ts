@@ -266,6 +266,9 @@ describe("an operator's commands (issue 18)", () => {
       ["ca", "bundle"],
       ["secrets", "check"],
       ["quarantine", "release"],
+      ["agent", "revoke"],
+      ["policy", "test"],
+      ["reload"],
     ]) {
       const r = await cli([...words, "--help"]);
       expect(r.code).toBe(0);
@@ -311,6 +314,22 @@ describe("an operator's commands (issue 18)", () => {
       expect(r.stdout).toContain(`export ${v}='${ca}'`);
     }
     expect((await cli(["agent", "env", "../etc"])).code).toBe(2);
+  });
+
+  test("policy test: the decision and the swaps for one request, exit 1 when refused", async () => {
+    const env = { SLAPENIR_ALLOW: "GET api.github.com/repos/**" };
+    const ok = await cli(
+      ["policy", "test", "agent-x", "GET", "https://api.github.com/repos/a/b"],
+      env,
+    );
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain("allowed by allow[0] GET api.github.com/repos/**");
+    const no = await cli(
+      ["policy", "test", "agent-x", "POST", "https://api.github.com/repos/a/b"],
+      env,
+    );
+    expect(no.code).toBe(1);
+    expect(no.stdout).toContain("refused 403");
   });
 
   test("check reads the configuration as the proxy would at start, and names what is wrong", async () => {

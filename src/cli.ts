@@ -14,6 +14,7 @@ import {
   readRevocationFile,
   revocationsPath,
 } from "./config/proxy-config.ts";
+import { SecretState } from "./credentials/secret-state.ts";
 import { disposeSources, loadSecretsFile } from "./credentials/secrets.ts";
 import { fetcherFor, SourceError } from "./credentials/sources/fetch-source.ts";
 import { startForwarder } from "./net/forwarder.ts";
@@ -21,6 +22,8 @@ import { AGENT_DEFAULT_DAYS, EMBEDDED_CA_FILES, EmbeddedCa } from "./pki/embedde
 import { PkiError } from "./pki/pki-error.ts";
 import { normalizeSerialHex, x509 } from "./pki/x509.ts";
 import { AGENT_NAME_RE } from "./policy/agent-name.ts";
+import { compileLivePolicy } from "./policy/egress-policy.ts";
+import { explainRequest } from "./policy/policy-test.ts";
 
 const COMMANDS: Record<string, string> = {
   init: `init
@@ -54,6 +57,10 @@ const COMMANDS: Record<string, string> = {
   Ask the running proxy to read its policy, revocations and secrets again (what SIGHUP does,
   for a proxy started with npm start, which does not pass SIGHUP on). A file that does not
   read is refused with its error and the proxy keeps what it had.`,
+  "policy test": `policy test AGENT METHOD URL
+  What the proxy would decide for one request, with no traffic sent: the allow rule that admits
+  it or the refusal, the path as the rules read it, and which credentials would be swapped
+  where (names only). Exit 0 when it would be allowed, 1 when refused.`,
   "ca bundle": `ca bundle
   Print the CA bundle PEM an agent must trust (the proxy's and the interception CA's roots).`,
   "secrets check": `secrets check FILE
@@ -131,6 +138,7 @@ export async function runCli(
       );
     if (cmd === "check" && sub === undefined) return await check(config, io, cwd);
     if (cmd === "reload" && sub === undefined) return await reload(config, io);
+    if (cmd === "policy" && sub === "test") return await policyTest(rest, config, io, cwd);
     if (cmd === "quarantine") return await quarantineCommand(sub, rest, config, io);
     throw new UsageError(`unknown command '${args.join(" ")}'`);
   } catch (err) {
@@ -435,6 +443,34 @@ async function agentRevoke(
   }
   io.out(`in force in the running proxy: ${body.closed ?? 0} connection(s) closed`);
   return 0;
+}
+
+async function policyTest(
+  rest: readonly string[],
+  config: ProxyConfig,
+  io: CliIo,
+  cwd: string,
+): Promise<number> {
+  if (rest.length !== 3) throw new UsageError("policy test takes AGENT METHOD URL");
+  const [agent, method, url] = rest as [string, string, string];
+  const secrets = config.tokensJson ? await loadSecretsFile(resolve(cwd, config.tokensJson)) : null;
+  const state = secrets ? SecretState.compile(secrets) : null;
+  try {
+    const r = explainRequest(
+      { agent, method, url },
+      compileLivePolicy(config.policy),
+      state,
+      config.policy.deny,
+    );
+    for (const line of r.lines) io.out(line);
+    return r.allowed ? 0 : 1;
+  } finally {
+    state?.dispose();
+    if (secrets) {
+      disposeSources(secrets);
+      secrets.dispose();
+    }
+  }
 }
 
 async function reload(config: ProxyConfig, io: CliIo): Promise<number> {

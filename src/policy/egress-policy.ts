@@ -4,6 +4,7 @@
 // hosts are not even looked up — THREATS 20) and never allow a host it could not canonicalise.
 // Address checks on the resolved IP are address-class.ts's job, at connect time.
 
+import type { LivePolicy } from "../config/proxy-config.ts";
 import { canonicalHost, formatAuthority } from "./host.ts";
 import { type HostPattern, parseHostPattern } from "./host-pattern.ts";
 import { HostPatternSet } from "./host-pattern-set.ts";
@@ -166,4 +167,15 @@ function allowedBy(r: EgressRequest, target: string, rule: string): EgressVerdic
 
 function isParsed(x: unknown): x is HostPattern {
   return typeof x === "object" && x !== null && "pattern" in x && "kind" in x;
+}
+
+/** The egress policy of a live policy (allowlists, global and per agent) as configured. */
+export function compileLivePolicy(live: LivePolicy): EgressPolicy {
+  const rule = (r: LivePolicy["allow"][number]): EgressRuleSpec => ({
+    host: r.pattern,
+    scope: r.scope,
+  });
+  const agents: Record<string, EgressRuleSpec[]> = {};
+  for (const [agent, rules] of live.agentAllow) agents[agent] = rules.map(rule);
+  return compileEgressPolicy({ allow: live.allow.map(rule), agents });
 }

@@ -54,11 +54,7 @@ import { EmbeddedCa } from "../pki/embedded-ca.ts";
 import { LeafCache } from "../pki/leaf-cache.ts";
 import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
 import { addressVerdict } from "../policy/address-class.ts";
-import {
-  compileEgressPolicy,
-  type EgressPolicy,
-  type EgressRuleSpec,
-} from "../policy/egress-policy.ts";
+import { compileLivePolicy } from "../policy/egress-policy.ts";
 import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
 
 export const VERSION = "0.1.0";
@@ -113,16 +109,6 @@ export interface StartOptions {
    * reload; default: from `env` and the working directory, as SIGHUP reads it.
    */
   readonly policySource?: () => LivePolicy;
-}
-
-function egressFrom(live: LivePolicy): EgressPolicy {
-  const rule = (r: LivePolicy["allow"][number]): EgressRuleSpec => ({
-    host: r.pattern,
-    scope: r.scope,
-  });
-  const agents: Record<string, EgressRuleSpec[]> = {};
-  for (const [agent, rules] of live.agentAllow) agents[agent] = rules.map(rule);
-  return compileEgressPolicy({ allow: live.allow.map(rule), agents });
 }
 
 interface Pki {
@@ -208,7 +194,7 @@ export async function startProxy(
   const marker = interceptionCaMarker(pki.interception.cert);
   // The live policy: replaced whole by reloadPolicy; every decision reads the current one.
   let deny = denylistSets(config.policy.deny);
-  let policy = egressFrom(config.policy);
+  let policy = compileLivePolicy(config.policy);
   const identities = new AgentIdentityCache();
   const now = options.identityClock ?? (() => new Date());
   const rules = (): IdentityRules => ({ interceptionCa: marker, ...deny, now: now() });
@@ -591,7 +577,7 @@ export async function startProxy(
   /** Put a new policy in force; connections it no longer admits are closed (how many). */
   const reloadPolicy = (next: LivePolicy): number => {
     deny = denylistSets(next.deny);
-    policy = egressFrom(next);
+    policy = compileLivePolicy(next);
     const closed = front.recheck();
     audit.event(
       "reload",
