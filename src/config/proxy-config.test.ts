@@ -27,7 +27,7 @@ test("embedded defaults", () => {
   const c = loadProxyConfig({}, "/srv/app");
   expect(c).toEqual({
     listen: { host: "127.0.0.1", port: 8443 },
-    adminListen: { host: "127.0.0.1", port: 9090 },
+    adminListen: { host: "127.0.0.1", port: 8081 },
     home: "/srv/app/.slapenir",
     certificates: { mode: "embedded", home: "/srv/app/.slapenir", serverNames: [] },
     tokensJson: undefined,

@@ -213,7 +213,7 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
 
   const config: ProxyConfig = {
     listen: listenAddress(env, "SLAPENIR_LISTEN", "127.0.0.1:8443"),
-    adminListen: listenAddress(env, "SLAPENIR_ADMIN_LISTEN", "127.0.0.1:9090"),
+    adminListen: listenAddress(env, "SLAPENIR_ADMIN_LISTEN", "127.0.0.1:8081"),
     home,
     certificates,
     tokensJson: nonEmpty(env, "TOKENS_JSON") && resolve(cwd, env.TOKENS_JSON!),

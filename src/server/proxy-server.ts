@@ -725,7 +725,7 @@ function cannotListen(e: unknown, host: string, port: number, variable: string):
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   const why =
     code === "EADDRINUSE"
-      ? "the address is already in use (another proxy? 9090 is also Prometheus's default)"
+      ? "the address is already in use (another proxy, or another service on that port)"
       : code === "EACCES"
         ? "permission denied (ports below 1024 need privileges)"
         : code === "EADDRNOTAVAIL"
