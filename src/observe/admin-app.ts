@@ -5,6 +5,7 @@
 import { Hono } from "hono";
 import { ConfigError } from "../config/config-error.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
+import type { AgentView, ExchangeView } from "./activity.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 
 export interface AdminState {
@@ -12,6 +13,13 @@ export interface AdminState {
   readonly version: string;
   /** Reads the live policy again and puts it in force; how many connections it closed. */
   readonly reloadPolicy?: () => number;
+  /** Traffic as the status view shows it (observe/activity.ts), with live connection counts. */
+  readonly activity?: {
+    recent(filter: { agent?: string; decision?: string }): readonly ExchangeView[];
+    agents(): readonly (AgentView & { connections: number; quarantined: boolean })[];
+    reasons(): readonly { code: string; count: number }[];
+    certificateExpiresAt(): string | null;
+  };
   /** Reads the secrets file again and puts it in force (as SIGHUP does). */
   readonly reloadSecrets?: () => Promise<void>;
   /** Readiness: false while starting or draining. */
@@ -49,14 +57,101 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
     return c.body(body, 200, { "content-type": metrics.registry.contentType });
   });
 
+  // The operator's view: the proxy's summary, agents, refusals by reason and the latest
+  // exchanges (`?agent=` and `?decision=` filter them). JSON for `Accept: application/json`.
   app.get("/status", (c) => {
-    const rows = Object.entries(state.summary())
+    const filter = {
+      ...(c.req.query("agent") ? { agent: c.req.query("agent")! } : {}),
+      ...(c.req.query("decision") ? { decision: c.req.query("decision")! } : {}),
+    };
+    const act = state.activity;
+    const view = {
+      version: state.version,
+      uptimeSeconds: Math.round((Date.now() - state.startedAt) / 1000),
+      summary: state.summary(),
+      certificateExpiresAt: act?.certificateExpiresAt() ?? null,
+      agents: act?.agents() ?? [],
+      reasons: act?.reasons() ?? [],
+      recent: act?.recent(filter).slice(0, 100) ?? [],
+    };
+    if ((c.req.header("accept") ?? "").includes("application/json")) return c.json(view);
+    const table = (head: string[], rows: (string | number | boolean)[][]) =>
+      `<table><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join("")}</tr>${rows
+        .map((r) => `<tr>${r.map((v) => `<td>${escapeHtml(String(v))}</td>`).join("")}</tr>`)
+        .join("")}</table>`;
+    const summary = Object.entries({
+      ...view.summary,
+      uptime: `${view.uptimeSeconds} s`,
+      "server certificate expires": view.certificateExpiresAt ?? "-",
+    })
       .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`)
       .join("");
     const html = `<!doctype html><meta charset="utf-8"><title>SLAPENIR status</title>
-<style>body{font:14px system-ui;margin:2em}th{text-align:left;padding-right:2em}</style>
-<h1>SLAPENIR ${escapeHtml(state.version)}</h1><table>${rows}</table>
-<p><a href="/metrics">metrics</a> · <a href="/health">health</a></p>`;
+<style>body{font:14px system-ui;margin:2em}th{text-align:left;padding-right:1.5em}td{padding-right:1.5em}table{margin-bottom:1.5em}</style>
+<h1>SLAPENIR ${escapeHtml(state.version)}</h1>
+<table>${summary}</table>
+<h2>Agents</h2>
+${table(
+  [
+    "agent",
+    "connections",
+    "requests",
+    "denied",
+    "errors",
+    "swaps",
+    "redactions",
+    "violations",
+    "quarantined",
+    "last seen",
+  ],
+  view.agents.map((a) => [
+    a.agent,
+    a.connections,
+    a.requests,
+    a.denied,
+    a.errors,
+    a.swaps,
+    a.redactions,
+    a.violations,
+    a.quarantined ? "yes" : "",
+    a.lastSeen,
+  ]),
+)}
+<h2>Refused and failed, by reason</h2>
+${table(
+  ["reason", "count"],
+  view.reasons.map((r) => [r.code, r.count]),
+)}
+<h2>Latest exchanges</h2>
+${table(
+  [
+    "time",
+    "agent",
+    "method",
+    "host",
+    "path",
+    "decision",
+    "status",
+    "reason",
+    "swaps",
+    "redactions",
+    "ms",
+  ],
+  view.recent.map((e) => [
+    e.at,
+    e.agent,
+    e.method,
+    `${e.host}:${e.port}`,
+    e.path,
+    e.decision,
+    e.status,
+    e.code ?? "",
+    e.swaps,
+    e.redactions,
+    e.durationMs,
+  ]),
+)}
+<p><a href="/metrics">metrics</a> · <a href="/health">health</a> · <a href="/status?decision=deny">denials</a></p>`;
     return c.html(html);
   });
 

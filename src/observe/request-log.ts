@@ -54,6 +54,8 @@ export interface RequestLogOptions {
   readonly digest?: { readonly windowMs?: number; readonly now?: () => number };
   /** Told every request's outcome once it is written (violations, reflections: server/). */
   readonly onOutcome?: (facts: RequestFacts, outcome: TraceOutcome, trace: Trace) => void;
+  /** Told every request's record as the audit log gets it (digested refusals too). */
+  readonly onRecord?: (record: RequestRecord, outcome: TraceOutcome) => void;
 }
 
 export class RequestLog {
@@ -62,6 +64,7 @@ export class RequestLog {
   readonly #logSafe: () => LogSafe;
   readonly #digest: RefusalDigest<RequestRecord>;
   readonly #onOutcome: RequestLogOptions["onOutcome"];
+  readonly #onRecord: RequestLogOptions["onRecord"];
 
   /** `logSafe`: the redactor of the credentials in force (asked per line: they reload). */
   constructor(
@@ -74,6 +77,7 @@ export class RequestLog {
     this.#metrics = metrics;
     this.#logSafe = logSafe;
     this.#onOutcome = options.onOutcome;
+    this.#onRecord = options.onRecord;
     this.#digest = new RefusalDigest(
       (r, repeated) => audit.request(repeated ? { ...r, repeated } : r),
       options.digest ?? {},
@@ -129,6 +133,7 @@ export class RequestLog {
     m.bytes.inc({ agent, direction: "in" }, trace.bytesIn);
     m.bytes.inc({ agent, direction: "out" }, trace.bytesOut);
     m.latency.observe({ agent }, durationMs / 1000);
+    this.#onRecord?.(record, outcome);
     this.#onOutcome?.(facts, outcome, trace);
   }
 }

@@ -38,6 +38,7 @@ import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
 import { UpstreamClient } from "../net/upstream/client.ts";
 import { type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
 import { relayWebSocket } from "../net/ws-relay.ts";
+import { Activity } from "../observe/activity.ts";
 import { createAdminApp } from "../observe/admin-app.ts";
 import { AuditLog } from "../observe/audit.ts";
 import { ProxyMetrics } from "../observe/metrics.ts";
@@ -376,6 +377,8 @@ export async function startProxy(
     violated(agent, host, port, kinds, trace.redactions);
   };
   /** Violations of one agent's request (or WebSocket message): audited, counted, quarantined. */
+  /** What the status view shows about traffic (observe/activity.ts). */
+  const activity = new Activity();
   const violated = (
     agent: string,
     host: string,
@@ -385,6 +388,7 @@ export async function startProxy(
   ) => {
     const where = `${agent}\n${host}:${port}`;
     for (const kind of kinds) {
+      activity.violation(agent, Date.now());
       metrics.violations.inc({ agent, kind });
       const fields = { agent, kind, host: state.scrub(host), port };
       notices.refuse(`violation ${kind}`, where, {
@@ -403,7 +407,10 @@ export async function startProxy(
     );
     front.closeAgent(agent);
   };
-  const log = new RequestLog(audit, metrics, () => state, { onOutcome });
+  const log = new RequestLog(audit, metrics, () => state, {
+    onOutcome,
+    onRecord: (r, outcome) => activity.exchange(r, outcome.code, Date.now()),
+  });
   // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
   // on their address's (before TLS), leaf mints on the agent's.
   const bucket = (r: Rate | undefined) =>
@@ -614,6 +621,21 @@ export async function startProxy(
           },
         }
       : {}),
+    activity: {
+      recent: (f) => activity.recent(f),
+      agents: () => {
+        const open = new Map(front.perAgentConnections());
+        const held = new Map((quarantine?.list() ?? []).map((q) => [q.agent, q]));
+        return activity.agents().map((a) => ({
+          ...a,
+          connections: open.get(a.agent) ?? 0,
+          quarantined: held.has(a.agent),
+        }));
+      },
+      reasons: () => activity.reasons(),
+      certificateExpiresAt: () =>
+        Number.isFinite(serverNotAfter) ? new Date(serverNotAfter).toISOString() : null,
+    },
     summary: () => ({
       version: VERSION,
       listen: `${config.listen.host}:${port}`,

@@ -67,3 +67,47 @@ test("after a swap, a redaction and a denial, promtool finds nothing wrong; the 
   ]);
   expect({ code, problems: `${out}${err}`.trim() }).toEqual({ code: 0, problems: "" });
 });
+
+test("/status: agents with their counts, refusals by reason, the latest exchanges — as JSON and HTML, never a value", async () => {
+  // A request whose path carries the real value: refused, and shown without it.
+  const leak = await h.curl([`https://localhost:${up.port}/p?token=${REAL}`]);
+  expect(leak.status).toBe(403);
+  await h.auditWhere(
+    (l) => l.evt === "request" && l.decision === "deny" && String(l.path).startsWith("/p"),
+  );
+  const base = `http://127.0.0.1:${h.proxy.adminPort}/status`;
+  const json = (await (await fetch(base, { headers: { accept: "application/json" } })).json()) as {
+    uptimeSeconds: number;
+    certificateExpiresAt: string;
+    agents: {
+      agent: string;
+      requests: number;
+      denied: number;
+      swaps: number;
+      redactions: number;
+      connections: number;
+    }[];
+    reasons: { code: string; count: number }[];
+    recent: { agent: string; path: string; decision: string; code?: string }[];
+  };
+  const a = json.agents.find((x) => x.agent === "agent-a")!;
+  expect(a.requests).toBeGreaterThanOrEqual(3);
+  expect(a.denied).toBeGreaterThanOrEqual(2);
+  expect(a.swaps).toBeGreaterThanOrEqual(1);
+  expect(a.redactions).toBeGreaterThanOrEqual(1);
+  expect(json.reasons.map((r) => r.code)).toEqual(
+    expect.arrayContaining(["policy-denied", "dlp-blocked"]),
+  );
+  expect(json.recent[0]).toMatchObject({ agent: "agent-a", decision: "deny", code: "dlp-blocked" });
+  expect(Date.parse(json.certificateExpiresAt)).toBeGreaterThan(Date.now());
+  // Filtered to denials only.
+  const denials = (await (
+    await fetch(`${base}?decision=deny`, { headers: { accept: "application/json" } })
+  ).json()) as { recent: { decision: string }[] };
+  expect(denials.recent.length).toBeGreaterThanOrEqual(2);
+  expect(denials.recent.every((e) => e.decision === "deny")).toBe(true);
+  const html = await (await fetch(base)).text();
+  expect(html).toContain("<h2>Agents</h2>");
+  expect(html).toContain("dlp-blocked");
+  for (const page of [JSON.stringify(json), html]) expect(page.includes(REAL)).toBe(false);
+});
