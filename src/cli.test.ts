@@ -269,6 +269,7 @@ describe("an operator's commands (issue 18)", () => {
       ["agent", "revoke"],
       ["policy", "test"],
       ["reload"],
+      ["doctor"],
     ]) {
       const r = await cli([...words, "--help"]);
       expect(r.code).toBe(0);
@@ -332,6 +333,35 @@ describe("an operator's commands (issue 18)", () => {
     expect(no.stdout).toContain("refused 403");
   });
 
+  test("doctor: ports, PKI, agents and configuration, exit 1 on what would stop the proxy", async () => {
+    // A port held by something else is a failure, named with its variable.
+    const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const r = await cli(["doctor"], {
+        SLAPENIR_LISTEN: `127.0.0.1:${holder.port}`,
+        SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+        SLAPENIR_ALLOW: "api.github.com",
+      });
+      expect(r.code).toBe(1);
+      expect(r.stdout).toContain(
+        `fail  SLAPENIR_LISTEN 127.0.0.1:${holder.port} is in use by something else`,
+      );
+      // The PKI made by the tests above, and their agents, read and judged by expiry.
+      expect(r.stdout).toMatch(/^ok {4}root-ca\.crt expires /m);
+      expect(r.stdout).toMatch(/^ok {4}agent ops-a expires /m);
+      expect(r.stdout).toContain("doctor: 1 problem(s)");
+    } finally {
+      holder.stop(true);
+    }
+    const free = await cli(["doctor"], {
+      SLAPENIR_LISTEN: "127.0.0.1:0",
+      SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+    });
+    expect(free.code).toBe(0);
+    expect(free.stdout).toContain("warn  egress: no allow rule, every destination denied");
+    expect(free.stdout).toContain("doctor: nothing stops the proxy here");
+  });
+
   test("check reads the configuration as the proxy would at start, and names what is wrong", async () => {
     const secrets = join(dir, "check-secrets.json");
     await writeFile(
@@ -362,5 +392,16 @@ describe("an operator's commands (issue 18)", () => {
     const badEnv = await cli(["check"], { SLAPENIR_LISTEN: "nowhere" });
     expect(badEnv.code).toBe(1);
     expect(badEnv.stderr).toContain("SLAPENIR_LISTEN");
+  });
+});
+
+describe("judgeExpiry", () => {
+  test("expired fails, within the warning days warns, later is ok", async () => {
+    const { judgeExpiry } = await import("./cli.ts");
+    const now = Date.parse("2026-12-05T00:00:00Z");
+    expect(judgeExpiry(new Date(now - 1), now)).toBe("fail");
+    expect(judgeExpiry(new Date(now + 6 * 86_400_000), now)).toBe("warn");
+    expect(judgeExpiry(new Date(now + 8 * 86_400_000), now)).toBe("ok");
+    expect(judgeExpiry(new Date(now + 20 * 86_400_000), now, 30)).toBe("warn");
   });
 });

@@ -6,6 +6,7 @@
 
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
 import {
@@ -57,6 +58,11 @@ const COMMANDS: Record<string, string> = {
   Ask the running proxy to read its policy, revocations and secrets again (what SIGHUP does,
   for a proxy started with npm start, which does not pass SIGHUP on). A file that does not
   read is refused with its error and the proxy keeps what it had.`,
+  doctor: `doctor
+  Check what a proxy here needs, without changing anything: the configuration, the listen and
+  admin ports (free, or held by a running proxy that answers), the embedded PKI and every agent
+  certificate (missing, expired, or expiring within 7 days), upstream trust, the allowlist.
+  Exit 1 when something would stop the proxy or an agent.`,
   "policy test": `policy test AGENT METHOD URL
   What the proxy would decide for one request, with no traffic sent: the allow rule that admits
   it or the refusal, the path as the rules read it, and which credentials would be swapped
@@ -138,6 +144,7 @@ export async function runCli(
       );
     if (cmd === "check" && sub === undefined) return await check(config, io, cwd);
     if (cmd === "reload" && sub === undefined) return await reload(config, io);
+    if (cmd === "doctor" && sub === undefined) return await doctor(config, io, cwd);
     if (cmd === "policy" && sub === "test") return await policyTest(rest, config, io, cwd);
     if (cmd === "quarantine") return await quarantineCommand(sub, rest, config, io);
     throw new UsageError(`unknown command '${args.join(" ")}'`);
@@ -471,6 +478,101 @@ async function policyTest(
       secrets.dispose();
     }
   }
+}
+
+const DAY_MS = 86_400_000;
+
+/** A certificate's expiry judged: expired fails, within `warnDays` warns. */
+export function judgeExpiry(notAfter: Date, now: number, warnDays = 7): "ok" | "warn" | "fail" {
+  const left = notAfter.getTime() - now;
+  return left <= 0 ? "fail" : left < warnDays * DAY_MS ? "warn" : "ok";
+}
+
+/** Whether host:port can be bound now (false: something holds it). */
+function portFree(host: string, port: number): Promise<boolean> {
+  return new Promise((ok) => {
+    const srv = createServer();
+    srv.once("error", () => ok(false));
+    srv.listen(port, host, () => srv.close(() => ok(true)));
+  });
+}
+
+async function doctor(config: ProxyConfig, io: CliIo, cwd: string): Promise<number> {
+  let failed = 0;
+  const say = (state: "ok" | "warn" | "fail", what: string) => {
+    if (state === "fail") failed += 1;
+    io.out(`${state.padEnd(4)}  ${what}`);
+  };
+  const now = Date.now();
+  say("ok", `configuration reads (${config.policy.allow.length} allow rule(s))`);
+  if (config.tokensJson) {
+    try {
+      const secrets = await loadSecretsFile(resolve(cwd, config.tokensJson));
+      say("ok", `credentials: ${secrets.redacted().length} in ${config.tokensJson}`);
+      disposeSources(secrets);
+      secrets.dispose();
+    } catch (e) {
+      say(
+        "fail",
+        `credentials: ${e instanceof ConfigError ? e.message : "the file does not read"}`,
+      );
+    }
+  } else say("warn", "credentials: none (TOKENS_JSON unset): nothing is swapped or redacted");
+  if (config.policy.allow.length === 0)
+    say("warn", "egress: no allow rule, every destination denied (SLAPENIR_ALLOW)");
+  // A running proxy holds the ports it listens on: that is no fault.
+  const health = await askProxy(config, { out: () => {}, err: () => {} }, "/health", "GET");
+  const running = health?.ok === true;
+  if (running)
+    say(
+      "ok",
+      `a proxy is running here (admin ${config.adminListen.host}:${config.adminListen.port} answers)`,
+    );
+  for (const [name, l] of [
+    ["SLAPENIR_LISTEN", config.listen],
+    ["SLAPENIR_ADMIN_LISTEN", config.adminListen],
+  ] as const) {
+    if (running) continue;
+    if (await portFree(l.host, l.port)) say("ok", `${name} ${l.host}:${l.port} is free`);
+    else say("fail", `${name} ${l.host}:${l.port} is in use by something else`);
+  }
+  const home = config.certificates.home;
+  if (config.certificates.mode === "embedded") {
+    for (const [file, warnDays] of [
+      [EMBEDDED_CA_FILES.rootCert, 30],
+      [EMBEDDED_CA_FILES.interceptionCert, 14],
+      [EMBEDDED_CA_FILES.serverCert, 7],
+    ] as const) {
+      const path = join(home, file);
+      if (!existsSync(path)) {
+        say(
+          running ? "fail" : "warn",
+          `${path} missing (bun run slapenir -- init, or the proxy's start, creates it)`,
+        );
+        continue;
+      }
+      const cert = new x509.X509Certificate(await readFile(path, "utf8"));
+      say(
+        judgeExpiry(cert.notAfter, now, warnDays),
+        `${file} expires ${cert.notAfter.toISOString()}`,
+      );
+    }
+  } else say("ok", `certificates from Step-CA (${config.certificates.dir})`);
+  const agents = join(home, EMBEDDED_CA_FILES.agentsDir);
+  const certs = existsSync(agents) ? (await readdir(agents)).filter((f) => f.endsWith(".crt")) : [];
+  if (certs.length === 0) say("warn", "no agent certificate yet (agent issue NAME)");
+  for (const f of certs.sort()) {
+    const cert = new x509.X509Certificate(await readFile(join(agents, f), "utf8"));
+    say(
+      judgeExpiry(cert.notAfter, now),
+      `agent ${f.slice(0, -4)} expires ${cert.notAfter.toISOString()}`,
+    );
+  }
+  if (config.upstreamCaFile)
+    say("ok", `upstream trust: the system store and ${config.upstreamCaFile}`);
+  else say("ok", "upstream trust: the system store");
+  io.out(failed === 0 ? "doctor: nothing stops the proxy here" : `doctor: ${failed} problem(s)`);
+  return failed === 0 ? 0 : 1;
 }
 
 async function reload(config: ProxyConfig, io: CliIo): Promise<number> {
