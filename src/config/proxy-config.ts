@@ -308,20 +308,24 @@ export interface Revocation {
   readonly revokedAt: string;
 }
 
-/** The revocations file: `{"revoked": [{agent, serial, revokedAt}]}`; none when it is absent. */
-export function readRevocationFile(path: string): Revocation[] {
-  if (!existsSync(path)) return [];
-  let doc: unknown;
+/** A JSON file a variable names: a file that does not read, or is not JSON, is named. */
+function readJsonFile(path: string, variable: string): unknown {
   try {
-    doc = JSON.parse(readFileSync(path, "utf8"));
+    return JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError(
       code ? "file-unreadable" : "bad-json",
       code ? `${path} cannot be read (${code})` : `${path} is not valid JSON`,
-      "SLAPENIR_REVOKED_FILE",
+      variable,
     );
   }
+}
+
+/** The revocations file: `{"revoked": [{agent, serial, revokedAt}]}`; none when it is absent. */
+export function readRevocationFile(path: string): Revocation[] {
+  if (!existsSync(path)) return [];
+  const doc = readJsonFile(path, "SLAPENIR_REVOKED_FILE");
   const list = isObject(doc) ? doc.revoked : undefined;
   if (!Array.isArray(list)) {
     throw new ConfigError(
@@ -407,17 +411,7 @@ function readPolicyFile(env: Env, cwd: string): PolicyFile {
   const file = nonEmpty(env, "SLAPENIR_POLICY");
   if (file === undefined) return out;
   const path = resolve(cwd, file);
-  let doc: unknown;
-  try {
-    doc = JSON.parse(readFileSync(path, "utf8"));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ConfigError(
-      code ? "file-unreadable" : "bad-json",
-      code ? `${path} cannot be read (${code})` : `${path} is not valid JSON`,
-      "SLAPENIR_POLICY",
-    );
-  }
+  const doc = readJsonFile(path, "SLAPENIR_POLICY");
   const where = `SLAPENIR_POLICY ${path}`;
   if (!isObject(doc)) throw new ConfigError("bad-shape", "must be a JSON object", where);
   for (const key of Object.keys(doc)) {

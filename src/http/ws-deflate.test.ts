@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { constants, createDeflateRaw, deflateRawSync, inflateRawSync } from "node:zlib";
+import { constants, deflateRawSync, inflateRawSync } from "node:zlib";
+import { contextDeflater } from "../../test/support/ws-agent.ts";
 import {
   agentTerms,
   DEFLATE_THRESHOLD,
@@ -76,24 +77,9 @@ describe("the answer to an agent's offers", () => {
 
 /** Messages compressed with one context, tails removed (as a peer with context takeover sends). */
 async function withContext(texts: string[], windowBits = 15): Promise<Buffer[]> {
-  const z = createDeflateRaw({ windowBits });
+  const compress = contextDeflater(windowBits);
   const out: Buffer[] = [];
-  for (const t of texts) {
-    out.push(
-      await new Promise<Buffer>((done) => {
-        const parts: Buffer[] = [];
-        const on = (b: Buffer) => parts.push(b);
-        z.on("data", on);
-        z.write(Buffer.from(t));
-        z.flush(constants.Z_SYNC_FLUSH, () => {
-          z.off("data", on);
-          const d = Buffer.concat(parts);
-          done(d.subarray(0, d.length - 4));
-        });
-      }),
-    );
-  }
-  z.close();
+  for (const t of texts) out.push(await compress(t));
   return out;
 }
 

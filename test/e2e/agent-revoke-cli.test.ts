@@ -10,6 +10,7 @@ import { dirname, join } from "node:path";
 import { loadLivePolicy } from "../../src/config/proxy-config.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { openTunnel, readUntilClosed } from "../support/raw-agent.ts";
+import { runProcess } from "../support/run-process.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const CLI = join(import.meta.dir, "../../src/cli.ts");
@@ -26,23 +27,14 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function cli(args: string[]) {
-  const p = Bun.spawn(["bun", CLI, ...args], {
+const cli = (args: string[]) =>
+  runProcess(["bun", CLI, ...args], {
     env: {
       PATH: process.env.PATH ?? "",
       SLAPENIR_HOME: dirname(h.caBundlePath),
       SLAPENIR_ADMIN_LISTEN: `127.0.0.1:${h.proxy.adminPort}`,
     },
-    stdout: "pipe",
-    stderr: "pipe",
   });
-  const [out, err, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { out, err, code };
-}
 
 test("agent revoke: in force at once in the running proxy, recorded for the next start", async () => {
   const target = `localhost:${up.port}`;

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { runProcess } from "../support/run-process.ts";
 
 const CLI = join(import.meta.dir, "../../src/cli.ts");
 const DUMMY = "fwd-dummy-0000000000000001";
@@ -122,20 +123,8 @@ afterAll(async () => {
 
 const url = (path: string) => `https://tools.test:${upstream.port}${path}`;
 
-async function run(cmd: string[], extra: Record<string, string> = {}) {
-  const p = Bun.spawn(cmd, {
-    env: { ...env, ...extra },
-    cwd: work,
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [out, err, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { out, err, code };
-}
+const run = (cmd: string[], extra: Record<string, string> = {}) =>
+  runProcess(cmd, { env: { ...env, ...extra }, cwd: work });
 
 /** The request reached the upstream as agent-a's: the dummy became the real token. */
 const arrived = (path: string) =>

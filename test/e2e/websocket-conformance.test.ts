@@ -9,8 +9,6 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type tls from "node:tls";
-import { createServer as createTlsServer } from "node:tls";
-import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import {
   CLOSE,
   closePayload,
@@ -23,6 +21,7 @@ import {
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel } from "../support/raw-agent.ts";
 import { wsAgent } from "../support/ws-agent.ts";
+import { ok101, type RawWsUpstream, startRawWsUpstream } from "../support/ws-raw-upstream.ts";
 
 const CAP = 64 * 1024;
 const MASK = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
@@ -126,7 +125,7 @@ const cases: [string, (d: Dir) => Uint8Array, number][] = [
 ];
 
 let h: Harness;
-let raw: tls.Server;
+let raw: RawWsUpstream;
 let port = 0;
 /** What the upstream side of the current case does once it has sent its 101. */
 let onOpen: (s: tls.TLSSocket) => void = () => {};
@@ -138,24 +137,11 @@ beforeAll(async () => {
     env: { SLAPENIR_WS_MAX_MESSAGE_BYTES: String(CAP), SLAPENIR_RATE_LIMIT: "off" },
   });
   const cert = await h.upstreamCa.issue(["ws.test"]);
-  raw = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
-    let buf = Buffer.alloc(0);
-    s.on("error", () => {});
-    const onData = (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      const i = buf.indexOf("\r\n\r\n");
-      if (i < 0) return;
-      s.off("data", onData);
-      const key = /sec-websocket-key:\s*(\S+)/i.exec(buf.toString("latin1"))?.[1] ?? "";
-      s.write(
-        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`,
-      );
-      onOpen(s);
-    };
-    s.on("data", onData);
+  raw = await startRawWsUpstream(cert, (s, key) => {
+    s.write(ok101(key));
+    onOpen(s);
   });
-  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
-  port = (raw.address() as { port: number }).port;
+  port = raw.port;
 });
 
 afterAll(async () => {

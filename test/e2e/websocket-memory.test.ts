@@ -6,15 +6,14 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type tls from "node:tls";
-import { createServer as createTlsServer } from "node:tls";
 import { InlineScanner } from "../../src/body/inline-scanner.ts";
-import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { encodeFrame, FrameReader, OP } from "../../src/http/ws-frames.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readHead, readUntilClosed } from "../support/raw-agent.ts";
 import { wsAgent } from "../support/ws-agent.ts";
 import { startWsFlood } from "../support/ws-flood.ts";
+import { ok101, startRawWsUpstream } from "../support/ws-raw-upstream.ts";
 
 // Matcher streams the relay has open, counted where the relay opens them (the proxy runs in
 // this process): one per message being scanned, let go of when it is scanned or cut.
@@ -141,21 +140,12 @@ test("an agent that stops reading a WebSocket stalls it; short of memory past th
 test("messages queued behind a side that stopped reading hold no matcher stream; all let go when the WebSocket ends (found by an attacker's review)", async () => {
   // An upstream that answers the handshake and then reads nothing.
   const cert = await h.upstreamCa.issue(["ws.test"]);
-  const sockets: tls.TLSSocket[] = [];
-  const raw = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
-    sockets.push(s);
-    s.on("error", () => {});
-    s.once("data", (d: Buffer) => {
-      s.pause();
-      const key = /sec-websocket-key:\s*(\S+)/i.exec(d.toString("latin1"))?.[1] ?? "";
-      s.write(
-        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`,
-      );
-    });
+  const raw = await startRawWsUpstream(cert, (s, key) => {
+    s.pause();
+    s.write(ok101(key));
   });
-  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
   try {
-    const port = (raw.address() as { port: number }).port;
+    const port = raw.port;
     const mask = new Uint8Array([1, 2, 3, 4]);
     const empty = Buffer.from(encodeFrame({ fin: true, opcode: OP.text }, new Uint8Array(0), mask));
     const big = Buffer.from(
@@ -179,11 +169,10 @@ test("messages queued behind a side that stopped reading hold no matcher stream;
     expect(streamsPeak).toBeLessThanOrEqual(2);
     // Both go: the relay ends with hundreds of messages still queued.
     closeTunnel(c.t);
-    for (const s of sockets) s.destroy();
+    for (const s of raw.sockets) s.destroy();
     await h.auditWhere((l) => l.evt === "websocket", before + 1);
     expect(streamsOpen).toBe(0);
   } finally {
-    for (const s of sockets) s.destroy();
     raw.close();
   }
 }, 60_000);
@@ -193,24 +182,15 @@ test("a message sent a byte per frame costs its bytes, not an object per frame (
   // by then the proxy has taken in every frame before it.
   const cert = await h.upstreamCa.issue(["ws.test"]);
   const pings: (() => void)[] = [];
-  const sockets: tls.TLSSocket[] = [];
-  const raw = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
-    sockets.push(s);
-    s.on("error", () => {});
-    s.once("data", (d: Buffer) => {
-      const key = /sec-websocket-key:\s*(\S+)/i.exec(d.toString("latin1"))?.[1] ?? "";
-      s.write(
-        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`,
-      );
-      const reader = new FrameReader({ from: "client", maxFrameBytes: 1 << 20, deflate: false });
-      s.on("data", (x: Buffer) => {
-        for (const e of reader.push(new Uint8Array(x))) {
-          if (e.type === "end" && e.head.opcode === OP.ping) pings.shift()?.();
-        }
-      });
+  const raw = await startRawWsUpstream(cert, (s, key) => {
+    s.write(ok101(key));
+    const reader = new FrameReader({ from: "client", maxFrameBytes: 1 << 20, deflate: false });
+    s.on("data", (x: Buffer) => {
+      for (const e of reader.push(new Uint8Array(x))) {
+        if (e.type === "end" && e.head.opcode === OP.ping) pings.shift()?.();
+      }
     });
   });
-  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
   const SOCKETS = 20;
   const BYTES = 64 * 1024 - 1;
   const mask = new Uint8Array([1, 2, 3, 4]);
@@ -222,7 +202,7 @@ test("a message sent a byte per frame costs its bytes, not an object per frame (
   const trickle = Buffer.concat(frames);
   const ping = Buffer.from(encodeFrame({ fin: true, opcode: OP.ping }, new Uint8Array(0), mask));
   try {
-    const port = (raw.address() as { port: number }).port;
+    const port = raw.port;
     const agents = [];
     for (let i = 0; i < SOCKETS; i++) {
       agents.push(await wsAgent(h, { target: `ws.test:${port}`, offer: null }));
@@ -239,7 +219,6 @@ test("a message sent a byte per frame costs its bytes, not an object per frame (
     expect(grown).toBeLessThan(16 * MiB);
     for (const c of agents) closeTunnel(c.t);
   } finally {
-    for (const s of sockets) s.destroy();
     raw.close();
   }
 }, 60_000);

@@ -8,14 +8,13 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type tls from "node:tls";
-import { createServer as createTlsServer } from "node:tls";
-import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
 import { encodeFrame, OP, readClose } from "../../src/http/ws-frames.ts";
 import { carries } from "../support/hostile-oracle.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openProxyConnection, readToClose } from "../support/raw-agent.ts";
 import type { TestCert } from "../support/test-pki.ts";
 import { wsAgent } from "../support/ws-agent.ts";
+import { ok101, type RawWsUpstream, startRawWsUpstream } from "../support/ws-raw-upstream.ts";
 
 const HA = {
   name: "hass",
@@ -36,7 +35,7 @@ let app: ReturnType<typeof Bun.serve>;
 /** Every message the app received, as it received it. */
 const received: string[] = [];
 /** A raw TLS upstream whose WebSocket side each test writes by hand. */
-let raw: tls.Server;
+let raw: RawWsUpstream;
 let rawPort = 0;
 let onRaw: (s: tls.TLSSocket) => void = () => {};
 
@@ -92,30 +91,16 @@ beforeAll(async () => {
       },
     },
   });
-  [raw, rawPort] = await rawUpstream(cert);
+  raw = await rawUpstream(cert);
+  rawPort = raw.port;
 });
 
-/** A raw TLS upstream: it answers any handshake with a 101, then hands the socket to `onRaw`. */
-async function rawUpstream(cert: TestCert): Promise<[tls.Server, number]> {
-  const server = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
-    let buf = Buffer.alloc(0);
-    s.on("error", () => {});
-    const onData = (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      const i = buf.indexOf("\r\n\r\n");
-      if (i < 0) return;
-      s.off("data", onData);
-      const key = /sec-websocket-key:\s*(\S+)/i.exec(buf.toString("latin1"))?.[1] ?? "";
-      s.write(
-        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`,
-      );
-      onRaw(s);
-    };
-    s.on("data", onData);
+/** The raw upstream: a 101 to any handshake, then the socket is the current test's (`onRaw`). */
+const rawUpstream = (cert: TestCert) =>
+  startRawWsUpstream(cert, (s, key) => {
+    s.write(ok101(key));
+    onRaw(s);
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  return [server, (server.address() as { port: number }).port];
-}
 
 afterAll(async () => {
   app?.stop(true);
@@ -348,7 +333,7 @@ describe("deadlines and caps", () => {
 
 describe("request rules and idle", () => {
   let idle: Harness;
-  let server: tls.Server;
+  let server: RawWsUpstream;
   let port = 0;
   beforeAll(async () => {
     idle = await startHarness({
@@ -356,7 +341,8 @@ describe("request rules and idle", () => {
       names: ["ws.test"],
       env: { SLAPENIR_WS_IDLE_TIMEOUT_MS: "300" },
     });
-    [server, port] = await rawUpstream(await idle.upstreamCa.issue(["ws.test"]));
+    server = await rawUpstream(await idle.upstreamCa.issue(["ws.test"]));
+    port = server.port;
   });
   afterAll(async () => {
     server?.close();

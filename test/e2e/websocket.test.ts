@@ -9,15 +9,14 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
-import { createServer as createTlsServer } from "node:tls";
-import { constants, createDeflateRaw, deflateRawSync } from "node:zlib";
-import { acceptFor } from "../../src/exchange/stages/upgrade.ts";
+import { constants, deflateRawSync } from "node:zlib";
 import { CLOSE, closePayload, encodeFrame, OP, readClose } from "../../src/http/ws-frames.ts";
 import { startForwarder } from "../support/agent-forwarder.ts";
 import { carries } from "../support/hostile-oracle.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, openTunnel, readHead } from "../support/raw-agent.ts";
-import { wsAgent } from "../support/ws-agent.ts";
+import { contextDeflater, wsAgent } from "../support/ws-agent.ts";
+import { ok101, type RawWsUpstream, startRawWsUpstream } from "../support/ws-raw-upstream.ts";
 
 const CRED = {
   name: "wstok",
@@ -386,30 +385,16 @@ describe("Python", () => {
 });
 
 describe("a hostile upstream, answering the handshake by hand", () => {
-  let raw: tls.Server;
+  let raw: RawWsUpstream;
   let rawPort = 0;
   let onHandshake: (s: tls.TLSSocket, key: string) => void = () => {};
   const frameOf = (opcode: number, text: string) =>
     Buffer.from(encodeFrame({ fin: true, opcode }, enc.encode(text)));
-  const ok101 = (key: string) =>
-    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`;
 
   beforeAll(async () => {
     const cert = await h.upstreamCa.issue(["ws.test"]);
-    raw = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (s) => {
-      let buf = Buffer.alloc(0);
-      s.on("error", () => {});
-      const onData = (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        const i = buf.indexOf("\r\n\r\n");
-        if (i < 0) return;
-        s.off("data", onData);
-        onHandshake(s, /sec-websocket-key:\s*(\S+)/i.exec(buf.toString("latin1"))?.[1] ?? "");
-      };
-      s.on("data", onData);
-    });
-    await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
-    rawPort = (raw.address() as { port: number }).port;
+    raw = await startRawWsUpstream(cert, (s, key) => onHandshake(s, key));
+    rawPort = raw.port;
   });
   afterAll(() => {
     raw?.close();
@@ -495,25 +480,11 @@ describe("a hostile upstream, answering the handshake by hand", () => {
     closeTunnel(a.t);
   });
 
-  /** Messages compressed with one context (each may refer back into the ones before). */
-  function contextDeflater(windowBits = 15) {
-    const z = createDeflateRaw({ windowBits });
-    return (text: string) =>
-      new Promise<Buffer>((done) => {
-        const out: Buffer[] = [];
-        const on = (b: Buffer) => out.push(b);
-        z.on("data", on);
-        z.write(Buffer.from(text));
-        z.flush(constants.Z_SYNC_FLUSH, () => {
-          z.off("data", on);
-          const d = Buffer.concat(out);
-          done(
-            Buffer.from(
-              encodeFrame({ fin: true, rsv1: true, opcode: OP.text }, d.subarray(0, d.length - 4)),
-            ),
-          );
-        });
-      });
+  /** Messages compressed with one context (each may refer back into the ones before), framed. */
+  function contextFrames(windowBits = 15) {
+    const compress = contextDeflater(windowBits);
+    return async (text: string) =>
+      Buffer.from(encodeFrame({ fin: true, rsv1: true, opcode: OP.text }, await compress(text)));
   }
 
   test("an upstream keeping its compression context, with a small window: every message inflated in that context and scanned", async () => {
@@ -521,7 +492,7 @@ describe("a hostile upstream, answering the handshake by hand", () => {
       ["", 15],
       ["; server_max_window_bits=10", 10],
     ] as const) {
-      const compress = contextDeflater(bits);
+      const compress = contextFrames(bits);
       // The second message is mostly a back-reference into the first: the real value in it
       // is only there for an inflater that kept the first message's context.
       const first = await compress(`one ${CRED.real} one`);

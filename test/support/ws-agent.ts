@@ -4,7 +4,7 @@
 // read plaintext. Test only.
 
 import type tls from "node:tls";
-import { constants, inflateRawSync } from "node:zlib";
+import { constants, createDeflateRaw, inflateRawSync } from "node:zlib";
 import { encodeFrame, type FrameEvent, FrameReader, OP } from "../../src/http/ws-frames.ts";
 import type { Harness } from "./proxy-harness.ts";
 import { openTunnel } from "./raw-agent.ts";
@@ -146,4 +146,24 @@ export async function wsAgent(h: Harness, o: WsAgentOptions) {
     /** Bytes received after the handshake's head was read. */
     received: () => bytes,
   };
+}
+
+/**
+ * Messages compressed as a peer keeping its DEFLATE context does: one stream across them, each
+ * ended by a sync flush whose 00 00 ff ff is removed (RFC 7692 §7.2.1).
+ */
+export function contextDeflater(windowBits = 15): (text: string) => Promise<Buffer> {
+  const z = createDeflateRaw({ windowBits });
+  return (text) =>
+    new Promise<Buffer>((done) => {
+      const parts: Buffer[] = [];
+      const on = (b: Buffer) => parts.push(b);
+      z.on("data", on);
+      z.write(Buffer.from(text));
+      z.flush(constants.Z_SYNC_FLUSH, () => {
+        z.off("data", on);
+        const d = Buffer.concat(parts);
+        done(d.subarray(0, d.length - TAIL.length));
+      });
+    });
 }
