@@ -248,6 +248,37 @@ describe("real clients", () => {
     });
     expect(carries(out, CRED.real)).toBe(false);
   });
+
+  test("Node with the ws package, permessage-deflate off: the same conversation, nothing compressed", async () => {
+    const a = h.agents["agent-a"]!;
+    const { out, err, code } = await runClient(
+      [
+        "node",
+        join(import.meta.dir, "../fixtures/ws-node-client.mjs"),
+        `wss://ws.test:${server.port}/chat`,
+        `https://localhost:${h.port}`,
+        a.certPath,
+        a.keyPath,
+        h.caBundlePath,
+        `Bearer ${CRED.dummy}`,
+        "hello without deflate",
+        "plant",
+        `big ${"y".repeat(20_000)}`,
+      ],
+      { PATH: process.env.PATH ?? "", WS_DEFLATE: "0" },
+    );
+    expect({ code, err }).toEqual({ code: 0, err: "" });
+    expect(JSON.parse(out)).toEqual({
+      got: [
+        "hello without deflate",
+        "here it is: [REDACTED] (again: [REDACTED])",
+        `big ${"y".repeat(20_000)}`,
+      ],
+      code: 1000,
+      extensions: "",
+    });
+  });
+
   test("Node's ws on both ends, the server keeping its compression context: every message inflated in it, the real value redacted wherever it repeats", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ws-node-server-"));
     const cert = await h.upstreamCa.issue(["ws.test"]);
