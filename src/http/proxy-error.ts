@@ -19,6 +19,8 @@ const CODES = {
   "address-denied": [403, true, "destination_ip_prohibited"],
   "dlp-blocked": [403, true, "http_request_denied"],
   quarantined: [403, true, "http_request_denied"],
+  // A verified agent certificate the proxy's own rules refuse (revoked, denied, expired).
+  "identity-refused": [403, true, "http_request_denied"],
   "required-dummy-missing": [403, true, "http_request_denied"],
   // A request to an AWS credential's host not signed with the agent's (dummy) key.
   "bad-signature": [403, true, "http_request_denied"],

@@ -9,7 +9,12 @@ import { writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { loadLivePolicy } from "../../src/config/proxy-config.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { openTunnel, readUntilClosed } from "../support/raw-agent.ts";
+import {
+  openProxyConnection,
+  openTunnel,
+  readToClose,
+  readUntilClosed,
+} from "../support/raw-agent.ts";
 import { runProcess } from "../support/run-process.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
@@ -49,9 +54,19 @@ test("agent revoke: in force at once in the running proxy, recorded for the next
   expect(r.out).toMatch(/^revoked agent-a \(serial [0-9a-f]+\) in .*revoked\.json$/m);
   expect(r.out).toContain("in force in the running proxy: 1 connection(s) closed");
   expect(await closed).not.toBeNull();
-  // A new connection as agent-a is refused; agent-b is served.
+  // A new connection as agent-a is refused — told why, in HTTP, not reset; agent-b is served.
   const again = await h.curl([`https://${target}/after`], "agent-a");
-  expect(again.status).not.toBe(200);
+  expect(again.stderr).toContain("CONNECT tunnel failed, response 403");
+  const raw = await openProxyConnection({
+    port: h.port,
+    caBundlePath: h.caBundlePath,
+    agent: h.agents["agent-a"]!,
+  });
+  const told = (await readToClose(raw)).toString("latin1");
+  expect(told).toStartWith("HTTP/1.1 403 Forbidden\r\n");
+  expect(told).toContain(
+    'proxy-status: slapenir; error=http_request_denied; details="identity-refused: ',
+  );
   const b = await h.curl([`https://${target}/b`], "agent-b");
   expect(b.status).toBe(200);
   expect(up.received.some((x) => x.target === "/after")).toBe(false);

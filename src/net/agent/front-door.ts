@@ -309,6 +309,14 @@ export class FrontDoor {
         ...(decision.serial !== undefined ? { serial: decision.serial } : {}),
         reason: decision.reason,
       });
+      // A certificate that chains but that the proxy's rules refuse (denied, expired): the
+      // agent is told why in HTTP, as other refusals are, instead of a reset it cannot read —
+      // a few at a time per agent (or certificate, when its name was not read).
+      const who = decision.agent ?? (decision.serial ? `serial:${decision.serial}` : undefined);
+      if (who !== undefined && this.#caps.tell(who)) {
+        this.#answerAndClose(socket, who, new ProxyError("identity-refused", decision.reason));
+        return;
+      }
       socket.destroy();
       return;
     }
@@ -353,6 +361,11 @@ export class FrontDoor {
       socket.destroy();
       return;
     }
+    this.#answerAndClose(socket, agent, new ProxyError(v.code, v.reason));
+  }
+
+  /** The answer written at once and the connection ended; its bytes read and dropped meanwhile. */
+  #answerAndClose(socket: tls.TLSSocket, agent: string, err: ProxyError): void {
     this.#telling.add(socket);
     const timer = setTimeout(() => socket.destroy(), 1_000);
     socket.once("close", () => {
@@ -363,7 +376,7 @@ export class FrontDoor {
     socket.on("error", () => socket.destroy());
     socket.on("data", () => {});
     socket.once("end", () => socket.destroy());
-    socket.end(errorAnswerBytes(new ProxyError(v.code, v.reason)));
+    socket.end(errorAnswerBytes(err));
   }
 
   #track(socket: tls.TLSSocket, who: Authenticated): void {
