@@ -218,66 +218,43 @@ describe("frames", () => {
 });
 
 describe("real clients", () => {
-  test("Node with the ws package, permessage-deflate on: a conversation with compressed messages both ways, the real value redacted", async () => {
-    const a = h.agents["agent-a"]!;
-    const { out, err, code } = await runClient(
-      [
-        "node",
-        join(import.meta.dir, "../fixtures/ws-node-client.mjs"),
-        `wss://ws.test:${server.port}/chat`,
-        `https://localhost:${h.port}`,
-        a.certPath,
-        a.keyPath,
-        h.caBundlePath,
-        `Bearer ${CRED.dummy}`,
-        "hello from node",
-        "plant",
-        `big ${"x".repeat(20_000)}`,
-      ],
-      { PATH: process.env.PATH ?? "" },
-    );
-    expect({ code, err }).toEqual({ code: 0, err: "" });
-    expect(JSON.parse(out)).toEqual({
-      got: [
-        "hello from node",
-        "here it is: [REDACTED] (again: [REDACTED])",
-        `big ${"x".repeat(20_000)}`,
-      ],
-      code: 1000,
-      extensions: "permessage-deflate",
-    });
-    expect(carries(out, CRED.real)).toBe(false);
-  });
-
-  test("Node with the ws package, permessage-deflate off: the same conversation, nothing compressed", async () => {
-    const a = h.agents["agent-a"]!;
-    const { out, err, code } = await runClient(
-      [
-        "node",
-        join(import.meta.dir, "../fixtures/ws-node-client.mjs"),
-        `wss://ws.test:${server.port}/chat`,
-        `https://localhost:${h.port}`,
-        a.certPath,
-        a.keyPath,
-        h.caBundlePath,
-        `Bearer ${CRED.dummy}`,
-        "hello without deflate",
-        "plant",
-        `big ${"y".repeat(20_000)}`,
-      ],
-      { PATH: process.env.PATH ?? "", WS_DEFLATE: "0" },
-    );
-    expect({ code, err }).toEqual({ code: 0, err: "" });
-    expect(JSON.parse(out)).toEqual({
-      got: [
-        "hello without deflate",
-        "here it is: [REDACTED] (again: [REDACTED])",
-        `big ${"y".repeat(20_000)}`,
-      ],
-      code: 1000,
-      extensions: "",
-    });
-  });
+  test.each([
+    ["on", "1", "permessage-deflate"],
+    ["off", "0", ""],
+  ])(
+    "Node with the ws package, permessage-deflate %s: a conversation, the real value redacted",
+    async (_, deflate, extensions) => {
+      const a = h.agents["agent-a"]!;
+      const { out, err, code } = await runClient(
+        [
+          "node",
+          join(import.meta.dir, "../fixtures/ws-node-client.mjs"),
+          `wss://ws.test:${server.port}/chat`,
+          `https://localhost:${h.port}`,
+          a.certPath,
+          a.keyPath,
+          h.caBundlePath,
+          `Bearer ${CRED.dummy}`,
+          "hello from node",
+          "plant",
+          `big ${"x".repeat(20_000)}`,
+        ],
+        { PATH: process.env.PATH ?? "", WS_DEFLATE: deflate },
+      );
+      expect({ code, err }).toEqual({ code: 0, err: "" });
+      expect(JSON.parse(out)).toEqual({
+        got: [
+          "hello from node",
+          "here it is: [REDACTED] (again: [REDACTED])",
+          `big ${"x".repeat(20_000)}`,
+        ],
+        code: 1000,
+        // With it on, the agent's messages and the proxy's own are compressed both ways.
+        extensions,
+      });
+      expect(carries(out, CRED.real)).toBe(false);
+    },
+  );
 
   test("Node's ws on both ends, the server keeping its compression context: every message inflated in it, the real value redacted wherever it repeats", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ws-node-server-"));
