@@ -267,6 +267,7 @@ describe("an operator's commands (issue 18)", () => {
       ["secrets", "check"],
       ["quarantine", "release"],
       ["agent", "revoke"],
+      ["agent", "renew"],
       ["policy", "test"],
       ["reload"],
       ["doctor"],
@@ -297,6 +298,28 @@ describe("an operator's commands (issue 18)", () => {
     const bySerial = await cli(["agent", "list"], { SLAPENIR_AGENT_DENYLIST: `serial:${serial}` });
     expect(bySerial.stdout).toMatch(/^ {2}ops-a .* denied \(certificate\)$/m);
     expect(list.stdout).not.toContain("PRIVATE KEY");
+  });
+
+  test("agent renew: a new certificate for the same key, chaining to the root; the key file untouched", async () => {
+    const { X509Certificate, createPrivateKey } = await import("node:crypto");
+    const certPath = join(home, "agents", "ops-a.crt");
+    const keyPath = join(home, "agents", "ops-a.key");
+    const before = new X509Certificate(await readFile(certPath));
+    const key = await readFile(keyPath, "utf8");
+    const r = await cli(["agent", "renew", "ops-a", "--days", "40"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toContain("renewed ops-a");
+    const after = new X509Certificate(await readFile(certPath));
+    expect(after.serialNumber).not.toBe(before.serialNumber);
+    expect(after.checkPrivateKey(createPrivateKey(key))).toBe(true);
+    expect(await readFile(keyPath, "utf8")).toBe(key);
+    const root = new X509Certificate(await readFile(join(home, "root-ca.crt")));
+    expect(after.verify(root.publicKey)).toBe(true);
+    expect(Date.parse(after.validTo)).toBeGreaterThan(Date.now() + 39 * 86_400_000);
+    expect(r.stdout).not.toContain("PRIVATE KEY");
+    const none = await cli(["agent", "renew", "nobody-here"]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain("nobody-here has no certificate and key");
   });
 
   test("agent env prints the forwarder and the CA for each tool, quoted for a shell", async () => {

@@ -38,6 +38,10 @@ const COMMANDS: Record<string, string> = {
   Issue an agent client certificate (default ${AGENT_DEFAULT_DAYS} days) into SLAPENIR_HOME/agents
   (or DIR). An agent that already has one is refused unless --force: the old certificate stays
   valid until it expires or is revoked (SLAPENIR_AGENT_DENYLIST serial:…).`,
+  "agent renew": `agent renew NAME [--days N]
+  A new certificate for NAME's key (default ${AGENT_DEFAULT_DAYS} days), written over its old one; the key
+  stays, so the agent only re-reads its certificate. The old certificate stays valid until it
+  expires: revoke it (agent revoke, before renewing) if it must stop now.`,
   "agent list": `agent list
   The agents with a certificate under SLAPENIR_HOME/agents: name, serial, expiry and state
   (valid, expired, revoked, or denied by SLAPENIR_AGENT_DENYLIST or the policy file).`,
@@ -129,6 +133,7 @@ export async function runCli(
     if (cmd === "init" && sub === undefined) return await init(config, io);
     if (cmd === "ca" && sub === "bundle" && rest.length === 0) return await caBundle(config, io);
     if (cmd === "agent" && sub === "issue") return await agentIssue(rest, config, io, cwd);
+    if (cmd === "agent" && sub === "renew") return await agentRenew(rest, config, io);
     if (cmd === "agent" && sub === "list" && rest.length === 0)
       return await agentList(config, io, env, cwd);
     if (cmd === "agent" && sub === "env") return await agentEnv(rest, config, io);
@@ -363,6 +368,37 @@ function hostPort(text: string, option: string, lowest = 1): { host: string; por
 function proxyAddress(config: ProxyConfig): { host: string; port: number } {
   const { host, port } = config.listen;
   return { host: host === "0.0.0.0" || host === "::" ? "localhost" : host, port };
+}
+
+async function agentRenew(
+  rest: readonly string[],
+  config: ProxyConfig,
+  io: CliIo,
+): Promise<number> {
+  if (config.certificates.mode === "step-ca") {
+    throw new ConfigError(
+      "conflict",
+      "CERT_PATH is set (Step-CA mode): agents renew with `step ca renew`",
+    );
+  }
+  const { opts, words } = options(rest, ["--days"]);
+  if (words.length !== 1) throw new UsageError("agent renew takes one NAME");
+  const days = opts.get("--days");
+  if (days !== undefined && !/^[0-9]+$/.test(days))
+    throw new UsageError("--days must be a whole number");
+  const ca = await openCa(config);
+  const before = agentFiles(config, words[0]!).cert;
+  const old = existsSync(before) ? new x509.X509Certificate(await readFile(before, "utf8")) : null;
+  const issued = await ca.issueAgentCert(words[0]!, {
+    renew: true,
+    ...(days !== undefined ? { days: Number(days) } : {}),
+  });
+  io.out(`renewed ${issued.name}: ${issued.certPath} (same key)`);
+  io.out(
+    `serial: ${normalizeSerialHex(issued.serial)} (was ${old ? normalizeSerialHex(old.serialNumber) : "?"})`,
+  );
+  io.out(`expires: ${issued.notAfter.toISOString()}`);
+  return 0;
 }
 
 /** Each agent certificate under SLAPENIR_HOME/agents: name, serial, expiry, state. */

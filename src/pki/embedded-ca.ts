@@ -14,6 +14,7 @@
 // It must never put key material in an error or log line, never leave a key file readable by
 // others, and never silently replace a root that exists (agents already trust it).
 
+import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rename, rmdir, stat, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
@@ -100,6 +101,11 @@ export interface IssueAgentOptions {
   readonly days?: number;
   /** Directory for `<name>.crt`, `<name>.key` and `ca-bundle.pem`; default `<home>/agents`. */
   readonly outDir?: string;
+  /**
+   * A renewal: the agent's key stays (its certificate there is read for it), only a new
+   * certificate is written. Without its certificate and key there, it fails.
+   */
+  readonly renew?: boolean;
 }
 
 export class EmbeddedCa {
@@ -196,7 +202,27 @@ export class EmbeddedCa {
     await mkdir(outDir, { recursive: true, mode: 0o700 });
 
     const now = this.now();
-    const keys = await generateP256KeyPair();
+    const certPath = join(outDir, `${name}.crt`);
+    const keyPath = join(outDir, `${name}.key`);
+    let publicKey: CryptoKey;
+    let keyPem: string;
+    let writeKey = true;
+    if (options.renew) {
+      if (!existsSync(certPath) || !existsSync(keyPath)) {
+        throw new PkiError(
+          "file-missing",
+          `${name} has no certificate and key in ${outDir} to renew`,
+        );
+      }
+      const old = new x509.X509Certificate(await readFile(certPath, "utf8"));
+      publicKey = await old.publicKey.export(P256_ALGORITHM, ["verify"]);
+      keyPem = await readFile(keyPath, "utf8");
+      writeKey = false;
+    } else {
+      const keys = await generateP256KeyPair();
+      publicKey = keys.publicKey;
+      keyPem = await exportPrivateKeyPem(keys.privateKey);
+    }
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: randomSerialHex(),
       subject: `CN=${name}`,
@@ -204,23 +230,20 @@ export class EmbeddedCa {
       notBefore: new Date(now.getTime() - BACKDATE_MS),
       notAfter: new Date(now.getTime() + days * DAY_MS),
       signingAlgorithm: P256_ALGORITHM,
-      publicKey: keys.publicKey,
+      publicKey,
       signingKey: this.root.key,
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
         new x509.ExtendedKeyUsageExtension([OID_CLIENT_AUTH], false),
         new x509.SubjectAlternativeNameExtension([{ type: "url", value: agentUri(name) }], false),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        await x509.SubjectKeyIdentifierExtension.create(publicKey),
         await x509.AuthorityKeyIdentifierExtension.create(this.root.cert.publicKey),
       ],
     });
     const certPem = certToPem(cert);
-    const keyPem = await exportPrivateKeyPem(keys.privateKey);
-    const certPath = join(outDir, `${name}.crt`);
-    const keyPath = join(outDir, `${name}.key`);
     const caBundlePath = join(outDir, EMBEDDED_CA_FILES.caBundle);
-    await writeAtomic(keyPath, keyPem, 0o600);
+    if (writeKey) await writeAtomic(keyPath, keyPem, 0o600);
     await writeAtomic(certPath, certPem, 0o644);
     await writeAtomic(caBundlePath, this.caBundlePem, 0o644);
     return {
