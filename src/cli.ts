@@ -12,6 +12,7 @@ import { ConfigError } from "./config/config-error.ts";
 import {
   loadProxyConfig,
   type ProxyConfig,
+  parseListenAddress,
   readRevocationFile,
   revocationsPath,
 } from "./config/proxy-config.ts";
@@ -217,18 +218,8 @@ async function quarantineCommand(
   config: ProxyConfig,
   io: CliIo,
 ): Promise<number> {
-  const { host, port } = config.adminListen;
-  const base = `http://${host.includes(":") ? `[${host}]` : host}:${port}/quarantine`;
-  const ask = async (url: string, method: string) => {
-    try {
-      return await fetch(url, { method });
-    } catch {
-      io.err(`error: no proxy answers at ${base} (SLAPENIR_ADMIN_LISTEN)`);
-      return null;
-    }
-  };
   if (sub === "list" && rest.length === 0) {
-    const res = await ask(base, "GET");
+    const res = await askProxy(config, io, "/quarantine", "GET", "error");
     if (!res) return 1;
     if (res.status === 404) {
       io.err("error: quarantine is off in the running proxy");
@@ -243,7 +234,7 @@ async function quarantineCommand(
     return 0;
   }
   if (sub === "release" && rest.length === 1 && AGENT_NAME_RE.test(rest[0]!)) {
-    const res = await ask(`${base}/${rest[0]}/release`, "POST");
+    const res = await askProxy(config, io, `/quarantine/${rest[0]}/release`, "POST", "error");
     if (!res) return 1;
     if (!res.ok) {
       io.err(`error: ${rest[0]} is not in quarantine`);
@@ -332,9 +323,8 @@ async function agentIssue(
     );
   }
   const issued = await ca.issueAgentCert(name, { days, outDir });
-  const { host, port } = config.listen;
-  const proxyHost =
-    host === "0.0.0.0" || host === "::" ? "localhost" : host.includes(":") ? `[${host}]` : host;
+  const { host, port } = proxyAddress(config);
+  const proxyHost = host.includes(":") ? `[${host}]` : host;
   io.out(`agent: ${issued.name}`);
   io.out(`certificate: ${issued.certPath}`);
   io.out(`key: ${issued.keyPath}`);
@@ -358,10 +348,11 @@ async function version(): Promise<string> {
 
 /** `HOST:PORT` (IPv6 in brackets) read from a command-line option. */
 function hostPort(text: string, option: string, lowest = 1): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
-  const port = Number(m?.[3]);
-  if (!m || port < lowest || port > 65535) throw new UsageError(`${option} must be HOST:PORT`);
-  return { host: m[1] ?? m[2]!, port };
+  try {
+    const a = parseListenAddress(text, option);
+    if (a.port >= lowest) return a;
+  } catch {}
+  throw new UsageError(`${option} must be HOST:PORT`);
 }
 
 /** The name agents reach the proxy by: its listener, or localhost for a wildcard address. */
@@ -433,14 +424,20 @@ async function agentList(
   return 0;
 }
 
-/** The admin API of the running proxy, or null (with the reason printed) when none answers. */
-async function askProxy(config: ProxyConfig, io: CliIo, path: string, method = "POST") {
+/** The admin API of the running proxy, or null (said at `level`) when none answers. */
+async function askProxy(
+  config: ProxyConfig,
+  io: CliIo,
+  path: string,
+  method = "POST",
+  level: "note" | "error" = "note",
+) {
   const { host, port } = config.adminListen;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}${path}`;
   try {
     return await fetch(url, { method });
   } catch {
-    io.err(`note: no proxy answers at ${url} (SLAPENIR_ADMIN_LISTEN)`);
+    io.err(`${level}: no proxy answers at ${url} (SLAPENIR_ADMIN_LISTEN)`);
     return null;
   }
 }
@@ -543,10 +540,8 @@ async function doctor(config: ProxyConfig, io: CliIo, cwd: string): Promise<numb
   say("ok", `configuration reads (${config.policy.allow.length} allow rule(s))`);
   if (config.tokensJson) {
     try {
-      const secrets = await loadSecretsFile(resolve(cwd, config.tokensJson));
-      say("ok", `credentials: ${secrets.redacted().length} in ${config.tokensJson}`);
-      disposeSources(secrets);
-      secrets.dispose();
+      const n = await credentialCount(config.tokensJson, cwd);
+      say("ok", `credentials: ${n} in ${config.tokensJson}`);
     } catch (e) {
       say(
         "fail",
@@ -728,15 +723,21 @@ async function forward(rest: readonly string[], config: ProxyConfig, io: CliIo):
   return 0;
 }
 
+/** The secrets file read as the proxy reads it (its errors thrown), counted, and let go of. */
+async function credentialCount(file: string, cwd: string): Promise<number> {
+  const secrets = await loadSecretsFile(resolve(cwd, file));
+  const n = secrets.redacted().length;
+  disposeSources(secrets);
+  secrets.dispose();
+  return n;
+}
+
 /** As the proxy reads its configuration at start, without starting it (nginx -t). */
 async function check(config: ProxyConfig, io: CliIo, cwd: string): Promise<number> {
   let creds = "none (TOKENS_JSON unset)";
   if (config.tokensJson) {
-    const secrets = await loadSecretsFile(resolve(cwd, config.tokensJson));
-    const n = secrets.redacted().length;
+    const n = await credentialCount(config.tokensJson, cwd);
     creds = `${n} credential${n === 1 ? "" : "s"} from ${config.tokensJson}`;
-    disposeSources(secrets);
-    secrets.dispose();
   }
   const rules = config.policy.allow.length;
   io.out("ok: the proxy would start with this configuration");

@@ -522,7 +522,11 @@ function agentName(v: unknown, where: string): string {
 }
 
 function listenAddress(env: Env, name: string, fallback: string): ListenAddress {
-  const text = nonEmpty(env, name) ?? fallback;
+  return parseListenAddress(nonEmpty(env, name) ?? fallback, name);
+}
+
+/** `host:port` (IPv6 in brackets); a ConfigError naming `name` otherwise. */
+export function parseListenAddress(text: string, name: string): ListenAddress {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(text);
   const host = m?.[1] ?? m?.[2];
   const port = Number(m?.[3]);

@@ -115,6 +115,38 @@ export interface RedactedCredential {
   readonly inUrl: InUrlRule;
 }
 
+/** The log-safe view of a credential, or of a draft of one with no value now: names and lengths. */
+function redactedView(
+  c: Pick<
+    CredentialDraft,
+    | "name"
+    | "sigv4"
+    | "source"
+    | "dummy"
+    | "real"
+    | "hosts"
+    | "scopes"
+    | "agents"
+    | "require"
+    | "surfaces"
+    | "inUrl"
+  >,
+): RedactedCredential {
+  return {
+    name: c.name,
+    kind: c.sigv4 ? "aws" : "token",
+    source: c.source,
+    dummyLength: c.dummy.length,
+    realLength: c.real?.length ?? null,
+    from: "value",
+    hosts: c.hosts.map((h, i) => ruleText(h, c.scopes[i] ?? ANY_REQUEST, true)),
+    agents: c.agents ?? "any",
+    require: c.require,
+    in: c.surfaces.map(surfaceText),
+    inUrl: c.inUrl,
+  };
+}
+
 export class Credential {
   constructor(
     readonly name: string,
@@ -138,19 +170,7 @@ export class Credential {
   }
 
   redacted(): RedactedCredential {
-    return {
-      name: this.name,
-      kind: this.sigv4 ? "aws" : "token",
-      source: this.source,
-      dummyLength: this.dummy.length,
-      realLength: this.real.length,
-      from: "value",
-      hosts: this.hosts.map((h, i) => ruleText(h, this.scopes[i] ?? ANY_REQUEST, true)),
-      agents: this.agents ?? "any",
-      require: this.require,
-      in: this.surfaces.map(surfaceText),
-      inUrl: this.inUrl,
-    };
+    return redactedView(this);
   }
 
   toJSON(): RedactedCredential {
@@ -789,19 +809,7 @@ export function buildSecrets(
     redacted: () =>
       drafts.map((d): RedactedCredential => {
         const built = credentials.find((c) => c.name === d.name);
-        const summary = built?.redacted() ?? {
-          name: d.name,
-          kind: d.sigv4 ? ("aws" as const) : ("token" as const),
-          source: d.source,
-          dummyLength: d.dummy.length,
-          realLength: null,
-          from: "value",
-          hosts: d.hosts.map((h, i) => ruleText(h, d.scopes[i] ?? ANY_REQUEST, true)),
-          agents: d.agents ?? "any",
-          require: d.require,
-          in: d.surfaces.map(surfaceText),
-          inUrl: d.inUrl,
-        };
+        const summary = built?.redacted() ?? redactedView({ ...d, real: null });
         return d.sourced ? { ...summary, from: describeSource(d.sourced.spec) } : summary;
       }),
     dispose: () => {

@@ -24,7 +24,7 @@ export const DEFLATE_OFFER = "permessage-deflate; client_no_context_takeover";
 type Params = Map<string, string | null>;
 
 /** The offers or answers of Sec-WebSocket-Extensions values, in order. */
-export function parseExtensions(values: readonly string[]): { name: string; params: Params }[] {
+function parseExtensions(values: readonly string[]): { name: string; params: Params }[] {
   const out: { name: string; params: Params }[] = [];
   for (const v of values) {
     for (const e of v.split(",")) {

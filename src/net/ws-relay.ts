@@ -198,17 +198,6 @@ class Gather {
   }
 }
 
-const concat = (parts: Uint8Array[], n: number): Uint8Array => {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
-
 /**
  * `release` lets go of the hold on `state` the caller took for the relay (it must be taken
  * before the handshake's exchange let go of its own). A reload closes the relay (1012): on the
@@ -387,19 +376,23 @@ export function relayWebSocket(
   const fit = (from: Side, payload: Uint8Array): Uint8Array | null => {
     if (payload.length === 0) return payload;
     const r = opts.scanner.whole(payload);
-    if (r.replacements === 0) return r.output;
-    if (from === a) {
-      r.output.fill(0);
-      violation();
-      return null;
-    }
-    reflected(r.replacements);
-    return r.output;
+    return passes(from, r.output, r.replacements) ? r.output : null;
   };
 
-  const reflected = (count: number) => {
-    stats.redactions += count;
-    opts.onViolation("reflection", count);
+  /**
+   * `found` real values in `out`, what `from` sent once scanned: from the agent a violation
+   * (`out` zeroed, false: nothing passes), from the upstream a reflection (redacted, it passes).
+   */
+  const passes = (from: Side, out: Uint8Array, found: number): boolean => {
+    if (found === 0) return true;
+    if (from === a) {
+      out.fill(0);
+      violation();
+      return false;
+    }
+    stats.redactions += found;
+    opts.onViolation("reflection", found);
+    return true;
   };
 
   const onControl = (from: Side, opcode: number, payload: Uint8Array): void => {
@@ -494,15 +487,8 @@ export function relayWebSocket(
    */
   const scanned = (from: Side, m: Message, out: Uint8Array, total: number): boolean => {
     const found = total - m.reported;
-    if (found > 0) {
-      m.reported = total;
-      if (from === a) {
-        out.fill(0);
-        violation();
-        return false;
-      }
-      reflected(found);
-    }
+    m.reported = total;
+    if (!passes(from, out, found)) return false;
     if (out.length > 0) m.pending.add(out);
     return true;
   };
@@ -648,7 +634,7 @@ export function relayWebSocket(
       if (!batch) return;
       const { m, parts, n } = batch;
       batch = null;
-      const bytes = concat(parts, n);
+      const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
       enqueue(from, () => onData(from, m, bytes));
     };
     try {

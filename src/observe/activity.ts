@@ -48,8 +48,11 @@ interface AgentCounts {
   lastSeen: number;
 }
 
+/** As kept: the time as a number, formatted only when someone looks (not per exchange). */
+type Kept = Omit<ExchangeView, "at"> & { readonly atMs: number };
+
 export class Activity {
-  readonly #recent: ExchangeView[] = [];
+  readonly #recent: Kept[] = [];
   #next = 0;
   readonly #agents = new Map<string, AgentCounts>();
   readonly #reasons = new Map<string, number>();
@@ -58,8 +61,8 @@ export class Activity {
 
   /** One exchange, as the audit log records it, at `now` (ms since the epoch). */
   exchange(r: RequestRecord, code: ProxyErrorCode | undefined, now: number): void {
-    const view: ExchangeView = {
-      at: new Date(now).toISOString(),
+    const view: Kept = {
+      atMs: now,
       agent: r.agent,
       method: r.method,
       host: r.host,
@@ -94,10 +97,10 @@ export class Activity {
     const n = this.#recent.length;
     const out: ExchangeView[] = [];
     for (let i = 1; i <= n; i++) {
-      const v = this.#recent[(this.#next - i + n) % n]!;
+      const { atMs, ...v } = this.#recent[(this.#next - i + n) % n]!;
       if (filter.agent && v.agent !== filter.agent) continue;
       if (filter.decision && v.decision !== filter.decision) continue;
-      out.push(v);
+      out.push({ at: new Date(atMs).toISOString(), ...v });
     }
     return out;
   }

@@ -579,8 +579,27 @@ export async function startProxy(
   let ready = true;
   switchReady = true;
   if (changedEarly) sourcesChanged();
-  /** The running proxy, for admin actions that call its reloads (set once it is built). */
-  let self: RunningProxy | undefined;
+  /** Read the secrets again (the file, or `e`'s variables) and put them in force. */
+  const reloadSecrets = async (e: Record<string, string | undefined> = env): Promise<void> => {
+    const nextTemplate = await loadSecrets(e);
+    const nextSources = await startSources(nextTemplate, onSourceChange, (ev) =>
+      sourceEvent(audit, metrics, ev),
+    );
+    const oldTemplate = template;
+    // What the old sources gave stays redacted under the new ones (a reload is no way to
+    // make a replaced value readable again).
+    if (sources && nextSources) sources.handOver(nextSources);
+    sources?.stop();
+    disposeSources(oldTemplate);
+    template = nextTemplate;
+    sources = nextSources;
+    // A reload is not a source refresh: whatever streams on older secrets — the state in
+    // force, and any a source switch was waiting on — is cut at once.
+    install(template.withValues(sources?.snapshot() ?? new Map()));
+    for (const s of draining.keys()) s.replace();
+    oldTemplate.dispose();
+    audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
+  };
   /** Put a new policy in force; connections it no longer admits are closed (how many). */
   const reloadPolicy = (next: LivePolicy): number => {
     deny = denylistSets(next.deny);
@@ -605,10 +624,7 @@ export async function startProxy(
     ready: () => ready,
     reloadPolicy: () =>
       reloadPolicy((options.policySource ?? (() => loadLivePolicy(options.env ?? process.env)))()),
-    reloadSecrets: async () => {
-      if (!self) throw new Error("not started");
-      await self.reloadSecrets();
-    },
+    reloadSecrets: () => reloadSecrets(),
     ...(quarantine
       ? {
           quarantine: {
@@ -669,7 +685,7 @@ export async function startProxy(
     "proxy started",
   );
 
-  const running: RunningProxy = {
+  return {
     port,
     adminPort: adminServer.port,
     config,
@@ -678,26 +694,7 @@ export async function startProxy(
     audit,
     metrics,
     pool,
-    async reloadSecrets(e = env) {
-      const nextTemplate = await loadSecrets(e);
-      const nextSources = await startSources(nextTemplate, onSourceChange, (ev) =>
-        sourceEvent(audit, metrics, ev),
-      );
-      const oldTemplate = template;
-      // What the old sources gave stays redacted under the new ones (a reload is no way to
-      // make a replaced value readable again).
-      if (sources && nextSources) sources.handOver(nextSources);
-      sources?.stop();
-      disposeSources(oldTemplate);
-      template = nextTemplate;
-      sources = nextSources;
-      // A reload is not a source refresh: whatever streams on older secrets — the state in
-      // force, and any a source switch was waiting on — is cut at once.
-      install(template.withValues(sources?.snapshot() ?? new Map()));
-      for (const s of draining.keys()) s.replace();
-      oldTemplate.dispose();
-      audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
-    },
+    reloadSecrets,
     reloadPolicy,
     reloadCredentials(c) {
       front.reloadCredentials(c);
@@ -726,8 +723,6 @@ export async function startProxy(
       await audit.flush();
     },
   };
-  self = running;
-  return running;
 }
 
 /**
