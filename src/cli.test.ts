@@ -403,8 +403,22 @@ describe("an operator's commands (issue 18)", () => {
     const ok = await cli(["check"], { TOKENS_JSON: secrets, SLAPENIR_ALLOW: "api.github.com" });
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain("ok: the proxy would start with this configuration");
-    expect(ok.stdout).toContain("1 credential from");
+    expect(ok.stdout).toContain("credentials: 1 credential\n");
     expect(ok.stdout).not.toContain("R3aL");
+    // One configuration file (--config), the same credential in it: the same verdict, and an
+    // error in it names the file and the field.
+    const file = join(dir, "slapenir.yaml");
+    const entry = JSON.parse(await readFile(secrets, "utf8")).credentials[0];
+    await writeFile(file, `allow: [api.github.com]\ncredentials: [${JSON.stringify(entry)}]\n`);
+    const viaFile = await cli(["--config", file, "check"], {});
+    expect(viaFile.code).toBe(0);
+    expect(viaFile.stdout).toContain(`configuration file: ${file}`);
+    expect(viaFile.stdout).toContain("egress: 1 allow rule(s)");
+    expect(viaFile.stdout).toContain("credentials: 1 credential\n");
+    await writeFile(file, "allow: [api.github.com]\nrateLimit: 5/hour\n");
+    const badFile = await cli(["check", `--config=${file}`], {});
+    expect(badFile.code).toBe(1);
+    expect(badFile.stderr).toContain(`${file}: rateLimit: must match pattern`);
     await writeFile(
       secrets,
       JSON.stringify({ credentials: [{ name: "gh", dummy: "x", hosts: [] }] }),

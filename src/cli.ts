@@ -9,6 +9,7 @@ import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
+import { configFileFromEnv } from "./config/config-file.ts";
 import {
   loadProxyConfig,
   type ProxyConfig,
@@ -17,7 +18,7 @@ import {
   revocationsPath,
 } from "./config/proxy-config.ts";
 import { SecretState } from "./credentials/secret-state.ts";
-import { disposeSources, loadSecretsFile } from "./credentials/secrets.ts";
+import { disposeSources, loadSecrets, loadSecretsFile } from "./credentials/secrets.ts";
 import { fetcherFor, SourceError } from "./credentials/sources/fetch-source.ts";
 import { startForwarder } from "./net/forwarder.ts";
 import { AGENT_DEFAULT_DAYS, EMBEDDED_CA_FILES, EmbeddedCa } from "./pki/embedded-ca.ts";
@@ -26,15 +27,18 @@ import { normalizeSerialHex, x509 } from "./pki/x509.ts";
 import { AGENT_NAME_RE } from "./policy/agent-name.ts";
 import { compileLivePolicy } from "./policy/egress-policy.ts";
 import { explainRequest } from "./policy/policy-test.ts";
+import type { ReloadReport } from "./server/proxy-server.ts";
+
+type Env = Readonly<Record<string, string | undefined>>;
 
 const COMMANDS: Record<string, string> = {
   init: `init
   Create (or check) the embedded PKI under SLAPENIR_HOME: the root CA agents and the proxy
   trust, the interception CA, the proxy's server certificate.`,
   check: `check
-  Validate the configuration as the proxy would read it at start (environment, policy file,
-  TOKENS_JSON) without starting it; prints a summary, or the first error and where it is.
-  Exit 0 when it would start.`,
+  Validate the configuration as the proxy would read it at start (the configuration file,
+  the environment, the policy and secrets files) without starting it; prints a summary, or the
+  first error and where it is. Exit 0 when it would start.`,
   "agent issue": `agent issue NAME [--days N] [--out DIR] [--force]
   Issue an agent client certificate (default ${AGENT_DEFAULT_DAYS} days) into SLAPENIR_HOME/agents
   (or DIR). An agent that already has one is refused unless --force: the old certificate stays
@@ -60,9 +64,9 @@ const COMMANDS: Record<string, string> = {
   plain proxy address on loopback (default 127.0.0.1:3128) whose connections are wrapped in
   NAME's mTLS to the proxy (default: SLAPENIR_LISTEN; the name checked: localhost).`,
   reload: `reload
-  Ask the running proxy to read its policy, revocations and secrets again (what SIGHUP does,
-  for a proxy started with npm start, which does not pass SIGHUP on). A file that does not
-  read is refused with its error and the proxy keeps what it had.`,
+  Ask the running proxy to read its configuration again — the file, the policy, revocations and
+  secrets — as a change of the file or SIGHUP does: all or nothing. Prints what changed and
+  what waits for a restart; a file that does not read is refused with its error.`,
   doctor: `doctor
   Check what a proxy here needs, without changing anything: the configuration, the listen and
   admin ports (free, or held by a running proxy that answers), the embedded PKI and every agent
@@ -82,14 +86,15 @@ const COMMANDS: Record<string, string> = {
   Let an agent out of quarantine (asks the running proxy's admin API).`,
 };
 
-export const USAGE = `usage: bun run slapenir -- <command>   (--version; <command> --help)
+export const USAGE = `usage: bun run slapenir -- [--config FILE] <command>   (--version; <command> --help)
 
 ${Object.values(COMMANDS)
   .map((c) => `  ${c.split("\n")[0]}`)
   .join("\n")}
 
-environment: SLAPENIR_HOME (default ./.slapenir), SLAPENIR_LISTEN, SLAPENIR_SERVER_NAMES, CERT_PATH,
-SLAPENIR_ADMIN_LISTEN (where the running proxy's admin API is); docs/ARCHITECTURE.md lists all`;
+--config FILE: the configuration file (as SLAPENIR_CONFIG); the environment overrides it:
+SLAPENIR_HOME (default ./.slapenir), SLAPENIR_LISTEN, SLAPENIR_ADMIN_LISTEN (where the running
+proxy's admin API is), …; docs/CONFIG.md lists every setting`;
 
 /** The help of the command `args` names (its first one or two words), if it names one. */
 function helpFor(args: readonly string[]): string | undefined {
@@ -106,11 +111,21 @@ class UsageError extends Error {}
 
 export async function runCli(
   argv: readonly string[],
-  env: Readonly<Record<string, string | undefined>>,
+  env: Env,
   io: CliIo,
   cwd: string = process.cwd(),
 ): Promise<number> {
   const args = argv[0] === "--" ? argv.slice(1) : [...argv];
+  const at = args.findIndex((a) => a === "--config" || a.startsWith("--config="));
+  if (at >= 0) {
+    const file = args[at]!.startsWith("--config=") ? args[at]!.slice(9) : args[at + 1];
+    args.splice(at, args[at]!.startsWith("--config=") ? 1 : 2);
+    if (!file) {
+      io.err("error: --config needs a FILE");
+      return 2;
+    }
+    env = { ...env, SLAPENIR_CONFIG: file };
+  }
   try {
     const [cmd, sub, ...rest] = args;
     if (cmd === "--version" || cmd === "version") {
@@ -148,10 +163,10 @@ export async function runCli(
         config,
         io,
       );
-    if (cmd === "check" && sub === undefined) return await check(config, io, cwd);
+    if (cmd === "check" && sub === undefined) return await check(config, io, env, cwd);
     if (cmd === "reload" && sub === undefined) return await reload(config, io);
-    if (cmd === "doctor" && sub === undefined) return await doctor(config, io, cwd);
-    if (cmd === "policy" && sub === "test") return await policyTest(rest, config, io, cwd);
+    if (cmd === "doctor" && sub === undefined) return await doctor(config, io, env, cwd);
+    if (cmd === "policy" && sub === "test") return await policyTest(rest, config, io, env, cwd);
     if (cmd === "quarantine") return await quarantineCommand(sub, rest, config, io);
     throw new UsageError(`unknown command '${args.join(" ")}'`);
   } catch (err) {
@@ -393,12 +408,7 @@ async function agentRenew(
 }
 
 /** Each agent certificate under SLAPENIR_HOME/agents: name, serial, expiry, state. */
-async function agentList(
-  config: ProxyConfig,
-  io: CliIo,
-  env: Readonly<Record<string, string | undefined>>,
-  cwd: string,
-): Promise<number> {
+async function agentList(config: ProxyConfig, io: CliIo, env: Env, cwd: string): Promise<number> {
   const dir = join(config.certificates.home, EMBEDDED_CA_FILES.agentsDir);
   const files = existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith(".crt")) : [];
   const deny = config.policy.deny;
@@ -446,7 +456,7 @@ async function agentRevoke(
   rest: readonly string[],
   config: ProxyConfig,
   io: CliIo,
-  env: Readonly<Record<string, string | undefined>>,
+  env: Env,
   cwd: string,
 ): Promise<number> {
   if (rest.length !== 1) throw new UsageError("agent revoke takes one NAME");
@@ -489,12 +499,13 @@ async function policyTest(
   rest: readonly string[],
   config: ProxyConfig,
   io: CliIo,
+  env: Env,
   cwd: string,
 ): Promise<number> {
   if (rest.length !== 3) throw new UsageError("policy test takes AGENT METHOD URL");
   const [agent, method, url] = rest as [string, string, string];
-  const secrets = config.tokensJson ? await loadSecretsFile(resolve(cwd, config.tokensJson)) : null;
-  const state = secrets ? SecretState.compile(secrets) : null;
+  const secrets = await loadSecrets(env, configFileFromEnv(env, cwd));
+  const state = secrets.redacted().length > 0 ? SecretState.compile(secrets) : null;
   try {
     const r = explainRequest(
       { agent, method, url },
@@ -506,10 +517,8 @@ async function policyTest(
     return r.allowed ? 0 : 1;
   } finally {
     state?.dispose();
-    if (secrets) {
-      disposeSources(secrets);
-      secrets.dispose();
-    }
+    disposeSources(secrets);
+    secrets.dispose();
   }
 }
 
@@ -530,25 +539,24 @@ function portFree(host: string, port: number): Promise<boolean> {
   });
 }
 
-async function doctor(config: ProxyConfig, io: CliIo, cwd: string): Promise<number> {
+async function doctor(config: ProxyConfig, io: CliIo, env: Env, cwd: string): Promise<number> {
   let failed = 0;
   const say = (state: "ok" | "warn" | "fail", what: string) => {
     if (state === "fail") failed += 1;
     io.out(`${state.padEnd(4)}  ${what}`);
   };
   const now = Date.now();
-  say("ok", `configuration reads (${config.policy.allow.length} allow rule(s))`);
-  if (config.tokensJson) {
-    try {
-      const n = await credentialCount(config.tokensJson, cwd);
-      say("ok", `credentials: ${n} in ${config.tokensJson}`);
-    } catch (e) {
-      say(
-        "fail",
-        `credentials: ${e instanceof ConfigError ? e.message : "the file does not read"}`,
-      );
-    }
-  } else say("warn", "credentials: none (TOKENS_JSON unset): nothing is swapped or redacted");
+  say(
+    "ok",
+    `configuration reads (${config.configFile ?? "no file, environment only"}; ${config.policy.allow.length} allow rule(s))`,
+  );
+  try {
+    const n = await credentialCount(env, cwd);
+    if (n > 0) say("ok", `credentials: ${n}`);
+    else say("warn", "credentials: none configured: nothing is swapped or redacted");
+  } catch (e) {
+    say("fail", `credentials: ${e instanceof ConfigError ? e.message : "they do not read"}`);
+  }
   if (config.policy.allow.length === 0)
     say("warn", "egress: no allow rule, every destination denied (SLAPENIR_ALLOW)");
   // A running proxy holds the ports it listens on: that is no fault.
@@ -609,14 +617,19 @@ async function doctor(config: ProxyConfig, io: CliIo, cwd: string): Promise<numb
 async function reload(config: ProxyConfig, io: CliIo): Promise<number> {
   const res = await askProxy(config, io, "/reload");
   if (!res) return 1;
-  const body = (await res.json()) as { closed?: number; error?: string };
+  const body = (await res.json()) as Partial<ReloadReport> & { error?: string };
   if (!res.ok) {
     io.err(`error: the proxy kept what it had: ${body.error ?? res.status}`);
     return 1;
   }
+  const list = (names: readonly string[] | undefined) => (names?.length ? names.join(", ") : "-");
+  io.out(`reloaded: changed ${list(body.applied)}`);
+  const c = body.credentials;
   io.out(
-    `reloaded: policy and secrets; ${body.closed ?? 0} connection(s) the policy no longer admits closed`,
+    `  credentials added ${list(c?.added)}, removed ${list(c?.removed)}, changed ${list(c?.changed)}`,
   );
+  if (body.restart?.length) io.out(`  at the next start: ${list(body.restart)}`);
+  io.out(`  ${body.closed ?? 0} connection(s) the policy no longer admits closed`);
   return 0;
 }
 
@@ -723,9 +736,9 @@ async function forward(rest: readonly string[], config: ProxyConfig, io: CliIo):
   return 0;
 }
 
-/** The secrets file read as the proxy reads it (its errors thrown), counted, and let go of. */
-async function credentialCount(file: string, cwd: string): Promise<number> {
-  const secrets = await loadSecretsFile(resolve(cwd, file));
+/** The credentials read as the proxy reads them (errors thrown), counted, and let go of. */
+async function credentialCount(env: Env, cwd: string): Promise<number> {
+  const secrets = await loadSecrets(env, configFileFromEnv(env, cwd));
   const n = secrets.redacted().length;
   disposeSources(secrets);
   secrets.dispose();
@@ -733,14 +746,12 @@ async function credentialCount(file: string, cwd: string): Promise<number> {
 }
 
 /** As the proxy reads its configuration at start, without starting it (nginx -t). */
-async function check(config: ProxyConfig, io: CliIo, cwd: string): Promise<number> {
-  let creds = "none (TOKENS_JSON unset)";
-  if (config.tokensJson) {
-    const n = await credentialCount(config.tokensJson, cwd);
-    creds = `${n} credential${n === 1 ? "" : "s"} from ${config.tokensJson}`;
-  }
+async function check(config: ProxyConfig, io: CliIo, env: Env, cwd: string): Promise<number> {
+  const n = await credentialCount(env, cwd);
+  const creds = n === 0 ? "none configured" : `${n} credential${n === 1 ? "" : "s"}`;
   const rules = config.policy.allow.length;
   io.out("ok: the proxy would start with this configuration");
+  io.out(`  configuration file: ${config.configFile ?? "none (environment only)"}`);
   io.out(
     `  listen ${config.listen.host}:${config.listen.port}, admin ${config.adminListen.host}:${config.adminListen.port}`,
   );

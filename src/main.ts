@@ -1,10 +1,14 @@
-// `bun run start`: loads configuration from the environment (embedded defaults when nothing is
-// set), starts the proxy, prints how to try it, and handles signals: SIGTERM/SIGINT drain and
-// stop, SIGHUP reloads the secrets and the policy (allowlists, denylist). Configuration errors exit 2 with a message naming the bad
-// setting; they never contain a credential value.
+// `bun run start`: loads the configuration file (SLAPENIR_CONFIG) under the environment
+// (embedded defaults when nothing is set), starts the proxy, prints how to try it, and
+// handles signals: SIGTERM/SIGINT drain and stop; SIGHUP, like a change of a configuration
+// file, reloads everything, all or nothing. Configuration errors exit 2 with a message naming
+// the bad setting; they never contain a credential value.
 
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
-import { loadLivePolicy, loadProxyConfig } from "./config/proxy-config.ts";
+import { type ConfigFile, configFileFromEnv, inFileTerms } from "./config/config-file.ts";
+import { loadProxyConfig } from "./config/proxy-config.ts";
 import { proxyEnrollmentConfig, startProxyEnrollment } from "./enroll/proxy-enrollment.ts";
 import type { ServerCredentials } from "./net/agent/front-door.ts";
 import { type RunningProxy, startProxy } from "./server/proxy-server.ts";
@@ -47,19 +51,21 @@ async function main(): Promise<void> {
   const proxyRef: { current?: RunningProxy } = {};
   await enrollIfConfigured(proxyRef);
   let config: ReturnType<typeof loadProxyConfig>;
+  let configFile: ConfigFile | undefined;
   try {
-    config = loadProxyConfig(process.env);
+    configFile = configFileFromEnv(process.env, process.cwd());
+    config = loadProxyConfig(process.env, process.cwd(), configFile);
   } catch (e) {
     console.error(`slapenir: configuration error: ${(e as Error).message}`);
     process.exit(2);
   }
   let proxy: RunningProxy;
   try {
-    proxy = await startProxy(config);
+    proxy = await startProxy(config, { configFile, watchConfig: true });
   } catch (e) {
     // A listener that cannot open, a bad secrets file: the message names what and where.
     if (!(e instanceof ConfigError)) throw e;
-    console.error(`slapenir: ${e.message}`);
+    console.error(`slapenir: ${(inFileTerms(e, process.env, configFile) as Error).message}`);
     process.exit(2);
   }
   proxyRef.current = proxy;
@@ -80,12 +86,54 @@ async function main(): Promise<void> {
   process.on("unhandledRejection", internal("rejection"));
   const home = config.home;
   const listen = `${config.listen.host}:${proxy.port}`;
-  const creds = config.tokensJson ? "from TOKENS_JSON" : "none configured (set TOKENS_JSON)";
+  const creds = config.configFile
+    ? `configuration ${config.configFile} (reloaded when it changes)`
+    : config.tokensJson
+      ? "credentials from TOKENS_JSON"
+      : "no configuration file (set SLAPENIR_CONFIG)";
+  const pidFile = join(home, "proxy.pid");
+  let stopping = false;
+  const stop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`slapenir: ${sig}, draining connections\n`);
+    // Once the listeners are closed nothing else keeps the event loop alive; without this
+    // timer the runtime exits mid-shutdown (workers not wiped, last audit lines lost).
+    const hold = setInterval(() => {}, 1_000);
+    await proxy.close();
+    rmSync(pidFile, { force: true });
+    clearInterval(hold);
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+  // A reload is all or nothing: a bad file keeps everything as it runs (and is audited).
+  process.on("SIGHUP", () => {
+    proxy.reload().then(
+      (r) =>
+        r.restart.length > 0 &&
+        process.stderr.write(`slapenir: reloaded; at the next start: ${r.restart.join(", ")}\n`),
+      (e) => {
+        const msg = e instanceof ConfigError ? e.message : "reload failed";
+        process.stderr.write(`slapenir: ${msg}; keeping the running configuration\n`);
+      },
+    );
+  });
+  // Under `npm start` the proxy's parent is npm, which passes SIGINT and SIGTERM on but dies
+  // of SIGHUP: a proxy whose parent went away drains and stops rather than run orphaned.
+  const parent = process.ppid;
+  const orphan = setInterval(() => {
+    if (process.ppid !== parent) void stop("parent exited");
+  }, 1_000);
+  orphan.unref();
+  // For `kill -HUP $(cat …/proxy.pid)` and the CLI.
+  writeFileSync(pidFile, `${process.pid}\n`);
+  // Last: the signals are handled and the pid file is there once the banner says it runs.
   process.stderr.write(
     [
       "",
       `SLAPENIR proxy listening on https://${listen} (mTLS), admin on http://${config.adminListen.host}:${proxy.adminPort}`,
-      `  certificates: ${config.certificates.mode} (${home}); credentials: ${creds}`,
+      `  certificates: ${config.certificates.mode} (${home}); ${creds}`,
       `  egress allowlist: ${config.policy.allow.length === 0 ? "empty — every destination is denied (set SLAPENIR_ALLOW)" : `${config.policy.allow.length} rule(s)`}`,
       "",
       "Try it:",
@@ -96,34 +144,6 @@ async function main(): Promise<void> {
       "",
     ].join("\n"),
   );
-  let stopping = false;
-  const stop = async (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(`slapenir: ${sig}, draining connections\n`);
-    // Once the listeners are closed nothing else keeps the event loop alive; without this
-    // timer the runtime exits mid-shutdown (workers not wiped, last audit lines lost).
-    const hold = setInterval(() => {}, 1_000);
-    await proxy.close();
-    clearInterval(hold);
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
-  // Each half stands alone: a bad policy file keeps the previous policy and still lets the
-  // secrets reload, and the other way round.
-  process.on("SIGHUP", () => {
-    try {
-      proxy.reloadPolicy(loadLivePolicy(process.env));
-    } catch (e) {
-      const msg = e instanceof ConfigError ? e.message : "policy reload failed";
-      process.stderr.write(`slapenir: ${msg}; keeping the previous policy\n`);
-    }
-    proxy.reloadSecrets().catch((e) => {
-      const msg = e instanceof ConfigError ? e.message : "secrets reload failed";
-      process.stderr.write(`slapenir: ${msg}; keeping the previous secrets\n`);
-    });
-  });
 }
 
 main().catch((e) => {

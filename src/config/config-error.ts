@@ -17,10 +17,21 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
   constructor(
     readonly code: ConfigErrorCode,
-    message: string,
+    /** What is wrong, without where. */
+    readonly detail: string,
     /** Where: a JSON path (`credentials[2].hosts[0]`) or an environment variable name. */
     readonly where?: string,
   ) {
-    super(where ? `${where}: ${message}` : message);
+    super(where ? `${where}: ${detail}` : detail);
   }
+}
+
+/**
+ * A field name as an error may show it: a name that looks like an identifier, quoted; any
+ * other could be a value written in the wrong place (a credential as a key) and is not shown.
+ */
+export function safeKey(key: string): string {
+  return /^[A-Za-z_$][A-Za-z0-9_]{0,31}$/.test(key)
+    ? `'${key}'`
+    : "(a field whose name is not shown)";
 }

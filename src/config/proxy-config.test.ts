@@ -26,6 +26,7 @@ function errorOf(env: Record<string, string>): ConfigError {
 test("embedded defaults", () => {
   const c = loadProxyConfig({}, "/srv/app");
   expect(c).toEqual({
+    configFile: undefined,
     listen: { host: "127.0.0.1", port: 8443 },
     adminListen: { host: "127.0.0.1", port: 8081 },
     home: "/srv/app/.slapenir",
@@ -68,6 +69,7 @@ test("embedded defaults", () => {
       on: ["dlp"],
     },
     logLevel: "info",
+    adminTokenFile: "/srv/app/.slapenir/admin-token",
   });
 });
 
@@ -311,7 +313,7 @@ describe("policy file", () => {
     [{ allowed: [] }, "unknown field 'allowed'"],
     [{ allow: "x.example" }, ": allow: must be an array"],
     [{ allow: ["ok.example", "no good"] }, ": allow[1]: is not a valid host"],
-    [{ agents: { "bad/agent": {} } }, ": agents.bad/agent: is not a valid agent name"],
+    [{ agents: { "bad/agent": {} } }, ": agents: has a key that is not a valid agent name"],
     [
       { agents: { a: { allow: ["x.example"], deny: [] } } },
       ': agents.a: must be { "allow": [...] }',

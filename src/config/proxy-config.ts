@@ -32,7 +32,14 @@ import { VIOLATION_KINDS, type ViolationKind } from "../guard/violations.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
 import { parseRequestRule, type RequestScope } from "../policy/request-rule.ts";
-import { ConfigError } from "./config-error.ts";
+import { ConfigError, safeKey } from "./config-error.ts";
+import {
+  type ConfigFile,
+  configFileFromEnv,
+  inFileTerms,
+  overlay,
+  type PolicyDoc,
+} from "./config-file.ts";
 
 export const DEFAULT_ALLOW_PORT = 443;
 
@@ -139,6 +146,8 @@ export interface Rate {
 }
 
 export interface ProxyConfig {
+  /** The configuration file read (SLAPENIR_CONFIG), if any. */
+  readonly configFile: string | undefined;
   readonly listen: ListenAddress;
   readonly adminListen: ListenAddress;
   readonly home: string;
@@ -174,13 +183,31 @@ export interface ProxyConfig {
       }
     | undefined;
   readonly logLevel: LogLevel;
+  /** The bearer token the console's actions need (made on first start when absent). */
+  readonly adminTokenFile: string;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-export function loadProxyConfig(env: Env = process.env, cwd: string = process.cwd()): ProxyConfig {
+/**
+ * The configuration: the file SLAPENIR_CONFIG names (read here unless the caller read it, so
+ * that one reading serves the configuration and the secrets), under the environment.
+ */
+export function loadProxyConfig(
+  env: Env = process.env,
+  cwd: string = process.cwd(),
+  file: ConfigFile | undefined = configFileFromEnv(env, cwd),
+): ProxyConfig {
+  try {
+    return fromEnv(overlay(env, file), cwd, file);
+  } catch (e) {
+    throw inFileTerms(e, env, file);
+  }
+}
+
+function fromEnv(env: Env, cwd: string, file: ConfigFile | undefined): ProxyConfig {
   const home = resolve(cwd, nonEmpty(env, "SLAPENIR_HOME") ?? ".slapenir");
-  const policy = loadLivePolicy(env, cwd);
+  const policy = livePolicy(env, cwd, file);
 
   const certPath = nonEmpty(env, "CERT_PATH");
   const certificates: CertificateSource = certPath
@@ -212,6 +239,7 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
   );
 
   const config: ProxyConfig = {
+    configFile: file?.path,
     listen: listenAddress(env, "SLAPENIR_LISTEN", "127.0.0.1:8443"),
     adminListen: listenAddress(env, "SLAPENIR_ADMIN_LISTEN", "127.0.0.1:8081"),
     home,
@@ -262,6 +290,10 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
     mintRate: rate(env, "SLAPENIR_MINT_RATE", "10/s,burst=50"),
     quarantine: quarantine(env, resolve(home, "quarantine.json"), cwd),
     logLevel: logLevel(env),
+    adminTokenFile: resolve(
+      cwd,
+      nonEmpty(env, "SLAPENIR_ADMIN_TOKEN_FILE") ?? join(home, "admin-token"),
+    ),
   };
   return deepFreeze(config);
 }
@@ -271,8 +303,30 @@ export function loadProxyConfig(env: Env = process.env, cwd: string = process.cw
  * SLAPENIR_AGENT_DENYLIST) and the policy file (SLAPENIR_POLICY), deeply frozen. Called at
  * start and again on each reload: a bad file throws, and the caller keeps what it had.
  */
-export function loadLivePolicy(env: Env = process.env, cwd: string = process.cwd()): LivePolicy {
+export function loadLivePolicy(
+  env: Env = process.env,
+  cwd: string = process.cwd(),
+  file: ConfigFile | undefined = configFileFromEnv(env, cwd),
+): LivePolicy {
+  try {
+    return livePolicy(overlay(env, file), cwd, file);
+  } catch (e) {
+    throw inFileTerms(e, env, file);
+  }
+}
+
+function livePolicy(env: Env, cwd: string, configFile: ConfigFile | undefined): LivePolicy {
   const file = readPolicyFile(env, cwd);
+  if (configFile) {
+    const own = policyFromDoc(configFile.policy, configFile.path);
+    file.allow.unshift(...own.allow);
+    for (const [agent, rules] of own.agentAllow) {
+      file.agentAllow.set(agent, Object.freeze([...rules, ...(file.agentAllow.get(agent) ?? [])]));
+    }
+    for (const k of ["agents", "serials", "fingerprints"] as const) {
+      file.deny[k].push(...own.deny[k]);
+    }
+  }
   const revoked = readRevocations(revocationsPath(env, cwd));
   const allow: AllowRule[] = [];
   const allowEnv = nonEmpty(env, "SLAPENIR_ALLOW");
@@ -403,22 +457,27 @@ interface PolicyFile {
 }
 
 function readPolicyFile(env: Env, cwd: string): PolicyFile {
-  const out: PolicyFile = {
-    allow: [],
-    agentAllow: new Map(),
-    deny: { agents: [], serials: [], fingerprints: [] },
-  };
   const file = nonEmpty(env, "SLAPENIR_POLICY");
-  if (file === undefined) return out;
+  if (file === undefined) return policyFromDoc({}, "");
   const path = resolve(cwd, file);
   const doc = readJsonFile(path, "SLAPENIR_POLICY");
   const where = `SLAPENIR_POLICY ${path}`;
   if (!isObject(doc)) throw new ConfigError("bad-shape", "must be a JSON object", where);
   for (const key of Object.keys(doc)) {
     if (!["allow", "agents", "denyAgents", "denyCertificates"].includes(key)) {
-      throw new ConfigError("bad-shape", `unknown field '${key.slice(0, 40)}'`, where);
+      throw new ConfigError("bad-shape", `unknown field ${safeKey(key)}`, where);
     }
   }
+  return policyFromDoc(doc, where);
+}
+
+/** The policy fields of the policy file or the configuration file; `where` names the file. */
+function policyFromDoc(doc: PolicyDoc, where: string): PolicyFile {
+  const out: PolicyFile = {
+    allow: [],
+    agentAllow: new Map(),
+    deny: { agents: [], serials: [], fingerprints: [] },
+  };
   if (doc.allow !== undefined) out.allow = patternList(doc.allow, `${where}: allow`);
   if (doc.agents !== undefined) {
     if (!isObject(doc.agents))
@@ -428,9 +487,13 @@ function readPolicyFile(env: Env, cwd: string): PolicyFile {
         `${where}: agents`,
       );
     for (const [agent, rules] of Object.entries(doc.agents)) {
-      const w = `${where}: agents.${agent.slice(0, 64)}`;
       if (!AGENT_NAME_RE.test(agent))
-        throw new ConfigError("bad-value", "is not a valid agent name", w);
+        throw new ConfigError(
+          "bad-value",
+          "has a key that is not a valid agent name",
+          `${where}: agents`,
+        );
+      const w = `${where}: agents.${agent}`;
       if (!isObject(rules) || Object.keys(rules).some((k) => k !== "allow")) {
         throw new ConfigError("bad-shape", 'must be { "allow": [...] }', w);
       }

@@ -40,7 +40,7 @@
 
 import { readFile } from "node:fs/promises";
 import { inspect } from "node:util";
-import { ConfigError } from "../config/config-error.ts";
+import { ConfigError, safeKey } from "../config/config-error.ts";
 import { PATTERN_MAX_LENGTH, PATTERN_MIN_LENGTH } from "../matcher/types.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
@@ -207,8 +207,18 @@ export interface SecretsConfig {
   withValues(values: ReadonlyMap<string, SourceValues>): SecretsConfig;
   /** Log-safe summary of every credential. */
   redacted(): readonly RedactedCredential[];
+  /** Every credential with its values, to compare two configurations (never to show). */
+  entries(): readonly CredentialEntry[];
   /** Zero every value (on reload or shutdown). */
   dispose(): void;
+}
+
+export interface CredentialEntry {
+  readonly name: string;
+  readonly dummy: SecretValue;
+  /** Null while its source has none. */
+  readonly real: SecretValue | null;
+  readonly view: RedactedCredential;
 }
 
 /** A source's values for one credential, by part (`real`, or the AWS parts). */
@@ -275,8 +285,14 @@ type Env = Readonly<Record<string, string | undefined>>;
  * Loads credentials from `TOKENS_JSON` (if set) and the environment. Zero credentials is
  * valid (the proxy then only forwards); an error names what is wrong and where.
  */
-export async function loadSecrets(env: Env = process.env): Promise<SecretsConfig> {
+export async function loadSecrets(
+  env: Env = process.env,
+  config:
+    | { readonly path: string; readonly credentials: readonly unknown[] }
+    | undefined = undefined,
+): Promise<SecretsConfig> {
   const drafts: CredentialDraft[] = [];
+  if (config) drafts.push(...credentialDrafts(config.credentials, config.path));
   const file = env.TOKENS_JSON;
   if (file !== undefined && file !== "") drafts.push(...(await readSecretsFile(file)));
   drafts.push(...parseSecretsEnv(env));
@@ -319,7 +335,12 @@ export function parseSecretsJson(text: string, label: string): CredentialDraft[]
     if (key !== "credentials")
       throw new ConfigError("bad-shape", `unknown field ${safeKey(key)}`, label);
   }
-  return doc.credentials.flatMap((entry: unknown, i: number) => {
+  return credentialDrafts(doc.credentials, label);
+}
+
+/** The entries of a `credentials` list (a secrets file's, or the configuration file's). */
+export function credentialDrafts(list: readonly unknown[], label: string): CredentialDraft[] {
+  return list.flatMap((entry: unknown, i: number) => {
     const where = `${label}: credentials[${i}]`;
     if (!isPlainObject(entry)) throw new ConfigError("bad-shape", "must be an object", where);
     if (entry.kind !== undefined && entry.kind !== "aws") {
@@ -781,6 +802,11 @@ export function buildSecrets(
       parts: [...(prior?.parts ?? []), d.sourced.part],
     });
   }
+  const summary = (d: CredentialDraft): RedactedCredential => {
+    const built = credentials.find((c) => c.name === d.name);
+    const view = built?.redacted() ?? redactedView({ ...d, real: null });
+    return d.sourced ? { ...view, from: describeSource(d.sourced.spec) } : view;
+  };
   return Object.freeze({
     credentials,
     unavailable: Object.freeze(unavailable),
@@ -806,12 +832,9 @@ export function buildSecrets(
         throw e;
       }
     },
-    redacted: () =>
-      drafts.map((d): RedactedCredential => {
-        const built = credentials.find((c) => c.name === d.name);
-        const summary = built?.redacted() ?? redactedView({ ...d, real: null });
-        return d.sourced ? { ...summary, from: describeSource(d.sourced.spec) } : summary;
-      }),
+    redacted: () => drafts.map(summary),
+    entries: () =>
+      drafts.map((d) => ({ name: d.name, dummy: d.dummy, real: d.real, view: summary(d) })),
     dispose: () => {
       for (const d of drafts) {
         d.dummy.dispose();
@@ -839,8 +862,3 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** A field name is shown only if it looks like a field name (a pasted secret would not). */
-function safeKey(key: string): string {
-  return /^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(key)
-    ? `'${key}'`
-    : "(a field whose name is not shown)";
-}

@@ -20,8 +20,8 @@ export interface AdminState {
     reasons(): readonly { code: string; count: number }[];
     certificateExpiresAt(): string | null;
   };
-  /** Reads the secrets file again and puts it in force (as SIGHUP does). */
-  readonly reloadSecrets?: () => Promise<void>;
+  /** Reads the whole configuration again and puts what changed in force (as SIGHUP does). */
+  readonly reload?: () => Promise<object>;
   /** Readiness: false while starting or draining. */
   ready(): boolean;
   /** Log-safe facts for the status page (names and counts only). */
@@ -179,14 +179,12 @@ ${table(
     }
   });
 
-  // Everything SIGHUP reloads, for an operator who cannot signal the process (`npm start`
-  // runs it under npm, which does not pass SIGHUP on): the policy, then the secrets.
+  // What SIGHUP and a change of the configuration file do, for an operator who cannot signal
+  // the process: all or nothing; the answer names what changed and what waits for a restart.
   app.post("/reload", async (c) => {
-    if (!state.reloadPolicy || !state.reloadSecrets) return c.json({ error: "not available" }, 404);
+    if (!state.reload) return c.json({ error: "not available" }, 404);
     try {
-      const closed = state.reloadPolicy();
-      await state.reloadSecrets();
-      return c.json({ reloaded: true, closed });
+      return c.json({ reloaded: true, ...(await state.reload()) });
     } catch (e) {
       return c.json({ error: e instanceof ConfigError ? e.message : "reload failed" }, 400);
     }

@@ -76,6 +76,11 @@ export class AuditLog {
     );
   }
 
+  /** A reload may change the level. */
+  setLevel(level: string): void {
+    this.logger.level = level;
+  }
+
   request(r: RequestRecord): void {
     this.logger.info({ evt: "request", ...r }, "request");
   }

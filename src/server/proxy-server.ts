@@ -4,15 +4,25 @@
 // that names what is wrong; it never prints a credential. Tests start it in-process.
 
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
 import { InlineScanner, passThroughStream } from "../body/inline-scanner.ts";
 import { PoolScanner } from "../body/scan-pipelines.ts";
+import {
+  type ConfigChanges,
+  type CredentialChanges,
+  configChanges,
+  credentialChanges,
+} from "../config/config-diff.ts";
 import { ConfigError } from "../config/config-error.ts";
+import { type ConfigFile, configFileFromEnv, overlay } from "../config/config-file.ts";
 import {
   type LivePolicy,
   loadLivePolicy,
+  loadProxyConfig,
   type ProxyConfig,
   type Rate,
+  revocationsPath,
 } from "../config/proxy-config.ts";
 import { REDACT_COMPILE, SecretState } from "../credentials/secret-state.ts";
 import { disposeSources, loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
@@ -57,6 +67,7 @@ import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
 import { addressVerdict } from "../policy/address-class.ts";
 import { compileLivePolicy } from "../policy/egress-policy.ts";
 import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
+import { watchConfigFiles } from "./config-watch.ts";
 
 export const VERSION = "0.1.0";
 
@@ -78,13 +89,31 @@ export interface RunningProxy {
    * Returns how many were.
    */
   reloadPolicy(next: LivePolicy): number;
+  /**
+   * Read the configuration file, the environment's files and the secrets again and put what
+   * changed in force, all or nothing: an error leaves everything as it was and is thrown.
+   */
+  reload(): Promise<ReloadReport>;
   /** Swap server certificate / agent CA without dropping open connections. */
   reloadCredentials(c: ServerCredentials): void;
   close(): Promise<void>;
 }
 
+/** What a reload changed, by name (config-diff.ts). */
+export interface ReloadReport extends ConfigChanges {
+  readonly credentials: CredentialChanges;
+  /** Connections the new policy no longer admits, closed. */
+  readonly closed: number;
+}
+
 export interface StartOptions {
   readonly env?: Record<string, string | undefined>;
+  /** The configuration file as read with `config` (default: read again from SLAPENIR_CONFIG). */
+  readonly configFile?: ConfigFile;
+  /** Directory relative paths of the environment are read from on reload (default: cwd). */
+  readonly cwd?: string;
+  /** Reload when a configuration, secrets, policy or revocations file changes (main.ts). */
+  readonly watchConfig?: boolean;
   /** Where audit lines go (default stdout). */
   readonly auditDestination?: import("pino").DestinationStream;
   /** Matcher worker threads (default: cores). */
@@ -172,7 +201,13 @@ export async function startProxy(
   // Metrics exist once the pool does; a source reading before that is only audited.
   const metricsRef: { current?: ProxyMetrics } = {};
   /** As loaded: sourced credentials without values. Installed configs are copies. */
-  let template: SecretsConfig = await loadSecrets(env);
+  const cwd = options.cwd ?? process.cwd();
+  let template: SecretsConfig = await loadSecrets(
+    env,
+    options.configFile ?? configFileFromEnv(env, cwd),
+  );
+  /** The settings in force: those a reload can change (config-diff.ts) follow the file. */
+  let live = config;
   // A source's change before the request path below exists is handled once it does.
   let switchReady = false;
   let changedEarly = false;
@@ -340,7 +375,7 @@ export async function startProxy(
   }
   const selfPorts = new Set<number>();
   const upstream = new UpstreamClient({
-    addressCheck: (ip) => addressVerdict(ip, config.allowPrivate),
+    addressCheck: (ip) => addressVerdict(ip, live.allowPrivate),
     selfPorts: () => selfPorts,
     connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
     ca: trustAnchors(extraCa),
@@ -397,7 +432,7 @@ export async function startProxy(
         msg: VIOLATION_TEXT[kind],
       });
     }
-    const kind = kinds.find((k) => config.quarantine?.on.includes(k));
+    const kind = kinds.find((k) => live.quarantine?.on.includes(k));
     if (!quarantine || kind === undefined || !quarantine.add(agent, kind)) return;
     metrics.refused.inc({ reason: "quarantined" });
     audit.event(
@@ -413,20 +448,23 @@ export async function startProxy(
   });
   // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
   // on their address's (before TLS), leaf mints on the agent's.
+  // A reload that changes a rate starts it with full buckets.
   const bucket = (r: Rate | undefined) =>
     r ? new RateLimiter(r.perSecond, r.burst, options.rateClock) : undefined;
-  const requestRate = bucket(config.rateLimit);
-  const handshakeRate = bucket(config.handshakeRate);
-  const mintRate = bucket(config.mintRate);
-  const stages: Stage[] = [];
-  if (requestRate) stages.push(rateLimit(requestRate));
-  stages.push(
+  const buckets = (c: ProxyConfig) => ({
+    request: bucket(c.rateLimit),
+    handshake: bucket(c.handshakeRate),
+    mint: bucket(c.mintRate),
+  });
+  let rates = buckets(config);
+  const stages: Stage[] = [
+    rateLimit(() => rates.request),
     egress(() => policy),
     upgrades(),
     outbound({ scanner, inline, held, maxHeldBodyBytes: config.limits.maxHeldBodyBytes }),
     signAws(),
     inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS, secrets: () => state }),
-  );
+  ];
   // A WebSocket is relayed frame by frame, scanned with its handshake's secrets; one audit
   // line when it closes.
   const relay: WebSocketRelay = (ex, agentSide, upstreamSide, hold, deflate) => {
@@ -532,21 +570,11 @@ export async function startProxy(
       bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
     },
     rates: {
-      ...(requestRate
-        ? { connect: (agent: string) => rated(requestRate.take(agent), "rate limit exceeded") }
-        : {}),
-      ...(handshakeRate
-        ? {
-            handshake: (address: string) =>
-              rated(handshakeRate.take(address), "new connection rate exceeded"),
-          }
-        : {}),
-      ...(mintRate
-        ? {
-            mint: (agent: string) =>
-              rated(mintRate.take(agent), "certificate mint rate exceeded (new hosts)"),
-          }
-        : {}),
+      connect: (agent: string) => rated(rates.request?.take(agent), "rate limit exceeded"),
+      handshake: (address: string) =>
+        rated(rates.handshake?.take(address), "new connection rate exceeded"),
+      mint: (agent: string) =>
+        rated(rates.mint?.take(agent), "certificate mint rate exceeded (new hosts)"),
     },
     connections: {
       total: config.limits.maxConnections,
@@ -581,7 +609,10 @@ export async function startProxy(
   if (changedEarly) sourcesChanged();
   /** Read the secrets again (the file, or `e`'s variables) and put them in force. */
   const reloadSecrets = async (e: Record<string, string | undefined> = env): Promise<void> => {
-    const nextTemplate = await loadSecrets(e);
+    await applySecrets(await loadSecrets(e, configFileFromEnv(e, cwd)));
+    audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
+  };
+  const applySecrets = async (nextTemplate: SecretsConfig): Promise<void> => {
     const nextSources = await startSources(nextTemplate, onSourceChange, (ev) =>
       sourceEvent(audit, metrics, ev),
     );
@@ -598,13 +629,16 @@ export async function startProxy(
     install(template.withValues(sources?.snapshot() ?? new Map()));
     for (const s of draining.keys()) s.replace();
     oldTemplate.dispose();
-    audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
   };
   /** Put a new policy in force; connections it no longer admits are closed (how many). */
-  const reloadPolicy = (next: LivePolicy): number => {
+  const applyPolicy = (next: LivePolicy): number => {
     deny = denylistSets(next.deny);
     policy = compileLivePolicy(next);
-    const closed = front.recheck();
+    live = { ...live, policy: next };
+    return front.recheck();
+  };
+  const reloadPolicy = (next: LivePolicy): number => {
+    const closed = applyPolicy(next);
     audit.event(
       "reload",
       {
@@ -618,13 +652,84 @@ export async function startProxy(
     );
     return closed;
   };
+  // One reload at a time (a file change, SIGHUP and the admin action may meet); each reads
+  // everything before it changes anything.
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<ReloadReport> => {
+    const run = reloading.then(async (): Promise<ReloadReport> => {
+      const file = configFileFromEnv(env, cwd);
+      const next = loadProxyConfig(env, cwd, file);
+      const nextTemplate = await loadSecrets(env, file);
+      const changes = configChanges(live, next);
+      const credentials = credentialChanges(template.entries(), nextTemplate.entries());
+      try {
+        await applySecrets(nextTemplate);
+      } catch (e) {
+        nextTemplate.dispose();
+        throw e;
+      }
+      const closed = applyPolicy(next.policy);
+      if (changes.applied.some((k) => k.endsWith("Rate") || k === "rateLimit"))
+        rates = buckets(next);
+      live = {
+        ...live,
+        rateLimit: next.rateLimit,
+        handshakeRate: next.handshakeRate,
+        mintRate: next.mintRate,
+        allowPrivate: next.allowPrivate,
+        logLevel: next.logLevel,
+        quarantine: live.quarantine &&
+          next.quarantine && { ...live.quarantine, on: next.quarantine.on },
+      };
+      audit.setLevel(next.logLevel);
+      const report = { ...changes, credentials, closed };
+      audit.event(
+        "reload",
+        {
+          ...(next.configFile ? { file: next.configFile } : {}),
+          changed: changes.applied.join(",") || "-",
+          restartNeeded: changes.restart.join(",") || "-",
+          credentialsAdded: credentials.added.join(",") || "-",
+          credentialsRemoved: credentials.removed.join(",") || "-",
+          credentialsChanged: credentials.changed.join(",") || "-",
+          credentials: state.credentialCount,
+          rules: policy.ruleCount,
+          closed,
+        },
+        changes.restart.length > 0
+          ? "configuration reloaded; some changes take effect at the next start"
+          : "configuration reloaded",
+      );
+      return report;
+    });
+    reloading = run.catch((e) => {
+      // A ConfigError names the file and field, never a value; anything else only its kind.
+      const error = e instanceof ConfigError ? e.message : `reload failed (${(e as Error)?.name})`;
+      audit.event("reload-failed", { error }, "reload refused; the running configuration stays");
+    });
+    return run;
+  };
+  const watcher = options.watchConfig
+    ? watchConfigFiles(
+        [
+          live.configFile,
+          env.TOKENS_JSON,
+          env.SLAPENIR_POLICY,
+          revocationsPath(overlay(env, options.configFile), cwd),
+        ]
+          .filter((p): p is string => !!p)
+          .map((p) => resolve(cwd, p)),
+        reload,
+        () => {},
+      )
+    : undefined;
   const admin = createAdminApp(metrics, {
     startedAt,
     version: VERSION,
     ready: () => ready,
     reloadPolicy: () =>
       reloadPolicy((options.policySource ?? (() => loadLivePolicy(options.env ?? process.env)))()),
-    reloadSecrets: () => reloadSecrets(),
+    reload,
     ...(quarantine
       ? {
           quarantine: {
@@ -696,6 +801,7 @@ export async function startProxy(
     pool,
     reloadSecrets,
     reloadPolicy,
+    reload,
     reloadCredentials(c) {
       front.reloadCredentials(c);
       serverNotAfter = notAfterOf(c.certPem);
@@ -703,6 +809,7 @@ export async function startProxy(
     },
     async close() {
       ready = false;
+      watcher?.close();
       guard?.stop();
       clearInterval(recheck);
       await front.close(config.limits.shutdownGraceMs);
@@ -796,8 +903,9 @@ function sourceEvent(audit: AuditLog, metrics: ProxyMetrics | undefined, e: Sour
 const GUARD_INTERVAL_MS = 50;
 const LEAF_CACHE_CAPACITY = 1000;
 
-function rated(ok: boolean, reason: string): Verdict {
-  return ok ? PASS : refuse("rate-limited", reason);
+/** A bucket's answer (undefined: that rate is off). */
+function rated(ok: boolean | undefined, reason: string): Verdict {
+  return ok === false ? refuse("rate-limited", reason) : PASS;
 }
 const GUARD_MIN_GAP_MS = 10;
 const STALL_GRACE_MS = 2000;

@@ -3,12 +3,21 @@
 // admin listener, and stops cleanly on SIGTERM. Bad configuration exits 2 naming the setting.
 
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const MAIN = join(import.meta.dir, "../../src/main.ts");
+
+/** Running (a zombie no one has reaped yet has exited). */
+function alive(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
 
 async function readUntil(
   stream: ReadableStream<Uint8Array>,
@@ -110,10 +119,60 @@ describe("bun src/main.ts", () => {
     }, 20_000);
   }
 
+  test("SLAPENIR_CONFIG: SIGHUP reloads the file; a bad one is refused naming its field", async () => {
+    const home = await mkdtemp(join(tmpdir(), "slapenir-hup-"));
+    const file = join(home, "slapenir.yaml");
+    try {
+      await writeFile(file, "allow: [example.com]\n");
+      await using proc = spawnMain(home, { SLAPENIR_CONFIG: file });
+      const banner = await readUntil(proc.stderr, /reloaded when it changes/, 20_000);
+      expect(banner).toContain(`configuration ${file}`);
+      expect(banner).toContain("egress allowlist: 1 rule(s)");
+      // Written without a change the watcher would act on first: the file's digest is what
+      // it was at start, so only the signal reloads it.
+      await writeFile(file, "allow: [example.com]\nalow: [x.com]\n");
+      proc.kill("SIGHUP");
+      const err = await readUntil(proc.stderr, /keeping the running configuration/, 20_000);
+      expect(err).toContain(
+        `slapenir: ${file}: unknown field 'alow'; keeping the running configuration`,
+      );
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  test("a proxy whose parent exits (npm, on SIGHUP) drains and stops instead of running orphaned", async () => {
+    const home = await mkdtemp(join(tmpdir(), "slapenir-orphan-"));
+    try {
+      // A shell stands in for npm: the proxy is its child; the shell dies of SIGHUP.
+      await using parent = Bun.spawn(["sh", "-c", `"${process.execPath}" "${MAIN}" & wait`], {
+        env: {
+          PATH: process.env.PATH ?? "",
+          SLAPENIR_HOME: home,
+          SLAPENIR_LISTEN: "127.0.0.1:0",
+          SLAPENIR_ADMIN_LISTEN: "127.0.0.1:0",
+        },
+        stdout: "ignore",
+        stderr: "pipe",
+      });
+      await readUntil(parent.stderr, /admin on http/, 20_000);
+      const pid = Number((await readFile(join(home, "proxy.pid"), "utf8")).trim());
+      expect(alive(pid)).toBe(true);
+      parent.kill("SIGHUP");
+      await parent.exited;
+      while (alive(pid)) await Bun.sleep(50);
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 30_000);
+
   const bad: [string, Record<string, string>, string][] = [
     ["listen address", { SLAPENIR_LISTEN: "nonsense" }, "SLAPENIR_LISTEN"],
     ["allow rule", { SLAPENIR_ALLOW: "exa mple.com" }, "SLAPENIR_ALLOW[0]"],
     ["secrets file", { TOKENS_JSON: "/nonexistent/tokens.json" }, "TOKENS_JSON"],
+    ["configuration file", { SLAPENIR_CONFIG: "/nonexistent/slapenir.yaml" }, "SLAPENIR_CONFIG"],
   ];
   for (const [name, env, where] of bad) {
     test(`bad ${name}: exits with an error naming ${where}`, async () => {

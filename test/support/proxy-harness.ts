@@ -63,6 +63,10 @@ export interface HarnessOptions {
   readonly rateClock?: () => number;
   /** How long a source's new value waits for older answers before they are cut. */
   readonly sourceSwitchMs?: number;
+  /** A configuration file (YAML) written to `dir/slapenir.yaml` and named by SLAPENIR_CONFIG. */
+  readonly configYaml?: string;
+  /** Reload when a configuration file changes, as `npm start` does. */
+  readonly watchConfig?: boolean;
 }
 
 export interface AgentFiles {
@@ -140,6 +144,10 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     await writeFile(path, JSON.stringify({ credentials: opts.credentials }));
     env.TOKENS_JSON = path;
   }
+  if (opts.configYaml !== undefined) {
+    env.SLAPENIR_CONFIG = join(dir, "slapenir.yaml");
+    await writeFile(env.SLAPENIR_CONFIG, opts.configYaml);
+  }
   const auditLines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -161,6 +169,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     ...(opts.rateClock ? { rateClock: opts.rateClock } : {}),
     ...(opts.sourceSwitchMs !== undefined ? { sourceSwitchMs: opts.sourceSwitchMs } : {}),
     policySource: () => loadLivePolicy(env, dir),
+    cwd: dir,
+    ...(opts.watchConfig ? { watchConfig: true } : {}),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);

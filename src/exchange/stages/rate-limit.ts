@@ -4,11 +4,14 @@ import type { RateLimiter } from "../../guard/rate-limit.ts";
 import { allow, refuse } from "../../policy/verdict.ts";
 import type { Stage } from "../exchange.ts";
 
-export function rateLimit(limiter: RateLimiter): Stage {
+/** `limiter` is read per request: a reload may change or switch off the rate (undefined). */
+export function rateLimit(limiter: () => RateLimiter | undefined): Stage {
   return {
     name: "rate-limit",
     request: function limitRate(ex, out) {
-      return limiter.take(ex.agent) ? allow(out) : refuse("rate-limited", "rate limit exceeded");
+      return limiter()?.take(ex.agent) !== false
+        ? allow(out)
+        : refuse("rate-limited", "rate limit exceeded");
     },
   };
 }
