@@ -27,6 +27,7 @@ import { normalizeSerialHex, x509 } from "./pki/x509.ts";
 import { AGENT_NAME_RE } from "./policy/agent-name.ts";
 import { compileLivePolicy } from "./policy/egress-policy.ts";
 import { explainRequest } from "./policy/policy-test.ts";
+import { readAdminToken } from "./server/admin-token.ts";
 import type { ReloadReport } from "./server/proxy-server.ts";
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -444,8 +445,11 @@ async function askProxy(
 ) {
   const { host, port } = config.adminListen;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}${path}`;
+  // Actions carry the operator's token, which the proxy made in its home on first start.
+  const headers: Record<string, string> =
+    method === "POST" ? { authorization: `Bearer ${readAdminToken(config.adminTokenFile)}` } : {};
   try {
-    return await fetch(url, { method });
+    return await fetch(url, { method, headers });
   } catch {
     io.err(`${level}: no proxy answers at ${url} (SLAPENIR_ADMIN_LISTEN)`);
     return null;

@@ -37,6 +37,7 @@ describe("Activity", () => {
 
   test("per agent counts and last seen; refusals and failures by code, most frequent first", () => {
     const act = new Activity();
+    act.identified("a", "1f", 86_400_000, 500);
     act.exchange(rec({ swaps: 2 }), undefined, 1000);
     act.exchange(rec({ decision: "deny", status: 403, swaps: 0 }), "dlp-blocked", 2000);
     act.exchange(rec({ decision: "deny", status: 403, swaps: 0 }), "policy-denied", 3000);
@@ -50,6 +51,8 @@ describe("Activity", () => {
     expect(act.agents()).toEqual([
       {
         agent: "a",
+        serial: "1f",
+        certificateExpiresAt: new Date(86_400_000).toISOString(),
         requests: 4,
         denied: 3,
         errors: 0,
@@ -60,6 +63,8 @@ describe("Activity", () => {
       },
       {
         agent: "b",
+        serial: null,
+        certificateExpiresAt: null,
         requests: 1,
         denied: 0,
         errors: 1,
@@ -74,6 +79,22 @@ describe("Activity", () => {
       { code: "dlp-blocked", count: 1 },
       { code: "upstream-reset", count: 1 },
     ]);
+  });
+
+  test("the live stream sees each exchange as recorded; filters by host too; uses by credential", () => {
+    const act = new Activity(10);
+    const seen: string[] = [];
+    const stop = act.watch((e) => seen.push(`${e.agent} ${e.path} ${e.at}`));
+    act.exchange(rec({ path: "/1" }), undefined, 1000, ["gh"]);
+    act.exchange(rec({ path: "/2", host: "other.example" }), undefined, 2000, ["gh", "oa"]);
+    stop();
+    act.exchange(rec({ path: "/3" }), undefined, 3000);
+    expect(seen).toEqual([
+      `a /1 ${new Date(1000).toISOString()}`,
+      `a /2 ${new Date(2000).toISOString()}`,
+    ]);
+    expect(act.recent({ host: "other.example" }).map((e) => e.path)).toEqual(["/2"]);
+    expect(Object.fromEntries(act.uses())).toEqual({ gh: 2, oa: 1 });
   });
 
   test("bounded in agents: the longest unseen is let go", () => {

@@ -27,6 +27,9 @@ export interface ExchangeView {
 
 export interface AgentView {
   readonly agent: string;
+  /** The certificate it last connected with: serial and expiry (null until it connects). */
+  readonly serial: string | null;
+  readonly certificateExpiresAt: string | null;
   readonly requests: number;
   readonly denied: number;
   readonly errors: number;
@@ -38,7 +41,27 @@ export interface AgentView {
 
 const MAX_AGENTS = 1024;
 
+/** What the operator narrows exchanges to: an agent, a decision, a host (exact names). */
+export interface ExchangeFilter {
+  readonly agent?: string;
+  readonly decision?: string;
+  readonly host?: string;
+}
+
+export function matches(
+  e: Pick<ExchangeView, "agent" | "decision" | "host">,
+  f: ExchangeFilter,
+): boolean {
+  return (
+    (!f.agent || e.agent === f.agent) &&
+    (!f.decision || e.decision === f.decision) &&
+    (!f.host || e.host === f.host)
+  );
+}
+
 interface AgentCounts {
+  serial: string | null;
+  notAfter: number | null;
   requests: number;
   denied: number;
   errors: number;
@@ -56,11 +79,39 @@ export class Activity {
   #next = 0;
   readonly #agents = new Map<string, AgentCounts>();
   readonly #reasons = new Map<string, number>();
+  readonly #uses = new Map<string, number>();
+  readonly #watchers = new Set<(e: ExchangeView) => void>();
 
   constructor(private readonly capacity = 200) {}
 
-  /** One exchange, as the audit log records it, at `now` (ms since the epoch). */
-  exchange(r: RequestRecord, code: ProxyErrorCode | undefined, now: number): void {
+  /** Every exchange as it is recorded (the console's live stream); returns how to stop. */
+  watch(fn: (e: ExchangeView) => void): () => void {
+    this.#watchers.add(fn);
+    return () => this.#watchers.delete(fn);
+  }
+
+  /** An agent authenticated with a certificate (its serial and expiry, ms since the epoch). */
+  identified(agent: string, serial: string, notAfter: number, now: number): void {
+    const a = this.#agent(agent, now);
+    a.serial = serial;
+    a.notAfter = notAfter;
+  }
+
+  /** Requests that had each credential swapped, by name. */
+  uses(): ReadonlyMap<string, number> {
+    return this.#uses;
+  }
+
+  /**
+   * One exchange, as the audit log records it, at `now` (ms since the epoch), with the
+   * credentials whose dummy it had swapped.
+   */
+  exchange(
+    r: RequestRecord,
+    code: ProxyErrorCode | undefined,
+    now: number,
+    swapped: Iterable<string> = [],
+  ): void {
     const view: Kept = {
       atMs: now,
       agent: r.agent,
@@ -86,6 +137,12 @@ export class Activity {
     a.swaps += r.swaps;
     a.redactions += r.redactions;
     if (code) this.#reasons.set(code, (this.#reasons.get(code) ?? 0) + 1);
+    for (const name of swapped) this.#uses.set(name, (this.#uses.get(name) ?? 0) + 1);
+    if (this.#watchers.size > 0) {
+      const { atMs, ...rest } = view;
+      const shown = { at: new Date(atMs).toISOString(), ...rest };
+      for (const w of this.#watchers) w(shown);
+    }
   }
 
   violation(agent: string, now: number): void {
@@ -93,13 +150,12 @@ export class Activity {
   }
 
   /** The most recent exchanges, newest first, those matching `filter` only. */
-  recent(filter: { agent?: string; decision?: string } = {}): ExchangeView[] {
+  recent(filter: ExchangeFilter = {}): ExchangeView[] {
     const n = this.#recent.length;
     const out: ExchangeView[] = [];
     for (let i = 1; i <= n; i++) {
       const { atMs, ...v } = this.#recent[(this.#next - i + n) % n]!;
-      if (filter.agent && v.agent !== filter.agent) continue;
-      if (filter.decision && v.decision !== filter.decision) continue;
+      if (!matches(v, filter)) continue;
       out.push({ at: new Date(atMs).toISOString(), ...v });
     }
     return out;
@@ -107,7 +163,12 @@ export class Activity {
 
   agents(): AgentView[] {
     return [...this.#agents]
-      .map(([agent, c]) => ({ agent, ...c, lastSeen: new Date(c.lastSeen).toISOString() }))
+      .map(([agent, { notAfter, ...c }]) => ({
+        agent,
+        ...c,
+        certificateExpiresAt: notAfter === null ? null : new Date(notAfter).toISOString(),
+        lastSeen: new Date(c.lastSeen).toISOString(),
+      }))
       .sort((x, y) => x.agent.localeCompare(y.agent));
   }
 
@@ -124,6 +185,8 @@ export class Activity {
       this.#agents.delete(agent); // re-inserted: the map's order is last seen
     else {
       a = {
+        serial: null,
+        notAfter: null,
         requests: 0,
         denied: 0,
         errors: 0,

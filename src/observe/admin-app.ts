@@ -1,25 +1,56 @@
-// The operator-facing admin listener: /health, Prometheus /metrics and a small /status page.
-// It runs on its own listener (SLAPENIR_ADMIN_LISTEN), never on the agent-facing port, and never
-// shows a credential value — only names, counts and the log-safe views of configuration.
+// The operator-facing admin listener: /health, Prometheus /metrics, the console (`/`: live
+// exchanges, agents, credentials, refusals by reason, the proxy's health) with a JSON view of
+// each, and the operator's actions. It runs on its own listener (SLAPENIR_ADMIN_LISTEN), never
+// on the agent-facing port, and never shows a credential value — only names, counts and the
+// log-safe views of configuration. Views are read without a token (like /metrics); actions
+// need the operator's bearer token, a header a browser never sends on its own (no CSRF).
 
-import { Hono } from "hono";
+import { timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Hono, type MiddlewareHandler } from "hono";
+import { streamSSE } from "hono/streaming";
 import { ConfigError } from "../config/config-error.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
-import type { AgentView, ExchangeView } from "./activity.ts";
+import { type AgentView, type ExchangeFilter, type ExchangeView, matches } from "./activity.ts";
 import type { ProxyMetrics } from "./metrics.ts";
+
+/** A credential as the console shows it: where it goes and how much it is used, no value. */
+export interface CredentialView {
+  readonly name: string;
+  readonly kind: "token" | "aws";
+  readonly hosts: readonly string[];
+  readonly in: readonly string[];
+  readonly agents: readonly string[] | "any";
+  /** `value` (written in the configuration) or the source (`file /run/secrets/gh`). */
+  readonly from: string;
+  /** Whether it has a real value now (a source may have none yet, or have failed). */
+  readonly available: boolean;
+  /** When its value expires, as its source says (ISO); null when it does not say. */
+  readonly expiresAt: string | null;
+  /** Requests that had its dummy swapped since start. */
+  readonly uses: number;
+}
 
 export interface AdminState {
   readonly startedAt: number;
   readonly version: string;
+  /** The operator's bearer token, for actions (server/admin-token.ts). */
+  readonly token: string;
   /** Reads the live policy again and puts it in force; how many connections it closed. */
   readonly reloadPolicy?: () => number;
   /** Traffic as the status view shows it (observe/activity.ts), with live connection counts. */
   readonly activity?: {
-    recent(filter: { agent?: string; decision?: string }): readonly ExchangeView[];
-    agents(): readonly (AgentView & { connections: number; quarantined: boolean })[];
+    recent(filter: ExchangeFilter): readonly ExchangeView[];
+    watch(fn: (e: ExchangeView) => void): () => void;
+    agents(): readonly (AgentView & {
+      connections: number;
+      quarantined: boolean;
+      quarantinedFor?: string;
+    })[];
     reasons(): readonly { code: string; count: number }[];
     certificateExpiresAt(): string | null;
   };
+  readonly credentials?: () => readonly CredentialView[];
   /** Reads the whole configuration again and puts what changed in force (as SIGHUP does). */
   readonly reload?: () => Promise<object>;
   /** Readiness: false while starting or draining. */
@@ -38,8 +69,126 @@ function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+const asset = (name: string) => readFileSync(new URL(`./console/${name}`, import.meta.url), "utf8");
+const CONSOLE = { html: asset("console.html"), js: asset("console.js"), css: asset("console.css") };
+// The console's page runs only its own script and style, is never framed, and sends nothing
+// anywhere but this listener.
+const CONSOLE_HEADERS = {
+  "content-security-policy":
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+};
+/** A live stream whose reader falls this far behind loses events (it is told how many). */
+const STREAM_BACKLOG = 256;
+
+const wantsJson = (accept: string | undefined) => (accept ?? "").includes("application/json");
+
+function filterOf(q: (k: string) => string | undefined): ExchangeFilter {
+  const f: { agent?: string; decision?: string; host?: string } = {};
+  for (const k of ["agent", "decision", "host"] as const) {
+    const v = q(k);
+    if (v) f[k] = v;
+  }
+  return f;
+}
+
 export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
   const app = new Hono();
+  const expected = Buffer.from(state.token);
+  /** Actions: `Authorization: Bearer <token>`, compared in constant time. */
+  const operator: MiddlewareHandler = async (c, next) => {
+    const m = /^Bearer ([A-Za-z0-9_-]{1,256})$/.exec(c.req.header("authorization") ?? "");
+    const given = Buffer.from(m?.[1] ?? "");
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      return c.json(
+        {
+          error:
+            "this action needs the operator's token (Authorization: Bearer …; SLAPENIR_HOME/admin-token)",
+        },
+        401,
+        { "www-authenticate": 'Bearer realm="slapenir-admin"' },
+      );
+    }
+    await next();
+  };
+
+  const agents = () => state.activity?.agents() ?? [];
+  const credentials = () => state.credentials?.() ?? [];
+  const health = () => ({
+    status: state.ready() ? "ok" : "unavailable",
+    version: state.version,
+    uptimeSeconds: Math.round((Date.now() - state.startedAt) / 1000),
+    certificateExpiresAt: state.activity?.certificateExpiresAt() ?? null,
+    summary: state.summary(),
+  });
+
+  // The console: one page, its script and style; each view is also JSON on its own route.
+  app.get("/", (c) => {
+    if (wantsJson(c.req.header("accept"))) {
+      return c.json({
+        health: health(),
+        agents: agents(),
+        credentials: credentials(),
+        reasons: state.activity?.reasons() ?? [],
+        exchanges: state.activity?.recent({}).slice(0, 100) ?? [],
+      });
+    }
+    return c.html(CONSOLE.html, 200, CONSOLE_HEADERS);
+  });
+  app.get("/console.js", (c) =>
+    c.body(CONSOLE.js, 200, {
+      ...CONSOLE_HEADERS,
+      "content-type": "text/javascript; charset=utf-8",
+    }),
+  );
+  app.get("/console.css", (c) =>
+    c.body(CONSOLE.css, 200, { ...CONSOLE_HEADERS, "content-type": "text/css; charset=utf-8" }),
+  );
+  app.get("/api/health", (c) => c.json(health()));
+  app.get("/api/agents", (c) => c.json({ agents: agents() }));
+  app.get("/api/credentials", (c) => c.json({ credentials: credentials() }));
+  app.get("/api/reasons", (c) => c.json({ reasons: state.activity?.reasons() ?? [] }));
+  app.get("/api/exchanges", (c) =>
+    c.json({
+      exchanges: state.activity?.recent(filterOf((k) => c.req.query(k))).slice(0, 200) ?? [],
+    }),
+  );
+  // Exchanges as they are recorded (Server-Sent Events), those matching the query's filter.
+  app.get("/api/exchanges/stream", (c) => {
+    const act = state.activity;
+    if (!act) return c.json({ error: "not available" }, 404);
+    const filter = filterOf((k) => c.req.query(k));
+    return streamSSE(c, async (stream) => {
+      let backlog = 0;
+      let dropped = 0;
+      const send = (event: string, data: unknown) => {
+        backlog += 1;
+        void stream.writeSSE({ event, data: JSON.stringify(data) }).finally(() => {
+          backlog -= 1;
+        });
+      };
+      const stop = act.watch((e) => {
+        if (!matches(e, filter)) return;
+        if (backlog >= STREAM_BACKLOG) {
+          dropped += 1;
+          return;
+        }
+        if (dropped > 0) {
+          send("dropped", { count: dropped });
+          dropped = 0;
+        }
+        send("exchange", e);
+      });
+      const done = new Promise<void>((ok) => stream.onAbort(ok));
+      // A comment now and then keeps the connection (and idle-closing middleboxes) awake.
+      const keep = setInterval(() => void stream.write(": keep-alive\n\n"), 15_000);
+      send("ready", { filter });
+      await done;
+      clearInterval(keep);
+      stop();
+    });
+  });
 
   app.get("/health", (c) => {
     const ok = state.ready();
@@ -60,10 +209,7 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
   // The operator's view: the proxy's summary, agents, refusals by reason and the latest
   // exchanges (`?agent=` and `?decision=` filter them). JSON for `Accept: application/json`.
   app.get("/status", (c) => {
-    const filter = {
-      ...(c.req.query("agent") ? { agent: c.req.query("agent")! } : {}),
-      ...(c.req.query("decision") ? { decision: c.req.query("decision")! } : {}),
-    };
+    const filter = filterOf((k) => c.req.query(k));
     const act = state.activity;
     const view = {
       version: state.version,
@@ -74,7 +220,7 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
       reasons: act?.reasons() ?? [],
       recent: act?.recent(filter).slice(0, 100) ?? [],
     };
-    if ((c.req.header("accept") ?? "").includes("application/json")) return c.json(view);
+    if (wantsJson(c.req.header("accept"))) return c.json(view);
     const table = (head: string[], rows: (string | number | boolean)[][]) =>
       `<table><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join("")}</tr>${rows
         .map((r) => `<tr>${r.map((v) => `<td>${escapeHtml(String(v))}</td>`).join("")}</tr>`)
@@ -151,16 +297,16 @@ ${table(
     e.durationMs,
   ]),
 )}
-<p><a href="/metrics">metrics</a> · <a href="/health">health</a> · <a href="/status?decision=deny">denials</a></p>`;
+<p><a href="/">console</a> · <a href="/metrics">metrics</a> · <a href="/health">health</a> · <a href="/status?decision=deny">denials</a></p>`;
     return c.html(html);
   });
 
   // Operator actions: this listener is the operator's (SLAPENIR_ADMIN_LISTEN, loopback by
-  // default), never reachable by agents.
+  // default), never reachable by agents; each needs the token besides.
   app.get("/quarantine", (c) =>
     state.quarantine ? c.json({ agents: state.quarantine.list() }) : c.json({ off: true }, 404),
   );
-  app.post("/quarantine/:agent/release", (c) => {
+  app.post("/quarantine/:agent/release", operator, (c) => {
     if (!state.quarantine) return c.json({ off: true }, 404);
     const agent = c.req.param("agent");
     return state.quarantine.release(agent)
@@ -170,7 +316,7 @@ ${table(
 
   // A revocation (`slapenir agent revoke`) or a policy edit, in force at once: a bad file is
   // refused with its error and the running policy stays.
-  app.post("/policy/reload", (c) => {
+  app.post("/policy/reload", operator, (c) => {
     if (!state.reloadPolicy) return c.json({ error: "not available" }, 404);
     try {
       return c.json({ reloaded: true, closed: state.reloadPolicy() });
@@ -181,7 +327,7 @@ ${table(
 
   // What SIGHUP and a change of the configuration file do, for an operator who cannot signal
   // the process: all or nothing; the answer names what changed and what waits for a restart.
-  app.post("/reload", async (c) => {
+  app.post("/reload", operator, async (c) => {
     if (!state.reload) return c.json({ error: "not available" }, 404);
     try {
       return c.json({ reloaded: true, ...(await state.reload()) });

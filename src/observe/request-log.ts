@@ -55,7 +55,7 @@ export interface RequestLogOptions {
   /** Told every request's outcome once it is written (violations, reflections: server/). */
   readonly onOutcome?: (facts: RequestFacts, outcome: TraceOutcome, trace: Trace) => void;
   /** Told every request's record as the audit log gets it (digested refusals too). */
-  readonly onRecord?: (record: RequestRecord, outcome: TraceOutcome) => void;
+  readonly onRecord?: (record: RequestRecord, outcome: TraceOutcome, trace: Trace) => void;
 }
 
 export class RequestLog {
@@ -133,7 +133,7 @@ export class RequestLog {
     m.bytes.inc({ agent, direction: "in" }, trace.bytesIn);
     m.bytes.inc({ agent, direction: "out" }, trace.bytesOut);
     m.latency.observe({ agent }, durationMs / 1000);
-    this.#onRecord?.(record, outcome);
+    this.#onRecord?.(record, outcome, trace);
     this.#onOutcome?.(facts, outcome, trace);
   }
 }

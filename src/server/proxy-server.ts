@@ -67,6 +67,7 @@ import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
 import { addressVerdict } from "../policy/address-class.ts";
 import { compileLivePolicy } from "../policy/egress-policy.ts";
 import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
+import { ensureAdminToken } from "./admin-token.ts";
 import { watchConfigFiles } from "./config-watch.ts";
 
 export const VERSION = "0.1.0";
@@ -444,7 +445,7 @@ export async function startProxy(
   };
   const log = new RequestLog(audit, metrics, () => state, {
     onOutcome,
-    onRecord: (r, outcome) => activity.exchange(r, outcome.code, Date.now()),
+    onRecord: (r, outcome, trace) => activity.exchange(r, outcome.code, Date.now(), trace.swapped),
   });
   // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
   // on their address's (before TLS), leaf mints on the agent's.
@@ -553,7 +554,14 @@ export async function startProxy(
     host: config.listen.host,
     port: config.listen.port,
     credentials: pki.credentials,
-    identify: (peer) => identities.derive(peer, rules()),
+    identify: (peer) => {
+      const d = identities.derive(peer, rules());
+      if (d.ok) {
+        const { name, serial, notAfter } = d.value;
+        activity.identified(name, serial, notAfter.getTime(), Date.now());
+      }
+      return d;
+    },
     leaves,
     policy: () => policy,
     exchange,
@@ -742,20 +750,45 @@ export async function startProxy(
           },
         }
       : {}),
+    token: ensureAdminToken(config.adminTokenFile),
     activity: {
       recent: (f) => activity.recent(f),
+      watch: (fn) => activity.watch(fn),
       agents: () => {
         const open = new Map(front.perAgentConnections());
         const held = new Map((quarantine?.list() ?? []).map((q) => [q.agent, q]));
-        return activity.agents().map((a) => ({
-          ...a,
-          connections: open.get(a.agent) ?? 0,
-          quarantined: held.has(a.agent),
-        }));
+        return activity.agents().map((a) => {
+          const q = held.get(a.agent);
+          return {
+            ...a,
+            connections: open.get(a.agent) ?? 0,
+            quarantined: q !== undefined,
+            ...(q ? { quarantinedFor: q.kind } : {}),
+          };
+        });
       },
       reasons: () => activity.reasons(),
       certificateExpiresAt: () =>
         Number.isFinite(serverNotAfter) ? new Date(serverNotAfter).toISOString() : null,
+    },
+    credentials: () => {
+      const uses = activity.uses();
+      const status = sources?.status();
+      return template.redacted().map((c) => {
+        const group = c.name.replace(/\.(accessKeyId|secretAccessKey|sessionToken)$/, "");
+        const s = status?.get(group);
+        return {
+          name: c.name,
+          kind: c.kind,
+          hosts: c.hosts,
+          in: c.in,
+          agents: c.agents,
+          from: c.from,
+          available: s ? s.available : true,
+          expiresAt: s?.expiresAt ? new Date(s.expiresAt).toISOString() : null,
+          uses: uses.get(c.name) ?? 0,
+        };
+      });
     },
     summary: () => ({
       version: VERSION,

@@ -84,7 +84,7 @@ test("agent revoke: in force at once in the running proxy, recorded for the next
 test("a revocations file that does not read: the reload is refused with its error, the running policy stays", async () => {
   const file = join(dirname(h.caBundlePath), "revoked.json");
   await writeFile(file, "{not json");
-  const r = await fetch(`http://127.0.0.1:${h.proxy.adminPort}/policy/reload`, { method: "POST" });
+  const r = await h.adminPost("/policy/reload");
   expect(r.status).toBe(400);
   expect(((await r.json()) as { error: string }).error).toContain("is not valid JSON");
   // agent-b still served, agent-a still refused (the policy in force did not change).

@@ -94,7 +94,7 @@ test("settings read only at start are named as waiting for a restart; the rest a
 });
 
 test("the admin action reloads too, and names what waits for a restart", async () => {
-  const res = await fetch(`http://127.0.0.1:${h.proxy.adminPort}/reload`, { method: "POST" });
+  const res = await h.adminPost("/reload");
   expect(res.status).toBe(200);
   expect(await res.json()).toMatchObject({
     reloaded: true,

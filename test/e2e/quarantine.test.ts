@@ -92,11 +92,19 @@ describe("the DLP oracle", () => {
     expect(await (await fetch(`${admin}/quarantine`)).json()).toMatchObject({
       agents: [{ agent: "agent-a" }],
     });
-    const res = await fetch(`${admin}/quarantine/agent-a/release`, { method: "POST" });
+    // An action needs the operator's token: without it (or with another) nothing happens.
+    const bare = await fetch(`${admin}/quarantine/agent-a/release`, { method: "POST" });
+    expect(bare.status).toBe(401);
+    expect(bare.headers.get("www-authenticate")).toBe('Bearer realm="slapenir-admin"');
+    const wrong = await fetch(`${admin}/quarantine/agent-a/release`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${"x".repeat(43)}` },
+    });
+    expect(wrong.status).toBe(401);
+    expect((await h.curl([url("/still-held")], "agent-a")).status).not.toBe(200);
+    const res = await h.adminPost("/quarantine/agent-a/release");
     expect(await res.json()).toEqual({ released: "agent-a" });
-    expect((await fetch(`${admin}/quarantine/agent-a/release`, { method: "POST" })).status).toBe(
-      404,
-    );
+    expect((await h.adminPost("/quarantine/agent-a/release")).status).toBe(404);
     expect((await h.curl([url("/after")], "agent-a")).status).toBe(200);
   });
 });

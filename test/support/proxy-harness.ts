@@ -10,6 +10,7 @@ import { Writable } from "node:stream";
 import { loadLivePolicy, loadProxyConfig } from "../../src/config/proxy-config.ts";
 import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
+import { readAdminToken } from "../../src/server/admin-token.ts";
 import { type RunningProxy, startProxy } from "../../src/server/proxy-server.ts";
 import { createTestCa, type TestCa } from "./test-pki.ts";
 
@@ -91,6 +92,8 @@ export interface Harness extends AsyncDisposable {
     match: (line: Record<string, unknown>) => boolean,
     count?: number,
   ): Promise<Record<string, unknown>[]>;
+  /** An operator action on the admin listener (`POST path` with the operator's token). */
+  adminPost(path: string): Promise<Response>;
   /** The value of one metric line from /metrics (`name{labels}`), 0 when it is not there. */
   metric(line: string): Promise<number>;
   /** Every name the proxy asked to resolve, in order (DNS-exfiltration tests). */
@@ -199,6 +202,11 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
         await Bun.sleep(10);
       }
     },
+    adminPost: async (path) =>
+      fetch(`http://127.0.0.1:${proxy.adminPort}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${readAdminToken(config.adminTokenFile)}` },
+      }),
     async metric(line) {
       const text = await (await fetch(`http://127.0.0.1:${proxy.adminPort}/metrics`)).text();
       const found = text.split("\n").find((l) => l.startsWith(`${line} `));

@@ -129,6 +129,20 @@ export class CredentialSources {
     return out;
   }
 
+  /** Each source's state for the operator: has it a value, until when, failed reads since. */
+  status(): Map<string, { available: boolean; expiresAt: number | null; failures: number }> {
+    return new Map(
+      this.#slots.map((s) => [
+        s.source.name,
+        {
+          available: s.current !== null,
+          expiresAt: s.current?.expiresAt ?? null,
+          failures: s.failures,
+        },
+      ]),
+    );
+  }
+
   /** The values pending now: what a switch redacts first and may later promote. */
   pendingToken(): PendingToken {
     const out = new Map<string, Fetched["values"]>();
