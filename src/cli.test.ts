@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -60,9 +60,13 @@ describe("embedded PKI commands", () => {
     const out = join(dir, "agent-out");
     const r = await cli(["agent", "issue", "agent-a", "--days", "3", "--out", "agent-out"]);
     expect(r).toMatchObject({ code: 0, stderr: "" });
-    const certPath = join(out, "agent-a.crt");
-    const keyPath = join(out, "agent-a.key");
+    // --out DIR: one agent's certificate directory, the container's layout.
+    const certPath = join(out, "agent.crt");
+    const keyPath = join(out, "agent.key");
     const bundle = join(out, "ca-bundle.pem");
+    expect(readFileSync(join(out, "root_ca.crt"), "utf8")).toBe(
+      readFileSync(join(home, "root-ca.crt"), "utf8"),
+    );
     for (const line of [`certificate: ${certPath}`, `key: ${keyPath}`, `ca bundle: ${bundle}`]) {
       expect(r.stdout).toContain(line);
     }

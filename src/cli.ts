@@ -21,7 +21,12 @@ import { SecretState } from "./credentials/secret-state.ts";
 import { disposeSources, loadSecrets, loadSecretsFile } from "./credentials/secrets.ts";
 import { fetcherFor, SourceError } from "./credentials/sources/fetch-source.ts";
 import { startForwarder } from "./net/forwarder.ts";
-import { AGENT_DEFAULT_DAYS, EMBEDDED_CA_FILES, EmbeddedCa } from "./pki/embedded-ca.ts";
+import {
+  AGENT_DEFAULT_DAYS,
+  AGENT_DIR_FILES,
+  EMBEDDED_CA_FILES,
+  EmbeddedCa,
+} from "./pki/embedded-ca.ts";
 import { PkiError } from "./pki/pki-error.ts";
 import { normalizeSerialHex, x509 } from "./pki/x509.ts";
 import { AGENT_NAME_RE } from "./policy/agent-name.ts";
@@ -41,8 +46,9 @@ const COMMANDS: Record<string, string> = {
   the environment, the policy and secrets files) without starting it; prints a summary, or the
   first error and where it is. Exit 0 when it would start.`,
   "agent issue": `agent issue NAME [--days N] [--out DIR] [--force]
-  Issue an agent client certificate (default ${AGENT_DEFAULT_DAYS} days) into SLAPENIR_HOME/agents
-  (or DIR). An agent that already has one is refused unless --force: the old certificate stays
+  Issue an agent client certificate (default ${AGENT_DEFAULT_DAYS} days) into SLAPENIR_HOME/agents, or
+  --out DIR as one agent's certificate directory, the agent container's layout: agent.crt,
+  agent.key, root_ca.crt, ca-bundle.pem (what forward --certs and the container read). An agent that already has one is refused unless --force: the old certificate stays
   valid until it expires or is revoked (SLAPENIR_AGENT_DENYLIST serial:…).`,
   "agent renew": `agent renew NAME [--days N]
   A new certificate for NAME's key (default ${AGENT_DEFAULT_DAYS} days), written over its old one; the key
@@ -57,13 +63,15 @@ const COMMANDS: Record<string, string> = {
   close, new ones are refused); a proxy started later reads the file.`,
   "agent release": `agent release NAME
   Let an agent out of quarantine (the same as quarantine release NAME).`,
-  "agent env": `agent env NAME [--forward HOST:PORT]
+  "agent env": `agent env NAME [--forward HOST:PORT] [--certs DIR]
   The environment an agent's tools need to go through the proxy by the local forwarder
-  (\`slapenir forward NAME\`, default 127.0.0.1:3128): curl, git, pip, Python requests, Node, Bun.`,
-  forward: `forward NAME [--listen HOST:PORT] [--proxy HOST:PORT] [--name SERVERNAME]
+  (\`slapenir forward NAME\`, default 127.0.0.1:3128): curl, git, pip, Python requests, Node, Bun;
+  --certs DIR as for forward.`,
+  forward: `forward NAME [--listen HOST:PORT] [--proxy HOST:PORT] [--name SERVERNAME] [--certs DIR]
   A local forwarder for tools that cannot present a client certificate to an HTTPS proxy: a
   plain proxy address on loopback (default 127.0.0.1:3128) whose connections are wrapped in
-  NAME's mTLS to the proxy (default: SLAPENIR_LISTEN; the name checked: localhost).`,
+  NAME's mTLS to the proxy (default: SLAPENIR_LISTEN; the name checked: localhost). NAME's
+  files: SLAPENIR_HOME/agents, or --certs DIR, one agent's certificate directory (agent issue --out).`,
   reload: `reload
   Ask the running proxy to read its configuration again — the file, the policy, revocations and
   secrets — as a change of the file or SIGHUP does: all or nothing. Prints what changed and
@@ -153,7 +161,7 @@ export async function runCli(
     if (cmd === "agent" && sub === "renew") return await agentRenew(rest, config, io);
     if (cmd === "agent" && sub === "list" && rest.length === 0)
       return await agentList(config, io, env, cwd);
-    if (cmd === "agent" && sub === "env") return await agentEnv(rest, config, io);
+    if (cmd === "agent" && sub === "env") return await agentEnv(rest, config, io, cwd);
     if (cmd === "agent" && sub === "revoke") return await agentRevoke(rest, config, io, env, cwd);
     if (cmd === "agent" && sub === "release") {
       return await quarantineCommand("release", rest, config, io);
@@ -163,6 +171,7 @@ export async function runCli(
         [sub, ...rest].filter((a) => a !== undefined),
         config,
         io,
+        cwd,
       );
     if (cmd === "check" && sub === undefined) return await check(config, io, env, cwd);
     if (cmd === "reload" && sub === undefined) return await reload(config, io);
@@ -331,7 +340,9 @@ async function agentIssue(
   }
   if (name === undefined) throw new UsageError("agent issue needs a NAME");
   const ca = await openCa(config);
-  const existing = join(outDir ?? join(ca.home, EMBEDDED_CA_FILES.agentsDir), `${name}.crt`);
+  const existing = outDir
+    ? join(outDir, AGENT_DIR_FILES.cert)
+    : join(ca.home, EMBEDDED_CA_FILES.agentsDir, `${name}.crt`);
   if (!force && existsSync(existing)) {
     throw new ConfigError(
       "conflict",
@@ -638,8 +649,15 @@ async function reload(config: ProxyConfig, io: CliIo): Promise<number> {
 }
 
 /** Where `forward` and `agent env` find an agent's files (as `agent issue` wrote them). */
-function agentFiles(config: ProxyConfig, name: string) {
+function agentFiles(config: ProxyConfig, name: string, certsDir?: string) {
   if (!AGENT_NAME_RE.test(name)) throw new UsageError(`not an agent name: ${name}`);
+  if (certsDir !== undefined) {
+    return {
+      cert: join(certsDir, AGENT_DIR_FILES.cert),
+      key: join(certsDir, AGENT_DIR_FILES.key),
+      ca: join(certsDir, AGENT_DIR_FILES.bundle),
+    };
+  }
   const home = config.certificates.home;
   const agents = join(home, EMBEDDED_CA_FILES.agentsDir);
   return {
@@ -669,15 +687,21 @@ function options(rest: readonly string[], known: readonly string[]) {
   return { opts, words };
 }
 
-async function agentEnv(rest: readonly string[], config: ProxyConfig, io: CliIo): Promise<number> {
-  const { opts, words } = options(rest, ["--forward"]);
+async function agentEnv(
+  rest: readonly string[],
+  config: ProxyConfig,
+  io: CliIo,
+  cwd: string,
+): Promise<number> {
+  const { opts, words } = options(rest, ["--forward", "--certs"]);
   if (words.length !== 1) throw new UsageError("agent env takes one NAME");
-  const files = agentFiles(config, words[0]!);
+  const certs = opts.get("--certs");
+  const files = agentFiles(config, words[0]!, certs && resolve(cwd, certs));
   const fwd = hostPort(opts.get("--forward") ?? DEFAULT_FORWARD, "--forward");
   const url = `http://${fwd.host.includes(":") ? `[${fwd.host}]` : fwd.host}:${fwd.port}`;
   const q = (v: string) => `'${v.replaceAll("'", "'\\''")}'`;
   io.out(
-    `# agent ${words[0]}: start the forwarder first — bun run slapenir -- forward ${words[0]}`,
+    `# agent ${words[0]}: start the forwarder first — bun run slapenir -- forward ${words[0]}${certs ? ` --certs ${certs}` : ""}`,
   );
   io.out("# every tool: the proxy, through the forwarder");
   io.out(`export HTTPS_PROXY=${url} HTTP_PROXY=${url} https_proxy=${url} http_proxy=${url}`);
@@ -694,10 +718,16 @@ async function agentEnv(rest: readonly string[], config: ProxyConfig, io: CliIo)
   return 0;
 }
 
-async function forward(rest: readonly string[], config: ProxyConfig, io: CliIo): Promise<number> {
-  const { opts, words } = options(rest, ["--listen", "--proxy", "--name"]);
+async function forward(
+  rest: readonly string[],
+  config: ProxyConfig,
+  io: CliIo,
+  cwd: string,
+): Promise<number> {
+  const { opts, words } = options(rest, ["--listen", "--proxy", "--name", "--certs"]);
   if (words.length !== 1) throw new UsageError("forward takes one agent NAME");
-  const files = agentFiles(config, words[0]!);
+  const certs = opts.get("--certs");
+  const files = agentFiles(config, words[0]!, certs && resolve(cwd, certs));
   for (const f of [files.cert, files.key, files.ca]) {
     if (!existsSync(f)) {
       throw new ConfigError("missing", `${f} does not exist (agent issue ${words[0]} writes it)`);

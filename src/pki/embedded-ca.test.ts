@@ -151,7 +151,10 @@ describe("embedded CA: first run", async () => {
   test("agent options: --days and --out, bad names and days refused", async () => {
     const out = join(home, "..", "elsewhere");
     const issued = await ca.issueAgentCert("b.2_x", { days: 2, outDir: out });
-    expect(issued.keyPath).toBe(join(out, "b.2_x.key"));
+    // A directory of its own is one agent's certificate directory (the container's layout).
+    expect(issued.keyPath).toBe(join(out, "agent.key"));
+    expect(issued.certPath).toBe(join(out, "agent.crt"));
+    expect(await readFile(join(out, "root_ca.crt"), "utf8")).toBe(ca.root.certPem);
     expect(Math.round((issued.notAfter.getTime() - Date.now()) / DAY_MS)).toBe(2);
     for (const bad of ["", "../x", "a/b", "-lead", "x".repeat(65), "sp ace"]) {
       await expect(ca.issueAgentCert(bad)).rejects.toMatchObject({ code: "bad-name" });

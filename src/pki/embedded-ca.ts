@@ -97,9 +97,25 @@ export interface IssuedAgentCert {
   readonly keyPem: string;
 }
 
+/**
+ * One agent's certificate directory, as the agent container's init-certs writes it, the
+ * container's proxy-forwarder and `slapenir forward --certs` read it, and `agent issue --out`
+ * writes it: the agent's certificate and key, the root the proxy's certificate chains to, and
+ * the bundle its tools trust (that root and the interception CA).
+ */
+export const AGENT_DIR_FILES = {
+  cert: "agent.crt",
+  key: "agent.key",
+  root: "root_ca.crt",
+  bundle: "ca-bundle.pem",
+} as const;
+
 export interface IssueAgentOptions {
   readonly days?: number;
-  /** Directory for `<name>.crt`, `<name>.key` and `ca-bundle.pem`; default `<home>/agents`. */
+  /**
+   * Where to write: by default `<home>/agents/<name>.crt`, `<name>.key` and `ca-bundle.pem`;
+   * with `outDir`, that directory as one agent's certificate directory (AGENT_DIR_FILES).
+   */
   readonly outDir?: string;
   /**
    * A renewal: the agent's key stays (its certificate there is read for it), only a new
@@ -198,12 +214,13 @@ export class EmbeddedCa {
     if (!Number.isInteger(days) || days < 1 || days > AGENT_MAX_DAYS) {
       throw new PkiError("bad-argument", `days must be an integer from 1 to ${AGENT_MAX_DAYS}`);
     }
+    const ownDir = options.outDir !== undefined;
     const outDir = options.outDir ?? join(this.home, EMBEDDED_CA_FILES.agentsDir);
     await mkdir(outDir, { recursive: true, mode: 0o700 });
 
     const now = this.now();
-    const certPath = join(outDir, `${name}.crt`);
-    const keyPath = join(outDir, `${name}.key`);
+    const certPath = join(outDir, ownDir ? AGENT_DIR_FILES.cert : `${name}.crt`);
+    const keyPath = join(outDir, ownDir ? AGENT_DIR_FILES.key : `${name}.key`);
     let publicKey: CryptoKey;
     let keyPem: string;
     let writeKey = true;
@@ -246,6 +263,7 @@ export class EmbeddedCa {
     if (writeKey) await writeAtomic(keyPath, keyPem, 0o600);
     await writeAtomic(certPath, certPem, 0o644);
     await writeAtomic(caBundlePath, this.caBundlePem, 0o644);
+    if (ownDir) await writeAtomic(join(outDir, AGENT_DIR_FILES.root), this.root.certPem, 0o644);
     return {
       name,
       certPath,

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { missingTools, s6RcDir, waitFor } from "../containers/tool-paths.ts";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { runProcess } from "../support/run-process.ts";
 
@@ -200,4 +201,92 @@ describe("tools that cannot present a proxy client certificate, through `slapeni
     const lines = await h.auditWhere((l) => l.evt === "request" && l.agent === "agent-a", 5);
     expect(lines.length).toBeGreaterThanOrEqual(5);
   });
+});
+
+describe("one agent certificate directory, as the agent container reads it", () => {
+  test("agent issue --out writes it; the container's socat forwarder and forward --certs both use it", async () => {
+    if (missingTools(["socat"]).length > 0) return;
+    const home = dirname(h.caBundlePath);
+    const cliEnv = { PATH: process.env.PATH ?? "", SLAPENIR_HOME: home };
+    const certs = join(work, "certs-agent-c");
+    const issued = await runProcess(["bun", CLI, "agent", "issue", "agent-c", "--out", certs], {
+      env: cliEnv,
+    });
+    expect(issued.code).toBe(0);
+    const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = free.port;
+    free.stop(true);
+    // The container's own run script (s6 longrun), unchanged, on that directory.
+    const socat = Bun.spawn(["sh", join(s6RcDir, "proxy-forwarder", "run")], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        SLAPENIR_CERT_DIR: certs,
+        SLAPENIR_FORWARD_LISTEN: `127.0.0.1:${port}`,
+        SLAPENIR_PROXY_ADDR: `127.0.0.1:${h.port}`,
+        SLAPENIR_PROXY_NAME: "localhost",
+      },
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    try {
+      const through = (proxyPort: number, path: string) =>
+        waitFor(
+          `curl through the forwarder on ${proxyPort}`,
+          async () => {
+            const r = await runProcess(
+              ["curl", "-sS", "-H", `Authorization: Bearer ${DUMMY}`, url(path)],
+              {
+                env: {
+                  PATH: process.env.PATH ?? "",
+                  HTTPS_PROXY: `http://127.0.0.1:${proxyPort}`,
+                  CURL_CA_BUNDLE: join(certs, "ca-bundle.pem"),
+                },
+              },
+            );
+            return r.code === 0 ? r : null;
+          },
+          30_000,
+        );
+      expect(JSON.parse((await through(port, "/socat")).out).auth).toBe("Bearer [REDACTED]");
+      arrived("/socat");
+    } finally {
+      socat.kill();
+      await socat.exited;
+    }
+    const fwd = Bun.spawn(
+      ["bun", CLI, "forward", "agent-c", "--certs", certs, "--listen", "127.0.0.1:0"].concat([
+        "--proxy",
+        `127.0.0.1:${h.port}`,
+        "--name",
+        "localhost",
+      ]),
+      { env: cliEnv, stdout: "pipe", stderr: "pipe" },
+    );
+    try {
+      const reader = (fwd.stdout as ReadableStream<Uint8Array>).getReader();
+      let out = "";
+      while (!/forwarding http:\/\/127\.0\.0\.1:(\d+)/.test(out)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("forward --certs exited");
+        out += new TextDecoder().decode(value);
+      }
+      const fport = Number(/forwarding http:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]);
+      const r = await runProcess(
+        ["curl", "-sS", "-H", `Authorization: Bearer ${DUMMY}`, url("/certs-dir")],
+        {
+          env: {
+            PATH: process.env.PATH ?? "",
+            HTTPS_PROXY: `http://127.0.0.1:${fport}`,
+            CURL_CA_BUNDLE: join(certs, "ca-bundle.pem"),
+          },
+        },
+      );
+      expect(r.code).toBe(0);
+      arrived("/certs-dir");
+    } finally {
+      fwd.kill();
+    }
+    const lines = await h.auditWhere((l) => l.evt === "request" && l.agent === "agent-c", 2);
+    expect(lines.map((l) => l.path)).toEqual(["/socat", "/certs-dir"]);
+  }, 60_000);
 });
