@@ -20,11 +20,20 @@ test("live settings are applied; the rest is named as waiting for a restart, in 
     SLAPENIR_LISTEN: "0.0.0.0:443",
     SLAPENIR_WS_IDLE_TIMEOUT_MS: "1000",
     SLAPENIR_MEMORY_SHED_PERCENT: "90",
+    SLAPENIR_MAX_CONNECTIONS: "100",
     SLAPENIR_SERVER_NAMES: "proxy.internal",
   });
   expect(configChanges(load({}), next)).toEqual({
-    applied: ["allow", "denyAgents", "denyCertificates", "rateLimit", "logLevel", "quarantineOn"],
-    restart: ["listen", "serverNames", "memoryShedPercent", "limits.wsIdleTimeoutMs"],
+    applied: [
+      "allow",
+      "denyAgents",
+      "denyCertificates",
+      "rateLimit",
+      "logLevel",
+      "quarantineOn",
+      "limits.wsIdleTimeoutMs",
+    ],
+    restart: ["listen", "serverNames", "limits.maxConnections", "memoryShedPercent"],
   });
 });
 

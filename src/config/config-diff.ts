@@ -1,7 +1,7 @@
 // What a reload changes, by name — never by value: which settings changed and whether the
-// running proxy takes them at once (the policy, the rates, …) or only at its next start (the
-// listeners, the certificates, the limits its parts were built with), and which credentials
-// were added, removed or changed. Pure: the reload audits and answers with it.
+// running proxy takes them at once (the policy, the rates, most limits, …) or only at its next
+// start (the listeners, the certificates, the caps its parts were built with), and which
+// credentials were added, removed or changed. Pure: the reload audits and answers with it.
 
 import type { CredentialEntry } from "../credentials/secrets.ts";
 import type { AllowRule, ProxyConfig } from "./proxy-config.ts";
@@ -26,6 +26,26 @@ export const LIVE_SETTINGS = [
   "allowPrivate",
   "logLevel",
 ] as const;
+
+/**
+ * The limits a running proxy takes on reload, for connections, requests and WebSockets that
+ * begin after it; the others (connection caps, the held-body budget, the memory guard) are
+ * built into their parts at start.
+ */
+export const LIVE_LIMITS = [
+  "maxHeaderBytes",
+  "maxHeaderCount",
+  "headerTimeoutMs",
+  "idleTimeoutMs",
+  "bodyIdleTimeoutMs",
+  "upstreamConnectTimeoutMs",
+  "upstreamResponseTimeoutMs",
+  "maxHeldBodyBytes",
+  "shutdownGraceMs",
+  "wsMaxMessageBytes",
+  "wsPingMs",
+  "wsIdleMs",
+] as const satisfies readonly (keyof ProxyConfig["limits"])[];
 
 const ruleText = (r: AllowRule): string => JSON.stringify([r.pattern, r.ports, r.scope]);
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
@@ -74,10 +94,12 @@ export function configChanges(running: ProxyConfig, next: ProxyConfig): ConfigCh
     memoryShedAt: "memoryShedPercent",
     wsIdleMs: "limits.wsIdleTimeoutMs",
   };
-  for (const k of Object.keys(running.limits) as (keyof ProxyConfig["limits"])[]) {
-    atStart.push([field[k] ?? `limits.${k}`, running.limits[k], next.limits[k]]);
-  }
   for (const [name, before, after] of atStart) if (!same(before, after)) restart.push(name);
+  for (const k of Object.keys(running.limits) as (keyof ProxyConfig["limits"])[]) {
+    if (same(running.limits[k], next.limits[k])) continue;
+    const name = field[k] ?? `limits.${k}`;
+    ((LIVE_LIMITS as readonly string[]).includes(k) ? applied : restart).push(name);
+  }
   return { applied, restart };
 }
 

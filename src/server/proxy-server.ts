@@ -13,6 +13,7 @@ import {
   type CredentialChanges,
   configChanges,
   credentialChanges,
+  LIVE_LIMITS,
 } from "../config/config-diff.ts";
 import { ConfigError } from "../config/config-error.ts";
 import { type ConfigFile, configFileFromEnv, overlay } from "../config/config-file.ts";
@@ -375,19 +376,38 @@ export async function startProxy(
     }
   }
   const selfPorts = new Set<number>();
-  const upstream = new UpstreamClient({
-    addressCheck: (ip) => addressVerdict(ip, live.allowPrivate),
-    selfPorts: () => selfPorts,
+  // Deadlines and caps the parts read per use, from these objects: a reload assigns them
+  // (config-diff.ts LIVE_LIMITS); the other limits were built into their parts.
+  const upstreamTimes = {
     connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
-    ca: trustAnchors(extraCa),
     responseTimeoutMs: config.limits.upstreamResponseTimeoutMs,
     bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+  };
+  const sessionLimits = {
+    maxHeaderBytes: config.limits.maxHeaderBytes,
+    maxHeaderCount: config.limits.maxHeaderCount,
+    headerTimeoutMs: config.limits.headerTimeoutMs,
+    idleTimeoutMs: config.limits.idleTimeoutMs,
+    bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+  };
+  const outboundDeps = {
+    scanner,
+    inline,
+    held,
+    maxHeldBodyBytes: config.limits.maxHeldBodyBytes,
+  };
+  const upstreamOptions = {
+    addressCheck: (ip: string) => addressVerdict(ip, live.allowPrivate),
+    selfPorts: () => selfPorts,
+    ...upstreamTimes,
+    ca: trustAnchors(extraCa),
     maxIdlePerHost: 16,
     // However many destinations the agents' allowlist lets them reach.
     maxIdleTotal: 256,
     idleSocketTimeoutMs: 30_000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
-  });
+  };
+  const upstream = new UpstreamClient(upstreamOptions);
   // A real value in a request is a violation: the agent goes into quarantine at once (its
   // connections closed, new ones refused) and stays until released, across restarts.
   const quarantine = config.quarantine
@@ -462,7 +482,7 @@ export async function startProxy(
     rateLimit(() => rates.request),
     egress(() => policy),
     upgrades(),
-    outbound({ scanner, inline, held, maxHeldBodyBytes: config.limits.maxHeldBodyBytes }),
+    outbound(outboundDeps),
     signAws(),
     inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS, secrets: () => state }),
   ];
@@ -478,10 +498,10 @@ export async function startProxy(
     const foreignSet = secrets.setName(`foreign:${ex.agent}`);
     const plan = secrets.plan(ex.agent, host, port, ex.route);
     relayWebSocket(secrets, agentSide, upstreamSide, hold, {
-      maxMessageBytes: config.limits.wsMaxMessageBytes,
+      maxMessageBytes: live.limits.wsMaxMessageBytes,
       deflate,
-      idleMs: config.limits.wsIdleMs,
-      pingMs: config.limits.wsPingMs,
+      idleMs: live.limits.wsIdleMs,
+      pingMs: live.limits.wsPingMs,
       scanner: {
         // No real value configured: nothing to find (an empty set does not compile).
         whole: (p) =>
@@ -570,13 +590,7 @@ export async function startProxy(
     metrics,
     logSafe: (text) => state.scrub(text),
     carriesReal: (text) => state.carriesReal(text),
-    limits: {
-      maxHeaderBytes: config.limits.maxHeaderBytes,
-      maxHeaderCount: config.limits.maxHeaderCount,
-      headerTimeoutMs: config.limits.headerTimeoutMs,
-      idleTimeoutMs: config.limits.idleTimeoutMs,
-      bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
-    },
+    limits: sessionLimits,
     rates: {
       connect: (agent: string) => rated(rates.request?.take(agent), "rate limit exceeded"),
       handshake: (address: string) =>
@@ -688,8 +702,20 @@ export async function startProxy(
         logLevel: next.logLevel,
         quarantine: live.quarantine &&
           next.quarantine && { ...live.quarantine, on: next.quarantine.on },
+        limits: { ...live.limits, ...pick(next.limits, LIVE_LIMITS) },
       };
       audit.setLevel(next.logLevel);
+      const l = next.limits;
+      Object.assign(upstreamOptions, {
+        connectTimeoutMs: l.upstreamConnectTimeoutMs,
+        responseTimeoutMs: l.upstreamResponseTimeoutMs,
+        bodyIdleTimeoutMs: l.bodyIdleTimeoutMs,
+      });
+      Object.assign(
+        sessionLimits,
+        pick(l, Object.keys(sessionLimits) as (keyof typeof sessionLimits)[]),
+      );
+      outboundDeps.maxHeldBodyBytes = l.maxHeldBodyBytes;
       const report = { ...changes, credentials, closed };
       audit.event(
         "reload",
@@ -845,7 +871,7 @@ export async function startProxy(
       watcher?.close();
       guard?.stop();
       clearInterval(recheck);
-      await front.close(config.limits.shutdownGraceMs);
+      await front.close(live.limits.shutdownGraceMs);
       log.close();
       notices.close();
       upstream.close();
@@ -935,6 +961,10 @@ function sourceEvent(audit: AuditLog, metrics: ProxyMetrics | undefined, e: Sour
 
 const GUARD_INTERVAL_MS = 50;
 const LEAF_CACHE_CAPACITY = 1000;
+
+function pick<T, K extends keyof T>(o: T, keys: readonly K[]): Pick<T, K> {
+  return Object.fromEntries(keys.map((k) => [k, o[k]])) as Pick<T, K>;
+}
 
 /** A bucket's answer (undefined: that rate is off). */
 function rated(ok: boolean | undefined, reason: string): Verdict {

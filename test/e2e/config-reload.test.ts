@@ -81,13 +81,19 @@ test("a bad edit is refused with its field named, and the running configuration 
 });
 
 test("settings read only at start are named as waiting for a restart; the rest applies", async () => {
-  const next = `allow: ["example.com"]\nlogLevel: info\nconsole:\n  tokenFile: other-token\nlimits:\n  maxHeaderBytes: 4096\n${credential}`;
+  // A head of 6 KiB passes the default cap (16 KiB)…
+  const big = ["-H", `x-filler: ${"f".repeat(6_000)}`, `https://localhost:${up.port}/big`];
+  expect((await h.curl(big)).status).toBe(200);
+  const next = `allow: ["localhost:*", "example.com"]\nlogLevel: info\nconsole:\n  tokenFile: other-token\nlimits:\n  maxHeaderBytes: 4096\n  maxConnections: 100\n${credential}`;
   const line = await edit(next, "reload", 2);
   expect(line).toMatchObject({
-    changed: "allow",
-    restartNeeded: "console.tokenFile,limits.maxHeaderBytes",
+    changed: "allow,limits.maxHeaderBytes",
+    restartNeeded: "console.tokenFile,limits.maxConnections",
     credentialsChanged: "-",
   });
+  // …and after the reload a new connection's is refused by the new one.
+  expect((await h.curl(big)).status).toBe(431);
+  await edit(next.replace('"localhost:*", ', ""), "reload", 3);
   // The open tunnel is still there, and its next request meets the new allowlist.
   const denied = await ask("/now-denied");
   expect(denied).toStartWith("HTTP/1.1 403");
@@ -99,7 +105,7 @@ test("the admin action reloads too, and names what waits for a restart", async (
   expect(await res.json()).toMatchObject({
     reloaded: true,
     applied: [],
-    restart: ["console.tokenFile", "limits.maxHeaderBytes"],
+    restart: ["console.tokenFile", "limits.maxConnections"],
     credentials: { added: [], removed: [], changed: [] },
   });
 });
