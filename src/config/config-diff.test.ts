@@ -31,9 +31,12 @@ test("live settings are applied; the rest is named as waiting for a restart, in 
       "rateLimit",
       "logLevel",
       "quarantineOn",
+      "listen",
+      "serverNames",
+      "limits.maxConnections",
       "limits.wsIdleTimeoutMs",
     ],
-    restart: ["listen", "serverNames", "limits.maxConnections", "memoryShedPercent"],
+    restart: ["memoryShedPercent"],
   });
 });
 
@@ -46,6 +49,19 @@ test("a per-agent allowlist is named by its agent; order of a denylist does not 
     policy: { ...a.policy, agentAllow: new Map([["agent-a", a.policy.allow]]) },
   };
   expect(configChanges(a, withAgent).applied).toEqual(["agents.agent-a"]);
+});
+
+test("where the proxy's identity lives waits for a restart: its home, and the names with it", () => {
+  expect(
+    configChanges(
+      load({}),
+      load({ SLAPENIR_HOME: "/srv/other", SLAPENIR_SERVER_NAMES: "p.internal" }),
+    ),
+  ).toEqual({
+    // The token's default place is in the home: a new one is read (made) at once.
+    applied: ["console.tokenFile"],
+    restart: ["quarantineFile", "home", "serverNames"],
+  });
 });
 
 test("quarantine switched on or off waits for a restart", () => {

@@ -1,7 +1,7 @@
 // What a reload changes, by name — never by value: which settings changed and whether the
-// running proxy takes them at once (the policy, the rates, most limits, …) or only at its next
-// start (the listeners, the certificates, the caps its parts were built with), and which
-// credentials were added, removed or changed. Pure: the reload audits and answers with it.
+// running proxy takes them at once (nearly all) or only at its next start (its home or Step-CA
+// directory, the quarantine's mode and file, the memory guard), and which credentials were
+// added, removed or changed. Pure: the reload audits and answers with it.
 
 import type { CredentialEntry } from "../credentials/secrets.ts";
 import type { AllowRule, ProxyConfig } from "./proxy-config.ts";
@@ -13,26 +13,15 @@ export interface ConfigChanges {
   readonly restart: readonly string[];
 }
 
-/** The settings a running proxy takes on reload; every other one needs a restart. */
-export const LIVE_SETTINGS = [
-  "allow",
-  "agents",
-  "denyAgents",
-  "denyCertificates",
-  "rateLimit",
-  "handshakeRate",
-  "mintRate",
-  "quarantineOn",
-  "allowPrivate",
-  "logLevel",
-] as const;
-
 /**
  * The limits a running proxy takes on reload, for connections, requests and WebSockets that
- * begin after it; the others (connection caps, the held-body budget, the memory guard) are
- * built into their parts at start.
+ * begin after it; the memory guard's are read at start.
  */
 export const LIVE_LIMITS = [
+  "maxConnections",
+  "maxAgentConnections",
+  "maxHandshakesPerAddress",
+  "heldBodyBudgetBytes",
   "maxHeaderBytes",
   "maxHeaderCount",
   "headerTimeoutMs",
@@ -76,18 +65,23 @@ export function configChanges(running: ProxyConfig, next: ProxyConfig): ConfigCh
     restart.push("quarantine");
   }
   if (!same(qa?.file, qb?.file)) restart.push("quarantineFile");
-  // Named as the configuration file names them.
-  const atStart: [string, unknown, unknown][] = [
+  // Named as the configuration file names them. Listeners are bound again, trust and the
+  // server certificate's names read again, live; where the proxy's identity lives (its home,
+  // Step-CA's directory) and the memory guard are read at start.
+  const liveToo: [string, unknown, unknown][] = [
     ["listen", running.listen, next.listen],
     ["adminListen", running.adminListen, next.adminListen],
-    ["home", running.home, next.home],
     ["upstreamCa", running.upstreamCaFile, next.upstreamCaFile],
     ["console.tokenFile", running.adminTokenFile, next.adminTokenFile],
   ];
+  for (const [name, before, after] of liveToo) if (!same(before, after)) applied.push(name);
+  const atStart: [string, unknown, unknown][] = [["home", running.home, next.home]];
   const ca = running.certificates;
   const cb = next.certificates;
   if (ca.mode === "step-ca" || cb.mode === "step-ca") {
     atStart.push(["certPath", ca.mode === "step-ca" && ca.dir, cb.mode === "step-ca" && cb.dir]);
+  } else if (ca.home === cb.home && !same(ca.serverNames, cb.serverNames)) {
+    applied.push("serverNames");
   } else atStart.push(["serverNames", ca.serverNames, cb.serverNames]);
   const field: Partial<Record<keyof ProxyConfig["limits"], string>> = {
     memoryLimit: "memoryLimit",

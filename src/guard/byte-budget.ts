@@ -8,16 +8,28 @@
 export class ByteBudget {
   #used = 0;
   readonly #owners = new Map<string, number>();
-  readonly ownerShare: number;
+  #capacity = 0;
+  #ownerShare = 0;
 
-  constructor(
-    readonly capacity: number,
-    ownerShare = capacity,
-  ) {
+  constructor(capacity: number, ownerShare = capacity) {
+    this.resize(capacity, ownerShare);
+  }
+
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  get ownerShare(): number {
+    return this.#ownerShare;
+  }
+
+  /** New bounds for what is acquired next (a reload); what is held stays held. */
+  resize(capacity: number, ownerShare = capacity): void {
     if (!(capacity > 0)) throw new TypeError("byte budget must be positive");
     if (!(ownerShare > 0 && ownerShare <= capacity))
       throw new TypeError("an owner's share must be positive and within the budget");
-    this.ownerShare = ownerShare;
+    this.#capacity = capacity;
+    this.#ownerShare = ownerShare;
   }
 
   get used(): number {

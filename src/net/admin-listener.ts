@@ -4,7 +4,8 @@
 export interface AdminListener {
   /** The port it is bound to (the configured one, or the one the system chose for 0). */
   readonly port: number;
-  stop(): void;
+  /** Stop; `closeActive` false lets requests in flight (the one asking for it) finish. */
+  stop(closeActive?: boolean): void;
 }
 
 export function listenAdmin(
@@ -15,6 +16,6 @@ export function listenAdmin(
   const server = Bun.serve({ hostname: host, port, fetch });
   return {
     port: server.port ?? port,
-    stop: () => server.stop(true),
+    stop: (closeActive = true) => server.stop(closeActive),
   };
 }

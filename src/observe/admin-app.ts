@@ -34,8 +34,8 @@ export interface CredentialView {
 export interface AdminState {
   readonly startedAt: number;
   readonly version: string;
-  /** The operator's bearer token, for actions (server/admin-token.ts). */
-  readonly token: string;
+  /** The operator's bearer token, for actions (server/admin-token.ts); a reload may change it. */
+  readonly token: () => string;
   /** Reads the live policy again and puts it in force; how many connections it closed. */
   readonly reloadPolicy?: () => number;
   /** Traffic as the status view shows it (observe/activity.ts), with live connection counts. */
@@ -95,9 +95,9 @@ function filterOf(q: (k: string) => string | undefined): ExchangeFilter {
 
 export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
   const app = new Hono();
-  const expected = Buffer.from(state.token);
   /** Actions: `Authorization: Bearer <token>`, compared in constant time. */
   const operator: MiddlewareHandler = async (c, next) => {
+    const expected = Buffer.from(state.token());
     const m = /^Bearer ([A-Za-z0-9_-]{1,256})$/.exec(c.req.header("authorization") ?? "");
     const given = Buffer.from(m?.[1] ?? "");
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {

@@ -250,11 +250,15 @@ export async function startProxy(
   const inline = new InlineScanner();
   // An agent may hold half the budget (or the largest held body, if that is more): one agent
   // parking bodies at a slow upstream leaves the other half to the others.
-  const heldBudget = config.limits.heldBodyBudgetBytes;
-  const held = new ByteBudget(
-    heldBudget,
-    Math.min(heldBudget, Math.max(Math.floor(heldBudget / 2), config.limits.maxHeldBodyBytes)),
-  );
+  const heldShares = (l: ProxyConfig["limits"]) =>
+    [
+      l.heldBodyBudgetBytes,
+      Math.min(
+        l.heldBodyBudgetBytes,
+        Math.max(Math.floor(l.heldBodyBudgetBytes / 2), l.maxHeldBodyBytes),
+      ),
+    ] as const;
+  const held = new ByteBudget(...heldShares(config.limits));
   /** States replaced but still used by exchanges: how to retire each now, and when it was. */
   const draining = new Map<SecretState, { retire: () => void; drained: Promise<void> }>();
 
@@ -366,15 +370,18 @@ export async function startProxy(
     held,
   );
   metricsRef.current = metrics;
-  const extraCa: string[] = [];
-  if (config.upstreamCaFile) extraCa.push(readFileSync(config.upstreamCaFile, "utf8"));
-  if (config.nodeExtraCaCerts) {
-    try {
-      extraCa.push(readFileSync(config.nodeExtraCaCerts, "utf8"));
-    } catch {
-      // The runtime reports an unreadable NODE_EXTRA_CA_CERTS itself.
+  const extraCa = (c: ProxyConfig): string[] => {
+    const pems: string[] = [];
+    if (c.upstreamCaFile) pems.push(readFileSync(c.upstreamCaFile, "utf8"));
+    if (c.nodeExtraCaCerts) {
+      try {
+        pems.push(readFileSync(c.nodeExtraCaCerts, "utf8"));
+      } catch {
+        // The runtime reports an unreadable NODE_EXTRA_CA_CERTS itself.
+      }
     }
-  }
+    return pems;
+  };
   const selfPorts = new Set<number>();
   // Deadlines and caps the parts read per use, from these objects: a reload assigns them
   // (config-diff.ts LIVE_LIMITS); the other limits were built into their parts.
@@ -400,7 +407,7 @@ export async function startProxy(
     addressCheck: (ip: string) => addressVerdict(ip, live.allowPrivate),
     selfPorts: () => selfPorts,
     ...upstreamTimes,
-    ca: trustAnchors(extraCa),
+    ca: trustAnchors(extraCa(config)),
     maxIdlePerHost: 16,
     // However many destinations the agents' allowlist lets them reach.
     maxIdleTotal: 256,
@@ -618,7 +625,7 @@ export async function startProxy(
     });
     guard.start();
   }
-  const port = await front
+  let port = await front
     .listen()
     .catch((e) => cannotListen(e, config.listen.host, config.listen.port, "SLAPENIR_LISTEN"));
   // A connection outlives the handshake that checked its certificate: without this, one opened
@@ -674,6 +681,69 @@ export async function startProxy(
     );
     return closed;
   };
+  /** Listeners, trust and certificates a reload changes: bound and read, not yet in force. */
+  const prepareAtStartSettings = async (next: ProxyConfig) => {
+    const out: { commit(): void; abort(): void }[] = [];
+    const none = () => {};
+    const differs = (a: unknown, b: unknown) => JSON.stringify(a) !== JSON.stringify(b);
+    try {
+      if (differs(live.upstreamCaFile, next.upstreamCaFile)) {
+        const ca = trustAnchors(extraCa(next));
+        out.push({ commit: () => Object.assign(upstreamOptions, { ca }), abort: none });
+      }
+      if (differs(live.adminTokenFile, next.adminTokenFile)) {
+        const t = ensureAdminToken(next.adminTokenFile);
+        out.push({ commit: () => (adminToken = t), abort: none });
+      }
+      const c = next.certificates;
+      const was = live.certificates;
+      if (
+        c.mode === "embedded" &&
+        was.mode === "embedded" &&
+        c.home === was.home &&
+        differs(was.serverNames, c.serverNames)
+      ) {
+        // The same home, other names: the server certificate is issued again for them.
+        const ca = await EmbeddedCa.open({ home: c.home, serverNames: c.serverNames });
+        const creds = { ...pki.credentials, certPem: ca.server.certPem, keyPem: ca.server.keyPem };
+        out.push({
+          commit: () => {
+            front.reloadCredentials(creds);
+            serverNotAfter = notAfterOf(creds.certPem);
+          },
+          abort: none,
+        });
+      }
+      if (differs(live.listen, next.listen)) {
+        const l = await front.openListener(next.listen.host, next.listen.port);
+        out.push({
+          commit: () => {
+            l.commit();
+            port = l.port;
+            selfPorts.add(l.port);
+          },
+          abort: l.abort,
+        });
+      }
+      if (differs(live.adminListen, next.adminListen)) {
+        const a = listenAdmin(next.adminListen.host, next.adminListen.port, admin.fetch);
+        out.push({
+          commit: () => {
+            const old = adminServer;
+            adminServer = a;
+            selfPorts.add(a.port);
+            // Requests in flight on the old one (this reload's own) are answered first.
+            old.stop(false);
+          },
+          abort: () => a.stop(),
+        });
+      }
+    } catch (e) {
+      for (const r of out) r.abort();
+      throw e instanceof ConfigError ? e : new ConfigError("listen-failed", (e as Error).message);
+    }
+    return out;
+  };
   // One reload at a time (a file change, SIGHUP and the admin action may meet); each reads
   // everything before it changes anything.
   let reloading: Promise<unknown> = Promise.resolve();
@@ -684,12 +754,18 @@ export async function startProxy(
       const nextTemplate = await loadSecrets(env, file);
       const changes = configChanges(live, next);
       const credentials = credentialChanges(template.entries(), nextTemplate.entries());
+      // Whatever can fail is made ready first (files read, addresses bound); then it is all
+      // put in force, or all let go.
+      const ready: { commit(): void; abort(): void }[] = [];
       try {
+        ready.push(...(await prepareAtStartSettings(next)));
         await applySecrets(nextTemplate);
       } catch (e) {
+        for (const r of ready) r.abort();
         nextTemplate.dispose();
         throw e;
       }
+      for (const r of ready) r.commit();
       const closed = applyPolicy(next.policy);
       if (changes.applied.some((k) => k.endsWith("Rate") || k === "rateLimit"))
         rates = buckets(next);
@@ -703,6 +779,13 @@ export async function startProxy(
         quarantine: live.quarantine &&
           next.quarantine && { ...live.quarantine, on: next.quarantine.on },
         limits: { ...live.limits, ...pick(next.limits, LIVE_LIMITS) },
+        listen: next.listen,
+        adminListen: next.adminListen,
+        upstreamCaFile: next.upstreamCaFile,
+        adminTokenFile: next.adminTokenFile,
+        certificates: sameHome(live.certificates, next.certificates)
+          ? next.certificates
+          : live.certificates,
       };
       audit.setLevel(next.logLevel);
       const l = next.limits;
@@ -716,6 +799,12 @@ export async function startProxy(
         pick(l, Object.keys(sessionLimits) as (keyof typeof sessionLimits)[]),
       );
       outboundDeps.maxHeldBodyBytes = l.maxHeldBodyBytes;
+      held.resize(...heldShares(l));
+      front.resize({
+        total: l.maxConnections,
+        perAgent: l.maxAgentConnections,
+        handshakesPerAddress: l.maxHandshakesPerAddress,
+      });
       const report = { ...changes, credentials, closed };
       audit.event(
         "reload",
@@ -757,6 +846,7 @@ export async function startProxy(
         () => {},
       )
     : undefined;
+  let adminToken = ensureAdminToken(config.adminTokenFile);
   const admin = createAdminApp(metrics, {
     startedAt,
     version: VERSION,
@@ -776,7 +866,7 @@ export async function startProxy(
           },
         }
       : {}),
-    token: ensureAdminToken(config.adminTokenFile),
+    token: () => adminToken,
     activity: {
       recent: (f) => activity.recent(f),
       watch: (fn) => activity.watch(fn),
@@ -850,8 +940,13 @@ export async function startProxy(
   );
 
   return {
-    port,
-    adminPort: adminServer.port,
+    // A reload may move either listener.
+    get port() {
+      return port;
+    },
+    get adminPort() {
+      return adminServer.port;
+    },
     config,
     caBundlePem: pki.caBundlePem,
     embeddedCa: pki.embedded,
@@ -961,6 +1056,11 @@ function sourceEvent(audit: AuditLog, metrics: ProxyMetrics | undefined, e: Sour
 
 const GUARD_INTERVAL_MS = 50;
 const LEAF_CACHE_CAPACITY = 1000;
+
+/** Both embedded, in one home: only the server's names can differ (issued again live). */
+function sameHome(a: ProxyConfig["certificates"], b: ProxyConfig["certificates"]): boolean {
+  return a.mode === "embedded" && b.mode === "embedded" && a.home === b.home;
+}
 
 function pick<T, K extends keyof T>(o: T, keys: readonly K[]): Pick<T, K> {
   return Object.fromEntries(keys.map((k) => [k, o[k]])) as Pick<T, K>;

@@ -4,9 +4,10 @@
 // error and changes nothing; a setting read only at start is named as waiting for a restart.
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type tls from "node:tls";
+import { connect as tlsConnect } from "node:tls";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
 import { closeTunnel, exchangeRaw, openTunnel } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
@@ -19,7 +20,8 @@ let up: EchoServer;
 let tunnel: tls.TLSSocket;
 let file: string;
 
-const yaml = (extra: string) => `allow: ["localhost:*"]\nlogLevel: info\n${extra}`;
+const yaml = (extra: string, listen = "127.0.0.1:0") =>
+  `listen: ${listen}\nadminListen: 127.0.0.1:0\nallow: ["localhost:*"]\nlogLevel: info\n${extra}`;
 const credential = `credentials:
   - name: model-api
     dummy: ${DUMMY}
@@ -41,7 +43,13 @@ async function ask(path: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  h = await startHarness({ allow: [], configYaml: yaml(""), watchConfig: true });
+  // The listeners come from the file (the harness's variables would override it).
+  h = await startHarness({
+    allow: [],
+    configYaml: yaml(""),
+    watchConfig: true,
+    env: { SLAPENIR_LISTEN: "", SLAPENIR_ADMIN_LISTEN: "" },
+  });
   file = join(h.dir, "slapenir.yaml");
   up = startEchoServer(await h.upstreamCa.issue(["localhost"]));
   tunnel = await openTunnel(
@@ -80,23 +88,44 @@ test("a bad edit is refused with its field named, and the running configuration 
   expect(up.received.at(-1)!.headers).toContainEqual(["x-api-key", REAL]);
 });
 
-test("settings read only at start are named as waiting for a restart; the rest applies", async () => {
+test("the listener moves to another address; the tunnel opened on the old one goes on", async () => {
+  const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = free.port;
+  free.stop(true);
+  const before = h.proxy.port;
+  const line = await edit(yaml(credential, `127.0.0.1:${port}`), "reload", 2);
+  expect(line).toMatchObject({ changed: "listen", restartNeeded: "-" });
+  expect(h.proxy.port).toBe(port);
+  // New connections: on the new address, and no longer on the old one.
+  expect((await h.curl([`https://localhost:${up.port}/moved`])).status).toBe(200);
+  const old = await Bun.connect({ hostname: "127.0.0.1", port: before, socket: { data() {} } })
+    .then((s) => {
+      s.end();
+      return "accepted";
+    })
+    .catch((e: NodeJS.ErrnoException) => e.code);
+  expect(old).toBe("ECONNREFUSED");
+  expect(await ask("/same-tunnel")).toStartWith("HTTP/1.1 200");
+  expect(up.received.at(-1)!.headers).toContainEqual(["x-api-key", REAL]);
+});
+
+test("limits apply to what begins after the reload; what lives at start is named for a restart", async () => {
   // A head of 6 KiB passes the default cap (16 KiB)…
   const big = ["-H", `x-filler: ${"f".repeat(6_000)}`, `https://localhost:${up.port}/big`];
   expect((await h.curl(big)).status).toBe(200);
-  const next = `allow: ["localhost:*", "example.com"]\nlogLevel: info\nconsole:\n  tokenFile: other-token\nlimits:\n  maxHeaderBytes: 4096\n  maxConnections: 100\n${credential}`;
-  const line = await edit(next, "reload", 2);
+  const listen = `127.0.0.1:${h.proxy.port}`;
+  const next = `${yaml(credential, listen)}memoryShedPercent: 90\nlimits:\n  maxHeaderBytes: 4096\n  maxConnections: 100\n`;
+  const line = await edit(next, "reload", 3);
   expect(line).toMatchObject({
-    changed: "allow,limits.maxHeaderBytes",
-    restartNeeded: "console.tokenFile,limits.maxConnections",
+    changed: "limits.maxHeaderBytes,limits.maxConnections",
+    restartNeeded: "memoryShedPercent",
     credentialsChanged: "-",
   });
   // …and after the reload a new connection's is refused by the new one.
   expect((await h.curl(big)).status).toBe(431);
-  await edit(next.replace('"localhost:*", ', ""), "reload", 3);
-  // The open tunnel is still there, and its next request meets the new allowlist.
-  const denied = await ask("/now-denied");
-  expect(denied).toStartWith("HTTP/1.1 403");
+  // An allowlist without the upstream: the open tunnel's next request meets it.
+  await edit(next.replace('"localhost:*"', '"example.com"'), "reload", 4);
+  expect(await ask("/now-denied")).toStartWith("HTTP/1.1 403");
 });
 
 test("the admin action reloads too, and names what waits for a restart", async () => {
@@ -105,7 +134,39 @@ test("the admin action reloads too, and names what waits for a restart", async (
   expect(await res.json()).toMatchObject({
     reloaded: true,
     applied: [],
-    restart: ["console.tokenFile", "limits.maxConnections"],
+    restart: ["memoryShedPercent"],
     credentials: { added: [], removed: [], changed: [] },
   });
+});
+
+test("a new name for the proxy: its certificate is issued again for new connections", async () => {
+  const listen = `127.0.0.1:${h.proxy.port}`;
+  const line = await edit(
+    `${yaml(credential, listen)}serverNames: [proxy.reload.test]\n`,
+    "reload",
+    6,
+  );
+  expect(line).toMatchObject({
+    changed: expect.stringContaining("serverNames"),
+    restartNeeded: "-",
+  });
+  const agent = h.agents["agent-a"]!;
+  const san = await new Promise<string>((resolve, reject) => {
+    const s = tlsConnect(
+      {
+        host: "127.0.0.1",
+        port: h.proxy.port,
+        servername: "proxy.reload.test",
+        ca: readFileSync(h.caBundlePath),
+        cert: readFileSync(agent.certPath),
+        key: readFileSync(agent.keyPath),
+      },
+      () => {
+        resolve(s.getPeerCertificate().subjectaltname ?? "");
+        s.end();
+      },
+    );
+    s.on("error", reject);
+  });
+  expect(san).toContain("DNS:proxy.reload.test");
 });

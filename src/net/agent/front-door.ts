@@ -115,7 +115,12 @@ interface Authenticated {
 
 export class FrontDoor {
   readonly #o: FrontDoorOptions;
-  readonly #server: tls.Server;
+  /** The listener accepting now; a relisten replaces it (the old one's connections go on). */
+  #server: tls.Server;
+  readonly #servers = new Set<tls.Server>();
+  #credentials: ServerCredentials;
+  /** The caps in force, read per use: `resize` changes them for what comes next. */
+  readonly #limits: { total: number; perAgent: number; handshakesPerAddress: number };
   readonly #sockets = new Map<tls.TLSSocket, Authenticated>();
   readonly #caps: ConnectionCaps;
   /** Connections still in their handshake, with the address they were counted under. */
@@ -131,36 +136,43 @@ export class FrontDoor {
 
   constructor(options: FrontDoorOptions) {
     this.#o = options;
-    this.#caps = new ConnectionCaps(options.connections);
+    this.#limits = { ...options.connections };
+    this.#caps = new ConnectionCaps(this.#limits);
     this.#refusals = new RefusalDigest((r, repeated) =>
       options.audit.refused(repeated ? { ...r, repeated } : r),
     );
-    this.#server = tls.createServer({
+    this.#credentials = options.credentials;
+    this.#server = this.#makeServer();
+  }
+
+  #makeServer(): tls.Server {
+    const c = this.#credentials;
+    const server = tls.createServer({
       ...TLS_OPTIONS,
-      key: options.credentials.keyPem,
-      cert: options.credentials.certPem,
-      ca: options.credentials.agentCaPem,
+      key: c.keyPem,
+      cert: c.certPem,
+      ca: c.agentCaPem,
       requestCert: true,
       rejectUnauthorized: true,
       // An agent that half-closes after its request still gets its answers (HttpSession ends
       // the connection once they are written).
       allowHalfOpen: true,
-      handshakeTimeout: options.limits.headerTimeoutMs,
+      handshakeTimeout: this.#o.limits.headerTimeoutMs,
     });
     // Beyond the total the runtime closes a new connection at once, before any TLS; a flood
     // of handshakes that never finish counts here too (the handshake deadline ends them).
-    this.#server.maxConnections = options.connections.total;
-    this.#server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
+    server.maxConnections = this.#limits.total;
+    server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
       this.#o.metrics.refused.inc({ reason: "connection-limit" });
       this.#refusals.refuse("connection-limit", peerKey(d?.remoteAddress), {
         conn: this.#nextConn++,
         remote: remoteOf(d ?? {}),
-        reason: `too many open connections (limit ${options.connections.total})`,
+        reason: `too many open connections (limit ${this.#limits.total})`,
       });
     });
-    this.#server.on("connection", (s: tls.TLSSocket) => this.#admit(s));
-    this.#server.on("secureConnection", (s) => this.#accept(s));
-    this.#server.on("tlsClientError", (err, s) => {
+    server.on("connection", (s: tls.TLSSocket) => this.#admit(s));
+    server.on("secureConnection", (s) => this.#accept(s));
+    server.on("tlsClientError", (err, s) => {
       if (this.#refusedAtAdmit.has(s)) return; // refused and counted in #admit already
       this.#o.metrics.refused.inc({ reason: "handshake" });
       const reason = handshakeReason(err);
@@ -171,28 +183,68 @@ export class FrontDoor {
       });
       s.destroy();
     });
+    this.#servers.add(server);
+    return server;
   }
 
   /** Start listening; resolves with the bound port. */
   listen(): Promise<number> {
+    return this.#listenOn(this.#server, this.#o.host, this.#o.port);
+  }
+
+  #listenOn(server: tls.Server, host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen(this.#o.port, this.#o.host, () => {
-        this.#server.off("error", reject);
-        const a = this.#server.address();
-        resolve(typeof a === "object" && a ? a.port : this.#o.port);
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        const a = server.address();
+        resolve(typeof a === "object" && a ? a.port : port);
       });
     });
   }
 
+  /**
+   * A listener on another address (a reload), bound but not yet in force: `commit` makes it
+   * the one that accepts and stops the old one (connections the old one accepted go on);
+   * `abort` lets it go. Rejects, changing nothing, when the address cannot be had.
+   */
+  async openListener(
+    host: string,
+    port: number,
+  ): Promise<{ port: number; commit(): void; abort(): void }> {
+    const next = this.#makeServer();
+    let bound: number;
+    try {
+      bound = await this.#listenOn(next, host, port);
+    } catch (e) {
+      this.#servers.delete(next);
+      throw e;
+    }
+    return {
+      port: bound,
+      commit: () => {
+        const old = this.#server;
+        this.#server = next;
+        old.close(() => this.#servers.delete(old));
+      },
+      abort: () => {
+        next.close(() => this.#servers.delete(next));
+      },
+    };
+  }
+
+  /** New caps for connections that come next (a reload); open ones are not closed by it. */
+  resize(caps: { total: number; perAgent: number; handshakesPerAddress: number }): void {
+    Object.assign(this.#limits, caps);
+    for (const s of this.#servers) s.maxConnections = caps.total;
+  }
+
   /** Swap certificates and the agent CA for new connections; open ones keep theirs. */
   reloadCredentials(c: ServerCredentials): void {
-    this.#server.setSecureContext({
-      ...TLS_OPTIONS,
-      key: c.keyPem,
-      cert: c.certPem,
-      ca: c.agentCaPem,
-    });
+    this.#credentials = c;
+    for (const s of this.#servers) {
+      s.setSecureContext({ ...TLS_OPTIONS, key: c.keyPem, cert: c.certPem, ca: c.agentCaPem });
+    }
   }
 
   get connections(): number {
@@ -246,7 +298,9 @@ export class FrontDoor {
   /** Stop accepting; give open connections `graceMs`, then close what is left. */
   async close(graceMs: number): Promise<void> {
     this.#draining = true;
-    const closed = new Promise<void>((r) => this.#server.close(() => r()));
+    const closed = Promise.all(
+      [...this.#servers].map((s) => new Promise<void>((r) => s.close(() => r()))),
+    );
     // Nothing new is served: a handshake in progress or a refusal being told is not waited for.
     for (const s of [...this.#inHandshake.keys(), ...this.#telling]) s.destroy();
     const deadline = Date.now() + graceMs;
