@@ -49,6 +49,12 @@ test("a per-agent allowlist is named by its agent; order of a denylist does not 
     policy: { ...a.policy, agentAllow: new Map([["agent-a", a.policy.allow]]) },
   };
   expect(configChanges(a, withAgent).applied).toEqual(["agents.agent-a"]);
+  // A credential pasted as an agent's name is not written in the audit line.
+  const pasted = {
+    ...a,
+    policy: { ...a.policy, agentAllow: new Map([["ghp_TESTtestTESTtest1234", a.policy.allow]]) },
+  };
+  expect(configChanges(a, pasted).applied).toEqual(["agents.(a name not shown)"]);
 });
 
 test("where the proxy's identity lives waits for a restart: its home, and the names with it", () => {

@@ -4,6 +4,7 @@
 // added, removed or changed. Pure: the reload audits and answers with it.
 
 import type { CredentialEntry } from "../credentials/secrets.ts";
+import { showableName } from "./config-error.ts";
 import type { AllowRule, ProxyConfig } from "./proxy-config.ts";
 
 export interface ConfigChanges {
@@ -49,7 +50,7 @@ export function configChanges(running: ProxyConfig, next: ProxyConfig): ConfigCh
   for (const agent of new Set([...a.agentAllow.keys(), ...b.agentAllow.keys()])) {
     const before = (a.agentAllow.get(agent) ?? []).map(ruleText);
     if (!same(before, (b.agentAllow.get(agent) ?? []).map(ruleText))) {
-      applied.push(`agents.${agent}`);
+      applied.push(`agents.${showableName(agent) ? agent : "(a name not shown)"}`);
     }
   }
   if (!same([...a.deny.agents].sort(), [...b.deny.agents].sort())) applied.push("denyAgents");

@@ -10,6 +10,8 @@ import { loadLivePolicy, loadProxyConfig } from "./proxy-config.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "slapenir-config-file-"));
 const REAL = "sk-real-7f3a9c2e1b8d4f60";
+const TOKEN_KEY = "ghp_TESTtestTESTtestTESTtestTESTtest1234";
+const HEX_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
 function file(name: string, text: string): string {
   const path = join(dir, name);
@@ -140,6 +142,13 @@ test("no error quotes the file's text: a value in the wrong place is not shown",
     `credentials:\n  - name: x\n    dummy: "${REAL}\n`,
     `{"credentials": [{"name": "x", "real": "${REAL}",}]}`,
     `rateLimit: ${REAL}\n`,
+    // A credential pasted as a key: as an agent, an unknown field, at any depth.
+    `agents:\n  ci: {allow: [x.com]}\n  ${TOKEN_KEY}:\n`,
+    `agents:\n  ${TOKEN_KEY}: {allow: [x.com], deny: 1}\n`,
+    `${HEX_KEY}: 1\n`,
+    `limits:\n  ${HEX_KEY}: 1\n`,
+    `console:\n  ${TOKEN_KEY}: 1\n`,
+    `credentials:\n  - {name: x, dummy: d-0000000000, real: r-0000000000, hosts: [a.com], ${HEX_KEY}: 1}\n`,
   ];
   for (const [i, text] of bad.entries()) {
     const path = file(`leak-${i}.${text.startsWith("{") ? "json" : "yaml"}`, text);
@@ -147,7 +156,8 @@ test("no error quotes the file's text: a value in the wrong place is not shown",
       const f = readConfigFile(path);
       loadProxyConfig({ SLAPENIR_CONFIG: path }, dir, f);
     });
-    expect(e.message).not.toContain(REAL.slice(3, 15));
+    for (const secret of [REAL, TOKEN_KEY, HEX_KEY])
+      expect(e.message).not.toContain(secret.slice(3, 15));
   }
 });
 

@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Ajv, { type ErrorObject } from "ajv";
 import schema from "./config.schema.json" with { type: "json" };
-import { ConfigError, safeKey } from "./config-error.ts";
+import { ConfigError, safeKey, showableName } from "./config-error.ts";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -162,7 +162,7 @@ function schemaError(err: ErrorObject | undefined, path: string): ConfigError {
     .slice(1)
     .map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"))
     .reduce((s, p) => {
-      const name = /^[A-Za-z0-9_.-]{1,64}$/.test(p) ? p : "(not shown)";
+      const name = showableName(p) ? p : "(a name not shown)";
       return /^[0-9]+$/.test(p) ? `${s}[${p}]` : s ? `${s}.${name}` : name;
     }, "");
   // ajv's messages name types, patterns and allowed values of the schema, never the input;

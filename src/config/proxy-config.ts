@@ -32,7 +32,7 @@ import { VIOLATION_KINDS, type ViolationKind } from "../guard/violations.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
 import { parseRequestRule, type RequestScope } from "../policy/request-rule.ts";
-import { ConfigError, safeKey } from "./config-error.ts";
+import { ConfigError, safeKey, showableName } from "./config-error.ts";
 import {
   type ConfigFile,
   configFileFromEnv,
@@ -493,7 +493,7 @@ function policyFromDoc(doc: PolicyDoc, where: string): PolicyFile {
           "has a key that is not a valid agent name",
           `${where}: agents`,
         );
-      const w = `${where}: agents.${agent}`;
+      const w = `${where}: agents.${showableName(agent) ? agent : "(a name not shown)"}`;
       if (!isObject(rules) || Object.keys(rules).some((k) => k !== "allow")) {
         throw new ConfigError("bad-shape", 'must be { "allow": [...] }', w);
       }

@@ -8,7 +8,6 @@
 import { timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Hono, type MiddlewareHandler } from "hono";
-import { streamSSE } from "hono/streaming";
 import { ConfigError } from "../config/config-error.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
 import { type AgentView, type ExchangeFilter, type ExchangeView, matches } from "./activity.ts";
@@ -37,7 +36,7 @@ export interface AdminState {
   /** The operator's bearer token, for actions (server/admin-token.ts); a reload may change it. */
   readonly token: () => string;
   /** Reads the live policy again and puts it in force; how many connections it closed. */
-  readonly reloadPolicy?: () => number;
+  readonly reloadPolicy?: () => Promise<number>;
   /** Traffic as the status view shows it (observe/activity.ts), with live connection counts. */
   readonly activity?: {
     recent(filter: ExchangeFilter): readonly ExchangeView[];
@@ -80,7 +79,11 @@ const CONSOLE_HEADERS = {
   "referrer-policy": "no-referrer",
 };
 /** A live stream whose reader falls this far behind loses events (it is told how many). */
-const STREAM_BACKLOG = 256;
+export const STREAM_BACKLOG = 256;
+/** Live streams open at once: each holds a queue, and the listener needs no token to read. */
+const MAX_STREAMS = 32;
+
+const sse = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 
 const wantsJson = (accept: string | undefined) => (accept ?? "").includes("application/json");
 
@@ -155,38 +158,62 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
     }),
   );
   // Exchanges as they are recorded (Server-Sent Events), those matching the query's filter.
+  // Events wait in a queue of their own until the connection takes them (the stream is
+  // pulled, never pushed): a reader that stops reading holds STREAM_BACKLOG events at most and
+  // is told, when it reads again, how many it missed.
+  let streams = 0;
   app.get("/api/exchanges/stream", (c) => {
     const act = state.activity;
     if (!act) return c.json({ error: "not available" }, 404);
+    if (streams >= MAX_STREAMS) return c.json({ error: "too many live streams" }, 503);
     const filter = filterOf((k) => c.req.query(k));
-    return streamSSE(c, async (stream) => {
-      let backlog = 0;
-      let dropped = 0;
-      const send = (event: string, data: unknown) => {
-        backlog += 1;
-        void stream.writeSSE({ event, data: JSON.stringify(data) }).finally(() => {
-          backlog -= 1;
-        });
-      };
-      const stop = act.watch((e) => {
-        if (!matches(e, filter)) return;
-        if (backlog >= STREAM_BACKLOG) {
-          dropped += 1;
-          return;
-        }
-        if (dropped > 0) {
-          send("dropped", { count: dropped });
-          dropped = 0;
-        }
-        send("exchange", e);
-      });
-      const done = new Promise<void>((ok) => stream.onAbort(ok));
-      // A comment now and then keeps the connection (and idle-closing middleboxes) awake.
-      const keep = setInterval(() => void stream.write(": keep-alive\n\n"), 15_000);
-      send("ready", { filter });
-      await done;
-      clearInterval(keep);
+    const queue: string[] = [sse("ready", { filter })];
+    let dropped = 0;
+    let wake: (() => void) | undefined;
+    let stop = () => {};
+    let keepAlive: ReturnType<typeof setInterval> | undefined;
+    const push = (text: string) => {
+      queue.push(text);
+      wake?.();
+    };
+    const end = () => {
       stop();
+      clearInterval(keepAlive);
+      streams -= 1;
+    };
+    streams += 1;
+    const body = new ReadableStream<Uint8Array>(
+      {
+        start() {
+          stop = act.watch((e) => {
+            if (!matches(e, filter)) return;
+            if (queue.length >= STREAM_BACKLOG) dropped += 1;
+            else push(sse("exchange", e));
+          });
+          // A comment now and then keeps idle-closing middleboxes from ending the stream.
+          keepAlive = setInterval(() => {
+            if (queue.length === 0) push(": keep-alive\n\n");
+          }, 15_000);
+        },
+        async pull(controller) {
+          while (queue.length === 0) await new Promise<void>((ok) => (wake = ok));
+          wake = undefined;
+          // What was missed is told in its place: after what was queued before it.
+          if (dropped > 0) queue.push(sse("dropped", { count: dropped }));
+          dropped = 0;
+          controller.enqueue(new TextEncoder().encode(queue.splice(0).join("")));
+        },
+        cancel: end,
+      },
+      { highWaterMark: 0 },
+    );
+    c.req.raw.signal.addEventListener("abort", () => wake?.(), { once: true });
+    return new Response(body, {
+      headers: {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+        "x-content-type-options": "nosniff",
+      },
     });
   });
 
@@ -316,10 +343,10 @@ ${table(
 
   // A revocation (`slapenir agent revoke`) or a policy edit, in force at once: a bad file is
   // refused with its error and the running policy stays.
-  app.post("/policy/reload", operator, (c) => {
+  app.post("/policy/reload", operator, async (c) => {
     if (!state.reloadPolicy) return c.json({ error: "not available" }, 404);
     try {
-      return c.json({ reloaded: true, closed: state.reloadPolicy() });
+      return c.json({ reloaded: true, closed: await state.reloadPolicy() });
     } catch (e) {
       return c.json({ error: e instanceof ConfigError ? e.message : "policy reload failed" }, 400);
     }

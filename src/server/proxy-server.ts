@@ -646,16 +646,24 @@ export async function startProxy(
       sourceEvent(audit, metrics, ev),
     );
     const oldTemplate = template;
-    // What the old sources gave stays redacted under the new ones (a reload is no way to
-    // make a replaced value readable again).
-    if (sources && nextSources) sources.handOver(nextSources);
+    let built: SecretsConfig;
+    try {
+      // What the old sources gave stays redacted under the new ones (a reload is no way to
+      // make a replaced value readable again).
+      if (sources && nextSources) sources.handOver(nextSources);
+      built = nextTemplate.withValues(nextSources?.snapshot() ?? new Map());
+    } catch (e) {
+      // Nothing changed: the old sources and template stay in force.
+      nextSources?.stop();
+      throw e;
+    }
     sources?.stop();
     disposeSources(oldTemplate);
     template = nextTemplate;
     sources = nextSources;
     // A reload is not a source refresh: whatever streams on older secrets — the state in
     // force, and any a source switch was waiting on — is cut at once.
-    install(template.withValues(sources?.snapshot() ?? new Map()));
+    install(built);
     for (const s of draining.keys()) s.replace();
     oldTemplate.dispose();
   };
@@ -747,6 +755,12 @@ export async function startProxy(
   // One reload at a time (a file change, SIGHUP and the admin action may meet); each reads
   // everything before it changes anything.
   let reloading: Promise<unknown> = Promise.resolve();
+  /** Runs `step` after every reload before it (policy reloads too: none undoes another). */
+  const queued = <T>(step: () => Promise<T> | T): Promise<T> => {
+    const run = reloading.then(step);
+    reloading = run.catch(() => {});
+    return run;
+  };
   const reload = (): Promise<ReloadReport> => {
     const run = reloading.then(async (): Promise<ReloadReport> => {
       const file = configFileFromEnv(env, cwd);
@@ -852,7 +866,11 @@ export async function startProxy(
     version: VERSION,
     ready: () => ready,
     reloadPolicy: () =>
-      reloadPolicy((options.policySource ?? (() => loadLivePolicy(options.env ?? process.env)))()),
+      queued(() =>
+        reloadPolicy(
+          (options.policySource ?? (() => loadLivePolicy(options.env ?? process.env)))(),
+        ),
+      ),
     reload,
     ...(quarantine
       ? {

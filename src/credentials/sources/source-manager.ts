@@ -194,16 +194,15 @@ export class CredentialSources {
       const keep = (v: SecretValue) =>
         ![...(t.current?.values.values() ?? [])].some((c) => c.equals(v));
       const until = now + t.source.spec.retainRetiredMs;
-      const moved = [
+      const held = [
         ...[s.current, s.pending].map((f) => ({ values: [...(f?.values.values() ?? [])], until })),
         ...s.retired,
       ];
-      for (const r of moved) {
-        t.retired.push({ values: r.values.filter(keep), until: r.until });
-        for (const v of r.values) if (!keep(v)) v.dispose();
+      // Copies: this manager keeps its own until it is stopped, so a reload that fails after
+      // this leaves it as it was (the new manager, stopped, zeroes the copies).
+      for (const r of held) {
+        t.retired.push({ values: r.values.filter(keep).map((v) => v.copy()), until: r.until });
       }
-      s.current = s.pending = null;
-      s.retired = [];
     }
   }
 

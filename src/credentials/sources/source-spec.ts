@@ -355,7 +355,8 @@ export function describeSource(spec: SourceSpec): string {
     case "command":
       return `command ${spec.argv[0]} (${spec.argv.length - 1} arguments)`;
     case "oauth":
-      return `oauth ${spec.grant} ${spec.tokenUrl}`;
+      // Without its query: a misconfigured URL may carry a secret there.
+      return `oauth ${spec.grant} ${spec.tokenUrl.replace(/[?#].*$/s, "")}`;
     case "assumeRole":
       return `assumeRole ${spec.roleArn} via ${spec.stsUrl}`;
   }
