@@ -36,8 +36,8 @@ function run(
 }
 
 function packageVersion(): string | null {
-  // dpkg-query's own format placeholder, not a template string.
-  const r = run(["dpkg-query", "-W", `-f=${"${Version}"}`, PACKAGE]);
+  // dpkg-query's own format placeholder (a "$" and "{Version}"), not a template string.
+  const r = run(["dpkg-query", "-W", `-f=$${"{Version}"}`, PACKAGE]);
   return r.ok && r.out !== "" ? r.out : null;
 }
 
