@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { certToPem, exportPrivateKeyPem, sha256Fingerprint } from "../../src/pki/x509.ts";
 import { waitFor } from "../containers/tool-paths.ts";
 import type { CaOptions, CaUnderTest } from "../stepca/ca-under-test.ts";
+import { createProvisionerKey, type ProvisionerKey } from "../stepca-double/one-time-token.ts";
 import { createStepCaState, makeCa } from "../stepca-double/stepca-double.ts";
 
 const PROVISIONER = "enroll";
@@ -33,8 +34,23 @@ async function freePort(): Promise<number> {
 const redactTokens = (s: string) =>
   s.replace(/[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,}/g, "<token>").slice(-2000);
 
-export async function startRealStepCa(binary: string, opts: CaOptions = {}): Promise<CaUnderTest> {
+export interface RealStepCaOptions extends CaOptions {
+  /** More JWK provisioners, each with its own certificate lifetime (the proxy's, shorter). */
+  more?: { name: string; certLifetimeMs: number }[];
+}
+
+export interface RealStepCa extends CaUnderTest {
+  /** The keys of the provisioners added with `more`, by name. */
+  more: Record<string, ProvisionerKey>;
+}
+
+export async function startRealStepCa(
+  binary: string,
+  opts: RealStepCaOptions = {},
+): Promise<RealStepCa> {
   const state = await createStepCaState(PROVISIONER);
+  const more: Record<string, ProvisionerKey> = {};
+  for (const m of opts.more ?? []) more[m.name] = await createProvisionerKey(m.name);
   const dir = mkdtempSync(join(tmpdir(), "slapenir-stepca-"));
   const port = await freePort();
   const lifetimeMs = opts.certLifetimeMs ?? 24 * 3_600_000;
@@ -48,6 +64,17 @@ export async function startRealStepCa(binary: string, opts: CaOptions = {}): Pro
       mode: 0o600,
     },
   );
+  const jwkProvisioner = (key: ProvisionerKey, lifeMs: number) => ({
+    type: "JWK",
+    name: key.name,
+    // The public key only: tokens are signed by the tests, as `step ca token` would.
+    key: { ...key.publicJwk, kid: key.kid, use: "sig", alg: "ES256" },
+    claims: {
+      minTLSCertDuration: "1s",
+      maxTLSCertDuration: goDuration(Math.max(lifeMs, 24 * 3_600_000)),
+      defaultTLSCertDuration: goDuration(lifeMs),
+    },
+  });
   const writeConfig = () => {
     const roots = state.roots.map((r, i) => {
       writeFileSync(file(`root-${i}.crt`), certToPem(r.cert));
@@ -64,21 +91,8 @@ export async function startRealStepCa(binary: string, opts: CaOptions = {}): Pro
       authority: {
         backdate: goDuration(opts.backdateMs ?? 60_000),
         provisioners: [
-          {
-            type: "JWK",
-            name: state.provisioner.name,
-            key: {
-              ...state.provisioner.publicJwk,
-              kid: state.provisioner.kid,
-              use: "sig",
-              alg: "ES256",
-            },
-            claims: {
-              minTLSCertDuration: "1s",
-              maxTLSCertDuration: goDuration(Math.max(lifetimeMs, 24 * 3_600_000)),
-              defaultTLSCertDuration: goDuration(lifetimeMs),
-            },
-          },
+          jwkProvisioner(state.provisioner, lifetimeMs),
+          ...(opts.more ?? []).map((m) => jwkProvisioner(more[m.name]!, m.certLifetimeMs)),
         ],
       },
       tls: {
@@ -161,6 +175,7 @@ export async function startRealStepCa(binary: string, opts: CaOptions = {}): Pro
   const firstRoot = state.roots[0]!;
   return {
     kind: "real",
+    more,
     url,
     port,
     provisioner: state.provisioner,

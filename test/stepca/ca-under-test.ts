@@ -4,6 +4,7 @@
 // one suite. Where the two disagree the real CA is right and the double is fixed.
 // Test-only: never imported by src/.
 
+import { x509 } from "../../src/pki/x509.ts";
 import type { ProvisionerKey } from "../stepca-double/one-time-token.ts";
 import type { CaKey } from "../stepca-double/stepca-double.ts";
 
@@ -48,4 +49,9 @@ export interface CaUnderTest {
 /** Resolves once the wall clock has left the whole second `epochSeconds`. */
 export async function afterSecond(epochSeconds: number): Promise<void> {
   while (Math.floor(Date.now() / 1000) <= epochSeconds) await Bun.sleep(20);
+}
+
+/** A serial as step-ca names it in its database and revocation API: decimal. */
+export function decimalSerial(certPem: string): string {
+  return BigInt(`0x${new x509.X509Certificate(certPem).serialNumber}`).toString(10);
 }

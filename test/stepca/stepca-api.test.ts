@@ -15,15 +15,10 @@ import {
   type TokenClaims,
 } from "../stepca-double/one-time-token.ts";
 import { issueFromDouble, makeCa } from "../stepca-double/stepca-double.ts";
-import { afterSecond, type CaUnderTest } from "./ca-under-test.ts";
+import { afterSecond, type CaUnderTest, decimalSerial } from "./ca-under-test.ts";
 import { CA_IMPLEMENTATIONS } from "./implementations.ts";
 
 const now = () => Math.floor(Date.now() / 1000);
-
-/** A serial as step-ca names it in its database and revocation API: decimal. */
-export function decimalSerial(certPem: string): string {
-  return BigInt(`0x${new x509.X509Certificate(certPem).serialNumber}`).toString(10);
-}
 
 for (const impl of CA_IMPLEMENTATIONS) {
   describe.skipIf(impl.skip !== null)(`Step-CA API (${impl.name})`, () => {
