@@ -1,30 +1,41 @@
 // A test double of the Step-CA HTTP API (smallstep/certificates), on loopback, for the
-// proxy's enrollment client and the agent scripts' stand-in `step`. What it reproduces, and
-// where each behaviour comes from in smallstep/certificates:
+// proxy's enrollment client and the agent scripts' stand-in `step`. Every test that uses it
+// also runs against the real step-ca 0.19.0 (test/stepca-real, Debian's packages; compose.yml
+// pins 0.28.4), and where the two disagreed the double was corrected to the CA: audiences
+// without their port, tokens issued before the CA's start refused, client certificates
+// verified at the TLS layer, passive revocation. One difference kept: /roots answers 200 as
+// current releases do, 0.19 answers 201 (test/stepca/stepca-api.test.ts says so).
+// What it reproduces, and where each behaviour comes from in smallstep/certificates:
 //   GET  /health          → 200 {"status":"ok"}                                  (api/api.go Health)
 //   GET  /roots           → 200 {"crts":[PEM…]} every configured root             (api/api.go Roots;
-//                            old releases answered 201, current ones 200)
+//                            0.19 answered 201, current releases 200)
 //   GET  /root/{sha256}   → 200 {"ca":PEM}; hex, case and '-' ignored; else 404   (api/api.go Root)
 //   POST /1.0/sign        {csr, ott, notBefore?, notAfter?}                       (api/sign.go Sign)
 //        400 "missing csr" / "invalid csr" (CSR signature checked) / "missing ott";
 //        401 when the JWK token fails authorizeToken (authority/provisioner/jwk.go): ES256 JWS
 //        signed by the provisioner key found by iss + header kid (the key's RFC 7638
 //        thumbprint), iss = provisioner name, nbf/exp checked with one minute of leeway
-//        (ValidateWithLeeway(…, time.Minute)), aud one of https://<dns>[:port]/1.0/sign or
-//        /sign, sub non-empty, jti single use ("token already used", authority/authorize.go);
+//        (ValidateWithLeeway(…, time.Minute)), iat not in the future nor before the CA's start
+//        (authority/authorize.go, start time in whole seconds), aud https://<dns>/1.0/sign or
+//        /sign with any port (collection.go stripPort), sub non-empty, jti single use ("token
+//        already used", authority/authorize.go);
 //        403 when the CSR does not match the token: CN must equal sub (commonNameValidator),
 //        SANs must equal the token's sans, default [sub] (defaultSANsValidator);
 //        201 {"crt","ca","certChain":[leaf, intermediate]} — ca is certChain[1].
 //   POST /1.0/renew       mTLS with the certificate to renew                      (api/renew.go Renew)
-//        400 "missing client certificate"; 401 if it does not chain to this CA or is outside
-//        its validity; 201 as for sign. The new certificate keeps the public key, subject,
+//        400 "missing client certificate"; a certificate that does not verify against the
+//        roots (another CA's, expired) ends the TLS handshake (VerifyClientCertIfGiven); 401
+//        if revoked; 201 as for sign. The new certificate keeps the public key, subject,
 //        SANs and the lifetime: notBefore = now − backdate, notAfter = now + (old duration −
 //        backdate) (authority/tls.go Renew; backdate defaults to one minute, settable here so
 //        certificates of a few seconds work).
+//   POST /1.0/revoke      {serial (decimal), ott?, passive, reasonCode}          (api/revoke.go)
+//        passive only (else 501); with a provisioner token (aud …/1.0/revoke, single use) or
+//        over mTLS with the certificate of that serial (else 400); 200 {"status":"ok"}.
 //   Errors are JSON {"status":N,"message":…}; 401/403 carry the CA's generic text, as step-ca
 //   hides details from clients (errs package); the reason is kept in `rejections` (the CA log).
 // Leaves carry serverAuth + clientAuth and digitalSignature, as step-ca's default leaf template.
-// Not modelled: ACME, SSH, revocation, provisioner listing, templates beyond the default.
+// Not modelled: ACME, SSH, CRL/OCSP (0.19 has neither), provisioner listing, templates.
 // Test-only: it must never be imported by src/, and it listens on 127.0.0.1 only.
 
 import {
