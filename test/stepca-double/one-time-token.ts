@@ -43,6 +43,8 @@ export interface TokenClaims {
   nbf?: number;
   /** Seconds since the epoch; default nbf + 300 (step's default token lifetime). */
   exp?: number;
+  /** Seconds since the epoch; default now, as `step ca token` (step-ca refuses an iat before its start). */
+  iat?: number;
   jti?: string;
   sha?: string;
   iss?: string;
@@ -61,7 +63,7 @@ export async function signOneTimeToken(
     sub: claims.sub,
     sans: claims.sans ?? [claims.sub],
     nbf,
-    iat: nbf,
+    iat: claims.iat ?? now,
     exp: claims.exp ?? nbf + 300,
     jti: claims.jti ?? randomBytes(32).toString("hex"),
     ...(claims.sha ? { sha: claims.sha } : {}),

@@ -1,30 +1,41 @@
 // A test double of the Step-CA HTTP API (smallstep/certificates), on loopback, for the
-// proxy's enrollment client and the agent scripts' stand-in `step`. What it reproduces, and
-// where each behaviour comes from in smallstep/certificates:
+// proxy's enrollment client and the agent scripts' stand-in `step`. Every test that uses it
+// also runs against the real step-ca 0.19.0 (test/stepca-real, Debian's packages; compose.yml
+// pins 0.28.4), and where the two disagreed the double was corrected to the CA: audiences
+// without their port, tokens issued before the CA's start refused, client certificates
+// verified at the TLS layer, passive revocation. One difference kept: /roots answers 200 as
+// current releases do, 0.19 answers 201 (test/stepca/stepca-api.test.ts says so).
+// What it reproduces, and where each behaviour comes from in smallstep/certificates:
 //   GET  /health          → 200 {"status":"ok"}                                  (api/api.go Health)
 //   GET  /roots           → 200 {"crts":[PEM…]} every configured root             (api/api.go Roots;
-//                            old releases answered 201, current ones 200)
+//                            0.19 answered 201, current releases 200)
 //   GET  /root/{sha256}   → 200 {"ca":PEM}; hex, case and '-' ignored; else 404   (api/api.go Root)
 //   POST /1.0/sign        {csr, ott, notBefore?, notAfter?}                       (api/sign.go Sign)
 //        400 "missing csr" / "invalid csr" (CSR signature checked) / "missing ott";
 //        401 when the JWK token fails authorizeToken (authority/provisioner/jwk.go): ES256 JWS
 //        signed by the provisioner key found by iss + header kid (the key's RFC 7638
 //        thumbprint), iss = provisioner name, nbf/exp checked with one minute of leeway
-//        (ValidateWithLeeway(…, time.Minute)), aud one of https://<dns>[:port]/1.0/sign or
-//        /sign, sub non-empty, jti single use ("token already used", authority/authorize.go);
+//        (ValidateWithLeeway(…, time.Minute)), iat not in the future nor before the CA's start
+//        (authority/authorize.go, start time in whole seconds), aud https://<dns>/1.0/sign or
+//        /sign with any port (collection.go stripPort), sub non-empty, jti single use ("token
+//        already used", authority/authorize.go);
 //        403 when the CSR does not match the token: CN must equal sub (commonNameValidator),
 //        SANs must equal the token's sans, default [sub] (defaultSANsValidator);
 //        201 {"crt","ca","certChain":[leaf, intermediate]} — ca is certChain[1].
 //   POST /1.0/renew       mTLS with the certificate to renew                      (api/renew.go Renew)
-//        400 "missing client certificate"; 401 if it does not chain to this CA or is outside
-//        its validity; 201 as for sign. The new certificate keeps the public key, subject,
+//        400 "missing client certificate"; a certificate that does not verify against the
+//        roots (another CA's, expired) ends the TLS handshake (VerifyClientCertIfGiven); 401
+//        if revoked; 201 as for sign. The new certificate keeps the public key, subject,
 //        SANs and the lifetime: notBefore = now − backdate, notAfter = now + (old duration −
 //        backdate) (authority/tls.go Renew; backdate defaults to one minute, settable here so
 //        certificates of a few seconds work).
+//   POST /1.0/revoke      {serial (decimal), ott?, passive, reasonCode}          (api/revoke.go)
+//        passive only (else 501); with a provisioner token (aud …/1.0/revoke, single use) or
+//        over mTLS with the certificate of that serial (else 400); 200 {"status":"ok"}.
 //   Errors are JSON {"status":N,"message":…}; 401/403 carry the CA's generic text, as step-ca
 //   hides details from clients (errs package); the reason is kept in `rejections` (the CA log).
 // Leaves carry serverAuth + clientAuth and digitalSignature, as step-ca's default leaf template.
-// Not modelled: ACME, SSH, revocation, provisioner listing, templates beyond the default.
+// Not modelled: ACME, SSH, CRL/OCSP (0.19 has neither), provisioner listing, templates.
 // Test-only: it must never be imported by src/, and it listens on 127.0.0.1 only.
 
 import {
@@ -44,6 +55,8 @@ import {
   sha256Fingerprint,
   x509,
 } from "../../src/pki/x509.ts";
+import { waitFor } from "../containers/tool-paths.ts";
+import type { CaUnderTest } from "../stepca/ca-under-test.ts";
 import { createProvisionerKey, type ProvisionerKey } from "./one-time-token.ts";
 
 const GENERIC_401 =
@@ -69,39 +82,26 @@ export interface CaKey {
   keys: CryptoKeyPair;
 }
 
-/** What survives a restart: roots, intermediate, provisioner, used token ids. */
+/** What survives a restart: roots, intermediate, provisioner, used token ids, revocations. */
 export interface StepCaState {
   roots: CaKey[];
   intermediate: CaKey;
   server: { certPem: string; keyPem: string };
   provisioner: ProvisionerKey;
   usedJti: Set<string>;
+  /** Revoked serials, decimal (step-ca keys its database by big.Int.String()). */
+  revoked: Set<string>;
 }
 
-export interface StepCaDouble {
-  url: string;
-  port: number;
+export interface StepCaDouble extends CaUnderTest {
   state: StepCaState;
-  provisioner: ProvisionerKey;
-  /** Audience a sign token must carry. */
-  signAudience: string;
-  rootPem: string;
-  rootFingerprint: string;
-  /** Every root, PEM, concatenated (what /roots serves). */
-  rootsBundlePem(): string;
   /** Reasons the CA refused requests, newest last (the CA's log). */
   rejections: string[];
   /** Counts of successful requests by endpoint. */
   issued: { sign: number; renew: number };
-  /**
-   * Adds a new root (root rotation: step-ca then serves old and new from /roots) and returns
-   * it with its keys, so a test can issue under it. Issuance continues under the old chain.
-   */
-  rotateRoot(): Promise<{ rootPem: string; fingerprint: string; ca: CaKey }>;
-  close(): Promise<void>;
 }
 
-async function makeCa(
+export async function makeCa(
   cn: string,
   issuer: CaKey | null,
   pathLen: number,
@@ -203,6 +203,7 @@ export async function createStepCaState(provisionerName = "enroll"): Promise<Ste
     },
     provisioner: await createProvisionerKey(provisionerName),
     usedJti: new Set(),
+    revoked: new Set(),
   };
 }
 
@@ -232,7 +233,8 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
   const backdateMs = opts.backdateMs ?? 60_000;
   const rejections: string[] = [];
   const issued = { sign: 0, renew: 0 };
-  let audiences: string[] = [];
+  /** When this CA (re)started: step-ca refuses tokens issued before it. */
+  let startedAt = Date.now() / 1000;
 
   const rootsPem = () => state.roots.map((r) => certToPem(r.cert)).join("");
   const chainPem = (leaf: x509.X509Certificate) => ({
@@ -241,7 +243,10 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
     certChain: [certToPem(leaf), certToPem(state.intermediate.cert)],
   });
 
-  async function authorizeSignToken(ott: string): Promise<{ sub: string; sans: string[] }> {
+  async function authorizeToken(
+    ott: string,
+    endpoint: "sign" | "revoke",
+  ): Promise<{ sub: string; sans: string[] }> {
     const deny = (reason: string) => new HttpFailure(401, GENERIC_401, reason);
     const parts = ott.split(".");
     if (parts.length !== 3) throw deny("error parsing jwk token");
@@ -276,13 +281,21 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
     const now = Date.now() / 1000;
     const nbf = Number(claims.nbf);
     const exp = Number(claims.exp);
+    const iat = Number(claims.iat);
+    // authority.go truncates its start time to the second; a token of that second passes.
+    if (Number.isFinite(iat) && iat < Math.floor(startedAt))
+      throw deny(
+        "authority.authorizeToken: token issued before the bootstrap of certificate authority",
+      );
+    if (Number.isFinite(iat) && now + LEEWAY_S < iat)
+      throw deny("invalid jwk claims: token issued in the future (iat)");
     if (Number.isFinite(nbf) && now + LEEWAY_S < nbf)
       throw deny("invalid jwk claims: token not valid yet (nbf)");
     if (!Number.isFinite(exp) || now - LEEWAY_S > exp)
       throw deny("invalid jwk claims: token is expired (exp)");
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-    if (!aud.some((a) => audiences.includes(String(a)))) {
-      throw deny(`invalid jwk token audience claim (aud); want ${audiences.join(",")}`);
+    if (!aud.some((a) => audienceMatches(String(a), endpoint))) {
+      throw deny(`invalid jwk token audience claim (aud) for ${endpoint}`);
     }
     if (typeof claims.sub !== "string" || claims.sub === "")
       throw deny("jwk token subject cannot be empty");
@@ -292,6 +305,54 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
     const sans =
       Array.isArray(claims.sans) && claims.sans.length > 0 ? claims.sans.map(String) : [claims.sub];
     return { sub: claims.sub, sans };
+  }
+
+  /** step-ca compares an audience with its own without the port (collection.go stripPort). */
+  function audienceMatches(aud: string, endpoint: "sign" | "revoke"): boolean {
+    let u: URL;
+    try {
+      u = new URL(aud);
+    } catch {
+      return false;
+    }
+    return (
+      u.protocol === "https:" &&
+      ["127.0.0.1", "localhost"].includes(u.hostname) &&
+      [`/1.0/${endpoint}`, `/${endpoint}`].includes(u.pathname)
+    );
+  }
+
+  /** Passive revocation (api/revoke.go): by a provisioner token, or over mTLS by the certificate itself. */
+  async function revoke(body: string, peer: Buffer | null) {
+    let req: { serial?: unknown; ott?: unknown; passive?: unknown; reasonCode?: unknown };
+    try {
+      req = JSON.parse(body);
+    } catch {
+      throw new HttpFailure(400, "error reading request body", "error reading request body");
+    }
+    if (typeof req.serial !== "string" || req.serial === "")
+      throw new HttpFailure(400, "missing serial", "missing serial");
+    if (req.passive !== true) {
+      throw new HttpFailure(
+        501,
+        "non-passive revocation not implemented",
+        "non-passive revocation not implemented",
+      );
+    }
+    if (typeof req.ott === "string" && req.ott !== "") {
+      await authorizeToken(req.ott, "revoke");
+    } else {
+      if (!peer) {
+        throw new HttpFailure(400, "missing ott or client certificate", "missing ott or client");
+      }
+      const serial = BigInt(`0x${new x509.X509Certificate(new Uint8Array(peer)).serialNumber}`);
+      if (serial.toString(10) !== req.serial) {
+        const m = "serial number in client certificate different than body";
+        throw new HttpFailure(400, m, m);
+      }
+    }
+    state.revoked.add(req.serial);
+    return { status: "ok" };
   }
 
   async function sign(body: string) {
@@ -314,7 +375,7 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
     if (typeof req.ott !== "string" || req.ott === "") {
       throw new HttpFailure(400, "missing ott", "missing ott");
     }
-    const { sub, sans } = await authorizeSignToken(req.ott);
+    const { sub, sans } = await authorizeToken(req.ott, "sign");
     const cn = csr.subjectName.getField("CN")[0] ?? "";
     if (cn !== sub) {
       throw new HttpFailure(
@@ -367,6 +428,13 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
     if (now < cert.notBefore.getTime() || now > cert.notAfter.getTime()) {
       throw new HttpFailure(401, GENERIC_401, "certificate is outside its validity window");
     }
+    if (state.revoked.has(BigInt(`0x${cert.serialNumber}`).toString(10))) {
+      throw new HttpFailure(
+        401,
+        GENERIC_401,
+        "authority.authorizeRenew: certificate has been revoked",
+      );
+    }
     const duration = cert.notAfter.getTime() - cert.notBefore.getTime();
     const notBefore = new Date(now - backdateMs);
     const notAfter = new Date(now + duration - backdateMs);
@@ -407,6 +475,9 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
       await readBody(req);
       return { status: 201, body: await renew(peer) };
     }
+    if (req.method === "POST" && (path === "/1.0/revoke" || path === "/revoke")) {
+      return { status: 200, body: await revoke(await readBody(req), peer) };
+    }
     throw new HttpFailure(404, "not found", `no route ${req.method} ${path}`);
   }
 
@@ -435,59 +506,85 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
         res.end(JSON.stringify({ status: f.status, message: f.clientMessage }));
       });
   });
-  const server = createTlsServer(
-    {
-      key: state.server.keyPem,
-      cert: state.server.certPem,
-      ca: rootsPem(),
-      requestCert: true,
-      // Client certificates are optional (only /renew wants one) and verified in renew().
-      rejectUnauthorized: false,
-      minVersion: "TLSv1.2",
-    },
-    (socket: TLSSocket) => {
+  let server: ReturnType<typeof createTlsServer> | null = null;
+  const tlsOptions = () => ({
+    key: state.server.keyPem,
+    cert: state.server.certPem,
+    ca: rootsPem(),
+    requestCert: true,
+    // Client certificates are optional (only /renew and /revoke use one).
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.2" as const,
+  });
+  const listen = async (port: number): Promise<number> => {
+    const srv = createTlsServer(tlsOptions(), (socket: TLSSocket) => {
       const raw = socket.getPeerCertificate(false)?.raw;
+      // step-ca verifies a client certificate that is given (Go's VerifyClientCertIfGiven,
+      // against its roots, at the current time): another CA's or an expired one ends the
+      // connection at the TLS layer, with no HTTP answer.
+      if (raw && !socket.authorized) {
+        rejections.push(`tls: client certificate refused (${socket.authorizationError})`);
+        socket.destroy();
+        return;
+      }
       if (raw) peers.set(socket, raw);
       open.add(socket);
       socket.once("close", () => open.delete(socket));
       http.emit("connection", socket);
-    },
-  );
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
-  });
-  const port = (server.address() as { port: number }).port;
+    });
+    await new Promise<void>((resolve, reject) => {
+      srv.once("error", reject);
+      srv.listen(port, "127.0.0.1", () => resolve());
+    });
+    server = srv;
+    const bound = (srv.address() as { port: number }).port;
+    startedAt = Date.now() / 1000;
+    return bound;
+  };
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      const srv = server;
+      server = null;
+      if (!srv) return resolve();
+      srv.close(() => resolve());
+      for (const s of open) s.destroy();
+    });
+  const port = await listen(opts.port ?? 0);
   const url = `https://127.0.0.1:${port}`;
-  audiences = ["127.0.0.1", "localhost"].flatMap((h) => [
-    `https://${h}:${port}/1.0/sign`,
-    `https://${h}:${port}/sign`,
-  ]);
   const firstRoot = state.roots[0]!;
 
   return {
+    kind: "double",
     url,
     port,
     state,
     provisioner: state.provisioner,
     signAudience: `${url}/1.0/sign`,
+    revokeAudience: `${url}/1.0/revoke`,
     rootPem: certToPem(firstRoot.cert),
     rootFingerprint: sha256Fingerprint(firstRoot.cert.rawData),
     rootsBundlePem: rootsPem,
     rejections,
     issued,
+    async refused(text: string) {
+      await waitFor(`the double refusing with "${text}"`, () =>
+        rejections.some((r) => r.includes(text)) ? true : null,
+      );
+    },
+    stop,
+    async start() {
+      await listen(port);
+    },
     async rotateRoot() {
       const root = await makeCa(`SLAPENIR Test Root CA ${state.roots.length + 1}`, null, 1);
       state.roots.push(root);
+      // As step-ca restarted with the longer root list: client certificates under the new
+      // root verify too.
+      server?.setSecureContext(tlsOptions());
       const pem = certToPem(root.cert);
       return { rootPem: pem, fingerprint: sha256Fingerprint(root.cert.rawData), ca: root };
     },
-    close() {
-      return new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of open) s.destroy();
-      });
-    },
+    close: stop,
   };
 }
 
