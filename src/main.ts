@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { ConfigError } from "./config/config-error.ts";
 import { type ConfigFile, configFileFromEnv, inFileTerms } from "./config/config-file.ts";
 import { loadProxyConfig } from "./config/proxy-config.ts";
+import { type EnrollmentEvent, enrollmentFields } from "./enroll/enrollment.ts";
 import { proxyEnrollmentConfig, startProxyEnrollment } from "./enroll/proxy-enrollment.ts";
 import type { ServerCredentials } from "./net/agent/front-door.ts";
 import { type RunningProxy, startProxy } from "./server/proxy-server.ts";
@@ -18,7 +19,10 @@ import { type RunningProxy, startProxy } from "./server/proxy-server.ts";
  * is read (it expects the certificate files in CERT_PATH), then keep renewing; each renewal
  * and each change of the CA's roots is swapped into the live listener without a restart.
  */
-async function enrollIfConfigured(proxyRef: { current?: RunningProxy }): Promise<void> {
+async function enrollIfConfigured(
+  proxyRef: { current?: RunningProxy },
+  early: EnrollmentEvent[],
+): Promise<void> {
   if (!process.env.SLAPENIR_CA_URL) return;
   let tls: ServerCredentials | undefined;
   const apply = () => {
@@ -37,7 +41,12 @@ async function enrollIfConfigured(proxyRef: { current?: RunningProxy }): Promise
       if (tls) tls = { ...tls, agentCaPem: rootsPem };
       apply();
     },
-    onEvent: (e) => process.stderr.write(`slapenir: enrollment ${e.type}\n`),
+    // In the audit log once the proxy runs (what came before it, when it starts).
+    onEvent: (e) => {
+      if (proxyRef.current) proxyRef.current.audit.event("enrollment", enrollmentFields(e), e.type);
+      else early.push(e);
+      process.stderr.write(`slapenir: enrollment ${e.type}\n`);
+    },
   });
   const c = enr.credentials;
   tls = {
@@ -49,7 +58,8 @@ async function enrollIfConfigured(proxyRef: { current?: RunningProxy }): Promise
 
 async function main(): Promise<void> {
   const proxyRef: { current?: RunningProxy } = {};
-  await enrollIfConfigured(proxyRef);
+  const early: EnrollmentEvent[] = [];
+  await enrollIfConfigured(proxyRef, early);
   let config: ReturnType<typeof loadProxyConfig>;
   let configFile: ConfigFile | undefined;
   try {
@@ -69,6 +79,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   proxyRef.current = proxy;
+  for (const e of early.splice(0)) proxy.audit.event("enrollment", enrollmentFields(e), e.type);
   // One failing connection must not take every agent down. An error that escapes every
   // handler is audited by name only (its message could quote peer bytes) and the proxy keeps
   // serving; the failing connection has already lost its handler.

@@ -412,3 +412,15 @@ for (const impl of CA_IMPLEMENTATIONS) {
     });
   });
 }
+
+test("an enrollment event as audit fields: times as ISO, lists joined", async () => {
+  const { enrollmentFields } = await import("./enrollment.ts");
+  expect(enrollmentFields({ type: "renewed", notAfter: new Date(0) })).toEqual({
+    type: "renewed",
+    notAfter: "1970-01-01T00:00:00.000Z",
+  });
+  expect(enrollmentFields({ type: "roots-changed", fingerprints: ["ab", "cd"] })).toEqual({
+    type: "roots-changed",
+    fingerprints: "ab,cd",
+  });
+});

@@ -53,6 +53,15 @@ export type EnrollmentEvent =
   | { type: "roots-changed"; fingerprints: string[] }
   | { type: "roots-failed"; code: string };
 
+/** An event as an audit line's fields (names, times and codes; certificates are not secret). */
+export function enrollmentFields(e: EnrollmentEvent): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(e)) {
+    out[k] = v instanceof Date ? v.toISOString() : Array.isArray(v) ? v.join(",") : v;
+  }
+  return out;
+}
+
 export interface EnrollmentOptions {
   ca: CaApi;
   /** Certificate subject (CN) — must equal the token's `sub`. */

@@ -170,6 +170,12 @@ describe.skipIf("skip" in built)("the proxy against the real step-ca", () => {
     );
     expect(await servedSerial()).not.toBe(before);
     expect(await get(t, "/after-renewal")).toBe("HTTP/1.1 200 OK");
+    // The audit log has the proxy's enrollment too: its first certificate and each renewal.
+    const enrollment = proxy.auditLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.evt === "enrollment");
+    expect(enrollment.map((l) => l.type)).toContain("enrolled");
+    expect(enrollment.find((l) => l.type === "renewed")?.notAfter).toMatch(/^\d{4}-/);
     t.destroy();
   }, 60_000);
 
