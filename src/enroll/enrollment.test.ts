@@ -321,6 +321,20 @@ for (const impl of CA_IMPLEMENTATIONS) {
     });
 
     describe("root rotation", () => {
+      test("the CA moves under the new root: renewal goes on, trusting the roots it polled", async () => {
+        const ca = await startCa();
+        const r = rig(ca, await token(ca));
+        await r.enrollment.start();
+        const rotated = await ca.rotateRoot();
+        expect(await r.enrollment.refreshRoots()).toBe(true);
+        // Step two: the CA's intermediate (and its own TLS) now chain to the new root only.
+        await ca.switchIssuer();
+        expect(await r.enrollment.renewNow()).toBe(true);
+        const chain = r.renewed.at(-1)!.chainPem;
+        const issuer = new x509.X509Certificate(chain);
+        expect(issuer.issuer).toBe(new x509.X509Certificate(rotated.rootPem).subject);
+      });
+
       test("onTrustBundle fires on a change only; a live TLS server swaps its agent CA with a connection open", async () => {
         const ca = await startCa();
         const r = rig(ca, await token(ca));

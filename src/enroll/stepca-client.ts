@@ -155,7 +155,9 @@ export async function bootstrapRoot(
 
 export class StepCaClient {
   readonly #url: URL;
-  readonly #root: string;
+  /** What the CA's TLS is verified with: the pinned root, and every root /roots gave since. */
+  #root: string;
+  readonly #pinned: string;
   readonly #timeoutMs: number;
 
   constructor(opts: StepCaClientOptions) {
@@ -163,6 +165,7 @@ export class StepCaClient {
     if (this.#url.protocol !== "https:")
       throw new EnrollError("bad-config", "the CA URL must be https");
     this.#root = opts.rootPem;
+    this.#pinned = opts.rootPem;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
   }
 
@@ -195,7 +198,11 @@ export class StepCaClient {
     if (!Array.isArray(json.crts) || !json.crts.every(isPemCert)) {
       throw new EnrollError("bad-response", "GET /roots: answer lacks crts");
     }
-    return json.crts as string[];
+    // Read over TLS the trusted roots verified, they are trusted in turn: when the CA moves
+    // to an intermediate of a new root (a rotation's second step), it is still reached.
+    const crts = json.crts as string[];
+    this.#root = [this.#pinned, ...crts].map((p) => p.trim()).join("\n");
+    return crts;
   }
 
   /** Exchanges a one-time token and a CSR for a certificate. */

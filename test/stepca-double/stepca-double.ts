@@ -86,6 +86,8 @@ export interface CaKey {
 export interface StepCaState {
   roots: CaKey[];
   intermediate: CaKey;
+  /** Intermediates it issued under before (switchIssuer): what they signed still renews. */
+  formerIntermediates: CaKey[];
   server: { certPem: string; keyPem: string };
   provisioner: ProvisionerKey;
   usedJti: Set<string>;
@@ -197,6 +199,7 @@ export async function createStepCaState(provisionerName = "enroll"): Promise<Ste
   return {
     roots: [root],
     intermediate,
+    formerIntermediates: [],
     server: {
       certPem: certToPem(serverCert) + certToPem(intermediate.cert),
       keyPem: await exportPrivateKeyPem(serverKeys.privateKey),
@@ -419,10 +422,13 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
       throw new HttpFailure(400, "missing client certificate", "missing client certificate");
     const cert = new x509.X509Certificate(new Uint8Array(peer));
     // Our own verification rather than trusting the TLS layer's verdict alone: signature by
-    // this CA's intermediate and the validity window.
-    const byUs =
-      cert.issuer === state.intermediate.cert.subject &&
-      (await cert.verify({ publicKey: state.intermediate.keys.publicKey, signatureOnly: true }));
+    // one of this CA's intermediates (step-ca verifies the chain to any of its roots, so a
+    // certificate from before a switch of intermediate renews) and the validity window.
+    let byUs = false;
+    for (const i of [state.intermediate, ...state.formerIntermediates]) {
+      if (cert.issuer !== i.cert.subject) continue;
+      byUs ||= await cert.verify({ publicKey: i.keys.publicKey, signatureOnly: true });
+    }
     const now = Date.now();
     if (!byUs) throw new HttpFailure(401, GENERIC_401, "certificate not issued by this CA");
     if (now < cert.notBefore.getTime() || now > cert.notAfter.getTime()) {
@@ -584,7 +590,32 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
       const pem = certToPem(root.cert);
       return { rootPem: pem, fingerprint: sha256Fingerprint(root.cert.rawData), ca: root };
     },
+    async switchIssuer() {
+      await issueUnder(state, state.roots.at(-1)!);
+      server?.setSecureContext(tlsOptions());
+    },
     close: stop,
+  };
+}
+
+/** The CA's intermediate and its own TLS certificate made again under `root`. */
+export async function issueUnder(state: StepCaState, root: CaKey): Promise<void> {
+  const intermediate = await makeCa(`${root.cert.subject.slice(3)} Intermediate`, root, 0);
+  const keys = await generateP256KeyPair();
+  const now = Date.now();
+  const cert = await issueLeaf(
+    intermediate,
+    "Step Online CA",
+    keys.publicKey,
+    ["localhost", "127.0.0.1"],
+    new Date(now - 3_600_000),
+    new Date(now + 365 * 86_400_000),
+  );
+  state.formerIntermediates.push(state.intermediate);
+  state.intermediate = intermediate;
+  state.server = {
+    certPem: certToPem(cert) + certToPem(intermediate.cert),
+    keyPem: await exportPrivateKeyPem(keys.privateKey),
   };
 }
 

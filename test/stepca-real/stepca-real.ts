@@ -14,7 +14,7 @@ import { certToPem, exportPrivateKeyPem, sha256Fingerprint } from "../../src/pki
 import { waitFor } from "../containers/tool-paths.ts";
 import type { CaOptions, CaUnderTest } from "../stepca/ca-under-test.ts";
 import { createProvisionerKey, type ProvisionerKey } from "../stepca-double/one-time-token.ts";
-import { createStepCaState, makeCa } from "../stepca-double/stepca-double.ts";
+import { createStepCaState, issueUnder, makeCa } from "../stepca-double/stepca-double.ts";
 
 const PROVISIONER = "enroll";
 
@@ -205,6 +205,18 @@ export async function startRealStepCa(
         fingerprint: sha256Fingerprint(root.cert.rawData),
         ca: root,
       };
+    },
+    async switchIssuer() {
+      // step-ca serves its TLS with a certificate of its intermediate: both move at a restart.
+      await issueUnder(state, state.roots.at(-1)!);
+      writeFileSync(file("intermediate.crt"), certToPem(state.intermediate.cert));
+      writeFileSync(
+        file("intermediate.key"),
+        await exportPrivateKeyPem(state.intermediate.keys.privateKey),
+        { mode: 0o600 },
+      );
+      await stop();
+      await start();
     },
     async close() {
       await stop();

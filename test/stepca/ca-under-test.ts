@@ -43,6 +43,11 @@ export interface CaUnderTest {
    * issuance continues under the old intermediate. Returns the new root with its keys.
    */
   rotateRoot(): Promise<{ rootPem: string; fingerprint: string; ca: CaKey }>;
+  /**
+   * The second step of a rotation: the CA issues (and serves its own TLS) under an
+   * intermediate of the newest root; clients that trust only the first root no longer reach it.
+   */
+  switchIssuer(): Promise<void>;
   close(): Promise<void>;
 }
 
