@@ -13,7 +13,9 @@ export function listenAdmin(
   port: number,
   fetch: (req: Request) => Response | Promise<Response>,
 ): AdminListener {
-  const server = Bun.serve({ hostname: host, port, fetch });
+  // The console's live stream sends a comment every 10 s when nothing happens: 30 s of
+  // silence is a connection gone, not a quiet proxy.
+  const server = Bun.serve({ hostname: host, port, fetch, idleTimeout: 30 });
   return {
     port: server.port ?? port,
     stop: (closeActive = true) => server.stop(closeActive),

@@ -193,7 +193,7 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
           // A comment now and then keeps idle-closing middleboxes from ending the stream.
           keepAlive = setInterval(() => {
             if (queue.length === 0) push(": keep-alive\n\n");
-          }, 15_000);
+          }, 10_000);
         },
         async pull(controller) {
           while (queue.length === 0) await new Promise<void>((ok) => (wake = ok));

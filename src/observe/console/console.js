@@ -199,9 +199,19 @@ async function follow() {
   );
   source = new EventSource(`/api/exchanges/stream?${q}`);
   const state = $("stream-state");
-  source.addEventListener("ready", () => {
+  let first = true;
+  source.addEventListener("ready", async () => {
     state.textContent = "live";
     state.className = "pill ok";
+    // After a reconnection, what happened while the page was away is read again.
+    if (!first) {
+      const again = await json(`/api/exchanges?${q}`);
+      fill(
+        tbody,
+        again.exchanges.map((e) => exchangeRow(e, false)),
+      );
+    }
+    first = false;
   });
   source.addEventListener("exchange", (m) => {
     tbody.prepend(exchangeRow(JSON.parse(m.data), true));
