@@ -5,7 +5,7 @@
 # tool then skip with a loud reason.
 set -euo pipefail
 
-packages=(curl openssl ca-certificates iproute2 socat stunnel4 git python3-requests python3-pip shellcheck s6 procps awscli python3-boto3 python3-websockets prometheus chromium)
+packages=(curl openssl ca-certificates iproute2 socat stunnel4 git python3-requests python3-pip shellcheck s6 procps awscli python3-boto3 python3-websockets prometheus chromium libhyperscan-dev)
 
 missing=()
 for p in "${packages[@]}"; do
