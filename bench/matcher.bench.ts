@@ -3,13 +3,17 @@
 // patterns, whole-buffer and streamed (16 KiB, 64 KiB chunks), with decoded views on (plain
 // JSON lines, and JSON whose strings escape a third of their characters), and adversarial
 // text dense with near-matches; beside them, in the same run, memcpy (Uint8Array.prototype.set into a reused
-// buffer), a fresh copy (slice), Buffer.indexOf per pattern and a RegExp alternation.
+// buffer), a fresh copy (slice), Buffer.indexOf per pattern, a RegExp alternation and Hyperscan
+// (bench/hyperscan.ts: the same patterns and haystacks, whole and in the same chunk sizes).
+// Streams run both ways: `push` (a fresh output array per push, as before issue 19) and
+// `pushLent` (the engine's reused output buffer).
 // Run: `bun bench/matcher.bench.ts` (BENCH_MIB=16 for a quicker run). Results: bench/README.md.
 // It must never print pattern bytes: only names, sizes and speeds.
 
 import { do_not_optimize, measure } from "mitata";
 import type { CompiledSet, PatternSpec } from "../src/matcher/types.ts";
 import { createWasmEngine } from "../src/matcher/wasm-engine.ts";
+import { hyperscanFigures } from "./hyperscan.ts";
 import {
   adversarialHaystack,
   escapedHaystack,
@@ -28,10 +32,18 @@ interface Row {
   name: string;
   bytes: number;
   ns: number;
+  /** Hyperscan's MB/s for the same patterns, input and chunking (same run), when measured. */
+  hs?: number;
 }
 const rows: Row[] = [];
 
-async function time(name: string, bytes: number, fn: () => unknown, slow = false): Promise<void> {
+async function time(
+  name: string,
+  bytes: number,
+  fn: () => unknown,
+  slow = false,
+  hs?: number,
+): Promise<void> {
   const stats = await measure(
     () => {
       do_not_optimize(fn());
@@ -44,7 +56,7 @@ async function time(name: string, bytes: number, fn: () => unknown, slow = false
       gc: () => Bun.gc(true),
     },
   );
-  rows.push({ name, bytes, ns: stats.p50 });
+  rows.push({ name, bytes, ns: stats.p50, ...(hs !== undefined ? { hs } : {}) });
   process.stderr.write(`  ${name}: ${mbps(bytes, stats.p50).toFixed(0)} MB/s\n`);
 }
 
@@ -52,15 +64,28 @@ function mbps(bytes: number, ns: number): number {
   return bytes / 1e6 / (ns / 1e9);
 }
 
-function streamed(engine: ReturnType<typeof createWasmEngine>, set: CompiledSet, chunk: number) {
+function streamed(
+  engine: ReturnType<typeof createWasmEngine>,
+  set: CompiledSet,
+  chunk: number,
+  lent = true,
+) {
   return (input: Uint8Array) => {
     const s = engine.openStream(set);
     let out = 0;
     for (let off = 0; off < input.length; off += chunk) {
-      out += s.push(input.subarray(off, off + chunk)).length;
+      const piece = input.subarray(off, off + chunk);
+      out += (lent ? s.pushLent(piece) : s.push(piece)).length;
     }
     return out + s.end().length;
   };
+}
+
+/** A row for Hyperscan itself, so its figure stands in the table beside the engine's. */
+function hsRow(name: string, mbs: number | undefined): void {
+  if (mbs === undefined || !Number.isFinite(mbs)) return;
+  rows.push({ name, bytes: SIZE, ns: (SIZE / 1e6 / mbs) * 1e9 });
+  process.stderr.write(`  ${name}: ${mbs.toFixed(0)} MB/s\n`);
 }
 
 const t0 = performance.now();
@@ -82,14 +107,31 @@ for (const n of COUNTS) {
   const patterns = randomPatterns(n, 42 + n);
   const specs: PatternSpec[] = patterns.map((pattern) => ({ pattern, replacement: REDACTED }));
   const set = engine.compile(specs);
-  await time(`engine whole, fresh output   n=${n}`, SIZE, () => engine.replaceAll(set, hay));
-  await time(`engine whole, reused output  n=${n}`, SIZE, () =>
-    engine.replaceAllInto(set, hay, reused),
+  const hs = hyperscanFigures(patterns, hay, [16 * 1024, 64 * 1024]);
+  hsRow(`Hyperscan whole (hs_scan)     n=${n}`, hs?.whole);
+  hsRow(`Hyperscan streamed 16 KiB     n=${n}`, hs?.streamed.get(16 * 1024));
+  hsRow(`Hyperscan streamed 64 KiB     n=${n}`, hs?.streamed.get(64 * 1024));
+  await time(
+    `engine whole, fresh output   n=${n}`,
+    SIZE,
+    () => engine.replaceAll(set, hay),
+    false,
+    hs?.whole,
   );
-  const s16 = streamed(engine, set, 16 * 1024);
-  const s64 = streamed(engine, set, 64 * 1024);
-  await time(`engine streamed 16 KiB       n=${n}`, SIZE, () => s16(hay));
-  await time(`engine streamed 64 KiB       n=${n}`, SIZE, () => s64(hay));
+  await time(
+    `engine whole, reused output  n=${n}`,
+    SIZE,
+    () => engine.replaceAllInto(set, hay, reused),
+    false,
+    hs?.whole,
+  );
+  for (const kib of [16, 64]) {
+    const hsMbs = hs?.streamed.get(kib * 1024);
+    const fresh = streamed(engine, set, kib * 1024, false);
+    const lent = streamed(engine, set, kib * 1024, true);
+    await time(`engine streamed ${kib} KiB, push n=${n}`, SIZE, () => fresh(hay), false, hsMbs);
+    await time(`engine streamed ${kib} KiB, lent n=${n}`, SIZE, () => lent(hay), false, hsMbs);
+  }
   // Decoded views on (as the proxy compiles its redaction set): every line break is a token.
   const setV = engine.compile(specs, { views: true });
   await time(`views: whole, reused output  n=${n}`, SIZE, () =>
@@ -102,8 +144,14 @@ for (const n of COUNTS) {
   }
   setV.dispose();
   const adversarial = adversarialHaystack(SIZE, patterns, 3);
-  await time(`engine adversarial whole     n=${n}`, SIZE, () =>
-    engine.replaceAll(set, adversarial),
+  const hsAdv = hyperscanFigures(patterns, adversarial, [])?.whole;
+  hsRow(`Hyperscan adversarial whole   n=${n}`, hsAdv);
+  await time(
+    `engine adversarial, reused   n=${n}`,
+    SIZE,
+    () => engine.replaceAllInto(set, adversarial, reused),
+    false,
+    hsAdv,
   );
   const setA = automatonOnly.compile(specs);
   await time(`automaton only, adversarial  n=${n}`, SIZE, () =>
@@ -143,11 +191,12 @@ for (const n of COUNTS) {
 const memcpy = rows[0]!;
 const memcpyMBps = mbps(memcpy.bytes, memcpy.ns);
 const lines = [
-  "| benchmark | MB/s | x memcpy |",
-  "| --- | ---: | ---: |",
+  "| benchmark | MB/s | x memcpy | x Hyperscan |",
+  "| --- | ---: | ---: | ---: |",
   ...rows.map((r) => {
     const v = mbps(r.bytes, r.ns);
-    return `| ${r.name.replace(/\s+/g, " ")} | ${v.toFixed(0)} | ${(v / memcpyMBps).toFixed(3)} |`;
+    const hs = r.hs !== undefined ? (v / r.hs).toFixed(2) : "";
+    return `| ${r.name.replace(/\s+/g, " ")} | ${v.toFixed(0)} | ${(v / memcpyMBps).toFixed(3)} | ${hs} |`;
   }),
 ];
 console.log(

@@ -1,13 +1,15 @@
 // Benchmark of the matcher worker pool: a 64 MiB JSON-like body with 100 random 20–64-byte
 // secrets, streamed through the pool in 64 KiB chunks (one stream, two concurrent streams) and
-// as one whole buffer, beside memcpy and the engine on the main thread from the same run.
+// as one whole buffer, beside memcpy, the engine on the main thread and Hyperscan (the same
+// patterns and body, whole and in 64 KiB chunks: bench/hyperscan.ts) from the same run.
 // Run: `bun bench/pool.bench.ts` (BENCH_MIB=16 for a quicker, smaller run).
 // It must never print pattern bytes; it prints sizes, counts and speeds only.
 
 import { bench, run } from "mitata";
 import { type EngineName, MatcherPool } from "../src/matcher/pool/pool.ts";
-import type { MatcherEngine, PatternSpec } from "../src/matcher/types.ts";
-import { createWasmEngine } from "../src/matcher/wasm-engine.ts";
+import type { PatternSpec } from "../src/matcher/types.ts";
+import { createWasmEngine, type WasmEngine } from "../src/matcher/wasm-engine.ts";
+import { hyperscanFigures } from "./hyperscan.ts";
 import { jsonHaystack, randomPatterns, rng } from "./matcher-fixtures.ts";
 
 const MIB = 1 << 20;
@@ -57,7 +59,7 @@ async function streamThrough(pool: MatcherPool): Promise<number> {
 
 const engineName = (process.env.BENCH_ENGINE ?? "wasm") as EngineName;
 const pool = await MatcherPool.start({ engine: engineName, specs });
-const engine: MatcherEngine | undefined = engineName === "wasm" ? createWasmEngine() : undefined;
+const engine: WasmEngine | undefined = engineName === "wasm" ? createWasmEngine() : undefined;
 const set = engine?.compile(specs);
 
 // Correctness first: the pool's output must equal the main-thread engine's.
@@ -78,47 +80,95 @@ console.log(
     `pool: ${pool.stats().workers} workers (${engineName}), chunks ${CHUNK / 1024} KiB`,
 );
 
-/** Bytes each benchmark scans per iteration, for MB/s. */
+const hs = hyperscanFigures(
+  specs.map((s) => s.pattern),
+  input,
+  [CHUNK],
+);
+
+/** Bytes each benchmark scans per iteration, for MB/s; the Hyperscan figure it is set against. */
 const bytesPer: Record<string, number> = {};
-function scanBench(name: string, bytes: number, fn: () => unknown): void {
+const hsFor: Record<string, number | undefined> = {};
+function scanBench(name: string, bytes: number, fn: () => unknown, hsMbs?: number): void {
   bytesPer[name] = bytes;
+  hsFor[name] = hsMbs;
   bench(name, fn).gc("once");
 }
 
 scanBench("memcpy (Uint8Array.prototype.set)", SIZE, () => memcpyTarget.set(input));
 if (engine && set) {
-  scanBench("engine, main thread, whole buffer", SIZE, () => engine.replaceAll(set, input));
-  scanBench("engine, main thread, 64 KiB chunks", SIZE, () => {
-    const s = engine.openStream(set);
-    let n = 0;
-    for (let at = 0; at < input.length; at += CHUNK) {
-      n += s.push(input.subarray(at, Math.min(at + CHUNK, input.length))).length;
-    }
-    return n + s.end().length;
-  });
+  scanBench(
+    "engine, main thread, whole buffer",
+    SIZE,
+    () => engine.replaceAll(set, input),
+    hs?.whole,
+  );
+  scanBench(
+    "engine, main thread, 64 KiB chunks (push)",
+    SIZE,
+    () => {
+      const s = engine.openStream(set);
+      let n = 0;
+      for (let at = 0; at < input.length; at += CHUNK) {
+        n += s.push(input.subarray(at, Math.min(at + CHUNK, input.length))).length;
+      }
+      return n + s.end().length;
+    },
+    hs?.streamed.get(CHUNK),
+  );
+  scanBench(
+    "engine, main thread, 64 KiB chunks (pushLent)",
+    SIZE,
+    () => {
+      const s = engine.openStream(set);
+      let n = 0;
+      for (let at = 0; at < input.length; at += CHUNK) {
+        n += s.pushLent(input.subarray(at, Math.min(at + CHUNK, input.length))).length;
+      }
+      return n + s.end().length;
+    },
+    hs?.streamed.get(CHUNK),
+  );
 }
-scanBench("pool, 1 stream, 64 KiB chunks", SIZE, () => streamThrough(pool));
-scanBench("pool, 2 concurrent streams, 64 KiB chunks", 2 * SIZE, () =>
-  Promise.all([streamThrough(pool), streamThrough(pool)]),
+scanBench(
+  "pool, 1 stream, 64 KiB chunks",
+  SIZE,
+  () => streamThrough(pool),
+  hs?.streamed.get(CHUNK),
 );
-scanBench("pool, replaceAll (whole buffer)", SIZE, () => pool.replaceAll(input));
+// Two streams on two workers against one Hyperscan thread: the ratio says what the pool adds
+// over a single-threaded scanner, not a like-for-like thread count.
+scanBench(
+  "pool, 2 concurrent streams, 64 KiB chunks",
+  2 * SIZE,
+  () => Promise.all([streamThrough(pool), streamThrough(pool)]),
+  hs?.streamed.get(CHUNK),
+);
+scanBench("pool, replaceAll (whole buffer)", SIZE, () => pool.replaceAll(input), hs?.whole);
 
 const { benchmarks } = await run();
 
-const rows: { name: string; mbs: number }[] = [];
+const rows: { name: string; mbs: number; hs?: number }[] = [];
 for (const trial of benchmarks) {
   for (const r of trial.runs) {
     if (!r.stats) continue;
     const bytes = bytesPer[r.name] ?? SIZE;
     // The median: other processes share this machine's two cores, and the mean would
     // mostly measure their bursts.
-    rows.push({ name: r.name, mbs: bytes / 1e6 / (r.stats.p50 / 1e9) });
+    rows.push({ name: r.name, mbs: bytes / 1e6 / (r.stats.p50 / 1e9), hs: hsFor[r.name] });
   }
 }
 const memcpy = rows.find((r) => r.name.startsWith("memcpy"))?.mbs ?? Number.NaN;
-console.log("\n| benchmark (median) | MB/s | ratio to memcpy |\n| --- | ---: | ---: |");
+if (hs) {
+  rows.push({ name: "Hyperscan, whole buffer (hs_scan)", mbs: hs.whole });
+  rows.push({ name: "Hyperscan, 64 KiB chunks (hs_scan_stream)", mbs: hs.streamed.get(CHUNK)! });
+}
+console.log(
+  "\n| benchmark (median) | MB/s | ratio to memcpy | ratio to Hyperscan |\n| --- | ---: | ---: | ---: |",
+);
 for (const r of rows) {
-  console.log(`| ${r.name} | ${r.mbs.toFixed(0)} | ${(r.mbs / memcpy).toFixed(3)} |`);
+  const ratio = r.hs !== undefined ? (r.mbs / r.hs).toFixed(2) : "";
+  console.log(`| ${r.name} | ${r.mbs.toFixed(0)} | ${(r.mbs / memcpy).toFixed(3)} | ${ratio} |`);
 }
 
 set?.dispose();

@@ -10,6 +10,8 @@ packages=(curl openssl ca-certificates iproute2 socat stunnel4 git python3-reque
   chromium
   # the real Step-CA, built by test/stepca-real/build.ts from Debian's Go sources
   golang-go golang-github-smallstep-certificates-dev)
+# The matcher benches' same-run baseline (bench/hyperscan-scan.c); Hyperscan is x86-64 only.
+if [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ]; then packages+=(libhyperscan-dev); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -19,6 +19,7 @@ import { unpackSpecs } from "../src/matcher/pool/pool-protocol.ts";
 import { referenceEngine } from "../src/matcher/reference.ts";
 import {
   type CompiledSet,
+  type LendingMatchStream,
   type MatcherEngine,
   MatcherError,
   type MatchStream,
@@ -64,6 +65,10 @@ async function loadEngineFactory(name: EngineName): Promise<EngineFactory> {
   // Fail at start-up, not on the first secret set: instantiate once and wipe.
   factory().wipe();
   return factory;
+}
+
+function isLending(stream: MatchStream): boolean {
+  return typeof (stream as Partial<LendingMatchStream>).pushLent === "function";
 }
 
 function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
@@ -210,14 +215,17 @@ class MatcherWorker {
       return;
     }
     let out: Uint8Array;
+    const lent = isLending(live.stream);
     try {
-      out = live.stream.push(input);
+      // Lent output (no allocation) is copied into the spent input buffer by ship() below,
+      // before any other engine call can reuse it.
+      out = lent ? (live.stream as LendingMatchStream).pushLent(input) : live.stream.push(input);
     } catch (e) {
       input.fill(0);
       this.failStream(sid, e);
       return;
     }
-    const shipped = this.ship(out, buf, live.gen);
+    const shipped = this.ship(out, buf, live.gen, lent);
     const replacements = live.stream.replacements;
     post({ t: "out", sid, buf: shipped.buf, len: shipped.len, consumed: len, replacements }, [
       shipped.buf,
@@ -248,19 +256,22 @@ class MatcherWorker {
   }
 
   /**
-   * Puts an engine output into a buffer this worker may transfer. An array at the start of its
-   * own ArrayBuffer goes as is (its slack past the output is zeroed); anything else (e.g. a view
-   * into linear memory, which cannot be transferred) is copied into the spent input buffer
-   * when it fits, so no new allocation is made. The input bytes are zeroed in every case.
+   * Puts an engine output into a buffer this worker may transfer. An owned array at the start
+   * of its own ArrayBuffer goes as is (its slack past the output is zeroed); anything else (lent
+   * output, which the engine reuses; a view into linear memory, which cannot be transferred) is
+   * copied into the spent input buffer when it fits (the pool sends buffers with room for a
+   * carry), so no new allocation is made. The input bytes are zeroed in every case.
    */
   private ship(
     out: Uint8Array,
     input: ArrayBuffer | undefined,
     gen: number,
+    lent = false,
   ): { buf: ArrayBuffer; len: number } {
     const memory = this.sets.get(gen)?.instance.memory;
     const own = out.buffer;
     if (
+      !lent &&
       own instanceof ArrayBuffer &&
       !own.resizable &&
       own !== memory?.buffer &&

@@ -6,7 +6,13 @@
 // used for a body of unknown or large length (those stream through the pool).
 
 import { ProxyError } from "../http/proxy-error.ts";
-import type { CompiledSet, CompileOptions, MatchStream, PatternSpec } from "../matcher/types.ts";
+import type {
+  CompiledSet,
+  CompileOptions,
+  LendingMatchStream,
+  MatchStream,
+  PatternSpec,
+} from "../matcher/types.ts";
 import { createWasmEngine, type WasmEngine } from "../matcher/wasm-engine.ts";
 import type { MatchCounter } from "./collect.ts";
 
@@ -69,11 +75,12 @@ export class InlineScanner {
 
   /**
    * A count of the named set's matches over a stream of chunks, on the main thread (for sets
-   * whose replacements are the patterns themselves: only the count matters). Each chunk's
-   * output is wiped at once.
+   * whose replacements are the patterns themselves: only the count matters). The output is
+   * lent and dropped (no allocation per chunk); the engine zeroes its lent buffer when the
+   * stream ends or aborts.
    */
   counter(name: string, specs: readonly PatternSpec[]): MatchCounter {
-    let stream: MatchStream | null;
+    let stream: LendingMatchStream | null;
     try {
       stream = this.#engine.openStream(this.#set(name, specs, {}));
     } catch {
@@ -88,7 +95,7 @@ export class InlineScanner {
       push(chunk) {
         if (!stream) throw fail();
         try {
-          stream.push(chunk).fill(0);
+          stream.pushLent(chunk);
         } catch {
           throw fail();
         }
@@ -114,7 +121,9 @@ export class InlineScanner {
   /**
    * A stream of the named set on the main thread, for input that comes in pieces too small to
    * send to the pool one at a time (WebSocket messages): each push returns the output that is
-   * safe to pass on, the engine holding back only its carry. A failure is a ProxyError.
+   * safe to pass on, the engine holding back only its carry. A failure is a ProxyError. Its
+   * output is owned by the caller (`push`, not `pushLent`): the MatchStream contract says so,
+   * and a caller that queues a chunk must not see the next push overwrite it.
    */
   stream(name: string, specs: readonly PatternSpec[], options: CompileOptions = {}): MatchStream {
     let stream: MatchStream;

@@ -77,14 +77,31 @@ export interface CompiledSet {
 
 /** One streaming pass over a body. Not reusable: after `end()` or `abort()` it is closed. */
 export interface MatchStream {
-  /** Feed a chunk (any size, may be empty); returns the output that is now safe to emit. */
+  /**
+   * Feed a chunk (any size, may be empty); returns the output that is now safe to emit, in an
+   * array the caller owns (the engine never touches it again).
+   */
   push(chunk: Uint8Array): Uint8Array;
-  /** Flush the held-back window through the matcher; returns the rest of the output. */
+  /** Flush the held-back window through the matcher; returns the rest of the output (owned). */
   end(): Uint8Array;
   /** Drop the stream and zero its state without emitting anything. */
   abort(): void;
   /** Matches replaced so far. */
   readonly replacements: number;
+}
+
+/**
+ * A stream that can also lend its output instead of allocating it: the hot path of a caller
+ * that copies the output on at once (a worker into its reply buffer, a counter that drops it).
+ */
+export interface LendingMatchStream extends MatchStream {
+  /**
+   * `push`, but the output is a view of the engine's one reused output buffer, valid only
+   * until the next call on any stream of the same engine: read or copy it before that. The
+   * engine zeroes that buffer when any of its streams ends, aborts or is released, when a set
+   * is disposed under an open stream, and on a wipe.
+   */
+  pushLent(chunk: Uint8Array): Uint8Array;
 }
 
 export interface MatcherEngine {

@@ -5,6 +5,7 @@
 // never print a pattern or replacement (they stand for secrets).
 
 import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
 import { adversarialHaystack, randomPatterns, rng } from "../../bench/matcher-fixtures.ts";
 import { referenceEngine } from "./reference.ts";
 import type { MatcherEngine, PatternSpec } from "./types.ts";
@@ -153,6 +154,105 @@ describe("memory hygiene", () => {
     set.dispose();
     expect(inMemory(engine, tail)).toBe(false);
     expect(() => s.end()).toThrow("pattern set was disposed");
+  });
+});
+
+describe("lent output (pushLent)", () => {
+  const allZero = (view: Uint8Array) => !new Uint8Array(view.buffer).some((x) => x !== 0);
+
+  /** A stream that has lent a view holding a replacement (a real value on the swap path). */
+  function lentWithSecret(engine: WasmEngine) {
+    const spec = { pattern: randomBytes(24), replacement: randomBytes(40) };
+    const set = engine.compile([spec]);
+    const s = engine.openStream(set);
+    const view = s.pushLent(concat([randomBytes(500), spec.pattern, randomBytes(500)]));
+    expect(Buffer.from(view).indexOf(spec.replacement)).toBeGreaterThanOrEqual(0);
+    return { spec, set, s, view };
+  }
+
+  test("end, abort, a disposed set and wipeAll each zero the lent buffer", () => {
+    const engine = createWasmEngine();
+    for (const finish of [
+      (x: ReturnType<typeof lentWithSecret>) => x.s.end(),
+      (x: ReturnType<typeof lentWithSecret>) => x.s.abort(),
+      (x: ReturnType<typeof lentWithSecret>) => x.set.dispose(),
+      () => engine.wipeAll(),
+    ]) {
+      const x = lentWithSecret(engine);
+      expect(allZero(x.view)).toBe(false);
+      finish(x);
+      expect(allZero(x.view)).toBe(true);
+      x.set.dispose();
+    }
+  });
+
+  test("another stream ending zeroes what a stream still open left in the lent buffer", () => {
+    const engine = createWasmEngine();
+    const x = lentWithSecret(engine);
+    const other = engine.openStream(x.set);
+    other.pushLent(randomBytes(10));
+    other.end();
+    expect(allZero(x.view)).toBe(true);
+    // The open stream goes on, its carry untouched: a pattern split across the pushes.
+    const [head, rest] = [x.spec.pattern.subarray(0, 10), x.spec.pattern.subarray(10)];
+    const out = concat([x.s.pushLent(head).slice(), x.s.pushLent(rest).slice(), x.s.end()]);
+    expect(Buffer.from(out).indexOf(x.spec.replacement)).toBeGreaterThanOrEqual(0);
+    expect(Buffer.from(out).indexOf(x.spec.pattern)).toBe(-1);
+    x.set.dispose();
+  });
+
+  test("an output too big for the lent buffer grows it and zeroes the old one", () => {
+    const engine = createWasmEngine();
+    const x = lentWithSecret(engine);
+    const big = x.s.pushLent(randomBytes(1 << 20));
+    expect(big.buffer).not.toBe(x.view.buffer);
+    expect(allZero(x.view)).toBe(true);
+    x.s.end();
+    expect(allZero(big)).toBe(true);
+    x.set.dispose();
+  });
+
+  test("property: owned output never changes under a slow consumer while lent output is reused", () => {
+    // One stream's owned chunks are kept unread while another stream on the same engine lends
+    // its output chunk after chunk; every kept chunk must still hold what it held when made.
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 8 }),
+        fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 30 }),
+        fc.integer(),
+        (count, sizes, seed) => {
+          const engine = createWasmEngine();
+          const r = rng(seed);
+          const specs = Array.from({ length: count }, () => ({
+            pattern: randomBytes(8 + (r() % 40)),
+            replacement: randomBytes(r() % 80),
+          }));
+          const set = engine.compile(specs);
+          const owned = engine.openStream(set);
+          const lending = engine.openStream(set);
+          const inputs = sizes.map((n) =>
+            concat([randomBytes(n), specs[r() % count]!.pattern, randomBytes(r() % 50)]),
+          );
+          const kept: { chunk: Uint8Array; snapshot: Uint8Array }[] = [];
+          const lentCopies: Uint8Array[] = [];
+          for (const input of inputs) {
+            const chunk = owned.push(input);
+            kept.push({ chunk, snapshot: chunk.slice() });
+            lentCopies.push(lending.pushLent(input).slice());
+          }
+          const last = owned.end();
+          kept.push({ chunk: last, snapshot: last.slice() });
+          lentCopies.push(lending.end());
+          for (const k of kept) expect(k.chunk).toEqual(k.snapshot);
+          const want = referenceEngine.replaceAll(referenceEngine.compile(specs), concat(inputs));
+          expect(concat(kept.map((k) => k.chunk))).toEqual(want.output);
+          expect(concat(lentCopies)).toEqual(want.output);
+          expect(lending.replacements).toBe(want.replacements);
+          set.dispose();
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });
 

@@ -2,22 +2,25 @@
 // engine). It validates with the shared `validatePatternSpecs`, writes patterns straight into
 // linear memory, drives the scan piece by piece and assembles output chunks from linear memory.
 // It must never keep a JS copy of a pattern or replacement, never log, and never hand out a
-// view of linear memory: every returned chunk is a fresh Uint8Array the caller may transfer.
+// view of linear memory. `push`/`end` return a fresh Uint8Array the caller owns and may
+// transfer; `pushLent` returns a view of the engine's one reused output buffer, valid
+// until the next call on any stream of this engine, zeroed when a stream ends or is released.
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type CompiledSet,
   type CompileOptions,
+  type LendingMatchStream,
   type MatcherEngine,
   MatcherError,
-  type MatchStream,
   type PatternSpec,
   validatePatternSpecs,
 } from "./types.ts";
 import { packNamedReferences, viewCount, viewSpecs } from "./views.ts";
 
 export interface WasmEngine extends MatcherEngine {
+  openStream(set: CompiledSet): LendingMatchStream;
   /** Zero every byte of linear memory that ever held a pattern, replacement or stream data. */
   wipeAll(): void;
   /** For tests: the module's linear memory (to scan for left-over secret bytes). */
@@ -98,12 +101,18 @@ export const DEFAULT_WASM_PATH = join(import.meta.dir, "../../wasm/build/matcher
 
 /** Grows by doubling; hands back a fresh array (a view of its own buffer) at the end. */
 class OutputBuilder {
-  private buf: Uint8Array;
+  buf: Uint8Array;
   private borrowed: boolean;
   length = 0;
   constructor(capacity: number, into?: Uint8Array) {
     this.borrowed = into !== undefined;
     this.buf = into ?? new Uint8Array(Math.max(capacity, 16));
+  }
+  /** Start again at 0 in `into` (the lent buffer): no builder object per push. */
+  restart(into: Uint8Array): void {
+    this.buf = into;
+    this.borrowed = true;
+    this.length = 0;
   }
   append(src: Uint8Array): void {
     const need = this.length + src.length;
@@ -163,7 +172,7 @@ interface Stage {
   end(out: OutputBuilder): number;
 }
 
-class WasmMatchStream implements MatchStream {
+class WasmMatchStream implements LendingMatchStream {
   private closed = false;
   private ptr: number;
   /** The nested and the flat view streams when the set has views. */
@@ -220,6 +229,13 @@ class WasmMatchStream implements MatchStream {
     return out.take();
   }
 
+  pushLent(chunk: Uint8Array): Uint8Array {
+    this.check();
+    const out = this.engine.lendBuilder();
+    this.replacements += this.failClosed(() => this.pushFrom(0, chunk, out));
+    return this.engine.lent(out);
+  }
+
   /** `chunk` through stage `i` and every one after it (the bytes between in reused buffers). */
   private pushFrom(i: number, chunk: Uint8Array, out: OutputBuilder): number {
     const stage = this.stages[i]!;
@@ -272,6 +288,8 @@ class WasmMatchStream implements MatchStream {
 
   /** Free the WASM side (zeroing it) without closing: later calls report set-disposed. */
   release(): void {
+    // Lent output may hold this stream's bytes (a real value on the swap path).
+    this.engine.wipeLent();
     if (this.ptr !== 0) {
       this.engine.freeStream(this.ptr);
       this.ptr = 0;
@@ -412,7 +430,39 @@ class WasmEngineImpl implements WasmEngine {
     return ptr;
   }
 
-  openStream(set: CompiledSet): MatchStream {
+  /**
+   * The one output buffer lent by `pushLent`: reused by every stream of this engine (a push is
+   * synchronous, so one is enough however many streams are open), grown when an output does
+   * not fit. `lentDirty` bytes of it may hold stream output; they are zeroed when any stream
+   * ends, aborts or is released, and by wipeAll.
+   */
+  private lentBuf: Uint8Array = new Uint8Array(64 * 1024);
+  private lentDirty = 0;
+  private readonly lentOut = new OutputBuilder(0, this.lentBuf);
+
+  lendBuilder(): OutputBuilder {
+    this.lentOut.restart(this.lentBuf);
+    return this.lentOut;
+  }
+
+  /** The builder's output as a view of the lent buffer (adopting it if the builder grew it). */
+  lent(out: OutputBuilder): Uint8Array {
+    if (out.buf !== this.lentBuf) {
+      // Growing copied the old buffer's bytes and zeroed it; the grown one is kept for reuse.
+      this.lentBuf = out.buf;
+      this.lentDirty = 0;
+    }
+    if (out.length > this.lentDirty) this.lentDirty = out.length;
+    return this.lentBuf.subarray(0, out.length);
+  }
+
+  wipeLent(): void {
+    if (this.lentDirty === 0) return;
+    this.lentBuf.fill(0, 0, this.lentDirty);
+    this.lentDirty = 0;
+  }
+
+  openStream(set: CompiledSet): LendingMatchStream {
     const s = this.own(set);
     if (s.disposed) throw new MatcherError("set-disposed", "pattern set was disposed");
     return new WasmMatchStream(this, s);
@@ -441,6 +491,7 @@ class WasmEngineImpl implements WasmEngine {
       set.streams.clear();
     }
     this.sets.clear();
+    this.wipeLent();
     this.x.wipe_all();
     this.views();
     this.refsLoaded = false;

@@ -173,6 +173,81 @@ for (const engine of engines) {
       await pool.setPatterns(base);
     });
 
+    test("property: a slow reader never sees a chunk it holds change, with another stream running", async () => {
+      // A reader that keeps every chunk it was given, reads at its own pace (the writer waits on
+      // backpressure) while a second stream keeps the same worker's engine busy: whatever buffers
+      // the engine and the pool reuse, a chunk once handed over must keep its bytes.
+      const slow = await MatcherPool.start({
+        engine,
+        size: 1,
+        readableHighWaterMark: 16 * 1024,
+        streamInFlightBytes: 128 * 1024,
+        maxMessageBytes: 64 * 1024,
+      });
+      const most = engine === "wasm" ? 400_000 : 12_000;
+      try {
+        await fc.assert(
+          fc.asyncProperty(
+            specsArb,
+            fc.integer({ min: 1, max: most }),
+            fc.array(fc.integer({ min: 1, max: 90_000 }), { minLength: 1, maxLength: 6 }),
+            fc.integer(),
+            async (specs, size, sizes, seed) => {
+              await slow.setPatterns(specs);
+              let x = seed >>> 0 || 1;
+              const next = () => {
+                x ^= x << 13;
+                x ^= x >>> 17;
+                x ^= x << 5;
+                return x >>> 0;
+              };
+              // One spare byte: a view of the whole input never spans its buffer (not handed over).
+              const input = new Uint8Array(new ArrayBuffer(size + 1), 0, size);
+              for (let at = 0; at < size; ) {
+                const p = specs[next() % specs.length]!.pattern;
+                if (next() % 4 === 0 && at + p.length <= size) {
+                  input.set(p, at);
+                  at += p.length;
+                } else input[at++] = alphabet[next() % alphabet.length]!;
+              }
+              const stream = slow.openStream();
+              const busy = slow.openStream();
+              const kept: { chunk: Uint8Array; snapshot: Uint8Array }[] = [];
+              const reading = (async () => {
+                for await (const chunk of stream.readable) {
+                  kept.push({ chunk, snapshot: chunk.slice() });
+                  // Read at a slow, uneven pace: queued output waits, the writer is held back.
+                  if (next() % 3 === 0) await Bun.sleep(1);
+                  else await new Promise((r) => setImmediate(r));
+                }
+              })();
+              const other = run(busy, cut(input, [4096, 70_000]));
+              const writer = stream.writable.getWriter();
+              let at = 0;
+              for (let i = 0; at < size; i++) {
+                const n = Math.min(sizes[i % sizes.length]!, size - at);
+                // Alternate views into the caller's buffer (copied) and whole buffers (handed over).
+                await writer.write(
+                  i % 2 === 0 ? input.subarray(at, at + n) : input.slice(at, at + n),
+                );
+                at += n;
+              }
+              await writer.close();
+              await reading;
+              const expected = oracle(specs, input);
+              for (const k of kept) expect(k.chunk).toEqual(k.snapshot);
+              expect(concat(kept.map((k) => k.chunk))).toEqual(expected.output);
+              expect((await stream.result).replacements).toBe(expected.replacements);
+              expect((await other).output).toEqual(expected.output);
+            },
+          ),
+          { numRuns: engine === "wasm" ? 25 : 10 },
+        );
+      } finally {
+        await slow.close();
+      }
+    });
+
     test("many concurrent streams, interleaved, stay independent", async () => {
       const inputs = Array.from({ length: 24 }, (_, i) =>
         enc.encode(

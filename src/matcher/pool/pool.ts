@@ -166,9 +166,17 @@ function ownsWholeBuffer(chunk: Uint8Array): boolean {
   );
 }
 
+/**
+ * Room past the bytes in each buffer the pool makes: the worker writes a push's output back
+ * into the buffer that carried its input, and the output may be longer by what the stream held
+ * back from the push before (up to a pattern's length) — without the room it would need a
+ * fresh buffer for almost every other message.
+ */
+const OUTPUT_ROOM = 4096;
+
 /** A transferable copy of `bytes` (the caller keeps its own buffer untouched). */
 function copyToFreshBuffer(bytes: Uint8Array): ArrayBuffer {
-  const copy = new Uint8Array(bytes.length);
+  const copy = new Uint8Array(bytes.length + OUTPUT_ROOM);
   copy.set(bytes);
   return copy.buffer;
 }
@@ -485,13 +493,14 @@ class PoolStream implements ScanStreamCore {
       throw this.failure;
     }
     const n = chunk.length;
-    if (!this.pending) this.pending = new Uint8Array(this.pool.config.coalesceBytes);
+    const cap = this.pool.config.coalesceBytes;
+    if (!this.pending) this.pending = new Uint8Array(cap + OUTPUT_ROOM);
     this.pending.set(chunk, this.pendingLen);
     if (owned) chunk.fill(0);
     this.pendingLen += n;
     this.pool.pendingBytes += n;
     // Nothing in flight: send now (latency); otherwise let the next reply carry it.
-    if (this.inFlightBytes === 0 || this.pendingLen === this.pending.length) {
+    if (this.inFlightBytes === 0 || this.pendingLen === cap) {
       return this.flushPending();
     }
     this.pool.noteWantsFlush(this);
