@@ -288,14 +288,40 @@ describe("upstream client, bodies held whole", () => {
     expect(processed).toEqual(["conn1:first", "conn1:charge-42"]);
   });
 
-  test("a POST takes only a connection idle for moments; an older one is replaced, not trusted", async () => {
+  test("a POST reuses a kept-alive connection; one its upstream closes as the POST goes out is not sent again", async () => {
     const processed: string[] = [];
     const port = await listen(recording(processed, (s, _conn, _nth, body) => answer(s, body)));
-    const c = client({ maxIdlePerHost: 4, reuseWithBodyMs: 30 });
+    const c = client({ maxIdlePerHost: 4, idleSocketTimeoutMs: 60_000 });
     expect(await text(c.send(target(port), send("POST", "first")))).toBe("first");
     await Bun.sleep(80);
     expect(await text(c.send(target(port), send("POST", "second")))).toBe("second");
-    expect(processed).toEqual(["conn1:first", "conn2:second"]);
+    expect(processed).toEqual(["conn1:first", "conn1:second"]);
+  });
+
+  test("a connection rests no longer than its upstream's Keep-Alive timeout allows", async () => {
+    let conns = 0;
+    const port = await listen((s) => {
+      conns++;
+      s.on("data", () =>
+        s.write("HTTP/1.1 200 OK\r\nkeep-alive: timeout=2\r\ncontent-length: 2\r\n\r\nok"),
+      );
+    });
+    // The pool's own limit is a minute: only the upstream's word lets it go sooner.
+    const c = client({ maxIdlePerHost: 4, idleSocketTimeoutMs: 60_000 });
+    expect(await text(c.send(target(port), send("POST", "a")))).toBe("ok");
+    expect(c.idleCount).toBe(1);
+    while (c.idleCount > 0) await Bun.sleep(20);
+    expect(await text(c.send(target(port), send("POST", "b")))).toBe("ok");
+    expect(conns).toBe(2);
+    // timeout=1 (or max=0) leaves no time to send on it: not kept at all.
+    const short = await listen((s) =>
+      s.on("data", () =>
+        s.write("HTTP/1.1 200 OK\r\nkeep-alive: timeout=1\r\ncontent-length: 2\r\n\r\nok"),
+      ),
+    );
+    const kept = c.idleCount;
+    expect(await text(c.send(target(short), send("GET", "")))).toBe("ok");
+    expect(c.idleCount).toBe(kept);
   });
 
   test("a timeout or an agent that left is not a reason to send again", async () => {
@@ -463,9 +489,9 @@ describe("upstream client, bodies held whole", () => {
         s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
       });
     });
-    // A streamed body would take the idle connection (idle for less than reuseWithBodyMs) and
-    // fail with it; a held one is sent again on a fresh connection.
-    const c = client({ maxIdlePerHost: 4, reuseWithBodyMs: 60_000 });
+    // A streamed body would take the idle connection and fail with it; a held one is sent
+    // again on a fresh connection.
+    const c = client({ maxIdlePerHost: 4 });
     const one = await c.send(target(port), send("PUT", "first"));
     expect(await new Response(one.body).text()).toBe("first");
     // Held with room for the head (as the proxy holds bodies): the head is written in front

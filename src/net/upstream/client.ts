@@ -14,11 +14,6 @@ export interface UpstreamClientOptions extends DialerOptions, ClientTimeouts {
   /** Idle keep-alive connections kept in all; the oldest goes first (default: unbounded). */
   readonly maxIdleTotal?: number;
   readonly idleSocketTimeoutMs: number;
-  /**
-   * A request with a body (which cannot be retried) reuses an idle connection only if it has
-   * been idle at most this long (default 1000 ms); older ones are closed and a fresh one dialled.
-   */
-  readonly reuseWithBodyMs?: number;
 }
 
 /** Methods a proxy may send again after a connection died under it (RFC 9110 §9.2.2). */
@@ -32,10 +27,8 @@ const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
 
 export class UpstreamClient {
   readonly #pool: IdlePool<Http1Client>;
-  readonly #reuseWithBodyMs: number;
 
   constructor(private readonly opts: UpstreamClientOptions) {
-    this.#reuseWithBodyMs = opts.reuseWithBodyMs ?? 1000;
     this.#pool = new IdlePool({
       perKey: opts.maxIdlePerHost,
       total: opts.maxIdleTotal ?? Number.POSITIVE_INFINITY,
@@ -68,25 +61,21 @@ export class UpstreamClient {
   ): Promise<IncomingResponse> {
     const key = `${target.partition ?? ""}|${target.tls ? "s" : "p"}|${target.host}|${target.port}`;
     const idle = this.#pool.take(key);
-    // A kept-alive connection may have been closed by the upstream just now. A request the
-    // proxy may send again — an idempotent method with no body or one held whole — takes any
-    // idle connection and is retried once on a fresh one if the reused connection turns out
-    // dead before a response byte. Any other request is never sent twice: it only takes a
-    // connection that went idle moments ago — servers close idle connections after seconds,
-    // not milliseconds — and otherwise dials. Dialling per request cost a TCP and TLS
-    // handshake each time (~1 ms of added latency).
+    // Every request takes a kept-alive connection when there is one (RFC 9112 §9.3): the pool
+    // keeps a connection only while its upstream has not closed it and, if it said when it
+    // would, until a second before (http/keep-alive.ts). Should the upstream close it just as
+    // the request goes out, a request the proxy may send again — an idempotent method with no
+    // body or one held whole — is retried once on a fresh connection; any other is not sent
+    // twice (RFC 9110 §9.2.2): the agent gets the 502 and decides. Dialling per request costs a
+    // TCP and TLS handshake, which is what starves first when the proxy is busy.
     const resendable =
       IDEMPOTENT_METHODS.has(req.method) && (req.body === null || req.body instanceof Uint8Array);
-    if (idle && resendable) {
+    if (idle) {
       try {
-        return await idle.conn.exchange(req, signal, true);
+        return await idle.conn.exchange(req, signal, resendable);
       } catch (e) {
         if (!(e instanceof RetryableError)) throw e;
       }
-    } else if (idle && idle.idleMs <= this.#reuseWithBodyMs) {
-      return idle.conn.exchange(req, signal, false);
-    } else if (idle) {
-      idle.conn.destroy();
     }
     const sock = await dialUpstream(target, this.opts);
     const conn = new Http1Client(sock, this.opts, (c) => this.#pool.put(key, c));

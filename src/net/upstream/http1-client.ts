@@ -12,6 +12,7 @@ import type net from "node:net";
 import type tls from "node:tls";
 import { framingFields, outgoingFraming } from "../../http/framing.ts";
 import type { ParseFailure } from "../../http/http-error.ts";
+import { type KeepAliveHint, keepAliveHint } from "../../http/keep-alive.ts";
 import type { IncomingResponse, OutgoingRequest } from "../../http/message.ts";
 import { ProxyError } from "../../http/proxy-error.ts";
 import { type ResponseHead, ResponseParser } from "../../http/response-parser.ts";
@@ -76,6 +77,8 @@ export class Http1Client extends Http1Connection<ResponseHead> {
   #current: Current | null = null;
   /** Resting in the idle pool: told when the upstream breaks the connection. */
   #parked: (() => void) | null = null;
+  /** What the upstream's last answer said of keeping the connection (its Keep-Alive field). */
+  #hint: KeepAliveHint = { restMs: undefined, exhausted: false };
 
   constructor(
     socket: UpstreamSocket,
@@ -86,6 +89,11 @@ export class Http1Client extends Http1Connection<ResponseHead> {
     this.#timeouts = timeouts;
     this.#reusable = reusable;
     this.listen();
+  }
+
+  /** How long it may rest before its next request, as the upstream announced (ms). */
+  get restLimitMs(): number | undefined {
+    return this.#hint.restMs;
   }
 
   /** Whether the connection can carry another exchange. */
@@ -288,6 +296,7 @@ export class Http1Client extends Http1Connection<ResponseHead> {
     }
     x.headSeen = true;
     x.noBody = x.method === "HEAD" || head.status === 204 || head.status === 304;
+    this.#hint = keepAliveHint(head.headers);
     if (head.framing.kind !== "none") {
       x.body = new IncomingBody({
         pulled: () => {
@@ -403,7 +412,8 @@ export class Http1Client extends Http1Connection<ResponseHead> {
     // After an answer with no body by its method or status, an upstream that sent one anyway
     // (late, or counted by a Content-Length it should not have) would have its bytes read as
     // the next answer: such a connection is not kept.
-    if (idle && x.requestSent && !x.noBody && !this.socket.destroyed) this.#reusable(this);
+    const kept = !this.#hint.exhausted && this.#hint.restMs !== 0;
+    if (idle && kept && x.requestSent && !x.noBody && !this.socket.destroyed) this.#reusable(this);
     else this.socket.destroy();
   }
 }

@@ -7,6 +7,8 @@
 /** What the pool keeps: a connection that can rest and be woken. */
 export interface Poolable {
   readonly usable: boolean;
+  /** The longest it may rest, as its upstream announced (undefined: the pool's own). */
+  readonly restLimitMs?: number | undefined;
   /** Rest; `broken` is told if the connection breaks while resting. */
   park(broken: () => void): void;
   unpark(): void;
@@ -67,8 +69,12 @@ export class IdlePool<C extends Poolable> {
     const entry: Entry<C> = {
       key,
       conn,
-      // The deadline drops the entry made just here.
-      timer: setTimeout(() => this.#drop(entry), this.o.idleMs),
+      // The deadline drops the entry made just here: the pool's, or sooner if the upstream
+      // said it closes idle connections sooner (http/keep-alive.ts).
+      timer: setTimeout(
+        () => this.#drop(entry),
+        Math.min(this.o.idleMs, conn.restLimitMs ?? Infinity),
+      ),
       since: performance.now(),
     };
     entry.timer.unref?.();
