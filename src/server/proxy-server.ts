@@ -38,6 +38,7 @@ import { signAws } from "../exchange/stages/sign.ts";
 import { upgrades } from "../exchange/stages/upgrade.ts";
 import { ByteBudget } from "../guard/byte-budget.ts";
 import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-probe.ts";
+import { LoadShedder } from "../guard/load-shed.ts";
 import { MemoryGuard } from "../guard/memory-guard.ts";
 import { Quarantine } from "../guard/quarantine.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
@@ -114,6 +115,8 @@ export interface StartOptions {
   readonly configFile?: ConfigFile;
   /** Directory relative paths of the environment are read from on reload (default: cwd). */
   readonly cwd?: string;
+  /** Overrides the load shedder's decision (tests drive overload without loading a machine). */
+  readonly shedding?: () => boolean;
   /** Reload when a configuration, secrets, policy or revocations file changes (main.ts). */
   readonly watchConfig?: boolean;
   /** Where audit lines go (default stdout). */
@@ -555,6 +558,15 @@ export async function startProxy(
   };
   const exchange = createPipeline({ stages, upstream, log, secrets: () => state, relay });
   const stalls = new StallRegistry(options.guardClock);
+  // The event loop's lateness, measured every 50 ms: what the load shedder decides by.
+  const shedder = new LoadShedder();
+  let due = performance.now() + LAG_SAMPLE_MS;
+  const lagTimer = setInterval(() => {
+    const now = performance.now();
+    shedder.sample(Math.max(0, now - due), now);
+    due = now + LAG_SAMPLE_MS;
+  }, LAG_SAMPLE_MS);
+  lagTimer.unref?.();
   const guard = memoryGuard(
     config,
     stalls,
@@ -578,6 +590,7 @@ export async function startProxy(
           )
         : PASS;
     },
+    shedding: options.shedding ?? (() => shedder.shedding),
     host: config.listen.host,
     port: config.listen.port,
     credentials: pki.credentials,
@@ -981,6 +994,7 @@ export async function startProxy(
     },
     async close() {
       ready = false;
+      clearInterval(lagTimer);
       watcher?.close();
       guard?.stop();
       clearInterval(recheck);
@@ -1089,6 +1103,7 @@ function rated(ok: boolean | undefined, reason: string): Verdict {
   return ok === false ? refuse("rate-limited", reason) : PASS;
 }
 const GUARD_MIN_GAP_MS = 10;
+const LAG_SAMPLE_MS = 50;
 const STALL_GRACE_MS = 2000;
 const REFUSE_AT_STALLED = 8;
 

@@ -68,6 +68,8 @@ export interface HarnessOptions {
   readonly configYaml?: string;
   /** Reload when a configuration file changes, as `npm start` does. */
   readonly watchConfig?: boolean;
+  /** Overrides the load shedder's decision (overload without loading the machine). */
+  readonly shedding?: () => boolean;
 }
 
 export interface AgentFiles {
@@ -174,6 +176,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     policySource: () => loadLivePolicy(env, dir),
     cwd: dir,
     ...(opts.watchConfig ? { watchConfig: true } : {}),
+    ...(opts.shedding ? { shedding: opts.shedding } : {}),
     lookup: async (host) => {
       lookups.push(host);
       const fixed = addresses.get(host);

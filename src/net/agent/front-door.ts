@@ -82,6 +82,8 @@ export interface FrontDoorOptions {
    * cap's 429, with its own status) and the connection closed (memory pressure).
    */
   readonly admit?: (agent: string) => Verdict;
+  /** Whether new tunnels are shed now (guard/load-shed.ts): answered 503 at once. */
+  readonly shedding?: () => boolean;
   /**
    * Rates, each a token bucket decided elsewhere (absent: unmetered). `handshake`: a new
    * connection from an address, asked before any TLS work; `connect`: an agent's CONNECT (the
@@ -541,6 +543,16 @@ export class FrontDoor {
     }
     const v = admitConnect(req.head, ctx.agent, this.#o.policy());
     if (!v.ok) return this.#refuse(req, ctx, "connect", new ProxyError(v.code, v.reason));
+    // Overloaded: a new tunnel (a leaf, a handshake, an upstream connection) waits for none of
+    // it; the tunnels already open go on.
+    if (this.#o.shedding?.()) {
+      return this.#refuse(
+        req,
+        ctx,
+        "connect",
+        new ProxyError("overloaded", "the proxy is overloaded: retry in a moment"),
+      );
+    }
     const target = v.value;
     // A leaf is a signature: an agent naming ever-new hosts under a wildcard mints at a rate.
     if (!this.#o.leaves.has(target.host)) {
