@@ -15,12 +15,12 @@
 // LOAD_TUNNELS; LOAD_MODES=closed-small,closed-large,paced-small; BENCH_MITM=0 to skip
 // mitmproxy). Prints figures only, never a credential.
 
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { readRss, startProxyProcess } from "../test/support/proxy-process.ts";
 import { BenchConnection, type Origin, type Route, slapenirRoute } from "./bench-client.ts";
+import { type Child, processCpuMs, startMitm, startUpstream } from "./bench-processes.ts";
 
 const AGENTS = Number(process.env.LOAD_AGENTS ?? 100);
 const TUNNELS = Number(process.env.LOAD_TUNNELS ?? 10);
@@ -30,12 +30,11 @@ const SMALL = Number(process.env.SMALL_BYTES ?? 1000);
 const LARGE = Number(process.env.LARGE_BYTES ?? 256 * 1024);
 const MODES = (process.env.LOAD_MODES ?? "closed-small,closed-large,paced-small").split(",");
 const WITH_MITM = process.env.BENCH_MITM !== "0";
-const ROOT = resolve(import.meta.dir, "..");
 const DUMMY = "sk-dummy-bench-000000000000000000000000000001";
 const REAL = "sk-real-bench-9f8e7d6c5b4a39281706f5e4d3c2b1a";
 
 const dir = await mkdtemp(join(tmpdir(), "slapenir-bench-load-"));
-const children: { kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }[] = [];
+const children: Child[] = [];
 
 // --- processes -----------------------------------------------------------------------------
 
@@ -46,51 +45,20 @@ const proxy = await startProxyProcess({
   // rate is the only limit that would not apply; the rest are the defaults.
   env: { SLAPENIR_HANDSHAKE_RATE: "off", SLAPENIR_MINT_RATE: "off", SLAPENIR_RATE_LIMIT: "" },
 });
-const cert = await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]);
-await writeFile(join(dir, "up.crt"), cert.certPem);
-await writeFile(join(dir, "up.key"), cert.keyPem);
-await writeFile(join(dir, "up-ca.pem"), proxy.upstreamCa.certPem);
-const upstream = Bun.spawn([process.execPath, join(ROOT, "bench/upstream-main.ts")], {
-  env: { ...process.env, UPSTREAM_CERT: join(dir, "up.crt"), UPSTREAM_KEY: join(dir, "up.key") },
-  stdout: "pipe",
-  stderr: "inherit",
-});
-children.push(upstream);
-const origin: Origin = { host: "localhost", port: await portFrom(upstream.stdout) };
+const up = await startUpstream(dir, await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]));
+children.push(up.child);
+const origin: Origin = { host: "localhost", port: up.port };
 
 let mitm: { pid: number; route: Route } | null = null;
 if (WITH_MITM) {
-  const confdir = join(dir, "mitm");
-  await writeFile(
-    join(dir, "mitm-secrets.json"),
-    JSON.stringify({ dummy: DUMMY, real: REAL, host: "localhost" }),
-  );
-  const port = await freePort();
-  const p = Bun.spawn(
-    [
-      "mitmdump",
-      "-q",
-      "--listen-host",
-      "127.0.0.1",
-      "--listen-port",
-      String(port),
-      "--set",
-      `confdir=${confdir}`,
-      "--set",
-      `ssl_verify_upstream_trusted_ca=${join(dir, "up-ca.pem")}`,
-      "-s",
-      join(ROOT, "bench/mitm_swap_redact.py"),
-    ],
-    {
-      env: { ...process.env, BENCH_MITM_SECRETS: join(dir, "mitm-secrets.json") },
-      stdout: "inherit",
-      stderr: "inherit",
-    },
-  );
-  children.push(p);
-  await waitForPort(port);
-  const caPem = await Bun.file(join(confdir, "mitmproxy-ca-cert.pem")).text();
-  mitm = { pid: p.pid, route: { kind: "http-proxy", port, caPem } };
+  const m = await startMitm(dir, {
+    upstreamCaPem: proxy.upstreamCa.certPem,
+    dummy: DUMMY,
+    real: REAL,
+    host: "localhost",
+  });
+  children.push(m.child);
+  mitm = { pid: m.child.pid, route: { kind: "http-proxy", port: m.port, caPem: m.caPem } };
 }
 
 // One certificate per agent, as a fleet of agents would hold.
@@ -238,43 +206,4 @@ function quantile(xs: number[], q: number): number {
   if (xs.length === 0) return Number.NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-}
-
-/** CPU time (ms) process `pid` has used, all threads (clock ticks of 10 ms). */
-async function processCpuMs(pid: number): Promise<number> {
-  const stat = await Bun.file(`/proc/${pid}/stat`).text();
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10;
-}
-
-async function portFrom(stream: ReadableStream<Uint8Array>): Promise<number> {
-  let text = "";
-  for await (const chunk of stream) {
-    text += new TextDecoder().decode(chunk);
-    const m = /port=(\d+)/.exec(text);
-    if (m) return Number(m[1]);
-  }
-  throw new Error("upstream exited before it listened");
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, "127.0.0.1", () => {
-        s.destroy();
-        r(true);
-      });
-      s.once("error", () => r(false));
-    });
-    if (ok) return;
-    await Bun.sleep(100);
-  }
 }

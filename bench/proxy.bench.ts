@@ -15,7 +15,6 @@
 // shorter run; BENCH_MITM=0 to skip mitmproxy). Prints figures only, never a credential.
 
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { measure } from "mitata";
@@ -33,6 +32,7 @@ import {
   sessionCache,
   slapenirRoute,
 } from "./bench-client.ts";
+import { type Child, processCpuMs, startMitm, startUpstream } from "./bench-processes.ts";
 
 const MIB = Number(process.env.BENCH_MIB ?? 256);
 const STREAM_BYTES = MIB * 1024 * 1024;
@@ -45,7 +45,7 @@ const REAL = "sk-real-bench-9f8e7d6c5b4a39281706f5e4d3c2b1a";
 if (DUMMY.length !== REAL.length) throw new Error("bench values must have one length");
 
 const dir = await mkdtemp(join(tmpdir(), "slapenir-bench-proxy-"));
-const children: { kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }[] = [];
+const children: Child[] = [];
 
 async function cleanup(): Promise<void> {
   for (const c of children) c.kill("SIGTERM");
@@ -68,61 +68,28 @@ const proxy = await startProxyProcess({
   env: { SLAPENIR_LOG_LEVEL: "info" },
 });
 const upstreamCert = await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]);
-await writeFile(join(dir, "up.crt"), upstreamCert.certPem);
-await writeFile(join(dir, "up.key"), upstreamCert.keyPem);
 await writeFile(join(dir, "up-ca.pem"), proxy.upstreamCa.certPem);
-
-const upstream = Bun.spawn([process.execPath, join(ROOT, "bench/upstream-main.ts")], {
-  env: {
-    ...process.env,
-    UPSTREAM_CERT: join(dir, "up.crt"),
-    UPSTREAM_KEY: join(dir, "up.key"),
-    UPSTREAM_PLANT: REAL,
-  },
-  stdout: "pipe",
-  stderr: "inherit",
-});
-children.push(upstream);
-const upstreamPort = await firstMatch(upstream.stdout, /port=(\d+)/);
+const upstream = await startUpstream(dir, upstreamCert, REAL);
+children.push(upstream.child);
+const upstreamPort = upstream.port;
 const origin: Origin = { host: "localhost", port: upstreamPort };
 
 interface Mitm {
   pid: number;
   port: number;
+  caPem: string;
   caPath: string;
 }
 let mitm: Mitm | null = null;
 if (WITH_MITM) {
-  const confdir = join(dir, "mitm");
-  await writeFile(
-    join(dir, "mitm-secrets.json"),
-    JSON.stringify({ dummy: DUMMY, real: REAL, host: "localhost" }),
-  );
-  const port = await freePort();
-  const p = Bun.spawn(
-    [
-      "mitmdump",
-      "-q",
-      "--listen-host",
-      "127.0.0.1",
-      "--listen-port",
-      String(port),
-      "--set",
-      `confdir=${confdir}`,
-      "--set",
-      `ssl_verify_upstream_trusted_ca=${join(dir, "up-ca.pem")}`,
-      "-s",
-      join(ROOT, "bench/mitm_swap_redact.py"),
-    ],
-    {
-      env: { ...process.env, BENCH_MITM_SECRETS: join(dir, "mitm-secrets.json") },
-      stdout: "inherit",
-      stderr: "inherit",
-    },
-  );
-  children.push(p);
-  await waitForPort(port);
-  mitm = { pid: p.pid, port, caPath: join(confdir, "mitmproxy-ca-cert.pem") };
+  const m = await startMitm(dir, {
+    upstreamCaPem: proxy.upstreamCa.certPem,
+    dummy: DUMMY,
+    real: REAL,
+    host: "localhost",
+  });
+  children.push(m.child);
+  mitm = { pid: m.child.pid, port: m.port, caPem: m.caPem, caPath: m.caPath };
 }
 
 const routes: { name: string; route: Route; pid: number | null }[] = [
@@ -136,7 +103,7 @@ const routes: { name: string; route: Route; pid: number | null }[] = [
 if (mitm) {
   routes.push({
     name: "mitmproxy",
-    route: { kind: "http-proxy", port: mitm.port, caPem: await Bun.file(mitm.caPath).text() },
+    route: { kind: "http-proxy", port: mitm.port, caPem: mitm.caPem },
     pid: mitm.pid,
   });
 }
@@ -212,13 +179,6 @@ function timedBlock(once: () => Promise<void>): Block {
     const cpu = process.cpuUsage(cpu0);
     return { samples: s.samples, exchanges, clientCpuMs: (cpu.user + cpu.system) / 1000 };
   };
-}
-
-/** CPU time (ms) process `pid` has used, all threads (clock ticks of 10 ms). */
-async function processCpuMs(pid: number): Promise<number> {
-  const stat = await Bun.file(`/proc/${pid}/stat`).text();
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10; // utime + stime
 }
 
 /**
@@ -672,43 +632,3 @@ try {
 }
 
 // --- helpers -------------------------------------------------------------------------------
-
-async function firstMatch(stream: ReadableStream<Uint8Array>, re: RegExp): Promise<number> {
-  const dec = new TextDecoder();
-  let text = "";
-  for await (const c of stream) {
-    text += dec.decode(c, { stream: true });
-    const m = re.exec(text);
-    if (m) return Number(m[1]);
-  }
-  throw new Error("process ended before it printed its port");
-}
-
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = net.createServer();
-    s.once("error", fail);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => ok(port));
-    });
-  });
-}
-
-async function waitForPort(port: number): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect({ host: "127.0.0.1", port });
-      s.once("connect", () => {
-        s.destroy();
-        r(true);
-      });
-      s.once("error", () => r(false));
-    });
-    if (ok) return;
-    await Bun.sleep(100);
-  }
-  throw new Error(`nothing listening on ${port}`);
-}

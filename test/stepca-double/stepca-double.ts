@@ -186,24 +186,11 @@ function csrSanValues(csr: x509.Pkcs10CertificateRequest): string[] {
 export async function createStepCaState(provisionerName = "enroll"): Promise<StepCaState> {
   const root = await makeCa("SLAPENIR Test Root CA", null, 1);
   const intermediate = await makeCa("SLAPENIR Test Intermediate CA", root, 0);
-  const serverKeys = await generateP256KeyPair();
-  const now = Date.now();
-  const serverCert = await issueLeaf(
-    intermediate,
-    "Step Online CA",
-    serverKeys.publicKey,
-    ["localhost", "127.0.0.1"],
-    new Date(now - 3_600_000),
-    new Date(now + 365 * 86_400_000),
-  );
   return {
     roots: [root],
     intermediate,
     formerIntermediates: [],
-    server: {
-      certPem: certToPem(serverCert) + certToPem(intermediate.cert),
-      keyPem: await exportPrivateKeyPem(serverKeys.privateKey),
-    },
+    server: await serverCertUnder(intermediate),
     provisioner: await createProvisionerKey(provisionerName),
     usedJti: new Set(),
     revoked: new Set(),
@@ -601,6 +588,13 @@ export async function startStepCaDouble(opts: StepCaDoubleOptions = {}): Promise
 /** The CA's intermediate and its own TLS certificate made again under `root`. */
 export async function issueUnder(state: StepCaState, root: CaKey): Promise<void> {
   const intermediate = await makeCa(`${root.cert.subject.slice(3)} Intermediate`, root, 0);
+  state.formerIntermediates.push(state.intermediate);
+  state.intermediate = intermediate;
+  state.server = await serverCertUnder(intermediate);
+}
+
+/** The CA's own TLS certificate, as step-ca makes it from its intermediate at start. */
+async function serverCertUnder(intermediate: CaKey): Promise<StepCaState["server"]> {
   const keys = await generateP256KeyPair();
   const now = Date.now();
   const cert = await issueLeaf(
@@ -611,9 +605,7 @@ export async function issueUnder(state: StepCaState, root: CaKey): Promise<void>
     new Date(now - 3_600_000),
     new Date(now + 365 * 86_400_000),
   );
-  state.formerIntermediates.push(state.intermediate);
-  state.intermediate = intermediate;
-  state.server = {
+  return {
     certPem: certToPem(cert) + certToPem(intermediate.cert),
     keyPem: await exportPrivateKeyPem(keys.privateKey),
   };
