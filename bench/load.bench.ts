@@ -199,7 +199,8 @@ try {
 // --- helpers -------------------------------------------------------------------------------
 
 function kindOf(e: Error): string {
-  return (e.message || e.name).replace(/[0-9]+/g, "N").slice(0, 60);
+  // Statuses stay (a 429 is not a 503); ports and counts do not split the kinds.
+  return (e.message || e.name).replace(/[0-9]{4,}/g, "N").slice(0, 60);
 }
 
 function quantile(xs: number[], q: number): number {
