@@ -41,9 +41,16 @@ const children: Child[] = [];
 const proxy = await startProxyProcess({
   allow: ["localhost:*"],
   credentials: [{ name: "bench", dummy: DUMMY, real: REAL, hosts: ["localhost:*"] }],
-  // As if each agent were its own container (its own address): the per-address handshake
-  // rate is the only limit that would not apply; the rest are the defaults.
-  env: { SLAPENIR_HANDSHAKE_RATE: "off", SLAPENIR_MINT_RATE: "off", SLAPENIR_RATE_LIMIT: "" },
+  // Capacity, not policy: no per-agent request rate (its 429s are the policy working), and as
+  // if each agent were its own container (its own address: no per-address handshake rate).
+  env: {
+    SLAPENIR_HANDSHAKE_RATE: "off",
+    SLAPENIR_MINT_RATE: "off",
+    SLAPENIR_RATE_LIMIT: "off",
+    ...(process.env.LOAD_CONNECT_MS
+      ? { SLAPENIR_UPSTREAM_CONNECT_TIMEOUT_MS: process.env.LOAD_CONNECT_MS }
+      : {}),
+  },
 });
 const up = await startUpstream(dir, await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]));
 children.push(up.child);
@@ -154,6 +161,7 @@ if (mitm) routes.push({ name: "mitmproxy", routeOf: () => mitm!.route, pid: mitm
 console.log(
   `${AGENTS} agents × ${TUNNELS} tunnels, ${SECONDS} s per phase, small ${SMALL} B, large ${LARGE} B, paced every ${PACE_MS} ms\n`,
 );
+let failedSeen = 0;
 try {
   for (const mode of MODES) {
     const results: Record<string, Phase> = {};
@@ -179,6 +187,17 @@ try {
       console.log(
         `| ${name} | ${(p.requests / p.seconds).toFixed(0)} | ${q(0.5).toFixed(1)} | ${q(0.99).toFixed(1)} | ${q(0.999).toFixed(1)} | ${added} | ${failures} | ${p.proxyCpuMs === null ? "–" : `${((p.proxyCpuMs / Math.max(1, p.requests)) * 1000).toFixed(0)} µs`} | ${p.rssBytes === null ? "–" : `${(p.rssBytes / 1048576).toFixed(0)} MiB`} |`,
       );
+    }
+    // What the proxy said of its failures, by reason (the audit log's own words).
+    const reasons = new Map<string, number>();
+    const failed = proxy.failedLines;
+    for (const l of failed.slice(failedSeen)) {
+      const r = (JSON.parse(l) as { reason?: string }).reason ?? "?";
+      reasons.set(r, (reasons.get(r) ?? 0) + 1);
+    }
+    failedSeen = failed.length;
+    if (reasons.size > 0) {
+      console.log(`SLAPENIR's failures: ${[...reasons].map(([r, n]) => `${n} × ${r}`).join("; ")}`);
     }
     const s = results.SLAPENIR!;
     const m = results.mitmproxy;

@@ -14,6 +14,7 @@ test("sheds once the loop is late for most of the window, resumes only well unde
   };
   feed(5, 20);
   expect(s.shedding).toBe(false);
+  expect(s.lateMs).toBe(5);
   // One long pause (a GC, a big handshake) is not overload.
   feed(900, 1);
   expect(s.shedding).toBe(false);

@@ -19,6 +19,7 @@ export const DEFAULT_SHED: ShedOptions = { shedAtMs: 250, resumeAtMs: 100, windo
 export class LoadShedder {
   readonly #samples: { at: number; lagMs: number }[] = [];
   #shedding = false;
+  #lateMs = 0;
 
   constructor(private readonly o: ShedOptions = DEFAULT_SHED) {}
 
@@ -29,12 +30,18 @@ export class LoadShedder {
       this.#samples.shift();
     }
     const median = medianOf(this.#samples.map((s) => s.lagMs));
+    this.#lateMs = median;
     if (!this.#shedding && median >= this.o.shedAtMs) this.#shedding = true;
     else if (this.#shedding && median < this.o.resumeAtMs) this.#shedding = false;
   }
 
   get shedding(): boolean {
     return this.#shedding;
+  }
+
+  /** How late the loop has been, the median over the window (ms). */
+  get lateMs(): number {
+    return this.#lateMs;
   }
 }
 

@@ -386,6 +386,12 @@ export async function startProxy(
     return pems;
   };
   const selfPorts = new Set<number>();
+  // The event loop's lateness, measured every 50 ms: what the load shedder decides by.
+  const shedder = new LoadShedder();
+  const shedding = options.shedding ?? (() => shedder.shedding);
+  // Busy (late by a twentieth of a second) is less than shedding: upstream deadlines that come
+  // due then wait another period (net/upstream/dialer.ts).
+  const busy = options.shedding ?? (() => shedder.lateMs >= BUSY_LATE_MS);
   // Deadlines and caps the parts read per use, from these objects: a reload assigns them
   // (config-diff.ts LIVE_LIMITS); the other limits were built into their parts.
   const upstreamTimes = {
@@ -408,6 +414,7 @@ export async function startProxy(
   };
   const upstreamOptions = {
     addressCheck: (ip: string) => addressVerdict(ip, live.allowPrivate),
+    busy,
     selfPorts: () => selfPorts,
     ...upstreamTimes,
     ca: trustAnchors(extraCa(config)),
@@ -558,8 +565,6 @@ export async function startProxy(
   };
   const exchange = createPipeline({ stages, upstream, log, secrets: () => state, relay });
   const stalls = new StallRegistry(options.guardClock);
-  // The event loop's lateness, measured every 50 ms: what the load shedder decides by.
-  const shedder = new LoadShedder();
   let due = performance.now() + LAG_SAMPLE_MS;
   const lagTimer = setInterval(() => {
     const now = performance.now();
@@ -590,7 +595,7 @@ export async function startProxy(
           )
         : PASS;
     },
-    shedding: options.shedding ?? (() => shedder.shedding),
+    shedding,
     host: config.listen.host,
     port: config.listen.port,
     credentials: pki.credentials,
@@ -1104,6 +1109,7 @@ function rated(ok: boolean | undefined, reason: string): Verdict {
 }
 const GUARD_MIN_GAP_MS = 10;
 const LAG_SAMPLE_MS = 50;
+const BUSY_LATE_MS = 50;
 const STALL_GRACE_MS = 2000;
 const REFUSE_AT_STALLED = 8;
 

@@ -32,6 +32,8 @@ export interface ProxyProcess extends AsyncDisposable {
   issueAgent(name: string): Promise<AgentFiles>;
   /** Audit lines the proxy wrote so far (stdout; the first 10 000 kept). */
   readonly auditLines: string[];
+  /** Audit lines of failed exchanges (`decision: error`), past the first 10 000 too. */
+  readonly failedLines: string[];
   /** How many audit lines the proxy wrote so far, kept or not. */
   readonly auditCount: number;
   /** What the proxy wrote to stderr so far (start-up banner, reload errors). */
@@ -94,9 +96,12 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
   );
   const auditLines: string[] = [];
   let auditCount = 0;
+  const failures: string[] = [];
   void collectLines(proc.stdout, (l) => {
     auditCount++;
     if (auditLines.length < 10_000) auditLines.push(l);
+    // Failed exchanges are kept beyond the first lines (benches report them by reason).
+    else if (failures.length < 10_000 && l.includes('"decision":"error"')) failures.push(l);
   });
   let port = 0;
   const stderrLines: string[] = [];
@@ -138,6 +143,9 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     upstreamCa,
     issueAgent,
     auditLines,
+    get failedLines() {
+      return [...auditLines.filter((l) => l.includes('"decision":"error"')), ...failures];
+    },
     get auditCount() {
       return auditCount;
     },

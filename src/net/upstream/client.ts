@@ -4,6 +4,7 @@
 // (http1-client.ts). It owns the rule for sending a request twice: only when that is safe.
 
 import type { IncomingResponse, OutgoingRequest } from "../../http/message.ts";
+import { DialGate } from "./dial-gate.ts";
 import { type DialerOptions, type DialTarget, dialUpstream } from "./dialer.ts";
 import { type ClientTimeouts, Http1Client, RetryableError } from "./http1-client.ts";
 import { IdlePool } from "./idle-pool.ts";
@@ -14,6 +15,8 @@ export interface UpstreamClientOptions extends DialerOptions, ClientTimeouts {
   /** Idle keep-alive connections kept in all; the oldest goes first (default: unbounded). */
   readonly maxIdleTotal?: number;
   readonly idleSocketTimeoutMs: number;
+  /** Upstream connections being made at once (the rest wait their turn; default 32, an agent a quarter). */
+  readonly maxConcurrentDials?: number;
 }
 
 /** Methods a proxy may send again after a connection died under it (RFC 9110 §9.2.2). */
@@ -27,8 +30,10 @@ const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
 
 export class UpstreamClient {
   readonly #pool: IdlePool<Http1Client>;
+  readonly #dials: DialGate;
 
   constructor(private readonly opts: UpstreamClientOptions) {
+    this.#dials = new DialGate(opts.maxConcurrentDials ?? 32);
     this.#pool = new IdlePool({
       perKey: opts.maxIdlePerHost,
       total: opts.maxIdleTotal ?? Number.POSITIVE_INFINITY,
@@ -77,7 +82,15 @@ export class UpstreamClient {
         if (!(e instanceof RetryableError)) throw e;
       }
     }
-    const sock = await dialUpstream(target, this.opts);
+    // Who waits for a place: the partition's agent (its first part, pipeline.ts).
+    const owner = (target.partition ?? "").split("\u0000")[0]!;
+    const release = await this.#dials.acquire(owner, signal);
+    let sock: Awaited<ReturnType<typeof dialUpstream>>;
+    try {
+      sock = await dialUpstream(target, this.opts);
+    } finally {
+      release();
+    }
     const conn = new Http1Client(sock, this.opts, (c) => this.#pool.put(key, c));
     return conn.exchange(req, signal, false);
   }

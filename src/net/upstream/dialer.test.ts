@@ -85,3 +85,31 @@ describe("upstream dialer: name lookup", () => {
     }
   });
 });
+
+describe("upstream dialer: deadlines while the proxy is busy", () => {
+  test("a handshake deadline that comes due while the proxy is busy waits another period, five at most", async () => {
+    // An upstream that takes the connection and never answers the ClientHello.
+    const server = net.createServer(() => {});
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      let asked = 0;
+      const busyFor = (n: number) => () => ++asked <= n;
+      const dial = (busy: () => boolean) =>
+        failure(
+          dialUpstream(
+            { host: "127.0.0.1", port, tls: true, isIp: true },
+            { ...options(async () => [{ address: "127.0.0.1", family: 4 }], 30), busy },
+          ),
+        );
+      const twice = await dial(busyFor(2));
+      expect({ code: twice.code, asked }).toEqual({ code: "connect-timeout", asked: 3 });
+      asked = 0;
+      // Busy for ever: it still fails, after the sixth period.
+      const always = await dial(busyFor(1_000));
+      expect({ code: always.code, asked }).toEqual({ code: "connect-timeout", asked: 6 });
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -37,6 +37,29 @@ export interface DialerOptions {
   readonly lookup?: Lookup;
   /** The proxy's own listening ports: never dialled on a local address (loops, admin). */
   readonly selfPorts?: () => ReadonlySet<number>;
+  /**
+   * Whether the proxy's own event loop is overloaded now (guard/load-shed.ts). A connect or
+   * handshake deadline that comes due then gives another period (up to OVERLOAD_PERIODS): the
+   * lateness is the proxy's, not the upstream's, and failing accepted work for it is what an
+   * overloaded proxy must not do.
+   */
+  readonly busy?: () => boolean;
+}
+
+const OVERLOAD_PERIODS = 5;
+
+/** `fire` after `ms`, or later while the proxy is busy (see `busy`); returns how to cancel. */
+function deadline(ms: number, busy: (() => boolean) | undefined, fire: () => void): () => void {
+  let extended = 0;
+  let timer: ReturnType<typeof setTimeout>;
+  const due = () => {
+    if (busy?.() && extended < OVERLOAD_PERIODS) {
+      extended++;
+      timer = setTimeout(due, ms);
+    } else fire();
+  };
+  timer = setTimeout(due, ms);
+  return () => clearTimeout(timer);
 }
 
 /** Addresses that reach this machine: loopback, unspecified, and every local interface. */
@@ -118,20 +141,25 @@ function lookupWithin(
   });
 }
 
-function connectTcp(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
+function connectTcp(
+  address: string,
+  port: number,
+  timeoutMs: number,
+  busy?: () => boolean,
+): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: address, port, noDelay: true });
-    const timer = setTimeout(() => {
+    const clearTimer = deadline(timeoutMs, busy, () => {
       sock.destroy();
       reject(new ProxyError("connect-timeout", "connecting to upstream timed out"));
-    }, timeoutMs);
+    });
     sock.once("connect", () => {
-      clearTimeout(timer);
+      clearTimer();
       sock.removeAllListeners("error");
       resolve(sock);
     });
     sock.once("error", () => {
-      clearTimeout(timer);
+      clearTimer();
       sock.destroy();
       reject(new ProxyError("connect-failed", "could not connect to upstream"));
     });
@@ -167,12 +195,12 @@ function startTls(
       minVersion: "TLSv1.2",
       ALPNProtocols: ["http/1.1"],
     });
-    const timer = setTimeout(() => {
+    const clearTimer = deadline(opts.connectTimeoutMs, opts.busy, () => {
       sock.destroy();
       reject(new ProxyError("connect-timeout", "upstream TLS handshake timed out"));
-    }, opts.connectTimeoutMs);
+    });
     sock.once("secureConnect", () => {
-      clearTimeout(timer);
+      clearTimer();
       sock.removeAllListeners("error");
       // rejectUnauthorized already failed the handshake on a bad chain; check again because
       // runtimes have had bugs where it was not enforced.
@@ -184,7 +212,7 @@ function startTls(
       resolve(sock);
     });
     sock.once("error", () => {
-      clearTimeout(timer);
+      clearTimer();
       sock.destroy();
       reject(new ProxyError("upstream-tls", "upstream TLS handshake failed"));
     });
@@ -201,7 +229,7 @@ export async function dialUpstream(
   for (const a of addrs) {
     let raw: net.Socket;
     try {
-      raw = await connectTcp(a.address, target.port, opts.connectTimeoutMs);
+      raw = await connectTcp(a.address, target.port, opts.connectTimeoutMs, opts.busy);
     } catch (e) {
       lastErr = e;
       continue;
