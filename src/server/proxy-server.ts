@@ -419,8 +419,10 @@ export async function startProxy(
     ...upstreamTimes,
     ca: trustAnchors(extraCa(config)),
     maxIdlePerHost: 16,
-    // However many destinations the agents' allowlist lets them reach.
-    maxIdleTotal: 256,
+    // However many destinations the agents' allowlist lets them reach — and as many as agent
+    // connections may be open: below that, a thousand busy tunnels each lost its upstream
+    // connection between two requests and paid a TLS handshake for the next (load bench).
+    maxIdleTotal: Math.max(256, config.limits.maxConnections),
     idleSocketTimeoutMs: 30_000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
   };
