@@ -5,6 +5,7 @@
 import { writeFile } from "node:fs/promises";
 import net from "node:net";
 import { join, resolve } from "node:path";
+import { freePort } from "../test/support/free-port.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 
@@ -93,18 +94,6 @@ export async function firstMatch(stream: ReadableStream<Uint8Array>, re: RegExp)
     if (m) return Number(m[1]);
   }
   throw new Error("process ended before it printed its port");
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = net.createServer();
-    s.once("error", fail);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => ok(port));
-    });
-  });
 }
 
 export async function waitForPort(port: number): Promise<void> {

@@ -6,7 +6,7 @@
 // trust gets no tunnel. Certificates come from the Step-CA double's PKI.
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Socket, connect as tcpConnect } from "node:net";
+import { type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tls from "node:tls";
@@ -16,6 +16,7 @@ import {
   issueFromDouble,
   type StepCaState,
 } from "../stepca-double/stepca-double.ts";
+import { freePort } from "../support/free-port.ts";
 import { missingTools, s6RcDir, waitFor } from "./tool-paths.ts";
 
 const skip = missingTools(["socat"]).length > 0;
@@ -25,14 +26,6 @@ const cleanups: (() => void | Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** The stand-in proxy: mTLS required; answers each line with "<serial of client cert>:<line>". */
 async function startProxy(state: StepCaState): Promise<{ port: number; rootPem: string }> {

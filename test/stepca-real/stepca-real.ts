@@ -7,7 +7,6 @@
 // The CA's log is kept in memory and never printed whole: step-ca 0.19 logs one-time tokens
 // (the `ott` of sign and revoke requests). Test-only; never imported by src/.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { certToPem, exportPrivateKeyPem, sha256Fingerprint } from "../../src/pki/x509.ts";
@@ -15,19 +14,12 @@ import { waitFor } from "../containers/tool-paths.ts";
 import type { CaOptions, CaUnderTest } from "../stepca/ca-under-test.ts";
 import { createProvisionerKey, type ProvisionerKey } from "../stepca-double/one-time-token.ts";
 import { createStepCaState, issueUnder, makeCa } from "../stepca-double/stepca-double.ts";
+import { freePort } from "../support/free-port.ts";
 
 const PROVISIONER = "enroll";
 
 function goDuration(ms: number): string {
   return `${Math.round(ms)}ms`;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** Anything shaped like a compact JWS, for messages that quote the CA's log. */
