@@ -76,6 +76,9 @@ beforeAll(async () => {
       },
     ],
     launcher: cgroup.launcher,
+    // A stalled tunnel here ends by being shed or not at all: on a busy machine the attacks
+    // last past the default 30 s a reader may take, which would close some besides.
+    env: { SLAPENIR_BODY_IDLE_TIMEOUT_MS: "300000" },
   });
   up = startStreamUpstream({
     cert: await proxy.upstreamCa.issue(["localhost", "127.0.0.1"]),
