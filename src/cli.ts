@@ -314,12 +314,7 @@ async function agentIssue(
   io: CliIo,
   cwd: string,
 ): Promise<number> {
-  if (config.certificates.mode === "step-ca") {
-    throw new ConfigError(
-      "conflict",
-      "CERT_PATH is set (Step-CA mode): agents enroll with `step ca certificate` and a one-time token",
-    );
-  }
+  embeddedOnly(config, "agents enroll with `step ca certificate` and a one-time token");
   let name: string | undefined;
   let days: number | undefined;
   let outDir: string | undefined;
@@ -382,6 +377,13 @@ function hostPort(text: string, option: string, lowest = 1): { host: string; por
   throw new UsageError(`${option} must be HOST:PORT`);
 }
 
+/** Agent certificates are the embedded CA's to issue; in Step-CA mode, what to do instead. */
+function embeddedOnly(config: ProxyConfig, instead: string): void {
+  if (config.certificates.mode === "step-ca") {
+    throw new ConfigError("conflict", `CERT_PATH is set (Step-CA mode): ${instead}`);
+  }
+}
+
 /** The name agents reach the proxy by: its listener, or localhost for a wildcard address. */
 function proxyAddress(config: ProxyConfig): { host: string; port: number } {
   const { host, port } = config.listen;
@@ -393,12 +395,7 @@ async function agentRenew(
   config: ProxyConfig,
   io: CliIo,
 ): Promise<number> {
-  if (config.certificates.mode === "step-ca") {
-    throw new ConfigError(
-      "conflict",
-      "CERT_PATH is set (Step-CA mode): agents renew with `step ca renew`",
-    );
-  }
+  embeddedOnly(config, "agents renew with `step ca renew`");
   const { opts, words } = options(rest, ["--days"]);
   if (words.length !== 1) throw new UsageError("agent renew takes one NAME");
   const days = opts.get("--days");

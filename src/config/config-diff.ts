@@ -18,7 +18,7 @@ export interface ConfigChanges {
  * The limits a running proxy takes on reload, for connections, requests and WebSockets that
  * begin after it; the memory guard's are read at start.
  */
-export const LIVE_LIMITS = [
+const LIVE_LIMITS = [
   "maxConnections",
   "maxAgentConnections",
   "maxHandshakesPerAddress",

@@ -105,6 +105,8 @@ export interface UpstreamTarget {
    * nothing of another agent's into it.
    */
   readonly partition: string;
+  /** The agent it is for: it waits for a place to dial among its own (dial-gate.ts). */
+  readonly agent: string;
 }
 
 /** Lets go of a body nobody will read: a stream is cancelled, held bytes released. */

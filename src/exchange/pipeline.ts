@@ -133,6 +133,7 @@ export function createPipeline(deps: PipelineDeps): ExchangeHandler {
             tls: ex.destination.scheme === "https",
             isIp: ex.destination.target.kind !== "dns",
             partition: `${ex.agent}\u0000${ex.secrets.generation}`,
+            agent: ex.agent,
           },
           outgoing(out),
           ex.signal,

@@ -13,7 +13,6 @@ import {
   type CredentialChanges,
   configChanges,
   credentialChanges,
-  LIVE_LIMITS,
 } from "../config/config-diff.ts";
 import { ConfigError } from "../config/config-error.ts";
 import { type ConfigFile, configFileFromEnv, overlay } from "../config/config-file.ts";
@@ -393,7 +392,7 @@ export async function startProxy(
   // due then wait another period (net/upstream/dialer.ts).
   const busy = options.shedding ?? (() => shedder.lateMs >= BUSY_LATE_MS);
   // Deadlines and caps the parts read per use, from these objects: a reload assigns them
-  // (config-diff.ts LIVE_LIMITS); the other limits were built into their parts.
+  // (the memory guard's limits alone are read at start).
   const upstreamTimes = {
     connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
     responseTimeoutMs: config.limits.upstreamResponseTimeoutMs,
@@ -710,27 +709,21 @@ export async function startProxy(
     return closed;
   };
   /** Listeners, trust and certificates a reload changes: bound and read, not yet in force. */
-  const prepareAtStartSettings = async (next: ProxyConfig) => {
+  const prepareRebinding = async (next: ProxyConfig, applied: readonly string[]) => {
     const out: { commit(): void; abort(): void }[] = [];
     const none = () => {};
-    const differs = (a: unknown, b: unknown) => JSON.stringify(a) !== JSON.stringify(b);
+    const changed = (name: string) => applied.includes(name);
     try {
-      if (differs(live.upstreamCaFile, next.upstreamCaFile)) {
+      if (changed("upstreamCa")) {
         const ca = trustAnchors(extraCa(next));
         out.push({ commit: () => Object.assign(upstreamOptions, { ca }), abort: none });
       }
-      if (differs(live.adminTokenFile, next.adminTokenFile)) {
+      if (changed("console.tokenFile")) {
         const t = ensureAdminToken(next.adminTokenFile);
         out.push({ commit: () => (adminToken = t), abort: none });
       }
       const c = next.certificates;
-      const was = live.certificates;
-      if (
-        c.mode === "embedded" &&
-        was.mode === "embedded" &&
-        c.home === was.home &&
-        differs(was.serverNames, c.serverNames)
-      ) {
+      if (changed("serverNames") && c.mode === "embedded") {
         // The same home, other names: the server certificate is issued again for them.
         const ca = await EmbeddedCa.open({ home: c.home, serverNames: c.serverNames });
         const creds = { ...pki.credentials, certPem: ca.server.certPem, keyPem: ca.server.keyPem };
@@ -742,7 +735,7 @@ export async function startProxy(
           abort: none,
         });
       }
-      if (differs(live.listen, next.listen)) {
+      if (changed("listen")) {
         const l = await front.openListener(next.listen.host, next.listen.port);
         out.push({
           commit: () => {
@@ -753,7 +746,7 @@ export async function startProxy(
           abort: l.abort,
         });
       }
-      if (differs(live.adminListen, next.adminListen)) {
+      if (changed("adminListen")) {
         const a = listenAdmin(next.adminListen.host, next.adminListen.port, admin.fetch);
         out.push({
           commit: () => {
@@ -782,7 +775,7 @@ export async function startProxy(
     return run;
   };
   const reload = (): Promise<ReloadReport> => {
-    const run = reloading.then(async (): Promise<ReloadReport> => {
+    const run = queued(async (): Promise<ReloadReport> => {
       const file = configFileFromEnv(env, cwd);
       const next = loadProxyConfig(env, cwd, file);
       const nextTemplate = await loadSecrets(env, file);
@@ -792,7 +785,7 @@ export async function startProxy(
       // put in force, or all let go.
       const ready: { commit(): void; abort(): void }[] = [];
       try {
-        ready.push(...(await prepareAtStartSettings(next)));
+        ready.push(...(await prepareRebinding(next, changes.applied)));
         await applySecrets(nextTemplate);
       } catch (e) {
         for (const r of ready) r.abort();
@@ -803,23 +796,20 @@ export async function startProxy(
       const closed = applyPolicy(next.policy);
       if (changes.applied.some((k) => k.endsWith("Rate") || k === "rateLimit"))
         rates = buckets(next);
+      // The new configuration, but for what is read only at start (config-diff.ts).
       live = {
-        ...live,
-        rateLimit: next.rateLimit,
-        handshakeRate: next.handshakeRate,
-        mintRate: next.mintRate,
-        allowPrivate: next.allowPrivate,
-        logLevel: next.logLevel,
-        quarantine: live.quarantine &&
-          next.quarantine && { ...live.quarantine, on: next.quarantine.on },
-        limits: { ...live.limits, ...pick(next.limits, LIVE_LIMITS) },
-        listen: next.listen,
-        adminListen: next.adminListen,
-        upstreamCaFile: next.upstreamCaFile,
-        adminTokenFile: next.adminTokenFile,
+        ...next,
+        home: live.home,
         certificates: sameHome(live.certificates, next.certificates)
           ? next.certificates
           : live.certificates,
+        quarantine: live.quarantine &&
+          next.quarantine && { ...live.quarantine, on: next.quarantine.on },
+        limits: {
+          ...next.limits,
+          memoryLimit: live.limits.memoryLimit,
+          memoryShedAt: live.limits.memoryShedAt,
+        },
       };
       audit.setLevel(next.logLevel);
       const l = next.limits;
@@ -859,7 +849,7 @@ export async function startProxy(
       );
       return report;
     });
-    reloading = run.catch((e) => {
+    run.catch((e) => {
       // A ConfigError names the file and field, never a value; anything else only its kind.
       const error = e instanceof ConfigError ? e.message : `reload failed (${(e as Error)?.name})`;
       audit.event("reload-failed", { error }, "reload refused; the running configuration stays");

@@ -60,7 +60,7 @@ export class UpstreamClient {
    * secrets generation); connections are pooled per partition and destination.
    */
   async send(
-    target: DialTarget & { readonly partition?: string },
+    target: DialTarget & { readonly partition?: string; readonly agent?: string },
     req: OutgoingRequest,
     signal: AbortSignal = new AbortController().signal,
   ): Promise<IncomingResponse> {
@@ -82,9 +82,7 @@ export class UpstreamClient {
         if (!(e instanceof RetryableError)) throw e;
       }
     }
-    // Who waits for a place: the partition's agent (its first part, pipeline.ts).
-    const owner = (target.partition ?? "").split("\u0000")[0]!;
-    const release = await this.#dials.acquire(owner, signal);
+    const release = await this.#dials.acquire(target.agent ?? "", signal);
     let sock: Awaited<ReturnType<typeof dialUpstream>>;
     try {
       sock = await dialUpstream(target, this.opts);
