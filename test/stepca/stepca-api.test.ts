@@ -36,8 +36,11 @@ for (const impl of CA_IMPLEMENTATIONS) {
       body?: unknown,
       client?: { cert: string; key: string },
     ): Promise<{ status: number; json: Record<string, unknown> }> {
+      // keepalive: false — Bun 1.4's fetch pools connections by host alone, so a request with a
+      // client certificate could ride a connection opened with another one (or none).
       const res = await fetch(`${ca.url}${path}`, {
         method,
+        keepalive: false,
         body: body === undefined ? undefined : JSON.stringify(body),
         headers: body === undefined ? {} : { "content-type": "application/json" },
         tls: { ca: ca.rootsBundlePem(), ...(client ?? {}) },
