@@ -76,7 +76,10 @@ export function configChanges(running: ProxyConfig, next: ProxyConfig): ConfigCh
     ["console.tokenFile", running.adminTokenFile, next.adminTokenFile],
   ];
   for (const [name, before, after] of liveToo) if (!same(before, after)) applied.push(name);
-  const atStart: [string, unknown, unknown][] = [["home", running.home, next.home]];
+  const atStart: [string, unknown, unknown][] = [
+    ["home", running.home, next.home],
+    ["loops", running.loops, next.loops],
+  ];
   const ca = running.certificates;
   const cb = next.certificates;
   if (ca.mode === "step-ca" || cb.mode === "step-ca") {

@@ -35,6 +35,7 @@ export const FILE_SETTINGS: readonly (readonly [string, string, Kind])[] = [
   ["memoryLimit", "SLAPENIR_MEMORY_LIMIT", "text"],
   ["memoryShedPercent", "SLAPENIR_MEMORY_SHED_PERCENT", "text"],
   ["logLevel", "SLAPENIR_LOG_LEVEL", "text"],
+  ["loops", "SLAPENIR_LOOPS", "text"],
   ["limits.maxHeaderBytes", "SLAPENIR_MAX_HEADER_BYTES", "text"],
   ["limits.maxHeaderCount", "SLAPENIR_MAX_HEADER_COUNT", "text"],
   ["limits.headerTimeoutMs", "SLAPENIR_HEADER_TIMEOUT_MS", "text"],

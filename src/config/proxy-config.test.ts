@@ -30,6 +30,7 @@ test("embedded defaults", () => {
     listen: { host: "127.0.0.1", port: 8443 },
     adminListen: { host: "127.0.0.1", port: 8081 },
     home: "/srv/app/.slapenir",
+    loops: 1,
     certificates: { mode: "embedded", home: "/srv/app/.slapenir", serverNames: [] },
     tokensJson: undefined,
     policy: {

@@ -28,6 +28,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
+import { availableCores } from "../guard/cgroup-probe.ts";
 import { VIOLATION_KINDS, type ViolationKind } from "../guard/violations.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
@@ -185,6 +186,8 @@ export interface ProxyConfig {
   readonly logLevel: LogLevel;
   /** The bearer token the console's actions need (made on first start when absent). */
   readonly adminTokenFile: string;
+  /** Event loops serving agents (`SLAPENIR_LOOPS`; `auto`: the cores this process may use). */
+  readonly loops: number;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -290,6 +293,7 @@ function fromEnv(env: Env, cwd: string, file: ConfigFile | undefined): ProxyConf
     mintRate: rate(env, "SLAPENIR_MINT_RATE", "10/s,burst=50"),
     quarantine: quarantine(env, resolve(home, "quarantine.json"), cwd),
     logLevel: logLevel(env),
+    loops: loops(env),
     adminTokenFile: resolve(
       cwd,
       nonEmpty(env, "SLAPENIR_ADMIN_TOKEN_FILE") ?? join(home, "admin-token"),
@@ -748,6 +752,18 @@ function rate(env: Env, name: string, fallback: string): Rate | undefined {
   return { perSecond, burst };
 }
 
+function loops(env: Env): number {
+  const text = nonEmpty(env, "SLAPENIR_LOOPS") ?? DEFAULT_LOOPS;
+  if (text === "auto") return availableCores();
+  return int({ SLAPENIR_LOOPS: text }, "SLAPENIR_LOOPS", 1, 1, 64);
+}
+
+/**
+ * Event loops when nothing says: one, until every part of the proxy has been shown to work the
+ * same with several (issue 19); `auto` asks for the cores available.
+ */
+const DEFAULT_LOOPS = "1";
+
 function logLevel(env: Env): LogLevel {
   const text = (nonEmpty(env, "SLAPENIR_LOG_LEVEL") ?? "info").toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(text)) {
@@ -813,4 +829,24 @@ function deepFreeze<T>(value: T): T {
     for (const v of Object.values(value)) deepFreeze(v);
   }
   return Object.freeze(value);
+}
+
+/**
+ * A copy of a configuration (or a live policy) that can be posted to a Worker: the immutable
+ * Maps become plain ones (their blocked methods cannot be cloned). `fromWire` freezes it again.
+ */
+export function toWire<T>(value: T): T {
+  if (value instanceof Map) {
+    return new Map([...value].map(([k, v]) => [k, toWire(v)])) as T;
+  }
+  if (Array.isArray(value)) return value.map(toWire) as T;
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, toWire(v)])) as T;
+  }
+  return value;
+}
+
+/** A configuration or policy as a Worker received it, immutable again. */
+export function fromWire<T>(value: T): T {
+  return deepFreeze(value);
 }

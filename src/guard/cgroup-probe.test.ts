@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
-import { cgroupProbe, configuredProbe } from "./cgroup-probe.ts";
+import { availableCores, cgroupProbe, configuredProbe, coresFromCpuMax } from "./cgroup-probe.ts";
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -111,4 +111,23 @@ describe("cgroupProbe", () => {
     expect(Math.abs(own.used - process.memoryUsage().rss)).toBeLessThan(64 * MiB);
     expect(own.used).not.toBe(90 * MiB);
   });
+});
+
+test("cores a cgroup CPU limit allows: rounded up, none for max, at least one", () => {
+  expect(coresFromCpuMax("max 100000\n")).toBeNull();
+  expect(coresFromCpuMax("-1 100000")).toBeNull();
+  expect(coresFromCpuMax("200000 100000")).toBe(2);
+  expect(coresFromCpuMax("150000 100000")).toBe(2);
+  expect(coresFromCpuMax("10000 100000")).toBe(1);
+  expect(coresFromCpuMax("garbage")).toBeNull();
+});
+
+test("availableCores: a cgroup v2 limit lowers the CPUs, a missing cgroup leaves them", () => {
+  const dir = mkdtempSync(join(tmpdir(), "cpu-"));
+  mkdirSync(join(dir, "box"));
+  writeFileSync(join(dir, "box", "cpu.max"), "100000 100000\n");
+  writeFileSync(join(dir, "self"), "0::/box\n");
+  expect(availableCores(dir, join(dir, "self"))).toBe(1);
+  expect(availableCores(dir, join(dir, "absent"))).toBe(availableParallelism());
+  rmSync(dir, { recursive: true });
 });

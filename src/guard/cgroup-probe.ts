@@ -5,7 +5,7 @@
 // the process's resident set. File reads only: what to do about the figures is memory-guard.ts's.
 
 import { existsSync, readFileSync } from "node:fs";
-import { totalmem } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 
 /** What counts against a limit now, and that limit, in bytes. */
@@ -189,4 +189,58 @@ export function configuredProbe(limit: number, cgroup: CgroupProbe | null): Memo
     source: own ? `${own.source}, limit ${limit}` : `resident set, limit ${limit}`,
     read: () => ({ used: own ? own.ownUse() : residentUse(), limit }),
   };
+}
+
+/**
+ * The cores this process may use: the CPUs it may run on, lowered to its cgroup's CPU limit
+ * (v2 `cpu.max`, or v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`), rounded up; at least one.
+ */
+export function availableCores(root = "/sys/fs/cgroup", self = "/proc/self/cgroup"): number {
+  const cpus = availableParallelism();
+  let quota: number | null = null;
+  try {
+    const lines = readFileSync(self, "utf8").split("\n");
+    const v2 = lines.map((l) => /^0::(.*)$/.exec(l)).find((m) => m);
+    const v1 = lines
+      .map((l) => /^\d+:([^:]*):(.*)$/.exec(l))
+      .find((m) => m?.[1]?.split(",").includes("cpu"));
+    const read = (f: string) => {
+      try {
+        return readFileSync(f, "utf8");
+      } catch {
+        return null;
+      }
+    };
+    if (v2) {
+      for (const dir of [join(root, v2[1]!), root]) {
+        const text = read(join(dir, "cpu.max"));
+        if (text !== null) {
+          quota = coresFromCpuMax(text);
+          break;
+        }
+      }
+    } else if (v1) {
+      const base = join(root, "cpu");
+      for (const dir of [join(base, v1[2]!), base]) {
+        const q = read(join(dir, "cpu.cfs_quota_us"));
+        const p = read(join(dir, "cpu.cfs_period_us"));
+        if (q !== null && p !== null) {
+          quota = coresFromCpuMax(`${q.trim()} ${p.trim()}`);
+          break;
+        }
+      }
+    }
+  } catch {
+    // No cgroup information: the CPUs alone.
+  }
+  return Math.max(1, Math.min(cpus, quota ?? cpus));
+}
+
+/** Cores a CPU limit allows (`"200000 100000"` → 2, `"150000 100000"` → 2); null: no limit. */
+export function coresFromCpuMax(text: string): number | null {
+  const [quota, period] = text.trim().split(/\s+/);
+  const q = Number(quota);
+  const p = Number(period ?? "100000");
+  if (quota === "max" || quota === "-1" || !(q > 0) || !(p > 0)) return null;
+  return Math.max(1, Math.ceil(q / p));
 }

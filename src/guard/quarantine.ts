@@ -75,15 +75,14 @@ export class Quarantine {
   /** Refused while `agent` is in quarantine. */
   check(agent: string): Verdict {
     const e = this.#entries.get(agent);
-    if (!e) return PASS;
-    if (e.until !== null && this.#now() >= e.until) {
-      this.release(agent);
-      return PASS;
-    }
-    return refuse(
-      "quarantined",
-      `agent ${agent} is in quarantine (${e.kind} violation); an operator must release it`,
-    );
+    const v = heldVerdict(e, this.#now());
+    if (e && v.ok) this.release(agent);
+    return v;
+  }
+
+  /** Whether `agent` is in quarantine, and until when (a loop's copy decides by it). */
+  entry(agent: string): QuarantineEntry | undefined {
+    return this.#entries.get(agent);
   }
 
   /** Puts `agent` in quarantine; false when it already was. */
@@ -113,4 +112,13 @@ export class Quarantine {
     writeFileSync(tmp, `${JSON.stringify({ agents: this.list() }, null, 2)}\n`, { mode: 0o600 });
     renameSync(tmp, this.#file);
   }
+}
+
+/** Refused while `e` holds its agent at `now` (none, or a hold that has run out: admitted). */
+export function heldVerdict(e: QuarantineEntry | undefined, now: number): Verdict {
+  if (!e || (e.until !== null && now >= e.until)) return PASS;
+  return refuse(
+    "quarantined",
+    `agent ${e.agent} is in quarantine (${e.kind} violation); an operator must release it`,
+  );
 }

@@ -54,6 +54,8 @@ export interface AdminState {
   readonly reload?: () => Promise<object>;
   /** Readiness: false while starting or draining. */
   ready(): boolean;
+  /** /metrics when the counts are kept in several event loops (summed); default: `metrics`. */
+  readonly metricsText?: () => Promise<{ body: string; contentType: string }>;
   /** Log-safe facts for the status page (names and counts only). */
   summary(): Record<string, string | number | boolean>;
   /** Agents in quarantine (absent: quarantine is off). */
@@ -229,6 +231,10 @@ export function createAdminApp(metrics: ProxyMetrics, state: AdminState): Hono {
   });
 
   app.get("/metrics", async (c) => {
+    if (state.metricsText) {
+      const m = await state.metricsText();
+      return c.body(m.body, 200, { "content-type": m.contentType });
+    }
     const body = await metrics.registry.metrics();
     return c.body(body, 200, { "content-type": metrics.registry.contentType });
   });

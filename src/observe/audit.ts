@@ -76,6 +76,11 @@ export class AuditLog {
     );
   }
 
+  /** Lines another event loop's log formatted (one stream for the whole proxy). */
+  writeLines(text: string): void {
+    this.#dest.write(text);
+  }
+
   /** A reload may change the level. */
   setLevel(level: string): void {
     this.logger.level = level;

@@ -97,13 +97,50 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
-  constructor(pool?: PoolStatsSource, leaves?: LeafStatsSource, held?: HeldBudgetSource) {
+  /**
+   * `process: false` for a Worker's loop: the process's own figures (CPU, memory, event loop)
+   * are the composition root's to report, once.
+   */
+  constructor(o: { process?: boolean } = {}) {
+    if (o.process === false) return;
     collectDefaultMetrics({ register: this.registry, prefix: "slapenir_" });
     // prom-client names three gauges `_total`, which Prometheus reserves for counters
     // (promtool check metrics refuses them): the process's handle counts are not kept.
     for (const n of ["active_handles", "active_requests", "active_resources"]) {
       this.registry.removeSingleMetric(`slapenir_nodejs_${n}_total`);
     }
+  }
+
+  /** The matcher pool's queue, bytes in flight and open streams, read when scraped. */
+  watchPool(pool: PoolStatsSource): void {
+    new Gauge({
+      name: "slapenir_matcher_queue_depth",
+      help: "Chunks queued or in flight in the matcher worker pool",
+      registers: [this.registry],
+      collect() {
+        this.set(pool.stats().queueDepth);
+      },
+    });
+    new Gauge({
+      name: "slapenir_matcher_inflight_bytes",
+      help: "Bytes in flight in the matcher worker pool",
+      registers: [this.registry],
+      collect() {
+        this.set(pool.stats().inFlightBytes);
+      },
+    });
+    new Gauge({
+      name: "slapenir_matcher_streams_open",
+      help: "Scan streams open in the matcher worker pool",
+      registers: [this.registry],
+      collect() {
+        this.set(pool.stats().streamsOpen);
+      },
+    });
+  }
+
+  /** The held-body budget and the leaf-certificate cache, read when scraped. */
+  watchCaches(leaves?: LeafStatsSource, held?: HeldBudgetSource): void {
     if (held) {
       new Gauge({
         name: "slapenir_held_body_bytes",
@@ -150,32 +187,6 @@ export class ProxyMetrics {
           },
         });
       }
-    }
-    if (pool) {
-      new Gauge({
-        name: "slapenir_matcher_queue_depth",
-        help: "Chunks queued or in flight in the matcher worker pool",
-        registers: [this.registry],
-        collect() {
-          this.set(pool.stats().queueDepth);
-        },
-      });
-      new Gauge({
-        name: "slapenir_matcher_inflight_bytes",
-        help: "Bytes in flight in the matcher worker pool",
-        registers: [this.registry],
-        collect() {
-          this.set(pool.stats().inFlightBytes);
-        },
-      });
-      new Gauge({
-        name: "slapenir_matcher_streams_open",
-        help: "Scan streams open in the matcher worker pool",
-        registers: [this.registry],
-        collect() {
-          this.set(pool.stats().streamsOpen);
-        },
-      });
     }
   }
 

@@ -5,9 +5,6 @@
 
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { DEFAULT_DECODE_LIMITS } from "../body/content-coding.ts";
-import { InlineScanner, passThroughStream } from "../body/inline-scanner.ts";
-import { PoolScanner } from "../body/scan-pipelines.ts";
 import {
   type ConfigChanges,
   type CredentialChanges,
@@ -21,55 +18,34 @@ import {
   loadLivePolicy,
   loadProxyConfig,
   type ProxyConfig,
-  type Rate,
   revocationsPath,
 } from "../config/proxy-config.ts";
-import { REDACT_COMPILE, SecretState } from "../credentials/secret-state.ts";
-import { disposeSources, loadSecrets, type SecretsConfig } from "../credentials/secrets.ts";
+import {
+  disposeSources,
+  loadSecrets,
+  type SecretsConfig,
+  type SourceValues,
+} from "../credentials/secrets.ts";
 import { CredentialSources, type SourceEvent } from "../credentials/sources/source-manager.ts";
-import type { Stage } from "../exchange/exchange.ts";
-import { createPipeline, type WebSocketRelay } from "../exchange/pipeline.ts";
-import { egress } from "../exchange/stages/egress.ts";
-import { inbound } from "../exchange/stages/inbound.ts";
-import { outbound } from "../exchange/stages/outbound.ts";
-import { rateLimit } from "../exchange/stages/rate-limit.ts";
-import { signAws } from "../exchange/stages/sign.ts";
-import { upgrades } from "../exchange/stages/upgrade.ts";
-import { ByteBudget } from "../guard/byte-budget.ts";
-import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-probe.ts";
-import { LoadShedder } from "../guard/load-shed.ts";
-import { MemoryGuard } from "../guard/memory-guard.ts";
+import type { MemoryProbe } from "../guard/cgroup-probe.ts";
 import { Quarantine } from "../guard/quarantine.ts";
-import { RateLimiter } from "../guard/rate-limit.ts";
-import { StallRegistry } from "../guard/stall-registry.ts";
-import { type ViolationKind, violationsOf } from "../guard/violations.ts";
-import { MatcherPool } from "../matcher/pool/pool.ts";
+import type { ViolationKind } from "../guard/violations.ts";
+import type { MatcherPool } from "../matcher/pool/pool.ts";
 import { listenAdmin } from "../net/admin-listener.ts";
-import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
-import { UpstreamClient } from "../net/upstream/client.ts";
-import { type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
-import { relayWebSocket } from "../net/ws-relay.ts";
+import type { ServerCredentials } from "../net/agent/front-door.ts";
+import type { Lookup } from "../net/upstream/dialer.ts";
 import { Activity } from "../observe/activity.ts";
 import { createAdminApp } from "../observe/admin-app.ts";
 import { AuditLog } from "../observe/audit.ts";
 import { ProxyMetrics } from "../observe/metrics.ts";
 import { RefusalDigest } from "../observe/refusal-digest.ts";
-import { type RequestFacts, RequestLog } from "../observe/request-log.ts";
-import type { Trace, TraceOutcome } from "../observe/trace.ts";
-import {
-  AgentIdentityCache,
-  denylistSets,
-  type IdentityRules,
-  interceptionCaMarker,
-} from "../pki/agent-identity.ts";
 import { EmbeddedCa } from "../pki/embedded-ca.ts";
-import { LeafCache } from "../pki/leaf-cache.ts";
-import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
-import { addressVerdict } from "../policy/address-class.ts";
-import { compileLivePolicy } from "../policy/egress-policy.ts";
-import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
+import { exportPrivateKeyPem, importPrivateKeyPem, x509 } from "../pki/x509.ts";
+import { PASS } from "../policy/verdict.ts";
 import { ensureAdminToken } from "./admin-token.ts";
 import { watchConfigFiles } from "./config-watch.ts";
+import type { LoopSinks, LoopStats, Prepared } from "./loop.ts";
+import { type SecretsFrom, startLoops } from "./loop-set.ts";
 
 export const VERSION = "0.1.0";
 
@@ -82,7 +58,10 @@ export interface RunningProxy {
   readonly embeddedCa: EmbeddedCa | undefined;
   readonly audit: AuditLog;
   readonly metrics: ProxyMetrics;
-  readonly pool: MatcherPool;
+  /** The matcher pool of the one event loop (absent with several: each Worker has its own). */
+  readonly pool: MatcherPool | undefined;
+  /** How many event loops serve agents. */
+  readonly loops: number;
   /** Re-read TOKENS_JSON / the environment; the old values are zeroed once unused. */
   reloadSecrets(env?: Record<string, string | undefined>): Promise<void>;
   /**
@@ -90,7 +69,7 @@ export interface RunningProxy {
    * by it at once, and open connections whose agent or certificate it denies are closed.
    * Returns how many were.
    */
-  reloadPolicy(next: LivePolicy): number;
+  reloadPolicy(next: LivePolicy): Promise<number>;
   /**
    * Read the configuration file, the environment's files and the secrets again and put what
    * changed in force, all or nothing: an error leaves everything as it was and is thrown.
@@ -120,8 +99,10 @@ export interface StartOptions {
   readonly watchConfig?: boolean;
   /** Where audit lines go (default stdout). */
   readonly auditDestination?: import("pino").DestinationStream;
-  /** Matcher worker threads (default: cores). */
+  /** Matcher worker threads (default: cores; with several event loops, per loop). */
   readonly workers?: number;
+  /** Event loops serving agents (default: the configuration's `loops`). */
+  readonly loops?: number;
   /** Name resolution for upstreams (tests map their own names to loopback). */
   readonly lookup?: Lookup;
   /** Where the memory guard reads use and limit (tests); default from SLAPENIR_MEMORY_LIMIT. */
@@ -202,14 +183,16 @@ export async function startProxy(
 ): Promise<RunningProxy> {
   const env = options.env ?? process.env;
   const audit = new AuditLog(config.logLevel, options.auditDestination);
-  // Metrics exist once the pool does; a source reading before that is only audited.
-  const metricsRef: { current?: ProxyMetrics } = {};
+  // The proxy's own counts (sources, violations, quarantine); with one loop, its loop's too.
+  const metrics = new ProxyMetrics();
   /** As loaded: sourced credentials without values. Installed configs are copies. */
   const cwd = options.cwd ?? process.cwd();
-  let template: SecretsConfig = await loadSecrets(
+  /** Where the template was read from: a Worker loop reads it again from the same. */
+  let templateFrom: SecretsFrom = {
     env,
-    options.configFile ?? configFileFromEnv(env, cwd),
-  );
+    file: options.configFile ?? configFileFromEnv(env, cwd),
+  };
+  let template: SecretsConfig = await loadSecrets(templateFrom.env, templateFrom.file);
   /** The settings in force: those a reload can change (config-diff.ts) follow the file. */
   let live = config;
   // A source's change before the request path below exists is handled once it does.
@@ -219,78 +202,84 @@ export async function startProxy(
     if (switchReady) sourcesChanged();
     else changedEarly = true;
   };
-  let sources = await startSources(template, onSourceChange, (e) =>
-    sourceEvent(audit, metricsRef.current, e),
-  );
-  let secrets: SecretsConfig = template.withValues(sources?.snapshot() ?? new Map());
-  let state = SecretState.compile(secrets);
+  let sources = await startSources(template, onSourceChange, (e) => sourceEvent(audit, metrics, e));
+  const firstValues = sources?.snapshot() ?? new Map();
+  const first = template.withValues(firstValues);
   const pki = await loadPki(config);
-  // One agent's mints hold at most a quarter of the cache: naming ever-new hosts under a
-  // wildcard evicts its own leaves, not the ones other agents use.
-  const leaves = await LeafCache.create(pki.interception, {
-    capacity: LEAF_CACHE_CAPACITY,
-    ownerCapacity: LEAF_CACHE_CAPACITY / 4,
+  // A real value in a request is a violation: the agent goes into quarantine at once (its
+  // connections closed, new ones refused) and stays until released, across restarts.
+  const quarantine = config.quarantine
+    ? Quarantine.load(config.quarantine.file, config.quarantine.holdMs)
+    : null;
+  // Violations and reflections are audited one line per kind, agent and host per window (an
+  // agent or an echoing upstream can repeat them at full speed); the metrics count each.
+  const notices = new RefusalDigest<{
+    evt: string;
+    fields: Record<string, string | number | boolean>;
+    msg: string;
+  }>((r, repeated) => audit.event(r.evt, repeated ? { ...r.fields, repeated } : r.fields, r.msg));
+  /** What the status view shows about traffic (observe/activity.ts). */
+  const activity = new Activity();
+  /** Violations of one agent's request (or WebSocket message): audited, counted, quarantined. */
+  const violated: LoopSinks["violated"] = (agent, host, port, kinds, redactions) => {
+    const where = `${agent}\n${host}:${port}`;
+    for (const kind of kinds) {
+      activity.violation(agent, Date.now());
+      metrics.violations.inc({ agent, kind });
+      const fields = { agent, kind, host, port };
+      notices.refuse(`violation ${kind}`, where, {
+        evt: "violation",
+        fields: kind === "reflection" ? { ...fields, redactions } : fields,
+        msg: VIOLATION_TEXT[kind],
+      });
+    }
+    const kind = kinds.find((k) => live.quarantine?.on.includes(k));
+    if (!quarantine || kind === undefined || !quarantine.add(agent, kind)) return;
+    metrics.refused.inc({ reason: "quarantined" });
+    audit.event(
+      "quarantine",
+      { agent, kind },
+      `agent quarantined: ${VIOLATION_TEXT[kind]}; its connections are closed`,
+    );
+    loops.quarantined(agent, quarantine.entry(agent) ?? null);
+  };
+  const loops = await startLoops({
+    count: options.loops ?? config.loops,
+    config,
+    secrets: first,
+    secretsFrom: { ...templateFrom, values: firstValues },
+    pki: {
+      credentials: pki.credentials,
+      interceptionCertPem: pki.interception.certPem,
+      interceptionKeyPem: await exportPrivateKeyPem(pki.interception.key),
+    },
+    audit,
+    metrics,
+    sinks: {
+      admitAgent: (agent) => quarantine?.check(agent) ?? PASS,
+      violated,
+      identified: (name, serial, notAfterMs, atMs) =>
+        activity.identified(name, serial, notAfterMs, atMs),
+      exchanged: (r, code, atMs, swapped) => activity.exchange(r, code, atMs, swapped),
+    },
+    hooks: {
+      ...(options.shedding ? { shedding: options.shedding } : {}),
+      ...(options.lookup ? { lookup: options.lookup } : {}),
+      ...(options.memoryProbe ? { memoryProbe: options.memoryProbe } : {}),
+      ...(options.guardClock ? { guardClock: options.guardClock } : {}),
+      ...(options.identityClock ? { identityClock: options.identityClock } : {}),
+      ...(options.rateClock ? { rateClock: options.rateClock } : {}),
+    },
+    ...(options.workers ? { workers: options.workers } : {}),
+    quarantine: quarantine?.list() ?? [],
+  }).catch((e) => {
+    sources?.stop();
+    cannotListen(e, config.listen.host, config.listen.port, "SLAPENIR_LISTEN");
   });
-  const marker = interceptionCaMarker(pki.interception.cert);
-  // The live policy: replaced whole by reloadPolicy; every decision reads the current one.
-  let deny = denylistSets(config.policy.deny);
-  let policy = compileLivePolicy(config.policy);
-  const identities = new AgentIdentityCache();
-  const now = options.identityClock ?? (() => new Date());
-  const rules = (): IdentityRules => ({ interceptionCa: marker, ...deny, now: now() });
 
-  const pool = await MatcherPool.start({
-    specs: [],
-    // Output queue smaller than the pool's default (1 MiB): an answer whose agent stops
-    // reading keeps it full, for every such tunnel; 128 KiB streams as fast on two cores.
-    // (Bytes in flight to a worker stay at 1 MiB: 512 KiB cost ~5 % of a single stream's
-    // MB/s and saved nothing measurable on stalled ones.)
-    readableHighWaterMark: 128 * 1024,
-    ...(options.workers ? { size: options.workers } : {}),
-  });
-  const scanner = new PoolScanner(pool);
-  const inline = new InlineScanner();
-  // An agent may hold half the budget (or the largest held body, if that is more): one agent
-  // parking bodies at a slow upstream leaves the other half to the others.
-  const heldShares = (l: ProxyConfig["limits"]) =>
-    [
-      l.heldBodyBudgetBytes,
-      Math.min(
-        l.heldBodyBudgetBytes,
-        Math.max(Math.floor(l.heldBodyBudgetBytes / 2), l.maxHeldBodyBytes),
-      ),
-    ] as const;
-  const held = new ByteBudget(...heldShares(config.limits));
-  /** States replaced but still used by exchanges: how to retire each now, and when it was. */
-  const draining = new Map<SecretState, { retire: () => void; drained: Promise<void> }>();
-
-  /**
-   * Put `next` in force for new exchanges. Exchanges that started on the old state swap and
-   * redact with it until they are over: once the last one is, its copies are zeroed and its
-   * sets retired (streams still open finish on them; the pool zeroes a set once its last
-   * stream ends).
-   */
-  function install(next: SecretsConfig): void {
-    const nextState = SecretState.compile(next);
-    const old = state;
-    const oldSecrets = secrets;
-    state = nextState;
-    secrets = next;
-    let done!: () => void;
-    const drained = new Promise<void>((ok) => {
-      done = ok;
-    });
-    const retire = () => {
-      if (!draining.delete(old)) return;
-      scanner.drop((n) => old.ownsSet(n));
-      inline.drop((n) => old.ownsSet(n));
-      old.dispose();
-      oldSecrets.dispose();
-      done();
-    };
-    draining.set(old, { retire, drained });
-    old.whenUnused(retire);
-  }
+  /** Puts secrets built from the template and `values` in force in every loop. */
+  const install = (built: SecretsConfig, values: ReadonlyMap<string, SourceValues>) =>
+    loops.install(built, { ...templateFrom, values });
 
   // A source's new value: first redacted by every new exchange (pending), then — once every
   // exchange older than that is over, or the switch deadline has passed and what still streams
@@ -324,9 +313,10 @@ export async function startProxy(
     // The pending values this switch puts in the redaction set, and later swaps — only these:
     // one that replaces them meanwhile starts a switch of its own.
     const token = mgr.pendingToken();
-    const build = (promoted?: typeof token): SecretsConfig | null => {
+    const build = (promoted?: typeof token) => {
+      const values = mgr.snapshot(promoted);
       try {
-        return template.withValues(mgr.snapshot(promoted));
+        return { built: template.withValues(values), values };
       } catch (e) {
         // A value that conflicts with another credential (never shown): dropped, and the
         // configuration without it put in force.
@@ -337,340 +327,51 @@ export async function startProxy(
     };
     const phase1 = build();
     if (!phase1) return;
-    install(phase1);
+    await install(phase1.built, phase1.values);
     if (token.size === 0) return;
-    const older = [...draining.values()].map((d) => d.drained);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const drainedAll = await Promise.race([
-      Promise.all(older).then(() => true),
+      loops.olderDrained().then(() => true),
       new Promise<boolean>((ok) => {
         timer = setTimeout(() => ok(false), options.sourceSwitchMs ?? 30_000);
       }),
     ]);
     clearTimeout(timer);
     if (mgr !== sources) return;
-    if (!drainedAll) {
-      for (const s of draining.keys()) if (s !== state) s.replace();
-    }
+    if (!drainedAll) loops.cutOlder();
     const phase2 = build(token);
     if (!phase2) return;
-    if (mgr.promote(token)) install(phase2);
-    else phase2.dispose();
+    if (mgr.promote(token)) await install(phase2.built, phase2.values);
+    else phase2.built.dispose();
   }
-  const metrics = new ProxyMetrics(
-    {
-      stats: () => {
-        const s = pool.stats();
-        return {
-          queueDepth: s.queueDepth,
-          inFlightBytes: s.inFlightBytes,
-          streamsOpen: s.streamsOpen,
-        };
-      },
-    },
-    leaves,
-    held,
-  );
-  metricsRef.current = metrics;
-  const extraCa = (c: ProxyConfig): string[] => {
-    const pems: string[] = [];
-    if (c.upstreamCaFile) pems.push(readFileSync(c.upstreamCaFile, "utf8"));
-    if (c.nodeExtraCaCerts) {
-      try {
-        pems.push(readFileSync(c.nodeExtraCaCerts, "utf8"));
-      } catch {
-        // The runtime reports an unreadable NODE_EXTRA_CA_CERTS itself.
-      }
-    }
-    return pems;
-  };
-  const selfPorts = new Set<number>();
-  // The event loop's lateness, measured every 50 ms: what the load shedder decides by.
-  const shedder = new LoadShedder();
-  const shedding = options.shedding ?? (() => shedder.shedding);
-  // Busy (late by a twentieth of a second) is less than shedding: upstream deadlines that come
-  // due then wait another period (net/upstream/dialer.ts).
-  const busy = options.shedding ?? (() => shedder.lateMs >= BUSY_LATE_MS);
-  // Deadlines and caps the parts read per use, from these objects: a reload assigns them
-  // (the memory guard's limits alone are read at start).
-  const upstreamTimes = {
-    connectTimeoutMs: config.limits.upstreamConnectTimeoutMs,
-    responseTimeoutMs: config.limits.upstreamResponseTimeoutMs,
-    bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
-  };
-  const sessionLimits = {
-    maxHeaderBytes: config.limits.maxHeaderBytes,
-    maxHeaderCount: config.limits.maxHeaderCount,
-    headerTimeoutMs: config.limits.headerTimeoutMs,
-    idleTimeoutMs: config.limits.idleTimeoutMs,
-    bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
-  };
-  const outboundDeps = {
-    scanner,
-    inline,
-    held,
-    maxHeldBodyBytes: config.limits.maxHeldBodyBytes,
-  };
-  const upstreamOptions = {
-    addressCheck: (ip: string) => addressVerdict(ip, live.allowPrivate),
-    busy,
-    selfPorts: () => selfPorts,
-    ...upstreamTimes,
-    ca: trustAnchors(extraCa(config)),
-    maxIdlePerHost: 16,
-    // However many destinations the agents' allowlist lets them reach — and as many as agent
-    // connections may be open: below that, a thousand busy tunnels each lost its upstream
-    // connection between two requests and paid a TLS handshake for the next (load bench).
-    maxIdleTotal: Math.max(256, config.limits.maxConnections),
-    idleSocketTimeoutMs: 30_000,
-    ...(options.lookup ? { lookup: options.lookup } : {}),
-  };
-  const upstream = new UpstreamClient(upstreamOptions);
-  // A real value in a request is a violation: the agent goes into quarantine at once (its
-  // connections closed, new ones refused) and stays until released, across restarts.
-  const quarantine = config.quarantine
-    ? Quarantine.load(config.quarantine.file, config.quarantine.holdMs)
-    : null;
-  // Violations and reflections are audited one line per kind, agent and host per window (an
-  // agent or an echoing upstream can repeat them at full speed); the metrics count each.
-  const notices = new RefusalDigest<{
-    evt: string;
-    fields: Record<string, string | number | boolean>;
-    msg: string;
-  }>((r, repeated) => audit.event(r.evt, repeated ? { ...r.fields, repeated } : r.fields, r.msg));
-  const onOutcome = (facts: RequestFacts, outcome: TraceOutcome, trace: Trace) => {
-    const { agent, host, port } = facts;
-    if (agent === "-") return;
-    const kinds = violationsOf(outcome, {
-      foreignDummies: trace.foreignDummies,
-      // Asked only when it decides (a denied request), not for every request.
-      boundHost:
-        outcome.code === "policy-denied" && host !== "-" && state.bindings.boundAt(host, port),
-      redactions: trace.redactions,
-    });
-    violated(agent, host, port, kinds, trace.redactions);
-  };
-  /** Violations of one agent's request (or WebSocket message): audited, counted, quarantined. */
-  /** What the status view shows about traffic (observe/activity.ts). */
-  const activity = new Activity();
-  const violated = (
-    agent: string,
-    host: string,
-    port: number,
-    kinds: readonly ViolationKind[],
-    redactions: number,
-  ) => {
-    const where = `${agent}\n${host}:${port}`;
-    for (const kind of kinds) {
-      activity.violation(agent, Date.now());
-      metrics.violations.inc({ agent, kind });
-      const fields = { agent, kind, host: state.scrub(host), port };
-      notices.refuse(`violation ${kind}`, where, {
-        evt: "violation",
-        fields: kind === "reflection" ? { ...fields, redactions } : fields,
-        msg: VIOLATION_TEXT[kind],
-      });
-    }
-    const kind = kinds.find((k) => live.quarantine?.on.includes(k));
-    if (!quarantine || kind === undefined || !quarantine.add(agent, kind)) return;
-    metrics.refused.inc({ reason: "quarantined" });
-    audit.event(
-      "quarantine",
-      { agent, kind },
-      `agent quarantined: ${VIOLATION_TEXT[kind]}; its connections are closed`,
-    );
-    front.closeAgent(agent);
-  };
-  const log = new RequestLog(audit, metrics, () => state, {
-    onOutcome,
-    onRecord: (r, outcome, trace) => activity.exchange(r, outcome.code, Date.now(), trace.swapped),
-  });
-  // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
-  // on their address's (before TLS), leaf mints on the agent's.
-  // A reload that changes a rate starts it with full buckets.
-  const bucket = (r: Rate | undefined) =>
-    r ? new RateLimiter(r.perSecond, r.burst, options.rateClock) : undefined;
-  const buckets = (c: ProxyConfig) => ({
-    request: bucket(c.rateLimit),
-    handshake: bucket(c.handshakeRate),
-    mint: bucket(c.mintRate),
-  });
-  let rates = buckets(config);
-  const stages: Stage[] = [
-    rateLimit(() => rates.request),
-    egress(() => policy),
-    upgrades(),
-    outbound(outboundDeps),
-    signAws(),
-    inbound({ scanner, inline, held, decodeLimits: DEFAULT_DECODE_LIMITS, secrets: () => state }),
-  ];
-  // A WebSocket is relayed frame by frame, scanned with its handshake's secrets; one audit
-  // line when it closes.
-  const relay: WebSocketRelay = (ex, agentSide, upstreamSide, hold, deflate) => {
-    const { host, port } = ex.destination.target;
-    metrics.websockets.inc({ agent: ex.agent, event: "opened" });
-    const secrets = ex.secrets;
-    const redact = secrets.setName("redact");
-    const reals = secrets.redactSpecs.length > 0;
-    const foreign = secrets.foreignSpecs(ex.agent);
-    const foreignSet = secrets.setName(`foreign:${ex.agent}`);
-    const plan = secrets.plan(ex.agent, host, port, ex.route);
-    relayWebSocket(secrets, agentSide, upstreamSide, hold, {
-      maxMessageBytes: live.limits.wsMaxMessageBytes,
-      deflate,
-      idleMs: live.limits.wsIdleMs,
-      pingMs: live.limits.wsPingMs,
-      scanner: {
-        // No real value configured: nothing to find (an empty set does not compile).
-        whole: (p) =>
-          reals
-            ? inline.rewrite(redact, secrets.redactSpecs, p, undefined, REDACT_COMPILE)
-            : { output: p, replacements: 0 },
-        stream: () =>
-          reals ? inline.stream(redact, secrets.redactSpecs, REDACT_COMPILE) : passThroughStream(),
-        foreign: foreign && {
-          whole: (p) => inline.count(foreignSet, foreign, p),
-          stream: () => inline.counter(foreignSet, foreign),
-        },
-      },
-      frameSwaps: plan.frameSwap,
-      stalled: (shed) => stalls.begin(ex.agent, shed),
-      // As on the HTTP path: a real value from the agent is `dlp`, one the upstream showed it
-      // (redacted) a `reflection` — quarantine decides which it acts on.
-      onViolation: (kind, count) =>
-        violated(ex.agent, host, port, [kind], kind === "reflection" ? count : 0),
-      onClose: (s) => {
-        metrics.websockets.inc({ agent: ex.agent, event: "closed" });
-        if (s.redactions > 0) metrics.redactions.inc({ agent: ex.agent }, s.redactions);
-        audit.event(
-          "websocket",
-          {
-            agent: ex.agent,
-            host: ex.secrets.scrub(host),
-            port,
-            framesIn: s.framesFromAgent,
-            framesOut: s.framesFromUpstream,
-            bytesIn: s.bytesFromAgent,
-            bytesOut: s.bytesFromUpstream,
-            redactions: s.redactions,
-            swaps: s.swaps,
-            foreignDummies: s.foreignDummies,
-            agentClose: s.agentClose ?? "none",
-            upstreamClose: s.upstreamClose ?? "none",
-            ...(s.reason ? { reason: s.reason } : {}),
-          },
-          "websocket closed",
-        );
-      },
-    });
-  };
-  const exchange = createPipeline({ stages, upstream, log, secrets: () => state, relay });
-  const stalls = new StallRegistry(options.guardClock);
-  let due = performance.now() + LAG_SAMPLE_MS;
-  const lagTimer = setInterval(() => {
-    const now = performance.now();
-    shedder.sample(Math.max(0, now - due), now);
-    due = now + LAG_SAMPLE_MS;
-  }, LAG_SAMPLE_MS);
-  lagTimer.unref?.();
-  const guard = memoryGuard(
-    config,
-    stalls,
-    metrics,
-    audit,
-    options.memoryProbe,
-    options.guardClock,
-  );
-  const front = new FrontDoor({
-    stalls,
-    // While memory is short, an agent holding many connections that wait on it opens no more:
-    // they are what the guard sheds first, and new ones would take their place. A few are
-    // left alone (an agent with a slow download or two keeps connecting).
-    admit: (agent: string) => {
-      const held = quarantine?.check(agent);
-      if (held && !held.ok) return held;
-      return guard?.pressed && stalls.stalledBy(agent) >= REFUSE_AT_STALLED
-        ? refuse(
-            "overloaded",
-            "memory is short and this agent has many connections that stopped reading; read them or close them, then retry",
-          )
-        : PASS;
-    },
-    shedding,
-    host: config.listen.host,
-    port: config.listen.port,
-    credentials: pki.credentials,
-    identify: (peer) => {
-      const d = identities.derive(peer, rules());
-      if (d.ok) {
-        const { name, serial, notAfter } = d.value;
-        activity.identified(name, serial, notAfter.getTime(), Date.now());
-      }
-      return d;
-    },
-    leaves,
-    policy: () => policy,
-    exchange,
-    log,
-    audit,
-    metrics,
-    logSafe: (text) => state.scrub(text),
-    carriesReal: (text) => state.carriesReal(text),
-    limits: sessionLimits,
-    rates: {
-      connect: (agent: string) => rated(rates.request?.take(agent), "rate limit exceeded"),
-      handshake: (address: string) =>
-        rated(rates.handshake?.take(address), "new connection rate exceeded"),
-      mint: (agent: string) =>
-        rated(rates.mint?.take(agent), "certificate mint rate exceeded (new hosts)"),
-    },
-    connections: {
-      total: config.limits.maxConnections,
-      perAgent: config.limits.maxAgentConnections,
-      handshakesPerAddress: config.limits.maxHandshakesPerAddress,
-    },
-  });
+  let port = loops.port;
+  const selfPorts = new Set<number>([port]);
   let serverNotAfter = notAfterOf(pki.credentials.certPem);
   metrics.watchCertificate(() => serverNotAfter);
-  metrics.watchConnections({
-    perAgent: () => front.perAgentConnections(),
-    upstreamIdle: () => upstream.idleCount,
-  });
-  if (guard) {
-    metrics.watchMemory({
-      used: () => guard.usedBytes,
-      limit: () => guard.limitBytes,
-      stalled: () => stalls.size,
-    });
-    guard.start();
-  }
-  let port = await front
-    .listen()
-    .catch((e) => cannotListen(e, config.listen.host, config.listen.port, "SLAPENIR_LISTEN"));
-  // A connection outlives the handshake that checked its certificate: without this, one opened
-  // before the certificate expired would keep serving its agent after it did.
-  const recheck = setInterval(() => front.recheck(), IDENTITY_RECHECK_MS);
-  recheck.unref?.();
   const startedAt = Date.now();
   let ready = true;
   switchReady = true;
   if (changedEarly) sourcesChanged();
   /** Read the secrets again (the file, or `e`'s variables) and put them in force. */
   const reloadSecrets = async (e: Record<string, string | undefined> = env): Promise<void> => {
-    await applySecrets(await loadSecrets(e, configFileFromEnv(e, cwd)));
-    audit.event("reload", { credentials: state.credentialCount }, "secrets reloaded");
+    const from = { env: e, file: configFileFromEnv(e, cwd) };
+    await applySecrets(await loadSecrets(from.env, from.file), from);
+    audit.event("reload", { credentials: credentialCount() }, "secrets reloaded");
   };
-  const applySecrets = async (nextTemplate: SecretsConfig): Promise<void> => {
+  const credentialCount = () => template.redacted().length;
+  const applySecrets = async (nextTemplate: SecretsConfig, from: SecretsFrom): Promise<void> => {
     const nextSources = await startSources(nextTemplate, onSourceChange, (ev) =>
       sourceEvent(audit, metrics, ev),
     );
     const oldTemplate = template;
     let built: SecretsConfig;
+    let values: ReadonlyMap<string, SourceValues>;
     try {
       // What the old sources gave stays redacted under the new ones (a reload is no way to
       // make a replaced value readable again).
       if (sources && nextSources) sources.handOver(nextSources);
-      built = nextTemplate.withValues(nextSources?.snapshot() ?? new Map());
+      values = nextSources?.snapshot() ?? new Map();
+      built = nextTemplate.withValues(values);
     } catch (e) {
       // Nothing changed: the old sources and template stay in force.
       nextSources?.stop();
@@ -679,27 +380,26 @@ export async function startProxy(
     sources?.stop();
     disposeSources(oldTemplate);
     template = nextTemplate;
+    templateFrom = from;
     sources = nextSources;
     // A reload is not a source refresh: whatever streams on older secrets — the state in
     // force, and any a source switch was waiting on — is cut at once.
-    install(built);
-    for (const s of draining.keys()) s.replace();
+    await install(built, values);
+    loops.cutOlder();
     oldTemplate.dispose();
   };
   /** Put a new policy in force; connections it no longer admits are closed (how many). */
-  const applyPolicy = (next: LivePolicy): number => {
-    deny = denylistSets(next.deny);
-    policy = compileLivePolicy(next);
+  const applyPolicy = async (next: LivePolicy): Promise<number> => {
     live = { ...live, policy: next };
-    return front.recheck();
+    return loops.applyPolicy(next);
   };
-  const reloadPolicy = (next: LivePolicy): number => {
-    const closed = applyPolicy(next);
+  const reloadPolicy = async (next: LivePolicy): Promise<number> => {
+    const closed = await applyPolicy(next);
     audit.event(
       "reload",
       {
         what: "policy",
-        rules: policy.ruleCount,
+        rules: loops.stats().rules,
         deniedAgents: next.deny.agents.length,
         deniedCertificates: next.deny.serials.length + next.deny.fingerprints.length,
         closed,
@@ -710,40 +410,31 @@ export async function startProxy(
   };
   /** Listeners, trust and certificates a reload changes: bound and read, not yet in force. */
   const prepareRebinding = async (next: ProxyConfig, applied: readonly string[]) => {
-    const out: { commit(): void; abort(): void }[] = [];
+    const out: Prepared[] = [];
     const none = () => {};
     const changed = (name: string) => applied.includes(name);
     try {
-      if (changed("upstreamCa")) {
-        const ca = trustAnchors(extraCa(next));
-        out.push({ commit: () => Object.assign(upstreamOptions, { ca }), abort: none });
-      }
       if (changed("console.tokenFile")) {
         const t = ensureAdminToken(next.adminTokenFile);
         out.push({ commit: () => (adminToken = t), abort: none });
       }
       const c = next.certificates;
+      let credentials: ServerCredentials | undefined;
       if (changed("serverNames") && c.mode === "embedded") {
         // The same home, other names: the server certificate is issued again for them.
         const ca = await EmbeddedCa.open({ home: c.home, serverNames: c.serverNames });
-        const creds = { ...pki.credentials, certPem: ca.server.certPem, keyPem: ca.server.keyPem };
+        credentials = { ...pki.credentials, certPem: ca.server.certPem, keyPem: ca.server.keyPem };
+        const notAfter = notAfterOf(credentials.certPem);
+        out.push({ commit: () => (serverNotAfter = notAfter), abort: none });
+      }
+      out.push(...(await loops.prepare(next, applied, credentials)));
+      if (changed("listen")) {
         out.push({
           commit: () => {
-            front.reloadCredentials(creds);
-            serverNotAfter = notAfterOf(creds.certPem);
+            port = loops.port;
+            selfPorts.add(port);
           },
           abort: none,
-        });
-      }
-      if (changed("listen")) {
-        const l = await front.openListener(next.listen.host, next.listen.port);
-        out.push({
-          commit: () => {
-            l.commit();
-            port = l.port;
-            selfPorts.add(l.port);
-          },
-          abort: l.abort,
         });
       }
       if (changed("adminListen")) {
@@ -776,26 +467,24 @@ export async function startProxy(
   };
   const reload = (): Promise<ReloadReport> => {
     const run = queued(async (): Promise<ReloadReport> => {
-      const file = configFileFromEnv(env, cwd);
-      const next = loadProxyConfig(env, cwd, file);
-      const nextTemplate = await loadSecrets(env, file);
+      const from = { env, file: configFileFromEnv(env, cwd) };
+      const next = loadProxyConfig(env, cwd, from.file);
+      const nextTemplate = await loadSecrets(env, from.file);
       const changes = configChanges(live, next);
       const credentials = credentialChanges(template.entries(), nextTemplate.entries());
       // Whatever can fail is made ready first (files read, addresses bound); then it is all
       // put in force, or all let go.
-      const ready: { commit(): void; abort(): void }[] = [];
+      const ready: Prepared[] = [];
       try {
         ready.push(...(await prepareRebinding(next, changes.applied)));
-        await applySecrets(nextTemplate);
+        await applySecrets(nextTemplate, from);
       } catch (e) {
         for (const r of ready) r.abort();
         nextTemplate.dispose();
         throw e;
       }
       for (const r of ready) r.commit();
-      const closed = applyPolicy(next.policy);
-      if (changes.applied.some((k) => k.endsWith("Rate") || k === "rateLimit"))
-        rates = buckets(next);
+      const closed = await applyPolicy(next.policy);
       // The new configuration, but for what is read only at start (config-diff.ts).
       live = {
         ...next,
@@ -811,24 +500,11 @@ export async function startProxy(
           memoryShedAt: live.limits.memoryShedAt,
         },
       };
-      audit.setLevel(next.logLevel);
-      const l = next.limits;
-      Object.assign(upstreamOptions, {
-        connectTimeoutMs: l.upstreamConnectTimeoutMs,
-        responseTimeoutMs: l.upstreamResponseTimeoutMs,
-        bodyIdleTimeoutMs: l.bodyIdleTimeoutMs,
-      });
-      Object.assign(
-        sessionLimits,
-        pick(l, Object.keys(sessionLimits) as (keyof typeof sessionLimits)[]),
+      loops.configure(
+        live,
+        changes.applied.some((k) => k.endsWith("Rate") || k === "rateLimit"),
       );
-      outboundDeps.maxHeldBodyBytes = l.maxHeldBodyBytes;
-      held.resize(...heldShares(l));
-      front.resize({
-        total: l.maxConnections,
-        perAgent: l.maxAgentConnections,
-        handshakesPerAddress: l.maxHandshakesPerAddress,
-      });
+      audit.setLevel(next.logLevel);
       const report = { ...changes, credentials, closed };
       audit.event(
         "reload",
@@ -839,8 +515,8 @@ export async function startProxy(
           credentialsAdded: credentials.added.join(",") || "-",
           credentialsRemoved: credentials.removed.join(",") || "-",
           credentialsChanged: credentials.changed.join(",") || "-",
-          credentials: state.credentialCount,
-          rules: policy.ruleCount,
+          credentials: credentialCount(),
+          rules: loops.stats().rules,
           closed,
         },
         changes.restart.length > 0
@@ -882,13 +558,17 @@ export async function startProxy(
         ),
       ),
     reload,
+    ...(loops.metricsText ? { metricsText: loops.metricsText } : {}),
     ...(quarantine
       ? {
           quarantine: {
             list: () => quarantine.list(),
             release: (agent: string) => {
               const released = quarantine.release(agent);
-              if (released) audit.event("release", { agent }, "agent released from quarantine");
+              if (released) {
+                audit.event("release", { agent }, "agent released from quarantine");
+                loops.quarantined(agent, null);
+              }
               return released;
             },
           },
@@ -899,7 +579,7 @@ export async function startProxy(
       recent: (f) => activity.recent(f),
       watch: (fn) => activity.watch(fn),
       agents: () => {
-        const open = new Map(front.perAgentConnections());
+        const open = new Map(loops.stats().perAgent);
         const held = new Map((quarantine?.list() ?? []).map((q) => [q.agent, q]));
         return activity.agents().map((a) => {
           const q = held.get(a.agent);
@@ -934,35 +614,41 @@ export async function startProxy(
         };
       });
     },
-    summary: () => ({
-      version: VERSION,
-      listen: `${config.listen.host}:${port}`,
-      "agent connections": `${front.connections} (at most ${config.limits.maxConnections} in all, ${config.limits.maxAgentConnections} per agent)`,
-      memory: memorySummary(guard, config.limits.memoryShedAt),
-      credentials: state.credentialCount,
-      "egress rules": policy.ruleCount,
-      "matcher workers": pool.stats().workers,
-      "leaf certificates cached": leaves.stats().size,
-      "certificate mode": config.certificates.mode,
-      "agents in quarantine": quarantine ? quarantine.list().length : "off",
-    }),
+    summary: () => {
+      const s = loops.stats();
+      return {
+        version: VERSION,
+        listen: `${config.listen.host}:${port}`,
+        "event loops": loops.count,
+        "agent connections": `${s.connections} (at most ${config.limits.maxConnections} in all, ${config.limits.maxAgentConnections} per agent)`,
+        memory: memorySummary(s, config.limits.memoryShedAt),
+        credentials: credentialCount(),
+        "egress rules": s.rules,
+        "matcher workers": s.matcherWorkers,
+        "leaf certificates cached": s.leaves,
+        "certificate mode": config.certificates.mode,
+        "agents in quarantine": quarantine ? quarantine.list().length : "off",
+      };
+    },
   });
   let adminServer: ReturnType<typeof listenAdmin>;
   try {
     adminServer = listenAdmin(config.adminListen.host, config.adminListen.port, admin.fetch);
   } catch (e) {
-    await front.close(0);
+    await loops.close(0);
+    sources?.stop();
     cannotListen(e, config.adminListen.host, config.adminListen.port, "SLAPENIR_ADMIN_LISTEN");
   }
-  selfPorts.add(port);
   selfPorts.add(adminServer.port);
+  loops.selfPorts([...selfPorts]);
   audit.event(
     "start",
     {
       listen: `${config.listen.host}:${port}`,
       admin: `${config.adminListen.host}:${adminServer.port}`,
-      credentials: state.credentialCount,
-      rules: policy.ruleCount,
+      loops: loops.count,
+      credentials: credentialCount(),
+      rules: loops.stats().rules,
     },
     "proxy started",
   );
@@ -980,46 +666,31 @@ export async function startProxy(
     embeddedCa: pki.embedded,
     audit,
     metrics,
-    pool,
+    pool: loops.local?.pool,
+    loops: loops.count,
     reloadSecrets,
     reloadPolicy,
     reload,
     reloadCredentials(c) {
-      front.reloadCredentials(c);
+      loops.reloadCredentials(c);
       serverNotAfter = notAfterOf(c.certPem);
       audit.event("reload", { what: "tls" }, "TLS credentials reloaded");
     },
     async close() {
       ready = false;
-      clearInterval(lagTimer);
       watcher?.close();
-      guard?.stop();
-      clearInterval(recheck);
-      await front.close(live.limits.shutdownGraceMs);
-      log.close();
+      await loops.close(live.limits.shutdownGraceMs);
       notices.close();
-      upstream.close();
       adminServer.stop();
-      for (const d of [...draining.values()]) d.retire();
-      await pool.close();
-      inline.reset();
       sources?.stop();
-      state.dispose();
-      secrets.dispose();
       disposeSources(template);
       template.dispose();
-      leaves.clear();
       audit.event("stop", {}, "proxy stopped");
       await audit.flush();
     },
   };
 }
 
-/**
- * How often memory use is read (and at most how often a new stall reads it), how long an agent
- * may take no bytes before its connection may be shed below the critical level, and how many
- * of an agent's connections must be waiting on it for it to be refused new ones under pressure.
- */
 const VIOLATION_TEXT: Record<ViolationKind, string> = {
   dlp: "a real credential in the agent's request",
   rules: "a request the rules deny, on a host a credential is bound to",
@@ -1083,89 +754,16 @@ function sourceEvent(audit: AuditLog, metrics: ProxyMetrics | undefined, e: Sour
   );
 }
 
-const GUARD_INTERVAL_MS = 50;
-const LEAF_CACHE_CAPACITY = 1000;
-
 /** Both embedded, in one home: only the server's names can differ (issued again live). */
 function sameHome(a: ProxyConfig["certificates"], b: ProxyConfig["certificates"]): boolean {
   return a.mode === "embedded" && b.mode === "embedded" && a.home === b.home;
 }
 
-function pick<T, K extends keyof T>(o: T, keys: readonly K[]): Pick<T, K> {
-  return Object.fromEntries(keys.map((k) => [k, o[k]])) as Pick<T, K>;
-}
-
-/** A bucket's answer (undefined: that rate is off). */
-function rated(ok: boolean | undefined, reason: string): Verdict {
-  return ok === false ? refuse("rate-limited", reason) : PASS;
-}
-const GUARD_MIN_GAP_MS = 10;
-const LAG_SAMPLE_MS = 50;
-const BUSY_LATE_MS = 50;
-const STALL_GRACE_MS = 2000;
-const REFUSE_AT_STALLED = 8;
-
-/** How often open connections' identities are decided again (certificates expire). */
-const IDENTITY_RECHECK_MS = 30_000;
-
-/**
- * The memory guard, unless SLAPENIR_MEMORY_LIMIT is "off" (with "auto" and no container limit
- * it watches nothing until one appears). Each round that sheds writes one audit line.
- */
-function memoryGuard(
-  config: ProxyConfig,
-  stalls: StallRegistry,
-  metrics: ProxyMetrics,
-  audit: AuditLog,
-  probe?: MemoryProbe,
-  now?: () => number,
-): MemoryGuard | null {
-  const limit = config.limits.memoryLimit;
-  if (limit === "off") return null;
-  const mib = (n: number) => Math.round(n / 1048576);
-  return new MemoryGuard({
-    probe: probe ?? memoryProbe(limit),
-    shedAt: config.limits.memoryShedAt,
-    // Halfway from the shed threshold to the limit: 90 % with the default 80 %.
-    criticalAt: (1 + config.limits.memoryShedAt) / 2,
-    stalls,
-    graceMs: STALL_GRACE_MS,
-    intervalMs: GUARD_INTERVAL_MS,
-    minGapMs: GUARD_MIN_GAP_MS,
-    ...(now ? { now } : {}),
-    onShed(shed, used, lim) {
-      let total = 0;
-      for (const [agent, n] of shed) {
-        metrics.shed.inc({ agent }, n);
-        total += n;
-      }
-      audit.event(
-        "shed",
-        {
-          connections: total,
-          agents: [...shed].map(([a, n]) => `${a}:${n}`).join(","),
-          usedMiB: mib(used),
-          limitMiB: mib(lim),
-        },
-        "memory pressure: closed connections whose agents stopped reading",
-      );
-    },
-  });
-}
-
-/** The container's limit (`auto`), or a configured one; a probe that knows no limit outside both. */
-function memoryProbe(limit: number | "auto"): MemoryProbe {
-  const cgroup = cgroupProbe();
-  if (typeof limit === "number") return configuredProbe(limit, cgroup);
-  return cgroup ?? { source: "no memory cgroup", read: () => null };
-}
-
-function memorySummary(guard: MemoryGuard | null, shedAt: number): string {
-  const limit = guard?.limitBytes ?? null;
-  if (!guard) return "no guard (SLAPENIR_MEMORY_LIMIT=off)";
-  if (limit === null) return "no limit known (not in a memory-limited container)";
+function memorySummary(s: LoopStats, shedAt: number): string {
+  if (s.memoryUsed === null) return "no guard (SLAPENIR_MEMORY_LIMIT=off)";
+  if (s.memoryLimit === null) return "no limit known (not in a memory-limited container)";
   const mib = (n: number) => `${Math.round(n / 1048576)} MiB`;
-  return `${mib(guard.usedBytes)} of ${mib(limit)}; stalled connections are shed at ${Math.round(shedAt * 100)} %`;
+  return `${mib(s.memoryUsed)} of ${mib(s.memoryLimit)}; stalled connections are shed at ${Math.round(shedAt * 100)} %`;
 }
 
 /** When the first certificate of a PEM chain expires (ms since the epoch), or NaN. */

@@ -87,7 +87,7 @@ describe("denying an agent by name", () => {
 
     const gone = closed(ta);
     await policy({ denyAgents: ["agent-a"] });
-    expect(h.reloadPolicy()).toBe(1);
+    expect(await h.reloadPolicy()).toBe(1);
     await gone;
     // agent-b's tunnel, open across the reload, still serves.
     expect(await get(tb, "/b-after")).toBe("HTTP/1.1 200 OK");
@@ -109,7 +109,7 @@ describe("denying an agent by name", () => {
 
     // Lifting it is live too.
     await policy({});
-    expect(h.reloadPolicy()).toBe(0);
+    expect(await h.reloadPolicy()).toBe(0);
     expect((await viaCurl(renewed, "/a-lifted")).status).toBe(200);
   });
 });
@@ -128,13 +128,13 @@ describe("certificate serials", () => {
     expect(await get(t, "/b-open")).toBe("HTTP/1.1 200 OK");
     const gone = closed(t);
     await policy({ denyCertificates: { serials: [line!.serial] } });
-    expect(h.reloadPolicy()).toBe(1);
+    expect(await h.reloadPolicy()).toBe(1);
     await gone;
     expect((await viaCurl(b, "/b-denied")).status).toBe(0);
     const renewed = await renew("agent-b", "renewed-b");
     expect((await viaCurl(renewed, "/b-renewed")).status).toBe(200);
     await policy({});
-    h.reloadPolicy();
+    await h.reloadPolicy();
   });
 });
 
@@ -149,7 +149,7 @@ describe("certificates that expire while connected", () => {
     aheadMs = notAfter - Date.now() + 60_000;
     try {
       // A reload runs the check every 30 s would (the identity clock is past notAfter now).
-      expect(h.reloadPolicy()).toBeGreaterThanOrEqual(1);
+      expect(await h.reloadPolicy()).toBeGreaterThanOrEqual(1);
       await gone;
       const [line] = await h.auditWhere(
         (l) => l.evt === "revoked" && l.agent === "agent-a" && /expired/.test(String(l.reason)),

@@ -319,7 +319,7 @@ describe("scanner failure", () => {
     });
     const s = await agent.tunnel(bound);
     s.once("data", () => {
-      h.proxy.pool.crashWorkerForTest(0, "terminate");
+      h.proxy.pool!.crashWorkerForTest(0, "terminate");
       release();
     });
     const r = await agent.send(

@@ -102,7 +102,7 @@ export interface Harness extends AsyncDisposable {
   readonly lookups: string[];
   readonly ca: EmbeddedCa;
   /** Reads the policy again as SIGHUP does (the file as it is now); how many connections closed. */
-  reloadPolicy(): number;
+  reloadPolicy(): Promise<number>;
   curl(args: readonly string[], agent?: string): Promise<CurlResult>;
   close(): Promise<void>;
 }

@@ -50,6 +50,10 @@ export interface ServerCredentials {
 export interface FrontDoorOptions {
   readonly host: string;
   readonly port: number;
+  /** Share the port with the proxy's other event loops (SO_REUSEPORT: the kernel spreads connections). */
+  readonly reusePort?: boolean;
+  /** Connection numbers in audit lines: `first`, then every `step`th (each loop its own). */
+  readonly connIds?: { readonly first: number; readonly step: number };
   readonly credentials: ServerCredentials;
   readonly identify: (peer: PeerCertificateInput) => IdentityDecision;
   readonly leaves: LeafCache;
@@ -134,10 +138,13 @@ export class FrontDoor {
   /** Audit lines for refused connections, one per kind and window (metrics count each). */
   readonly #refusals: RefusalDigest<RefusedConnectionRecord>;
   #nextConn = 1;
+  #connStep = 1;
   #draining = false;
 
   constructor(options: FrontDoorOptions) {
     this.#o = options;
+    this.#nextConn = options.connIds?.first ?? 1;
+    this.#connStep = options.connIds?.step ?? 1;
     this.#limits = { ...options.connections };
     this.#caps = new ConnectionCaps(this.#limits);
     this.#refusals = new RefusalDigest((r, repeated) =>
@@ -145,6 +152,12 @@ export class FrontDoor {
     );
     this.#credentials = options.credentials;
     this.#server = this.#makeServer();
+  }
+
+  #connId(): number {
+    const id = this.#nextConn;
+    this.#nextConn += this.#connStep;
+    return id;
   }
 
   #makeServer(): tls.Server {
@@ -167,7 +180,7 @@ export class FrontDoor {
     server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => {
       this.#o.metrics.refused.inc({ reason: "connection-limit" });
       this.#refusals.refuse("connection-limit", peerKey(d?.remoteAddress), {
-        conn: this.#nextConn++,
+        conn: this.#connId(),
         remote: remoteOf(d ?? {}),
         reason: `too many open connections (limit ${this.#limits.total})`,
       });
@@ -179,7 +192,7 @@ export class FrontDoor {
       this.#o.metrics.refused.inc({ reason: "handshake" });
       const reason = handshakeReason(err);
       this.#refusals.refuse(reason, peerKey(s.remoteAddress), {
-        conn: this.#nextConn++,
+        conn: this.#connId(),
         remote: remoteOf(s),
         reason,
       });
@@ -197,7 +210,7 @@ export class FrontDoor {
   #listenOn(server: tls.Server, host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
       server.once("error", reject);
-      server.listen(port, host, () => {
+      server.listen({ port, host, reusePort: this.#o.reusePort ?? false }, () => {
         server.off("error", reject);
         const a = server.address();
         resolve(typeof a === "object" && a ? a.port : port);
@@ -322,7 +335,7 @@ export class FrontDoor {
       const kind = v === rated ? "handshake-rate" : "handshake-limit";
       this.#o.metrics.refused.inc({ reason: kind });
       this.#refusals.refuse(kind, peerKey(address), {
-        conn: this.#nextConn++,
+        conn: this.#connId(),
         remote: remoteOf(socket),
         reason: v.reason,
       });
@@ -343,7 +356,7 @@ export class FrontDoor {
 
   #accept(socket: tls.TLSSocket): void {
     this.#handshakeOver(socket);
-    const id = this.#nextConn++;
+    const id = this.#connId();
     const remote = remoteOf(socket);
     if (this.#draining) {
       socket.destroy();

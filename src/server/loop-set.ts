@@ -1,0 +1,134 @@
+// The proxy's event loops as the composition root drives them: one in its own thread, or one
+// per Worker (loop-worker.ts) sharing the listening port. Everything the root changes — secrets,
+// policy, listeners, limits, quarantine — it changes through this, in every loop; what it
+// shows — connections, caches, memory — it reads through this, summed.
+
+import type { ConfigFile } from "../config/config-file.ts";
+import type { LivePolicy, ProxyConfig } from "../config/proxy-config.ts";
+import type { SecretsConfig, SourceValues } from "../credentials/secrets.ts";
+import type { QuarantineEntry } from "../guard/quarantine.ts";
+import type { MatcherPool } from "../matcher/pool/pool.ts";
+import type { ServerCredentials } from "../net/agent/front-door.ts";
+import type { AuditLog } from "../observe/audit.ts";
+import type { ProxyMetrics } from "../observe/metrics.ts";
+import {
+  type Loop,
+  type LoopHooks,
+  type LoopPki,
+  type LoopSinks,
+  type LoopStats,
+  type Prepared,
+  startLoop,
+} from "./loop.ts";
+import { startWorkerLoops } from "./worker-loops.ts";
+
+/** Where a secrets configuration was read from, and its sources' values: a Worker builds it again. */
+export interface SecretsFrom {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly file: ConfigFile | undefined;
+}
+
+export interface SecretsOrigin extends SecretsFrom {
+  readonly values: ReadonlyMap<string, SourceValues>;
+}
+
+export interface LoopSet {
+  readonly count: number;
+  /** The port the loops listen on (a reload may move it). */
+  readonly port: number;
+  /** The loop in this thread (one loop): tests reach its matcher pool. */
+  readonly local: (Loop & { readonly pool: MatcherPool }) | undefined;
+  /** Renders /metrics when the loops keep counts of their own (Workers). */
+  readonly metricsText?: () => Promise<{ body: string; contentType: string }>;
+  /** Takes `built` (checked by the caller) and puts it in force everywhere. */
+  install(built: SecretsConfig, origin: SecretsOrigin): Promise<void>;
+  olderDrained(): Promise<void>;
+  cutOlder(): void;
+  applyPolicy(next: LivePolicy): Promise<number>;
+  prepare(
+    next: ProxyConfig,
+    applied: readonly string[],
+    credentials: ServerCredentials | undefined,
+  ): Promise<Prepared[]>;
+  configure(next: ProxyConfig, ratesChanged: boolean): void;
+  /** An agent put in quarantine (its connections closed) or let out (`null`). */
+  quarantined(agent: string, entry: QuarantineEntry | null): void;
+  reloadCredentials(c: ServerCredentials): void;
+  /** Ports of the proxy's own the upstream leg must never dial. */
+  selfPorts(ports: readonly number[]): void;
+  /** Every loop's figures, summed (per-agent counts merged). */
+  stats(): LoopStats;
+  close(graceMs: number): Promise<void>;
+}
+
+export interface LoopSetOptions {
+  readonly count: number;
+  readonly config: ProxyConfig;
+  readonly secrets: SecretsConfig;
+  readonly secretsFrom: SecretsOrigin;
+  readonly pki: LoopPki;
+  readonly audit: AuditLog;
+  readonly metrics: ProxyMetrics;
+  readonly sinks: LoopSinks;
+  readonly hooks: LoopHooks;
+  readonly workers?: number;
+  /** Who is in quarantine now (a Worker loop keeps a copy; the root tells it of changes). */
+  readonly quarantine: readonly QuarantineEntry[];
+}
+
+export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {
+  if (o.count > 1) return startWorkerLoops(o);
+  const loop = await startLoop({
+    config: o.config,
+    secrets: o.secrets,
+    pki: o.pki,
+    audit: o.audit,
+    metrics: o.metrics,
+    sinks: o.sinks,
+    hooks: o.hooks,
+    ...(o.workers ? { workers: o.workers } : {}),
+  });
+  return {
+    count: 1,
+    get port() {
+      return loop.port;
+    },
+    local: loop,
+    async install(built) {
+      loop.install(built);
+    },
+    olderDrained: () => loop.olderDrained(),
+    cutOlder: () => loop.cutOlder(),
+    applyPolicy: async (next) => loop.applyPolicy(next),
+    prepare: (next, applied, credentials) => loop.prepare(next, applied, credentials),
+    configure: (next, ratesChanged) => loop.configure(next, ratesChanged),
+    // The sinks read the proxy's quarantine itself: only the connections need closing.
+    quarantined(agent, entry) {
+      if (entry) loop.closeAgent(agent);
+    },
+    reloadCredentials: (c) => loop.reloadCredentials(c),
+    selfPorts: (ports) => loop.addSelfPorts(ports),
+    stats: () => loop.stats(),
+    close: (graceMs) => loop.close(graceMs),
+  };
+}
+
+/** Figures of several loops as one. */
+export function sumStats(all: readonly LoopStats[]): LoopStats {
+  const perAgent = new Map<string, number>();
+  for (const s of all) for (const [a, n] of s.perAgent) perAgent.set(a, (perAgent.get(a) ?? 0) + n);
+  const sum = (f: (s: LoopStats) => number) => all.reduce((t, s) => t + f(s), 0);
+  const first = all[0];
+  return {
+    connections: sum((s) => s.connections),
+    perAgent: [...perAgent],
+    upstreamIdle: sum((s) => s.upstreamIdle),
+    matcherWorkers: sum((s) => s.matcherWorkers),
+    leaves: sum((s) => s.leaves),
+    credentials: first?.credentials ?? 0,
+    rules: first?.rules ?? 0,
+    // Every loop reads the one process's memory.
+    memoryUsed: first?.memoryUsed ?? null,
+    memoryLimit: first?.memoryLimit ?? null,
+  };
+}

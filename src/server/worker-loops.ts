@@ -1,0 +1,252 @@
+// Several event loops, one per Worker (workers/loop-worker.ts), listening on one port with
+// SO_REUSEPORT: the kernel spreads new connections over them. This thread keeps what is the
+// proxy's as a whole — configuration and reloads, credential sources, quarantine, the audit
+// stream, the console and metrics — and drives every loop through messages. The first loop
+// binds the configured port (0: the system chooses) and the others join it.
+
+import { AggregatorRegistry } from "prom-client";
+import { ConfigError, type ConfigErrorCode } from "../config/config-error.ts";
+import { toWire } from "../config/proxy-config.ts";
+import type { SecretsConfig } from "../credentials/secrets.ts";
+import type { LoopStats, Prepared } from "./loop.ts";
+import type { LoopSet, LoopSetOptions, SecretsOrigin } from "./loop-set.ts";
+import { sumStats } from "./loop-set.ts";
+import {
+  type FromLoop,
+  secretsDigest,
+  type ToLoop,
+  valuesToWire,
+  type WireError,
+  type WireSecrets,
+  wipeValues,
+} from "./loop-wire.ts";
+
+const WORKER_URL = new URL("../../workers/loop-worker.ts", import.meta.url);
+
+/** Requests and their answers to one Worker loop. */
+class LoopWorker {
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, { ok(v: unknown): void; fail(e: Error): void }>();
+  #nextId = 1;
+  stats: LoopStats = EMPTY_STATS;
+  #dead: Error | null = null;
+
+  constructor(o: LoopSetOptions) {
+    this.#worker = new Worker(WORKER_URL);
+    this.#worker.onmessage = (ev: MessageEvent<FromLoop>) => this.#received(ev.data, o);
+    this.#worker.onerror = (ev) => {
+      ev.preventDefault?.();
+      this.#died(new Error(`event loop worker failed: ${ev.message}`));
+    };
+    this.#worker.addEventListener("close", () => this.#died(new Error("event loop worker exited")));
+  }
+
+  #died(e: Error): void {
+    if (this.#dead) return;
+    this.#dead = e;
+    for (const p of this.#pending.values()) p.fail(e);
+    this.#pending.clear();
+  }
+
+  #received(m: FromLoop, o: LoopSetOptions): void {
+    switch (m.op) {
+      case "reply": {
+        const p = this.#pending.get(m.id);
+        this.#pending.delete(m.id);
+        if (!p) return;
+        if (m.ok) {
+          this.stats = m.stats;
+          p.ok(m.value);
+        } else p.fail(fromWireError(m.error));
+        return;
+      }
+      case "audit":
+        o.audit.writeLines(m.text);
+        return;
+      case "violated":
+        o.sinks.violated(m.agent, m.host, m.port, m.kinds, m.redactions);
+        return;
+      case "identified":
+        o.sinks.identified(m.name, m.serial, m.notAfterMs, m.atMs);
+        return;
+      case "exchanged":
+        o.sinks.exchanged(m.record, m.code, m.atMs, m.swapped);
+        return;
+      case "stats":
+        this.stats = m.stats;
+        return;
+    }
+  }
+
+  /** Sends `m` with a fresh id; resolves with the loop's answer. */
+  ask<T>(m: DistributiveOmit<Extract<ToLoop, { id: number }>, "id">): Promise<T> {
+    if (this.#dead) return Promise.reject(this.#dead);
+    const id = this.#nextId++;
+    return new Promise<T>((ok, fail) => {
+      this.#pending.set(id, { ok: ok as (v: unknown) => void, fail });
+      this.#worker.postMessage({ ...m, id });
+    });
+  }
+
+  tell(m: Exclude<ToLoop, { id: number }>): void {
+    if (!this.#dead) this.#worker.postMessage(m);
+  }
+
+  terminate(): void {
+    this.#worker.terminate();
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
+  const loops: LoopWorker[] = [];
+  const wire = (built: SecretsConfig, origin: SecretsOrigin): WireSecrets => ({
+    env: origin.env,
+    file: origin.file,
+    values: valuesToWire(origin.values),
+    digest: secretsDigest(built.entries()),
+  });
+  /** Sends secrets to every loop; the copies made here are zeroed once posted. */
+  const sendSecrets = async <T>(
+    built: SecretsConfig,
+    origin: SecretsOrigin,
+    each: (l: LoopWorker, s: WireSecrets) => Promise<T>,
+  ): Promise<T[]> => {
+    const s = wire(built, origin);
+    try {
+      return await Promise.all(loops.map((l) => each(l, s)));
+    } finally {
+      wipeValues(s.values);
+      built.dispose();
+    }
+  };
+  let port = o.config.listen.port;
+  const config = toWire(o.config);
+  const pki = o.pki;
+  const workers = o.workers ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / o.count));
+  const s = wire(o.secrets, o.secretsFrom);
+  try {
+    for (let index = 0; index < o.count; index++) {
+      const l = new LoopWorker(o);
+      loops.push(l);
+      // The first binds (the port it chose, when configured 0); the others join it.
+      port = await l.ask<number>({
+        op: "init",
+        index,
+        count: o.count,
+        config,
+        secrets: s,
+        pki,
+        port,
+        workers,
+        quarantine: [...o.quarantine],
+      });
+    }
+  } catch (e) {
+    for (const l of loops) l.terminate();
+    throw e;
+  } finally {
+    wipeValues(s.values);
+    o.secrets.dispose();
+  }
+  const all = <T>(f: (l: LoopWorker) => Promise<T>) => Promise.all(loops.map(f));
+
+  return {
+    count: o.count,
+    get port() {
+      return port;
+    },
+    local: undefined,
+    metricsText: async () => {
+      const own = await o.metrics.registry.getMetricsAsJSON();
+      const theirs = await all((l) => l.ask<object[]>({ op: "metrics" }));
+      const registry = AggregatorRegistry.aggregate([own, ...theirs] as never);
+      return { body: await registry.metrics(), contentType: registry.contentType };
+    },
+    install: async (built, origin) => {
+      await sendSecrets(built, origin, (l, secrets) => l.ask({ op: "install", secrets }));
+    },
+    olderDrained: () => all((l) => l.ask({ op: "olderDrained" })).then(() => {}),
+    cutOlder: () => {
+      for (const l of loops) l.tell({ op: "cutOlder" });
+    },
+    applyPolicy: async (policy) => {
+      const closed = await all((l) => l.ask<number>({ op: "applyPolicy", policy: toWire(policy) }));
+      return closed.reduce((a, b) => a + b, 0);
+    },
+    async prepare(next, applied, credentials) {
+      // The first loop binds a new address first: the port it chose is the one the others join.
+      const ready: Prepared[] = [];
+      let nextPort = next.listen.port;
+      try {
+        for (const l of loops) {
+          const cfg = toWire({ ...next, listen: { ...next.listen, port: nextPort } });
+          const r = await l.ask<{ prepared: number; port: number }>({
+            op: "prepare",
+            config: cfg,
+            applied: [...applied],
+            credentials,
+          });
+          nextPort = r.port;
+          ready.push({
+            commit: () => l.tell({ op: "commit", prepared: r.prepared }),
+            abort: () => l.tell({ op: "abort", prepared: r.prepared }),
+          });
+        }
+      } catch (e) {
+        for (const r of ready) r.abort();
+        throw e;
+      }
+      const moved = applied.includes("listen");
+      ready.push({
+        commit: () => {
+          if (moved) port = nextPort;
+        },
+        abort: () => {},
+      });
+      return ready;
+    },
+    configure: (next, ratesChanged) => {
+      const cfg = toWire(next);
+      for (const l of loops) l.tell({ op: "configure", config: cfg, ratesChanged });
+    },
+    quarantined: (agent, entry) => {
+      for (const l of loops) l.tell({ op: "quarantined", agent, entry });
+    },
+    reloadCredentials: (credentials) => {
+      for (const l of loops) l.tell({ op: "reloadCredentials", credentials });
+    },
+    selfPorts: (ports) => {
+      for (const l of loops) l.tell({ op: "selfPorts", ports: [...ports] });
+    },
+    stats: () => sumStats(loops.map((l) => l.stats)),
+    async close(graceMs) {
+      await all((l) => l.ask({ op: "close", graceMs }).catch(() => {}));
+      for (const l of loops) l.terminate();
+    },
+  };
+}
+
+/** An error a loop reported, as its kind again (a ConfigError keeps its code and field). */
+function fromWireError(w: WireError): Error {
+  if (w.name === "ConfigError") {
+    return new ConfigError(w.code as ConfigErrorCode, w.detail ?? w.message, w.where);
+  }
+  const e = new Error(w.message) as Error & { code?: string };
+  e.name = w.name;
+  if (w.code) e.code = w.code;
+  return e;
+}
+
+const EMPTY_STATS: LoopStats = {
+  connections: 0,
+  perAgent: [],
+  upstreamIdle: 0,
+  matcherWorkers: 0,
+  leaves: 0,
+  credentials: 0,
+  rules: 0,
+  memoryUsed: null,
+  memoryLimit: null,
+};

@@ -1,0 +1,175 @@
+// One of the proxy's event loops in a Worker (src/server/worker-loops.ts starts it): serves
+// agents on the shared port (SO_REUSEPORT) with the request path of src/server/loop.ts, and
+// answers the composition root's messages (src/server/loop-wire.ts). Its audit lines, the
+// violations it sees and the exchanges it serves go to the root, which writes one stream and
+// decides quarantine; its copy of the quarantine is what the root last told it.
+
+import { fromWire } from "../src/config/proxy-config.ts";
+import { loadSecrets, type SecretsConfig } from "../src/credentials/secrets.ts";
+import { heldVerdict, type QuarantineEntry } from "../src/guard/quarantine.ts";
+import { AuditLog } from "../src/observe/audit.ts";
+import { ProxyMetrics } from "../src/observe/metrics.ts";
+import { type Loop, type Prepared, startLoop } from "../src/server/loop.ts";
+import {
+  type FromLoop,
+  secretsDigest,
+  type ToLoop,
+  toWireError,
+  valuesFromWire,
+  type WireSecrets,
+} from "../src/server/loop-wire.ts";
+
+declare const self: Worker;
+
+const post = (m: FromLoop) => self.postMessage(m);
+
+// Audit lines leave in batches, once per turn of the event loop, in the order written.
+let lines: string[] = [];
+const auditOut = {
+  write(text: string) {
+    if (lines.length === 0) queueMicrotask(flushAudit);
+    lines.push(text);
+  },
+};
+function flushAudit(): void {
+  if (lines.length === 0) return;
+  const text = lines.join("");
+  lines = [];
+  post({ op: "audit", text });
+}
+
+const quarantine = new Map<string, QuarantineEntry>();
+const prepared = new Map<number, Prepared[]>();
+let nextPrepared = 1;
+let loop: Loop | undefined;
+let audit: AuditLog | undefined;
+let statsTimer: ReturnType<typeof setInterval> | undefined;
+
+/** The secrets the root checked, built here again from the same sources (or refused). */
+async function buildSecrets(w: WireSecrets): Promise<SecretsConfig> {
+  const values = valuesFromWire(w.values);
+  const template = await loadSecrets(w.env, w.file);
+  let built: SecretsConfig;
+  try {
+    built = template.withValues(values);
+  } finally {
+    template.dispose();
+    for (const v of values.values()) {
+      for (const s of v.current?.values() ?? []) s.dispose();
+      for (const s of v.redactOnly) s.dispose();
+    }
+  }
+  if (secretsDigest(built.entries()) !== w.digest) {
+    built.dispose();
+    throw new Error(
+      "the credentials changed while they were read (a secrets file rewritten); reload again",
+    );
+  }
+  return built;
+}
+
+async function handle(m: ToLoop): Promise<unknown> {
+  switch (m.op) {
+    case "init": {
+      const config = fromWire(m.config);
+      audit = new AuditLog(config.logLevel, auditOut as never);
+      for (const e of m.quarantine) quarantine.set(e.agent, e);
+      const secrets = await buildSecrets(m.secrets);
+      loop = await startLoop({
+        config,
+        secrets,
+        pki: m.pki,
+        audit,
+        metrics: new ProxyMetrics({ process: false }),
+        sinks: {
+          admitAgent: (agent) => heldVerdict(quarantine.get(agent), Date.now()),
+          violated: (agent, host, port, kinds, redactions) =>
+            post({ op: "violated", agent, host, port, kinds: [...kinds], redactions }),
+          identified: (name, serial, notAfterMs, atMs) =>
+            post({ op: "identified", name, serial, notAfterMs, atMs }),
+          exchanged: (record, code, atMs, swapped) =>
+            post({ op: "exchanged", record, code, atMs, swapped: [...swapped] }),
+        },
+        reusePort: true,
+        port: m.port,
+        index: m.index,
+        count: m.count,
+        ...(m.workers ? { workers: m.workers } : {}),
+      });
+      const l = loop;
+      statsTimer = setInterval(() => post({ op: "stats", stats: l.stats() }), STATS_MS);
+      statsTimer.unref?.();
+      return loop.port;
+    }
+  }
+  const l = loop;
+  if (!l) throw new Error("event loop not started");
+  switch (m.op) {
+    case "install":
+      l.install(await buildSecrets(m.secrets));
+      return;
+    case "olderDrained":
+      return l.olderDrained();
+    case "cutOlder":
+      return l.cutOlder();
+    case "applyPolicy":
+      return l.applyPolicy(fromWire(m.policy));
+    case "prepare": {
+      const ready = await l.prepare(fromWire(m.config), m.applied, m.credentials);
+      const id = nextPrepared++;
+      prepared.set(id, ready);
+      return { prepared: id, port: ready.find((r) => r.port !== undefined)?.port ?? l.port };
+    }
+    case "commit":
+    case "abort": {
+      const ready = prepared.get(m.prepared) ?? [];
+      prepared.delete(m.prepared);
+      for (const r of ready) m.op === "commit" ? r.commit() : r.abort();
+      return;
+    }
+    case "configure": {
+      const config = fromWire(m.config);
+      audit?.setLevel(config.logLevel);
+      return l.configure(config, m.ratesChanged);
+    }
+    case "quarantined":
+      if (m.entry) {
+        quarantine.set(m.agent, m.entry);
+        l.closeAgent(m.agent);
+      } else quarantine.delete(m.agent);
+      return;
+    case "reloadCredentials":
+      return l.reloadCredentials(m.credentials);
+    case "selfPorts":
+      return l.addSelfPorts(m.ports);
+    case "metrics":
+      return l.metrics.registry.getMetricsAsJSON();
+    case "close":
+      clearInterval(statsTimer);
+      await l.close(m.graceMs);
+      flushAudit();
+      return;
+  }
+}
+
+// Messages are handled in order: a reload's prepare, commit and configure reach the loop as the
+// root sent them.
+// Waiting for old exchanges to end holds nothing up (the root may cut them meanwhile).
+let queue: Promise<unknown> = Promise.resolve();
+self.onmessage = (ev: MessageEvent<ToLoop>) => {
+  const m = ev.data;
+  const run = async () => {
+    try {
+      const value = await handle(m);
+      if ("id" in m && loop) post({ op: "reply", id: m.id, ok: true, value, stats: loop.stats() });
+    } catch (e) {
+      if ("id" in m) post({ op: "reply", id: m.id, ok: false, error: toWireError(e) });
+    } finally {
+      flushAudit();
+    }
+  };
+  if (m.op === "olderDrained") void run();
+  else queue = queue.then(run);
+};
+
+const STATS_MS = 1000;
