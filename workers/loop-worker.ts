@@ -68,6 +68,16 @@ async function buildSecrets(w: WireSecrets): Promise<SecretsConfig> {
   return built;
 }
 
+/** Resolves only `names` (tests), telling the root each name asked for. */
+function staticLookup(names: Readonly<Record<string, string>>) {
+  return async (host: string) => {
+    post({ op: "lookup", host });
+    const address = names[host];
+    if (address === undefined) throw new Error("ENOTFOUND");
+    return [{ address, family: address.includes(":") ? 6 : 4 }];
+  };
+}
+
 async function handle(m: ToLoop): Promise<unknown> {
   switch (m.op) {
     case "init": {
@@ -90,6 +100,7 @@ async function handle(m: ToLoop): Promise<unknown> {
           exchanged: (record, code, atMs, swapped) =>
             post({ op: "exchanged", record, code, atMs, swapped: [...swapped] }),
         },
+        ...(m.staticNames ? { hooks: { lookup: staticLookup(m.staticNames) } } : {}),
         reusePort: true,
         port: m.port,
         index: m.index,

@@ -3,7 +3,13 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "./config-error.ts";
-import { loadLivePolicy, loadProxyConfig, STEP_CA_FILES } from "./proxy-config.ts";
+import {
+  fromWire,
+  loadLivePolicy,
+  loadProxyConfig,
+  STEP_CA_FILES,
+  toWire,
+} from "./proxy-config.ts";
 
 let dir: string;
 beforeAll(async () => {
@@ -375,4 +381,34 @@ describe("Step-CA mode (CERT_PATH)", () => {
     await writeFile(pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
     expect(loadProxyConfig({ SLAPENIR_UPSTREAM_CA: pem }, dir).upstreamCaFile).toBe(pem);
   });
+});
+
+test("a configuration crosses to a Worker whole: cloned, received, the same values of the same kinds, immutable", () => {
+  const c = loadProxyConfig(
+    {
+      SLAPENIR_ALLOW: "GET|HEAD api.github.com/repos/**,POST *.openai.com:443/v1/*,localhost:*",
+      SLAPENIR_DENY_AGENTS: "mallory",
+      SLAPENIR_DENY_CERTS: "serial:0a1b2c",
+      SLAPENIR_RATE_LIMIT: "20/s,burst=5",
+      SLAPENIR_QUARANTINE: "on",
+      SLAPENIR_QUARANTINE_ON: "dlp,reflection",
+      SLAPENIR_LOOPS: "2",
+    },
+    "/srv/app",
+  );
+  const got = fromWire(structuredClone(toWire(c)));
+  expect(Bun.deepEquals(got, c, true)).toBe(true);
+  const kinds = (a: unknown, b: unknown, path: string): string[] => {
+    if (typeof a !== "object" || a === null) return [];
+    const here =
+      Object.getPrototypeOf(a) === Object.getPrototypeOf(b) ? [] : [`${path} is another kind`];
+    const values = (o: object) =>
+      o instanceof Map || o instanceof Set ? [...o.values()] : Object.values(o);
+    const entries = values(a);
+    const other = values(b as object);
+    return [...here, ...entries.flatMap((e, i) => kinds(e, other[i], `${path}.${i}`))];
+  };
+  expect(kinds(got, c, "config")).toEqual([]);
+  expect(Object.isFrozen(got.policy.allow[0])).toBe(true);
+  expect(() => (got.policy.agentAllow as Map<string, unknown>).set("x", [])).toThrow(TypeError);
 });

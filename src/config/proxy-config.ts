@@ -839,6 +839,7 @@ export function toWire<T>(value: T): T {
   if (value instanceof Map) {
     return new Map([...value].map(([k, v]) => [k, toWire(v)])) as T;
   }
+  if (value instanceof Set) return new Set([...value].map(toWire)) as T;
   if (Array.isArray(value)) return value.map(toWire) as T;
   if (typeof value === "object" && value !== null) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, toWire(v)])) as T;

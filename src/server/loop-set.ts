@@ -72,6 +72,9 @@ export interface LoopSetOptions {
   readonly sinks: LoopSinks;
   readonly hooks: LoopHooks;
   readonly workers?: number;
+  /** The only names Worker loops resolve, and who hears of each lookup (tests). */
+  readonly staticNames?: Readonly<Record<string, string>>;
+  readonly onLookup?: (host: string) => void;
   /** Who is in quarantine now (a Worker loop keeps a copy; the root tells it of changes). */
   readonly quarantine: readonly QuarantineEntry[];
 }

@@ -44,6 +44,8 @@ export type ToLoop =
       port: number;
       workers: number | undefined;
       quarantine: QuarantineEntry[];
+      /** The only names this loop resolves (tests); each one asked for is told as `lookup`. */
+      staticNames: Readonly<Record<string, string>> | undefined;
     }
   | { op: "install"; id: number; secrets: WireSecrets }
   | { op: "olderDrained"; id: number }
@@ -86,7 +88,8 @@ export type FromLoop =
       atMs: number;
       swapped: string[];
     }
-  | { op: "stats"; stats: LoopStats };
+  | { op: "stats"; stats: LoopStats }
+  | { op: "lookup"; host: string };
 
 /** An error as it crosses: its class's name, message, and what a ConfigError or errno adds. */
 export interface WireError {

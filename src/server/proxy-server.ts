@@ -105,6 +105,12 @@ export interface StartOptions {
   readonly loops?: number;
   /** Name resolution for upstreams (tests map their own names to loopback). */
   readonly lookup?: Lookup;
+  /**
+   * Names and their addresses, the only ones that resolve: `lookup` for Worker loops (a
+   * function cannot be sent to one); each name asked for is told to `onLookup` (tests).
+   */
+  readonly staticNames?: Readonly<Record<string, string>>;
+  readonly onLookup?: (host: string) => void;
   /** Where the memory guard reads use and limit (tests); default from SLAPENIR_MEMORY_LIMIT. */
   readonly memoryProbe?: MemoryProbe;
   /** The clock stalls are timed by (tests move it; default performance.now). */
@@ -271,6 +277,8 @@ export async function startProxy(
       ...(options.rateClock ? { rateClock: options.rateClock } : {}),
     },
     ...(options.workers ? { workers: options.workers } : {}),
+    ...(options.staticNames ? { staticNames: options.staticNames } : {}),
+    ...(options.onLookup ? { onLookup: options.onLookup } : {}),
     quarantine: quarantine?.list() ?? [],
   }).catch((e) => {
     sources?.stop();

@@ -75,6 +75,9 @@ class LoopWorker {
       case "stats":
         this.stats = m.stats;
         return;
+      case "lookup":
+        o.onLookup?.(m.host);
+        return;
     }
   }
 
@@ -141,6 +144,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
         port,
         workers,
         quarantine: [...o.quarantine],
+        staticNames: o.staticNames,
       });
     }
   } catch (e) {

@@ -50,6 +50,8 @@ export interface HarnessOptions {
   readonly agents?: readonly string[];
   readonly env?: Record<string, string>;
   readonly workers?: number;
+  /** Event loops (default: the configuration's, or SLAPENIR_TEST_LOOPS). */
+  readonly loops?: number;
   /** Names that resolve to 127.0.0.1 (besides localhost). */
   readonly names?: readonly string[];
   /** Names that resolve to a given address (internal/metadata destination tests). */
@@ -115,6 +117,8 @@ export interface CurlResult {
   readonly stderr: string;
 }
 
+const TEST_LOOPS = Number(process.env.SLAPENIR_TEST_LOOPS ?? 1);
+
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), "slapenir-e2e-"));
   const home = join(dir, "home");
@@ -164,7 +168,16 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const addresses = new Map(Object.entries(opts.addresses ?? {}));
   const lookups: string[] = [];
   const config = loadProxyConfig(env, dir);
+  // SLAPENIR_TEST_LOOPS=2 runs every harness proxy with two event loops (CI's second pass),
+  // but for those a test drives through a clock or probe of its own: those live in this
+  // thread and cannot reach a Worker.
+  const inThreadOnly =
+    opts.memoryProbe || opts.guardClock || opts.identityClock || opts.rateClock || opts.shedding;
+  const loops = opts.loops ?? (inThreadOnly ? 1 : TEST_LOOPS > 1 ? TEST_LOOPS : undefined);
   const proxy = await startProxy(config, {
+    ...(loops !== undefined ? { loops } : {}),
+    staticNames: Object.fromEntries([...[...names].map((n) => [n, "127.0.0.1"]), ...addresses]),
+    onLookup: (host) => lookups.push(host),
     env,
     auditDestination: sink,
     workers: opts.workers ?? 1,

@@ -1,0 +1,193 @@
+// Scaling with event loops (issue 19): the same workload through SLAPENIR with 1, 2, … loops
+// (SLAPENIR_LOOPS), each a fresh proxy process, and direct to the upstream, in one run:
+//   - bulk: PARALLEL downloads at once of BULK_MIB each, real values planted every MiB (the
+//     proxy redacts them), curl as the agents: aggregate MB/s and the proxy's CPU per GB;
+//   - small: CLIENTS curl processes at once, each REQUESTS requests of 1 KB on one kept-alive
+//     tunnel: requests/s and the proxy's CPU per request.
+// Every figure is the median of ROUNDS rounds, the loop counts interleaved so a slower minute of
+// the host falls on all of them. Reported against one loop (the ratio) and against direct.
+// The proxy, the upstream and the clients share this machine's cores: on two cores a second
+// loop competes with curl and the upstream, so CPU per GB staying flat as loops are added is
+// what says the design scales; MB/s says what this host gains.
+// Run: `bun bench/loops.bench.ts` (LOOPS=1,2; PARALLEL=4; BULK_MIB=64; CLIENTS=8; REQUESTS=300;
+// ROUNDS=3). Prints figures only, never a credential.
+
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { curlProxyArgs } from "../test/support/proxy-harness.ts";
+import { type ProxyProcess, startProxyProcess } from "../test/support/proxy-process.ts";
+import { type Child, processCpuMs, startUpstream } from "./bench-processes.ts";
+
+const LOOPS = (process.env.LOOPS ?? "1,2").split(",").map(Number);
+const PARALLEL = Number(process.env.PARALLEL ?? 4);
+const BULK_MIB = Number(process.env.BULK_MIB ?? 64);
+const CLIENTS = Number(process.env.CLIENTS ?? 8);
+const REQUESTS = Number(process.env.REQUESTS ?? 300);
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const DUMMY = "sk-dummy-bench-000000000000000000000000000001";
+const REAL = "sk-real-bench-9f8e7d6c5b4a39281706f5e4d3c2b1a";
+const BULK_BYTES = BULK_MIB * 1024 * 1024;
+
+const dir = await mkdtemp(join(tmpdir(), "slapenir-bench-loops-"));
+const children: Child[] = [];
+
+interface Figures {
+  bulkMBs: number;
+  bulkCpuMsPerGB: number | null;
+  smallRps: number;
+  smallCpuUsPerReq: number | null;
+}
+
+/** `n` curl processes at once, each running `args(i)`; every one must answer 200s only. */
+async function curls(n: number, args: (i: number) => string[]): Promise<number> {
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const p = Bun.spawn(["curl", "-sS", "--http1.1", "-w", "%{http_code}\\n", ...args(i)], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [code, out, err] = await Promise.all([
+        p.exited,
+        new Response(p.stdout).text(),
+        new Response(p.stderr).text(),
+      ]);
+      const statuses = out.trim().split("\n");
+      if (code !== 0 || statuses.some((s) => s !== "200")) {
+        throw new Error(`curl ${i}: exit ${code}, ${statuses.find((s) => s !== "200")} ${err}`);
+      }
+    }),
+  );
+  return (performance.now() - t0) / 1000;
+}
+
+async function measure(
+  route: string[],
+  upstreamPort: number,
+  pid: number | null,
+): Promise<Figures> {
+  const cpu = async () => (pid ? processCpuMs(pid) : 0);
+  // Bulk: every download its own tunnel.
+  let c0 = await cpu();
+  const bulkSecs = await curls(PARALLEL, () => [
+    ...route,
+    "-o",
+    "/dev/null",
+    `https://localhost:${upstreamPort}/download?bytes=${BULK_BYTES}&plant=1`,
+  ]);
+  const bulkCpu = (await cpu()) - c0;
+  const gb = (PARALLEL * BULK_BYTES) / 1e9;
+  // Small: one kept-alive tunnel per client, many requests on it.
+  const urls = Array.from(
+    { length: REQUESTS },
+    (_, r) => `https://localhost:${upstreamPort}/download?bytes=1000&r=${r}`,
+  );
+  c0 = await cpu();
+  const smallSecs = await curls(CLIENTS, () => [
+    ...route,
+    "-H",
+    `authorization: Bearer ${DUMMY}`,
+    ...urls.flatMap((u) => ["-o", "/dev/null", u]),
+  ]);
+  const smallCpu = (await cpu()) - c0;
+  const reqs = CLIENTS * REQUESTS;
+  return {
+    bulkMBs: (PARALLEL * BULK_BYTES) / 1e6 / bulkSecs,
+    bulkCpuMsPerGB: pid ? bulkCpu / gb : null,
+    smallRps: reqs / smallSecs,
+    smallCpuUsPerReq: pid ? (smallCpu / reqs) * 1000 : null,
+  };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const proxies = new Map<number, ProxyProcess>();
+try {
+  // One upstream for every route; every proxy trusts the first one's upstream CA, which
+  // issued the upstream's certificate.
+  const caPath = join(dir, "up-ca.pem");
+  for (const loops of LOOPS) {
+    proxies.set(
+      loops,
+      await startProxyProcess({
+        allow: ["localhost:*"],
+        credentials: [
+          {
+            name: "bench",
+            dummy: DUMMY,
+            real: REAL,
+            hosts: ["localhost:*"],
+            in: ["header:authorization"],
+          },
+        ],
+        env: {
+          SLAPENIR_LOOPS: String(loops),
+          SLAPENIR_RATE_LIMIT: "off",
+          SLAPENIR_HANDSHAKE_RATE: "off",
+          SLAPENIR_MINT_RATE: "off",
+          SLAPENIR_LOG_LEVEL: "warn",
+          ...(proxies.size > 0 ? { SLAPENIR_UPSTREAM_CA: caPath } : {}),
+        },
+      }),
+    );
+    if (proxies.size === 1) await Bun.write(caPath, proxies.get(loops)!.upstreamCa.certPem);
+  }
+  const first = proxies.get(LOOPS[0]!)!;
+  const up = await startUpstream(
+    dir,
+    await first.upstreamCa.issue(["localhost", "127.0.0.1"]),
+    REAL,
+  );
+  children.push(up.child);
+  const routes: { name: string; args: string[]; pid: number | null; loops: number | null }[] = [
+    { name: "direct", args: ["--cacert", caPath], pid: null, loops: null },
+    ...LOOPS.map((l) => {
+      const p = proxies.get(l)!;
+      return {
+        name: `${l} loop${l > 1 ? "s" : ""}`,
+        args: curlProxyArgs(p.port, p.caBundlePath, p.agent),
+        pid: p.pid,
+        loops: l,
+      };
+    }),
+  ];
+  const runs = new Map<string, Figures[]>(routes.map((r) => [r.name, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const r of routes) {
+      const f = await measure(r.args, up.port, r.pid);
+      runs.get(r.name)!.push(f);
+      process.stderr.write(`round ${round + 1} ${r.name}: ${JSON.stringify(f)}\n`);
+      await Bun.sleep(500);
+    }
+  }
+  const med = (name: string, k: keyof Figures) => {
+    const xs = runs.get(name)!.map((f) => f[k]);
+    return xs.includes(null) ? null : median(xs as number[]);
+  };
+  const one = routes.find((r) => r.loops === LOOPS[0])!.name;
+  console.log(
+    `${PARALLEL} downloads of ${BULK_MIB} MiB at once; ${CLIENTS} clients × ${REQUESTS} requests of 1 KB; median of ${ROUNDS} rounds\n`,
+  );
+  console.log(
+    `| route | bulk MB/s | vs ${one} | proxy CPU per GB | vs ${one} | small req/s | vs ${one} | proxy CPU per request |`,
+  );
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const r of routes) {
+    const ratio = (k: keyof Figures) => {
+      const a = med(r.name, k);
+      const b = med(one, k);
+      return a === null || b === null || r.loops === null ? "–" : `${(a / b).toFixed(2)}×`;
+    };
+    const cpuGB = med(r.name, "bulkCpuMsPerGB");
+    const cpuReq = med(r.name, "smallCpuUsPerReq");
+    console.log(
+      `| ${r.name} | ${med(r.name, "bulkMBs")!.toFixed(0)} | ${ratio("bulkMBs")} | ${cpuGB === null ? "–" : `${(cpuGB / 1000).toFixed(2)} s`} | ${ratio("bulkCpuMsPerGB")} | ${med(r.name, "smallRps")!.toFixed(0)} | ${ratio("smallRps")} | ${cpuReq === null ? "–" : `${cpuReq.toFixed(0)} µs`} |`,
+    );
+  }
+} finally {
+  for (const p of proxies.values()) await p.close();
+  for (const c of children) c.kill("SIGTERM");
+  await Promise.all(children.map((c) => Promise.race([c.exited, Bun.sleep(3000)])));
+  await rm(dir, { recursive: true, force: true });
+}
