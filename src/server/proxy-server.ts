@@ -67,7 +67,7 @@ import { LeafCache } from "../pki/leaf-cache.ts";
 import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
 import { addressVerdict } from "../policy/address-class.ts";
 import { compileLivePolicy } from "../policy/egress-policy.ts";
-import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
+import { PASS, refuse } from "../policy/verdict.ts";
 import { ensureAdminToken } from "./admin-token.ts";
 import { watchConfigFiles } from "./config-watch.ts";
 
@@ -618,11 +618,11 @@ export async function startProxy(
     carriesReal: (text) => state.carriesReal(text),
     limits: sessionLimits,
     rates: {
-      connect: (agent: string) => rated(rates.request?.take(agent), "rate limit exceeded"),
+      connect: (agent: string) => rates.request?.admit(agent, "rate limit exceeded") ?? PASS,
       handshake: (address: string) =>
-        rated(rates.handshake?.take(address), "new connection rate exceeded"),
+        rates.handshake?.admit(address, "new connection rate exceeded") ?? PASS,
       mint: (agent: string) =>
-        rated(rates.mint?.take(agent), "certificate mint rate exceeded (new hosts)"),
+        rates.mint?.admit(agent, "certificate mint rate exceeded (new hosts)") ?? PASS,
     },
     connections: {
       total: config.limits.maxConnections,
@@ -1095,10 +1095,6 @@ function pick<T, K extends keyof T>(o: T, keys: readonly K[]): Pick<T, K> {
   return Object.fromEntries(keys.map((k) => [k, o[k]])) as Pick<T, K>;
 }
 
-/** A bucket's answer (undefined: that rate is off). */
-function rated(ok: boolean | undefined, reason: string): Verdict {
-  return ok === false ? refuse("rate-limited", reason) : PASS;
-}
 const GUARD_MIN_GAP_MS = 10;
 const LAG_SAMPLE_MS = 50;
 const BUSY_LATE_MS = 50;
