@@ -18,10 +18,11 @@ import { capacityFor, SharedTable } from "./shared-table.ts";
 
 const TELLING_PER_AGENT = 8;
 
-// Keys: an agent's and an address's are tagged apart; the total's is the one empty key.
-const AGENT = "a";
-const PEER = "p";
+// Key spaces: an agent's name and an address are kept apart; the total is the one key of its own.
+const TOTAL_SPACE = 0;
 const TOTAL = "";
+const PEER = 1;
+const AGENT = 2;
 // Counters per key: connections (accepted, in handshake or open, by key) and refusals told.
 const COUNT = 0;
 const TELLING = 1;
@@ -56,7 +57,8 @@ export class ConnectionCaps {
     // The total's key never leaves, so accepting never waits on room in the table.
     this.#table.lock();
     try {
-      if (this.#table.findOrAdd(TOTAL) < 0) throw new TypeError("connection caps table full");
+      if (this.#table.findOrAdd(TOTAL, TOTAL_SPACE) < 0)
+        throw new TypeError("connection caps table full");
     } finally {
       this.#table.unlock();
     }
@@ -80,14 +82,14 @@ export class ConnectionCaps {
   /** A TCP connection is accepted (counted when admitted), before anything else is known. */
   accept(): Verdict {
     const cap = this.#limits.total ?? Number.POSITIVE_INFINITY;
-    const counted = this.#countUp(TOTAL, COUNT, cap);
+    const counted = this.#countUp(TOTAL_SPACE, TOTAL, COUNT, cap);
     return counted === Counted.Yes
       ? PASS
       : this.#refused(counted, `too many open connections (limit ${cap})`);
   }
 
   acceptClosed(): void {
-    this.#countDown(TOTAL, COUNT);
+    this.#countDown(TOTAL_SPACE, TOTAL, COUNT);
   }
 
   /** Accepted connections still open, across every thread counting in this table. */
@@ -95,7 +97,7 @@ export class ConnectionCaps {
     const t = this.#table;
     t.lock();
     try {
-      return t.int(t.find(TOTAL), COUNT);
+      return t.int(t.find(TOTAL, TOTAL_SPACE), COUNT);
     } finally {
       t.unlock();
     }
@@ -104,37 +106,37 @@ export class ConnectionCaps {
   /** A connection from `address` begins its handshake (counted when admitted). */
   handshake(address: string): Verdict {
     const cap = this.#limits.handshakesPerAddress;
-    const counted = this.#countUp(PEER + peerKey(address), COUNT, cap);
+    const counted = this.#countUp(PEER, peerKey(address), COUNT, cap);
     return counted === Counted.Yes
       ? PASS
       : this.#refused(counted, `too many handshakes in progress from this address (limit ${cap})`);
   }
 
   handshakeOver(address: string): void {
-    this.#countDown(PEER + peerKey(address), COUNT);
+    this.#countDown(PEER, peerKey(address), COUNT);
   }
 
   /** An authenticated connection of `agent` opens (counted when admitted). */
   open(agent: string): Verdict {
     const cap = this.#limits.perAgent;
-    const counted = this.#countUp(AGENT + agent, COUNT, cap);
+    const counted = this.#countUp(AGENT, agent, COUNT, cap);
     return counted === Counted.Yes
       ? PASS
       : this.#refused(counted, `too many open connections for this agent (limit ${cap})`);
   }
 
   closed(agent: string): void {
-    this.#countDown(AGENT + agent, COUNT);
+    this.#countDown(AGENT, agent, COUNT);
   }
 
   /** Whether one more refusal of `agent` may be told (counted when true). */
   tell(agent: string): boolean {
     const room = Math.min(TELLING_PER_AGENT, this.#limits.perAgent);
-    return this.#countUp(AGENT + agent, TELLING, room) === Counted.Yes;
+    return this.#countUp(AGENT, agent, TELLING, room) === Counted.Yes;
   }
 
   told(agent: string): void {
-    this.#countDown(AGENT + agent, TELLING);
+    this.#countDown(AGENT, agent, TELLING);
   }
 
   /** Open authenticated connections by agent, by name (a snapshot of every thread's). */
@@ -144,10 +146,9 @@ export class ConnectionCaps {
     t.lock();
     try {
       for (const s of t.slots()) {
-        const key = t.keyOf(s);
         const n = t.int(s, COUNT);
-        // An agent's key always fits (names are at most 64 bytes), so it is never a digest.
-        if (key?.startsWith(AGENT) && n > 0) open.push([key.slice(AGENT.length), n]);
+        // An agent's name always fits (at most 64 bytes), so it is never stored as a digest.
+        if (t.spaceOf(s) === AGENT && n > 0) open.push([t.keyOf(s)!, n]);
       }
     } finally {
       t.unlock();
@@ -165,15 +166,15 @@ export class ConnectionCaps {
   }
 
   /** Counts one more under `key` unless that would pass `cap`. */
-  #countUp(key: string, field: number, cap: number): Counted {
+  #countUp(space: number, key: string, field: number, cap: number): Counted {
     const t = this.#table;
     t.lock();
     try {
-      const s = t.findOrAdd(key);
+      const s = t.findOrAdd(key, space);
       if (s < 0) return Counted.TableFull;
       const n = t.int(s, field);
       if (n >= cap) {
-        this.#forgetIfNone(s, key);
+        this.#forgetIfNone(s, space);
         return Counted.OverCap;
       }
       t.setInt(s, field, n + 1);
@@ -184,22 +185,22 @@ export class ConnectionCaps {
   }
 
   /** Counts one less under `key`, forgetting it at none. */
-  #countDown(key: string, field: number): void {
+  #countDown(space: number, key: string, field: number): void {
     const t = this.#table;
     t.lock();
     try {
-      const s = t.find(key);
+      const s = t.find(key, space);
       if (s < 0) return;
       t.setInt(s, field, Math.max(0, t.int(s, field) - 1));
-      this.#forgetIfNone(s, key);
+      this.#forgetIfNone(s, space);
     } finally {
       t.unlock();
     }
   }
 
-  #forgetIfNone(s: number, key: string): void {
+  #forgetIfNone(s: number, space: number): void {
     const t = this.#table;
-    if (key !== TOTAL && t.int(s, COUNT) === 0 && t.int(s, TELLING) === 0) t.remove(s);
+    if (space !== TOTAL_SPACE && t.int(s, COUNT) === 0 && t.int(s, TELLING) === 0) t.remove(s);
   }
 }
 

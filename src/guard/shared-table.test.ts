@@ -84,7 +84,8 @@ test("a key whose probe starts after the hole stays where it is", () => {
 
 test("keys are stored exactly: non-ASCII, up to the key bytes, and lone surrogates kept apart", () => {
   const t = SharedTable.create({ capacity: 32, ints: 1, floats: 0 });
-  const exact = ["agent-é", "代理-7", "x".repeat(KEY_BYTES), "", "\uFFFD", "2001:db8:1:2::/64"];
+  // A key's space takes one of the key bytes.
+  const exact = ["agent-é", "代理-7", "x".repeat(KEY_BYTES - 1), "", "\uFFFD", "2001:db8:1:2::/64"];
   locked(t, () => {
     for (const [n, k] of exact.entries()) t.setInt(t.findOrAdd(k), 0, n);
     for (const [n, k] of exact.entries()) {
@@ -97,19 +98,40 @@ test("keys are stored exactly: non-ASCII, up to the key bytes, and lone surrogat
   });
 });
 
+test("one key in two spaces is two keys", () => {
+  const t = SharedTable.create({ capacity: 16, ints: 1, floats: 0 });
+  locked(t, () => {
+    t.setInt(t.findOrAdd("10.0.0.1", 1), 0, 1);
+    t.setInt(t.findOrAdd("10.0.0.1", 2), 0, 2);
+    t.setInt(t.findOrAdd("y".repeat(100), 2), 0, 3); // digests too
+    expect([t.find("10.0.0.1"), t.find("y".repeat(100), 1)]).toEqual([-1, -1]);
+    const [a, b] = [t.find("10.0.0.1", 1), t.find("10.0.0.1", 2)];
+    expect([t.int(a, 0), t.int(b, 0), t.int(t.find("y".repeat(100), 2), 0)]).toEqual([1, 2, 3]);
+    expect([t.keyOf(a), t.spaceOf(a), t.keyOf(b), t.spaceOf(b)]).toEqual([
+      "10.0.0.1",
+      1,
+      "10.0.0.1",
+      2,
+    ]);
+    expect(() => t.find("x", 256)).toThrow(RangeError);
+  });
+});
+
 test("a key longer than the key bytes is kept as its digest: found, and told apart", () => {
   const t = SharedTable.create({ capacity: 16, ints: 1, floats: 0 });
   const long = "y".repeat(200);
   const other = `${"y".repeat(199)}z`;
-  const multibyte = "é".repeat(KEY_BYTES / 2 + 1); // 74 bytes in UTF-8
+  const multibyte = "é".repeat(KEY_BYTES / 2); // 72 bytes in UTF-8, and the space's
+  const ascii = "x".repeat(KEY_BYTES);
   locked(t, () => {
     t.setInt(t.findOrAdd(long), 0, 1);
     t.setInt(t.findOrAdd(other), 0, 2);
     t.setInt(t.findOrAdd(multibyte), 0, 3);
-    expect([t.int(t.find(long), 0), t.int(t.find(other), 0), t.int(t.find(multibyte), 0)]).toEqual([
-      1, 2, 3,
-    ]);
-    expect([t.keyOf(t.find(long)), t.size]).toEqual([undefined, 3]);
+    t.setInt(t.findOrAdd(ascii), 0, 4);
+    const keys = [long, other, multibyte, ascii];
+    expect(keys.map((k) => t.int(t.find(k), 0))).toEqual([1, 2, 3, 4]);
+    expect(keys.map((k) => t.keyOf(t.find(k)))).toEqual(keys.map(() => undefined));
+    expect(t.size).toBe(4);
   });
 });
 

@@ -8,19 +8,19 @@
 //   header, 32 bytes, Int32 words: lock (0 free, else the holder's thread id + 1) · magic ·
 //     capacity (slots, a power of two) · ints · floats · keys held · hash seed · slot bytes
 //   slot i at 32 + i × slot bytes:
-//     Int32 tag      0 empty; n + 1 a key of n UTF-8 bytes; DIGEST a longer key's SHA-256;
-//                    UTF16 the SHA-256 of a key that is not well-formed UTF-16 (lone surrogates)
+//     Int32 tag      0 empty; n + 1 a key of n bytes stored; DIGEST a longer key, stored as its
+//                    SHA-256; UTF16 the same for a key not well-formed (a lone surrogate)
 //     Int32 hash     of the stored bytes, seeded; the slot's probe starts at hash & (capacity − 1)
 //     Int32 × ints   counters, then 4 bytes of padding if ints is odd
 //     Float64 × floats
-//     KEY_BYTES      the key's UTF-8 bytes, or its digest
+//     KEY_BYTES      the key's space (one byte), then its UTF-8 bytes or its digest
 // Linear probing with deletion by backward shift: no tombstones, a probe ends at the first empty
 // slot. At most 7/8 of the slots hold keys, so probes stay short and "full" is an answer callers
 // act on (fail closed), never a silent admission.
 
 import { threadId } from "node:worker_threads";
 
-/** Key bytes stored exactly: an agent name (64) with a one-byte tag, an IPv6 /64 with room. */
+/** Key bytes stored exactly (its space's byte included): an agent name (64), an IPv6 /64. */
 export const KEY_BYTES = 72;
 const HEADER_BYTES = 32;
 const MAGIC = 0x534c5431; // "SLT1"
@@ -73,9 +73,7 @@ export class SharedTable {
   readonly #encoder = new TextEncoder();
   readonly #decoder = new TextDecoder();
   /** The key being looked up, encoded: this thread's own scratch, used under the lock only. */
-  readonly #scratch = new Uint8Array(KEY_BYTES + 4);
-  readonly #digest = new Uint8Array(DIGEST_BYTES);
-  #key: Uint8Array = this.#scratch;
+  readonly #key = new Uint8Array(KEY_BYTES + 4);
   #keyLength = 0;
   #keyTag = 0;
   #keyHash = 0;
@@ -171,9 +169,9 @@ export class SharedTable {
     return this.#words[SIZE]!;
   }
 
-  /** The slot holding `key`, or -1. */
-  find(key: string): number {
-    this.#prepare(key);
+  /** The slot holding `key` in `space` (0 to 255: keys in two spaces are two keys), or -1. */
+  find(key: string, space = 0): number {
+    this.#prepare(key, space);
     const i = this.#probe();
     return i >= 0 ? i : -1;
   }
@@ -182,16 +180,18 @@ export class SharedTable {
    * The slot holding `key`, added (its fields zero) if absent; -1 when absent and the table
    * holds `limit` keys already.
    */
-  findOrAdd(key: string): number {
-    this.#prepare(key);
+  findOrAdd(key: string, space = 0): number {
+    this.#prepare(key, space);
     const found = this.#probe();
     if (found >= 0) return found;
     const w = this.#words;
     if (w[SIZE]! >= this.limit) return -1;
     const i = ~found;
     const at = HEADER_BYTES + i * this.#slotBytes;
-    this.#bytes.fill(0, at, at + this.#keyAt);
-    this.#bytes.set(this.#key.subarray(0, this.#keyLength), at + this.#keyAt);
+    const bytes = this.#bytes;
+    bytes.fill(0, at, at + this.#keyAt);
+    // A loop, not set(subarray): the key is short and a view would be allocated per add.
+    for (let n = 0, k = at + this.#keyAt; n < this.#keyLength; n++) bytes[k + n] = this.#key[n]!;
     w[at >> 2] = this.#keyTag;
     w[(at >> 2) + 1] = this.#keyHash;
     w[SIZE] = w[SIZE]! + 1;
@@ -243,12 +243,17 @@ export class SharedTable {
     const tag = this.#tagAt(i);
     if (tag <= 0) return undefined;
     const at = HEADER_BYTES + i * this.#slotBytes + this.#keyAt;
-    return this.#decoder.decode(this.#bytes.slice(at, at + tag - 1));
+    return this.#decoder.decode(this.#bytes.slice(at + 1, at + tag - 1));
+  }
+
+  /** The space of the key in slot `i`. */
+  spaceOf(i: number): number {
+    return this.#bytes[HEADER_BYTES + i * this.#slotBytes + this.#keyAt]!;
   }
 
   /** The slot `key`'s probe starts at (where it lands when nothing is in its way). */
-  home(key: string): number {
-    this.#prepare(key);
+  home(key: string, space = 0): number {
+    this.#prepare(key, space);
     return this.#keyHash & this.#mask;
   }
 
@@ -275,7 +280,7 @@ export class SharedTable {
 
   #floatIndex(i: number, field: number): number {
     if (!(field >= 0 && field < this.floats)) throw new RangeError("no such field");
-    return (HEADER_BYTES + i * this.#slotBytes + this.#floatAt) / 8 + field;
+    return ((HEADER_BYTES + this.#floatAt) >> 3) + i * (this.#slotBytes >> 3) + field;
   }
 
   #tagAt(i: number): number {
@@ -305,23 +310,50 @@ export class SharedTable {
     }
   }
 
-  /** Encodes `key` into the lookup fields: its exact bytes when they fit, else a digest. */
-  #prepare(key: string): void {
-    const { read, written } = this.#encoder.encodeInto(key, this.#scratch);
-    if (read === key.length && written <= KEY_BYTES && !replaced(this.#scratch, written, key)) {
-      this.#key = this.#scratch;
-      this.#keyLength = written;
-      this.#keyTag = written + 1;
-    } else {
-      const wellFormed = key.isWellFormed();
-      // A lone surrogate would be written as U+FFFD like another key's real U+FFFD: such a key
-      // is kept apart by hashing its UTF-16 code units instead.
-      this.#key = this.#digest;
-      Bun.SHA256.hash(wellFormed ? this.#encoder.encode(key) : codeUnits(key), this.#digest);
-      this.#keyLength = DIGEST_BYTES;
-      this.#keyTag = wellFormed ? DIGEST : UTF16;
+  /**
+   * Encodes `key` in `space` into the lookup fields: the space's byte, then the key's UTF-8
+   * bytes when they fit, else its digest. ASCII (agent names, addresses) in one pass, hashed
+   * as it is copied.
+   */
+  #prepare(key: string, space: number): void {
+    if (!(space >= 0 && space <= 255)) throw new RangeError("a key space is 0 to 255");
+    const out = this.#key;
+    const n = key.length;
+    out[0] = space;
+    let h = Math.imul(FNV_BASIS ^ this.#seed ^ space, FNV_PRIME);
+    let i = 0;
+    if (n < KEY_BYTES) {
+      for (; i < n; i++) {
+        const c = key.charCodeAt(i);
+        if (c >= 0x80) break;
+        out[i + 1] = c;
+        h = Math.imul(h ^ c, FNV_PRIME);
+      }
     }
-    this.#keyHash = hashBytes(this.#key, this.#keyLength, this.#seed);
+    if (i === n) {
+      this.#keyLength = n + 1;
+    } else {
+      const { read, written } = this.#encoder.encodeInto(key, out.subarray(1, KEY_BYTES + 4));
+      if (read === n && written < KEY_BYTES && !replaced(out, written + 1, key)) {
+        this.#keyLength = written + 1;
+      } else {
+        const wellFormed = key.isWellFormed();
+        // A lone surrogate would be written as U+FFFD like another key's real U+FFFD: such a
+        // key is kept apart by hashing its UTF-16 code units instead.
+        const text = wellFormed ? this.#encoder.encode(key) : codeUnits(key);
+        Bun.SHA256.hash(text, out.subarray(1, 1 + DIGEST_BYTES));
+        this.#keyLength = DIGEST_BYTES + 1;
+        this.#keyTag = wellFormed ? DIGEST : UTF16;
+        this.#keyHash = hashBytes(out, this.#keyLength, this.#seed);
+        return;
+      }
+      h = hashBytes(out, this.#keyLength, this.#seed);
+      this.#keyTag = this.#keyLength + 1;
+      this.#keyHash = h;
+      return;
+    }
+    this.#keyTag = this.#keyLength + 1;
+    this.#keyHash = mix(h);
   }
 }
 
@@ -346,11 +378,19 @@ function replaced(bytes: Uint8Array, length: number, key: string): boolean {
   return false;
 }
 
-/** Seeded FNV-1a, its bits mixed (murmur3's finaliser) so the low ones pick slots well. */
+const FNV_BASIS = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** Seeded FNV-1a over stored key bytes (the ASCII path in #prepare computes the same). */
 function hashBytes(bytes: Uint8Array, length: number, seed: number): number {
-  let h = (0x811c9dc5 ^ seed) | 0;
-  for (let n = 0; n < length; n++) h = Math.imul(h ^ bytes[n]!, 0x01000193);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  let h = FNV_BASIS ^ seed;
+  for (let n = 0; n < length; n++) h = Math.imul(h ^ bytes[n]!, FNV_PRIME);
+  return mix(h);
+}
+
+/** murmur3's finaliser: the low bits, which pick the slot, depend on every bit. */
+function mix(hash: number): number {
+  let h = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b);
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
   return h ^ (h >>> 16);
 }
