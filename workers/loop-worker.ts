@@ -101,6 +101,7 @@ async function handle(m: ToLoop): Promise<unknown> {
             post({ op: "exchanged", record, code, atMs, swapped: [...swapped] }),
         },
         ...(m.staticNames ? { hooks: { lookup: staticLookup(m.staticNames) } } : {}),
+        shared: m.shared,
         reusePort: true,
         port: m.port,
         index: m.index,
@@ -141,7 +142,7 @@ async function handle(m: ToLoop): Promise<unknown> {
     case "configure": {
       const config = fromWire(m.config);
       audit?.setLevel(config.logLevel);
-      return l.configure(config, m.ratesChanged);
+      return l.configure(config, m.ratesChanged, m.rates);
     }
     case "quarantined":
       if (m.entry) {

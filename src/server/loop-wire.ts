@@ -15,7 +15,7 @@ import type { ViolationKind } from "../guard/violations.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
 import type { RequestRecord } from "../observe/audit.ts";
-import type { LoopPki, LoopStats } from "./loop.ts";
+import type { LoopPki, LoopStats, SharedGuards, SharedRates } from "./loop.ts";
 
 /** A source's values as bytes (zeroed by whoever holds them once used). */
 export type WireValues = [
@@ -44,6 +44,8 @@ export type ToLoop =
       port: number;
       workers: number | undefined;
       quarantine: QuarantineEntry[];
+      /** Caps and rate buckets every loop counts in. */
+      shared: SharedGuards;
       /** The only names this loop resolves (tests); each one asked for is told as `lookup`. */
       staticNames: Readonly<Record<string, string>> | undefined;
     }
@@ -60,7 +62,7 @@ export type ToLoop =
     }
   | { op: "commit"; prepared: number }
   | { op: "abort"; prepared: number }
-  | { op: "configure"; config: ProxyConfig; ratesChanged: boolean }
+  | { op: "configure"; config: ProxyConfig; ratesChanged: boolean; rates: SharedRates }
   | { op: "quarantined"; agent: string; entry: QuarantineEntry | null }
   | { op: "reloadCredentials"; credentials: ServerCredentials }
   | { op: "selfPorts"; ports: number[] }

@@ -24,9 +24,11 @@ import { signAws } from "../exchange/stages/sign.ts";
 import { upgrades } from "../exchange/stages/upgrade.ts";
 import { ByteBudget } from "../guard/byte-budget.ts";
 import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-probe.ts";
+import { ConnectionCaps } from "../guard/connection-caps.ts";
 import { LoadShedder } from "../guard/load-shed.ts";
 import { MemoryGuard } from "../guard/memory-guard.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
+import { capacityFor } from "../guard/shared-table.ts";
 import { StallRegistry } from "../guard/stall-registry.ts";
 import { type ViolationKind, violationsOf } from "../guard/violations.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
@@ -106,9 +108,54 @@ export interface LoopInputs {
   readonly reusePort?: boolean;
   /** The port to listen on instead of the configuration's (the first loop's, when it chose). */
   readonly port?: number;
+  /** Counts and buckets every loop shares (several loops); default: this loop's own. */
+  readonly shared?: SharedGuards;
   /** This loop's number and how many there are (connection numbers stay unique). */
   readonly index?: number;
   readonly count?: number;
+}
+
+/**
+ * The guards' state in shared memory (guard/shared-table.ts): connection caps, and a bucket
+ * table per rate that is on. A reload that changes a rate hands new tables.
+ */
+export interface SharedGuards {
+  readonly caps: SharedArrayBuffer;
+  readonly rates: SharedRates;
+}
+
+export interface SharedRates {
+  readonly request?: SharedArrayBuffer;
+  readonly handshake?: SharedArrayBuffer;
+  readonly mint?: SharedArrayBuffer;
+}
+
+/** Tables for the guards of `c`, made here for every loop to attach. */
+export function sharedGuards(c: ProxyConfig): SharedGuards {
+  return {
+    caps: ConnectionCaps.create(
+      {
+        total: c.limits.maxConnections,
+        perAgent: c.limits.maxAgentConnections,
+        handshakesPerAddress: c.limits.maxHandshakesPerAddress,
+      },
+      { capacity: capacityFor(2 * c.limits.maxConnections + 1) },
+    ).memory,
+    rates: sharedRates(c),
+  };
+}
+
+export function sharedRates(c: ProxyConfig): SharedRates {
+  const table = (r: Rate | undefined) =>
+    r
+      ? RateLimiter.create(r.perSecond, r.burst, { capacity: RATE_TABLE_CAPACITY }).memory
+      : undefined;
+  const rates = {
+    request: table(c.rateLimit),
+    handshake: table(c.handshakeRate),
+    mint: table(c.mintRate),
+  };
+  return Object.fromEntries(Object.entries(rates).filter(([, m]) => m !== undefined));
 }
 
 /** A change a reload has made ready in one loop: put in force, or let go. */
@@ -141,8 +188,8 @@ export interface Loop {
     applied: readonly string[],
     credentials?: ServerCredentials,
   ): Promise<Prepared[]>;
-  /** The reload's limits, rates and settings for what comes next. */
-  configure(next: ProxyConfig, ratesChanged: boolean): void;
+  /** The reload's limits, rates (in `rates`' tables, when shared) and settings for what comes next. */
+  configure(next: ProxyConfig, ratesChanged: boolean, rates?: SharedRates): void;
   closeAgent(agent: string): number;
   reloadCredentials(c: ServerCredentials): void;
   /** Ports of the proxy's own (the admin listener's) the upstream leg must never dial. */
@@ -324,14 +371,18 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
   // Every way in draws on a bucket: requests and CONNECTs on the agent's one, new connections
   // on their address's (before TLS), leaf mints on the agent's.
   // A reload that changes a rate starts it with full buckets.
-  const bucket = (r: Rate | undefined) =>
-    r ? new RateLimiter(r.perSecond, r.burst, hooks.rateClock) : undefined;
-  const buckets = (c: ProxyConfig) => ({
-    request: bucket(c.rateLimit),
-    handshake: bucket(c.handshakeRate),
-    mint: bucket(c.mintRate),
+  const bucket = (r: Rate | undefined, memory: SharedArrayBuffer | undefined) => {
+    if (!r) return undefined;
+    return memory
+      ? RateLimiter.attach(memory, r.perSecond, r.burst, hooks.rateClock)
+      : new RateLimiter(r.perSecond, r.burst, hooks.rateClock);
+  };
+  const buckets = (c: ProxyConfig, shared: SharedRates | undefined) => ({
+    request: bucket(c.rateLimit, shared?.request),
+    handshake: bucket(c.handshakeRate, shared?.handshake),
+    mint: bucket(c.mintRate, shared?.mint),
   });
-  let rates = buckets(config);
+  let rates = buckets(config, inputs.shared?.rates);
   const stages: Stage[] = [
     rateLimit(() => rates.request),
     egress(() => policy),
@@ -455,12 +506,13 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
     carriesReal: (text) => state.carriesReal(text),
     limits: sessionLimits,
     rates: {
-      connect: (agent: string) => rated(rates.request?.take(agent), "rate limit exceeded"),
+      connect: (agent: string) => rates.request?.admit(agent, "rate limit exceeded") ?? PASS,
       handshake: (address: string) =>
-        rated(rates.handshake?.take(address), "new connection rate exceeded"),
+        rates.handshake?.admit(address, "new connection rate exceeded") ?? PASS,
       mint: (agent: string) =>
-        rated(rates.mint?.take(agent), "certificate mint rate exceeded (new hosts)"),
+        rates.mint?.admit(agent, "certificate mint rate exceeded (new hosts)") ?? PASS,
     },
+    ...(inputs.shared ? { capsMemory: inputs.shared.caps } : {}),
     connections: {
       total: config.limits.maxConnections,
       perAgent: config.limits.maxAgentConnections,
@@ -548,8 +600,8 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
       }
       return out;
     },
-    configure(next, ratesChanged) {
-      if (ratesChanged) rates = buckets(next);
+    configure(next, ratesChanged, shared) {
+      if (ratesChanged) rates = buckets(next, shared);
       live = { ...next, limits: { ...next.limits, memoryLimit: live.limits.memoryLimit } };
       const l = next.limits;
       Object.assign(upstreamOptions, {
@@ -605,12 +657,9 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
   };
 }
 
-/** A bucket's answer (undefined: that rate is off). */
-function rated(ok: boolean | undefined, reason: string): Verdict {
-  return ok === false ? refuse("rate-limited", reason) : PASS;
-}
-
 const LEAF_CACHE_CAPACITY = 1000;
+/** Keys a shared rate table holds (agents, or peer addresses); refilled buckets make room. */
+const RATE_TABLE_CAPACITY = capacityFor(4096);
 const LAG_SAMPLE_MS = 50;
 const BUSY_LATE_MS = 50;
 /**

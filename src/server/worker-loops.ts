@@ -8,7 +8,7 @@ import { AggregatorRegistry } from "prom-client";
 import { ConfigError, type ConfigErrorCode } from "../config/config-error.ts";
 import { toWire } from "../config/proxy-config.ts";
 import type { SecretsConfig } from "../credentials/secrets.ts";
-import type { LoopStats, Prepared } from "./loop.ts";
+import { type LoopStats, type Prepared, sharedGuards, sharedRates } from "./loop.ts";
 import type { LoopSet, LoopSetOptions, SecretsOrigin } from "./loop-set.ts";
 import { sumStats } from "./loop-set.ts";
 import {
@@ -129,6 +129,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
   const pki = o.pki;
   const workers = o.workers ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / o.count));
   const s = wire(o.secrets, o.secretsFrom);
+  const shared = sharedGuards(o.config);
   try {
     for (let index = 0; index < o.count; index++) {
       const l = new LoopWorker(o);
@@ -145,6 +146,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
         workers,
         quarantine: [...o.quarantine],
         staticNames: o.staticNames,
+        shared,
       });
     }
   } catch (e) {
@@ -213,7 +215,9 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
     },
     configure: (next, ratesChanged) => {
       const cfg = toWire(next);
-      for (const l of loops) l.tell({ op: "configure", config: cfg, ratesChanged });
+      // A changed rate starts with full buckets: new tables, the same for every loop.
+      const rates = ratesChanged ? sharedRates(next) : {};
+      for (const l of loops) l.tell({ op: "configure", config: cfg, ratesChanged, rates });
     },
     quarantined: (agent, entry) => {
       for (const l of loops) l.tell({ op: "quarantined", agent, entry });

@@ -9,7 +9,14 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type tls from "node:tls";
 import { type Harness, startHarness } from "../support/proxy-harness.ts";
-import { closeTunnel, connectAnswer, exchangeRaw, openTunnel } from "../support/raw-agent.ts";
+import {
+  closeTunnel,
+  connectAnswer,
+  exchangeRaw,
+  openProxyConnection,
+  openTunnel,
+  proxyErrorCode,
+} from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
 const DUMMY = "sk-dummy-loops-00000000000000";
@@ -150,5 +157,59 @@ describe("two event loops", () => {
       expect(await ask(t, "/back")).toStartWith("HTTP/1.1 200");
       closeTunnel(t);
     }
+  });
+});
+
+// Counted once for the proxy, whichever loop a connection landed in: with counts per loop, 20
+// connections spread over two loops would pass a cap of 3 (or a burst of 6) in each — that a
+// loop got fewer than 3 (6) of them has odds under 1 in 2,000 (under 1 in 40).
+describe("caps and rates across two loops", () => {
+  let g: Harness;
+  beforeAll(async () => {
+    g = await startHarness({
+      agents: ["capped", "rated"],
+      allow: [],
+      configYaml: `allow: ["localhost:*"]\nloops: 2\nrateLimit: "1/m,burst=6"\nlimits:\n  maxAgentConnections: 3\n`,
+    });
+  });
+  afterAll(async () => {
+    await g?.close();
+  });
+  const opts = (agent: string) => ({
+    port: g.port,
+    caBundlePath: g.caBundlePath,
+    agent: g.agents[agent]!,
+  });
+  const target = () => `localhost:${up.port}`;
+
+  test("an agent's connection cap counts its connections in every loop", async () => {
+    const held: tls.TLSSocket[] = [];
+    const refused: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const s = await openProxyConnection(opts("capped"));
+      const head = (
+        await exchangeRaw(s, `CONNECT ${target()} HTTP/1.1\r\nHost: ${target()}\r\n\r\n`, [
+          "CONNECT",
+        ])
+      ).toString("latin1");
+      if (head.startsWith("HTTP/1.1 200")) held.push(s);
+      else {
+        refused.push(proxyErrorCode(head) ?? head.split("\r\n")[0]!);
+        s.destroy();
+      }
+    }
+    expect(held).toHaveLength(3);
+    expect(new Set(refused)).toEqual(new Set(["connection-limit"]));
+    for (const s of held) closeTunnel(s);
+  });
+
+  test("an agent's request bucket is one, whichever loop takes from it", async () => {
+    const answers: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const a = await connectAnswer(opts("rated"), target());
+      answers.push(a.status === 200 ? "200" : `${a.status} ${a.error}`);
+    }
+    expect(answers.filter((a) => a === "200")).toHaveLength(6);
+    expect(new Set(answers.filter((a) => a !== "200"))).toEqual(new Set(["429 rate-limited"]));
   });
 });

@@ -52,6 +52,11 @@ export interface FrontDoorOptions {
   readonly port: number;
   /** Share the port with the proxy's other event loops (SO_REUSEPORT: the kernel spreads connections). */
   readonly reusePort?: boolean;
+  /**
+   * Where the caps are counted, shared with the proxy's other event loops (a ConnectionCaps
+   * table's memory); default: a table of this listener's own.
+   */
+  readonly capsMemory?: SharedArrayBuffer;
   /** Connection numbers in audit lines: `first`, then every `step`th (each loop its own). */
   readonly connIds?: { readonly first: number; readonly step: number };
   readonly credentials: ServerCredentials;
@@ -146,7 +151,9 @@ export class FrontDoor {
     this.#nextConn = options.connIds?.first ?? 1;
     this.#connStep = options.connIds?.step ?? 1;
     this.#limits = { ...options.connections };
-    this.#caps = new ConnectionCaps(this.#limits);
+    this.#caps = options.capsMemory
+      ? ConnectionCaps.attach(options.capsMemory, this.#limits)
+      : new ConnectionCaps(this.#limits);
     this.#refusals = new RefusalDigest((r, repeated) =>
       options.audit.refused(repeated ? { ...r, repeated } : r),
     );
@@ -328,6 +335,20 @@ export class FrontDoor {
   /** A new TCP connection, before TLS: counted against its address until its handshake ends. */
   #admit(socket: tls.TLSSocket): void {
     const address = socket.remoteAddress ?? "?";
+    // The total first, across every loop (the runtime's own cap counts this listener's alone).
+    const accepted = this.#caps.accept();
+    if (!accepted.ok) {
+      this.#o.metrics.refused.inc({ reason: "connection-limit" });
+      this.#refusals.refuse("connection-limit", peerKey(address), {
+        conn: this.#connId(),
+        remote: remoteOf(socket),
+        reason: accepted.reason,
+      });
+      this.#refusedAtAdmit.add(socket);
+      socket.destroy();
+      return;
+    }
+    socket.once("close", () => this.#caps.acceptClosed());
     // The rate first: a refused connection costs no TLS work, and is not counted as open.
     const rated = this.#o.rates?.handshake?.(peerKey(address));
     const v = rated && !rated.ok ? rated : this.#caps.handshake(address);
