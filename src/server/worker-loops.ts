@@ -4,6 +4,7 @@
 // stream, the console and metrics — and drives every loop through messages. The first loop
 // binds the configured port (0: the system chooses) and the others join it.
 
+import { createServer } from "node:net";
 import { AggregatorRegistry } from "prom-client";
 import { ConfigError, type ConfigErrorCode } from "../config/config-error.ts";
 import { toWire } from "../config/proxy-config.ts";
@@ -125,6 +126,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
     }
   };
   let port = o.config.listen.port;
+  await portIsFree(o.config.listen.host, port);
   const config = toWire(o.config);
   const pki = o.pki;
   const workers = o.workers ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / o.count));
@@ -185,6 +187,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
       // The first loop binds a new address first: the port it chose is the one the others join.
       const ready: Prepared[] = [];
       let nextPort = next.listen.port;
+      if (applied.includes("listen")) await portIsFree(next.listen.host, nextPort);
       try {
         for (const l of loops) {
           const cfg = toWire({ ...next, listen: { ...next.listen, port: nextPort } });
@@ -234,6 +237,20 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
       for (const l of loops) l.terminate();
     },
   };
+}
+
+/**
+ * Rejects with the bind error when `host:port` is held. SO_REUSEPORT would let the loops join a
+ * port another process of this user holds with it (another proxy left running): a bind without
+ * it first fails as a single listener's would. Port 0 is always a new one.
+ */
+function portIsFree(host: string, port: number): Promise<void> {
+  if (port === 0) return Promise.resolve();
+  return new Promise((ok, fail) => {
+    const probe = createServer();
+    probe.once("error", fail);
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => ok()));
+  });
 }
 
 /** An error a loop reported, as its kind again (a ConfigError keeps its code and field). */

@@ -213,3 +213,28 @@ describe("caps and rates across two loops", () => {
     expect(new Set(answers.filter((a) => a !== "200"))).toEqual(new Set(["429 rate-limited"]));
   });
 });
+
+describe("the shared port", () => {
+  test("held by another listener, even one that shares its port: refused as for one loop, naming it", async () => {
+    const net = await import("node:net");
+    for (const reusePort of [false, true]) {
+      const other = net.createServer();
+      await new Promise<void>((r) => other.listen({ host: "127.0.0.1", port: 0, reusePort }, r));
+      const port = (other.address() as { port: number }).port;
+      const err = await startHarness({
+        allow: ["localhost:*"],
+        env: { SLAPENIR_LOOPS: "2", SLAPENIR_LISTEN: `127.0.0.1:${port}` },
+      }).then(
+        async (g) => {
+          await g.close();
+          return null;
+        },
+        (e: Error) => e.message,
+      );
+      other.close();
+      expect(err).toBe(
+        `SLAPENIR_LISTEN: cannot listen on 127.0.0.1:${port}: the address is already in use (another proxy, or another service on that port); choose another with SLAPENIR_LISTEN`,
+      );
+    }
+  });
+});
