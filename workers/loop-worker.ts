@@ -5,19 +5,12 @@
 // decides quarantine; its copy of the quarantine is what the root last told it.
 
 import { fromWire } from "../src/config/proxy-config.ts";
-import { loadSecrets, type SecretsConfig } from "../src/credentials/secrets.ts";
+import { secretsFromWire } from "../src/credentials/secrets.ts";
 import { heldVerdict, type QuarantineEntry } from "../src/guard/quarantine.ts";
 import { AuditLog } from "../src/observe/audit.ts";
 import { ProxyMetrics } from "../src/observe/metrics.ts";
 import { type Loop, type Prepared, startLoop } from "../src/server/loop.ts";
-import {
-  type FromLoop,
-  secretsDigest,
-  type ToLoop,
-  toWireError,
-  valuesFromWire,
-  type WireSecrets,
-} from "../src/server/loop-wire.ts";
+import { type FromLoop, type ToLoop, toWireError } from "../src/server/loop-wire.ts";
 
 declare const self: Worker;
 
@@ -45,29 +38,6 @@ let loop: Loop | undefined;
 let audit: AuditLog | undefined;
 let statsTimer: ReturnType<typeof setInterval> | undefined;
 
-/** The secrets the root checked, built here again from the same sources (or refused). */
-async function buildSecrets(w: WireSecrets): Promise<SecretsConfig> {
-  const values = valuesFromWire(w.values);
-  const template = await loadSecrets(w.env, w.file);
-  let built: SecretsConfig;
-  try {
-    built = template.withValues(values);
-  } finally {
-    template.dispose();
-    for (const v of values.values()) {
-      for (const s of v.current?.values() ?? []) s.dispose();
-      for (const s of v.redactOnly) s.dispose();
-    }
-  }
-  if (secretsDigest(built.entries()) !== w.digest) {
-    built.dispose();
-    throw new Error(
-      "the credentials changed while they were read (a secrets file rewritten); reload again",
-    );
-  }
-  return built;
-}
-
 /** Resolves only `names` (tests), telling the root each name asked for. */
 function staticLookup(names: Readonly<Record<string, string>>) {
   return async (host: string) => {
@@ -84,7 +54,7 @@ async function handle(m: ToLoop): Promise<unknown> {
       const config = fromWire(m.config);
       audit = new AuditLog(config.logLevel, auditOut as never);
       for (const e of m.quarantine) quarantine.set(e.agent, e);
-      const secrets = await buildSecrets(m.secrets);
+      const secrets = secretsFromWire(m.secrets);
       loop = await startLoop({
         config,
         secrets,
@@ -118,7 +88,9 @@ async function handle(m: ToLoop): Promise<unknown> {
   if (!l) throw new Error("event loop not started");
   switch (m.op) {
     case "install":
-      l.install(await buildSecrets(m.secrets));
+      // Both at one moment: no answer in this loop starts between the two.
+      l.install(secretsFromWire(m.secrets));
+      if (m.cut) l.cutOlder();
       return;
     case "olderDrained":
       return l.olderDrained();

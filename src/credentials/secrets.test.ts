@@ -11,6 +11,8 @@ import {
   loadSecretsFile,
   parseSecretsEnv,
   parseSecretsJson,
+  secretsFromWire,
+  wipeSecretsWire,
 } from "./secrets.ts";
 
 // Every value here is distinctive so a leak is easy to grep for.
@@ -699,5 +701,62 @@ describe("credentials with a source", () => {
     expect(ok.sources.map((x) => [x.name, x.shape, x.parts])).toEqual([
       ["aws", "aws", ["accessKeyId", "secretAccessKey"]],
     ]);
+  });
+});
+
+describe("the wire form (an event loop in a Worker)", () => {
+  const AWS = {
+    name: "aws",
+    kind: "aws",
+    accessKeyId: { dummy: "AKIADUMMY00000000001", real: "AKIAREAL0000000000R1" },
+    secretAccessKey: {
+      dummy: "dummy-secret-key-0000000000000000000000001",
+      real: "real-secret-key-9999999999999999999999991",
+    },
+    hosts: ["s3.amazonaws.com"],
+    regions: ["eu-west-1"],
+  };
+  const SCOPED = {
+    name: "scoped",
+    dummy: "DUMMY-scoped-000444",
+    real: "REAL-scoped-sk-444333",
+    hosts: ["GET|POST api.example.com/v1/**"],
+    in: ["header:x-api-key", "query:key"],
+  };
+  const SOURCED = {
+    name: "sourced",
+    dummy: "DUMMY-sourced-000888",
+    source: { file: "/run/secrets/token" },
+    hosts: ["api.example.com"],
+  };
+
+  test("crosses whole: the same credentials, values, retired values and views; the bytes zeroed once read", () => {
+    const s = parse({ credentials: [OPENAI, GITHUB, AWS, SCOPED, SOURCED] });
+    const withOld = s.withValues(
+      new Map([
+        ["sourced", { current: null, redactOnly: [SecretValue.fromText("REAL-sourced-old-0001")] }],
+      ]),
+    );
+    const wire = structuredClone(withOld.toWire());
+    const got = secretsFromWire(wire);
+    const view = (c: typeof withOld) => ({
+      credentials: c.credentials.map((x) => [x.name, x.dummy.revealText(), x.real.revealText()]),
+      unavailable: c.unavailable.map((x) => [x.name, x.dummy.revealText()]),
+      retired: c.retired.map((r) => [r.name, r.value.revealText()]),
+      redacted: c.redacted().map(({ from: _from, ...v }) => v),
+    });
+    expect(view(got)).toEqual(view(withOld));
+    expect(Bun.deepEquals(got.credentials, withOld.credentials)).toBe(true);
+    // What crossed is zeroed once built again (the sender zeroes its own copies).
+    for (const d of wire.drafts) {
+      expect(d.dummy.every((b) => b === 0)).toBe(true);
+      expect(d.real?.every((b) => b === 0) ?? true).toBe(true);
+    }
+    for (const r of wire.retired) expect(r.value.every((b) => b === 0)).toBe(true);
+    const sent = withOld.toWire();
+    wipeSecretsWire(sent);
+    expect(sent.drafts.every((d) => d.dummy.every((b) => b === 0))).toBe(true);
+    // Nothing of a source's own secrets crosses (a loop reads no source).
+    expect(JSON.stringify(wire)).not.toContain("/run/secrets/token");
   });
 });

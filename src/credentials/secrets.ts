@@ -211,6 +211,52 @@ export interface SecretsConfig {
   entries(): readonly CredentialEntry[];
   /** Zero every value (on reload or shutdown). */
   dispose(): void;
+  /**
+   * The credentials as data for another thread (an event loop in a Worker): values as bytes
+   * (copies: the caller zeroes them once sent), no sources (a loop reads none).
+   */
+  toWire(): SecretsWire;
+}
+
+/** A built configuration as it crosses to a Worker: `secretsFromWire` builds it again there. */
+export interface SecretsWire {
+  readonly drafts: readonly (Omit<CredentialDraft, "dummy" | "real" | "sourced"> & {
+    readonly dummy: Uint8Array;
+    readonly real: Uint8Array | null;
+  })[];
+  readonly retired: readonly { readonly name: string; readonly value: Uint8Array }[];
+}
+
+/** The configuration `w` describes, checked again; the received bytes are zeroed. */
+export function secretsFromWire(w: SecretsWire): SecretsConfig {
+  const take = (b: Uint8Array) => {
+    const s = SecretValue.fromBytes(b);
+    b.fill(0);
+    return s;
+  };
+  const drafts = w.drafts.map(
+    (d): CredentialDraft => ({ ...d, dummy: take(d.dummy), real: d.real ? take(d.real) : null }),
+  );
+  const retired = w.retired.map((r) => ({ name: r.name, value: take(r.value) }));
+  try {
+    return buildSecrets(drafts, retired);
+  } catch (e) {
+    for (const d of drafts) {
+      d.dummy.dispose();
+      d.real?.dispose();
+    }
+    for (const r of retired) r.value.dispose();
+    throw e;
+  }
+}
+
+/** Zeroes the bytes of a wire form (the sender's copies, once posted). */
+export function wipeSecretsWire(w: SecretsWire): void {
+  for (const d of w.drafts) {
+    d.dummy.fill(0);
+    d.real?.fill(0);
+  }
+  for (const r of w.retired) r.value.fill(0);
 }
 
 export interface CredentialEntry {
@@ -833,6 +879,14 @@ export function buildSecrets(
       }
     },
     redacted: () => drafts.map(summary),
+    toWire: () => ({
+      drafts: drafts.map(({ sourced: _sourced, ...d }) => ({
+        ...d,
+        dummy: d.dummy.revealBytes(),
+        real: d.real?.revealBytes() ?? null,
+      })),
+      retired: retired.map((r) => ({ name: r.name, value: r.value.revealBytes() })),
+    }),
     entries: () =>
       drafts.map((d) => ({ name: d.name, dummy: d.dummy, real: d.real, view: summary(d) })),
     dispose: () => {

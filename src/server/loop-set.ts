@@ -3,9 +3,8 @@
 // policy, listeners, limits, quarantine — it changes through this, in every loop; what it
 // shows — connections, caches, memory — it reads through this, summed.
 
-import type { ConfigFile } from "../config/config-file.ts";
 import type { LivePolicy, ProxyConfig } from "../config/proxy-config.ts";
-import type { SecretsConfig, SourceValues } from "../credentials/secrets.ts";
+import type { SecretsConfig } from "../credentials/secrets.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
 import type { MatcherPool } from "../matcher/pool/pool.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
@@ -22,16 +21,6 @@ import {
 } from "./loop.ts";
 import { startWorkerLoops } from "./worker-loops.ts";
 
-/** Where a secrets configuration was read from, and its sources' values: a Worker builds it again. */
-export interface SecretsFrom {
-  readonly env: Readonly<Record<string, string | undefined>>;
-  readonly file: ConfigFile | undefined;
-}
-
-export interface SecretsOrigin extends SecretsFrom {
-  readonly values: ReadonlyMap<string, SourceValues>;
-}
-
 export interface LoopSet {
   readonly count: number;
   /** The port the loops listen on (a reload may move it). */
@@ -40,10 +29,14 @@ export interface LoopSet {
   readonly local: (Loop & { readonly pool: MatcherPool }) | undefined;
   /** Renders /metrics when the loops keep counts of their own (Workers). */
   readonly metricsText?: () => Promise<{ body: string; contentType: string }>;
-  /** Takes `built` (checked by the caller) and puts it in force everywhere. */
-  install(built: SecretsConfig, origin: SecretsOrigin): Promise<void>;
+  /**
+   * Takes `built` (checked by the caller) and puts it in force in every loop for new exchanges;
+   * with `cut`, at the same moment in each loop, cuts what streams on older secrets.
+   */
+  install(built: SecretsConfig, cut: boolean): Promise<void>;
   olderDrained(): Promise<void>;
-  cutOlder(): void;
+  /** Cuts what streams on secrets older than those in force, in every loop. */
+  cutOlder(): Promise<void>;
   applyPolicy(next: LivePolicy): Promise<number>;
   prepare(
     next: ProxyConfig,
@@ -65,7 +58,6 @@ export interface LoopSetOptions {
   readonly count: number;
   readonly config: ProxyConfig;
   readonly secrets: SecretsConfig;
-  readonly secretsFrom: SecretsOrigin;
   readonly pki: LoopPki;
   readonly audit: AuditLog;
   readonly metrics: ProxyMetrics;
@@ -97,11 +89,12 @@ export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {
       return loop.port;
     },
     local: loop,
-    async install(built) {
+    async install(built, cut) {
       loop.install(built);
+      if (cut) loop.cutOlder();
     },
     olderDrained: () => loop.olderDrained(),
-    cutOlder: () => loop.cutOlder(),
+    cutOlder: async () => loop.cutOlder(),
     applyPolicy: async (next) => loop.applyPolicy(next),
     prepare: (next, applied, credentials) => loop.prepare(next, applied, credentials),
     configure: (next, ratesChanged) => loop.configure(next, ratesChanged),

@@ -1,35 +1,15 @@
-// What the composition root and a Worker loop (workers/loop-worker.ts) say to each other, and
-// how secrets cross: a Worker reads the credentials' template again from the same environment
-// and configuration file, and receives only the sources' values, as bytes. A digest of the
-// whole configuration — names, dummies and real values — tells the Worker it built what the
-// root checked (a secrets file rewritten between the two reads refuses the reload, and the
-// file's watcher reloads again).
+// What the composition root and a Worker loop (workers/loop-worker.ts) say to each other.
+// Secrets cross as the configuration the root built and checked (credentials/secrets.ts
+// `toWire`: values as bytes, zeroed on both sides once used); a Worker reads no file of them.
 
-import { createHash } from "node:crypto";
-import type { ConfigFile } from "../config/config-file.ts";
 import type { LivePolicy, ProxyConfig } from "../config/proxy-config.ts";
-import { SecretValue } from "../credentials/secret-value.ts";
-import type { CredentialEntry, SourceValues } from "../credentials/secrets.ts";
+import type { SecretsWire } from "../credentials/secrets.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
 import type { ViolationKind } from "../guard/violations.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
 import type { RequestRecord } from "../observe/audit.ts";
 import type { LoopPki, LoopStats, SharedGuards, SharedRates } from "./loop.ts";
-
-/** A source's values as bytes (zeroed by whoever holds them once used). */
-export type WireValues = [
-  name: string,
-  current: [part: string, bytes: Uint8Array][] | null,
-  redactOnly: Uint8Array[],
-][];
-
-export interface WireSecrets {
-  readonly env: Readonly<Record<string, string | undefined>>;
-  readonly file: ConfigFile | undefined;
-  readonly values: WireValues;
-  readonly digest: string;
-}
 
 /** Root → loop; those with an `id` are answered with a `reply` of the same id. */
 export type ToLoop =
@@ -39,7 +19,7 @@ export type ToLoop =
       index: number;
       count: number;
       config: ProxyConfig;
-      secrets: WireSecrets;
+      secrets: SecretsWire;
       pki: LoopPki;
       port: number;
       workers: number | undefined;
@@ -49,9 +29,9 @@ export type ToLoop =
       /** The only names this loop resolves (tests); each one asked for is told as `lookup`. */
       staticNames: Readonly<Record<string, string>> | undefined;
     }
-  | { op: "install"; id: number; secrets: WireSecrets }
+  | { op: "install"; id: number; secrets: SecretsWire; cut: boolean }
   | { op: "olderDrained"; id: number }
-  | { op: "cutOlder" }
+  | { op: "cutOlder"; id: number }
   | { op: "applyPolicy"; id: number; policy: LivePolicy }
   | {
       op: "prepare";
@@ -118,59 +98,4 @@ export function toWireError(e: unknown): WireError {
     ...(typeof err?.detail === "string" ? { detail: err.detail } : {}),
     ...(typeof err?.where === "string" ? { where: err.where } : {}),
   };
-}
-
-/** Sources' values as bytes to post; the caller zeroes them (`wipeValues`) once posted. */
-export function valuesToWire(values: ReadonlyMap<string, SourceValues>): WireValues {
-  return [...values].map(([name, v]) => [
-    name,
-    v.current ? [...v.current].map(([part, s]) => [part, s.revealBytes()]) : null,
-    v.redactOnly.map((s) => s.revealBytes()),
-  ]);
-}
-
-/** The values a Worker received, as secrets again; the received bytes are zeroed. */
-export function valuesFromWire(wire: WireValues): Map<string, SourceValues> {
-  const take = (b: Uint8Array) => {
-    const s = SecretValue.fromBytes(b);
-    b.fill(0);
-    return s;
-  };
-  return new Map(
-    wire.map(([name, current, redactOnly]) => [
-      name,
-      {
-        current: current ? new Map(current.map(([p, b]) => [p, take(b)])) : null,
-        redactOnly: redactOnly.map(take),
-      },
-    ]),
-  );
-}
-
-export function wipeValues(wire: WireValues): void {
-  for (const [, current, redactOnly] of wire) {
-    for (const [, b] of current ?? []) b.fill(0);
-    for (const b of redactOnly) b.fill(0);
-  }
-}
-
-/** A digest of every credential with its values, to compare two builds (never shown). */
-export function secretsDigest(entries: readonly CredentialEntry[]): string {
-  const h = createHash("sha256");
-  const bytes = (s: SecretValue | null) => {
-    if (s === null) {
-      h.update("\0none\0");
-      return;
-    }
-    const b = s.revealBytes();
-    h.update(`${b.length}:`);
-    h.update(b);
-    b.fill(0);
-  };
-  for (const e of entries) {
-    h.update(`${e.name}\0${JSON.stringify(e.view)}\0`);
-    bytes(e.dummy);
-    bytes(e.real);
-  }
-  return h.digest("hex");
 }

@@ -45,7 +45,7 @@ import { PASS } from "../policy/verdict.ts";
 import { ensureAdminToken } from "./admin-token.ts";
 import { watchConfigFiles } from "./config-watch.ts";
 import type { LoopSinks, LoopStats, Prepared } from "./loop.ts";
-import { type SecretsFrom, startLoops } from "./loop-set.ts";
+import { startLoops } from "./loop-set.ts";
 
 export const VERSION = "0.1.0";
 
@@ -193,12 +193,10 @@ export async function startProxy(
   const metrics = new ProxyMetrics();
   /** As loaded: sourced credentials without values. Installed configs are copies. */
   const cwd = options.cwd ?? process.cwd();
-  /** Where the template was read from: a Worker loop reads it again from the same. */
-  let templateFrom: SecretsFrom = {
+  let template: SecretsConfig = await loadSecrets(
     env,
-    file: options.configFile ?? configFileFromEnv(env, cwd),
-  };
-  let template: SecretsConfig = await loadSecrets(templateFrom.env, templateFrom.file);
+    options.configFile ?? configFileFromEnv(env, cwd),
+  );
   /** The settings in force: those a reload can change (config-diff.ts) follow the file. */
   let live = config;
   // A source's change before the request path below exists is handled once it does.
@@ -209,8 +207,7 @@ export async function startProxy(
     else changedEarly = true;
   };
   let sources = await startSources(template, onSourceChange, (e) => sourceEvent(audit, metrics, e));
-  const firstValues = sources?.snapshot() ?? new Map();
-  const first = template.withValues(firstValues);
+  const first = template.withValues(sources?.snapshot() ?? new Map());
   const pki = await loadPki(config);
   // A real value in a request is a violation: the agent goes into quarantine at once (its
   // connections closed, new ones refused) and stays until released, across restarts.
@@ -253,7 +250,6 @@ export async function startProxy(
     count: options.loops ?? config.loops,
     config,
     secrets: first,
-    secretsFrom: { ...templateFrom, values: firstValues },
     pki: {
       credentials: pki.credentials,
       interceptionCertPem: pki.interception.certPem,
@@ -284,10 +280,6 @@ export async function startProxy(
     sources?.stop();
     cannotListen(e, config.listen.host, config.listen.port, "SLAPENIR_LISTEN");
   });
-
-  /** Puts secrets built from the template and `values` in force in every loop. */
-  const install = (built: SecretsConfig, values: ReadonlyMap<string, SourceValues>) =>
-    loops.install(built, { ...templateFrom, values });
 
   // A source's new value: first redacted by every new exchange (pending), then — once every
   // exchange older than that is over, or the switch deadline has passed and what still streams
@@ -322,9 +314,8 @@ export async function startProxy(
     // one that replaces them meanwhile starts a switch of its own.
     const token = mgr.pendingToken();
     const build = (promoted?: typeof token) => {
-      const values = mgr.snapshot(promoted);
       try {
-        return { built: template.withValues(values), values };
+        return template.withValues(mgr.snapshot(promoted));
       } catch (e) {
         // A value that conflicts with another credential (never shown): dropped, and the
         // configuration without it put in force.
@@ -335,7 +326,7 @@ export async function startProxy(
     };
     const phase1 = build();
     if (!phase1) return;
-    await install(phase1.built, phase1.values);
+    await loops.install(phase1, false);
     if (token.size === 0) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const drainedAll = await Promise.race([
@@ -346,11 +337,12 @@ export async function startProxy(
     ]);
     clearTimeout(timer);
     if (mgr !== sources) return;
-    if (!drainedAll) loops.cutOlder();
+    // Cut in every loop before any swaps the new value (an older answer elsewhere could show it).
+    if (!drainedAll) await loops.cutOlder();
     const phase2 = build(token);
     if (!phase2) return;
-    if (mgr.promote(token)) await install(phase2.built, phase2.values);
-    else phase2.built.dispose();
+    if (mgr.promote(token)) await loops.install(phase2, false);
+    else phase2.dispose();
   }
   let port = loops.port;
   const selfPorts = new Set<number>([port]);
@@ -362,38 +354,42 @@ export async function startProxy(
   if (changedEarly) sourcesChanged();
   /** Read the secrets again (the file, or `e`'s variables) and put them in force. */
   const reloadSecrets = async (e: Record<string, string | undefined> = env): Promise<void> => {
-    const from = { env: e, file: configFileFromEnv(e, cwd) };
-    await applySecrets(await loadSecrets(from.env, from.file), from);
+    await applySecrets(await loadSecrets(e, configFileFromEnv(e, cwd)));
     audit.event("reload", { credentials: credentialCount() }, "secrets reloaded");
   };
   const credentialCount = () => template.redacted().length;
-  const applySecrets = async (nextTemplate: SecretsConfig, from: SecretsFrom): Promise<void> => {
+  /**
+   * New secrets, in two steps so no loop swaps a new value before every loop redacts it: first
+   * every loop keeps swapping the values in force and redacts the new ones too, then every
+   * loop swaps the new ones. Each step cuts what streams on older secrets (a reload is not a
+   * source refresh: those answers cannot learn the new values).
+   */
+  const applySecrets = async (nextTemplate: SecretsConfig): Promise<void> => {
     const nextSources = await startSources(nextTemplate, onSourceChange, (ev) =>
       sourceEvent(audit, metrics, ev),
     );
     const oldTemplate = template;
-    let built: SecretsConfig;
-    let values: ReadonlyMap<string, SourceValues>;
+    let built: SecretsConfig | undefined;
+    let before: SecretsConfig;
     try {
+      const oldValues = sources?.snapshot() ?? new Map();
       // What the old sources gave stays redacted under the new ones (a reload is no way to
       // make a replaced value readable again).
       if (sources && nextSources) sources.handOver(nextSources);
-      values = nextSources?.snapshot() ?? new Map();
-      built = nextTemplate.withValues(values);
+      built = nextTemplate.withValues(nextSources?.snapshot() ?? new Map());
+      before = withPending(oldTemplate, oldValues, built);
     } catch (e) {
       // Nothing changed: the old sources and template stay in force.
+      built?.dispose();
       nextSources?.stop();
       throw e;
     }
     sources?.stop();
     disposeSources(oldTemplate);
     template = nextTemplate;
-    templateFrom = from;
     sources = nextSources;
-    // A reload is not a source refresh: whatever streams on older secrets — the state in
-    // force, and any a source switch was waiting on — is cut at once.
-    await install(built, values);
-    loops.cutOlder();
+    await loops.install(before, true);
+    await loops.install(built, true);
     oldTemplate.dispose();
   };
   /** Put a new policy in force; connections it no longer admits are closed (how many). */
@@ -475,9 +471,9 @@ export async function startProxy(
   };
   const reload = (): Promise<ReloadReport> => {
     const run = queued(async (): Promise<ReloadReport> => {
-      const from = { env, file: configFileFromEnv(env, cwd) };
-      const next = loadProxyConfig(env, cwd, from.file);
-      const nextTemplate = await loadSecrets(env, from.file);
+      const file = configFileFromEnv(env, cwd);
+      const next = loadProxyConfig(env, cwd, file);
+      const nextTemplate = await loadSecrets(env, file);
       const changes = configChanges(live, next);
       const credentials = credentialChanges(template.entries(), nextTemplate.entries());
       // Whatever can fail is made ready first (files read, addresses bound); then it is all
@@ -485,7 +481,7 @@ export async function startProxy(
       const ready: Prepared[] = [];
       try {
         ready.push(...(await prepareRebinding(next, changes.applied)));
-        await applySecrets(nextTemplate, from);
+        await applySecrets(nextTemplate);
       } catch (e) {
         for (const r of ready) r.abort();
         nextTemplate.dispose();
@@ -782,3 +778,34 @@ function notAfterOf(certPem: string): number {
     return Number.NaN;
   }
 }
+
+/**
+ * The configuration in force (`template` with `values`) that also redacts and blocks every real
+ * value of `next` it does not hold already: a reload's first step.
+ */
+function withPending(
+  template: SecretsConfig,
+  values: ReadonlyMap<string, SourceValues>,
+  next: SecretsConfig,
+): SecretsConfig {
+  const now = template.withValues(values);
+  try {
+    const held = [
+      ...now.entries().flatMap((e) => (e.real ? [e.real] : [])),
+      ...now.retired.map((r) => r.value),
+    ];
+    const fresh = [
+      ...next.entries().flatMap((e) => (e.real ? [e.real] : [])),
+      ...next.retired.map((r) => r.value),
+    ].filter((v) => !held.some((h) => h.equals(v)));
+    if (fresh.length === 0) return template.withValues(values);
+    return template.withValues(
+      new Map([...values, [RELOAD_PENDING, { current: null, redactOnly: fresh }]]),
+    );
+  } finally {
+    now.dispose();
+  }
+}
+
+/** The name a reload's new values are redacted under before they are swapped. */
+const RELOAD_PENDING = "reload";

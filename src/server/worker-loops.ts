@@ -8,19 +8,11 @@ import { createServer } from "node:net";
 import { AggregatorRegistry } from "prom-client";
 import { ConfigError, type ConfigErrorCode } from "../config/config-error.ts";
 import { toWire } from "../config/proxy-config.ts";
-import type { SecretsConfig } from "../credentials/secrets.ts";
+import { type SecretsConfig, type SecretsWire, wipeSecretsWire } from "../credentials/secrets.ts";
 import { type LoopStats, type Prepared, sharedGuards, sharedRates } from "./loop.ts";
-import type { LoopSet, LoopSetOptions, SecretsOrigin } from "./loop-set.ts";
+import type { LoopSet, LoopSetOptions } from "./loop-set.ts";
 import { sumStats } from "./loop-set.ts";
-import {
-  type FromLoop,
-  secretsDigest,
-  type ToLoop,
-  valuesToWire,
-  type WireError,
-  type WireSecrets,
-  wipeValues,
-} from "./loop-wire.ts";
+import type { FromLoop, ToLoop, WireError } from "./loop-wire.ts";
 
 const WORKER_URL = new URL("../../workers/loop-worker.ts", import.meta.url);
 
@@ -105,23 +97,16 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
   const loops: LoopWorker[] = [];
-  const wire = (built: SecretsConfig, origin: SecretsOrigin): WireSecrets => ({
-    env: origin.env,
-    file: origin.file,
-    values: valuesToWire(origin.values),
-    digest: secretsDigest(built.entries()),
-  });
   /** Sends secrets to every loop; the copies made here are zeroed once posted. */
-  const sendSecrets = async <T>(
+  const sendSecrets = async (
     built: SecretsConfig,
-    origin: SecretsOrigin,
-    each: (l: LoopWorker, s: WireSecrets) => Promise<T>,
-  ): Promise<T[]> => {
-    const s = wire(built, origin);
+    each: (l: LoopWorker, s: SecretsWire) => Promise<unknown>,
+  ): Promise<void> => {
+    const s = built.toWire();
     try {
-      return await Promise.all(loops.map((l) => each(l, s)));
+      await Promise.all(loops.map((l) => each(l, s)));
     } finally {
-      wipeValues(s.values);
+      wipeSecretsWire(s);
       built.dispose();
     }
   };
@@ -130,7 +115,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
   const config = toWire(o.config);
   const pki = o.pki;
   const workers = o.workers ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / o.count));
-  const s = wire(o.secrets, o.secretsFrom);
+  const s = o.secrets.toWire();
   const shared = sharedGuards(o.config);
   try {
     for (let index = 0; index < o.count; index++) {
@@ -155,7 +140,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
     for (const l of loops) l.terminate();
     throw e;
   } finally {
-    wipeValues(s.values);
+    wipeSecretsWire(s);
     o.secrets.dispose();
   }
   const all = <T>(f: (l: LoopWorker) => Promise<T>) => Promise.all(loops.map(f));
@@ -172,13 +157,10 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
       const registry = AggregatorRegistry.aggregate([own, ...theirs] as never);
       return { body: await registry.metrics(), contentType: registry.contentType };
     },
-    install: async (built, origin) => {
-      await sendSecrets(built, origin, (l, secrets) => l.ask({ op: "install", secrets }));
-    },
+    install: (built, cut) =>
+      sendSecrets(built, (l, secrets) => l.ask({ op: "install", secrets, cut })),
     olderDrained: () => all((l) => l.ask({ op: "olderDrained" })).then(() => {}),
-    cutOlder: () => {
-      for (const l of loops) l.tell({ op: "cutOlder" });
-    },
+    cutOlder: () => all((l) => l.ask({ op: "cutOlder" })).then(() => {}),
     applyPolicy: async (policy) => {
       const closed = await all((l) => l.ask<number>({ op: "applyPolicy", policy: toWire(policy) }));
       return closed.reduce((a, b) => a + b, 0);
