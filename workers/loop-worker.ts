@@ -128,6 +128,10 @@ async function handle(m: ToLoop): Promise<unknown> {
       return l.addSelfPorts(m.ports);
     case "metrics":
       return l.metrics.registry.getMetricsAsJSON();
+    case "flush":
+      // Lines written so far leave before the answer (a Worker's messages keep their order).
+      flushAudit();
+      return;
     case "close":
       clearInterval(statsTimer);
       await l.close(m.graceMs);

@@ -49,6 +49,8 @@ export interface LoopSet {
   reloadCredentials(c: ServerCredentials): void;
   /** Ports of the proxy's own the upstream leg must never dial. */
   selfPorts(ports: readonly number[]): void;
+  /** Resolves once every audit line the loops wrote so far has reached the audit stream. */
+  flush(): Promise<void>;
   /** Every loop's figures, summed (per-agent counts merged). */
   stats(): LoopStats;
   close(graceMs: number): Promise<void>;
@@ -104,6 +106,7 @@ export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {
     },
     reloadCredentials: (c) => loop.reloadCredentials(c),
     selfPorts: (ports) => loop.addSelfPorts(ports),
+    flush: async () => {},
     stats: () => loop.stats(),
     close: (graceMs) => loop.close(graceMs),
   };

@@ -47,6 +47,7 @@ export type ToLoop =
   | { op: "reloadCredentials"; credentials: ServerCredentials }
   | { op: "selfPorts"; ports: number[] }
   | { op: "metrics"; id: number }
+  | { op: "flush"; id: number }
   | { op: "close"; id: number; graceMs: number };
 
 /** Loop → root. */

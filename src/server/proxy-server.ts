@@ -77,6 +77,8 @@ export interface RunningProxy {
   reload(): Promise<ReloadReport>;
   /** Swap server certificate / agent CA without dropping open connections. */
   reloadCredentials(c: ServerCredentials): void;
+  /** Resolves once every audit line written so far, in any event loop, is in the stream. */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -675,6 +677,7 @@ export async function startProxy(
     reloadSecrets,
     reloadPolicy,
     reload,
+    settled: () => loops.flush(),
     reloadCredentials(c) {
       loops.reloadCredentials(c);
       serverNotAfter = notAfterOf(c.certPem);

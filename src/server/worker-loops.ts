@@ -213,6 +213,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
     selfPorts: (ports) => {
       for (const l of loops) l.tell({ op: "selfPorts", ports: [...ports] });
     },
+    flush: () => all((l) => l.ask({ op: "flush" })).then(() => {}),
     stats: () => sumStats(loops.map((l) => l.stats)),
     async close(graceMs) {
       await all((l) => l.ask({ op: "close", graceMs }).catch(() => {}));

@@ -60,6 +60,12 @@ async function get(agent: string, port: number, path: string, extra = ""): Promi
 describe("kept-alive upstream connections", () => {
   test("one agent's requests never travel on a connection another agent's used", async () => {
     const first = up.received.length;
+    // Each agent's two requests on one tunnel of its own: one event loop, whose idle
+    // upstream connections both agents' requests go through in turn.
+    const tunnels = {
+      "agent-a": await openTunnel(as("agent-a"), { connect: `localhost:${up.port}` }),
+      "agent-b": await openTunnel(as("agent-b"), { connect: `localhost:${up.port}` }),
+    };
     for (const [agent, path] of [
       ["agent-b", "/b1"],
       ["agent-a", "/a1"],
@@ -67,8 +73,11 @@ describe("kept-alive upstream connections", () => {
       ["agent-a", "/a2"],
     ] as const) {
       const extra = agent === "agent-a" ? `Authorization: Bearer ${DUMMY}\r\n` : "";
-      expect(await get(agent, up.port, path, extra)).toStartWith("HTTP/1.1 200");
+      const reply = readAnswers(tunnels[agent]);
+      tunnels[agent].write(`GET ${path} HTTP/1.1\r\nHost: localhost:${up.port}\r\n${extra}\r\n`);
+      expect((await reply).toString("latin1")).toStartWith("HTTP/1.1 200");
     }
+    for (const t of Object.values(tunnels)) t.destroy();
     const conn = (path: string) =>
       up.received.slice(first).find((r) => r.target === path)!.connection;
     // Each agent's connection was kept and reused — by that agent only.
@@ -218,14 +227,20 @@ describe("against a raw upstream that ignores Content-Length where it expects no
     server?.close();
   });
 
-  const post = async (agent: string, path: string, body: string, extra = "") => {
-    const t = await openTunnel(as(agent), { connect: `localhost:${port}` });
+  const post = async (
+    agent: string,
+    path: string,
+    body: string,
+    extra = "",
+    tunnel?: tls.TLSSocket,
+  ) => {
+    const t = tunnel ?? (await openTunnel(as(agent), { connect: `localhost:${port}` }));
     const reply = readAnswers(t);
     t.write(
       `POST ${path} HTTP/1.1\r\nHost: localhost:${port}\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`,
     );
     const text = (await reply).toString("latin1");
-    t.destroy();
+    if (!tunnel) t.destroy();
     return text;
   };
 
@@ -233,14 +248,19 @@ describe("against a raw upstream that ignores Content-Length where it expects no
     // The upstream reads agent-b's body as `POST /store/loot` and stores the next 120 bytes on
     // that connection: agent-a's request, real value swapped in, if it came on it.
     const smuggled = "POST /store/loot HTTP/1.1\r\nHost: localhost\r\nContent-Length: 120\r\n\r\n";
-    expect(await post("agent-b", "/ping", smuggled)).toStartWith("HTTP/1.1 200");
+    // agent-b's requests on one tunnel: one event loop, whose idle connections are its pool.
+    const b = await openTunnel(as("agent-b"), { connect: `localhost:${port}` });
+    expect(await post("agent-b", "/ping", smuggled, "", b)).toStartWith("HTTP/1.1 200");
     const a = await post("agent-a", "/ping", "{}", `Authorization: Bearer ${DUMMY}\r\n`);
     expect(a).toStartWith("HTTP/1.1 200");
     // agent-a's request went out with its real value, on a connection of its own.
     expect(store.get("/store/loot")?.includes(REAL) ?? false).toBe(false);
     // The smuggled POST did wait on agent-b's connection (the bug is real): agent-b's next
     // request there (a GET: any idle connection of its own will do) is what it stores.
-    expect(await get("agent-b", port, `/ping?pad=${"x".repeat(120)}`)).toStartWith("HTTP/1.1 200");
+    const reply = readAnswers(b);
+    b.write(`GET /ping?pad=${"x".repeat(120)} HTTP/1.1\r\nHost: localhost:${port}\r\n\r\n`);
+    expect((await reply).toString("latin1")).toStartWith("HTTP/1.1 200");
+    b.destroy();
     expect(store.get("/store/loot")?.toString("latin1")).toStartWith("GET /ping?pad=x");
   });
 });

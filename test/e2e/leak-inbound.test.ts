@@ -18,7 +18,7 @@ import {
   sendLength,
   startHostileUpstream,
 } from "../support/hostile-upstream.ts";
-import { type Harness, startHarness } from "../support/proxy-harness.ts";
+import { type Harness, harnessLoops, startHarness } from "../support/proxy-harness.ts";
 
 let h: Harness;
 let up: HostileUpstream;
@@ -304,36 +304,40 @@ describe("server-sent events", () => {
 });
 
 describe("scanner failure", () => {
-  test("the matcher worker dies mid-stream: the agent sees an error, nothing unscanned", async () => {
-    let release!: () => void;
-    const crashed = new Promise<void>((r) => {
-      release = r;
-    });
-    up.on("/crash", async (_r, w) => {
-      await w.write(headBytes(200, "OK", [["transfer-encoding", "chunked"]]));
-      await w.write(chunk(`first ${A.toString()} ${"f".repeat(2000)}`));
-      await crashed;
-      for (let i = 0; i < 20; i++)
-        await w.write(chunk(`more ${A.toString()} ${B.toString("base64")}\n`));
-      await w.write("0\r\n\r\n");
-    });
-    const s = await agent.tunnel(bound);
-    s.once("data", () => {
-      h.proxy.pool!.crashWorkerForTest(0, "terminate");
-      release();
-    });
-    const r = await agent.send(
-      s,
-      `GET /crash HTTP/1.1\r\nHost: ${bound}\r\nConnection: close\r\n\r\n`,
-    );
-    expect(r.status).toBe(200);
-    expect(r.complete).toBe(false);
-    noLeak(r.raw);
-    // The pool replaced the worker: the next exchange is served and redacted.
-    up.on("/after-crash", (_r, w) => sendLength(w, [], Buffer.from(`k=${A.toString()}`)));
-    const next = await get("/after-crash");
-    expect(next.body.toString()).toBe("k=[REDACTED]");
-  });
+  // A Worker loop's matcher pool is out of this thread's reach: the one-loop pass runs it.
+  test.skipIf(harnessLoops() > 1)(
+    "the matcher worker dies mid-stream: the agent sees an error, nothing unscanned",
+    async () => {
+      let release!: () => void;
+      const crashed = new Promise<void>((r) => {
+        release = r;
+      });
+      up.on("/crash", async (_r, w) => {
+        await w.write(headBytes(200, "OK", [["transfer-encoding", "chunked"]]));
+        await w.write(chunk(`first ${A.toString()} ${"f".repeat(2000)}`));
+        await crashed;
+        for (let i = 0; i < 20; i++)
+          await w.write(chunk(`more ${A.toString()} ${B.toString("base64")}\n`));
+        await w.write("0\r\n\r\n");
+      });
+      const s = await agent.tunnel(bound);
+      s.once("data", () => {
+        h.proxy.pool!.crashWorkerForTest(0, "terminate");
+        release();
+      });
+      const r = await agent.send(
+        s,
+        `GET /crash HTTP/1.1\r\nHost: ${bound}\r\nConnection: close\r\n\r\n`,
+      );
+      expect(r.status).toBe(200);
+      expect(r.complete).toBe(false);
+      noLeak(r.raw);
+      // The pool replaced the worker: the next exchange is served and redacted.
+      up.on("/after-crash", (_r, w) => sendLength(w, [], Buffer.from(`k=${A.toString()}`)));
+      const next = await get("/after-crash");
+      expect(next.body.toString()).toBe("k=[REDACTED]");
+    },
+  );
 });
 
 function countChunkedPayload(b: Buffer): number {

@@ -70,6 +70,7 @@ describe("combined outbound pass (streamed bodies)", () => {
     expect(reply.startsWith("HTTP/1.1 200")).toBe(false);
     expect(reply).not.toContain(REAL);
     expect(up.received.length).toBe(before);
+    await h.settled();
     const audit = h.auditLines.map((l) => JSON.parse(l)).filter((l) => l.path === "/stream");
     expect(audit.at(-1)).toMatchObject({
       decision: "deny",

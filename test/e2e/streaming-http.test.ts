@@ -276,9 +276,9 @@ describe("upstream connections", () => {
       ]);
       expect(r.status).toBe(200);
     }
-    // Five agent connections, one upstream connection.
+    // Five agent connections, one upstream connection (each event loop keeps its own).
     expect(ports).toHaveLength(5);
-    expect(new Set(ports).size).toBe(1);
+    expect(new Set(ports).size).toBeLessThanOrEqual(h.proxy.loops);
     expect(bodies[4]).toBe(`{"n":4,"key":"${REAL}"}`);
   });
 

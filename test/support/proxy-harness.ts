@@ -105,6 +105,8 @@ export interface Harness extends AsyncDisposable {
   readonly ca: EmbeddedCa;
   /** Reads the policy again as SIGHUP does (the file as it is now); how many connections closed. */
   reloadPolicy(): Promise<number>;
+  /** Every audit line of what happened so far is in `auditLines` (event loops in Workers). */
+  settled(): Promise<void>;
   curl(args: readonly string[], agent?: string): Promise<CurlResult>;
   close(): Promise<void>;
 }
@@ -118,6 +120,9 @@ export interface CurlResult {
 }
 
 const TEST_LOOPS = Number(process.env.SLAPENIR_TEST_LOOPS ?? 1);
+
+/** The event loops harness proxies run with when a test does not say (SLAPENIR_TEST_LOOPS). */
+export const harnessLoops = (): number => TEST_LOOPS;
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), "slapenir-e2e-"));
@@ -233,8 +238,13 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     lookups,
     ca,
     reloadPolicy: () => proxy.reloadPolicy(loadLivePolicy(env, dir)),
-    curl: (args, agent = Object.keys(agents)[0]!) =>
-      curl(proxy.port, caBundlePath, agents[agent], args),
+    settled: () => proxy.settled(),
+    // Its audit line is in by the time curl's answer is.
+    curl: async (args, agent = Object.keys(agents)[0]!) => {
+      const r = await curl(proxy.port, caBundlePath, agents[agent], args);
+      await proxy.settled();
+      return r;
+    },
     close,
     [Symbol.asyncDispose]: close,
   };
