@@ -258,11 +258,31 @@ function runSkip(st: Stream, set: PatternSet): i32 {
         pos += 4 * m;
         continue;
       }
-    }
-    const s = <i32>load<u8>(shift + <usize>hash3(load<u32>(base + <usize>pos), bits));
-    if (s != 0) {
-      pos += s;
-      continue;
+      // Move through the windows that shift by m to the first that does not, and apply its
+      // shift: the lookups are already done. A zero shift leaves pos on a candidate.
+      let s = s0;
+      if (s0 == m) {
+        pos += m;
+        s = s1;
+        if (s1 == m) {
+          pos += m;
+          s = s2;
+          if (s2 == m) {
+            pos += m;
+            s = s3;
+          }
+        }
+      }
+      if (s != 0) {
+        pos += s;
+        continue;
+      }
+    } else {
+      const s = <i32>load<u8>(shift + <usize>hash3(load<u32>(base + <usize>pos), bits));
+      if (s != 0) {
+        pos += s;
+        continue;
+      }
     }
     const h = <usize>hash3(load<u32>(buf + <usize>pos + tail), bits);
     const e1 = load<u32>(set.bucketStart + ((h + 1) << 2));
