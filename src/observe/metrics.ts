@@ -203,6 +203,8 @@ export class ProxyMetrics {
       help: "Authenticated connections open, by agent (capped by SLAPENIR_MAX_AGENT_CONNECTIONS)",
       labelNames: ["agent"] as const,
       registers: [this.registry],
+      // Counted in the caps' shared table: every event loop reads the same counts.
+      aggregator: "first",
       collect() {
         this.reset();
         for (const [agent, n] of src.perAgent()) this.set({ agent }, n);
@@ -233,6 +235,8 @@ export class ProxyMetrics {
     }
     new Gauge({
       name: "slapenir_memory_used_bytes",
+      // Every event loop reads the one process's memory.
+      aggregator: "max",
       help: "Memory counted against the proxy's limit (its cgroup's use less reclaimable page cache); 0 without a limit",
       registers: [this.registry],
       collect() {
@@ -241,6 +245,7 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: "slapenir_memory_limit_bytes",
+      aggregator: "max",
       help: "The proxy's memory limit (its container's, or SLAPENIR_MEMORY_LIMIT); 0 when none is known",
       registers: [this.registry],
       collect() {

@@ -112,15 +112,14 @@ export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {
   };
 }
 
-/** Figures of several loops as one. */
+/** Figures of several loops as one (the shared ones once, the rest summed). */
 export function sumStats(all: readonly LoopStats[]): LoopStats {
-  const perAgent = new Map<string, number>();
-  for (const s of all) for (const [a, n] of s.perAgent) perAgent.set(a, (perAgent.get(a) ?? 0) + n);
   const sum = (f: (s: LoopStats) => number) => all.reduce((t, s) => t + f(s), 0);
   const first = all[0];
   return {
     connections: sum((s) => s.connections),
-    perAgent: [...perAgent],
+    // Counted in the caps' shared table: every loop has the same counts.
+    perAgent: first?.perAgent ?? [],
     upstreamIdle: sum((s) => s.upstreamIdle),
     matcherWorkers: sum((s) => s.matcherWorkers),
     leaves: sum((s) => s.leaves),
