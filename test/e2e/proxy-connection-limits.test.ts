@@ -213,6 +213,7 @@ test("beyond the total, a new connection is closed before TLS, audited; the slot
   }
   try {
     expect(await handshakeFrom("agent-b", "127.0.0.1")).toBe("refused");
+    await h.settled();
     expect(refusedWith(`too many open connections (limit ${TOTAL})`).length).toBe(1);
     expect(await metric('slapenir_connections_refused_total{reason="connection-limit"}')).toBe(1);
   } finally {
@@ -254,7 +255,10 @@ test("on shutdown, handshakes in progress are not waited for; held-back refusals
   const repeated = h.auditLines
     .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((l) => l.evt === "refused" && l.agent === "agent-a" && l.repeated !== undefined);
-  expect(repeated.map((l) => [l.reason, (l.repeated as number) > 0])).toEqual([
-    [`too many open connections for this agent (limit ${PER_AGENT})`, true],
-  ]);
+  // One line per kind and peer per window — each event loop keeps its own window.
+  expect(repeated.length).toBeGreaterThanOrEqual(1);
+  expect(repeated.length).toBeLessThanOrEqual(h.proxy.loops);
+  expect(new Set(repeated.map((l) => `${l.reason} ${(l.repeated as number) > 0}`))).toEqual(
+    new Set([`too many open connections for this agent (limit ${PER_AGENT}) true`]),
+  );
 });
