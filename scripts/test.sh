@@ -36,22 +36,35 @@ bun test/stepca-real/build.ts || echo "building step-ca failed; tests against th
 step typecheck bun run typecheck
 step lint bun run lint
 
-log="$(mktemp)"
-# A safety net, not a budget: no verdict may depend on how fast the machine is, so a test gets
-# a minute before it counts as hung (Bun's own default, 5 s, failed tests on a busy machine).
-bun test --timeout 60000 "$@" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-# bun:test prints its summary as " N pass", " N fail", " N skip" lines.
-p=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -1 | tr -dc '0-9')
-f=$(grep -E '^ *[0-9]+ fail$' "$log" | tail -1 | tr -dc '0-9')
-s=$(grep -E '^ *[0-9]+ skip$' "$log" | tail -1 | tr -dc '0-9')
-rm -f "$log"
-passed=$((passed + ${p:-0}))
-failed=$((failed + ${f:-0}))
-skipped=$((skipped + ${s:-0}))
-if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
-  echo "bun test exited $rc without reporting a failed test" >&2
-  failed=$((failed + 1))
+# bun:test prints its summary as " N pass", " N fail", " N skip" lines; each run adds to them.
+run_tests() { # bun test arguments...
+  local log rc p f s
+  log="$(mktemp)"
+  # A safety net, not a budget: no verdict may depend on how fast the machine is, so a test
+  # gets a minute before it counts as hung (Bun's own default, 5 s, failed tests on a busy
+  # machine).
+  bun test --timeout 60000 "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  p=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -1 | tr -dc '0-9')
+  f=$(grep -E '^ *[0-9]+ fail$' "$log" | tail -1 | tr -dc '0-9')
+  s=$(grep -E '^ *[0-9]+ skip$' "$log" | tail -1 | tr -dc '0-9')
+  rm -f "$log"
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+  skipped=$((skipped + ${s:-0}))
+  if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+    echo "bun test exited $rc without reporting a failed test" >&2
+    failed=$((failed + 1))
+  fi
+}
+
+run_tests "$@"
+# The whole suite: every test that starts a proxy through the harness runs again with two event
+# loops (issue 19) — the same behaviour whichever loop an agent's connection lands in.
+if [ $# -eq 0 ]; then
+  mapfile -t harnessed < <(grep -rl "startHarness(" test --include="*.test.ts" | sort)
+  echo "== again with two event loops (SLAPENIR_TEST_LOOPS=2): ${#harnessed[@]} files"
+  SLAPENIR_TEST_LOOPS=2 run_tests "${harnessed[@]}"
 fi
 
 line="tests: $passed passed, $failed failed"

@@ -31,6 +31,21 @@ function flushAudit(): void {
   post({ op: "audit", text });
 }
 
+// As src/main.ts does for the process: an error that escaped every handler is audited and
+// counted, and the loop serves on (a Worker would otherwise end with it).
+const internal = (kind: string) => (e: unknown) => {
+  const name = e instanceof Error ? e.name : typeof e;
+  const code = (e as { code?: unknown } | null)?.code;
+  audit?.event(
+    "internal-error",
+    { kind, name, ...(typeof code === "string" ? { code } : {}) },
+    "internal error",
+  );
+  loop?.metrics.internalErrors.inc({ kind });
+};
+process.on("uncaughtException", internal("exception"));
+process.on("unhandledRejection", internal("rejection"));
+
 const quarantine = new Map<string, QuarantineEntry>();
 const prepared = new Map<number, Prepared[]>();
 let nextPrepared = 1;
@@ -72,6 +87,17 @@ async function handle(m: ToLoop): Promise<unknown> {
         },
         ...(m.staticNames ? { hooks: { lookup: staticLookup(m.staticNames) } } : {}),
         shared: m.shared,
+        // Digested once for the proxy, in the main thread.
+        refusals: {
+          connections: {
+            refuse: (kind, who, record) =>
+              post({ op: "refused", of: "connection", kind, who, record }),
+          },
+          requests: {
+            refuse: (kind, who, record) =>
+              post({ op: "refused", of: "request", kind, who, record }),
+          },
+        },
         reusePort: true,
         port: m.port,
         index: m.index,

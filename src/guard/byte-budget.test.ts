@@ -40,3 +40,23 @@ test("holders lists who holds bytes now, and no one once all is given back", () 
   b.release(20, "b");
   expect(b.holders()).toEqual([]);
 });
+
+test("budgets on one memory (event loops) draw on the same bytes and shares", () => {
+  const a = new ByteBudget(100, 60);
+  const b = new ByteBudget(100, 60, a.memory);
+  expect(a.acquire(50, "x")).toBe(true);
+  // The agent's share is counted across both: 50 + 20 > 60.
+  expect(b.acquire(20, "x")).toBe(false);
+  expect(b.acquire(10, "x")).toBe(true);
+  expect(b.acquire(45, "y")).toBe(false); // 60 held of 100
+  expect(b.acquire(40, "y")).toBe(true);
+  expect(a.used).toBe(100);
+  expect(a.holders().sort()).toEqual([
+    ["x", 60],
+    ["y", 40],
+  ]);
+  a.release(60, "x");
+  expect(b.usedBy("x")).toBe(0);
+  expect(b.used).toBe(40);
+  expect(() => new ByteBudget(100, 60, new SharedArrayBuffer(64))).toThrow();
+});

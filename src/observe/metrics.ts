@@ -147,6 +147,8 @@ export class ProxyMetrics {
         help: "Bytes of request bodies held whole, charged to the held-body budget, by agent",
         labelNames: ["agent"] as const,
         registers: [this.registry],
+        // One budget for every event loop (a shared table): each reads the same holdings.
+        aggregator: "first",
         collect() {
           this.reset();
           for (const [agent, bytes] of held.holders()) this.set({ agent }, bytes);
@@ -156,6 +158,7 @@ export class ProxyMetrics {
         name: "slapenir_held_body_budget_bytes",
         help: "The held-body budget (SLAPENIR_HELD_BODY_BUDGET_BYTES); beyond it requests get 503",
         registers: [this.registry],
+        aggregator: "first",
         collect() {
           this.set(held.capacity);
         },
@@ -197,7 +200,21 @@ export class ProxyMetrics {
   watchConnections(src: {
     perAgent(): Iterable<readonly [string, number]>;
     upstreamIdle(): number;
+    accepted?(): number;
   }): void {
+    const accepted = src.accepted;
+    if (accepted) {
+      new Gauge({
+        name: "slapenir_connections_accepted",
+        help: "Agent connections accepted and open, handshakes included (capped by SLAPENIR_MAX_CONNECTIONS)",
+        registers: [this.registry],
+        // Counted in the caps' shared table: every event loop reads the same count.
+        aggregator: "first",
+        collect() {
+          this.set(accepted());
+        },
+      });
+    }
     new Gauge({
       name: "slapenir_agent_connections_open",
       help: "Authenticated connections open, by agent (capped by SLAPENIR_MAX_AGENT_CONNECTIONS)",

@@ -13,7 +13,12 @@ interface Window<R> {
   last: R;
 }
 
-export class RefusalDigest<R> {
+/** Where refusals go to be digested: a digest, or one in another thread (an event loop's). */
+export interface RefusalSink<R> {
+  refuse(kind: string, who: string, r: R): void;
+}
+
+export class RefusalDigest<R> implements RefusalSink<R> {
   readonly #write: (r: R, repeated?: number) => void;
   readonly #windowMs: number;
   readonly #maxKeys: number;

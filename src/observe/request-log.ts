@@ -10,7 +10,7 @@
 
 import { type AuditLog, clipPath, pathOf, type RequestRecord } from "./audit.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import { RefusalDigest } from "./refusal-digest.ts";
+import { RefusalDigest, type RefusalSink } from "./refusal-digest.ts";
 import type { Trace, TraceOutcome } from "./trace.ts";
 
 /** What is known of a request for its audit line ("-" / 0 where nothing is). */
@@ -52,6 +52,11 @@ export function digestKind(method: string, outcome: TraceOutcome): string | unde
 export interface RequestLogOptions {
   /** The digest's window and clock (tests). */
   readonly digest?: { readonly windowMs?: number; readonly now?: () => number };
+  /**
+   * Where refused requests are digested, when that is not this log's own digest: the proxy's
+   * one, for every event loop (its lines then go through `audit.request` there).
+   */
+  readonly refusals?: RefusalSink<RequestRecord>;
   /** Told every request's outcome once it is written (violations, reflections: server/). */
   readonly onOutcome?: (facts: RequestFacts, outcome: TraceOutcome, trace: Trace) => void;
   /** Told every request's record as the audit log gets it (digested refusals too). */
@@ -62,7 +67,8 @@ export class RequestLog {
   readonly #audit: AuditLog;
   readonly #metrics: ProxyMetrics;
   readonly #logSafe: () => LogSafe;
-  readonly #digest: RefusalDigest<RequestRecord>;
+  readonly #digest: RefusalSink<RequestRecord>;
+  readonly #ownDigest: RefusalDigest<RequestRecord> | null;
   readonly #onOutcome: RequestLogOptions["onOutcome"];
   readonly #onRecord: RequestLogOptions["onRecord"];
 
@@ -78,15 +84,13 @@ export class RequestLog {
     this.#logSafe = logSafe;
     this.#onOutcome = options.onOutcome;
     this.#onRecord = options.onRecord;
-    this.#digest = new RefusalDigest(
-      (r, repeated) => audit.request(repeated ? { ...r, repeated } : r),
-      options.digest ?? {},
-    );
+    this.#ownDigest = options.refusals ? null : requestDigest(audit, options.digest);
+    this.#digest = options.refusals ?? this.#ownDigest!;
   }
 
   /** Writes the digest's pending summaries (at shutdown). */
   close(): void {
-    this.#digest.close();
+    this.#ownDigest?.close();
   }
 
   /**
@@ -142,4 +146,15 @@ export class RequestLog {
 function loggedPath(target: string, s: LogSafe): string {
   const scrubbed = s.scrub(pathOf(target));
   return s.carriesReal(scrubbed) ? "[REDACTED]" : clipPath(scrubbed);
+}
+
+/** The digest of refused requests: its lines are request records with `repeated`. */
+export function requestDigest(
+  audit: AuditLog,
+  options: { readonly windowMs?: number; readonly now?: () => number } = {},
+): RefusalDigest<RequestRecord> {
+  return new RefusalDigest(
+    (r, repeated) => audit.request(repeated ? { ...r, repeated } : r),
+    options,
+  );
 }

@@ -14,6 +14,7 @@ import {
   type Loop,
   type LoopHooks,
   type LoopPki,
+  type LoopRefusals,
   type LoopSinks,
   type LoopStats,
   type Prepared,
@@ -64,6 +65,7 @@ export interface LoopSetOptions {
   readonly audit: AuditLog;
   readonly metrics: ProxyMetrics;
   readonly sinks: LoopSinks;
+  readonly refusals: LoopRefusals;
   readonly hooks: LoopHooks;
   readonly workers?: number;
   /** The only names Worker loops resolve, and who hears of each lookup (tests). */
@@ -82,6 +84,7 @@ export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {
     audit: o.audit,
     metrics: o.metrics,
     sinks: o.sinks,
+    refusals: o.refusals,
     hooks: o.hooks,
     ...(o.workers ? { workers: o.workers } : {}),
   });

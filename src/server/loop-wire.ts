@@ -8,7 +8,7 @@ import type { QuarantineEntry } from "../guard/quarantine.ts";
 import type { ViolationKind } from "../guard/violations.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
-import type { RequestRecord } from "../observe/audit.ts";
+import type { RefusedConnectionRecord, RequestRecord } from "../observe/audit.ts";
 import type { LoopPki, LoopStats, SharedGuards, SharedRates } from "./loop.ts";
 
 /** Root → loop; those with an `id` are answered with a `reply` of the same id. */
@@ -72,7 +72,9 @@ export type FromLoop =
       swapped: string[];
     }
   | { op: "stats"; stats: LoopStats }
-  | { op: "lookup"; host: string };
+  | { op: "lookup"; host: string }
+  | { op: "refused"; of: "connection"; kind: string; who: string; record: RefusedConnectionRecord }
+  | { op: "refused"; of: "request"; kind: string; who: string; record: RequestRecord };
 
 /** An error as it crosses: its class's name, message, and what a ConfigError or errno adds. */
 export interface WireError {

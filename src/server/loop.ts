@@ -37,8 +37,9 @@ import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
 import { UpstreamClient } from "../net/upstream/client.ts";
 import { type Lookup, trustAnchors } from "../net/upstream/dialer.ts";
 import { relayWebSocket } from "../net/ws-relay.ts";
-import type { AuditLog, RequestRecord } from "../observe/audit.ts";
+import type { AuditLog, RefusedConnectionRecord, RequestRecord } from "../observe/audit.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
+import type { RefusalSink } from "../observe/refusal-digest.ts";
 import { type RequestFacts, RequestLog } from "../observe/request-log.ts";
 import type { Trace, TraceOutcome } from "../observe/trace.ts";
 import {
@@ -83,6 +84,11 @@ export interface LoopSinks {
   ): void;
 }
 
+export interface LoopRefusals {
+  readonly connections: RefusalSink<RefusedConnectionRecord>;
+  readonly requests: RefusalSink<RequestRecord>;
+}
+
 /** What only a test or the embedding process can give a loop (never crosses to a Worker). */
 export interface LoopHooks {
   readonly shedding?: () => boolean;
@@ -108,6 +114,8 @@ export interface LoopInputs {
   readonly reusePort?: boolean;
   /** The port to listen on instead of the configuration's (the first loop's, when it chose). */
   readonly port?: number;
+  /** Where refusals are digested: the proxy's digests, one line per kind and peer for all loops. */
+  readonly refusals: LoopRefusals;
   /** Counts and buckets every loop shares (several loops); default: this loop's own. */
   readonly shared?: SharedGuards;
   /** This loop's number and how many there are (connection numbers stay unique). */
@@ -122,12 +130,28 @@ export interface LoopInputs {
 export interface SharedGuards {
   readonly caps: SharedArrayBuffer;
   readonly rates: SharedRates;
+  /** The held-body budget's holdings. */
+  readonly held: SharedArrayBuffer;
 }
 
 export interface SharedRates {
   readonly request?: SharedArrayBuffer;
   readonly handshake?: SharedArrayBuffer;
   readonly mint?: SharedArrayBuffer;
+}
+
+/**
+ * The held-body budget and one agent's share: half the budget (or the largest held body, if
+ * that is more) — one agent parking bodies at a slow upstream leaves the other half to others.
+ */
+function heldShares(l: ProxyConfig["limits"]): [number, number] {
+  return [
+    l.heldBodyBudgetBytes,
+    Math.min(
+      l.heldBodyBudgetBytes,
+      Math.max(Math.floor(l.heldBodyBudgetBytes / 2), l.maxHeldBodyBytes),
+    ),
+  ];
 }
 
 /** Tables for the guards of `c`, made here for every loop to attach. */
@@ -142,6 +166,7 @@ export function sharedGuards(c: ProxyConfig): SharedGuards {
       { capacity: capacityFor(2 * c.limits.maxConnections + 1) },
     ).memory,
     rates: sharedRates(c),
+    held: new ByteBudget(...heldShares(c.limits)).memory,
   };
 }
 
@@ -257,17 +282,7 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
   });
   const scanner = new PoolScanner(pool);
   const inline = new InlineScanner();
-  // An agent may hold half the budget (or the largest held body, if that is more): one agent
-  // parking bodies at a slow upstream leaves the other half to the others.
-  const heldShares = (l: ProxyConfig["limits"]) =>
-    [
-      l.heldBodyBudgetBytes,
-      Math.min(
-        l.heldBodyBudgetBytes,
-        Math.max(Math.floor(l.heldBodyBudgetBytes / 2), l.maxHeldBodyBytes),
-      ),
-    ] as const;
-  const held = new ByteBudget(...heldShares(config.limits));
+  const held = new ByteBudget(...heldShares(config.limits), inputs.shared?.held);
   metrics.watchCaches(leaves, held);
   /** States replaced but still used by exchanges: how to retire each now, and when it was. */
   const draining = new Map<SecretState, { retire: () => void; drained: Promise<void> }>();
@@ -364,6 +379,7 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
     if (kinds.length > 0) sinks.violated(agent, state.scrub(host), port, kinds, trace.redactions);
   };
   const log = new RequestLog(audit, metrics, () => state, {
+    refusals: inputs.refusals.requests,
     onOutcome,
     onRecord: (r, outcome, trace) =>
       sinks.exchanged(r, outcome.code, Date.now(), [...trace.swapped]),
@@ -513,6 +529,7 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
         rates.mint?.admit(agent, "certificate mint rate exceeded (new hosts)") ?? PASS,
     },
     ...(inputs.shared ? { capsMemory: inputs.shared.caps } : {}),
+    refusals: inputs.refusals.connections,
     connections: {
       total: config.limits.maxConnections,
       perAgent: config.limits.maxAgentConnections,
@@ -522,6 +539,7 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
   metrics.watchConnections({
     perAgent: () => front.perAgentConnections(),
     upstreamIdle: () => upstream.idleCount,
+    accepted: () => front.accepted,
   });
   if (guard) {
     metrics.watchMemory({

@@ -32,13 +32,14 @@ import { Quarantine } from "../guard/quarantine.ts";
 import type { ViolationKind } from "../guard/violations.ts";
 import type { MatcherPool } from "../matcher/pool/pool.ts";
 import { listenAdmin } from "../net/admin-listener.ts";
-import type { ServerCredentials } from "../net/agent/front-door.ts";
+import { connectionDigest, type ServerCredentials } from "../net/agent/front-door.ts";
 import type { Lookup } from "../net/upstream/dialer.ts";
 import { Activity } from "../observe/activity.ts";
 import { createAdminApp } from "../observe/admin-app.ts";
 import { AuditLog } from "../observe/audit.ts";
 import { ProxyMetrics } from "../observe/metrics.ts";
 import { RefusalDigest } from "../observe/refusal-digest.ts";
+import { requestDigest } from "../observe/request-log.ts";
 import { EmbeddedCa } from "../pki/embedded-ca.ts";
 import { exportPrivateKeyPem, importPrivateKeyPem, x509 } from "../pki/x509.ts";
 import { PASS } from "../policy/verdict.ts";
@@ -225,6 +226,8 @@ export async function startProxy(
   }>((r, repeated) => audit.event(r.evt, repeated ? { ...r.fields, repeated } : r.fields, r.msg));
   /** What the status view shows about traffic (observe/activity.ts). */
   const activity = new Activity();
+  // Refused connections and requests, digested once for every event loop.
+  const refusals = { connections: connectionDigest(audit), requests: requestDigest(audit) };
   /** Violations of one agent's request (or WebSocket message): audited, counted, quarantined. */
   const violated: LoopSinks["violated"] = (agent, host, port, kinds, redactions) => {
     const where = `${agent}\n${host}:${port}`;
@@ -259,6 +262,7 @@ export async function startProxy(
     },
     audit,
     metrics,
+    refusals,
     sinks: {
       admitAgent: (agent) => quarantine?.check(agent) ?? PASS,
       violated,
@@ -688,6 +692,8 @@ export async function startProxy(
       watcher?.close();
       await loops.close(live.limits.shutdownGraceMs);
       notices.close();
+      refusals.connections.close();
+      refusals.requests.close();
       adminServer.stop();
       sources?.stop();
       disposeSources(template);

@@ -8,7 +8,8 @@ import { createServer } from "node:net";
 import { AggregatorRegistry } from "prom-client";
 import { ConfigError, type ConfigErrorCode } from "../config/config-error.ts";
 import { toWire } from "../config/proxy-config.ts";
-import { type SecretsConfig, type SecretsWire, wipeSecretsWire } from "../credentials/secrets.ts";
+import { wipeSecretsWire } from "../credentials/secrets.ts";
+import { availableCores } from "../guard/cgroup-probe.ts";
 import { type LoopStats, type Prepared, sharedGuards, sharedRates } from "./loop.ts";
 import type { LoopSet, LoopSetOptions } from "./loop-set.ts";
 import { sumStats } from "./loop-set.ts";
@@ -23,8 +24,13 @@ class LoopWorker {
   #nextId = 1;
   stats: LoopStats = EMPTY_STATS;
   #dead: Error | null = null;
+  #closing = false;
+  readonly #audit: LoopSetOptions["audit"];
 
-  constructor(o: LoopSetOptions) {
+  constructor(
+    o: LoopSetOptions,
+    readonly index: number,
+  ) {
     this.#worker = new Worker(WORKER_URL);
     this.#worker.onmessage = (ev: MessageEvent<FromLoop>) => this.#received(ev.data, o);
     this.#worker.onerror = (ev) => {
@@ -32,11 +38,20 @@ class LoopWorker {
       this.#died(new Error(`event loop worker failed: ${ev.message}`));
     };
     this.#worker.addEventListener("close", () => this.#died(new Error("event loop worker exited")));
+    this.#audit = o.audit;
   }
 
   #died(e: Error): void {
     if (this.#dead) return;
     this.#dead = e;
+    // Its connections are gone; the other loops keep the port.
+    if (!this.#closing) {
+      this.#audit.event(
+        "loop-exited",
+        { loop: this.index },
+        `event loop ${this.index} ended: ${e.message}`,
+      );
+    }
     for (const p of this.#pending.values()) p.fail(e);
     this.#pending.clear();
   }
@@ -71,6 +86,10 @@ class LoopWorker {
       case "lookup":
         o.onLookup?.(m.host);
         return;
+      case "refused":
+        if (m.of === "connection") o.refusals.connections.refuse(m.kind, m.who, m.record);
+        else o.refusals.requests.refuse(m.kind, m.who, m.record);
+        return;
     }
   }
 
@@ -89,6 +108,7 @@ class LoopWorker {
   }
 
   terminate(): void {
+    this.#closing = true;
     this.#worker.terminate();
   }
 }
@@ -97,29 +117,17 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
   const loops: LoopWorker[] = [];
-  /** Sends secrets to every loop; the copies made here are zeroed once posted. */
-  const sendSecrets = async (
-    built: SecretsConfig,
-    each: (l: LoopWorker, s: SecretsWire) => Promise<unknown>,
-  ): Promise<void> => {
-    const s = built.toWire();
-    try {
-      await Promise.all(loops.map((l) => each(l, s)));
-    } finally {
-      wipeSecretsWire(s);
-      built.dispose();
-    }
-  };
   let port = o.config.listen.port;
   await portIsFree(o.config.listen.host, port);
   const config = toWire(o.config);
   const pki = o.pki;
-  const workers = o.workers ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / o.count));
+  // The matcher's workers shared out: each loop its part of the cores.
+  const workers = o.workers ?? Math.max(1, Math.floor(availableCores() / o.count));
   const s = o.secrets.toWire();
   const shared = sharedGuards(o.config);
   try {
     for (let index = 0; index < o.count; index++) {
-      const l = new LoopWorker(o);
+      const l = new LoopWorker(o, index);
       loops.push(l);
       // The first binds (the port it chose, when configured 0); the others join it.
       port = await l.ask<number>({
@@ -157,8 +165,16 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
       const registry = AggregatorRegistry.aggregate([own, ...theirs] as never);
       return { body: await registry.metrics(), contentType: registry.contentType };
     },
-    install: (built, cut) =>
-      sendSecrets(built, (l, secrets) => l.ask({ op: "install", secrets, cut })),
+    // The copies made here are zeroed once every loop has its own.
+    async install(built, cut) {
+      const secrets = built.toWire();
+      try {
+        await all((l) => l.ask({ op: "install", secrets, cut }));
+      } finally {
+        wipeSecretsWire(secrets);
+        built.dispose();
+      }
+    },
     olderDrained: () => all((l) => l.ask({ op: "olderDrained" })).then(() => {}),
     cutOlder: () => all((l) => l.ask({ op: "cutOlder" })).then(() => {}),
     applyPolicy: async (policy) => {

@@ -211,6 +211,10 @@ test("beyond the total, a new connection is closed before TLS, audited; the slot
       ...(await silentPeers(Math.min(HANDSHAKES, TOTAL - silent.length), `127.0.1.${i + 1}`)),
     );
   }
+  // Accepted by the proxy (in whichever loop), not only connected.
+  for (let i = 0; i < 500 && (await metric("slapenir_connections_accepted")) < TOTAL; i++) {
+    await Bun.sleep(10);
+  }
   try {
     expect(await handshakeFrom("agent-b", "127.0.0.1")).toBe("refused");
     await h.settled();

@@ -18,7 +18,7 @@ import type { IncomingRequest } from "../../http/message.ts";
 import { codeForRejectStatus, ProxyError } from "../../http/proxy-error.ts";
 import type { AuditLog, RefusedConnectionRecord } from "../../observe/audit.ts";
 import type { ProxyMetrics } from "../../observe/metrics.ts";
-import { RefusalDigest } from "../../observe/refusal-digest.ts";
+import { RefusalDigest, type RefusalSink } from "../../observe/refusal-digest.ts";
 import type { RequestFacts, RequestLog } from "../../observe/request-log.ts";
 import { Trace } from "../../observe/trace.ts";
 import type {
@@ -57,6 +57,11 @@ export interface FrontDoorOptions {
    * table's memory); default: a table of this listener's own.
    */
   readonly capsMemory?: SharedArrayBuffer;
+  /**
+   * Where refused connections are digested, when not this listener's own digest: the proxy's
+   * one, for every event loop.
+   */
+  readonly refusals?: RefusalSink<RefusedConnectionRecord>;
   /** Connection numbers in audit lines: `first`, then every `step`th (each loop its own). */
   readonly connIds?: { readonly first: number; readonly step: number };
   readonly credentials: ServerCredentials;
@@ -141,7 +146,8 @@ export class FrontDoor {
   /** Connections refused that are being told so (an answer, then closed). */
   readonly #telling = new Set<tls.TLSSocket>();
   /** Audit lines for refused connections, one per kind and window (metrics count each). */
-  readonly #refusals: RefusalDigest<RefusedConnectionRecord>;
+  readonly #refusals: RefusalSink<RefusedConnectionRecord>;
+  readonly #ownRefusals: RefusalDigest<RefusedConnectionRecord> | null;
   #nextConn = 1;
   #connStep = 1;
   #draining = false;
@@ -154,9 +160,8 @@ export class FrontDoor {
     this.#caps = options.capsMemory
       ? ConnectionCaps.attach(options.capsMemory, this.#limits)
       : new ConnectionCaps(this.#limits);
-    this.#refusals = new RefusalDigest((r, repeated) =>
-      options.audit.refused(repeated ? { ...r, repeated } : r),
-    );
+    this.#ownRefusals = options.refusals ? null : connectionDigest(options.audit);
+    this.#refusals = options.refusals ?? this.#ownRefusals!;
     this.#credentials = options.credentials;
     this.#server = this.#makeServer();
   }
@@ -312,6 +317,11 @@ export class FrontDoor {
     return closed;
   }
 
+  /** Connections accepted and open, handshakes included, in every loop counting with this one. */
+  get accepted(): number {
+    return this.#caps.accepted;
+  }
+
   /** Open authenticated connections by agent. */
   perAgentConnections(): Iterable<readonly [string, number]> {
     return this.#caps.perAgent();
@@ -329,7 +339,7 @@ export class FrontDoor {
     while (this.#sockets.size > 0 && Date.now() < deadline) await Bun.sleep(25);
     for (const s of this.#sockets.keys()) s.destroy();
     await closed;
-    this.#refusals.close();
+    this.#ownRefusals?.close();
   }
 
   /** A new TCP connection, before TLS: counted against its address until its handshake ends. */
@@ -678,4 +688,9 @@ function handshakeReason(err: Error): string {
   }
   if (/version|protocol/i.test(m)) return "TLS handshake: protocol version refused";
   return "TLS handshake failed";
+}
+
+/** The digest of refused connections: its lines are `refused` records with `repeated`. */
+export function connectionDigest(audit: AuditLog): RefusalDigest<RefusedConnectionRecord> {
+  return new RefusalDigest((r, repeated) => audit.refused(repeated ? { ...r, repeated } : r));
 }
