@@ -107,7 +107,9 @@ function connectOnce(
 
 describe("TLS session resumption on the agent's connection", () => {
   test("a resumed session is identified as before; a ticket does not outlive an agent-CA rotation", async () => {
-    await using h2 = await startHarness({ allow: ["localhost:*"] });
+    // One loop: Bun 1.4 keeps each listener's ticket keys its own (`ticketKeys` is not
+    // implemented), so a session resumes only in the loop that issued its ticket.
+    await using h2 = await startHarness({ allow: ["localhost:*"], loops: 1 });
     const agent = h2.agents["agent-a"]!;
     const otherHome = await mkdtemp(join(tmpdir(), "slapenir-rot-"));
     try {
