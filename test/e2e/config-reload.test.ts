@@ -72,6 +72,7 @@ test("the allowlist of the file is in force; without a credential the dummy trav
 test("a credential added to the file is swapped on the open tunnel, and the audit names it", async () => {
   const line = await edit(yaml(credential), "reload", 1);
   expect(line).toMatchObject({ changed: "-", credentialsAdded: "model-api", restartNeeded: "-" });
+  await h.settled();
   expect(JSON.stringify(h.auditLines)).not.toContain(REAL);
   expect(await ask("/after")).toStartWith("HTTP/1.1 200");
   expect(up.received.at(-1)!.headers).toContainEqual(["x-api-key", REAL]);

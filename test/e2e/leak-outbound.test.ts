@@ -210,6 +210,7 @@ describe("CONNECT, SNI and Host must agree", () => {
 
   test("the proxy refuses that handshake itself, even for a client that does not check the leaf", async () => {
     // The runtime runs no SNI callback inside a tunnel: the proxy reads the ClientHello.
+    await h.settled();
     const from = h.auditLines.length;
     const attempt = openTunnel(
       { port: h.port, caBundlePath: h.caBundlePath, agent: h.agents["agent-a"]! },
@@ -218,6 +219,7 @@ describe("CONNECT, SNI and Host must agree", () => {
     await expect(attempt).rejects.toThrow();
     // Refused at the handshake, and said so (the digest writes the first of a kind at once).
     await h.auditWhere((l) => l.reason === "SNI does not match the CONNECT target");
+    await h.settled();
     expect(h.auditLines.length).toBeGreaterThan(from);
   });
 
@@ -345,6 +347,7 @@ describe("outbound DLP: a real value in any encoding, anywhere, to any host", ()
         expect(r.got.length).toBe(0);
         expect(findLeaks(r.bytes)).toEqual([]);
         // The request's line (a violation line may follow it).
+        await h.settled();
         const line = h.auditLines.findLast((l) => l.includes('"evt":"request"'));
         expect(line).toContain('"reason":"real credential in request"');
       });
@@ -379,6 +382,7 @@ describe("outbound DLP: a real value in any encoding, anywhere, to any host", ()
     // DNS and the proxy's own canonical host fold case: only one bit per letter would be lost.
     const mixed = `${alpha.real}.wild.test`;
     const folded = mixed.toLowerCase();
+    await h.settled();
     const auditFrom = h.auditLines.length;
     await expect(agent.tunnel(`${mixed}:${port}`)).rejects.toThrow(
       "CONNECT refused: HTTP/1.1 403 Forbidden",
@@ -387,6 +391,7 @@ describe("outbound DLP: a real value in any encoding, anywhere, to any host", ()
     const a = await agent.send(s, `GET http://${folded}/ HTTP/1.1\r\nHost: ${folded}\r\n\r\n`);
     expect(a.status).toBe(403);
     expect(h.lookups.some((l) => l.toLowerCase().includes(alpha.real.toLowerCase()))).toBe(false);
+    await h.settled();
     const logged = h.auditLines.slice(auditFrom).join("\n").toLowerCase();
     expect(logged).toContain('"decision":"deny"');
     expect(logged).not.toContain(alpha.real.toLowerCase());
@@ -394,10 +399,12 @@ describe("outbound DLP: a real value in any encoding, anywhere, to any host", ()
 
   test("a denied host that carries a real value is logged scrubbed, reason included", async () => {
     const name = `${alpha.real}.elsewhere.test`;
+    await h.settled();
     const auditFrom = h.auditLines.length;
     const s = await agent.outer();
     const a = await agent.send(s, `GET http://${name}/ HTTP/1.1\r\nHost: ${name}\r\n\r\n`);
     expect(a.status).toBe(403);
+    await h.settled();
     const lines = h.auditLines.slice(auditFrom);
     expect(lines.join("\n").toLowerCase()).not.toContain(alpha.real.toLowerCase());
     expect(findLeaks(Buffer.from(lines.join("\n")))).toEqual([]);
@@ -528,7 +535,8 @@ describe("protocol tricks", () => {
     expect(r.headers.startsWith("HTTP/1.1 200")).toBe(true);
   });
 
-  test("no audit line carries a real value or its encodings", () => {
+  test("no audit line carries a real value or its encodings", async () => {
+    await h.settled();
     expect(findLeaks(h.auditLines.join("\n"))).toEqual([]);
     expect(carries(h.auditLines.join("\n"), alpha.real)).toBe(false);
   });

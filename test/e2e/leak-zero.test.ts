@@ -233,6 +233,7 @@ describe("zero real bytes", () => {
   test("no audit line, metric or error text carries a real value", async () => {
     const metrics = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/metrics`)).text();
     const status = await (await fetch(`http://127.0.0.1:${h.proxy.adminPort}/status`)).text();
+    await h.settled();
     expect(h.auditLines.length).toBeGreaterThan(exchanges);
     expect(findLeaks(h.auditLines.join("\n"))).toEqual([]);
     expect(findLeaks(metrics)).toEqual([]);

@@ -68,10 +68,13 @@ const ask = async (t: tls.TLSSocket, path: string, key = DUMMY) =>
       `GET ${path} HTTP/1.1\r\nHost: localhost:${up.port}\r\nx-api-key: ${key}\r\n\r\n`,
     )
   ).toString("latin1");
-const requestLines = () =>
-  h.auditLines
+/** The request lines so far, every loop's included (they reach this thread as messages). */
+const requestLines = async () => {
+  await h.settled();
+  return h.auditLines
     .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((l) => l.evt === "request");
+};
 
 describe("two event loops", () => {
   test("the proxy says how many loops serve", async () => {
@@ -81,7 +84,7 @@ describe("two event loops", () => {
   });
 
   test("connections land in both loops; each swaps the dummy and redacts the echoed value", async () => {
-    const before = requestLines().length;
+    const before = (await requestLines()).length;
     const tunnels = await Promise.all(Array.from({ length: 24 }, () => tunnel()));
     const answers = await Promise.all(tunnels.map((t, i) => ask(t, `/spread/${i}`)));
     for (const t of tunnels) closeTunnel(t);
@@ -97,7 +100,7 @@ describe("two event loops", () => {
       (l) => l.evt === "request" && String(l.path).startsWith("/spread/"),
       24,
     );
-    expect(requestLines().length - before).toBe(24);
+    expect((await requestLines()).length - before).toBe(24);
     const loopsSeen = new Set(lines.map((l) => Number(l.conn) % 2));
     expect(loopsSeen).toEqual(new Set([0, 1]));
     expect(JSON.stringify(h.auditLines)).not.toContain(REAL);

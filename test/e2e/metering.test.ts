@@ -79,7 +79,11 @@ async function get(t: tls.TLSSocket, path: string): Promise<string> {
 
 const metric = (line: string) => h.metric(line);
 
-const audit = () => h.auditLines.map((l) => JSON.parse(l) as Record<string, unknown>);
+/** The audit lines so far, every loop's included (they reach this thread as messages). */
+const audit = async () => {
+  await h.settled();
+  return h.auditLines.map((l) => JSON.parse(l) as Record<string, unknown>);
+};
 
 describe("a flood of denied CONNECTs", () => {
   test("draws on the agent's rate, then its address's: 403, then 429, then no TLS; another agent is served throughout", async () => {
@@ -117,7 +121,7 @@ describe("a flood of denied CONNECTs", () => {
     expect(await refusedFor("policy-denied")).toBe(REQUEST_BURST);
     expect(await refusedFor("rate-limited")).toBe(HANDSHAKE_BURST - REQUEST_BURST);
     expect(await metric(`slapenir_connections_refused_total{reason="handshake-rate"}`)).toBe(2);
-    const lines = audit();
+    const lines = await audit();
     const aConnects = lines.filter((l) => l.agent === "agent-a" && l.method === "CONNECT");
     expect(aConnects.map((l) => l.reason)).toEqual([
       "no allow rule matches https://denied.example:443",
@@ -149,7 +153,7 @@ describe("leaf mints", () => {
     expect(await opened("agent-a", hosts[0]!)).toBe("200");
     // agent-b's mints are its own (and the host agent-a was refused is minted for it).
     expect(await opened("agent-b", "one-more.mint.localhost", "127.0.0.5")).toBe("200");
-    const [line] = audit().filter(
+    const [line] = (await audit()).filter(
       (l) => l.agent === "agent-a" && l.reason === "certificate mint rate exceeded (new hosts)",
     );
     expect(line).toMatchObject({ method: "CONNECT", host: "one-more.mint.localhost", status: 429 });
@@ -175,6 +179,7 @@ describe("the digest at shutdown", () => {
         s.destroy();
       }
       // Before shutdown: one line per kind.
+      await own.settled();
       const before = own.auditLines.filter((l) => l.includes('"method":"CONNECT"'));
       expect(before).toHaveLength(2);
     } finally {

@@ -87,7 +87,8 @@ describe("normal path", () => {
     expect(r.status).toBe(0);
   });
 
-  test("audit lines carry the agent and never a secret", () => {
+  test("audit lines carry the agent and never a secret", async () => {
+    await h.settled();
     const joined = h.auditLines.join("\n");
     expect(joined).toContain('"agent":"agent-a"');
     expect(joined).not.toContain(REAL);

@@ -108,6 +108,7 @@ test("an agent at its cap gets 429 for one more connection; another agent is sti
       `GET /inside HTTP/1.1\r\nHost: ${target()}\r\n\r\n`,
     );
     expect(inside.toString().split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+    await h.settled();
     const refusals = h.auditLines
       .map((l) => JSON.parse(l) as Record<string, unknown>)
       .filter((l) => l.evt === "refused" && l.agent === "agent-a");

@@ -156,15 +156,17 @@ describe("agent certificates the proxy refuses", () => {
     expect((await handshakeRefusals()) - before).toBe(10);
     // Ten refusals of one kind from one address within seconds: the audit has the first at
     // once; the others become one line with their count when the window ends (RefusalDigest).
+    await h.settled();
     const refused = h.auditLines.filter(
       (l) => l.includes('"evt":"refused"') && l.includes("no client certificate"),
     );
     expect(refused.length).toBe(1);
   });
 
-  test("certificates the TLS stack accepts are still refused by the proxy's own rules", () => {
+  test("certificates the TLS stack accepts are still refused by the proxy's own rules", async () => {
     // The denylist and the EKU check are the proxy's, not OpenSSL's: their refusals carry
     // the proxy's reasons (the test above would also pass if OpenSSL refused them).
+    await h.settled();
     const refused = h.auditLines.filter((l) => l.includes('"evt":"refused"')).join("\n");
     expect(refused).toContain("denylist");
   });

@@ -129,6 +129,7 @@ describe("TLS session resumption on the agent's connection", () => {
         reused: true,
         answer: "HTTP/1.1 200 Connection Established",
       });
+      await h2.settled();
       const lines = h2.auditLines.map((l) => JSON.parse(l) as { evt?: string; agent?: string });
       expect(lines.filter((l) => l.evt === "tunnel").map((l) => l.agent)).toEqual([
         "agent-a",

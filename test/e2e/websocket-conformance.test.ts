@@ -166,8 +166,10 @@ function upstreamFrames(s: tls.TLSSocket) {
   return frames;
 }
 
-const websocketLines = async () =>
-  (await h.auditWhere(() => true, 0)).filter((l) => l.evt === "websocket").length;
+const websocketLines = async () => {
+  await h.settled();
+  return (await h.auditWhere(() => true, 0)).filter((l) => l.evt === "websocket").length;
+};
 
 async function run(dir: Dir, bytes: (d: Dir) => Uint8Array) {
   const before = await websocketLines();

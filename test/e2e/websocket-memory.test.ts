@@ -118,6 +118,7 @@ test("an agent that stops reading a WebSocket stalls it; short of memory past th
     // Not short of memory: nothing is shed, however long it waits.
     clock += 10_000;
     await Bun.sleep(200);
+    await h.settled();
     expect(h.auditLines.some((l) => l.includes('"evt":"shed"'))).toBe(false);
     memory.used = 95 * MiB;
     clock += 10_000;
@@ -154,6 +155,7 @@ test("messages queued behind a side that stopped reading hold no matcher stream;
     // A message too big to scan whole (a stream), then 900 empty ones: each TCP read holds
     // hundreds of message heads.
     const unit = Buffer.concat([big, ...Array<Buffer>(900).fill(empty)]);
+    await h.settled();
     const before = (await h.auditWhere(() => true, 0)).filter((l) => l.evt === "websocket").length;
     const c = await wsAgent(h, { target: `ws.test:${port}`, offer: null });
     expect(c.head).toStartWith("HTTP/1.1 101");
