@@ -503,6 +503,7 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
     port: inputs.port ?? config.listen.port,
     reusePort: inputs.reusePort ?? false,
     connIds: { first: (inputs.index ?? 0) + 1, step: inputs.count ?? 1 },
+    sessionTickets: (inputs.count ?? 1) === 1,
     credentials: inputs.pki.credentials,
     identify: (peer) => {
       const d = identities.derive(peer, rules());

@@ -150,6 +150,48 @@ describe("TLS session resumption on the agent's connection", () => {
   });
 });
 
+describe("TLS sessions with several event loops", () => {
+  test("no session resumes (tickets are off), so none outlives an agent-CA rotation", async () => {
+    await using h2 = await startHarness({ allow: ["localhost:*"], loops: 2 });
+    const agent = h2.agents["agent-a"]!;
+    const otherHome = await mkdtemp(join(tmpdir(), "slapenir-rot-"));
+    try {
+      const next = await EmbeddedCa.open({ home: otherHome });
+      const base = {
+        port: h2.port,
+        host: "127.0.0.1",
+        servername: "localhost",
+        cert: await Bun.file(agent.certPath).text(),
+        key: await Bun.file(agent.keyPath).text(),
+        ca: `${await Bun.file(h2.caBundlePath).text()}\n${next.root.certPem}`,
+      };
+      const first = await connectOnce(base);
+      expect(first.answer).toBe("HTTP/1.1 200 Connection Established");
+      // Whichever loop each lands in: a full handshake, the certificate checked again.
+      for (let i = 0; i < 6; i++) {
+        expect(await connectOnce({ ...base, session: first.session })).toMatchObject({
+          reused: false,
+          answer: "HTTP/1.1 200 Connection Established",
+        });
+      }
+      h2.proxy.reloadCredentials({
+        certPem: next.server.certPem,
+        keyPem: next.server.keyPem,
+        agentCaPem: next.root.certPem,
+      });
+      await h2.settled();
+      for (let i = 0; i < 6; i++) {
+        expect(await connectOnce({ ...base, session: first.session })).toEqual({
+          reused: false,
+          answer: "refused",
+        });
+      }
+    } finally {
+      await rm(otherHome, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("the certificate expiry gauge", () => {
   test("follows the server certificate a reload puts in place", async () => {
     await using h3 = await startHarness({ allow: ["localhost:*"] });

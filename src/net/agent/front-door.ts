@@ -8,6 +8,7 @@
 // open connection keeps its identity only as long as the rules allow it: `recheck` decides
 // again (a denylist reload, a certificate that expired) and closes what is now refused.
 
+import { constants } from "node:crypto";
 import tls from "node:tls";
 import type { ExchangeHandler } from "../../exchange/pipeline.ts";
 import { ConnectionCaps, peerKey } from "../../guard/connection-caps.ts";
@@ -62,6 +63,12 @@ export interface FrontDoorOptions {
    * one, for every event loop.
    */
   readonly refusals?: RefusalSink<RefusedConnectionRecord>;
+  /**
+   * Whether agents may resume TLS sessions (tickets; default true). Off with several event
+   * loops: each listener keeps ticket keys of its own, and a ticket from before an agent-CA
+   * rotation was seen resumed in a loop after it (a session skips the certificate check).
+   */
+  readonly sessionTickets?: boolean;
   /** Connection numbers in audit lines: `first`, then every `step`th (each loop its own). */
   readonly connIds?: { readonly first: number; readonly step: number };
   readonly credentials: ServerCredentials;
@@ -166,6 +173,12 @@ export class FrontDoor {
     this.#server = this.#makeServer();
   }
 
+  #tlsOptions() {
+    return this.#o.sessionTickets === false
+      ? { ...TLS_OPTIONS, secureOptions: constants.SSL_OP_NO_TICKET }
+      : TLS_OPTIONS;
+  }
+
   #connId(): number {
     const id = this.#nextConn;
     this.#nextConn += this.#connStep;
@@ -175,7 +188,7 @@ export class FrontDoor {
   #makeServer(): tls.Server {
     const c = this.#credentials;
     const server = tls.createServer({
-      ...TLS_OPTIONS,
+      ...this.#tlsOptions(),
       key: c.keyPem,
       cert: c.certPem,
       ca: c.agentCaPem,
@@ -270,7 +283,12 @@ export class FrontDoor {
   reloadCredentials(c: ServerCredentials): void {
     this.#credentials = c;
     for (const s of this.#servers) {
-      s.setSecureContext({ ...TLS_OPTIONS, key: c.keyPem, cert: c.certPem, ca: c.agentCaPem });
+      s.setSecureContext({
+        ...this.#tlsOptions(),
+        key: c.keyPem,
+        cert: c.certPem,
+        ca: c.agentCaPem,
+      });
     }
   }
 
