@@ -1,7 +1,10 @@
 // Benchmark of the matcher worker pool: a 64 MiB JSON-like body with 100 random 20–64-byte
 // secrets, streamed through the pool in 64 KiB chunks (one stream, two concurrent streams) and
 // as one whole buffer, beside memcpy, the engine on the main thread and Hyperscan (the same
-// patterns and body, whole and in 64 KiB chunks: bench/hyperscan.ts) from the same run.
+// patterns and body, whole and in 64 KiB chunks: bench/hyperscan.ts) from the same run; and the
+// CPU the pool's streams cost per 64 MiB, on the main thread and on the other threads (the
+// workers, with the runtime's JIT and GC threads), which holds still when other work on the
+// host moves the MB/s.
 // Run: `bun bench/pool.bench.ts` (BENCH_MIB=16 for a quicker, smaller run).
 // It must never print pattern bytes; it prints sizes, counts and speeds only.
 
@@ -169,6 +172,27 @@ console.log(
 for (const r of rows) {
   const ratio = r.hs !== undefined ? (r.mbs / r.hs).toFixed(2) : "";
   console.log(`| ${r.name} | ${r.mbs.toFixed(0)} | ${(r.mbs / memcpy).toFixed(3)} | ${ratio} |`);
+}
+
+/** CPU ms per 64 MiB scanned, main thread and the rest of the process, over a few passes. */
+async function cpuPer64MiB(streams: number, passes = 5): Promise<{ main: number; other: number }> {
+  const main0 = process.threadCpuUsage();
+  const all0 = process.cpuUsage();
+  for (let i = 0; i < passes; i++) {
+    await Promise.all(Array.from({ length: streams }, () => streamThrough(pool)));
+  }
+  const main = process.threadCpuUsage(main0);
+  const all = process.cpuUsage(all0);
+  const per = (us: number) => us / 1000 / ((passes * streams * SIZE) / (64 * MIB));
+  const mainUs = main.user + main.system;
+  return { main: per(mainUs), other: per(all.user + all.system - mainUs) };
+}
+console.log(
+  "\n| pool CPU per 64 MiB | main thread ms | other threads ms (workers, JIT, GC) |\n| --- | ---: | ---: |",
+);
+for (const streams of [1, 2]) {
+  const cpu = await cpuPer64MiB(streams);
+  console.log(`| ${streams} stream(s) | ${cpu.main.toFixed(1)} | ${cpu.other.toFixed(1)} |`);
 }
 
 set?.dispose();

@@ -1,7 +1,8 @@
 // The matcher worker thread: runs one engine per live pattern set and the streams pinned to this
 // worker by src/matcher/pool/pool.ts, speaking the protocol of src/matcher/pool/pool-protocol.ts.
 // It must never log, never put pattern, replacement or stream bytes into a message other than a
-// transferred output buffer, and never keep a buffer that held input bytes without zeroing it.
+// transferred output buffer, and never keep or send back a buffer that held input bytes without
+// zeroing them.
 //
 // Why one engine instance per pattern set (not one per worker): a worker holds the old set
 // while streams opened on it finish and the new set for everything after, and retiring the old
@@ -217,19 +218,30 @@ class MatcherWorker {
     let out: Uint8Array;
     const lent = isLending(live.stream);
     try {
-      // Lent output (no allocation) is copied into the spent input buffer by ship() below,
-      // before any other engine call can reuse it.
+      // Lent output is copied by ship() below, before any other engine call can reuse it.
       out = lent ? (live.stream as LendingMatchStream).pushLent(input) : live.stream.push(input);
     } catch (e) {
       input.fill(0);
       this.failStream(sid, e);
       return;
     }
-    const shipped = this.ship(out, buf, live.gen, lent);
+    const shipped = this.ship(out, live.gen, lent, buf);
+    // The input buffer goes back zeroed, for the pool's next message: only its first `len`
+    // bytes were written (the pool's buffers are all zeros when it fills them).
+    input.fill(0);
     const replacements = live.stream.replacements;
-    post({ t: "out", sid, buf: shipped.buf, len: shipped.len, consumed: len, replacements }, [
-      shipped.buf,
-    ]);
+    post(
+      {
+        t: "out",
+        sid,
+        buf: shipped.buf,
+        len: shipped.len,
+        spent: buf,
+        consumed: len,
+        replacements,
+      },
+      [shipped.buf, buf],
+    );
   }
 
   private end(sid: number): void {
@@ -243,7 +255,7 @@ class MatcherWorker {
       return;
     }
     const replacements = live.stream.replacements;
-    const shipped = this.ship(out, undefined, live.gen);
+    const shipped = this.ship(out, live.gen);
     this.release(sid, live);
     post({ t: "ended", sid, buf: shipped.buf, len: shipped.len, replacements }, [shipped.buf]);
   }
@@ -256,17 +268,18 @@ class MatcherWorker {
   }
 
   /**
-   * Puts an engine output into a buffer this worker may transfer. An owned array at the start
-   * of its own ArrayBuffer goes as is (its slack past the output is zeroed); anything else (lent
-   * output, which the engine reuses; a view into linear memory, which cannot be transferred) is
-   * copied into the spent input buffer when it fits (the pool sends buffers with room for a
-   * carry), so no new allocation is made. The input bytes are zeroed in every case.
+   * Puts an engine output into a buffer this worker may transfer, which becomes the reader's
+   * chunk. An owned array at the start of its own ArrayBuffer goes as is (its slack past the
+   * output is zeroed); anything else (lent output, which the engine reuses; a view into linear
+   * memory, which cannot be transferred; the input buffer, which goes back to the pool) is
+   * copied into a fresh array of its exact length — the one allocation a message costs, since
+   * the reader keeps its chunk as long as it likes.
    */
   private ship(
     out: Uint8Array,
-    input: ArrayBuffer | undefined,
     gen: number,
     lent = false,
+    input?: ArrayBuffer,
   ): { buf: ArrayBuffer; len: number } {
     const memory = this.sets.get(gen)?.instance.memory;
     const own = out.buffer;
@@ -279,16 +292,8 @@ class MatcherWorker {
       out.byteOffset === 0
     ) {
       if (own.byteLength > out.length) new Uint8Array(own, out.length).fill(0);
-      if (input) new Uint8Array(input).fill(0);
       return { buf: own, len: out.length };
     }
-    if (input && out.length <= input.byteLength) {
-      const dst = new Uint8Array(input);
-      dst.set(out);
-      dst.fill(0, out.length);
-      return { buf: input, len: out.length };
-    }
-    if (input) new Uint8Array(input).fill(0);
     const copy = new Uint8Array(out.length);
     copy.set(out);
     return { buf: copy.buffer, len: out.length };

@@ -37,7 +37,8 @@ export class InlineScanner {
    * reusing `input` where it can: the result is `input` itself when nothing matched, or when
    * the output has its length (written back in place: a dummy swapped for a real value of the
    * same length); otherwise a fresh array from `alloc`. The engine writes into the reused
-   * scratch buffer, which is zeroed afterwards, so a clean body costs no allocation at all.
+   * scratch buffer, which is zeroed afterwards; a clean body is not even copied (the engine
+   * hands `input` back), so it costs no allocation and no copy.
    */
   rewrite(
     name: string,
@@ -57,7 +58,7 @@ export class InlineScanner {
       output.set(r.output);
       return { output, replacements: r.replacements };
     } finally {
-      r.output.fill(0);
+      if (r.output !== input) r.output.fill(0); // the scratch copy, never the caller's input
     }
   }
 
@@ -69,7 +70,7 @@ export class InlineScanner {
     options: CompileOptions = {},
   ): number {
     const r = this.#into(name, specs, input, options);
-    r.output.fill(0);
+    if (r.output !== input) r.output.fill(0);
     return r.replacements;
   }
 

@@ -19,7 +19,7 @@ import {
   MatcherError,
   type PatternSpec,
 } from "./types.ts";
-import { createWasmEngine } from "./wasm-engine.ts";
+import { createWasmEngine, type WasmEngine } from "./wasm-engine.ts";
 
 const engines: [string, MatcherEngine][] = [
   ["reference", referenceEngine],
@@ -117,6 +117,14 @@ function streamedLent(
   return { output: concat(parts), replacements };
 }
 
+/** Reused output buffers for `replaceAllInto`: one too small (it grows), one kept dirty. */
+const intoBuffers = [new Uint8Array(16), new Uint8Array(64 * 1024)];
+let intoTurn = 0;
+
+/**
+ * `replaceAll`, and where the engine has it `replaceAllInto` into a reused buffer, which must
+ * agree with it: `input` itself when nothing matched (no views), never touching the input.
+ */
 function whole(
   engine: MatcherEngine,
   specs: PatternSpec[],
@@ -125,6 +133,15 @@ function whole(
 ) {
   const set = engine.compile(specs, options);
   const r = engine.replaceAll(set, input);
+  if ("replaceAllInto" in engine) {
+    const before = input.slice();
+    const into = intoBuffers[intoTurn++ % intoBuffers.length]!;
+    const i = (engine as WasmEngine).replaceAllInto(set, input, into);
+    expect(i).toEqual(r);
+    expect(input).toEqual(before);
+    if (r.replacements === 0 && !set.views) expect(i.output).toBe(input);
+    else expect(i.output).not.toBe(input);
+  }
   set.dispose();
   return r;
 }

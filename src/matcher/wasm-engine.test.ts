@@ -369,9 +369,36 @@ describe("big bodies", () => {
     const want = { output: concat(outParts), replacements: count };
     expect(count).toBeGreaterThan(150);
     expect(engine.replaceAll(set, input)).toEqual(want);
+    expect(engine.replaceAllInto(set, input, new Uint8Array(PIECE))).toEqual(want);
     expect(streamAll(engine, set, input, 65537)).toEqual(want);
     expect(streamAll(engine, set, input, 16 * 1024)).toEqual(want);
     set.dispose();
+  });
+
+  test("whole into a reused buffer: a clean body comes back uncopied, a late match copies what it kept", () => {
+    const engine = createWasmEngine();
+    const [token] = tokens(1, 3, 24, 24);
+    for (const replacement of [new TextEncoder().encode("[REDACTED]"), new Uint8Array(0)]) {
+      const set = engine.compile([{ pattern: token!, replacement }]);
+      const clean = filler(3 * PIECE + 1000, rng(4));
+      const into = new Uint8Array(4 * PIECE);
+      const r = engine.replaceAllInto(set, clean, into);
+      expect(r.output).toBe(clean);
+      expect(r.replacements).toBe(0);
+      expect(into.every((b) => b === 0)).toBe(true);
+      // A match on the last piece's boundary: everything before it was kept uncopied.
+      for (const at of [0, 3 * PIECE - 5, clean.length - token!.length]) {
+        const input = clean.slice();
+        input.set(token!, at);
+        const want = concat([
+          input.subarray(0, at),
+          replacement,
+          input.subarray(at + token!.length),
+        ]);
+        expect(engine.replaceAllInto(set, input, into)).toEqual({ output: want, replacements: 1 });
+      }
+      set.dispose();
+    }
   });
 
   for (const [name, options] of [

@@ -28,7 +28,8 @@ export interface WasmEngine extends MatcherEngine {
   /**
    * replaceAll writing into a caller-owned buffer (reused across calls, so no fresh pages to
    * fault in): `output` is a view of `into` when the result fits; otherwise `into` is zeroed
-   * and `output` is a fresh array.
+   * and `output` is a fresh array. When nothing matched (the common case) and the set has no
+   * views, `output` is `input` itself and `into` is not written: no copy at all.
    */
   replaceAllInto(
     set: CompiledSet,
@@ -99,11 +100,17 @@ const SCAN_FULL = 2;
 
 export const DEFAULT_WASM_PATH = join(import.meta.dir, "../../wasm/build/matcher.wasm");
 
-/** Grows by doubling; hands back a fresh array (a view of its own buffer) at the end. */
+/**
+ * Grows by doubling; hands back a fresh array (a view of its own buffer) at the end. In
+ * pass-through mode (a whole buffer) it copies nothing while no match has been replaced: the
+ * output so far is then the input's first `length` bytes, copied from the input only when the
+ * first match needs them, and the input itself when none came.
+ */
 class OutputBuilder {
   buf: Uint8Array;
   private borrowed: boolean;
   length = 0;
+  private source: Uint8Array | null = null;
   constructor(capacity: number, into?: Uint8Array) {
     this.borrowed = into !== undefined;
     this.buf = into ?? new Uint8Array(Math.max(capacity, 16));
@@ -113,6 +120,25 @@ class OutputBuilder {
     this.buf = into;
     this.borrowed = true;
     this.length = 0;
+  }
+  /** Output that is `input` unchanged is not copied (see the class comment). */
+  passThrough(input: Uint8Array): void {
+    this.source = input;
+  }
+  /** Bytes no match touched: in pass-through mode, the input's next bytes. */
+  keep(src: Uint8Array): void {
+    if (this.source) this.length += src.length;
+    else this.append(src);
+  }
+  /** A match's replacement (possibly empty): the output now differs from the input. */
+  replace(src: Uint8Array): void {
+    if (this.source) {
+      const kept = this.source.subarray(0, this.length);
+      this.source = null;
+      this.length = 0;
+      this.append(kept);
+    }
+    if (src.length > 0) this.append(src);
   }
   append(src: Uint8Array): void {
     const need = this.length + src.length;
@@ -127,6 +153,13 @@ class OutputBuilder {
     this.length = need;
   }
   take(): Uint8Array {
+    if (this.source) {
+      // Nothing matched, so every input byte was kept: anything else is an engine bug.
+      if (this.length !== this.source.length) {
+        throw new MatcherError("engine-failure", "matcher output does not cover its input");
+      }
+      return this.source;
+    }
     const { buf, length } = this;
     if (length === buf.length) return buf;
     if (this.borrowed) return buf.subarray(0, length);
@@ -276,10 +309,14 @@ class WasmMatchStream implements LendingMatchStream {
     this.close();
   }
 
-  /** Used by replaceAll: one builder for push and end, so a big body is copied only once. */
+  /**
+   * Used by replaceAll: one builder for push and end, so a big body is copied only once. With
+   * `into` and a single stage, nothing is copied until a match is replaced (pass-through).
+   */
   runWhole(input: Uint8Array, into?: Uint8Array): Uint8Array {
     this.check();
     const out = new OutputBuilder(input.length + 16, into);
+    if (into && this.stages.length === 1) out.passThrough(input);
     this.replacements += this.failClosed(() => this.pushFrom(0, input, out));
     this.replacements += this.failClosed(() => this.endFrom(0, out));
     this.close();
@@ -688,12 +725,9 @@ class WasmEngineImpl implements WasmEngine {
       for (let k = 0; k < n; k++) {
         const at = rec + k * 4;
         const start = i32[at]!;
-        if (start > emitFrom) out.append(mem.subarray(work + emitFrom, work + start));
-        const replLen = i32[at + 3]!;
-        if (replLen > 0) {
-          const replPtr = i32[at + 2]! >>> 0;
-          out.append(mem.subarray(replPtr, replPtr + replLen));
-        }
+        if (start > emitFrom) out.keep(mem.subarray(work + emitFrom, work + start));
+        const replPtr = i32[at + 2]! >>> 0;
+        out.replace(mem.subarray(replPtr, replPtr + i32[at + 3]!));
         emitFrom = i32[at + 1]!;
       }
       count += n;
@@ -704,7 +738,7 @@ class WasmEngineImpl implements WasmEngine {
     }
     // The tail is already saved as the carry; the buffer still holds the decided bytes.
     const upTo = decided();
-    if (upTo > emitFrom) out.append(mem.subarray(work + emitFrom, work + upTo));
+    if (upTo > emitFrom) out.keep(mem.subarray(work + emitFrom, work + upTo));
     return count;
   }
 }

@@ -17,7 +17,8 @@ import {
   automatonStep,
   BUCKET_ROW,
   FLAG,
-  hash3,
+  GROUP,
+  hashGroup,
   MASK,
   PAT_ROW,
   PatternSet,
@@ -241,8 +242,8 @@ function runSkip(st: Stream, set: PatternSet): i32 {
   const buf = workBuf;
   const limit = st.len - set.maxLen;
   const shift = set.shift;
-  const tail = <usize>(set.window - 3);
-  const m = set.window - 2; // the largest shift
+  const tail = <usize>(set.window - GROUP);
+  const m = set.window - GROUP + 1; // the largest shift
   const bits = set.hashBits;
   const base = buf + tail;
   let pos = st.pos;
@@ -250,21 +251,41 @@ function runSkip(st: Stream, set: PatternSet): i32 {
     // Almost every window shifts by the maximum. Look up four windows m apart at once: the
     // loads overlap instead of forming one long dependency chain (load, hash, load, add).
     if (pos + 3 * m <= limit) {
-      const s0 = <i32>load<u8>(shift + <usize>hash3(load<u32>(base + <usize>pos), bits));
-      const s1 = <i32>load<u8>(shift + <usize>hash3(load<u32>(base + <usize>(pos + m)), bits));
-      const s2 = <i32>load<u8>(shift + <usize>hash3(load<u32>(base + <usize>(pos + 2 * m)), bits));
-      const s3 = <i32>load<u8>(shift + <usize>hash3(load<u32>(base + <usize>(pos + 3 * m)), bits));
+      const s0 = <i32>load<u8>(shift + <usize>hashGroup(load<u32>(base + <usize>pos), bits));
+      const s1 = <i32>load<u8>(shift + <usize>hashGroup(load<u32>(base + <usize>(pos + m)), bits));
+      const s2 = <i32>load<u8>(shift + <usize>hashGroup(load<u32>(base + <usize>(pos + 2 * m)), bits));
+      const s3 = <i32>load<u8>(shift + <usize>hashGroup(load<u32>(base + <usize>(pos + 3 * m)), bits));
       if (s0 + s1 + s2 + s3 == 4 * m) {
         pos += 4 * m;
         continue;
       }
+      // Move through the windows that shift by m to the first that does not, and apply its
+      // shift: the lookups are already done. A zero shift leaves pos on a candidate.
+      let s = s0;
+      if (s0 == m) {
+        pos += m;
+        s = s1;
+        if (s1 == m) {
+          pos += m;
+          s = s2;
+          if (s2 == m) {
+            pos += m;
+            s = s3;
+          }
+        }
+      }
+      if (s != 0) {
+        pos += s;
+        continue;
+      }
+    } else {
+      const s = <i32>load<u8>(shift + <usize>hashGroup(load<u32>(base + <usize>pos), bits));
+      if (s != 0) {
+        pos += s;
+        continue;
+      }
     }
-    const s = <i32>load<u8>(shift + <usize>hash3(load<u32>(base + <usize>pos), bits));
-    if (s != 0) {
-      pos += s;
-      continue;
-    }
-    const h = <usize>hash3(load<u32>(buf + <usize>pos + tail), bits);
+    const h = <usize>hashGroup(load<u32>(buf + <usize>pos + tail), bits);
     const e1 = load<u32>(set.bucketStart + ((h + 1) << 2));
     const at = buf + <usize>pos;
     const first = load<u64>(at);

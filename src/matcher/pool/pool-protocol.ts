@@ -55,6 +55,11 @@ export type FromWorker =
       readonly sid: number;
       readonly buf: ArrayBuffer;
       readonly len: number;
+      /**
+       * The buffer that carried the push's input, for the pool to reuse: the worker zeroes the
+       * push's `consumed` bytes at its start, the only bytes the pool wrote into it.
+       */
+      readonly spent: ArrayBuffer;
       readonly consumed: number;
       /** Replacements made in the stream's output so far, this piece's included. */
       readonly replacements: number;

@@ -320,6 +320,50 @@ for (const engine of engines) {
       expect(input).toEqual(enc.encode("SECRET-aaaaaaaa"));
     });
 
+    test("message buffers come back from the worker zeroed and are reused; a failed stream's is zeroed", async () => {
+      const solo = await MatcherPool.start({ engine, size: 1, specs: base });
+      try {
+        const secret = "SECRET-aaaaaaaa";
+        const body = enc.encode(`${secret} x `.repeat(40_000));
+        // Views (copied into message buffers) small enough to be coalesced, and big ones.
+        const views = (size: number) => {
+          const out: Uint8Array[] = [];
+          for (let at = 0; at < body.length; at += size) out.push(body.subarray(at, at + size));
+          return out;
+        };
+        for (const size of [4096, 200_000]) {
+          const got = await run(solo.openStream(), views(size));
+          expect(got.result.replacements).toBe(40_000);
+        }
+        const held = solo.buffers.held;
+        expect(held).toBeGreaterThan(0);
+        // Every free buffer is all zeros, and the next stream runs on them again.
+        const free = Array.from({ length: held }, () => solo.buffers.take());
+        for (const b of free) expect(new Uint8Array(b).every((x) => x === 0)).toBe(true);
+        for (const b of free) solo.buffers.give(b);
+        const again = await run(solo.openStream(), views(4096));
+        expect(again.result.replacements).toBe(40_000);
+        expect(solo.buffers.held).toBe(held);
+
+        // A stream that fails with bytes coalesced (the first chunk in flight, the second
+        // waiting for its answer): that buffer is zeroed before it is kept.
+        const failing = solo.openStream();
+        const writer = failing.writable.getWriter();
+        await writer.write(enc.encode(`${secret} in flight`));
+        await writer.write(enc.encode(`${secret} coalesced`));
+        expect(solo.stats().pendingBytes).toBeGreaterThan(0);
+        const before = solo.buffers.held;
+        solo.crashWorkerForTest(0, "terminate");
+        expect(await failureOf(failing.result)).toMatchObject({ code: "engine-failure" });
+        expect(solo.buffers.held).toBe(before + 1);
+        const after = Array.from({ length: solo.buffers.held }, () => solo.buffers.take());
+        for (const b of after) expect(new Uint8Array(b).every((x) => x === 0)).toBe(true);
+      } finally {
+        await solo.close();
+      }
+      expect(solo.buffers.held).toBe(0);
+    });
+
     test("the set in use when a stream opened stays its set; new streams get the new set", async () => {
       const old = pool.openStream();
       const oldOut = Array.fromAsync(old.readable);

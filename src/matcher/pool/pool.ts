@@ -10,18 +10,24 @@
 // per stream and per pool; a writer waits (its `write` promise stays pending) while its stream
 // is at the cap, and the TransformStream stops pulling from the writer while the reader lags,
 // so a slow consumer slows the producer and memory per stream stays bounded by
-//   streamInFlightBytes + readableHighWaterMark + coalesceBytes + one caller chunk.
+//   streamInFlightBytes + readableHighWaterMark + coalesceBytes + one caller chunk
+// (and the pool's free message buffers, RECYCLED_BYTES at most, besides).
 // Chunks written while earlier ones are in flight are coalesced into messages of up to
 // `maxMessageBytes` (a copy is far cheaper than a message); with nothing in flight a chunk
 // goes at once, so coalescing never delays output by more than one round trip.
 //
+// Buffers. Messages are built in recycled buffers (./message-buffers.ts): the worker sends each
+// back zeroed with the push's output, which is in a buffer of its own — the reader keeps its
+// chunks as long as it likes, so output can never be recycled, but input can, and a fresh
+// buffer per message was most of this thread's time. At most RECYCLED_BYTES are kept free.
+//
 // Memory hygiene, and what a garbage-collected runtime cannot promise. Chunks that span their
 // whole ArrayBuffer are handed over: transferred (the caller's view is detached, the bytes
 // leave this thread) or, when small, detached, copied into the coalescing buffer and zeroed.
-// Other chunks are copied into fresh buffers that are transferred. The worker zeroes every
-// input buffer after scanning and the engine zeroes a stream's state when it ends. Coalescing
-// buffers are transferred, or zeroed when their stream fails; output that arrives for a
-// stream nobody reads any more is zeroed. The pool keeps one packed copy of the current
+// Other chunks are copied into recycled buffers that are transferred. The worker zeroes every
+// input buffer after scanning (and sends it back) and the engine zeroes a stream's state when
+// it ends. Coalescing buffers are transferred, or zeroed when their stream fails; free
+// buffers are all zeros; output that arrives for a stream nobody reads any more is zeroed. The pool keeps one packed copy of the current
 // pattern set (to start a replacement worker after a crash) and zeroes it when the set is
 // replaced or the pool closes. What this code cannot do: zero a caller's chunk it only copied
 // (views into larger buffers, which the caller owns), zero output chunks once handed to the
@@ -37,6 +43,7 @@ import {
   type ScanStreamCore,
 } from "../scan-stream.ts";
 import { type CompileOptions, MatcherError, type PatternSpec } from "../types.ts";
+import { MessageBuffers } from "./message-buffers.ts";
 import {
   type CrashMode,
   type EngineName,
@@ -167,19 +174,10 @@ function ownsWholeBuffer(chunk: Uint8Array): boolean {
 }
 
 /**
- * Room past the bytes in each buffer the pool makes: the worker writes a push's output back
- * into the buffer that carried its input, and the output may be longer by what the stream held
- * back from the push before (up to a pattern's length) — without the room it would need a
- * fresh buffer for almost every other message.
+ * Free message buffers the pool keeps for reuse, in bytes: enough for a few streams' messages
+ * in flight (1 MiB each by default); more would be memory held for a burst long gone.
  */
-const OUTPUT_ROOM = 4096;
-
-/** A transferable copy of `bytes` (the caller keeps its own buffer untouched). */
-function copyToFreshBuffer(bytes: Uint8Array): ArrayBuffer {
-  const copy = new Uint8Array(bytes.length + OUTPUT_ROOM);
-  copy.set(bytes);
-  return copy.buffer;
-}
+const RECYCLED_BYTES = 4 << 20;
 
 /**
  * Output for a stream that already failed or was aborted (the worker had scanned it before it
@@ -308,6 +306,8 @@ class WorkerSlot {
         this.compileWaiters.delete(msg.gen);
         return;
       case "out": {
+        // The buffer that carried the push's input, zeroed by the worker: the next message's.
+        this.pool.buffers.give(msg.spent);
         const stream = this.streams.get(msg.sid);
         if (stream) stream.onOutput(msg.buf, msg.len, msg.consumed, msg.replacements);
         else zeroOrphan(msg.buf, msg.len);
@@ -479,7 +479,7 @@ class PoolStream implements ScanStreamCore {
       if (this.transferWholeBuffers && ownsWholeBuffer(chunk)) {
         this.send(chunk.buffer as ArrayBuffer, n);
       } else {
-        this.send(copyToFreshBuffer(chunk), n);
+        this.send(this.pool.copyToMessage(chunk), n);
       }
       return undefined;
     }
@@ -494,7 +494,7 @@ class PoolStream implements ScanStreamCore {
     }
     const n = chunk.length;
     const cap = this.pool.config.coalesceBytes;
-    if (!this.pending) this.pending = new Uint8Array(cap + OUTPUT_ROOM);
+    if (!this.pending) this.pending = new Uint8Array(this.pool.buffers.take(), 0, cap);
     this.pending.set(chunk, this.pendingLen);
     if (owned) chunk.fill(0);
     this.pendingLen += n;
@@ -517,7 +517,7 @@ class PoolStream implements ScanStreamCore {
     const max = this.pool.config.maxMessageBytes;
     for (let at = 0; at < chunk.length; at += max) {
       const piece = chunk.subarray(at, Math.min(at + max, chunk.length));
-      await this.sendWhenFits(piece.length, () => copyToFreshBuffer(piece));
+      await this.sendWhenFits(piece.length, () => this.pool.copyToMessage(piece));
     }
   }
 
@@ -543,7 +543,7 @@ class PoolStream implements ScanStreamCore {
     if (!this.fits(this.pendingLen)) return false;
     const full = this.pending!;
     const len = this.pendingLen;
-    // Transfer the coalescing buffer itself; a fresh one is made on the next small write.
+    // Transfer the coalescing buffer itself; the next small write takes another from the ring.
     this.pending = undefined;
     this.pendingLen = 0;
     this.pool.pendingBytes -= len;
@@ -645,7 +645,8 @@ class PoolStream implements ScanStreamCore {
     this.state = "failed";
     this.failure = err;
     if (this.pending) {
-      this.pending.fill(0);
+      this.pending.fill(0, 0, this.pendingLen);
+      this.pool.buffers.give(this.pending.buffer as ArrayBuffer);
       this.pool.pendingBytes -= this.pendingLen;
       this.pending = undefined;
       this.pendingLen = 0;
@@ -699,6 +700,8 @@ interface CurrentSet {
 export class MatcherPool {
   readonly config: Config;
   readonly streams = new Set<PoolStream>();
+  /** Recycled message buffers (./message-buffers.ts), all zeros while they are free. */
+  readonly buffers: MessageBuffers;
   inFlightBytes = 0;
   pendingBytes = 0;
   restarts = 0;
@@ -718,6 +721,10 @@ export class MatcherPool {
 
   private constructor(config: Config, size: number) {
     this.config = config;
+    this.buffers = new MessageBuffers(
+      config.coalesceBytes,
+      Math.max(2, Math.floor(RECYCLED_BYTES / config.coalesceBytes)),
+    );
     for (let i = 0; i < size; i++) this.slots.push(new WorkerSlot(this, i));
     this.watchdog = setInterval(
       () => {
@@ -986,6 +993,7 @@ export class MatcherPool {
     await Promise.all(this.slots.map((s) => s.shutdown(this.config.closeTimeoutMs)));
     for (const current of this.currentSets.values()) new Uint8Array(current.packed).fill(0);
     this.currentSets.clear();
+    this.buffers.clear();
   }
 
   /** Test hook: the sets worker `index` holds and how many engine instances it has wiped. */
@@ -1003,6 +1011,14 @@ export class MatcherPool {
   }
 
   // Flow-control plumbing used by PoolStream.
+
+  /** A transferable copy of `bytes` (the caller keeps its own buffer untouched). */
+  copyToMessage(bytes: Uint8Array): ArrayBuffer {
+    if (bytes.length > this.buffers.size) return bytes.slice().buffer;
+    const buf = this.buffers.take();
+    new Uint8Array(buf).set(bytes);
+    return buf;
+  }
 
   forget(stream: PoolStream): void {
     this.streams.delete(stream);
