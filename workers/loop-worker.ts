@@ -14,22 +14,34 @@ import { type FromLoop, type ToLoop, toWireError } from "../src/server/loop-wire
 
 declare const self: Worker;
 
-const post = (m: FromLoop) => self.postMessage(m);
-
-// Audit lines leave in batches, once per turn of the event loop, in the order written.
+// What the loop tells the main thread leaves in batches, one message per turn of the event loop
+// (a request's audit line and its exchange travel together), in the order written; a reply
+// flushes what came before it, so the main thread has it first.
+let outbox: FromLoop[] = [];
 let lines: string[] = [];
+function post(m: FromLoop): void {
+  if (outbox.length === 0 && lines.length === 0) queueMicrotask(flush);
+  takeLines();
+  outbox.push(m);
+}
+function takeLines(): void {
+  if (lines.length === 0) return;
+  outbox.push({ op: "audit", text: lines.join("") });
+  lines = [];
+}
+function flush(): void {
+  takeLines();
+  if (outbox.length === 0) return;
+  const events = outbox;
+  outbox = [];
+  self.postMessage(events.length === 1 ? events[0] : { op: "batch", events });
+}
 const auditOut = {
   write(text: string) {
-    if (lines.length === 0) queueMicrotask(flushAudit);
+    if (outbox.length === 0 && lines.length === 0) queueMicrotask(flush);
     lines.push(text);
   },
 };
-function flushAudit(): void {
-  if (lines.length === 0) return;
-  const text = lines.join("");
-  lines = [];
-  post({ op: "audit", text });
-}
 
 // As src/main.ts does for the process: an error that escaped every handler is audited and
 // counted, and the loop serves on (a Worker would otherwise end with it).
@@ -155,13 +167,11 @@ async function handle(m: ToLoop): Promise<unknown> {
     case "metrics":
       return l.metrics.registry.getMetricsAsJSON();
     case "flush":
-      // Lines written so far leave before the answer (a Worker's messages keep their order).
-      flushAudit();
+      // What was written so far leaves before the answer (a Worker's messages keep their order).
       return;
     case "close":
       clearInterval(statsTimer);
       await l.close(m.graceMs);
-      flushAudit();
       return;
   }
 }
@@ -179,7 +189,7 @@ self.onmessage = (ev: MessageEvent<ToLoop>) => {
     } catch (e) {
       if ("id" in m) post({ op: "reply", id: m.id, ok: false, error: toWireError(e) });
     } finally {
-      flushAudit();
+      flush();
     }
   };
   if (m.op === "olderDrained") void run();

@@ -73,6 +73,7 @@ export type FromLoop =
     }
   | { op: "stats"; stats: LoopStats }
   | { op: "lookup"; host: string }
+  | { op: "batch"; events: FromLoop[] }
   | { op: "refused"; of: "connection"; kind: string; who: string; record: RefusedConnectionRecord }
   | { op: "refused"; of: "request"; kind: string; who: string; record: RequestRecord };
 

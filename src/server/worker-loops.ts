@@ -86,6 +86,9 @@ class LoopWorker {
       case "lookup":
         o.onLookup?.(m.host);
         return;
+      case "batch":
+        for (const e of m.events) this.#received(e, o);
+        return;
       case "refused":
         if (m.of === "connection") o.refusals.connections.refuse(m.kind, m.who, m.record);
         else o.refusals.requests.refuse(m.kind, m.who, m.record);
