@@ -13,7 +13,7 @@
 // cores: the figures compare the proxies under the same client, not a fleet of hosts.
 // Run: `bun bench/load.bench.ts` (LOAD_SECONDS per phase, default 15; LOAD_AGENTS,
 // LOAD_TUNNELS; LOAD_MODES=closed-small,closed-large,paced-small; BENCH_MITM=0 to skip
-// mitmproxy). Prints figures only, never a credential.
+// mitmproxy; LOAD_LOOPS, the proxy's event loops, default 1). Prints figures only, never a credential.
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -47,6 +47,7 @@ const proxy = await startProxyProcess({
     SLAPENIR_HANDSHAKE_RATE: "off",
     SLAPENIR_MINT_RATE: "off",
     SLAPENIR_RATE_LIMIT: "off",
+    SLAPENIR_LOOPS: process.env.LOAD_LOOPS ?? "1",
     ...(process.env.LOAD_CONNECT_MS
       ? { SLAPENIR_UPSTREAM_CONNECT_TIMEOUT_MS: process.env.LOAD_CONNECT_MS }
       : {}),
