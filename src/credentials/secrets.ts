@@ -237,7 +237,17 @@ export function secretsFromWire(w: SecretsWire): SecretsConfig {
   const drafts = w.drafts.map(
     (d): CredentialDraft => ({ ...d, dummy: take(d.dummy), real: d.real ? take(d.real) : null }),
   );
-  const retired = w.retired.map((r) => ({ name: r.name, value: take(r.value) }));
+  return buildOrDispose(
+    drafts,
+    w.retired.map((r) => ({ name: r.name, value: take(r.value) })),
+  );
+}
+
+/** `buildSecrets` on values this caller made: zeroed when they are refused. */
+function buildOrDispose(
+  drafts: readonly CredentialDraft[],
+  retired: readonly { readonly name: string; readonly value: SecretValue }[],
+): SecretsConfig {
   try {
     return buildSecrets(drafts, retired);
   } catch (e) {
@@ -867,16 +877,7 @@ export function buildSecrets(
       const redactOnly = [...values.entries()].flatMap(([name, v]) =>
         v.redactOnly.map((value) => ({ name: `${name}~retired`, value: value.copy() })),
       );
-      try {
-        return buildSecrets(next, redactOnly);
-      } catch (e) {
-        for (const d of next) {
-          d.dummy.dispose();
-          d.real?.dispose();
-        }
-        for (const r of redactOnly) r.value.dispose();
-        throw e;
-      }
+      return buildOrDispose(next, redactOnly);
     },
     redacted: () => drafts.map(summary),
     toWire: () => ({

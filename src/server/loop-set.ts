@@ -8,14 +8,10 @@ import type { SecretsConfig } from "../credentials/secrets.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
 import type { MatcherPool } from "../matcher/pool/pool.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
-import type { AuditLog } from "../observe/audit.ts";
-import type { ProxyMetrics } from "../observe/metrics.ts";
 import {
   type Loop,
   type LoopHooks,
-  type LoopPki,
-  type LoopRefusals,
-  type LoopSinks,
+  type LoopInputs,
   type LoopStats,
   type Prepared,
   startLoop,
@@ -57,17 +53,13 @@ export interface LoopSet {
   close(graceMs: number): Promise<void>;
 }
 
-export interface LoopSetOptions {
+export interface LoopSetOptions
+  extends Pick<
+    LoopInputs,
+    "config" | "secrets" | "pki" | "audit" | "metrics" | "sinks" | "refusals" | "workers"
+  > {
   readonly count: number;
-  readonly config: ProxyConfig;
-  readonly secrets: SecretsConfig;
-  readonly pki: LoopPki;
-  readonly audit: AuditLog;
-  readonly metrics: ProxyMetrics;
-  readonly sinks: LoopSinks;
-  readonly refusals: LoopRefusals;
   readonly hooks: LoopHooks;
-  readonly workers?: number;
   /** The only names Worker loops resolve, and who hears of each lookup (tests). */
   readonly staticNames?: Readonly<Record<string, string>>;
   readonly onLookup?: (host: string) => void;

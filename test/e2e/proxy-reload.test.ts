@@ -72,6 +72,21 @@ describe("TLS credential rotation", () => {
   });
 });
 
+/** Agent-a's connection options, trusting the proxy and the CA a rotation will bring (`next`). */
+async function rotationCase(h2: Harness, home: string) {
+  const agent = h2.agents["agent-a"]!;
+  const next = await EmbeddedCa.open({ home });
+  const base = {
+    port: h2.port,
+    host: "127.0.0.1",
+    servername: "localhost",
+    cert: await Bun.file(agent.certPath).text(),
+    key: await Bun.file(agent.keyPath).text(),
+    ca: `${await Bun.file(h2.caBundlePath).text()}\n${next.root.certPem}`,
+  };
+  return { next, base };
+}
+
 /** One mTLS connection offering `session`; says whether it resumed and how CONNECT was answered. */
 function connectOnce(
   opts: tls.ConnectionOptions,
@@ -110,18 +125,9 @@ describe("TLS session resumption on the agent's connection", () => {
     // One loop: Bun 1.4 keeps each listener's ticket keys its own (`ticketKeys` is not
     // implemented), so a session resumes only in the loop that issued its ticket.
     await using h2 = await startHarness({ allow: ["localhost:*"], loops: 1 });
-    const agent = h2.agents["agent-a"]!;
     const otherHome = await mkdtemp(join(tmpdir(), "slapenir-rot-"));
     try {
-      const next = await EmbeddedCa.open({ home: otherHome });
-      const base = {
-        port: h2.port,
-        host: "127.0.0.1",
-        servername: "localhost",
-        cert: await Bun.file(agent.certPath).text(),
-        key: await Bun.file(agent.keyPath).text(),
-        ca: `${await Bun.file(h2.caBundlePath).text()}\n${next.root.certPem}`,
-      };
+      const { next, base } = await rotationCase(h2, otherHome);
       const first = await connectOnce(base);
       expect(first).toMatchObject({ reused: false, answer: "HTTP/1.1 200 Connection Established" });
       const resumed = await connectOnce({ ...base, session: first.session });
@@ -153,18 +159,9 @@ describe("TLS session resumption on the agent's connection", () => {
 describe("TLS sessions with several event loops", () => {
   test("no session resumes (tickets are off), so none outlives an agent-CA rotation", async () => {
     await using h2 = await startHarness({ allow: ["localhost:*"], loops: 2 });
-    const agent = h2.agents["agent-a"]!;
     const otherHome = await mkdtemp(join(tmpdir(), "slapenir-rot-"));
     try {
-      const next = await EmbeddedCa.open({ home: otherHome });
-      const base = {
-        port: h2.port,
-        host: "127.0.0.1",
-        servername: "localhost",
-        cert: await Bun.file(agent.certPath).text(),
-        key: await Bun.file(agent.keyPath).text(),
-        ca: `${await Bun.file(h2.caBundlePath).text()}\n${next.root.certPem}`,
-      };
+      const { next, base } = await rotationCase(h2, otherHome);
       const first = await connectOnce(base);
       expect(first.answer).toBe("HTTP/1.1 200 Connection Established");
       // Whichever loop each lands in: a full handshake, the certificate checked again.
