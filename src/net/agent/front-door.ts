@@ -366,14 +366,7 @@ export class FrontDoor {
     // The total first, across every loop (the runtime's own cap counts this listener's alone).
     const accepted = this.#caps.accept();
     if (!accepted.ok) {
-      this.#o.metrics.refused.inc({ reason: "connection-limit" });
-      this.#refusals.refuse("connection-limit", peerKey(address), {
-        conn: this.#connId(),
-        remote: remoteOf(socket),
-        reason: accepted.reason,
-      });
-      this.#refusedAtAdmit.add(socket);
-      socket.destroy();
+      this.#refuseAtAdmit(socket, "connection-limit", accepted.reason);
       return;
     }
     socket.once("close", () => this.#caps.acceptClosed());
@@ -381,19 +374,23 @@ export class FrontDoor {
     const rated = this.#o.rates?.handshake?.(peerKey(address));
     const v = rated && !rated.ok ? rated : this.#caps.handshake(address);
     if (!v.ok) {
-      const kind = v === rated ? "handshake-rate" : "handshake-limit";
-      this.#o.metrics.refused.inc({ reason: kind });
-      this.#refusals.refuse(kind, peerKey(address), {
-        conn: this.#connId(),
-        remote: remoteOf(socket),
-        reason: v.reason,
-      });
-      this.#refusedAtAdmit.add(socket);
-      socket.destroy();
+      this.#refuseAtAdmit(socket, v === rated ? "handshake-rate" : "handshake-limit", v.reason);
       return;
     }
     this.#inHandshake.set(socket, address);
     socket.once("close", () => this.#handshakeOver(socket));
+  }
+
+  /** Closed before TLS: counted, digested, and not counted again as a failed handshake. */
+  #refuseAtAdmit(socket: tls.TLSSocket, kind: string, reason: string): void {
+    this.#o.metrics.refused.inc({ reason: kind });
+    this.#refusals.refuse(kind, peerKey(socket.remoteAddress ?? "?"), {
+      conn: this.#connId(),
+      remote: remoteOf(socket),
+      reason,
+    });
+    this.#refusedAtAdmit.add(socket);
+    socket.destroy();
   }
 
   #handshakeOver(socket: tls.TLSSocket): void {
