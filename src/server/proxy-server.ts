@@ -395,7 +395,7 @@ export async function startProxy(
     template = nextTemplate;
     sources = nextSources;
     await loops.install(before, true);
-    await loops.install(built, true);
+    await loops.install(fresher(nextTemplate, nextSources, built), true);
     oldTemplate.dispose();
   };
   /** Put a new policy in force; connections it no longer admits are closed (how many). */
@@ -785,6 +785,28 @@ function notAfterOf(certPem: string): number {
     return new x509.X509Certificate(certPem).notAfter.getTime();
   } catch {
     return Number.NaN;
+  }
+}
+
+/**
+ * `built` again from what `sources` hold now: a source that changed while a reload's first step
+ * was on its way to the loops has a pending value, which the second step must redact (a source
+ * switch already in flight waits for the answers older than it, not for those begun on this
+ * step). `built` itself when nothing is sourced, or when the new value does not fit (the
+ * source's own switch refuses it).
+ */
+function fresher(
+  template: SecretsConfig,
+  sources: CredentialSources | null,
+  built: SecretsConfig,
+): SecretsConfig {
+  if (!sources) return built;
+  try {
+    const again = template.withValues(sources.snapshot());
+    built.dispose();
+    return again;
+  } catch {
+    return built;
   }
 }
 
