@@ -99,6 +99,7 @@ async function handle(m: ToLoop): Promise<unknown> {
         },
         ...(m.staticNames ? { hooks: { lookup: staticLookup(m.staticNames) } } : {}),
         shared: m.shared,
+        claims: m.claims,
         // Digested once for the proxy, in the main thread.
         refusals: {
           connections: {

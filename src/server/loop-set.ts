@@ -56,7 +56,7 @@ export interface LoopSet {
 export interface LoopSetOptions
   extends Pick<
     LoopInputs,
-    "config" | "secrets" | "pki" | "audit" | "metrics" | "sinks" | "refusals" | "workers"
+    "config" | "secrets" | "pki" | "audit" | "metrics" | "sinks" | "refusals" | "workers" | "claims"
   > {
   readonly count: number;
   readonly hooks: LoopHooks;
@@ -77,6 +77,7 @@ export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {
     metrics: o.metrics,
     sinks: o.sinks,
     refusals: o.refusals,
+    claims: o.claims,
     hooks: o.hooks,
     ...(o.workers ? { workers: o.workers } : {}),
   });

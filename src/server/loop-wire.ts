@@ -26,6 +26,7 @@ export type ToLoop =
       quarantine: QuarantineEntry[];
       /** Caps and rate buckets every loop counts in. */
       shared: SharedGuards;
+      claims: SharedArrayBuffer;
       /** The only names this loop resolves (tests); each one asked for is told as `lookup`. */
       staticNames: Readonly<Record<string, string>> | undefined;
     }

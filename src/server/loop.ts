@@ -27,10 +27,12 @@ import { cgroupProbe, configuredProbe, type MemoryProbe } from "../guard/cgroup-
 import { ConnectionCaps } from "../guard/connection-caps.ts";
 import { LoadShedder } from "../guard/load-shed.ts";
 import { MemoryGuard } from "../guard/memory-guard.ts";
+import { QuarantineClaims } from "../guard/quarantine-claims.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
 import { capacityFor } from "../guard/shared-table.ts";
 import { StallRegistry } from "../guard/stall-registry.ts";
 import { type ViolationKind, violationsOf } from "../guard/violations.ts";
+import type { OutgoingResponse } from "../http/message.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
 import { MatcherPool } from "../matcher/pool/pool.ts";
 import { FrontDoor, type ServerCredentials } from "../net/agent/front-door.ts";
@@ -114,6 +116,8 @@ export interface LoopInputs {
   readonly reusePort?: boolean;
   /** The port to listen on instead of the configuration's (the first loop's, when it chose). */
   readonly port?: number;
+  /** Who is in quarantine, as every loop and the main thread see it at once (its memory). */
+  readonly claims: SharedArrayBuffer;
   /** Where refusals are digested: the proxy's digests, one line per kind and peer for all loops. */
   readonly refusals: LoopRefusals;
   /** Counts and buckets every loop shares (several loops); default: this loop's own. */
@@ -475,6 +479,7 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
   };
   const exchange = createPipeline({ stages, upstream, log, secrets: () => state, relay });
   const stalls = new StallRegistry(hooks.guardClock);
+  const claims = new QuarantineClaims(inputs.claims);
   let due = performance.now() + LAG_SAMPLE_MS;
   const lagTimer = setInterval(() => {
     const t = performance.now();
@@ -531,6 +536,16 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
     },
     ...(inputs.shared ? { capsMemory: inputs.shared.caps } : {}),
     refusals: inputs.refusals.connections,
+    // A refusal that quarantines is answered only if its claim is the first; nothing more is
+    // answered to a held agent in any loop (a guess confirmed per answer otherwise).
+    beforeAnswer: (agent, response) => {
+      const q = live.quarantine;
+      if (!q) return true;
+      if (q.on.includes("dlp") && errorCodeOf(response) === "dlp-blocked") {
+        return claims.claim(agent, q.holdMs === null ? null : Date.now() + q.holdMs);
+      }
+      return !claims.holds(agent);
+    },
     connections: {
       total: config.limits.maxConnections,
       perAgent: config.limits.maxAgentConnections,
@@ -677,6 +692,11 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
 }
 
 const LEAF_CACHE_CAPACITY = 1000;
+/** The proxy's own error code of an answer it made (`x-slapenir-error`), if it is one. */
+function errorCodeOf(r: OutgoingResponse): string | undefined {
+  return r.headers.find(([k]) => k.toLowerCase() === "x-slapenir-error")?.[1];
+}
+
 /** Keys a shared rate table holds (agents, or peer addresses); refilled buckets make room. */
 const RATE_TABLE_CAPACITY = capacityFor(4096);
 const LAG_SAMPLE_MS = 50;

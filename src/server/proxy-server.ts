@@ -29,6 +29,7 @@ import {
 import { CredentialSources, type SourceEvent } from "../credentials/sources/source-manager.ts";
 import type { MemoryProbe } from "../guard/cgroup-probe.ts";
 import { Quarantine } from "../guard/quarantine.ts";
+import { QuarantineClaims } from "../guard/quarantine-claims.ts";
 import type { ViolationKind } from "../guard/violations.ts";
 import type { MatcherPool } from "../matcher/pool/pool.ts";
 import { listenAdmin } from "../net/admin-listener.ts";
@@ -217,6 +218,9 @@ export async function startProxy(
   const quarantine = config.quarantine
     ? Quarantine.load(config.quarantine.file, config.quarantine.holdMs)
     : null;
+  // Who is held, as every loop sees it at once: the file's record, and each new quarantine.
+  const claims = new QuarantineClaims();
+  for (const e of quarantine?.list() ?? []) claims.claim(e.agent, e.until);
   // Violations and reflections are audited one line per kind, agent and host per window (an
   // agent or an echoing upstream can repeat them at full speed); the metrics count each.
   const notices = new RefusalDigest<{
@@ -249,6 +253,7 @@ export async function startProxy(
       { agent, kind },
       `agent quarantined: ${VIOLATION_TEXT[kind]}; its connections are closed`,
     );
+    claims.claim(agent, quarantine.entry(agent)?.until ?? null);
     loops.quarantined(agent, quarantine.entry(agent) ?? null);
   };
   const loops = await startLoops({
@@ -263,6 +268,7 @@ export async function startProxy(
     audit,
     metrics,
     refusals,
+    claims: claims.memory,
     sinks: {
       admitAgent: (agent) => quarantine?.check(agent) ?? PASS,
       violated,
@@ -577,6 +583,7 @@ export async function startProxy(
               const released = quarantine.release(agent);
               if (released) {
                 audit.event("release", { agent }, "agent released from quarantine");
+                claims.release(agent);
                 loops.quarantined(agent, null);
               }
               return released;

@@ -145,6 +145,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
         quarantine: [...o.quarantine],
         staticNames: o.staticNames,
         shared,
+        claims: o.claims,
       });
     }
   } catch (e) {

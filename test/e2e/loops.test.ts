@@ -16,6 +16,7 @@ import {
   openProxyConnection,
   openTunnel,
   proxyErrorCode,
+  readAnswers,
 } from "../support/raw-agent.ts";
 import { type EchoServer, startEchoServer } from "../support/upstream-server.ts";
 
@@ -238,6 +239,36 @@ describe("the shared port", () => {
       expect(err).toBe(
         `SLAPENIR_LISTEN: cannot listen on 127.0.0.1:${port}: the address is already in use (another proxy, or another service on that port); choose another with SLAPENIR_LISTEN`,
       );
+    }
+  });
+});
+
+// A DLP refusal confirms a guess; quarantine makes the first one the last answer. With several
+// loops, requests in flight in the other loops would each be answered before the main thread
+// heard of the first (an attacker's review: 3 to 24 answers for 24 hits at once).
+describe("quarantine across two loops under parallel probes", () => {
+  test("24 hits at once, one per connection: exactly one is answered, every time", async () => {
+    await using g = await startHarness({
+      agents: ["agent-a"],
+      allow: [],
+      configYaml: yaml(),
+      env: { SLAPENIR_QUARANTINE: "" },
+      loops: 2,
+    });
+    const opts = { port: g.port, caBundlePath: g.caBundlePath, agent: g.agents["agent-a"]! };
+    for (let round = 0; round < 3; round++) {
+      if (round > 0) expect((await g.adminPost("/quarantine/agent-a/release")).status).toBe(200);
+      const ts = await Promise.all(
+        Array.from({ length: 24 }, () => openTunnel(opts, { connect: `localhost:${up.port}` })),
+      );
+      const answers = ts.map((t) => readAnswers(t));
+      for (const [i, t] of ts.entries()) {
+        t.write(`GET /p${i} HTTP/1.1\r\nHost: localhost:${up.port}\r\nx-api-key: ${REAL}\r\n\r\n`);
+      }
+      const got = (await Promise.all(answers)).map((b) => b.toString("latin1"));
+      expect(got.filter((a) => a.startsWith("HTTP/1.1 403"))).toHaveLength(1);
+      expect(got.filter((a) => a.startsWith("HTTP/1.1 "))).toHaveLength(1);
+      for (const t of ts) closeTunnel(t);
     }
   });
 });

@@ -15,7 +15,7 @@ import { ConnectionCaps, peerKey } from "../../guard/connection-caps.ts";
 import type { StallRegistry } from "../../guard/stall-registry.ts";
 import { errorAnswer, errorAnswerBytes } from "../../http/error-answer.ts";
 import type { ParseFailure } from "../../http/http-error.ts";
-import type { IncomingRequest } from "../../http/message.ts";
+import type { IncomingRequest, OutgoingResponse } from "../../http/message.ts";
 import { codeForRejectStatus, ProxyError } from "../../http/proxy-error.ts";
 import type { AuditLog, RefusedConnectionRecord } from "../../observe/audit.ts";
 import type { ProxyMetrics } from "../../observe/metrics.ts";
@@ -69,6 +69,11 @@ export interface FrontDoorOptions {
    * rotation was seen resumed in a loop after it (a session skips the certificate check).
    */
   readonly sessionTickets?: boolean;
+  /**
+   * Asked before each answer to a request is written: false closes the connection instead
+   * (its agent was put in quarantine meanwhile, maybe by another loop — guard/quarantine-claims.ts).
+   */
+  readonly beforeAnswer?: (agent: string, response: OutgoingResponse) => boolean;
   /** Connection numbers in audit lines: `first`, then every `step`th (each loop its own). */
   readonly connIds?: { readonly first: number; readonly step: number };
   readonly credentials: ServerCredentials;
@@ -507,7 +512,18 @@ export class FrontDoor {
   #serve(socket: tls.TLSSocket, carrier: tls.TLSSocket | undefined, ctx: ConnContext): void {
     const stalls = this.#o.stalls;
     const hooks: SessionHooks = {
-      handle: (req, s) => this.#handle(req, s, ctx),
+      handle: async (req, s) => {
+        const r = await this.#handle(req, s, ctx);
+        if (r.kind !== "response" || this.#o.beforeAnswer?.(ctx.agent, r.response) !== false) {
+          return r;
+        }
+        // Not answered: the connection closes, and the audit line says nothing was sent.
+        const body = r.response.body;
+        if (body instanceof ReadableStream) body.cancel().catch(() => {});
+        r.response.settled?.(false);
+        s.connection.destroy();
+        return { kind: "took-over" };
+      },
       rejected: (f) => this.#rejected(ctx, f),
       ...(stalls ? { stalled: (shed: () => void) => stalls.begin(ctx.agent, shed) } : {}),
     };
