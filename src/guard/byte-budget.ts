@@ -27,7 +27,7 @@ export class ByteBudget {
     if (this.#table.ints !== 0 || this.#table.floats !== 1) {
       throw new TypeError("not a byte budget table");
     }
-    this.#locked(() => {
+    this.#table.locked(() => {
       // The total's key never leaves, so releasing never waits on room in the table.
       if (this.#table.findOrAdd(TOTAL, TOTAL_SPACE) < 0) throw new TypeError("budget table full");
     });
@@ -56,18 +56,18 @@ export class ByteBudget {
   }
 
   get used(): number {
-    return this.#locked(() => this.#bytes(this.#table.find(TOTAL, TOTAL_SPACE)));
+    return this.#table.locked(() => this.#bytes(this.#table.find(TOTAL, TOTAL_SPACE)));
   }
 
   /** Bytes `owner` holds now. */
   usedBy(owner: string): number {
-    return this.#locked(() => this.#bytes(this.#table.find(owner, OWNER_SPACE)));
+    return this.#table.locked(() => this.#bytes(this.#table.find(owner, OWNER_SPACE)));
   }
 
   /** Every owner holding bytes now, with how many. */
   holders(): [string, number][] {
     const t = this.#table;
-    return this.#locked(() => {
+    return this.#table.locked(() => {
       const out: [string, number][] = [];
       for (const s of t.slots()) {
         if (t.spaceOf(s) === OWNER_SPACE) out.push([t.keyOf(s)!, t.float(s, BYTES)]);
@@ -83,7 +83,7 @@ export class ByteBudget {
   acquire(n: number, owner = ""): boolean {
     if (n < 0) return false;
     const t = this.#table;
-    return this.#locked(() => {
+    return this.#table.locked(() => {
       const total = t.find(TOTAL, TOTAL_SPACE);
       const s = t.findOrAdd(owner, OWNER_SPACE);
       if (s < 0) return false;
@@ -104,7 +104,7 @@ export class ByteBudget {
   release(n: number, owner = ""): void {
     if (n <= 0) return;
     const t = this.#table;
-    this.#locked(() => {
+    this.#table.locked(() => {
       const total = t.find(TOTAL, TOTAL_SPACE);
       t.setFloat(total, BYTES, Math.max(0, t.float(total, BYTES) - n));
       const s = t.find(owner, OWNER_SPACE);
@@ -117,15 +117,6 @@ export class ByteBudget {
 
   #bytes(slot: number): number {
     return slot < 0 ? 0 : this.#table.float(slot, BYTES);
-  }
-
-  #locked<T>(f: () => T): T {
-    this.#table.lock();
-    try {
-      return f();
-    } finally {
-      this.#table.unlock();
-    }
   }
 }
 

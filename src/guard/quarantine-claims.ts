@@ -33,7 +33,7 @@ export class QuarantineClaims {
    * caller then closes without answering, as for a hold).
    */
   claim(agent: string, until: number | null): boolean {
-    return this.#locked(() => {
+    return this.#table.locked(() => {
       const t = this.#table;
       const found = t.find(agent);
       if (found >= 0 && this.#inForce(found)) return false;
@@ -46,14 +46,14 @@ export class QuarantineClaims {
 
   /** Whether `agent` is held now. */
   holds(agent: string): boolean {
-    return this.#locked(() => {
+    return this.#table.locked(() => {
       const s = this.#table.find(agent);
       return s >= 0 && this.#inForce(s);
     });
   }
 
   release(agent: string): void {
-    this.#locked(() => {
+    this.#table.locked(() => {
       const s = this.#table.find(agent);
       if (s >= 0) this.#table.remove(s);
     });
@@ -61,15 +61,6 @@ export class QuarantineClaims {
 
   #inForce(slot: number): boolean {
     return this.#now() < this.#table.float(slot, UNTIL);
-  }
-
-  #locked<T>(f: () => T): T {
-    this.#table.lock();
-    try {
-      return f();
-    } finally {
-      this.#table.unlock();
-    }
   }
 }
 

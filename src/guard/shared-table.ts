@@ -164,6 +164,16 @@ export class SharedTable {
     Atomics.store(this.#words, LOCK, 0);
   }
 
+  /** `f` with the lock held (released however `f` ends). */
+  locked<T>(f: () => T): T {
+    this.lock();
+    try {
+      return f();
+    } finally {
+      this.unlock();
+    }
+  }
+
   /** Keys held. */
   get size(): number {
     return this.#words[SIZE]!;
