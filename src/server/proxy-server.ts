@@ -520,6 +520,8 @@ export async function startProxy(
         live,
         changes.applied.some((k) => k.endsWith("Rate") || k === "rateLimit"),
       );
+      // Every loop has put the listeners, limits and rates in force when the reload resolves.
+      await loops.flush();
       audit.setLevel(next.logLevel);
       const report = { ...changes, credentials, closed };
       audit.event(
