@@ -12,6 +12,7 @@ import { loadProxyConfig } from "./config/proxy-config.ts";
 import { type EnrollmentEvent, enrollmentFields } from "./enroll/enrollment.ts";
 import { proxyEnrollmentConfig, startProxyEnrollment } from "./enroll/proxy-enrollment.ts";
 import type { ServerCredentials } from "./net/agent/front-door.ts";
+import { internalError } from "./observe/audit.ts";
 import { type RunningProxy, startProxy } from "./server/proxy-server.ts";
 
 /**
@@ -83,16 +84,8 @@ async function main(): Promise<void> {
   // One failing connection must not take every agent down. An error that escapes every
   // handler is audited by name only (its message could quote peer bytes) and the proxy keeps
   // serving; the failing connection has already lost its handler.
-  const internal = (kind: string) => (e: unknown) => {
-    const name = e instanceof Error ? e.name : typeof e;
-    const code = (e as { code?: unknown } | null)?.code;
-    proxy.audit.event(
-      "internal-error",
-      { kind, name, ...(typeof code === "string" ? { code } : {}) },
-      "internal error",
-    );
-    proxy.metrics.internalErrors.inc({ kind });
-  };
+  const internal = (kind: string) => (e: unknown) =>
+    internalError(proxy.audit, proxy.metrics, kind, e);
   process.on("uncaughtException", internal("exception"));
   process.on("unhandledRejection", internal("rejection"));
   const home = config.home;

@@ -7,7 +7,7 @@
 import { fromWire } from "../src/config/proxy-config.ts";
 import { secretsFromWire } from "../src/credentials/secrets.ts";
 import { heldVerdict, type QuarantineEntry } from "../src/guard/quarantine.ts";
-import { AuditLog } from "../src/observe/audit.ts";
+import { AuditLog, internalError } from "../src/observe/audit.ts";
 import { ProxyMetrics } from "../src/observe/metrics.ts";
 import { type Loop, type Prepared, startLoop } from "../src/server/loop.ts";
 import { type FromLoop, type ToLoop, toWireError } from "../src/server/loop-wire.ts";
@@ -45,16 +45,7 @@ const auditOut = {
 
 // As src/main.ts does for the process: an error that escaped every handler is audited and
 // counted, and the loop serves on (a Worker would otherwise end with it).
-const internal = (kind: string) => (e: unknown) => {
-  const name = e instanceof Error ? e.name : typeof e;
-  const code = (e as { code?: unknown } | null)?.code;
-  audit?.event(
-    "internal-error",
-    { kind, name, ...(typeof code === "string" ? { code } : {}) },
-    "internal error",
-  );
-  loop?.metrics.internalErrors.inc({ kind });
-};
+const internal = (kind: string) => (e: unknown) => internalError(audit, loop?.metrics, kind, e);
 process.on("uncaughtException", internal("exception"));
 process.on("unhandledRejection", internal("rejection"));
 

@@ -109,3 +109,23 @@ export class AuditLog {
     });
   }
 }
+
+/**
+ * An error that escaped every handler: audited by name only (its message could quote peer
+ * bytes) and counted; the process — or the event loop's Worker — keeps serving.
+ */
+export function internalError(
+  audit: AuditLog | undefined,
+  metrics: { internalErrors: { inc(labels: { kind: string }): void } } | undefined,
+  kind: string,
+  e: unknown,
+): void {
+  const name = e instanceof Error ? e.name : typeof e;
+  const code = (e as { code?: unknown } | null)?.code;
+  audit?.event(
+    "internal-error",
+    { kind, name, ...(typeof code === "string" ? { code } : {}) },
+    "internal error",
+  );
+  metrics?.internalErrors.inc({ kind });
+}

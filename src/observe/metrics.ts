@@ -200,21 +200,18 @@ export class ProxyMetrics {
   watchConnections(src: {
     perAgent(): Iterable<readonly [string, number]>;
     upstreamIdle(): number;
-    accepted?(): number;
+    accepted(): number;
   }): void {
-    const accepted = src.accepted;
-    if (accepted) {
-      new Gauge({
-        name: "slapenir_connections_accepted",
-        help: "Agent connections accepted and open, handshakes included (capped by SLAPENIR_MAX_CONNECTIONS)",
-        registers: [this.registry],
-        // Counted in the caps' shared table: every event loop reads the same count.
-        aggregator: "first",
-        collect() {
-          this.set(accepted());
-        },
-      });
-    }
+    new Gauge({
+      name: "slapenir_connections_accepted",
+      help: "Agent connections accepted and open, handshakes included (capped by SLAPENIR_MAX_CONNECTIONS)",
+      registers: [this.registry],
+      // Counted in the caps' shared table: every event loop reads the same count.
+      aggregator: "first",
+      collect() {
+        this.set(src.accepted());
+      },
+    });
     new Gauge({
       name: "slapenir_agent_connections_open",
       help: "Authenticated connections open, by agent (capped by SLAPENIR_MAX_AGENT_CONNECTIONS)",

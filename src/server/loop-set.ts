@@ -6,7 +6,6 @@
 import type { LivePolicy, ProxyConfig } from "../config/proxy-config.ts";
 import type { SecretsConfig } from "../credentials/secrets.ts";
 import type { QuarantineEntry } from "../guard/quarantine.ts";
-import type { MatcherPool } from "../matcher/pool/pool.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
 import {
   type Loop,
@@ -23,7 +22,7 @@ export interface LoopSet {
   /** The port the loops listen on (a reload may move it). */
   readonly port: number;
   /** The loop in this thread (one loop): tests reach its matcher pool. */
-  readonly local: (Loop & { readonly pool: MatcherPool }) | undefined;
+  readonly local: Loop | undefined;
   /** Renders /metrics when the loops keep counts of their own (Workers). */
   readonly metricsText?: () => Promise<{ body: string; contentType: string }>;
   /**
@@ -119,7 +118,6 @@ export function sumStats(all: readonly LoopStats[]): LoopStats {
     upstreamIdle: sum((s) => s.upstreamIdle),
     matcherWorkers: sum((s) => s.matcherWorkers),
     leaves: sum((s) => s.leaves),
-    credentials: first?.credentials ?? 0,
     rules: first?.rules ?? 0,
     // Every loop reads the one process's memory.
     memoryUsed: first?.memoryUsed ?? null,

@@ -233,7 +233,6 @@ export interface LoopStats {
   readonly upstreamIdle: number;
   readonly matcherWorkers: number;
   readonly leaves: number;
-  readonly credentials: number;
   readonly rules: number;
   readonly memoryUsed: number | null;
   readonly memoryLimit: number | null;
@@ -669,7 +668,6 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
       upstreamIdle: upstream.idleCount,
       matcherWorkers: pool.stats().workers,
       leaves: leaves.stats().size,
-      credentials: state.credentialCount,
       rules: policy.ruleCount,
       memoryUsed: guard ? guard.usedBytes : null,
       memoryLimit: guard ? guard.limitBytes : null,

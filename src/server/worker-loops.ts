@@ -273,7 +273,6 @@ const EMPTY_STATS: LoopStats = {
   upstreamIdle: 0,
   matcherWorkers: 0,
   leaves: 0,
-  credentials: 0,
   rules: 0,
   memoryUsed: null,
   memoryLimit: null,

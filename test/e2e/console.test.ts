@@ -16,6 +16,8 @@ import { type EchoServer, startEchoServer } from "../support/upstream-server.ts"
 
 const DUMMY = "sk-dummy-console-000000000000000";
 const REAL = "sk-R3aL-console-7d1e2f3a4b5c6d7e";
+// Chromium comes from scripts/install-test-deps.sh (npm test installs it); a machine without it
+// skips the browser tests, saying so in the summary, rather than failing on a missing tool.
 const skip = missingTools(["chromium"]).length > 0;
 const shots = process.env.SLAPENIR_SCREENSHOTS ?? join(tmpdir(), "slapenir-console-shots");
 

@@ -58,11 +58,8 @@ export interface FrontDoorOptions {
    * table's memory); default: a table of this listener's own.
    */
   readonly capsMemory?: SharedArrayBuffer;
-  /**
-   * Where refused connections are digested, when not this listener's own digest: the proxy's
-   * one, for every event loop.
-   */
-  readonly refusals?: RefusalSink<RefusedConnectionRecord>;
+  /** Where refused connections are digested: the proxy's digest, one for every event loop. */
+  readonly refusals: RefusalSink<RefusedConnectionRecord>;
   /**
    * Whether agents may resume TLS sessions (tickets; default true). Off with several event
    * loops: each listener keeps ticket keys of its own, and a ticket from before an agent-CA
@@ -159,7 +156,6 @@ export class FrontDoor {
   readonly #telling = new Set<tls.TLSSocket>();
   /** Audit lines for refused connections, one per kind and window (metrics count each). */
   readonly #refusals: RefusalSink<RefusedConnectionRecord>;
-  readonly #ownRefusals: RefusalDigest<RefusedConnectionRecord> | null;
   #nextConn = 1;
   #connStep = 1;
   #draining = false;
@@ -172,8 +168,7 @@ export class FrontDoor {
     this.#caps = options.capsMemory
       ? ConnectionCaps.attach(options.capsMemory, this.#limits)
       : new ConnectionCaps(this.#limits);
-    this.#ownRefusals = options.refusals ? null : connectionDigest(options.audit);
-    this.#refusals = options.refusals ?? this.#ownRefusals!;
+    this.#refusals = options.refusals;
     this.#credentials = options.credentials;
     this.#server = this.#makeServer();
   }
@@ -362,7 +357,6 @@ export class FrontDoor {
     while (this.#sockets.size > 0 && Date.now() < deadline) await Bun.sleep(25);
     for (const s of this.#sockets.keys()) s.destroy();
     await closed;
-    this.#ownRefusals?.close();
   }
 
   /** A new TCP connection, before TLS: counted against its address until its handshake ends. */
