@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { clock } from "../../test/support/fake-clock.ts";
-import { chooseVictims, StallRegistry } from "./stall-registry.ts";
+import { chooseVictims, LINGER_MS, StallRegistry } from "./stall-registry.ts";
 
 describe("StallRegistry", () => {
   test("sheds only stalls without progress for the grace period, longest first", () => {
@@ -92,8 +92,33 @@ describe("StallRegistry", () => {
       false,
     ]);
     c.advance(100);
-    a.end();
+    a.close();
     expect([r.stalledBy("a"), r.any(100), r.any(101)]).toEqual([1, true, false]);
+  });
+
+  test("a connection that trickles bytes between stalls counts as one stall throughout", () => {
+    const c = clock();
+    const r = new StallRegistry(c.now);
+    const shed: string[] = [];
+    const a = r.begin("a", () => shed.push("a"));
+    c.advance(3000);
+    a.end(); // its agent's kernel took a gulp
+    // Not waiting now: not in the gauge, not shed, but still one of the agent's stalls.
+    expect([r.size, r.any(0), r.stalledBy("a")]).toEqual([0, false, 1]);
+    expect([...r.shed(0)]).toEqual([]);
+    c.advance(LINGER_MS - 1);
+    a.again(); // waiting again: the same entry, its grace from now
+    expect([r.size, r.stalledBy("a"), r.any(1)]).toEqual([1, 1, false]);
+    c.advance(500);
+    a.again(); // a second wait while still waiting does not restart the grace
+    expect(r.any(500)).toBe(true);
+    a.end();
+    c.advance(LINGER_MS);
+    expect([r.size, r.stalledBy("a")]).toEqual([0, 0]); // forgotten after the linger
+    a.again(); // and counted again when it waits again
+    expect([r.size, r.stalledBy("a")]).toEqual([1, 1]);
+    a.close();
+    expect([r.size, r.stalledBy("a"), shed]).toEqual([0, 0, []]);
   });
 });
 

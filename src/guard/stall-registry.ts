@@ -8,12 +8,28 @@
 export interface Stall {
   /** The agent took some: the stall starts over. */
   progress(): void;
-  /** The write finished or failed: no longer stalled. */
+  /**
+   * The write finished: no longer waiting. For LINGER_MS the connection still counts towards its
+   * agent's stalled connections (`stalledBy`), so one that trickles a few bytes between stalls
+   * is not let off between them; it is not shed meanwhile.
+   */
   end(): void;
+  /** Waiting again after `end`: the same connection, without progress from now. */
+  again(): void;
+  /** The connection is gone: forgotten at once. */
+  close(): void;
 }
+
+/**
+ * How long an ended stall still counts towards its agent: just after an agent stops reading its
+ * kernel keeps taking bytes for a while, and each gulp ends one stall and begins the next.
+ */
+export const LINGER_MS = 1000;
 
 interface StallEntry {
   since: number;
+  /** When the write finished (the entry lingers), or null while waiting. */
+  endedAt: number | null;
   readonly agent: string;
   readonly shed: () => void;
 }
@@ -29,12 +45,23 @@ export class StallRegistry {
     this.#now = now;
   }
 
+  /** How many connections are waiting now. */
   get size(): number {
-    return this.#open.size;
+    this.#prune();
+    let n = 0;
+    for (const e of this.#open) if (e.endedAt === null) n++;
+    return n;
+  }
+
+  /** Forgets stalls that ended more than LINGER_MS ago. */
+  #prune(): void {
+    const now = this.#now();
+    for (const e of this.#open)
+      if (e.endedAt !== null && now - e.endedAt >= LINGER_MS) this.#open.delete(e);
   }
 
   begin(agent: string, shed: () => void): Stall {
-    const e: StallEntry = { since: this.#now(), agent, shed };
+    const e: StallEntry = { since: this.#now(), endedAt: null, agent, shed };
     this.#open.add(e);
     if (this.onBegin) queueMicrotask(this.onBegin);
     return {
@@ -42,20 +69,32 @@ export class StallRegistry {
         e.since = this.#now();
       },
       end: () => {
+        if (this.#open.has(e) && e.endedAt === null) e.endedAt = this.#now();
+      },
+      again: () => {
+        const lingering = this.#open.has(e);
+        if (lingering && e.endedAt === null) return; // still waiting: its grace runs on
+        e.since = this.#now();
+        e.endedAt = null;
+        this.#open.add(e);
+        if (!lingering && this.onBegin) queueMicrotask(this.onBegin);
+      },
+      close: () => {
         this.#open.delete(e);
       },
     };
   }
 
-  /** Whether any connection made no progress for `graceMs`. */
+  /** Whether any connection waiting now made no progress for `graceMs`. */
   any(graceMs: number): boolean {
     const now = this.#now();
-    for (const e of this.#open) if (now - e.since >= graceMs) return true;
+    for (const e of this.#open) if (e.endedAt === null && now - e.since >= graceMs) return true;
     return false;
   }
 
-  /** How many of `agent`'s connections are stalled. */
+  /** How many of `agent`'s connections are waiting on it, or were within LINGER_MS. */
   stalledBy(agent: string): number {
+    this.#prune();
     let n = 0;
     for (const e of this.#open) if (e.agent === agent) n++;
     return n;
@@ -66,7 +105,8 @@ export class StallRegistry {
    * which) and counts them by agent.
    */
   shed(graceMs: number, max = Number.POSITIVE_INFINITY): Map<string, number> {
-    const victims = chooseVictims([...this.#open], this.#now(), graceMs, max);
+    const waiting = [...this.#open].filter((e) => e.endedAt === null);
+    const victims = chooseVictims(waiting, this.#now(), graceMs, max);
     const out = new Map<string, number>();
     for (const e of victims) {
       this.#open.delete(e);

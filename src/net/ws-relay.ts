@@ -278,11 +278,13 @@ export function relayWebSocket(
    */
   const writable = (to: Side): Promise<void> | undefined => {
     if (!full(to)) return undefined;
-    to.stall ??=
-      opts.stalled?.(() => {
-        closeBoth(CLOSE.goingAway, "shed under memory pressure");
-        to.socket.destroy();
-      }) ?? null;
+    if (to.stall) to.stall.again();
+    else
+      to.stall =
+        opts.stalled?.(() => {
+          closeBoth(CLOSE.goingAway, "shed under memory pressure");
+          to.socket.destroy();
+        }) ?? null;
     return new Promise<void>((done) => {
       let last = to.carrier?.writableLength ?? 0;
       const wait = () => {
@@ -297,7 +299,6 @@ export function relayWebSocket(
         to.socket.off("drain", wait);
         to.socket.off("close", wait);
         to.stall?.end();
-        to.stall = null;
         done();
       };
       to.socket.once("close", wait);
@@ -313,7 +314,7 @@ export function relayWebSocket(
     clearTimeout(grace);
     if (reason && stats.reason === null) stats.reason = reason;
     for (const s of [a, u]) {
-      s.stall?.end();
+      s.stall?.close();
       s.stall = null;
       s.message = null;
       s.socket.off("data", s === a ? onAgent : onUpstream);

@@ -66,6 +66,8 @@ interface Pending {
 
 export class HttpSession extends Http1Connection<RequestHead> {
   readonly #carrier: Duplex | null;
+  /** This connection as a stall, kept between its waits (stall-registry.ts: LINGER_MS). */
+  #stall: Stall | null = null;
   readonly #hooks: SessionHooks;
   readonly #limits: SessionLimits;
   readonly #queue: Pending[] = [];
@@ -108,7 +110,10 @@ export class HttpSession extends Http1Connection<RequestHead> {
   run(): Promise<void> {
     this.listen();
     this.#deadline.set(this.#limits.idleTimeoutMs);
-    return this.#loop();
+    return this.#loop().finally(() => {
+      this.#stall?.close();
+      this.#stall = null;
+    });
   }
 
   /**
@@ -454,7 +459,9 @@ export class HttpSession extends Http1Connection<RequestHead> {
   }
 
   async #backpressure(socketOk: boolean): Promise<void> {
-    const stall = this.#hooks.stalled?.(() => this.#shed());
+    let stall = this.#stall;
+    if (stall) stall.again();
+    else stall = this.#stall = this.#hooks.stalled?.(() => this.#shed()) ?? null;
     try {
       if (!socketOk) {
         await this.#drained(this.socket);
@@ -479,7 +486,10 @@ export class HttpSession extends Http1Connection<RequestHead> {
         await this.#drained(c, CARRIER_POLL_MS);
       }
     } finally {
-      stall?.end();
+      if (this.#closed || this.socket.destroyed) {
+        stall?.close();
+        this.#stall = null;
+      } else stall?.end();
     }
   }
 
