@@ -162,5 +162,7 @@ describe("shedNeed (pure)", () => {
     expect(shedNeed(80 * MiB, 100 * MiB, 0.8, 0.9)).toEqual({ critical: false, need: 1 });
     expect(shedNeed(85 * MiB, 100 * MiB, 0.8, 0.9)).toEqual({ critical: false, need: 4 });
     expect(shedNeed(95 * MiB, 100 * MiB, 0.8, 0.9)).toEqual({ critical: true, need: 9 });
+    // Two event loops, each with its guard reading the one process: each sheds half.
+    expect(shedNeed(95 * MiB, 100 * MiB, 0.8, 0.9, 2)).toEqual({ critical: true, need: 5 });
   });
 });

@@ -49,6 +49,8 @@ export interface MemoryGuardOptions {
   ) => void;
   /** Collects garbage (defaults to a full collection). */
   readonly collect?: () => void;
+  /** Event loops in the process, each with its guard: each sheds its share of the excess. */
+  readonly loops?: number;
   readonly now?: () => number;
 }
 
@@ -131,7 +133,7 @@ export class MemoryGuard {
     } catch {
       return 0;
     }
-    if (!r || this.#o.stalls.size === 0) {
+    if (!r) {
       this.#pressed = false;
       return 0;
     }
@@ -139,8 +141,9 @@ export class MemoryGuard {
     const threshold = limit * this.#o.shedAt;
     let seen = r.used;
     let used = seen - this.#pendingBytes(now);
+    // Pressed whether or not this loop holds stalls: an agent's may be in another loop.
     this.#pressed = used >= threshold;
-    if (!this.#pressed) return 0;
+    if (!this.#pressed || this.#o.stalls.size === 0) return 0;
     // Nothing to shed (every stall within its grace, below the critical level): no collection
     // either, or a busy proxy running near its threshold would collect four times a second.
     const overCritical = r.used >= limit * this.#o.criticalAt;
@@ -157,7 +160,13 @@ export class MemoryGuard {
       this.#pressed = used >= threshold;
       if (!this.#pressed) return 0;
     }
-    const { critical, need } = shedNeed(used, limit, this.#o.shedAt, this.#o.criticalAt);
+    const { critical, need } = shedNeed(
+      used,
+      limit,
+      this.#o.shedAt,
+      this.#o.criticalAt,
+      this.#o.loops ?? 1,
+    );
     const shed = this.#o.stalls.shed(critical ? 0 : this.#o.graceMs, need);
     let n = 0;
     for (const c of shed.values()) n += c;
@@ -194,14 +203,19 @@ export class MemoryGuard {
 /**
  * What a round over the threshold sheds: how many stalled connections it takes to bring `used`
  * back under `shedAt` of `limit` (each counted at what a stalled connection holds, one more for
- * the estimate's error), and whether use is critical (young stalls may go too).
+ * the estimate's error) — of `loops` event loops each its share —, and whether use is critical
+ * (young stalls may go too).
  */
 export function shedNeed(
   used: number,
   limit: number,
   shedAt: number,
   criticalAt: number,
+  loops = 1,
 ): { readonly critical: boolean; readonly need: number } {
   const over = Math.max(0, used - limit * shedAt);
-  return { critical: used >= limit * criticalAt, need: Math.ceil(over / STALL_BYTES) + 1 };
+  return {
+    critical: used >= limit * criticalAt,
+    need: Math.ceil(over / STALL_BYTES / loops) + 1,
+  };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { clock } from "../../test/support/fake-clock.ts";
-import { chooseVictims, LINGER_MS, StallRegistry } from "./stall-registry.ts";
+import { chooseVictims, LINGER_MS, StallCounts, StallRegistry } from "./stall-registry.ts";
 
 describe("StallRegistry", () => {
   test("sheds only stalls without progress for the grace period, longest first", () => {
@@ -122,6 +122,52 @@ describe("StallRegistry", () => {
   });
 });
 
+describe("several event loops: one registry each, counts shared", () => {
+  test("an agent's stalls count in every loop, for admission and for rank", () => {
+    const c = clock();
+    const counts = StallCounts.create(64);
+    // Each loop attaches to the same memory, as a Worker does.
+    const one = new StallRegistry(c.now, new StallCounts(counts.memory));
+    const two = new StallRegistry(c.now, new StallCounts(counts.memory));
+    const shed: string[] = [];
+    for (let i = 0; i < 5; i++) one.begin("many", () => shed.push(`many-${i}`));
+    two.begin("many", () => shed.push("many-two"));
+    const reader = two.begin("slow-reader", () => shed.push("slow-reader"));
+    expect([one.stalledBy("many"), two.stalledBy("many"), two.stalledBy("slow-reader")]).toEqual([
+      6, 6, 1,
+    ]);
+    c.advance(5000);
+    // Loop two alone would see one stall each and might shed the reader's: the agent holding six
+    // across the loops goes first.
+    expect([...two.shed(1000, 1)]).toEqual([["many", 1]]);
+    expect(shed).toEqual(["many-two"]);
+    // Still five elsewhere: the reader, holding one, is not touched in loop two.
+    expect([...two.shed(1000)]).toEqual([]);
+    expect([...one.shed(1000, 4)]).toEqual([["many", 4]]);
+    // One each now, in different loops: each loop sheds its own (they cannot compare ages).
+    expect([...two.shed(1000, 1)]).toEqual([["slow-reader", 1]]);
+    expect([...one.shed(1000, 1)]).toEqual([["many", 1]]);
+    expect([one.stalledBy("many"), two.stalledBy("slow-reader")]).toEqual([0, 0]);
+    reader.close(); // closing a shed stall is harmless
+    expect(one.stalledBy("slow-reader")).toBe(0);
+  });
+
+  test("a lingering stall stays counted in every loop until it is forgotten", () => {
+    const c = clock();
+    const counts = StallCounts.create(64);
+    const one = new StallRegistry(c.now, new StallCounts(counts.memory));
+    const two = new StallRegistry(c.now, new StallCounts(counts.memory));
+    const s = one.begin("a", () => {});
+    s.end();
+    s.again();
+    s.end(); // ended twice, begun twice: one connection
+    expect(two.stalledBy("a")).toBe(1);
+    c.advance(LINGER_MS);
+    one.size; // a loop's own rounds forget what lingered long enough
+    expect(two.stalledBy("a")).toBe(0);
+  });
+});
+
 describe("chooseVictims (pure)", () => {
   const s = (agent: string, since: number) => ({ agent, since });
 
@@ -133,6 +179,18 @@ describe("chooseVictims (pure)", () => {
   test("once agents hold as many, the longer-stalled goes", () => {
     const stalls = [s("a", 300), s("b", 100), s("a", 200)];
     expect(chooseVictims(stalls, 1000, 500, 3)).toEqual([s("a", 200), s("b", 100), s("a", 300)]);
+  });
+
+  test("stalls in other loops rank an agent, but only this loop's are chosen", () => {
+    const stalls = [s("a", 100), s("b", 300), s("b", 400)];
+    // b holds two here and one elsewhere; c holds four elsewhere: nobody here holds as many.
+    expect(chooseVictims(stalls, 1000, 500, 5, { of: new Map([["b", 1]]), most: 4 })).toEqual([]);
+    // Another agent holds two elsewhere: b (three with the one elsewhere) goes down to two,
+    // then one; a, holding one, does not pay while the other holds two.
+    expect(chooseVictims(stalls, 1000, 500, 5, { of: new Map([["b", 1]]), most: 2 })).toEqual([
+      s("b", 300),
+      s("b", 400),
+    ]);
   });
 
   test("nobody holding fewer pays for an agent whose stalls are all within their grace", () => {

@@ -3,6 +3,10 @@
 // agent, not by connection — always the agent holding the most stalled connections, its
 // longest-stalled first — because the proxy cannot tell a slow reader from one that reads
 // nothing in less than tens of seconds, but it knows which agent holds the memory.
+// With several event loops each has its own registry, and every agent's count across them lives
+// in shared memory (StallCounts): ranks and admission are the agent's across the proxy.
+
+import { capacityFor, SharedTable } from "./shared-table.ts";
 
 /** One connection waiting for its agent to take bytes. */
 export interface Stall {
@@ -38,11 +42,24 @@ interface StallEntry {
 export class StallRegistry {
   readonly #open = new Set<StallEntry>();
   readonly #now: () => number;
+  readonly #counts: StallCounts | null;
   /** Told (after the current call) when a connection starts waiting: memory may be rising. */
   onBegin: (() => void) | null = null;
 
-  constructor(now: () => number = () => performance.now()) {
+  /** `counts`: every loop's stalls by agent, this registry's included (several loops). */
+  constructor(now: () => number = () => performance.now(), counts: StallCounts | null = null) {
     this.#now = now;
+    this.#counts = counts;
+  }
+
+  #add(e: StallEntry): void {
+    if (this.#open.has(e)) return;
+    this.#open.add(e);
+    this.#counts?.add(e.agent, 1);
+  }
+
+  #delete(e: StallEntry): void {
+    if (this.#open.delete(e)) this.#counts?.add(e.agent, -1);
   }
 
   /** How many connections are waiting now. */
@@ -57,12 +74,12 @@ export class StallRegistry {
   #prune(): void {
     const now = this.#now();
     for (const e of this.#open)
-      if (e.endedAt !== null && now - e.endedAt >= LINGER_MS) this.#open.delete(e);
+      if (e.endedAt !== null && now - e.endedAt >= LINGER_MS) this.#delete(e);
   }
 
   begin(agent: string, shed: () => void): Stall {
     const e: StallEntry = { since: this.#now(), endedAt: null, agent, shed };
-    this.#open.add(e);
+    this.#add(e);
     if (this.onBegin) queueMicrotask(this.onBegin);
     return {
       progress: () => {
@@ -76,11 +93,11 @@ export class StallRegistry {
         if (lingering && e.endedAt === null) return; // still waiting: its grace runs on
         e.since = this.#now();
         e.endedAt = null;
-        this.#open.add(e);
+        this.#add(e);
         if (!lingering && this.onBegin) queueMicrotask(this.onBegin);
       },
       close: () => {
-        this.#open.delete(e);
+        this.#delete(e);
       },
     };
   }
@@ -92,12 +109,21 @@ export class StallRegistry {
     return false;
   }
 
-  /** How many of `agent`'s connections are waiting on it, or were within LINGER_MS. */
+  /** How many of `agent`'s connections (in every loop) wait on it, or did within LINGER_MS. */
   stalledBy(agent: string): number {
     this.#prune();
+    if (this.#counts) return this.#counts.of(agent);
     let n = 0;
     for (const e of this.#open) if (e.agent === agent) n++;
     return n;
+  }
+
+  /** Other loops' stalls, for the ranks (none with one loop). */
+  #elsewhere(): Elsewhere | undefined {
+    if (!this.#counts) return undefined;
+    const mine = new Map<string, number>();
+    for (const e of this.#open) mine.set(e.agent, (mine.get(e.agent) ?? 0) + 1);
+    return this.#counts.elsewhere(mine);
   }
 
   /**
@@ -106,10 +132,10 @@ export class StallRegistry {
    */
   shed(graceMs: number, max = Number.POSITIVE_INFINITY): Map<string, number> {
     const waiting = [...this.#open].filter((e) => e.endedAt === null);
-    const victims = chooseVictims(waiting, this.#now(), graceMs, max);
+    const victims = chooseVictims(waiting, this.#now(), graceMs, max, this.#elsewhere());
     const out = new Map<string, number>();
     for (const e of victims) {
-      this.#open.delete(e);
+      this.#delete(e);
       out.set(e.agent, (out.get(e.agent) ?? 0) + 1);
       try {
         e.shed();
@@ -117,6 +143,15 @@ export class StallRegistry {
     }
     return out;
   }
+}
+
+/**
+ * Stalls in the other event loops, which only rank agents (a loop sheds its own): the count of
+ * each agent that has stalls here, and the most any other agent holds.
+ */
+export interface Elsewhere {
+  readonly of: ReadonlyMap<string, number>;
+  readonly most: number;
 }
 
 /** A stalled connection as the choice sees it: whose, and since when without progress. */
@@ -137,12 +172,13 @@ export function chooseVictims<S extends StallFacts>(
   now: number,
   graceMs: number,
   max: number,
+  elsewhere?: Elsewhere,
 ): S[] {
   const byAgent = new Map<string, { held: number; due: S[] }>();
   for (const e of stalls) {
     let a = byAgent.get(e.agent);
     if (!a) {
-      a = { held: 0, due: [] };
+      a = { held: elsewhere?.of.get(e.agent) ?? 0, due: [] };
       byAgent.set(e.agent, a);
     }
     a.held++;
@@ -152,7 +188,7 @@ export function chooseVictims<S extends StallFacts>(
   for (const a of byAgent.values()) a.due.sort((x, y) => x.since - y.since).reverse();
   const out: S[] = [];
   while (out.length < max) {
-    let most = 0;
+    let most = elsewhere?.most ?? 0;
     for (const a of byAgent.values()) most = Math.max(most, a.held);
     let pick: { held: number; due: S[] } | undefined;
     for (const a of byAgent.values()) {
@@ -165,4 +201,62 @@ export function chooseVictims<S extends StallFacts>(
     out.push(e);
   }
   return out;
+}
+
+/** Each agent's stalled connections in every event loop, in shared memory (shared-table.ts). */
+export class StallCounts {
+  readonly #t: SharedTable;
+
+  /** A new table with room for `connections` agents (no more can stall than are connected). */
+  static create(connections: number): StallCounts {
+    return new StallCounts(
+      SharedTable.create({ capacity: capacityFor(connections), ints: 1, floats: 0 }).buffer,
+    );
+  }
+
+  constructor(memory: SharedArrayBuffer) {
+    this.#t = SharedTable.attach(memory);
+    if (this.#t.ints !== 1 || this.#t.floats !== 0) throw new TypeError("not a stall table");
+  }
+
+  get memory(): SharedArrayBuffer {
+    return this.#t.buffer;
+  }
+
+  add(agent: string, delta: number): void {
+    const t = this.#t;
+    t.locked(() => {
+      const s = delta > 0 ? t.findOrAdd(agent) : t.find(agent);
+      // Full (it cannot be: an agent stalls only while connected) or never counted.
+      if (s < 0) return;
+      const n = Math.max(0, t.int(s, 0) + delta);
+      if (n === 0) t.remove(s);
+      else t.setInt(s, 0, n);
+    });
+  }
+
+  of(agent: string): number {
+    const t = this.#t;
+    return t.locked(() => {
+      const s = t.find(agent);
+      return s < 0 ? 0 : t.int(s, 0);
+    });
+  }
+
+  /** What the loop holding `mine` (stalls by agent) sees of the others. */
+  elsewhere(mine: ReadonlyMap<string, number>): Elsewhere {
+    const t = this.#t;
+    return t.locked(() => {
+      const of = new Map<string, number>();
+      const own = new Set<number>();
+      for (const [agent, n] of mine) {
+        const s = t.find(agent);
+        if (s >= 0) own.add(s);
+        of.set(agent, Math.max(0, (s < 0 ? 0 : t.int(s, 0)) - n));
+      }
+      let most = 0;
+      for (const s of t.slots()) if (!own.has(s)) most = Math.max(most, t.int(s, 0));
+      return { of, most };
+    });
+  }
 }

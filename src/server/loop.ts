@@ -30,7 +30,7 @@ import { MemoryGuard } from "../guard/memory-guard.ts";
 import { QuarantineClaims } from "../guard/quarantine-claims.ts";
 import { RateLimiter } from "../guard/rate-limit.ts";
 import { capacityFor } from "../guard/shared-table.ts";
-import { StallRegistry } from "../guard/stall-registry.ts";
+import { StallCounts, StallRegistry } from "../guard/stall-registry.ts";
 import { type ViolationKind, violationsOf } from "../guard/violations.ts";
 import type { OutgoingResponse } from "../http/message.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
@@ -136,6 +136,8 @@ export interface SharedGuards {
   readonly rates: SharedRates;
   /** The held-body budget's holdings. */
   readonly held: SharedArrayBuffer;
+  /** Each agent's stalled connections (the memory guard's ranks and admission). */
+  readonly stalls: SharedArrayBuffer;
 }
 
 export interface SharedRates {
@@ -171,6 +173,7 @@ export function sharedGuards(c: ProxyConfig): SharedGuards {
     ).memory,
     rates: sharedRates(c),
     held: new ByteBudget(...heldShares(c.limits)).memory,
+    stalls: StallCounts.create(c.limits.maxConnections).memory,
   };
 }
 
@@ -477,7 +480,10 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
     });
   };
   const exchange = createPipeline({ stages, upstream, log, secrets: () => state, relay });
-  const stalls = new StallRegistry(hooks.guardClock);
+  const stalls = new StallRegistry(
+    hooks.guardClock,
+    inputs.shared ? new StallCounts(inputs.shared.stalls) : null,
+  );
   const claims = new QuarantineClaims(inputs.claims);
   let due = performance.now() + LAG_SAMPLE_MS;
   const lagTimer = setInterval(() => {
@@ -486,7 +492,15 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
     due = t + LAG_SAMPLE_MS;
   }, LAG_SAMPLE_MS);
   lagTimer.unref?.();
-  const guard = memoryGuard(config, stalls, metrics, audit, hooks.memoryProbe, hooks.guardClock);
+  const guard = memoryGuard(
+    config,
+    stalls,
+    metrics,
+    audit,
+    inputs.count ?? 1,
+    hooks.memoryProbe,
+    hooks.guardClock,
+  );
   const front = new FrontDoor({
     stalls,
     // While memory is short, an agent holding many connections that wait on it opens no more:
@@ -720,6 +734,7 @@ function memoryGuard(
   stalls: StallRegistry,
   metrics: ProxyMetrics,
   audit: AuditLog,
+  loops: number,
   probe?: MemoryProbe,
   now?: () => number,
 ): MemoryGuard | null {
@@ -735,6 +750,7 @@ function memoryGuard(
     graceMs: STALL_GRACE_MS,
     intervalMs: GUARD_INTERVAL_MS,
     minGapMs: GUARD_MIN_GAP_MS,
+    loops,
     ...(now ? { now } : {}),
     onShed(shed, used, lim) {
       let total = 0;
