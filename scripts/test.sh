@@ -59,12 +59,16 @@ run_tests() { # bun test arguments...
 }
 
 run_tests "$@"
-# The whole suite: every test that starts a proxy through the harness runs again with two event
-# loops (issue 19) — the same behaviour whichever loop an agent's connection lands in.
+# The whole suite: every test that starts a proxy through the harness runs again with another
+# number of event loops (issue 19) — one if the default (`auto`) gives several here, else two:
+# the same behaviour whichever loop an agent's connection lands in.
 if [ $# -eq 0 ]; then
+  default_loops=$(bun -e 'import { autoLoops } from "./src/config/proxy-config.ts"; console.log(autoLoops())')
+  other=1
+  [ "$default_loops" -eq 1 ] && other=2
   mapfile -t harnessed < <(grep -rl "startHarness(" test --include="*.test.ts" | sort)
-  echo "== again with two event loops (SLAPENIR_TEST_LOOPS=2): ${#harnessed[@]} files"
-  SLAPENIR_TEST_LOOPS=2 run_tests "${harnessed[@]}"
+  echo "== the default here is $default_loops event loops; again with $other (SLAPENIR_TEST_LOOPS=$other): ${#harnessed[@]} files"
+  SLAPENIR_TEST_LOOPS=$other run_tests "${harnessed[@]}"
 fi
 
 line="tests: $passed passed, $failed failed"

@@ -4,9 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "./config-error.ts";
 import {
+  autoLoops,
   fromWire,
   loadLivePolicy,
   loadProxyConfig,
+  loopsFor,
   STEP_CA_FILES,
   toWire,
 } from "./proxy-config.ts";
@@ -36,7 +38,7 @@ test("embedded defaults", () => {
     listen: { host: "127.0.0.1", port: 8443 },
     adminListen: { host: "127.0.0.1", port: 8081 },
     home: "/srv/app/.slapenir",
-    loops: 1,
+    loops: autoLoops(),
     certificates: { mode: "embedded", home: "/srv/app/.slapenir", serverNames: [] },
     tokensJson: undefined,
     policy: {
@@ -380,6 +382,28 @@ describe("Step-CA mode (CERT_PATH)", () => {
     );
     await writeFile(pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
     expect(loadProxyConfig({ SLAPENIR_UPSTREAM_CA: pem }, dir).upstreamCaFile).toBe(pem);
+  });
+});
+
+describe("event loops", () => {
+  test("auto: a loop per core, at most one per 256 MiB of a memory limit", () => {
+    const MiB = 1024 * 1024;
+    expect(loopsFor(2, null)).toBe(2);
+    expect(loopsFor(16, null)).toBe(16);
+    expect(loopsFor(128, null)).toBe(64);
+    // compose.yml's 384M was sized for one loop; a bigger limit takes more.
+    expect(loopsFor(16, 384 * MiB)).toBe(1);
+    expect(loopsFor(16, 1024 * MiB)).toBe(4);
+    expect(loopsFor(2, 4096 * MiB)).toBe(2);
+    expect(loopsFor(8, 100 * MiB)).toBe(1);
+  });
+
+  test("auto is the default; a configured memory limit caps it; a number is taken as it is", () => {
+    expect(loadProxyConfig({}, dir).loops).toBe(autoLoops());
+    expect(loadProxyConfig({ SLAPENIR_LOOPS: "auto" }, dir).loops).toBe(autoLoops());
+    expect(loadProxyConfig({ SLAPENIR_MEMORY_LIMIT: "300M" }, dir).loops).toBe(1);
+    expect(loadProxyConfig({ SLAPENIR_LOOPS: "3" }, dir).loops).toBe(3);
+    expect(errorOf({ SLAPENIR_LOOPS: "0" }).message).toContain("SLAPENIR_LOOPS");
   });
 });
 

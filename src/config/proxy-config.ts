@@ -28,7 +28,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
-import { availableCores } from "../guard/cgroup-probe.ts";
+import { availableCores, cgroupProbe } from "../guard/cgroup-probe.ts";
 import { VIOLATION_KINDS, type ViolationKind } from "../guard/violations.ts";
 import { AGENT_NAME_RE } from "../policy/agent-name.ts";
 import type { HostPattern } from "../policy/host-pattern.ts";
@@ -293,7 +293,7 @@ function fromEnv(env: Env, cwd: string, file: ConfigFile | undefined): ProxyConf
     mintRate: rate(env, "SLAPENIR_MINT_RATE", "10/s,burst=50"),
     quarantine: quarantine(env, resolve(home, "quarantine.json"), cwd),
     logLevel: logLevel(env),
-    loops: loops(env),
+    loops: loops(env, memoryLimit(env)),
     adminTokenFile: resolve(
       cwd,
       nonEmpty(env, "SLAPENIR_ADMIN_TOKEN_FILE") ?? join(home, "admin-token"),
@@ -752,17 +752,33 @@ function rate(env: Env, name: string, fallback: string): Rate | undefined {
   return { perSecond, burst };
 }
 
-function loops(env: Env): number {
-  const text = nonEmpty(env, "SLAPENIR_LOOPS") ?? DEFAULT_LOOPS;
-  if (text === "auto") return availableCores();
+function loops(env: Env, memory: ProxyLimits["memoryLimit"]): number {
+  const text = nonEmpty(env, "SLAPENIR_LOOPS") ?? "auto";
+  if (text === "auto") return autoLoops(memory);
   return int({ SLAPENIR_LOOPS: text }, "SLAPENIR_LOOPS", 1, 1, 64);
 }
 
 /**
- * Event loops when nothing says: one, until every part of the proxy has been shown to work the
- * same with several (issue 19); `auto` asks for the cores available.
+ * `auto` (the default): a loop per core the process may use (its cgroup's CPU limit included),
+ * and at most one per LOOP_MEMORY of its memory limit (the configured one, else its container's).
  */
-const DEFAULT_LOOPS = "1";
+export function autoLoops(memory: ProxyLimits["memoryLimit"] = "auto"): number {
+  const limit = typeof memory === "number" ? memory : (cgroupProbe()?.read(0)?.limit ?? null);
+  return loopsFor(availableCores(), limit);
+}
+
+/** The loops `auto` gives `cores` cores under a memory limit (null: none). */
+export function loopsFor(cores: number, memoryLimit: number | null): number {
+  const byMemory = memoryLimit === null ? cores : Math.floor(memoryLimit / LOOP_MEMORY);
+  return Math.max(1, Math.min(cores, byMemory, 64));
+}
+
+/**
+ * Memory a loop is given under a limit. Each loop keeps its own heap, matcher workers, leaf
+ * cache and buffers: ~55 MiB idle and 150–280 MiB more under a thousand busy tunnels
+ * (bench/README.md); compose's 384M runs one, as it was sized for.
+ */
+const LOOP_MEMORY = 256 * 1024 * 1024;
 
 function logLevel(env: Env): LogLevel {
   const text = (nonEmpty(env, "SLAPENIR_LOG_LEVEL") ?? "info").toLowerCase();

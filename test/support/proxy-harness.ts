@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { loadLivePolicy, loadProxyConfig } from "../../src/config/proxy-config.ts";
+import { autoLoops, loadLivePolicy, loadProxyConfig } from "../../src/config/proxy-config.ts";
 import type { MemoryProbe } from "../../src/guard/cgroup-probe.ts";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import { readAdminToken } from "../../src/server/admin-token.ts";
@@ -119,10 +119,15 @@ export interface CurlResult {
   readonly stderr: string;
 }
 
-const TEST_LOOPS = Number(process.env.SLAPENIR_TEST_LOOPS ?? 1);
+const TEST_LOOPS = process.env.SLAPENIR_TEST_LOOPS
+  ? Number(process.env.SLAPENIR_TEST_LOOPS)
+  : undefined;
 
-/** The event loops harness proxies run with when a test does not say (SLAPENIR_TEST_LOOPS). */
-export const harnessLoops = (): number => TEST_LOOPS;
+/**
+ * The event loops harness proxies run with when a test does not say: SLAPENIR_TEST_LOOPS, else
+ * the configuration's default (`auto`).
+ */
+export const harnessLoops = (): number => TEST_LOOPS ?? autoLoops();
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), "slapenir-e2e-"));
@@ -173,12 +178,12 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const addresses = new Map(Object.entries(opts.addresses ?? {}));
   const lookups: string[] = [];
   const config = loadProxyConfig(env, dir);
-  // SLAPENIR_TEST_LOOPS=2 runs every harness proxy with two event loops (CI's second pass),
-  // but for those a test drives through a clock or probe of its own: those live in this
-  // thread and cannot reach a Worker.
+  // SLAPENIR_TEST_LOOPS=N runs every harness proxy with N event loops (CI's second pass runs
+  // one, the first the default), but for those a test drives through a clock or probe of its
+  // own: those live in this thread and cannot reach a Worker.
   const inThreadOnly =
     opts.memoryProbe || opts.guardClock || opts.identityClock || opts.rateClock || opts.shedding;
-  const loops = opts.loops ?? (inThreadOnly ? 1 : TEST_LOOPS > 1 ? TEST_LOOPS : undefined);
+  const loops = opts.loops ?? (inThreadOnly ? 1 : TEST_LOOPS);
   const proxy = await startProxy(config, {
     ...(loops !== undefined ? { loops } : {}),
     staticNames: Object.fromEntries([...[...names].map((n) => [n, "127.0.0.1"]), ...addresses]),
