@@ -2,6 +2,9 @@
 // (SLAPENIR_LOOPS), each a fresh proxy process, and direct to the upstream, in one run:
 //   - bulk: PARALLEL downloads at once of BULK_MIB each, real values planted every MiB (the
 //     proxy redacts them), curl as the agents: aggregate MB/s and the proxy's CPU per GB;
+//   - paced: the same downloads (PACED_MIB each) held by curl to PACED_MBS in all, well under what
+//     the host can move: the proxy's CPU per GB without the clients and upstream competing for
+//     the cores — what stays flat as loops are added if the design scales;
 //   - small: CLIENTS curl processes at once, each REQUESTS requests of 1 KB on one kept-alive
 //     tunnel: requests/s and the proxy's CPU per request.
 // Every figure is the median of ROUNDS rounds, the loop counts interleaved so a slower minute of
@@ -9,8 +12,8 @@
 // The proxy, the upstream and the clients share this machine's cores: on two cores a second
 // loop competes with curl and the upstream, so CPU per GB staying flat as loops are added is
 // what says the design scales; MB/s says what this host gains.
-// Run: `bun bench/loops.bench.ts` (LOOPS=1,2; PARALLEL=4; BULK_MIB=64; CLIENTS=8; REQUESTS=300;
-// ROUNDS=3). Prints figures only, never a credential.
+// Run: `bun bench/loops.bench.ts` (LOOPS=1,2; PARALLEL=4; BULK_MIB=64; PACED_MIB=16;
+// PACED_MBS=40; CLIENTS=8; REQUESTS=300; ROUNDS=3). Prints figures only, never a credential.
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -22,6 +25,8 @@ import { type Child, processCpuMs, startUpstream } from "./bench-processes.ts";
 const LOOPS = (process.env.LOOPS ?? "1,2").split(",").map(Number);
 const PARALLEL = Number(process.env.PARALLEL ?? 4);
 const BULK_MIB = Number(process.env.BULK_MIB ?? 64);
+const PACED_MIB = Number(process.env.PACED_MIB ?? 16);
+const PACED_MBS = Number(process.env.PACED_MBS ?? 40);
 const CLIENTS = Number(process.env.CLIENTS ?? 8);
 const REQUESTS = Number(process.env.REQUESTS ?? 300);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -35,6 +40,7 @@ const children: Child[] = [];
 interface Figures {
   bulkMBs: number;
   bulkCpuMsPerGB: number | null;
+  pacedCpuMsPerGB: number | null;
   smallRps: number;
   smallCpuUsPerReq: number | null;
 }
@@ -78,6 +84,19 @@ async function measure(
   ]);
   const bulkCpu = (await cpu()) - c0;
   const gb = (PARALLEL * BULK_BYTES) / 1e9;
+  // Paced: each download held to its share of PACED_MBS.
+  const pacedBytes = PACED_MIB * 1024 * 1024;
+  c0 = await cpu();
+  await curls(PARALLEL, () => [
+    ...route,
+    "--limit-rate",
+    String(Math.floor((PACED_MBS * 1e6) / PARALLEL)),
+    "-o",
+    "/dev/null",
+    `https://localhost:${upstreamPort}/download?bytes=${pacedBytes}&plant=1`,
+  ]);
+  const pacedCpu = (await cpu()) - c0;
+  const pacedGb = (PARALLEL * pacedBytes) / 1e9;
   // Small: one kept-alive tunnel per client, many requests on it.
   const urls = Array.from(
     { length: REQUESTS },
@@ -95,6 +114,7 @@ async function measure(
   return {
     bulkMBs: (PARALLEL * BULK_BYTES) / 1e6 / bulkSecs,
     bulkCpuMsPerGB: pid ? bulkCpu / gb : null,
+    pacedCpuMsPerGB: pid ? pacedCpu / pacedGb : null,
     smallRps: reqs / smallSecs,
     smallCpuUsPerReq: pid ? (smallCpu / reqs) * 1000 : null,
   };
@@ -167,12 +187,12 @@ try {
   };
   const one = routes.find((r) => r.loops === LOOPS[0])!.name;
   console.log(
-    `${PARALLEL} downloads of ${BULK_MIB} MiB at once; ${CLIENTS} clients × ${REQUESTS} requests of 1 KB; median of ${ROUNDS} rounds\n`,
+    `${PARALLEL} downloads of ${BULK_MIB} MiB at once (paced: ${PACED_MIB} MiB each, ${PACED_MBS} MB/s in all); ${CLIENTS} clients × ${REQUESTS} requests of 1 KB; median of ${ROUNDS} rounds\n`,
   );
   console.log(
-    `| route | bulk MB/s | vs ${one} | proxy CPU per GB | vs ${one} | small req/s | vs ${one} | proxy CPU per request |`,
+    `| route | bulk MB/s | vs ${one} | proxy CPU per GB | vs ${one} | paced: CPU per GB | vs ${one} | small req/s | vs ${one} | proxy CPU per request |`,
   );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of routes) {
     const ratio = (k: keyof Figures) => {
       const a = med(r.name, k);
@@ -180,9 +200,10 @@ try {
       return a === null || b === null || r.loops === null ? "–" : `${(a / b).toFixed(2)}×`;
     };
     const cpuGB = med(r.name, "bulkCpuMsPerGB");
+    const pacedGB = med(r.name, "pacedCpuMsPerGB");
     const cpuReq = med(r.name, "smallCpuUsPerReq");
     console.log(
-      `| ${r.name} | ${med(r.name, "bulkMBs")!.toFixed(0)} | ${ratio("bulkMBs")} | ${cpuGB === null ? "–" : `${(cpuGB / 1000).toFixed(2)} s`} | ${ratio("bulkCpuMsPerGB")} | ${med(r.name, "smallRps")!.toFixed(0)} | ${ratio("smallRps")} | ${cpuReq === null ? "–" : `${cpuReq.toFixed(0)} µs`} |`,
+      `| ${r.name} | ${med(r.name, "bulkMBs")!.toFixed(0)} | ${ratio("bulkMBs")} | ${cpuGB === null ? "–" : `${(cpuGB / 1000).toFixed(2)} s`} | ${ratio("bulkCpuMsPerGB")} | ${pacedGB === null ? "–" : `${(pacedGB / 1000).toFixed(2)} s`} | ${ratio("pacedCpuMsPerGB")} | ${med(r.name, "smallRps")!.toFixed(0)} | ${ratio("smallRps")} | ${cpuReq === null ? "–" : `${cpuReq.toFixed(0)} µs`} |`,
     );
   }
 } finally {

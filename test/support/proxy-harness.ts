@@ -183,7 +183,10 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   // own: those live in this thread and cannot reach a Worker.
   const inThreadOnly =
     opts.memoryProbe || opts.guardClock || opts.identityClock || opts.rateClock || opts.shedding;
-  const loops = opts.loops ?? (inThreadOnly ? 1 : TEST_LOOPS);
+  // A test whose configuration names its loops keeps them.
+  const configured =
+    opts.env?.SLAPENIR_LOOPS !== undefined || /^loops:/m.test(opts.configYaml ?? "");
+  const loops = opts.loops ?? (inThreadOnly ? 1 : configured ? undefined : TEST_LOOPS);
   const proxy = await startProxy(config, {
     ...(loops !== undefined ? { loops } : {}),
     staticNames: Object.fromEntries([...[...names].map((n) => [n, "127.0.0.1"]), ...addresses]),

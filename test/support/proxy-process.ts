@@ -73,6 +73,8 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
     SLAPENIR_MINT_RATE: "off",
     SLAPENIR_QUARANTINE: "off",
     SLAPENIR_LOG_LEVEL: "info",
+    // A bench run may pick the event loops (bench/README.md); tests say it in `env`.
+    ...(process.env.SLAPENIR_LOOPS ? { SLAPENIR_LOOPS: process.env.SLAPENIR_LOOPS } : {}),
     ...opts.env,
   };
   if (opts.credentials && opts.credentials.length > 0) {
