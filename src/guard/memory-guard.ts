@@ -127,6 +127,8 @@ export class MemoryGuard {
   check(): number {
     const now = this.#now();
     this.#checkedAt = now;
+    // Every round, pressed or not: another loop's admission reads what lingers here.
+    this.#o.stalls.prune();
     let r: MemoryReading | null;
     try {
       r = this.#read();

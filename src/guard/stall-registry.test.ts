@@ -168,6 +168,60 @@ describe("several event loops: one registry each, counts shared", () => {
   });
 });
 
+describe("several event loops: what lingers counts for admission, never for rank (an attacker's review)", () => {
+  const loops = (now: () => number) => {
+    const counts = StallCounts.create(64);
+    return [
+      new StallRegistry(now, new StallCounts(counts.memory)),
+      new StallRegistry(now, new StallCounts(counts.memory)),
+    ] as const;
+  };
+
+  test("an agent's lingering stall in this loop does not hide its waiting ones elsewhere", () => {
+    const c = clock();
+    const [a, b] = loops(c.now);
+    const shed: string[] = [];
+    for (let i = 0; i < 10; i++) a.begin("x", () => shed.push("x"));
+    b.begin("reader", () => shed.push("reader"));
+    c.advance(2500);
+    const trickle = b.begin("x", () => shed.push("x-in-b"));
+    c.advance(100);
+    trickle.end(); // x's connection in b took a gulp: it lingers
+    c.advance(400);
+    expect(b.stalledBy("x")).toBe(11);
+    // x holds ten waiting in a: the reader, holding one, does not pay in b.
+    expect([...b.shed(2000, 1)]).toEqual([]);
+    expect(shed).toEqual([]);
+  });
+
+  test("stalls that only linger do not rank their agent above one that holds memory", () => {
+    const c = clock();
+    const [a, b] = loops(c.now);
+    const shed: string[] = [];
+    // x reads in gulps: fourteen connections that each ended their stall a moment ago.
+    for (let i = 0; i < 14; i++) a.begin("x", () => shed.push("x")).end();
+    for (let i = 0; i < 12; i++) b.begin("y", () => shed.push("y"));
+    c.advance(500);
+    expect([b.stalledBy("x"), b.stalledBy("y")]).toEqual([14, 12]);
+    // Critical (no grace): y's waiting stalls go; x's lingering ones hold nothing to shed.
+    expect([...b.shed(0, 3)]).toEqual([["y", 3]]);
+  });
+
+  test("what lingered past its time in a loop that has not pruned it is not counted", () => {
+    const c = clock();
+    const [a, b] = loops(c.now);
+    for (let i = 0; i < 8; i++) a.begin("honest", () => {}).end(); // idle keep-alive tunnels
+    expect(b.stalledBy("honest")).toBe(8);
+    c.advance(LINGER_MS);
+    // Loop a has not run a round since: its entries are still in the shared table.
+    expect(b.stalledBy("honest")).toBe(0);
+    a.begin("honest", () => {});
+    expect(b.stalledBy("honest")).toBe(1);
+    a.prune();
+    expect(b.stalledBy("honest")).toBe(1);
+  });
+});
+
 describe("chooseVictims (pure)", () => {
   const s = (agent: string, since: number) => ({ agent, since });
 

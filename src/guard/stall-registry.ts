@@ -47,31 +47,41 @@ export class StallRegistry {
   onBegin: (() => void) | null = null;
 
   /** `counts`: every loop's stalls by agent, this registry's included (several loops). */
-  constructor(now: () => number = () => performance.now(), counts: StallCounts | null = null) {
+  /**
+   * `now`: the clock, in ms; with `counts`, one that every thread reads alike (the default is the
+   * wall clock's milliseconds, performance.now() has an origin per thread).
+   */
+  constructor(
+    now: () => number = () => performance.timeOrigin + performance.now(),
+    counts: StallCounts | null = null,
+  ) {
     this.#now = now;
     this.#counts = counts;
   }
 
+  /** `e`, not in the registry, waits (again). */
   #add(e: StallEntry): void {
-    if (this.#open.has(e)) return;
     this.#open.add(e);
-    this.#counts?.add(e.agent, 1);
+    this.#counts?.add(e.agent, 1, 1);
   }
 
   #delete(e: StallEntry): void {
-    if (this.#open.delete(e)) this.#counts?.add(e.agent, -1);
+    if (this.#open.delete(e)) this.#counts?.add(e.agent, -1, e.endedAt === null ? -1 : 0);
   }
 
   /** How many connections are waiting now. */
   get size(): number {
-    this.#prune();
+    this.prune();
     let n = 0;
     for (const e of this.#open) if (e.endedAt === null) n++;
     return n;
   }
 
-  /** Forgets stalls that ended more than LINGER_MS ago. */
-  #prune(): void {
+  /**
+   * Forgets stalls that ended LINGER_MS ago or more. Run by every guard round as well, so what
+   * lingers here leaves the other loops' counts too.
+   */
+  prune(): void {
     const now = this.#now();
     for (const e of this.#open)
       if (e.endedAt !== null && now - e.endedAt >= LINGER_MS) this.#delete(e);
@@ -86,15 +96,20 @@ export class StallRegistry {
         e.since = this.#now();
       },
       end: () => {
-        if (this.#open.has(e) && e.endedAt === null) e.endedAt = this.#now();
+        if (!this.#open.has(e) || e.endedAt !== null) return;
+        e.endedAt = this.#now();
+        this.#counts?.add(e.agent, 0, -1, e.endedAt + LINGER_MS);
       },
       again: () => {
-        const lingering = this.#open.has(e);
-        if (lingering && e.endedAt === null) return; // still waiting: its grace runs on
+        const known = this.#open.has(e);
+        if (known && e.endedAt === null) return; // still waiting: its grace runs on
         e.since = this.#now();
         e.endedAt = null;
-        this.#add(e);
-        if (!lingering && this.onBegin) queueMicrotask(this.onBegin);
+        if (known) this.#counts?.add(e.agent, 0, 1);
+        else {
+          this.#add(e);
+          if (this.onBegin) queueMicrotask(this.onBegin);
+        }
       },
       close: () => {
         this.#delete(e);
@@ -111,18 +126,18 @@ export class StallRegistry {
 
   /** How many of `agent`'s connections (in every loop) wait on it, or did within LINGER_MS. */
   stalledBy(agent: string): number {
-    this.#prune();
-    if (this.#counts) return this.#counts.of(agent);
+    this.prune();
+    if (this.#counts) return this.#counts.of(agent, this.#now());
     let n = 0;
     for (const e of this.#open) if (e.agent === agent) n++;
     return n;
   }
 
-  /** Other loops' stalls, for the ranks (none with one loop). */
-  #elsewhere(): Elsewhere | undefined {
+  /** Other loops' waiting stalls, for the ranks (none with one loop). */
+  #elsewhere(waiting: readonly StallEntry[]): Elsewhere | undefined {
     if (!this.#counts) return undefined;
     const mine = new Map<string, number>();
-    for (const e of this.#open) mine.set(e.agent, (mine.get(e.agent) ?? 0) + 1);
+    for (const e of waiting) mine.set(e.agent, (mine.get(e.agent) ?? 0) + 1);
     return this.#counts.elsewhere(mine);
   }
 
@@ -132,7 +147,7 @@ export class StallRegistry {
    */
   shed(graceMs: number, max = Number.POSITIVE_INFINITY): Map<string, number> {
     const waiting = [...this.#open].filter((e) => e.endedAt === null);
-    const victims = chooseVictims(waiting, this.#now(), graceMs, max, this.#elsewhere());
+    const victims = chooseVictims(waiting, this.#now(), graceMs, max, this.#elsewhere(waiting));
     const out = new Map<string, number>();
     for (const e of victims) {
       this.#delete(e);
@@ -203,47 +218,66 @@ export function chooseVictims<S extends StallFacts>(
   return out;
 }
 
-/** Each agent's stalled connections in every event loop, in shared memory (shared-table.ts). */
+/**
+ * Each agent's stalled connections in every event loop, in shared memory (shared-table.ts): those
+ * waiting now (what ranks an agent for shedding, as with one loop) and those with the ones that
+ * lingered (what admission counts).
+ */
 export class StallCounts {
   readonly #t: SharedTable;
 
   /** A new table with room for `connections` agents (no more can stall than are connected). */
   static create(connections: number): StallCounts {
     return new StallCounts(
-      SharedTable.create({ capacity: capacityFor(connections), ints: 1, floats: 0 }).buffer,
+      SharedTable.create({ capacity: capacityFor(connections), ints: 2, floats: 1 }).buffer,
     );
   }
 
   constructor(memory: SharedArrayBuffer) {
     this.#t = SharedTable.attach(memory);
-    if (this.#t.ints !== 1 || this.#t.floats !== 0) throw new TypeError("not a stall table");
+    if (this.#t.ints !== 2 || this.#t.floats !== 1) throw new TypeError("not a stall table");
   }
 
   get memory(): SharedArrayBuffer {
     return this.#t.buffer;
   }
 
-  add(agent: string, delta: number): void {
+  /**
+   * Changes `agent`'s counts: all its stalls (lingering ones too), and those waiting;
+   * `lingerUntil`: a stall of it ended, and lingers until then.
+   */
+  add(agent: string, all: number, waiting: number, lingerUntil?: number): void {
     const t = this.#t;
     t.locked(() => {
-      const s = delta > 0 ? t.findOrAdd(agent) : t.find(agent);
+      const s = all > 0 ? t.findOrAdd(agent) : t.find(agent);
       // Full (it cannot be: an agent stalls only while connected) or never counted.
       if (s < 0) return;
-      const n = Math.max(0, t.int(s, 0) + delta);
+      const n = Math.max(0, t.int(s, ALL) + all);
       if (n === 0) t.remove(s);
-      else t.setInt(s, 0, n);
+      else {
+        t.setInt(s, ALL, n);
+        t.setInt(s, WAITING, Math.min(n, Math.max(0, t.int(s, WAITING) + waiting)));
+        if (lingerUntil !== undefined && lingerUntil > t.float(s, LINGERING_UNTIL)) {
+          t.setFloat(s, LINGERING_UNTIL, lingerUntil);
+        }
+      }
     });
   }
 
-  of(agent: string): number {
+  /**
+   * `agent`'s stalls in every loop at `now`, lingering ones included — but none that lingered
+   * past their time in a loop that has not pruned them yet.
+   */
+  of(agent: string, now: number): number {
     const t = this.#t;
     return t.locked(() => {
       const s = t.find(agent);
-      return s < 0 ? 0 : t.int(s, 0);
+      if (s < 0) return 0;
+      return now < t.float(s, LINGERING_UNTIL) ? t.int(s, ALL) : t.int(s, WAITING);
     });
   }
 
-  /** What the loop holding `mine` (stalls by agent) sees of the others. */
+  /** What the loop waiting on `mine` (stalls by agent) sees of the others' waiting stalls. */
   elsewhere(mine: ReadonlyMap<string, number>): Elsewhere {
     const t = this.#t;
     return t.locked(() => {
@@ -252,11 +286,17 @@ export class StallCounts {
       for (const [agent, n] of mine) {
         const s = t.find(agent);
         if (s >= 0) own.add(s);
-        of.set(agent, Math.max(0, (s < 0 ? 0 : t.int(s, 0)) - n));
+        of.set(agent, Math.max(0, (s < 0 ? 0 : t.int(s, WAITING)) - n));
       }
+      // Every other agent, those with only lingering stalls in this loop included.
       let most = 0;
-      for (const s of t.slots()) if (!own.has(s)) most = Math.max(most, t.int(s, 0));
+      for (const s of t.slots()) if (!own.has(s)) most = Math.max(most, t.int(s, WAITING));
       return { of, most };
     });
   }
 }
+
+const ALL = 0;
+const WAITING = 1;
+/** The float field: when the last of the agent's ended stalls stops lingering. */
+const LINGERING_UNTIL = 0;
