@@ -8,7 +8,11 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { curlTransfer } from "../support/curl-transfer.ts";
-import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
+import {
+  type ProxyProcess,
+  startProxyProcess,
+  streamingRssBound,
+} from "../support/proxy-process.ts";
 import { digestOf, plantedCount, type StreamSpec } from "../support/stream-source.ts";
 import {
   type StreamUpstream,
@@ -19,8 +23,6 @@ import {
 const DUMMY = "sk-dummy-stream-000000000000000000001";
 const REAL = "sk-real-stream-9f8e7d6c5b4a39281706f5e4d3c2";
 const SIZE = 256 * 1024 * 1024;
-/** The issue's bound for the proxy process while a 256 MiB body streams through it. */
-const RSS_LIMIT = 256 * 1024 * 1024;
 
 let proxy: ProxyProcess;
 let up: StreamUpstream;
@@ -66,7 +68,7 @@ describe("256 MiB bodies stream through the proxy byte-exact with bounded memory
     const shrink = (REAL.length - "[REDACTED]".length) * plantedCount(spec);
     expect(r.bytes).toBe(SIZE - shrink);
     expect(r.sha256).toBe(expected);
-    expect(r.peakRss).toBeLessThan(RSS_LIMIT);
+    expect(r.peakRss).toBeLessThan(streamingRssBound(proxy.loops));
   }, 90_000);
 
   test("chunked upload to the bound host: every planted dummy arrives as the real value", async () => {
@@ -83,7 +85,7 @@ describe("256 MiB bodies stream through the proxy byte-exact with bounded memory
       contentLength: null,
       transferEncoding: "chunked",
     });
-    expect(r.peakRss).toBeLessThan(RSS_LIMIT);
+    expect(r.peakRss).toBeLessThan(streamingRssBound(proxy.loops));
   }, 90_000);
 
   test("Content-Length upload to an unbound host: DLP-scanned, byte-exact, length kept", async () => {
@@ -111,7 +113,7 @@ describe("256 MiB bodies stream through the proxy byte-exact with bounded memory
       contentLength: String(SIZE),
       transferEncoding: null,
     });
-    expect(r.peakRss).toBeLessThan(RSS_LIMIT);
+    expect(r.peakRss).toBeLessThan(streamingRssBound(proxy.loops));
   }, 90_000);
 
   test("the audit log saw the redactions and swaps, and no value", () => {

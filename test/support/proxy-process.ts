@@ -7,6 +7,7 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { autoLoops, loadProxyConfig } from "../../src/config/proxy-config.ts";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import type { AgentFiles, AwsCredentialSpec, CredentialSpec } from "./proxy-harness.ts";
 import { createTestCa, type TestCa } from "./test-pki.ts";
@@ -23,6 +24,8 @@ export interface ProxyProcessOptions {
 
 export interface ProxyProcess extends AsyncDisposable {
   readonly pid: number;
+  /** The event loops it runs (its environment's `SLAPENIR_LOOPS`, else `auto`). */
+  readonly loops: number;
   readonly port: number;
   readonly dir: string;
   readonly caBundlePath: string;
@@ -138,6 +141,9 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
   };
   return {
     pid: proc.pid,
+    loops: env.SLAPENIR_LOOPS
+      ? loadProxyConfig({ SLAPENIR_LOOPS: env.SLAPENIR_LOOPS }, dir).loops
+      : autoLoops(),
     port,
     dir,
     caBundlePath: join(home, "ca-bundle.pem"),
@@ -202,4 +208,13 @@ async function collectLines(
     }
   }
   if (rest) onLine(rest);
+}
+
+/**
+ * The most RSS a proxy process may reach while a 256 MiB body streams through it: 256 MiB with
+ * one event loop, 64 MiB more for each further loop (each its own heap and buffers: an idle
+ * proxy is 96 MiB with one loop, 152 with two; bench/README.md "Event loops").
+ */
+export function streamingRssBound(loops: number): number {
+  return (256 + 64 * (loops - 1)) * 1024 * 1024;
 }
