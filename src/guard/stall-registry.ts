@@ -46,10 +46,10 @@ export class StallRegistry {
   /** Told (after the current call) when a connection starts waiting: memory may be rising. */
   onBegin: (() => void) | null = null;
 
-  /** `counts`: every loop's stalls by agent, this registry's included (several loops). */
   /**
-   * `now`: the clock, in ms; with `counts`, one that every thread reads alike (the default is the
-   * wall clock's milliseconds, performance.now() has an origin per thread).
+   * `counts`: every loop's stalls by agent, this registry's included (several loops). `now`: the
+   * clock, in ms; with `counts`, one every thread reads alike (the default is the wall clock's
+   * milliseconds: performance.now() has an origin per thread).
    */
   constructor(
     now: () => number = () => performance.timeOrigin + performance.now(),
