@@ -163,7 +163,7 @@ describe("several event loops: one registry each, counts shared", () => {
     s.end(); // ended twice, begun twice: one connection
     expect(two.stalledBy("a")).toBe(1);
     c.advance(LINGER_MS);
-    one.size; // a loop's own rounds forget what lingered long enough
+    one.prune(); // a loop's own rounds forget what lingered long enough
     expect(two.stalledBy("a")).toBe(0);
   });
 });

@@ -71,7 +71,6 @@ export class StallRegistry {
 
   /** How many connections are waiting now. */
   get size(): number {
-    this.prune();
     let n = 0;
     for (const e of this.#open) if (e.endedAt === null) n++;
     return n;

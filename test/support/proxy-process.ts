@@ -7,7 +7,7 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { autoLoops, loadProxyConfig } from "../../src/config/proxy-config.ts";
+import { loadProxyConfig } from "../../src/config/proxy-config.ts";
 import { EmbeddedCa } from "../../src/pki/embedded-ca.ts";
 import type { AgentFiles, AwsCredentialSpec, CredentialSpec } from "./proxy-harness.ts";
 import { createTestCa, type TestCa } from "./test-pki.ts";
@@ -24,7 +24,7 @@ export interface ProxyProcessOptions {
 
 export interface ProxyProcess extends AsyncDisposable {
   readonly pid: number;
-  /** The event loops it runs (its environment's `SLAPENIR_LOOPS`, else `auto`). */
+  /** The event loops its configuration gives it (a launcher's cgroup aside). */
   readonly loops: number;
   readonly port: number;
   readonly dir: string;
@@ -141,9 +141,7 @@ export async function startProxyProcess(opts: ProxyProcessOptions = {}): Promise
   };
   return {
     pid: proc.pid,
-    loops: env.SLAPENIR_LOOPS
-      ? loadProxyConfig({ SLAPENIR_LOOPS: env.SLAPENIR_LOOPS }, dir).loops
-      : autoLoops(),
+    loops: loadProxyConfig(env, ROOT).loops,
     port,
     dir,
     caBundlePath: join(home, "ca-bundle.pem"),
