@@ -71,8 +71,14 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   let proxy: RunningProxy;
+  // Set once the signals are handled; a loop that ends before then fails the start.
+  let loopEnded = (_index: number, _reason: string) => {};
   try {
-    proxy = await startProxy(config, { configFile, watchConfig: true });
+    proxy = await startProxy(config, {
+      configFile,
+      watchConfig: true,
+      onLoopEnded: (i, why) => loopEnded(i, why),
+    });
   } catch (e) {
     // A listener that cannot open, a bad secrets file: the message names what and where.
     if (!(e instanceof ConfigError)) throw e;
@@ -97,7 +103,7 @@ async function main(): Promise<void> {
       : "no configuration file (set SLAPENIR_CONFIG)";
   const pidFile = join(home, "proxy.pid");
   let stopping = false;
-  const stop = async (sig: string) => {
+  const stop = async (sig: string, code = 0) => {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`slapenir: ${sig}, draining connections\n`);
@@ -107,8 +113,15 @@ async function main(): Promise<void> {
     await proxy.close();
     rmSync(pidFile, { force: true });
     clearInterval(hold);
-    process.exit(0);
+    process.exit(code);
   };
+  // The others drain and the proxy exits 70 (EX_SOFTWARE) for its supervisor to start it again
+  // (compose: `restart: unless-stopped`); quarantine and revocations are read again from disk.
+  loopEnded = (i, why) =>
+    void stop(
+      `event loop ${i} ended (${why}); stopping to start again with clean shared state`,
+      70,
+    );
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
   // A reload is all or nothing: a bad file keeps everything as it runs (and is audited).

@@ -49,6 +49,8 @@ export interface LoopSet {
   flush(): Promise<void>;
   /** Every loop's figures, summed (per-agent counts merged). */
   stats(): LoopStats;
+  /** Ends Worker loop `index` as a crash would (tests; absent with one loop). */
+  readonly crashForTest?: (index: number) => void;
   close(graceMs: number): Promise<void>;
 }
 
@@ -64,6 +66,12 @@ export interface LoopSetOptions
   readonly onLookup?: (host: string) => void;
   /** Who is in quarantine now (a Worker loop keeps a copy; the root tells it of changes). */
   readonly quarantine: readonly QuarantineEntry[];
+  /**
+   * A Worker loop ended that was not asked to (audited as `loop-exited` first). Its connections
+   * are gone, and what it held in the shared tables (connection counts, stalls, perhaps their
+   * lock) cannot be given back: main.ts stops the proxy, to be started again clean.
+   */
+  readonly onLoopEnded?: (index: number, reason: string) => void;
 }
 
 export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {

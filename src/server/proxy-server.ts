@@ -64,6 +64,8 @@ export interface RunningProxy {
   readonly pool: MatcherPool | undefined;
   /** How many event loops serve agents. */
   readonly loops: number;
+  /** Ends Worker loop `index` as a crash would (tests; nothing with one loop). */
+  crashLoopForTest(index: number): void;
   /** Re-read TOKENS_JSON / the environment; the old values are zeroed once unused. */
   reloadSecrets(env?: Record<string, string | undefined>): Promise<void>;
   /**
@@ -115,6 +117,11 @@ export interface StartOptions {
    */
   readonly staticNames?: Readonly<Record<string, string>>;
   readonly onLookup?: (host: string) => void;
+  /**
+   * An event loop Worker ended unasked (audited as `loop-exited`): main.ts stops the proxy, as a
+   * one-loop proxy whose thread died would be, to start again with clean shared tables.
+   */
+  readonly onLoopEnded?: (index: number, reason: string) => void;
   /** Where the memory guard reads use and limit (tests); default from SLAPENIR_MEMORY_LIMIT. */
   readonly memoryProbe?: MemoryProbe;
   /** The clock stalls are timed by (tests move it; default performance.now). */
@@ -287,6 +294,7 @@ export async function startProxy(
     ...(options.workers ? { workers: options.workers } : {}),
     ...(options.staticNames ? { staticNames: options.staticNames } : {}),
     ...(options.onLookup ? { onLookup: options.onLookup } : {}),
+    ...(options.onLoopEnded ? { onLoopEnded: options.onLoopEnded } : {}),
     quarantine: quarantine?.list() ?? [],
   }).catch((e) => {
     sources?.stop();
@@ -687,6 +695,7 @@ export async function startProxy(
     metrics,
     pool: loops.local?.pool,
     loops: loops.count,
+    crashLoopForTest: (index) => loops.crashForTest?.(index),
     reloadSecrets,
     reloadPolicy,
     reload,

@@ -26,6 +26,7 @@ class LoopWorker {
   #dead: Error | null = null;
   #closing = false;
   readonly #audit: LoopSetOptions["audit"];
+  readonly #ended: LoopSetOptions["onLoopEnded"];
 
   constructor(
     o: LoopSetOptions,
@@ -39,21 +40,23 @@ class LoopWorker {
     };
     this.#worker.addEventListener("close", () => this.#died(new Error("event loop worker exited")));
     this.#audit = o.audit;
+    this.#ended = o.onLoopEnded;
   }
 
   #died(e: Error): void {
     if (this.#dead) return;
     this.#dead = e;
     // Its connections are gone; the other loops keep the port.
+    for (const p of this.#pending.values()) p.fail(e);
+    this.#pending.clear();
     if (!this.#closing) {
       this.#audit.event(
         "loop-exited",
         { loop: this.index },
         `event loop ${this.index} ended: ${e.message}`,
       );
+      this.#ended?.(this.index, e.message);
     }
-    for (const p of this.#pending.values()) p.fail(e);
-    this.#pending.clear();
   }
 
   #received(m: FromLoop, o: LoopSetOptions): void {
@@ -110,8 +113,18 @@ class LoopWorker {
     if (!this.#dead) this.#worker.postMessage(m);
   }
 
+  /** From now on its end is the root's doing, not a crash. */
+  closing(): void {
+    this.#closing = true;
+  }
+
   terminate(): void {
     this.#closing = true;
+    this.#worker.terminate();
+  }
+
+  /** Ends the Worker as a crash would (tests): not a close the root asked for. */
+  crashForTest(): void {
     this.#worker.terminate();
   }
 }
@@ -235,7 +248,9 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
     },
     flush: () => all((l) => l.ask({ op: "flush" })).then(() => {}),
     stats: () => sumStats(loops.map((l) => l.stats)),
+    crashForTest: (index) => loops[index]?.crashForTest(),
     async close(graceMs) {
+      for (const l of loops) l.closing();
       await all((l) => l.ask({ op: "close", graceMs }).catch(() => {}));
       for (const l of loops) l.terminate();
     },

@@ -72,6 +72,8 @@ export interface HarnessOptions {
   readonly watchConfig?: boolean;
   /** The load shedder's decision (default: never — see below); overload without loading the machine. */
   readonly shedding?: () => boolean;
+  /** Told when a Worker loop ends unasked (main.ts stops the proxy then). */
+  readonly onLoopEnded?: (index: number, reason: string) => void;
 }
 
 export interface AgentFiles {
@@ -202,6 +204,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     policySource: () => loadLivePolicy(env, dir),
     cwd: dir,
     ...(opts.watchConfig ? { watchConfig: true } : {}),
+    ...(opts.onLoopEnded ? { onLoopEnded: opts.onLoopEnded } : {}),
     // In-process, the event loop the shedder measures is the test runner's too (curl spawned
     // and awaited, assertions): a test that wants shedding says when.
     shedding: opts.shedding ?? (() => false),
