@@ -2,7 +2,7 @@
 // as its own process, mitmproxy with the addon doing SLAPENIR's swap and redact work, a free
 // port, a port that answers, and a process's CPU time. Bench only.
 
-import { writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { join, resolve } from "node:path";
 import { freePort } from "../test/support/free-port.ts";
@@ -83,6 +83,30 @@ export async function processCpuMs(pid: number): Promise<number> {
   const stat = await Bun.file(`/proc/${pid}/stat`).text();
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12])) * 10; // utime + stime
+}
+
+/**
+ * CPU time (ms) of process `pid` by kind of thread: `js`, the threads that run its JavaScript
+ * (the main thread and every Worker: event loops, matcher workers); `runtime`, the rest (the
+ * JIT's compilers, the garbage collector's helpers, the allocator's scavenger).
+ */
+export async function threadCpuMs(pid: number): Promise<{ js: number; runtime: number }> {
+  const out = { js: 0, runtime: 0 };
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [])) {
+    try {
+      const [comm, stat] = await Promise.all([
+        Bun.file(`/proc/${pid}/task/${tid}/comm`).text(),
+        Bun.file(`/proc/${pid}/task/${tid}/stat`).text(),
+      ]);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ms = (Number(f[11]) + Number(f[12])) * 10;
+      if (Number(tid) === pid || comm.trim() === "Worker") out.js += ms;
+      else out.runtime += ms;
+    } catch {
+      // A thread that ended between the listing and the read.
+    }
+  }
+  return out;
 }
 
 export async function firstMatch(stream: ReadableStream<Uint8Array>, re: RegExp): Promise<number> {

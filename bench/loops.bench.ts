@@ -4,7 +4,9 @@
 //     proxy redacts them), curl as the agents: aggregate MB/s and the proxy's CPU per GB;
 //   - paced: the same downloads (PACED_MIB each) held by curl to PACED_MBS in all, well under what
 //     the host can move: the proxy's CPU per GB without the clients and upstream competing for
-//     the cores — what stays flat as loops are added if the design scales;
+//     the cores — what stays flat as loops are added if the design scales — and the part of it
+//     spent by the threads running JavaScript (loops, matcher workers, main thread), apart from
+//     the runtime's own (JIT compilers, GC helpers, the allocator's scavenger: per heap);
 //   - small: CLIENTS curl processes at once, each REQUESTS requests of 1 KB on one kept-alive
 //     tunnel: requests/s and the proxy's CPU per request.
 // Every figure is the median of ROUNDS rounds, the loop counts interleaved so a slower minute of
@@ -20,7 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { curlProxyArgs } from "../test/support/proxy-harness.ts";
 import { type ProxyProcess, startProxyProcess } from "../test/support/proxy-process.ts";
-import { type Child, processCpuMs, startUpstream } from "./bench-processes.ts";
+import { type Child, processCpuMs, startUpstream, threadCpuMs } from "./bench-processes.ts";
 
 const LOOPS = (process.env.LOOPS ?? "1,2").split(",").map(Number);
 const PARALLEL = Number(process.env.PARALLEL ?? 4);
@@ -41,6 +43,8 @@ interface Figures {
   bulkMBs: number;
   bulkCpuMsPerGB: number | null;
   pacedCpuMsPerGB: number | null;
+  /** Of which the threads running JavaScript: the event loops, matcher workers, main thread. */
+  pacedJsMsPerGB: number | null;
   smallRps: number;
   smallCpuUsPerReq: number | null;
 }
@@ -87,6 +91,7 @@ async function measure(
   // Paced: each download held to its share of PACED_MBS.
   const pacedBytes = PACED_MIB * 1024 * 1024;
   c0 = await cpu();
+  const t0 = pid ? await threadCpuMs(pid) : null;
   await curls(PARALLEL, () => [
     ...route,
     "--limit-rate",
@@ -96,6 +101,7 @@ async function measure(
     `https://localhost:${upstreamPort}/download?bytes=${pacedBytes}&plant=1`,
   ]);
   const pacedCpu = (await cpu()) - c0;
+  const pacedJs = pid && t0 ? (await threadCpuMs(pid)).js - t0.js : null;
   const pacedGb = (PARALLEL * pacedBytes) / 1e9;
   // Small: one kept-alive tunnel per client, many requests on it.
   const urls = Array.from(
@@ -115,6 +121,7 @@ async function measure(
     bulkMBs: (PARALLEL * BULK_BYTES) / 1e6 / bulkSecs,
     bulkCpuMsPerGB: pid ? bulkCpu / gb : null,
     pacedCpuMsPerGB: pid ? pacedCpu / pacedGb : null,
+    pacedJsMsPerGB: pacedJs === null ? null : pacedJs / pacedGb,
     smallRps: reqs / smallSecs,
     smallCpuUsPerReq: pid ? (smallCpu / reqs) * 1000 : null,
   };
@@ -190,9 +197,9 @@ try {
     `${PARALLEL} downloads of ${BULK_MIB} MiB at once (paced: ${PACED_MIB} MiB each, ${PACED_MBS} MB/s in all); ${CLIENTS} clients × ${REQUESTS} requests of 1 KB; median of ${ROUNDS} rounds\n`,
   );
   console.log(
-    `| route | bulk MB/s | vs ${one} | proxy CPU per GB | vs ${one} | paced: CPU per GB | vs ${one} | small req/s | vs ${one} | proxy CPU per request |`,
+    `| route | bulk MB/s | vs ${one} | proxy CPU per GB | vs ${one} | paced: CPU per GB | vs ${one} | paced: JS threads' CPU per GB | vs ${one} | small req/s | vs ${one} | proxy CPU per request |`,
   );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of routes) {
     const ratio = (k: keyof Figures) => {
       const a = med(r.name, k);
@@ -201,9 +208,10 @@ try {
     };
     const cpuGB = med(r.name, "bulkCpuMsPerGB");
     const pacedGB = med(r.name, "pacedCpuMsPerGB");
+    const jsGB = med(r.name, "pacedJsMsPerGB");
     const cpuReq = med(r.name, "smallCpuUsPerReq");
     console.log(
-      `| ${r.name} | ${med(r.name, "bulkMBs")!.toFixed(0)} | ${ratio("bulkMBs")} | ${cpuGB === null ? "–" : `${(cpuGB / 1000).toFixed(2)} s`} | ${ratio("bulkCpuMsPerGB")} | ${pacedGB === null ? "–" : `${(pacedGB / 1000).toFixed(2)} s`} | ${ratio("pacedCpuMsPerGB")} | ${med(r.name, "smallRps")!.toFixed(0)} | ${ratio("smallRps")} | ${cpuReq === null ? "–" : `${cpuReq.toFixed(0)} µs`} |`,
+      `| ${r.name} | ${med(r.name, "bulkMBs")!.toFixed(0)} | ${ratio("bulkMBs")} | ${cpuGB === null ? "–" : `${(cpuGB / 1000).toFixed(2)} s`} | ${ratio("bulkCpuMsPerGB")} | ${pacedGB === null ? "–" : `${(pacedGB / 1000).toFixed(2)} s`} | ${ratio("pacedCpuMsPerGB")} | ${jsGB === null ? "–" : `${(jsGB / 1000).toFixed(2)} s`} | ${ratio("pacedJsMsPerGB")} | ${med(r.name, "smallRps")!.toFixed(0)} | ${ratio("smallRps")} | ${cpuReq === null ? "–" : `${cpuReq.toFixed(0)} µs`} |`,
     );
   }
 } finally {
