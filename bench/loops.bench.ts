@@ -7,6 +7,10 @@
 //     the cores — what stays flat as loops are added if the design scales — and the part of it
 //     spent by the threads running JavaScript (loops, matcher workers, main thread), apart from
 //     the runtime's own (JIT compilers, GC helpers, the allocator's scavenger: per heap);
+//   - scaled: paced again, each loop given what one loop alone is given (SCALED_STREAMS
+//     downloads at SCALED_MBS per loop): a loop as busy as the single one was, so CPU per GB
+//     staying flat says adding loops adds no cost of its own (paced at a fixed total, each of N
+//     loops wakes for 1/N of the bytes, coalescing less per wake-up);
 //   - small: CLIENTS curl processes at once, each REQUESTS requests of 1 KB on one kept-alive
 //     tunnel: requests/s and the proxy's CPU per request.
 // Every figure is the median of ROUNDS rounds, the loop counts interleaved so a slower minute of
@@ -15,7 +19,7 @@
 // loop competes with curl and the upstream, so CPU per GB staying flat as loops are added is
 // what says the design scales; MB/s says what this host gains.
 // Run: `bun bench/loops.bench.ts` (LOOPS=1,2; PARALLEL=4; BULK_MIB=64; PACED_MIB=16;
-// PACED_MBS=40; CLIENTS=8; REQUESTS=300; ROUNDS=3). Prints figures only, never a credential.
+// PACED_MBS=40; SCALED_STREAMS=2; SCALED_MBS=30; CLIENTS=8; REQUESTS=300; ROUNDS=3). Prints figures only, never a credential.
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -29,6 +33,8 @@ const PARALLEL = Number(process.env.PARALLEL ?? 4);
 const BULK_MIB = Number(process.env.BULK_MIB ?? 64);
 const PACED_MIB = Number(process.env.PACED_MIB ?? 16);
 const PACED_MBS = Number(process.env.PACED_MBS ?? 40);
+const SCALED_STREAMS = Number(process.env.SCALED_STREAMS ?? 2);
+const SCALED_MBS = Number(process.env.SCALED_MBS ?? 30);
 const CLIENTS = Number(process.env.CLIENTS ?? 8);
 const REQUESTS = Number(process.env.REQUESTS ?? 300);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -45,6 +51,9 @@ interface Figures {
   pacedCpuMsPerGB: number | null;
   /** Of which the threads running JavaScript: the event loops, matcher workers, main thread. */
   pacedJsMsPerGB: number | null;
+  /** Paced with each loop given one loop's load: the proxy's CPU per GB, and its JS threads'. */
+  scaledCpuMsPerGB: number | null;
+  scaledJsMsPerGB: number | null;
   smallRps: number;
   smallCpuUsPerReq: number | null;
 }
@@ -72,10 +81,40 @@ async function curls(n: number, args: (i: number) => string[]): Promise<number> 
   return (performance.now() - t0) / 1000;
 }
 
+/**
+ * `streams` downloads of PACED_MIB at once, held to `mbs` in all: the proxy's CPU per GB, all
+ * its threads and those running JavaScript (null without a proxy process to read).
+ */
+async function pacedCpu(
+  route: string[],
+  upstreamPort: number,
+  pid: number | null,
+  streams: number,
+  mbs: number,
+): Promise<{ all: number; js: number } | null> {
+  const bytes = PACED_MIB * 1024 * 1024;
+  const c0 = pid ? await processCpuMs(pid) : 0;
+  const t0 = pid ? await threadCpuMs(pid) : null;
+  await curls(streams, () => [
+    ...route,
+    "--limit-rate",
+    String(Math.floor((mbs * 1e6) / streams)),
+    "-o",
+    "/dev/null",
+    `https://localhost:${upstreamPort}/download?bytes=${bytes}&plant=1`,
+  ]);
+  if (!pid || !t0) return null;
+  const gb = (streams * bytes) / 1e9;
+  const all = (await processCpuMs(pid)) - c0;
+  const js = (await threadCpuMs(pid)).js - t0.js;
+  return { all: all / gb, js: js / gb };
+}
+
 async function measure(
   route: string[],
   upstreamPort: number,
   pid: number | null,
+  loops: number | null,
 ): Promise<Figures> {
   const cpu = async () => (pid ? processCpuMs(pid) : 0);
   // Bulk: every download its own tunnel.
@@ -89,20 +128,12 @@ async function measure(
   const bulkCpu = (await cpu()) - c0;
   const gb = (PARALLEL * BULK_BYTES) / 1e9;
   // Paced: each download held to its share of PACED_MBS.
-  const pacedBytes = PACED_MIB * 1024 * 1024;
-  c0 = await cpu();
-  const t0 = pid ? await threadCpuMs(pid) : null;
-  await curls(PARALLEL, () => [
-    ...route,
-    "--limit-rate",
-    String(Math.floor((PACED_MBS * 1e6) / PARALLEL)),
-    "-o",
-    "/dev/null",
-    `https://localhost:${upstreamPort}/download?bytes=${pacedBytes}&plant=1`,
-  ]);
-  const pacedCpu = (await cpu()) - c0;
-  const pacedJs = pid && t0 ? (await threadCpuMs(pid)).js - t0.js : null;
-  const pacedGb = (PARALLEL * pacedBytes) / 1e9;
+  const paced = await pacedCpu(route, upstreamPort, pid, PARALLEL, PACED_MBS);
+  // Scaled: each loop given what one loop alone is given (SCALED_STREAMS downloads, SCALED_MBS).
+  const scaled =
+    loops === null
+      ? null
+      : await pacedCpu(route, upstreamPort, pid, SCALED_STREAMS * loops, SCALED_MBS * loops);
   // Small: one kept-alive tunnel per client, many requests on it.
   const urls = Array.from(
     { length: REQUESTS },
@@ -120,8 +151,10 @@ async function measure(
   return {
     bulkMBs: (PARALLEL * BULK_BYTES) / 1e6 / bulkSecs,
     bulkCpuMsPerGB: pid ? bulkCpu / gb : null,
-    pacedCpuMsPerGB: pid ? pacedCpu / pacedGb : null,
-    pacedJsMsPerGB: pacedJs === null ? null : pacedJs / pacedGb,
+    pacedCpuMsPerGB: paced?.all ?? null,
+    pacedJsMsPerGB: paced?.js ?? null,
+    scaledCpuMsPerGB: scaled?.all ?? null,
+    scaledJsMsPerGB: scaled?.js ?? null,
     smallRps: reqs / smallSecs,
     smallCpuUsPerReq: pid ? (smallCpu / reqs) * 1000 : null,
   };
@@ -182,7 +215,7 @@ try {
   const runs = new Map<string, Figures[]>(routes.map((r) => [r.name, []]));
   for (let round = 0; round < ROUNDS; round++) {
     for (const r of routes) {
-      const f = await measure(r.args, up.port, r.pid);
+      const f = await measure(r.args, up.port, r.pid, r.loops);
       runs.get(r.name)!.push(f);
       process.stderr.write(`round ${round + 1} ${r.name}: ${JSON.stringify(f)}\n`);
       await Bun.sleep(500);
@@ -197,9 +230,9 @@ try {
     `${PARALLEL} downloads of ${BULK_MIB} MiB at once (paced: ${PACED_MIB} MiB each, ${PACED_MBS} MB/s in all); ${CLIENTS} clients × ${REQUESTS} requests of 1 KB; median of ${ROUNDS} rounds\n`,
   );
   console.log(
-    `| route | bulk MB/s | vs ${one} | proxy CPU per GB | vs ${one} | paced: CPU per GB | vs ${one} | paced: JS threads' CPU per GB | vs ${one} | small req/s | vs ${one} | proxy CPU per request |`,
+    `| route | bulk MB/s | vs ${one} | proxy CPU per GB | vs ${one} | paced: CPU per GB | vs ${one} | of which JS threads | vs ${one} | scaled: CPU per GB | vs ${one} | of which JS threads | vs ${one} | small req/s | vs ${one} | proxy CPU per request |`,
   );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log(`|${" --- |".repeat(17)}`);
   for (const r of routes) {
     const ratio = (k: keyof Figures) => {
       const a = med(r.name, k);
@@ -208,10 +241,13 @@ try {
     };
     const cpuGB = med(r.name, "bulkCpuMsPerGB");
     const pacedGB = med(r.name, "pacedCpuMsPerGB");
-    const jsGB = med(r.name, "pacedJsMsPerGB");
+    const secs = (k: keyof Figures) => {
+      const v = med(r.name, k);
+      return v === null ? "–" : `${(v / 1000).toFixed(2)} s`;
+    };
     const cpuReq = med(r.name, "smallCpuUsPerReq");
     console.log(
-      `| ${r.name} | ${med(r.name, "bulkMBs")!.toFixed(0)} | ${ratio("bulkMBs")} | ${cpuGB === null ? "–" : `${(cpuGB / 1000).toFixed(2)} s`} | ${ratio("bulkCpuMsPerGB")} | ${pacedGB === null ? "–" : `${(pacedGB / 1000).toFixed(2)} s`} | ${ratio("pacedCpuMsPerGB")} | ${jsGB === null ? "–" : `${(jsGB / 1000).toFixed(2)} s`} | ${ratio("pacedJsMsPerGB")} | ${med(r.name, "smallRps")!.toFixed(0)} | ${ratio("smallRps")} | ${cpuReq === null ? "–" : `${cpuReq.toFixed(0)} µs`} |`,
+      `| ${r.name} | ${med(r.name, "bulkMBs")!.toFixed(0)} | ${ratio("bulkMBs")} | ${cpuGB === null ? "–" : `${(cpuGB / 1000).toFixed(2)} s`} | ${ratio("bulkCpuMsPerGB")} | ${pacedGB === null ? "–" : `${(pacedGB / 1000).toFixed(2)} s`} | ${ratio("pacedCpuMsPerGB")} | ${secs("pacedJsMsPerGB")} | ${ratio("pacedJsMsPerGB")} | ${secs("scaledCpuMsPerGB")} | ${ratio("scaledCpuMsPerGB")} | ${secs("scaledJsMsPerGB")} | ${ratio("scaledJsMsPerGB")} | ${med(r.name, "smallRps")!.toFixed(0)} | ${ratio("smallRps")} | ${cpuReq === null ? "–" : `${cpuReq.toFixed(0)} µs`} |`,
     );
   }
 } finally {
