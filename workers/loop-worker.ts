@@ -9,6 +9,7 @@ import { secretsFromWire } from "../src/credentials/secrets.ts";
 import { heldVerdict, type QuarantineEntry } from "../src/guard/quarantine.ts";
 import { AuditLog, internalError } from "../src/observe/audit.ts";
 import { ProxyMetrics } from "../src/observe/metrics.ts";
+import type { LeafMaterial, LeafSource } from "../src/pki/leaf-cache.ts";
 import { type Loop, type Prepared, startLoop } from "../src/server/loop.ts";
 import { type FromLoop, type ToLoop, toWireError } from "../src/server/loop-wire.ts";
 
@@ -56,6 +57,32 @@ let loop: Loop | undefined;
 let audit: AuditLog | undefined;
 let statsTimer: ReturnType<typeof setInterval> | undefined;
 
+/** The proxy's one leaf cache, in the main thread: asked for each leaf this loop lacks. */
+const leafAsks = new Map<number, { ok(l: LeafMaterial): void; fail(e: Error): void }>();
+let nextLeafAsk = 1;
+function rootLeaves(keyPem: string): LeafSource {
+  return {
+    keyPem,
+    leaf: (host, owner) =>
+      new Promise<LeafMaterial>((ok, fail) => {
+        const ref = nextLeafAsk++;
+        leafAsks.set(ref, { ok, fail });
+        post({ op: "leaf", ref, host, owner });
+      }),
+  };
+}
+function leafIs(m: Extract<ToLoop, { op: "leafIs" }>): void {
+  const asked = leafAsks.get(m.ref);
+  leafAsks.delete(m.ref);
+  if (!asked) return;
+  if (!m.leaf) {
+    asked.fail(Object.assign(new Error(m.error?.message ?? "no leaf"), { name: m.error?.name }));
+    return;
+  }
+  const { certChainPem, notAfterMs, serial, minted } = m.leaf;
+  asked.ok({ certChainPem, notAfter: new Date(notAfterMs), serial, minted });
+}
+
 /** Resolves only `names` (tests), telling the root each name asked for. */
 function staticLookup(names: Readonly<Record<string, string>>) {
   return async (host: string) => {
@@ -76,7 +103,11 @@ async function handle(m: ToLoop): Promise<unknown> {
       loop = await startLoop({
         config,
         secrets,
-        pki: m.pki,
+        pki: {
+          credentials: m.pki.credentials,
+          interceptionCertPem: m.pki.interceptionCertPem,
+          leaves: rootLeaves(m.pki.leafKeyPem),
+        },
         audit,
         metrics: new ProxyMetrics({ process: false }),
         sinks: {
@@ -174,6 +205,8 @@ async function handle(m: ToLoop): Promise<unknown> {
 let queue: Promise<unknown> = Promise.resolve();
 self.onmessage = (ev: MessageEvent<ToLoop>) => {
   const m = ev.data;
+  // A leaf a handshake waits for: not behind a reload's steps.
+  if (m.op === "leafIs") return leafIs(m);
   const run = async () => {
     try {
       const value = await handle(m);

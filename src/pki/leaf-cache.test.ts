@@ -192,6 +192,47 @@ describe("cache", () => {
   });
 });
 
+describe("caches over the proxy's one cache (several event loops)", () => {
+  test("a host's leaf is minted once: every cache over the shared one gets the same leaf", async () => {
+    const shared = await LeafCache.create(ca.interception, { secureContext: false });
+    const [a, b] = [new LeafCache(shared.asSource()), new LeafCache(shared.asSource())];
+    const [la, lb] = await Promise.all([
+      a.get("s.example", "agent-a"),
+      b.get("s.example", "agent-b"),
+    ]);
+    expect(la.serial).toBe(lb.serial);
+    expect(la.certChainPem).toBe(lb.certChainPem);
+    expect(la.keyPem).toBe(shared.keyPem);
+    expect(shared.stats()).toMatchObject({ mints: 1, size: 1 });
+    // The signature is counted where it was made; each cache counts its own miss.
+    expect(a.stats().mints + b.stats().mints).toBe(1);
+    expect(a.stats().misses).toBe(1);
+    expect(b.stats().misses).toBe(1);
+    // Each builds its own context for its handshakes.
+    expect(la.secureContext).toBeDefined();
+    expect(lb.secureContext).not.toBe(la.secureContext);
+  });
+
+  test("what the shared cache refuses, every cache over it refuses", async () => {
+    const shared = await LeafCache.create(ca.interception, { secureContext: false });
+    const a = new LeafCache(shared.asSource());
+    await expect(a.get("not a host")).rejects.toBeInstanceOf(PkiError);
+    expect(a.stats().size).toBe(0);
+  });
+
+  test("a leaf the shared cache renewed reaches a cache over it once its own is close to expiry", async () => {
+    let now = Date.now();
+    const clock = { validityMs: 10 * 60_000, renewBeforeMs: 2 * 60_000, now: () => now };
+    const shared = await LeafCache.create(ca.interception, { secureContext: false, ...clock });
+    const a = new LeafCache(shared.asSource(), { secureContext: false, ...clock });
+    const first = await a.get("r.example");
+    now += 9 * 60_000;
+    const second = await a.get("r.example");
+    expect(second.serial).not.toBe(first.serial);
+    expect(shared.stats().mints).toBe(2);
+  });
+});
+
 describe("real TLS handshake on loopback", () => {
   test("a client trusting only ca-bundle.pem accepts minted leaves, with hostname checks", async () => {
     const cache = await LeafCache.create(ca.interception);

@@ -6,6 +6,9 @@
 // in-flight mint; a leaf close to expiry is re-minted. Each leaf is charged to the agent whose
 // CONNECT minted it, and one agent holds at most a share of the cache: past it, its own least
 // recently used leaf goes, so an agent asking for ever-new names churns only its own leaves.
+// With several event loops the proxy keeps one such cache in the main thread, signing; each
+// loop's cache asks it for what it lacks (a `LeafSource`), so a host's leaf is minted once for
+// the proxy and the interception CA's key stays in the main thread.
 //
 // It must never decide whether a host is allowed (policy does that before asking for a
 // leaf), never canonicalise hosts itself beyond rejecting what cannot be a SAN, and never
@@ -53,6 +56,22 @@ export interface MintedLeaf {
   readonly secureContext: SecureContext | undefined;
 }
 
+/** A leaf as a source hands it over: the SecureContext is built where it is used. */
+export interface LeafMaterial {
+  readonly certChainPem: string;
+  readonly notAfter: Date;
+  readonly serial: string;
+  /** Signed for this request (false: the source had it cached). */
+  readonly minted: boolean;
+}
+
+/** Where a cache gets the leaves it lacks: its own signature, or the proxy's shared cache. */
+export interface LeafSource {
+  /** The one key every leaf it hands out certifies, PKCS#8 PEM. */
+  readonly keyPem: string;
+  leaf(host: string, owner: string): Promise<LeafMaterial>;
+}
+
 export interface LeafCacheStats {
   readonly hits: number;
   readonly misses: number;
@@ -79,53 +98,53 @@ export class LeafCache {
   private readonly ownerCapacity: number;
   private readonly inFlight = new Map<string, Promise<MintedLeaf>>();
   private readonly capacity: number;
-  private readonly validityMs: number;
-  private readonly backdateMs: number;
   private readonly renewBeforeMs: number;
   private readonly withContext: boolean;
   private readonly now: () => number;
-  private readonly chainTail: string;
   private counters = { hits: 0, misses: 0, joined: 0, mints: 0, evictions: 0 };
+  readonly keyPem: string;
 
-  private constructor(
-    private readonly issuer: InterceptionIssuer,
-    private readonly template: LeafTemplate,
-    readonly keyPem: string,
-    options: LeafCacheOptions,
+  /** A cache over `source`; `LeafCache.create` is one that signs its own. */
+  constructor(
+    private readonly source: LeafSource,
+    options: LeafCacheOptions = {},
   ) {
+    this.keyPem = source.keyPem;
     this.capacity = options.capacity ?? 1000;
     this.ownerCapacity = options.ownerCapacity ?? this.capacity;
-    this.validityMs = options.validityMs ?? DAY_MS;
-    this.backdateMs = options.backdateMs ?? 5 * 60_000;
     this.renewBeforeMs = options.renewBeforeMs ?? 60 * 60_000;
     this.withContext = options.secureContext ?? true;
     this.now = options.now ?? Date.now;
-    this.chainTail = issuer.certPem;
     if (!Number.isInteger(this.capacity) || this.capacity < 1) {
       throw new PkiError("bad-argument", "leaf cache capacity must be a positive integer");
     }
     if (!Number.isInteger(this.ownerCapacity) || this.ownerCapacity < 1) {
       throw new PkiError("bad-argument", "leaf cache ownerCapacity must be a positive integer");
     }
-    if (this.renewBeforeMs >= this.validityMs) {
+    if (this.renewBeforeMs >= (options.validityMs ?? DAY_MS)) {
       throw new PkiError("bad-argument", "leaf renewBeforeMs must be shorter than validityMs");
     }
   }
 
-  /** Generates the shared leaf key and returns an empty cache. */
+  /** Generates the shared leaf key and returns an empty cache that signs its own leaves. */
   static async create(
     issuer: InterceptionIssuer,
     options: LeafCacheOptions = {},
   ): Promise<LeafCache> {
-    const keys = await generateP256KeyPair();
-    const keyId = issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
-    const template = new LeafTemplate({
-      issuerNameDer: new Uint8Array(issuer.cert.subjectName.toArrayBuffer()),
-      issuerKeyId: keyId ? Uint8Array.from(Buffer.from(keyId, "hex")) : undefined,
-      leafSpkiDer: new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey)),
-      issuerKey: issuer.key,
-    });
-    return new LeafCache(issuer, template, await exportPrivateKeyPem(keys.privateKey), options);
+    return new LeafCache(await LeafSigner.create(issuer, options), options);
+  }
+
+  /** The cache as a source for another's (a Worker loop's): its leaves without contexts. */
+  asSource(): LeafSource {
+    return {
+      keyPem: this.keyPem,
+      leaf: async (host, owner) => {
+        // What `get` does next is decided now: a leaf cached or in flight is not minted for it.
+        const minted = !this.has(host);
+        const l = await this.get(host, owner);
+        return { certChainPem: l.certChainPem, notAfter: l.notAfter, serial: l.serial, minted };
+      },
+    };
   }
 
   /** Whether `host` has a leaf without a mint: cached and fresh, or one in flight. */
@@ -152,7 +171,7 @@ export class LeafCache {
       return pending;
     }
     this.counters.misses++;
-    const mint = this.mint(host).then(
+    const mint = this.mint(host, owner).then(
       (leaf) => {
         this.inFlight.delete(host);
         this.remove(host);
@@ -208,7 +227,57 @@ export class LeafCache {
     }
   }
 
-  private async mint(host: string): Promise<MintedLeaf> {
+  private async mint(host: string, owner: string): Promise<MintedLeaf> {
+    const m = await this.source.leaf(host, owner);
+    if (m.minted) this.counters.mints++;
+    const secureContext = this.withContext
+      ? createSecureContext({ cert: m.certChainPem, key: this.keyPem, minVersion: "TLSv1.2" })
+      : undefined;
+    return {
+      host,
+      certChainPem: m.certChainPem,
+      keyPem: this.keyPem,
+      notAfter: m.notAfter,
+      serial: m.serial,
+      secureContext,
+    };
+  }
+}
+
+/** Signs leaves with the interception CA over one shared leaf key (leaf-der.ts). */
+export class LeafSigner implements LeafSource {
+  private readonly validityMs: number;
+  private readonly backdateMs: number;
+  private readonly now: () => number;
+
+  private constructor(
+    private readonly issuer: InterceptionIssuer,
+    private readonly template: LeafTemplate,
+    readonly keyPem: string,
+    options: Pick<LeafCacheOptions, "validityMs" | "backdateMs" | "now">,
+  ) {
+    this.validityMs = options.validityMs ?? DAY_MS;
+    this.backdateMs = options.backdateMs ?? 5 * 60_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Generates the shared leaf key. */
+  static async create(
+    issuer: InterceptionIssuer,
+    options: Pick<LeafCacheOptions, "validityMs" | "backdateMs" | "now"> = {},
+  ): Promise<LeafSigner> {
+    const keys = await generateP256KeyPair();
+    const keyId = issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+    const template = new LeafTemplate({
+      issuerNameDer: new Uint8Array(issuer.cert.subjectName.toArrayBuffer()),
+      issuerKeyId: keyId ? Uint8Array.from(Buffer.from(keyId, "hex")) : undefined,
+      leafSpkiDer: new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey)),
+      issuerKey: issuer.key,
+    });
+    return new LeafSigner(issuer, template, await exportPrivateKeyPem(keys.privateKey), options);
+  }
+
+  async leaf(host: string): Promise<LeafMaterial> {
     const ipVersion = isIP(host);
     if (ipVersion === 0 && !DNS_NAME_RE.test(host)) {
       throw new PkiError("bad-host", "host is not a canonical DNS name or IP address");
@@ -221,18 +290,6 @@ export class LeafCache {
       notBefore: new Date(now - this.backdateMs),
       notAfter,
     });
-    this.counters.mints++;
-    const certChainPem = derToPem(der) + this.chainTail;
-    const secureContext = this.withContext
-      ? createSecureContext({ cert: certChainPem, key: this.keyPem, minVersion: "TLSv1.2" })
-      : undefined;
-    return {
-      host,
-      certChainPem,
-      keyPem: this.keyPem,
-      notAfter,
-      serial,
-      secureContext,
-    };
+    return { certChainPem: derToPem(der) + this.issuer.certPem, notAfter, serial, minted: true };
   }
 }

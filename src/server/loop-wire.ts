@@ -9,7 +9,7 @@ import type { ViolationKind } from "../guard/violations.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
 import type { RefusedConnectionRecord, RequestRecord } from "../observe/audit.ts";
-import type { LoopPki, LoopStats, SharedGuards, SharedRates } from "./loop.ts";
+import type { LoopStats, SharedGuards, SharedRates } from "./loop.ts";
 
 /** Root → loop; those with an `id` are answered with a `reply` of the same id. */
 export type ToLoop =
@@ -20,7 +20,8 @@ export type ToLoop =
       count: number;
       config: ProxyConfig;
       secrets: SecretsWire;
-      pki: LoopPki;
+      /** The interception CA's certificate and the leaf key: leaves are asked of the root. */
+      pki: { credentials: ServerCredentials; interceptionCertPem: string; leafKeyPem: string };
       port: number;
       workers: number | undefined;
       quarantine: QuarantineEntry[];
@@ -49,7 +50,9 @@ export type ToLoop =
   | { op: "selfPorts"; ports: number[] }
   | { op: "metrics"; id: number }
   | { op: "flush"; id: number }
-  | { op: "close"; id: number; graceMs: number };
+  | { op: "close"; id: number; graceMs: number }
+  /** The answer to a loop's `leaf`. */
+  | { op: "leafIs"; ref: number; leaf: WireLeaf | null; error?: WireError };
 
 /** Loop → root. */
 export type FromLoop =
@@ -74,9 +77,18 @@ export type FromLoop =
     }
   | { op: "stats"; stats: LoopStats }
   | { op: "lookup"; host: string }
+  /** A leaf this loop's cache lacks, from the proxy's one cache (answered `leafIs`). */
+  | { op: "leaf"; ref: number; host: string; owner: string }
   | { op: "batch"; events: FromLoop[] }
   | { op: "refused"; of: "connection"; kind: string; who: string; record: RefusedConnectionRecord }
   | { op: "refused"; of: "request"; kind: string; who: string; record: RequestRecord };
+
+export interface WireLeaf {
+  readonly certChainPem: string;
+  readonly notAfterMs: number;
+  readonly serial: string;
+  readonly minted: boolean;
+}
 
 /** An error as it crosses: its class's name, message, and what a ConfigError or errno adds. */
 export interface WireError {

@@ -50,18 +50,20 @@ import {
   type IdentityRules,
   interceptionCaMarker,
 } from "../pki/agent-identity.ts";
-import { LeafCache } from "../pki/leaf-cache.ts";
+import { LeafCache, type LeafSource } from "../pki/leaf-cache.ts";
 import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
 import { addressVerdict } from "../policy/address-class.ts";
 import { compileLivePolicy } from "../policy/egress-policy.ts";
 import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
 
-/** The proxy's own TLS material, as a loop needs it (the interception CA's key in PKCS#8 PEM). */
-export interface LoopPki {
+/**
+ * The proxy's own TLS material, as a loop needs it: the interception CA's key (PKCS#8 PEM) to
+ * sign leaves with, or, for a Worker loop, `leaves`, the proxy's one cache it asks instead.
+ */
+export type LoopPki = {
   readonly credentials: ServerCredentials;
   readonly interceptionCertPem: string;
-  readonly interceptionKeyPem: string;
-}
+} & ({ readonly interceptionKeyPem: string } | { readonly leaves: LeafSource });
 
 /** What a loop tells the proxy as a whole. */
 export interface LoopSinks {
@@ -248,18 +250,20 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
   const config = inputs.config;
   let secrets = inputs.secrets;
   let state = SecretState.compile(secrets);
-  const interception = {
-    cert: new x509.X509Certificate(inputs.pki.interceptionCertPem),
-    certPem: inputs.pki.interceptionCertPem,
-    key: await importPrivateKeyPem(inputs.pki.interceptionKeyPem),
-  };
-  // One agent's mints hold at most a quarter of the cache: naming ever-new hosts under a
-  // wildcard evicts its own leaves, not the ones other agents use.
-  const leaves = await LeafCache.create(interception, {
-    capacity: LEAF_CACHE_CAPACITY,
-    ownerCapacity: LEAF_CACHE_CAPACITY / 4,
-  });
-  const marker = interceptionCaMarker(interception.cert);
+  const interceptionCert = new x509.X509Certificate(inputs.pki.interceptionCertPem);
+  const pkiIn = inputs.pki;
+  const leaves =
+    "leaves" in pkiIn
+      ? new LeafCache(pkiIn.leaves, LEAF_CACHE_OPTIONS)
+      : await LeafCache.create(
+          {
+            cert: interceptionCert,
+            certPem: pkiIn.interceptionCertPem,
+            key: await importPrivateKeyPem(pkiIn.interceptionKeyPem),
+          },
+          LEAF_CACHE_OPTIONS,
+        );
+  const marker = interceptionCaMarker(interceptionCert);
   // The live policy: replaced whole by applyPolicy; every decision reads the current one.
   let deny = denylistSets(config.policy.deny);
   let policy = compileLivePolicy(config.policy);
@@ -704,6 +708,14 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
 }
 
 const LEAF_CACHE_CAPACITY = 1000;
+/**
+ * One agent's mints hold at most a quarter of the cache: naming ever-new hosts under a wildcard
+ * evicts its own leaves, not the ones other agents use.
+ */
+export const LEAF_CACHE_OPTIONS = {
+  capacity: LEAF_CACHE_CAPACITY,
+  ownerCapacity: LEAF_CACHE_CAPACITY / 4,
+} as const;
 /** The proxy's own error code of an answer it made (`x-slapenir-error`), if it is one. */
 function errorCodeOf(r: OutgoingResponse): string | undefined {
   return r.headers.find(([k]) => k.toLowerCase() === "x-slapenir-error")?.[1];

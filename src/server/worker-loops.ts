@@ -10,10 +10,18 @@ import { ConfigError, type ConfigErrorCode } from "../config/config-error.ts";
 import { toWire } from "../config/proxy-config.ts";
 import { wipeSecretsWire } from "../credentials/secrets.ts";
 import { availableCores } from "../guard/cgroup-probe.ts";
-import { type LoopStats, type Prepared, sharedGuards, sharedRates } from "./loop.ts";
+import { LeafCache, type LeafSource } from "../pki/leaf-cache.ts";
+import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
+import {
+  LEAF_CACHE_OPTIONS,
+  type LoopStats,
+  type Prepared,
+  sharedGuards,
+  sharedRates,
+} from "./loop.ts";
 import type { LoopSet, LoopSetOptions } from "./loop-set.ts";
 import { sumStats } from "./loop-set.ts";
-import type { FromLoop, ToLoop, WireError } from "./loop-wire.ts";
+import { type FromLoop, type ToLoop, toWireError, type WireError } from "./loop-wire.ts";
 
 const WORKER_URL = new URL("../../workers/loop-worker.ts", import.meta.url);
 
@@ -28,10 +36,14 @@ class LoopWorker {
   readonly #audit: LoopSetOptions["audit"];
   readonly #ended: LoopSetOptions["onLoopEnded"];
 
+  readonly #leaves: LeafSource;
+
   constructor(
     o: LoopSetOptions,
     readonly index: number,
+    leaves: LeafSource,
   ) {
+    this.#leaves = leaves;
     this.#worker = new Worker(WORKER_URL);
     this.#worker.onmessage = (ev: MessageEvent<FromLoop>) => this.#received(ev.data, o);
     this.#worker.onerror = (ev) => {
@@ -89,6 +101,23 @@ class LoopWorker {
       case "lookup":
         o.onLookup?.(m.host);
         return;
+      case "leaf":
+        this.#leaves.leaf(m.host, m.owner).then(
+          (l) =>
+            this.tell({
+              op: "leafIs",
+              ref: m.ref,
+              leaf: {
+                certChainPem: l.certChainPem,
+                notAfterMs: l.notAfter.getTime(),
+                serial: l.serial,
+                minted: l.minted,
+              },
+            }),
+          (e: unknown) =>
+            this.tell({ op: "leafIs", ref: m.ref, leaf: null, error: toWireError(e) }),
+        );
+        return;
       case "batch":
         for (const e of m.events) this.#received(e, o);
         return;
@@ -136,14 +165,30 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
   let port = o.config.listen.port;
   await portIsFree(o.config.listen.host, port);
   const config = toWire(o.config);
-  const pki = o.pki;
+  // The proxy's one leaf cache: every loop asks it for the leaves it lacks, so a host's leaf is
+  // minted once and the interception CA's key stays in this thread.
+  if (!("interceptionKeyPem" in o.pki)) throw new Error("Worker loops need the interception key");
+  const leafCache = await LeafCache.create(
+    {
+      cert: new x509.X509Certificate(o.pki.interceptionCertPem),
+      certPem: o.pki.interceptionCertPem,
+      key: await importPrivateKeyPem(o.pki.interceptionKeyPem),
+    },
+    { ...LEAF_CACHE_OPTIONS, secureContext: false },
+  );
+  const leaves = leafCache.asSource();
+  const pki = {
+    credentials: o.pki.credentials,
+    interceptionCertPem: o.pki.interceptionCertPem,
+    leafKeyPem: leaves.keyPem,
+  };
   // The matcher's workers shared out: each loop its part of the cores.
   const workers = o.workers ?? Math.max(1, Math.floor(availableCores() / o.count));
   const s = o.secrets.toWire();
   const shared = sharedGuards(o.config);
   try {
     for (let index = 0; index < o.count; index++) {
-      const l = new LoopWorker(o, index);
+      const l = new LoopWorker(o, index, leaves);
       loops.push(l);
       // The first binds (the port it chose, when configured 0); the others join it.
       port = await l.ask<number>({
@@ -253,6 +298,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
       for (const l of loops) l.closing();
       await all((l) => l.ask({ op: "close", graceMs }).catch(() => {}));
       for (const l of loops) l.terminate();
+      leafCache.clear();
     },
   };
 }

@@ -107,6 +107,21 @@ describe("two event loops", () => {
     expect(JSON.stringify(h.auditLines)).not.toContain(REAL);
   });
 
+  test("a host's leaf is minted once for the proxy: every loop presents the same one", async () => {
+    const serials = new Map<number, Set<string>>();
+    for (let i = 0; i < 40 && (serials.size < 2 || i < 8); i++) {
+      const t = await tunnel();
+      const serial = t.getPeerCertificate().serialNumber;
+      expect(await ask(t, `/leaf/${i}`)).toStartWith("HTTP/1.1 200");
+      closeTunnel(t);
+      const [line] = await h.auditWhere((l) => l.evt === "request" && l.path === `/leaf/${i}`);
+      const loop = Number(line!.conn) % 2;
+      serials.set(loop, (serials.get(loop) ?? new Set()).add(serial));
+    }
+    expect(serials.size).toBe(2);
+    expect(new Set([...serials.values()].flatMap((s) => [...s])).size).toBe(1);
+  });
+
   test("/metrics counts the exchanges of every loop", async () => {
     const swapsBefore = await h.metric(
       'slapenir_swaps_total{agent="agent-a",credential="model-api"}',
