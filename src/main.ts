@@ -26,8 +26,8 @@ async function enrollIfConfigured(
 ): Promise<void> {
   if (!process.env.SLAPENIR_CA_URL) return;
   let tls: ServerCredentials | undefined;
-  const apply = () => {
-    if (tls && proxyRef.current) proxyRef.current.reloadCredentials(tls);
+  const apply = async () => {
+    if (tls && proxyRef.current) await proxyRef.current.reloadCredentials(tls);
   };
   const enr = await startProxyEnrollment(proxyEnrollmentConfig(process.env), {
     onRenewed: (certPem, keyPem, chainPem) => {
@@ -36,11 +36,11 @@ async function enrollIfConfigured(
         keyPem,
         agentCaPem: tls?.agentCaPem ?? "",
       };
-      apply();
+      return apply();
     },
     onTrustBundle: (rootsPem) => {
       if (tls) tls = { ...tls, agentCaPem: rootsPem };
-      apply();
+      return apply();
     },
     // In the audit log once the proxy runs (what came before it, when it starts).
     onEvent: (e) => {

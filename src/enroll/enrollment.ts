@@ -248,8 +248,9 @@ export class CertificateEnrollment {
     this.#current = c;
     this.#attempt = 0;
     this.#expiredReported = false;
-    this.#emit({ type: kind, notAfter: c.notAfter });
+    // Told once the holder has it in force (the proxy: every event loop serves it).
     await this.#o.onRenewed(c.certPem, c.keyPem, c.chainPem);
+    this.#emit({ type: kind, notAfter: c.notAfter });
     this.#scheduleRenewal();
   }
 

@@ -42,7 +42,8 @@ export interface LoopSet {
   configure(next: ProxyConfig, ratesChanged: boolean): void;
   /** An agent put in quarantine (its connections closed) or let out (`null`). */
   quarantined(agent: string, entry: QuarantineEntry | null): void;
-  reloadCredentials(c: ServerCredentials): void;
+  /** Resolves once every loop's new handshakes use `c`. */
+  reloadCredentials(c: ServerCredentials): Promise<void>;
   /** Ports of the proxy's own the upstream leg must never dial. */
   selfPorts(ports: readonly number[]): void;
   /** Resolves once every audit line the loops wrote so far has reached the audit stream. */
@@ -107,7 +108,7 @@ export async function startLoops(o: LoopSetOptions): Promise<LoopSet> {
     quarantined(agent, entry) {
       if (entry) loop.closeAgent(agent);
     },
-    reloadCredentials: (c) => loop.reloadCredentials(c),
+    reloadCredentials: async (c) => loop.reloadCredentials(c),
     selfPorts: (ports) => loop.addSelfPorts(ports),
     flush: async () => {},
     stats: () => loop.stats(),

@@ -46,7 +46,7 @@ export type ToLoop =
   | { op: "abort"; prepared: number }
   | { op: "configure"; config: ProxyConfig; ratesChanged: boolean; rates: SharedRates }
   | { op: "quarantined"; agent: string; entry: QuarantineEntry | null }
-  | { op: "reloadCredentials"; credentials: ServerCredentials }
+  | { op: "reloadCredentials"; id: number; credentials: ServerCredentials }
   | { op: "selfPorts"; ports: number[] }
   | { op: "metrics"; id: number }
   | { op: "flush"; id: number }

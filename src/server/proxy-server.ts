@@ -79,8 +79,11 @@ export interface RunningProxy {
    * changed in force, all or nothing: an error leaves everything as it was and is thrown.
    */
   reload(): Promise<ReloadReport>;
-  /** Swap server certificate / agent CA without dropping open connections. */
-  reloadCredentials(c: ServerCredentials): void;
+  /**
+   * Swap server certificate / agent CA without dropping open connections; resolves once every
+   * loop's new handshakes use them.
+   */
+  reloadCredentials(c: ServerCredentials): Promise<void>;
   /** Resolves once every audit line written so far, in any event loop, is in the stream. */
   settled(): Promise<void>;
   close(): Promise<void>;
@@ -700,8 +703,8 @@ export async function startProxy(
     reloadPolicy,
     reload,
     settled: () => loops.flush(),
-    reloadCredentials(c) {
-      loops.reloadCredentials(c);
+    async reloadCredentials(c) {
+      await loops.reloadCredentials(c);
       serverNotAfter = notAfterOf(c.certPem);
       audit.event("reload", { what: "tls" }, "TLS credentials reloaded");
     },

@@ -285,9 +285,8 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
     quarantined: (agent, entry) => {
       for (const l of loops) l.tell({ op: "quarantined", agent, entry });
     },
-    reloadCredentials: (credentials) => {
-      for (const l of loops) l.tell({ op: "reloadCredentials", credentials });
-    },
+    reloadCredentials: (credentials) =>
+      all((l) => l.ask({ op: "reloadCredentials", credentials })).then(() => {}),
     selfPorts: (ports) => {
       for (const l of loops) l.tell({ op: "selfPorts", ports: [...ports] });
     },

@@ -42,7 +42,7 @@ describe("TLS credential rotation", () => {
     try {
       const next = await EmbeddedCa.open({ home: otherHome });
       const nextAgent = await next.issueAgentCert("agent-next");
-      h.proxy.reloadCredentials({
+      await h.proxy.reloadCredentials({
         certPem: next.server.certPem,
         keyPem: next.server.keyPem,
         agentCaPem: next.root.certPem,
@@ -143,7 +143,7 @@ describe("TLS session resumption on the agent's connection", () => {
       ]);
 
       // The agent CA is replaced: the old certificate must not get back in on its ticket.
-      h2.proxy.reloadCredentials({
+      await h2.proxy.reloadCredentials({
         certPem: next.server.certPem,
         keyPem: next.server.keyPem,
         agentCaPem: next.root.certPem,
@@ -171,7 +171,7 @@ describe("TLS sessions with several event loops", () => {
           answer: "HTTP/1.1 200 Connection Established",
         });
       }
-      h2.proxy.reloadCredentials({
+      await h2.proxy.reloadCredentials({
         certPem: next.server.certPem,
         keyPem: next.server.keyPem,
         agentCaPem: next.root.certPem,
@@ -206,7 +206,7 @@ describe("the certificate expiry gauge", () => {
     const short = await ca.issue(["localhost"], {
       notAfter: new Date(Date.now() + 2 * 86_400_000),
     });
-    h3.proxy.reloadCredentials({
+    await h3.proxy.reloadCredentials({
       certPem: short.certPem,
       keyPem: short.keyPem,
       agentCaPem: h3.ca.root.certPem,

@@ -169,11 +169,18 @@ export function closeTunnel(t: net.Socket): void {
  * outer connection into memory here), so the proxy's buffers for that answer stay full.
  */
 export function stallAfterHead(t: tls.TLSSocket, request: string): void {
-  t.once("data", () => {
+  t.once("data", (d: Buffer) => {
+    readBeforeStall.set(t, d.length);
     t.pause();
     carrierOf(t)?.pause();
   });
   t.write(request);
+}
+
+const readBeforeStall = new WeakMap<tls.TLSSocket, number>();
+/** The bytes stallAfterHead read before it stopped (the answer's first chunk). */
+export function bytesBeforeStall(t: tls.TLSSocket): number {
+  return readBeforeStall.get(t) ?? 0;
 }
 
 /** Reads again after stallAfterHead: the tunnel and its outer connection. */
@@ -184,14 +191,23 @@ function resumeTunnel(t: tls.TLSSocket): void {
 
 /**
  * Reads a stalled tunnel again until it closes: the bytes it then got, or null when it is still
- * open after `timeoutMs` (no limit without one).
+ * open after `timeoutMs` (no limit without one) or once it has got `enough` bytes in all (those
+ * stallAfterHead read included).
  */
-export function readUntilClosed(t: tls.TLSSocket, timeoutMs?: number): Promise<number | null> {
+export function readUntilClosed(
+  t: tls.TLSSocket,
+  timeoutMs?: number,
+  enough?: number,
+): Promise<number | null> {
   return new Promise((done) => {
     let got = 0;
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => done(null), timeoutMs);
     t.on("data", (d: Buffer) => {
       got += d.length;
+      if (enough !== undefined && got + bytesBeforeStall(t) >= enough) {
+        clearTimeout(timer);
+        done(null);
+      }
     });
     t.once("close", () => {
       clearTimeout(timer);
