@@ -30,7 +30,7 @@ import {
 } from "../support/memory-cgroup.ts";
 import type { AgentFiles } from "../support/proxy-harness.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
-import { closeTunnel, openTunnel, readUntilClosed, stallAfterHead } from "../support/raw-agent.ts";
+import { closeTunnel, openTunnel, readAgain, stallAfterHead } from "../support/raw-agent.ts";
 import {
   digestOf,
   generateChunks,
@@ -377,8 +377,10 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       await expectServed(other, 64 << 20);
       expect([proxyAlive(), cgroup!.oomKills()]).toEqual([true, 0]);
       // The colluders read again: exactly the shed tunnels end, each before its 8 MiB; the others
-      // get the head and the whole body (told by what they got, not by a time).
-      const ended = await Promise.all(tunnels.map((t) => readUntilClosed(t, undefined, 8 << 20)));
+      // get the head and the whole body. Told by what they got, not by how long they stay open
+      // (a shed tunnel may take seconds to read what its buffers held); one that gets nothing
+      // for 30 s is neither.
+      const ended = await Promise.all(tunnels.map((t) => readAgain(t, 8 << 20, 30_000)));
       const slowly = await slowRun;
       const shedLines = proxy!.auditLines
         .slice(auditFrom)
@@ -392,7 +394,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
         ),
       );
       const shed = shedLines.reduce((n, l) => n + Number(l.connections), 0);
-      const cut = ended.filter((n): n is number => n !== null);
+      const cut = ended.filter((e) => e.ended === "closed").map((e) => e.got);
       // Refused while memory was short: told 503, or — past the few refusals an agent may have
       // being told at once — closed at once, which the agent's stack reports as a clean close
       // or, when the close overtakes what it still had to read or send, as a reset.
@@ -407,6 +409,16 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       );
       expect(shed).toBeGreaterThan(0);
       expect([...shedAgents].every((a) => /^agent-collude-[1-4]$/.test(a!))).toBe(true);
+      // Neither shed nor served: what it got, and which side holds its bytes (the kernel's
+      // queues of its connection, both ends: a proxy that stopped sending, or a client that
+      // stopped reading).
+      const stuck = tunnels.flatMap((t, i) => {
+        if (ended[i]!.ended !== "idle") return [];
+        const port = (t as unknown as { _parent?: tls.TLSSocket })._parent?.localPort;
+        const ss = Bun.spawnSync(["ss", "-tn", `( sport = :${port} or dport = :${port} )`]);
+        return [{ got: ended[i]!.got, sockets: ss.stdout.toString().trim() }];
+      });
+      expect(stuck).toEqual([]);
       expect(cut.length).toBe(shed);
       expect(cut.every((n) => n < 8 << 20)).toBe(true);
       // The slow reader ran to its own time limit (exit 28), at its pace, never cut.

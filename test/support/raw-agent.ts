@@ -191,28 +191,52 @@ function resumeTunnel(t: tls.TLSSocket): void {
 
 /**
  * Reads a stalled tunnel again until it closes: the bytes it then got, or null when it is still
- * open after `timeoutMs` (no limit without one) or once it has got `enough` bytes in all (those
- * stallAfterHead read included).
+ * open after `timeoutMs` (no limit without one).
  */
-export function readUntilClosed(
-  t: tls.TLSSocket,
-  timeoutMs?: number,
-  enough?: number,
-): Promise<number | null> {
+export function readUntilClosed(t: tls.TLSSocket, timeoutMs?: number): Promise<number | null> {
   return new Promise((done) => {
     let got = 0;
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => done(null), timeoutMs);
     t.on("data", (d: Buffer) => {
       got += d.length;
-      if (enough !== undefined && got + bytesBeforeStall(t) >= enough) {
-        clearTimeout(timer);
-        done(null);
-      }
     });
     t.once("close", () => {
       clearTimeout(timer);
       done(got);
     });
+    resumeTunnel(t);
+  });
+}
+
+/**
+ * Reads a stalled tunnel again until it closes (the tunnel or the connection under it), has
+ * `enough` bytes in all, or gets nothing for `idleMs`: which, and the bytes it got in all (those
+ * stallAfterHead read included).
+ */
+export function readAgain(
+  t: tls.TLSSocket,
+  enough: number,
+  idleMs: number,
+): Promise<{ ended: "closed" | "enough" | "idle"; got: number }> {
+  return new Promise((done) => {
+    let got = bytesBeforeStall(t);
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const end = (ended: "closed" | "enough" | "idle") => {
+      clearTimeout(idle);
+      done({ ended, got });
+    };
+    const wait = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => end("idle"), idleMs);
+    };
+    t.on("data", (d: Buffer) => {
+      got += d.length;
+      if (got >= enough) end("enough");
+      else wait();
+    });
+    t.once("close", () => end("closed"));
+    carrierOf(t)?.once("close", () => end("closed"));
+    wait();
     resumeTunnel(t);
   });
 }
