@@ -401,10 +401,19 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       // for 30 s is neither.
       const ended = await Promise.all(tunnels.map((t) => readAgain(t, 8 << 20, 30_000)));
       const slowly = await slowRun;
-      const shedLines = proxy!.auditLines
-        .slice(auditFrom)
-        .map((l) => JSON.parse(l) as Record<string, unknown>)
-        .filter((l) => l.evt === "shed");
+      const cut = ended.filter((e) => e.ended === "closed").map((e) => e.got);
+      const shedSoFar = () =>
+        proxy!.auditLines
+          .slice(auditFrom)
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .filter((l) => l.evt === "shed");
+      // A round that shed as the tunnels were read again is audited by then, but its line may
+      // still be on its way from the proxy's stdout: wait for as many as were cut (or 15 s).
+      for (let waited = 0; waited < 15_000; waited += 100) {
+        if (shedSoFar().reduce((n, l) => n + Number(l.connections), 0) >= cut.length) break;
+        await Bun.sleep(100);
+      }
+      const shedLines = shedSoFar();
       const shedAgents = new Set(
         shedLines.flatMap((l) =>
           String(l.agents)
@@ -413,7 +422,6 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
         ),
       );
       const shed = shedLines.reduce((n, l) => n + Number(l.connections), 0);
-      const cut = ended.filter((e) => e.ended === "closed").map((e) => e.got);
       // Refused while memory was short: told 503, or — past the few refusals an agent may have
       // being told at once — closed at once, which the agent's stack reports as a clean close
       // or, when the close overtakes what it still had to read or send, as a reset.
