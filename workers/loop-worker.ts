@@ -79,8 +79,7 @@ function leafIs(m: Extract<ToLoop, { op: "leafIs" }>): void {
     asked.fail(Object.assign(new Error(m.error?.message ?? "no leaf"), { name: m.error?.name }));
     return;
   }
-  const { certChainPem, notAfterMs, serial, minted } = m.leaf;
-  asked.ok({ certChainPem, notAfter: new Date(notAfterMs), serial, minted });
+  asked.ok(m.leaf);
 }
 
 /** Resolves only `names` (tests), telling the root each name asked for. */

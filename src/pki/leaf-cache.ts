@@ -18,13 +18,31 @@ import { isIP } from "node:net";
 import { createSecureContext, type SecureContext } from "node:tls";
 import { derToPem, LeafTemplate } from "./leaf-der.ts";
 import { PkiError } from "./pki-error.ts";
-import { DAY_MS, exportPrivateKeyPem, generateP256KeyPair, x509 } from "./x509.ts";
+import {
+  DAY_MS,
+  exportPrivateKeyPem,
+  generateP256KeyPair,
+  importPrivateKeyPem,
+  x509,
+} from "./x509.ts";
 
 /** What the leaf cache needs from the interception CA. */
 export interface InterceptionIssuer {
   readonly cert: x509.X509Certificate;
   readonly certPem: string;
   readonly key: CryptoKey;
+}
+
+/** The interception CA as the leaf cache needs it, from its certificate and PKCS#8 key (PEM). */
+export async function interceptionIssuer(
+  certPem: string,
+  keyPem: string,
+): Promise<InterceptionIssuer> {
+  return {
+    cert: new x509.X509Certificate(certPem),
+    certPem,
+    key: await importPrivateKeyPem(keyPem),
+  };
 }
 
 export interface LeafCacheOptions {

@@ -9,6 +9,7 @@ import type { ViolationKind } from "../guard/violations.ts";
 import type { ProxyErrorCode } from "../http/proxy-error.ts";
 import type { ServerCredentials } from "../net/agent/front-door.ts";
 import type { RefusedConnectionRecord, RequestRecord } from "../observe/audit.ts";
+import type { LeafMaterial } from "../pki/leaf-cache.ts";
 import type { LoopStats, SharedGuards, SharedRates } from "./loop.ts";
 
 /** Root → loop; those with an `id` are answered with a `reply` of the same id. */
@@ -52,7 +53,7 @@ export type ToLoop =
   | { op: "flush"; id: number }
   | { op: "close"; id: number; graceMs: number }
   /** The answer to a loop's `leaf`. */
-  | { op: "leafIs"; ref: number; leaf: WireLeaf | null; error?: WireError };
+  | { op: "leafIs"; ref: number; leaf: LeafMaterial | null; error?: WireError };
 
 /** Loop → root. */
 export type FromLoop =
@@ -82,13 +83,6 @@ export type FromLoop =
   | { op: "batch"; events: FromLoop[] }
   | { op: "refused"; of: "connection"; kind: string; who: string; record: RefusedConnectionRecord }
   | { op: "refused"; of: "request"; kind: string; who: string; record: RequestRecord };
-
-export interface WireLeaf {
-  readonly certChainPem: string;
-  readonly notAfterMs: number;
-  readonly serial: string;
-  readonly minted: boolean;
-}
 
 /** An error as it crosses: its class's name, message, and what a ConfigError or errno adds. */
 export interface WireError {

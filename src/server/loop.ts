@@ -50,8 +50,8 @@ import {
   type IdentityRules,
   interceptionCaMarker,
 } from "../pki/agent-identity.ts";
-import { LeafCache, type LeafSource } from "../pki/leaf-cache.ts";
-import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
+import { interceptionIssuer, LeafCache, type LeafSource } from "../pki/leaf-cache.ts";
+import { x509 } from "../pki/x509.ts";
 import { addressVerdict } from "../policy/address-class.ts";
 import { compileLivePolicy } from "../policy/egress-policy.ts";
 import { PASS, refuse, type Verdict } from "../policy/verdict.ts";
@@ -256,11 +256,7 @@ export async function startLoop(inputs: LoopInputs): Promise<Loop> {
     "leaves" in pkiIn
       ? new LeafCache(pkiIn.leaves, LEAF_CACHE_OPTIONS)
       : await LeafCache.create(
-          {
-            cert: interceptionCert,
-            certPem: pkiIn.interceptionCertPem,
-            key: await importPrivateKeyPem(pkiIn.interceptionKeyPem),
-          },
+          await interceptionIssuer(pkiIn.interceptionCertPem, pkiIn.interceptionKeyPem),
           LEAF_CACHE_OPTIONS,
         );
   const marker = interceptionCaMarker(interceptionCert);

@@ -10,8 +10,7 @@ import { ConfigError, type ConfigErrorCode } from "../config/config-error.ts";
 import { toWire } from "../config/proxy-config.ts";
 import { wipeSecretsWire } from "../credentials/secrets.ts";
 import { availableCores } from "../guard/cgroup-probe.ts";
-import { LeafCache, type LeafSource } from "../pki/leaf-cache.ts";
-import { importPrivateKeyPem, x509 } from "../pki/x509.ts";
+import { interceptionIssuer, LeafCache, type LeafSource } from "../pki/leaf-cache.ts";
 import {
   LEAF_CACHE_OPTIONS,
   type LoopStats,
@@ -103,17 +102,7 @@ class LoopWorker {
         return;
       case "leaf":
         this.#leaves.leaf(m.host, m.owner).then(
-          (l) =>
-            this.tell({
-              op: "leafIs",
-              ref: m.ref,
-              leaf: {
-                certChainPem: l.certChainPem,
-                notAfterMs: l.notAfter.getTime(),
-                serial: l.serial,
-                minted: l.minted,
-              },
-            }),
+          (leaf) => this.tell({ op: "leafIs", ref: m.ref, leaf }),
           (e: unknown) =>
             this.tell({ op: "leafIs", ref: m.ref, leaf: null, error: toWireError(e) }),
         );
@@ -169,11 +158,7 @@ export async function startWorkerLoops(o: LoopSetOptions): Promise<LoopSet> {
   // minted once and the interception CA's key stays in this thread.
   if (!("interceptionKeyPem" in o.pki)) throw new Error("Worker loops need the interception key");
   const leafCache = await LeafCache.create(
-    {
-      cert: new x509.X509Certificate(o.pki.interceptionCertPem),
-      certPem: o.pki.interceptionCertPem,
-      key: await importPrivateKeyPem(o.pki.interceptionKeyPem),
-    },
+    await interceptionIssuer(o.pki.interceptionCertPem, o.pki.interceptionKeyPem),
     { ...LEAF_CACHE_OPTIONS, secureContext: false },
   );
   const leaves = leafCache.asSource();

@@ -189,7 +189,7 @@ const carrierClosed = new WeakSet<tls.TLSSocket>();
 
 const readBeforeStall = new WeakMap<tls.TLSSocket, number>();
 /** The bytes stallAfterHead read before it stopped (the answer's first chunk). */
-export function bytesBeforeStall(t: tls.TLSSocket): number {
+function bytesBeforeStall(t: tls.TLSSocket): number {
   return readBeforeStall.get(t) ?? 0;
 }
 
