@@ -169,33 +169,23 @@ export function closeTunnel(t: net.Socket): void {
  * outer connection into memory here), so the proxy's buffers for that answer stay full.
  */
 export function stallAfterHead(t: tls.TLSSocket, request: string): void {
-  // The connection under the tunnel, kept: once it closes the runtime no longer names it
-  // (`_parent`), and a paused tunnel whose connection closed may never hear of it.
-  const c = carrierOf(t);
-  if (c) {
-    carriers.set(t, c);
-    c.once("close", () => carrierClosed.add(t));
-  }
   t.once("data", (d: Buffer) => {
     readBeforeStall.set(t, d.length);
     t.pause();
-    c?.pause();
+    carrierOf(t)?.pause();
   });
   t.write(request);
 }
 
-const carriers = new WeakMap<tls.TLSSocket, tls.TLSSocket>();
-const carrierClosed = new WeakSet<tls.TLSSocket>();
-
 const readBeforeStall = new WeakMap<tls.TLSSocket, number>();
 /** The bytes stallAfterHead read before it stopped (the answer's first chunk). */
-function bytesBeforeStall(t: tls.TLSSocket): number {
+export function bytesBeforeStall(t: tls.TLSSocket): number {
   return readBeforeStall.get(t) ?? 0;
 }
 
 /** Reads again after stallAfterHead: the tunnel and its outer connection. */
 function resumeTunnel(t: tls.TLSSocket): void {
-  (carriers.get(t) ?? carrierOf(t))?.resume();
+  carrierOf(t)?.resume();
   t.resume();
 }
 
@@ -219,9 +209,9 @@ export function readUntilClosed(t: tls.TLSSocket, timeoutMs?: number): Promise<n
 }
 
 /**
- * Reads a stalled tunnel again until it closes (the tunnel or the connection under it, which
- * may have closed while it stalled), has `enough` bytes in all, or gets nothing for `idleMs`:
- * which, and the bytes it got in all (those stallAfterHead read included).
+ * Reads a stalled tunnel again until it closes (the tunnel or the connection under it), has
+ * `enough` bytes in all, or gets nothing for `idleMs`: which, and the bytes it got in all (those
+ * stallAfterHead read included).
  */
 export function readAgain(
   t: tls.TLSSocket,
@@ -245,17 +235,10 @@ export function readAgain(
       else wait();
     });
     t.once("close", () => end("closed"));
-    const c = carriers.get(t) ?? carrierOf(t);
-    c?.once("close", () => end("closed"));
-    if (carrierClosed.has(t) || c?.destroyed) end("closed");
-    else wait();
+    carrierOf(t)?.once("close", () => end("closed"));
+    wait();
     resumeTunnel(t);
   });
-}
-
-/** The local port of the connection under a tunnel (to find it in the kernel's tables). */
-export function carrierPort(t: tls.TLSSocket): number | undefined {
-  return (carriers.get(t) ?? carrierOf(t))?.localPort;
 }
 
 /** The outer connection a tunnel's TLS runs over (the runtime keeps it as `_parent`). */
