@@ -30,7 +30,13 @@ import {
 } from "../support/memory-cgroup.ts";
 import type { AgentFiles } from "../support/proxy-harness.ts";
 import { type ProxyProcess, startProxyProcess } from "../support/proxy-process.ts";
-import { closeTunnel, openTunnel, readAgain, stallAfterHead } from "../support/raw-agent.ts";
+import {
+  closeTunnel,
+  openTunnel,
+  readAgain,
+  stallAfterHead,
+  stalledAnswer,
+} from "../support/raw-agent.ts";
 import {
   digestOf,
   generateChunks,
@@ -105,35 +111,50 @@ function expectAliveWithinLimit(): void {
   expect(c.peakBytes()).toBeLessThan(LIMIT);
 }
 
+/** curl's report of a CONNECT answered 503 (exit 56). */
+const FRONT_DOOR_503 = /CONNECT.*\b503\b|\b503\b.*CONNECT/;
+
 /**
- * `agent` downloads `bytes` through the proxy, meanwhile: whole, byte-exact, redacted. A
- * connection refused at the front door while the proxy is overloaded (503, its documented
- * answer to new work it cannot take yet) is tried again, as a client told so would; anything
- * else — a download cut, a reset — fails.
+ * Runs a transfer again while the proxy turns its tunnel away at the front door (503 to the
+ * CONNECT: the proxy's documented answer to new work while it is overloaded, which a client told
+ * so tries again), up to 20 times.
+ */
+async function pastFrontDoor(
+  transfer: () => ReturnType<typeof curlTransfer>,
+  who: string,
+): ReturnType<typeof curlTransfer> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await transfer();
+    if (r.exit !== 56 || !FRONT_DOOR_503.test(r.stderr) || attempt >= 20) {
+      return r;
+    }
+    console.log(`${who} told 503 at the front door (attempt ${attempt}): trying again`);
+    await Bun.sleep(250);
+  }
+}
+
+/**
+ * `agent` downloads `bytes` through the proxy, meanwhile: whole, byte-exact, redacted, once past
+ * the front door; anything else — a download cut, a reset — fails.
  */
 async function expectServed(agent: AgentFiles, bytes: number): Promise<void> {
   const spec = up!.spec(bytes, true);
-  for (let attempt = 1; ; attempt++) {
-    const served = await curlTransfer(
-      proxy!,
-      [`https://localhost:${up!.port}/download?bytes=${bytes}&plant=1`],
-      undefined,
-      60,
-      agent,
-    );
-    if (
-      served.exit === 56 &&
-      /CONNECT.*\b503\b|\b503\b.*CONNECT/.test(served.stderr) &&
-      attempt < 20
-    ) {
-      console.log(`another agent told 503 at the front door (attempt ${attempt}): trying again`);
-      await Bun.sleep(250);
-      continue;
-    }
-    if (served.exit !== 0) console.error("not served:", served.exit, served.stderr.trim());
-    expect([served.exit, served.sha256]).toEqual([0, digestOf(spec, "[REDACTED]")]);
-    return;
-  }
+  const served = await pastFrontDoor(
+    () =>
+      curlTransfer(
+        proxy!,
+        [`https://localhost:${up!.port}/download?bytes=${bytes}&plant=1`],
+        undefined,
+        60,
+        agent,
+      ),
+    "another agent",
+  );
+  expect([served.exit, served.stderr.trim(), served.sha256]).toEqual([
+    0,
+    "",
+    digestOf(spec, "[REDACTED]"),
+  ]);
 }
 
 function proxyAlive(): boolean {
@@ -198,12 +219,17 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
     for (const c of generateChunks(spec)) sink.write(c);
     await sink.end();
     const swappedLength = spec.totalBytes + (REAL.length - DUMMY.length) * plantedCount(spec);
+    // Started with the first uploads: a download turned away at the front door tries again.
     const streams = Array.from({ length: AGENTS }, () =>
-      curlTransfer(
-        proxy!,
-        [`https://localhost:${up!.port}/download?bytes=${SIZE}`],
-        undefined,
-        120,
+      pastFrontDoor(
+        () =>
+          curlTransfer(
+            proxy!,
+            [`https://localhost:${up!.port}/download?bytes=${SIZE}`],
+            undefined,
+            120,
+          ),
+        "a download",
       ),
     );
     const url = `https://localhost:${up!.port}/upload`;
@@ -217,7 +243,9 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       for (const r of all) {
         const status = r.text.slice(r.text.lastIndexOf("\n") + 1);
         const body = r.text.slice(0, r.text.lastIndexOf("\n"));
-        if (r.exit !== 0) outcomes.push(`curl exit ${r.exit}`);
+        // Turned away at the front door (503 to the CONNECT while the proxy is overloaded).
+        if (r.exit === 56 && FRONT_DOOR_503.test(r.stderr)) outcomes.push("503 at the front door");
+        else if (r.exit !== 0) outcomes.push(`curl exit ${r.exit}: ${r.stderr.trim()}`);
         else if (status === "503") outcomes.push(body.includes("retry") ? "503" : `503 ${body}`);
         else if (status !== "200") outcomes.push(status);
         else {
@@ -233,9 +261,13 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       }
     }
     const downloads = await Promise.all(streams);
-    expect(downloads.map((r) => [r.exit, r.bytes])).toEqual(downloads.map(() => [0, SIZE]));
+    expect(downloads.map((r) => [r.exit, r.stderr.trim(), r.bytes])).toEqual(
+      downloads.map(() => [0, "", SIZE]),
+    );
     // Only answers: held (200) or turned away for now (503), and both happened.
-    expect(new Set(outcomes)).toEqual(new Set(["200", "503"]));
+    const seen = new Set(outcomes);
+    seen.delete("503 at the front door");
+    expect(seen).toEqual(new Set(["200", "503"]));
     expectAliveWithinLimit();
   }, 180_000);
 
@@ -262,13 +294,15 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       expect(tunnels.length).toBe(cap);
       // Refused: told with a 429, or — past the few refusals an agent may have being told at
       // once — closed at once (the agent sees the connection end before any answer; as a reset
-      // when the close overtakes bytes it had still to read or send).
-      const told = refusals.get("CONNECT refused: HTTP/1.1 429 Too Many Requests") ?? 0;
-      const closed =
-        (refusals.get("closed before head: ") ?? 0) + (refusals.get("read ECONNRESET") ?? 0);
-      expect(refusals.size).toBeLessThanOrEqual(3);
-      expect(told).toBeGreaterThan(0);
-      expect(told + closed).toBe(6_000 - cap);
+      // when the close overtakes bytes it had still to read or send). On a busy machine a few
+      // may instead be told 503, the proxy's answer to new tunnels while its event loop runs
+      // late; nothing else.
+      const capped = "CONNECT refused: HTTP/1.1 429 Too Many Requests";
+      const kinds = [capped, "CONNECT refused: HTTP/1.1 503 Service Unavailable"];
+      kinds.push("closed before head: ", "read ECONNRESET");
+      expect([...refusals.keys()].filter((k) => !kinds.includes(k))).toEqual([]);
+      expect(refusals.get(capped)).toBeGreaterThan(0);
+      expect([...refusals.values()].reduce((a, b) => a + b, 0)).toBe(6_000 - cap);
       await expectServed(other, 8 << 20);
     } finally {
       for (const t of tunnels) closeTunnel(t);
@@ -305,7 +339,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
           refused++;
           continue;
         }
-        stallAfterHead(t, request);
+        void stallAfterHead(t, request);
         tunnels.push(t);
       }
       await Bun.sleep(1000);
@@ -337,6 +371,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
     });
     const request = `GET /download?bytes=${8 << 20} HTTP/1.1\r\nHost: localhost:${up!.port}\r\n\r\n`;
     const tunnels: tls.TLSSocket[] = [];
+    const answered: Promise<void>[] = [];
     const refusals: string[] = [];
     const auditFrom = proxy!.auditLines.length;
     // A slow reader on the wire: curl takes 100 KiB/s (it stops reading its socket between
@@ -366,7 +401,7 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
                   (e: Error) => void refusals.push(e.message),
                 );
                 if (!t) return;
-                stallAfterHead(t, request);
+                answered.push(stallAfterHead(t, request));
                 tunnels.push(t);
               }),
             );
@@ -376,11 +411,21 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       await Bun.sleep(1500);
       await expectServed(other, 64 << 20);
       expect([proxyAlive(), cgroup!.oomKills()]).toEqual([true, 0]);
+      // What each tunnel was answered before it stalled: its download (200), or — when the
+      // upstream (in this process, on a busy machine) closed a new connection before answering
+      // — the proxy's 502 `upstream-reset`, whole, after which the proxy closes the tunnel. This
+      // runtime may never tell a paused tunnel that its connection closed, so that answer is
+      // read from the bytes it got, not from a close. No other answer is right here.
+      await Promise.all(answered);
+      const answers = tunnels.map((t) => stalledAnswer(t));
+      const downloads = tunnels.filter((_, i) => answers[i]?.status === 200);
+      const failed = answers.filter((a) => a?.status !== 200);
+      expect(failed.filter((a) => a?.status !== 502 || a.error !== "upstream-reset")).toEqual([]);
       // The colluders read again: exactly the shed tunnels end, each before its 8 MiB; the others
       // get the head and the whole body. Told by what they got, not by how long they stay open
       // (a shed tunnel may take seconds to read what its buffers held); one that gets nothing
       // for 30 s is neither.
-      const ended = await Promise.all(tunnels.map((t) => readAgain(t, 8 << 20, 30_000)));
+      const ended = await Promise.all(downloads.map((t) => readAgain(t, 8 << 20, 30_000)));
       const slowly = await slowRun;
       const shedLines = proxy!.auditLines
         .slice(auditFrom)
@@ -405,14 +450,14 @@ describe.skipIf(SKIP !== null)(`the proxy within its container's memory limit`, 
       expect([...kinds]).toEqual([]);
       expect(tunnels.length + refusals.length).toBe(4 * cap);
       console.log(
-        `shed ${shed} of ${tunnels.length} (${refusals.length} more refused); peak ${(cgroup!.peakBytes() / 1048576).toFixed(0)} MiB; slow reader ${slowly.bytes} bytes, curl exit ${slowly.exit}; shed agents ${[...shedAgents].join(" ")}`,
+        `shed ${shed} of ${tunnels.length} (${refusals.length} more refused, ${failed.length} answered 502 as their upstream closed); peak ${(cgroup!.peakBytes() / 1048576).toFixed(0)} MiB; slow reader ${slowly.bytes} bytes, curl exit ${slowly.exit}; shed agents ${[...shedAgents].join(" ")}`,
       );
       expect(shed).toBeGreaterThan(0);
       expect([...shedAgents].every((a) => /^agent-collude-[1-4]$/.test(a!))).toBe(true);
       // Neither shed nor served: what it got, and which side holds its bytes (the kernel's
       // queues of its connection, both ends: a proxy that stopped sending, or a client that
       // stopped reading).
-      const stuck = tunnels.flatMap((t, i) => {
+      const stuck = downloads.flatMap((t, i) => {
         if (ended[i]!.ended !== "idle") return [];
         const port = (t as unknown as { _parent?: tls.TLSSocket })._parent?.localPort;
         const ss = Bun.spawnSync(["ss", "-tn", `( sport = :${port} or dport = :${port} )`]);

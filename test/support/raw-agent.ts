@@ -166,21 +166,36 @@ export function closeTunnel(t: net.Socket): void {
 /**
  * Sends `request` in the tunnel and stops reading once the answer starts: the tunnel and the
  * connection under it are paused (pausing the tunnel alone leaves the runtime reading the
- * outer connection into memory here), so the proxy's buffers for that answer stay full.
+ * outer connection into memory here), so the proxy's buffers for that answer stay full. Resolves
+ * once the answer started (or the tunnel closed first).
  */
-export function stallAfterHead(t: tls.TLSSocket, request: string): void {
-  t.once("data", (d: Buffer) => {
-    readBeforeStall.set(t, d.length);
-    t.pause();
-    carrierOf(t)?.pause();
+export function stallAfterHead(t: tls.TLSSocket, request: string): Promise<void> {
+  const answered = new Promise<void>((resolve) => {
+    t.once("data", (d: Buffer) => {
+      readBeforeStall.set(t, d);
+      t.pause();
+      carrierOf(t)?.pause();
+      resolve();
+    });
+    t.once("close", () => resolve());
   });
   t.write(request);
+  return answered;
 }
 
-const readBeforeStall = new WeakMap<tls.TLSSocket, number>();
-/** The bytes stallAfterHead read before it stopped (the answer's first chunk). */
-export function bytesBeforeStall(t: tls.TLSSocket): number {
-  return readBeforeStall.get(t) ?? 0;
+const readBeforeStall = new WeakMap<tls.TLSSocket, Buffer>();
+
+/**
+ * The status of the answer stallAfterHead stopped in, and the proxy's error code when the answer
+ * is the proxy's own (`x-slapenir-error`); null when its first bytes held no whole head.
+ */
+export function stalledAnswer(t: tls.TLSSocket): { status: number; error?: string } | null {
+  const first = readBeforeStall.get(t)?.toString("latin1") ?? "";
+  const end = first.indexOf("\r\n\r\n");
+  if (end < 0) return null;
+  const head = first.slice(0, end);
+  const error = proxyErrorCode(head);
+  return { status: Number(head.split(" ")[1]), ...(error ? { error } : {}) };
 }
 
 /** Reads again after stallAfterHead: the tunnel and its outer connection. */
@@ -219,7 +234,7 @@ export function readAgain(
   idleMs: number,
 ): Promise<{ ended: "closed" | "enough" | "idle"; got: number }> {
   return new Promise((done) => {
-    let got = bytesBeforeStall(t);
+    let got = readBeforeStall.get(t)?.length ?? 0;
     let idle: ReturnType<typeof setTimeout> | undefined;
     const end = (ended: "closed" | "enough" | "idle") => {
       clearTimeout(idle);
