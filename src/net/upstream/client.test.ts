@@ -271,6 +271,20 @@ describe("upstream client, bodies held whole", () => {
     expect(processed).toEqual(["conn1:first", "conn1:second", "conn2:second"]);
   });
 
+  test("a new connection its upstream closes before answering fails with upstream-reset; the request is not sent again", async () => {
+    // Sent again, it would have been answered on the next connection.
+    const processed: string[] = [];
+    const port = await listen(
+      recording(processed, (s, conn, _nth, body) => {
+        if (conn === 1) s.end();
+        else answer(s, body);
+      }),
+    );
+    const c = client({ maxIdlePerHost: 4 });
+    const err = await failure(c.send(target(port), send("PUT", "once")));
+    expect([err.code, processed]).toEqual(["upstream-reset", ["conn1:once"]]);
+  });
+
   test("a POST is never sent twice: a dead kept-alive connection fails it", async () => {
     const processed: string[] = [];
     const port = await listen(
