@@ -235,6 +235,7 @@ export function readAgain(
 ): Promise<{ ended: "closed" | "enough" | "idle"; got: number }> {
   return new Promise((done) => {
     let got = readBeforeStall.get(t)?.length ?? 0;
+    if (t.destroyed) return done({ ended: "closed", got });
     let idle: ReturnType<typeof setTimeout> | undefined;
     const end = (ended: "closed" | "enough" | "idle") => {
       clearTimeout(idle);
