@@ -327,7 +327,7 @@ export function automatonStep(set: PatternSet, s: u32, b: u32): u32 {
     const rec = nodes + (<usize>s << 3);
     const kind = load<u8>(rec, 7);
     if (kind == KIND_DENSE) {
-      return load<u32>(<usize>load<u32>(rec) + (<usize>load<u16>(set.classMap + (<usize>b << 1)) << 2));
+      return load<u32>(<usize>load<u32>(rec) + (classOf(set, b) << 2));
     }
     if (kind == KIND_SINGLE) {
       if (<u32>load<u8>(rec, 6) == b) return load<u32>(rec);
@@ -339,9 +339,22 @@ export function automatonStep(set: PatternSet, s: u32, b: u32): u32 {
   }
 }
 
+/**
+ * The class of byte `b` in a dense row. The table is u16: with every byte value in the patterns
+ * there are 257 classes (0 is "in no pattern"), and a u8 one sent 0xff to class 0.
+ */
+@inline
+function classOf(set: PatternSet, b: u32): usize {
+  return <usize>load<u16>(set.classMap + (<usize>b << 1));
+}
+
+@inline
+function setClass(set: PatternSet, b: u32, cls: u32): void {
+  store<u16>(set.classMap + (<usize>b << 1), <u16>cls);
+}
+
 function buildAutomaton(set: PatternSet, order: usize): i32 {
   const n = <u32>set.nodeCount;
-  // u16: with every byte value in the patterns there are 257 classes (0 is "in no pattern").
   set.classMap = alloc(256 * 2);
   const rep = alloc(257 * 4); // a representative byte per class
   const kids = alloc(<usize>n << 2); // child count per node
@@ -351,14 +364,12 @@ function buildAutomaton(set: PatternSet, order: usize): i32 {
     free(kids);
     return 1;
   }
-  for (let c: u32 = 1; c < n; c++) {
-    store<u16>(set.classMap + (<usize>load<u8>(set.nodeByte + c) << 1), 1);
-  }
+  for (let c: u32 = 1; c < n; c++) setClass(set, load<u8>(set.nodeByte + c), 1);
   let classes: u32 = 1;
   for (let b: u32 = 0; b < 256; b++) {
-    if (load<u16>(set.classMap + (<usize>b << 1)) != 0) {
+    if (classOf(set, b) != 0) {
       store<u32>(rep + (<usize>classes << 2), b);
-      store<u16>(set.classMap + (<usize>b << 1), <u16>(classes++));
+      setClass(set, b, classes++);
     }
   }
   set.classes = <i32>classes;
@@ -409,9 +420,7 @@ function buildAutomaton(set: PatternSet, order: usize): i32 {
   // Rows in BFS order: a row's failure target is shallower, so its steps are already final.
   for (let b: u32 = 0; b < 256; b++) {
     const c = load<u32>(set.rootNext + (<usize>b << 2));
-    if (c != 0) {
-      store<u32>(set.rows + (<usize>load<u16>(set.classMap + (<usize>b << 1)) << 2), withFlag(set, c));
-    }
+    if (c != 0) store<u32>(set.rows + (classOf(set, b) << 2), withFlag(set, c));
   }
   for (let qh: u32 = 0; qh + 1 < n; qh++) {
     const u = load<u32>(order + (<usize>qh << 2));
@@ -425,7 +434,7 @@ function buildAutomaton(set: PatternSet, order: usize): i32 {
     }
     let v = load<u32>(set.firstChild + (<usize>u << 2));
     while (v != 0) {
-      const cls = <usize>load<u16>(set.classMap + (<usize>load<u8>(set.nodeByte + <usize>v) << 1));
+      const cls = classOf(set, load<u8>(set.nodeByte + <usize>v));
       store<u32>(row + (cls << 2), withFlag(set, v));
       v = load<u32>(set.nextSibling + (<usize>v << 2));
     }
